@@ -1,0 +1,158 @@
+# Build, test and package the Onload user-level stack.
+#
+#   make                 deps, restore, build Onload.sln (Release), publish into dist/
+#   make test            everything above, then the header checks, the C ABI smoke test and the
+#                        .NET tests; ends with "N passed, N failed, N skipped"
+#   make demo            ping and UDP echo against dist/bin/onload-echo across a veth pair (root)
+#   make bench           BenchmarkDotNet micro-benchmarks (BENCH_ARGS="--filter *Ring*" to choose)
+#   make bench-quick     the same, short and in-process: proves they run
+#   make install         copy dist/ to $(PREFIX) (bin, lib, include); DESTDIR is honoured
+#   make clean           remove dist/ and every bin/ and obj/
+#
+# dist/ after `make`:
+#   dist/bin/onload-echo            NativeAOT build of apps/echo
+#   dist/bin/abi_smoke              C program that dlopen()s the stack library and checks its exports
+#   dist/lib/libonload_stack.so     the stack as a C shared library (NativeAOT build of preload/native)
+#   dist/include/onload_stack.h     its header
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := all
+# NativeAOT publishes are heavy on a 2-core machine: never run two at once, whatever -j says.
+.NOTPARALLEL:
+.DELETE_ON_ERROR:
+
+CONFIG    ?= Release
+RID       ?= linux-x64
+DOTNET    ?= dotnet
+CC        ?= gcc
+CXX       ?= g++
+PREFIX    ?= /usr/local
+DESTDIR   ?=
+BENCH_ARGS ?=
+
+DIST      := dist
+PUBLISH   := obj/publish
+SLN       := Onload.sln
+
+# Debian packages the build, the tests and the demo use (the .NET SDK is not one of them).
+DEB_PACKAGES := iproute2 iputils-ping socat ethtool tcpdump gcc g++ make
+
+export DOTNET_CLI_TELEMETRY_OPTOUT := 1
+export DOTNET_NOLOGO := 1
+export DOTNET_SKIP_FIRST_TIME_EXPERIENCE := 1
+
+DOTNET_FLAGS := --nologo -c $(CONFIG)
+C_WARN       := -Wall -Wextra -Werror -pedantic
+
+# Inputs of a .NET project: its sources and project files, and its directories (so that deleting
+# or renaming a file counts as a change). $(call dotnet_inputs,DIR...)
+dotnet_inputs = $(shell find $(1) \( -name bin -o -name obj \) -prune -o \
+	\( -type d -o -type f \( -name '*.cs' -o -name '*.csproj' -o -name '*.props' -o -name '*.targets' \
+	   -o -name '*.json' -o -name '*.resx' \) \) -print 2>/dev/null)
+ROOT_INPUTS   := $(wildcard Directory.Build.props Directory.Build.targets Directory.Packages.props \
+	global.json nuget.config NuGet.config)
+STACK_INPUTS  := $(call dotnet_inputs,stack vnic) $(ROOT_INPUTS)
+ECHO_INPUTS   := $(STACK_INPUTS) $(call dotnet_inputs,apps/echo)
+NATIVE_INPUTS := $(STACK_INPUTS) $(call dotnet_inputs,preload/native)
+
+DIST_FILES := $(DIST)/bin/onload-echo $(DIST)/lib/libonload_stack.so $(DIST)/include/onload_stack.h \
+	$(DIST)/bin/abi_smoke
+
+.PHONY: all deps restore build publish test check-header demo bench bench-quick install clean
+
+all: deps build publish
+
+# ---------------------------------------------------------------------------------------------
+# deps: Debian packages (one apt-get update + install, and only when something is missing) and
+# the .NET SDK (which this does not install).
+deps:
+	@missing=""; \
+	for p in $(DEB_PACKAGES); do \
+	  status=$$(dpkg -s "$$p" 2>/dev/null | sed -n 's/^Status: //p'); \
+	  [ "$$status" = "install ok installed" ] || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "deps: installing Debian packages:$$missing"; \
+	  sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  $$sudo apt-get update -qq; \
+	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	@command -v $(DOTNET) >/dev/null 2>&1 || { \
+	  echo "error: '$(DOTNET)' not found on PATH. This project needs the .NET 10 SDK:" >&2; \
+	  echo "       install it (https://learn.microsoft.com/dotnet/core/install/linux) and retry." >&2; \
+	  exit 1; }
+	@$(DOTNET) --list-sdks 2>/dev/null | grep '^10\.' >/dev/null || { \
+	  echo "error: no .NET 10 SDK found; '$(DOTNET) --list-sdks' says:" >&2; \
+	  $(DOTNET) --list-sdks >&2; exit 1; }
+
+# ---------------------------------------------------------------------------------------------
+# One restore, with the runtime identifier that the NativeAOT publishes need, so that build and
+# publish share one set of assets files (restoring with and without -r in turn would rewrite them
+# every time). Everything after it runs with --no-restore.
+restore:
+	$(DOTNET) restore $(SLN) -r $(RID) --nologo -v quiet
+
+# The IL build of every project. PublishAot only acts at publish: nothing is AOT-compiled here.
+build: restore
+	$(DOTNET) build $(SLN) $(DOTNET_FLAGS) --no-restore -v minimal
+
+publish: $(DIST_FILES)
+
+$(DIST)/bin/onload-echo: $(ECHO_INPUTS) | restore
+	@echo "publish: apps/echo -> $@ (NativeAOT)"
+	@start=$$(date +%s); \
+	rm -rf $(PUBLISH)/echo; \
+	$(DOTNET) publish apps/echo/Onload.Echo.csproj $(DOTNET_FLAGS) -r $(RID) --no-restore \
+	  -o $(PUBLISH)/echo -v minimal; \
+	install -D -m 0755 $(PUBLISH)/echo/onload-echo $@; \
+	echo "publish: $@ took $$(( $$(date +%s) - start ))s"
+
+$(DIST)/lib/libonload_stack.so: $(NATIVE_INPUTS) | restore
+	@echo "publish: preload/native -> $@ (NativeAOT shared library)"
+	@start=$$(date +%s); \
+	rm -rf $(PUBLISH)/native; \
+	$(DOTNET) publish preload/native/Onload.Native.csproj $(DOTNET_FLAGS) -r $(RID) --no-restore \
+	  -o $(PUBLISH)/native -v minimal; \
+	install -D -m 0755 $(PUBLISH)/native/libonload_stack.so $@; \
+	echo "publish: $@ took $$(( $$(date +%s) - start ))s"
+
+$(DIST)/include/onload_stack.h: preload/include/onload_stack.h
+	install -D -m 0644 $< $@
+
+$(DIST)/bin/abi_smoke: preload/tests/abi_smoke.c preload/include/onload_stack.h
+	@mkdir -p $(@D)
+	$(CC) -std=c11 $(C_WARN) -O2 -Ipreload/include -o $@ $< -ldl
+
+# ---------------------------------------------------------------------------------------------
+test: all check-header
+	tests/run-tests.sh
+
+# The header must compile alone, as C11 and as C++17, without a warning.
+check-header: preload/include/onload_stack.h
+	@echo '#include "onload_stack.h"' | $(CC) -std=c11 $(C_WARN) -Ipreload/include -fsyntax-only -x c -
+	@echo '#include "onload_stack.h"' | $(CXX) -std=c++17 $(C_WARN) -Ipreload/include -fsyntax-only -x c++ -
+	@echo "check-header: onload_stack.h is clean C11 and C++17"
+
+demo: all
+	apps/demo.sh
+
+# BenchmarkDotNet builds and runs each benchmark in a process of its own from perf/'s sources,
+# so it runs through `dotnet run` rather than from dist/.
+bench: all
+	$(DOTNET) run $(DOTNET_FLAGS) --no-restore --project perf/Onload.Perf.csproj -- $(BENCH_ARGS)
+
+bench-quick: all
+	$(DOTNET) run $(DOTNET_FLAGS) --no-restore --project perf/Onload.Perf.csproj -- --quick $(BENCH_ARGS)
+
+# ---------------------------------------------------------------------------------------------
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include
+	install -m 0755 $(DIST)/bin/* $(DESTDIR)$(PREFIX)/bin/
+	install -m 0755 $(DIST)/lib/* $(DESTDIR)$(PREFIX)/lib/
+	install -m 0644 $(DIST)/include/* $(DESTDIR)$(PREFIX)/include/
+
+clean:
+	rm -rf $(DIST) obj
+	find stack vnic preload apps perf tests driverlink-client \
+	  \( -name bin -o -name obj \) -type d -prune -exec rm -rf {} +

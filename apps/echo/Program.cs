@@ -1,0 +1,83 @@
+using System.CommandLine;
+using System.Runtime.InteropServices;
+using Onload.Apps.Echo;
+using Onload.Stack;
+using Onload.Stack.Wire;
+using Onload.Vnic;
+
+var vnicOption = new Option<string>("--vnic") { Description = "VNIC spec KIND:NAME (af_packet:IF, tap:NAME)", Required = true };
+var addrOption = new Option<string>("--addr") { Description = "the stack's own address, IP/PREFIX (direct mode)", Required = true };
+var gatewayOption = new Option<string?>("--gateway") { Description = "default gateway for destinations off the subnet" };
+var udpOption = new Option<int[]>("--udp") { Description = "UDP port to echo (repeatable)", AllowMultipleArgumentsPerToken = false };
+var statsOption = new Option<bool>("--stats-on-exit") { Description = "print the stack's counters on exit (always on for SIGINT/SIGTERM)" };
+
+var root = new RootCommand("onload-echo: answers ping and echoes UDP on the user-level stack, in direct mode")
+{
+    vnicOption, addrOption, gatewayOption, udpOption, statsOption,
+};
+
+root.SetAction(parse =>
+{
+    StackOptions options;
+    try
+    {
+        options = new StackOptions
+        {
+            Address = Ipv4Cidr.Parse(parse.GetValue(addrOption)!),
+            Gateway = parse.GetValue(gatewayOption) is { } g ? Ipv4Address.Parse(g) : null,
+        };
+        options.Validate();
+    }
+    catch (Exception e) when (e is FormatException or ArgumentException)
+    {
+        Console.Error.WriteLine($"onload-echo: {e.Message}");
+        return 2;
+    }
+    var ports = parse.GetValue(udpOption) ?? [];
+    foreach (int p in ports)
+        if (p is < 1 or > 65535)
+        {
+            Console.Error.WriteLine($"onload-echo: --udp {p}: port must be 1..65535");
+            return 2;
+        }
+
+    IVnic vnic;
+    try
+    {
+        vnic = VnicFactory.Open(parse.GetValue(vnicOption)!);
+    }
+    catch (Exception e) when (e is ArgumentException or IOException or UnauthorizedAccessException or InvalidOperationException)
+    {
+        Console.Error.WriteLine($"onload-echo: {e.Message}");
+        return 1;
+    }
+
+    using (vnic)
+    using (var stack = new NetStack(vnic, options))
+    {
+        var settings = Settings.FromEnvironment();
+        if (settings.Trace)
+            stack.Trace = (tx, frame) => Console.Out.WriteLine((tx ? "> " : "< ") + PacketPrinter.Format(frame));
+        var server = new EchoServer(stack, settings);
+        foreach (int p in ports)
+        {
+            int rc = server.AddUdpPort((ushort)p);
+            if (rc < 0)
+            {
+                Console.Error.WriteLine($"onload-echo: udp port {p}: {(Errno)(-rc)}");
+                return 1;
+            }
+        }
+        using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; server.Stop(); });
+        using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; server.Stop(); });
+        Console.Out.WriteLine($"onload-echo: ready on {vnic.Spec} mac {vnic.MacAddress} addr {options.Address}" +
+            (ports.Length > 0 ? $" udp {string.Join(',', ports)}" : ""));
+        Console.Out.Flush();
+        server.Run();
+        if (server.Stopped || parse.GetValue(statsOption))
+            Stats.Print(stack, Console.Out);
+    }
+    return 0;
+});
+
+return root.Parse(args).Invoke();

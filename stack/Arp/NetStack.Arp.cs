@@ -1,0 +1,218 @@
+using Onload.Stack.Arp;
+using Onload.Stack.Wire;
+using Onload.Vnic;
+
+namespace Onload.Stack;
+
+// ARP (RFC 826) in direct mode: answer for our address, resolve next hops with retries, queue frames meanwhile.
+public sealed partial class NetStack
+{
+    /// <summary>How long an unused neighbour is kept after its last confirmation (gc_stale_time = 60 s).</summary>
+    private const long NeighbourGcNs = 60_000_000_000;
+
+    private bool ArpInput(int buffer, Span<byte> frame)
+    {
+        var payload = frame[EthernetFrame.HeaderLength..];
+        var reason = ArpPacket.Validate(payload);
+        if (reason != DropReason.None)
+            return Dropped(reason);
+        var arp = new ArpPacket(payload);
+        var op = arp.Operation;
+        if (op == ArpOperation.Request)
+            Counters.ArpInRequests++;
+        else
+            Counters.ArpInReplies++;
+        var sha = arp.SenderHardware;
+        var spa = arp.SenderProtocol;
+        var tpa = arp.TargetProtocol;
+        bool forUs = tpa == _address;
+
+        // RFC 5227 probe (sender 0.0.0.0): answer if it asks for our address, learn nothing.
+        if (spa.IsAny)
+        {
+            if (!(forUs && op == ArpOperation.Request))
+                return Dropped(DropReason.ArpNotForUs);
+            return ReplyInPlace(buffer, frame, sha, spa);
+        }
+        if (sha.IsGroup || sha == MacAddress.Zero || spa.IsMulticast || spa.IsLimitedBroadcast ||
+            spa.IsLoopback || spa == _address || spa == _subnet.DirectedBroadcast)
+            return Dropped(DropReason.ArpBogusSender);
+
+        // RFC 826 "merge": refresh an entry we already have, whoever the packet was for.
+        int i = _arp.Find(spa);
+        if (i >= 0)
+            Learn(i, sha, confirmed: forUs && op == ArpOperation.Reply);
+        else if (forUs)
+        {
+            // A request to us creates the sender's entry, as Linux does (STALE until confirmed).
+            i = _arp.Add(spa, NeighbourState.Stale, _now);
+            if (i >= 0)
+                Learn(i, sha, confirmed: op == ArpOperation.Reply);
+        }
+        if (!forUs)
+        {
+            // An announcement (sender = target, RFC 5227 §3) is handled by the merge above; anything else was for another host.
+            return spa == tpa ? false : Dropped(DropReason.ArpNotForUs);
+        }
+        if (op == ArpOperation.Request)
+            return ReplyInPlace(buffer, frame, sha, spa);
+        return false;
+    }
+
+    /// <summary>Turns a request into our reply in the same buffer and sends it (no copy).</summary>
+    private bool ReplyInPlace(int buffer, Span<byte> frame, MacAddress requesterMac, Ipv4Address requesterIp)
+    {
+        var arp = new ArpPacket(frame[EthernetFrame.HeaderLength..]);
+        arp.Write(ArpOperation.Reply, _mac, _address, requesterMac, requesterIp);
+        new EthernetFrame(frame).WriteHeader(requesterMac, _mac, EtherType.Arp);
+        Counters.ArpOutReplies++;
+        Transmit(buffer, EthernetFrame.HeaderLength + ArpPacket.Length);
+        return true;
+    }
+
+    private void Learn(int index, MacAddress mac, bool confirmed)
+    {
+        ref var e = ref _arp[index];
+        bool wasIncomplete = e.State == NeighbourState.Incomplete;
+        bool changed = e.Mac != mac;
+        e.Mac = mac;
+        if (confirmed)
+        {
+            e.State = NeighbourState.Reachable;
+            e.ConfirmedAt = _now;
+            e.ProbeAt = 0;
+            e.Probes = 0;
+        }
+        else if (wasIncomplete || changed)
+        {
+            e.State = NeighbourState.Stale;
+            e.ProbeAt = 0;
+            e.Probes = 0;
+        }
+        if (wasIncomplete)
+            SendQueued(index);
+    }
+
+    private void SendQueued(int index)
+    {
+        var mac = _arp[index].Mac;
+        while (true)
+        {
+            int buffer = _arp.Dequeue(index, out int length);
+            if (buffer < 0)
+                return;
+            new EthernetFrame(_pool.Span(buffer)).WriteHeader(mac, _mac, EtherType.Ipv4);
+            Transmit(buffer, length);
+        }
+    }
+
+    /// <summary>Sends an IPv4 frame whose IP header is written to <paramref name="nextHop"/>, resolving its MAC
+    /// first if needed. The frame's buffer passes to the stack whatever happens.</summary>
+    private void SendToNeighbour(Ipv4Address nextHop, int buffer, int length)
+    {
+        int i = _arp.Find(nextHop);
+        if (i >= 0)
+        {
+            ref var e = ref _arp[i];
+            e.UsedAt = _now;
+            if (e.State != NeighbourState.Incomplete)
+            {
+                if (e.State == NeighbourState.Reachable && _now - e.ConfirmedAt > Options.ArpReachableNs)
+                    e.State = NeighbourState.Stale;
+                if (e.State == NeighbourState.Stale && e.ProbeAt == 0)
+                {
+                    // Still use the old MAC, but ask the neighbour directly whether it is still there.
+                    e.ProbeAt = _now;
+                    ScheduleTimer(_now);
+                }
+                new EthernetFrame(_pool.Span(buffer)).WriteHeader(e.Mac, _mac, EtherType.Ipv4);
+                Transmit(buffer, length);
+                return;
+            }
+        }
+        else
+        {
+            i = _arp.Add(nextHop, NeighbourState.Incomplete, _now);
+            if (i < 0)
+            {
+                _pool.Release(buffer);
+                Counters.Count(DropReason.ArpQueueOverflow);
+                return;
+            }
+            ref var e = ref _arp[i];
+            e.Probes = 1;
+            e.ProbeAt = _now + Options.ArpRetransmitNs;
+            ScheduleTimer(e.ProbeAt);
+            SendArpRequest(nextHop, MacAddress.Broadcast);
+        }
+        if (!_arp.Enqueue(i, buffer, length, Options.ArpQueuePerEntry, out int evicted))
+        {
+            _pool.Release(buffer);
+            Counters.Count(DropReason.ArpQueueOverflow);
+        }
+        else if (evicted >= 0)
+        {
+            _pool.Release(evicted);
+            Counters.Count(DropReason.ArpQueueOverflow);
+        }
+    }
+
+    private void SendArpRequest(Ipv4Address target, MacAddress to)
+    {
+        int buffer = AllocateTx();
+        if (buffer < 0)
+            return;
+        var frame = _pool.Span(buffer);
+        new EthernetFrame(frame).WriteHeader(to, _mac, EtherType.Arp);
+        new ArpPacket(frame[EthernetFrame.HeaderLength..]).Write(ArpOperation.Request, _mac, _address, MacAddress.Zero, target);
+        Counters.ArpOutRequests++;
+        Transmit(buffer, EthernetFrame.HeaderLength + ArpPacket.Length);
+    }
+
+    /// <summary>A request for our own address from our own address (RFC 5227 §3 announcement).</summary>
+    private void SendGratuitousArp() => SendArpRequest(_address, MacAddress.Broadcast);
+
+    private void ArpTimers()
+    {
+        long next = long.MaxValue;
+        for (int i = 0; i < _arp.Capacity; i++)
+        {
+            ref var e = ref _arp[i];
+            if (e.State == NeighbourState.Free)
+                continue;
+            if (e.ProbeAt != 0 && e.ProbeAt <= _now)
+            {
+                if (e.Probes >= Options.ArpMaxProbes)
+                {
+                    DiscardNeighbour(i, countAsFailure: true);
+                    continue;
+                }
+                e.Probes++;
+                e.ProbeAt = _now + Options.ArpRetransmitNs;
+                SendArpRequest(e.Address, e.State == NeighbourState.Incomplete ? MacAddress.Broadcast : e.Mac);
+            }
+            else if (e.State != NeighbourState.Incomplete && e.ProbeAt == 0 &&
+                _now - Math.Max(e.UsedAt, e.ConfirmedAt) > NeighbourGcNs)
+            {
+                DiscardNeighbour(i, countAsFailure: false);
+                continue;
+            }
+            next = Math.Min(next, e.ProbeAt != 0 ? e.ProbeAt : Math.Max(e.UsedAt, e.ConfirmedAt) + NeighbourGcNs + 1);
+        }
+        ScheduleTimer(next);
+    }
+
+    private void DiscardNeighbour(int index, bool countAsFailure)
+    {
+        while (true)
+        {
+            int buffer = _arp.Dequeue(index, out _);
+            if (buffer < 0)
+                break;
+            _pool.Release(buffer);
+            if (countAsFailure)
+                Counters.Count(DropReason.ArpResolutionFailed);
+        }
+        _arp.Remove(index);
+    }
+}

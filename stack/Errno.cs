@@ -1,0 +1,36 @@
+namespace Onload.Stack;
+
+/// <summary>Linux errno values (asm-generic/errno-base.h, errno.h) the socket calls return, negated, as the kernel does.</summary>
+public enum Errno
+{
+    EPERM = 1,
+    ENOENT = 2,
+    EINTR = 4,
+    EBADF = 9,
+    EAGAIN = 11,
+    ENOMEM = 12,
+    EACCES = 13,
+    EFAULT = 14,
+    EINVAL = 22,
+    EMFILE = 24,
+    EPIPE = 32,
+    EPROTO = 71,
+    EDESTADDRREQ = 89,
+    EMSGSIZE = 90,
+    ENOPROTOOPT = 92,
+    EOPNOTSUPP = 95,
+    EAFNOSUPPORT = 97,
+    EADDRINUSE = 98,
+    EADDRNOTAVAIL = 99,
+    ENETDOWN = 100,
+    ENETUNREACH = 101,
+    ECONNRESET = 104,
+    ENOBUFS = 105,
+    EISCONN = 106,
+    ENOTCONN = 107,
+    ETIMEDOUT = 110,
+    ECONNREFUSED = 111,
+    EHOSTDOWN = 112,
+    EHOSTUNREACH = 113,
+    ENONET = 64,
+}

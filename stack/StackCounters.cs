@@ -1,0 +1,82 @@
+using Onload.Stack.Wire;
+
+namespace Onload.Stack;
+
+/// <summary>
+/// What the stack counted. Names follow the kernel's SNMP counters (<c>/proc/net/snmp</c>: Ip:, Icmp:, Udp:)
+/// where they mean the same thing; <see cref="Drops"/> holds every drop by its <see cref="DropReason"/>.
+/// </summary>
+public sealed class StackCounters
+{
+    private readonly long[] _drops = new long[Enum.GetValues<DropReason>().Length];
+
+    public long RxFrames;
+    public long TxFrames;
+    public long ArpInRequests;
+    public long ArpInReplies;
+    public long ArpOutRequests;
+    public long ArpOutReplies;
+    public long IpInReceives;
+    public long IpInDelivers;
+    public long IpOutRequests;
+    public long IpOutNoRoutes;
+    public long IcmpInMsgs;
+    public long IcmpInEchos;
+    public long IcmpInDestUnreachs;
+    public long IcmpOutMsgs;
+    public long IcmpOutEchoReps;
+    public long IcmpOutDestUnreachs;
+    public long UdpInDatagrams;
+    public long UdpNoPorts;
+    public long UdpInErrors;
+    public long UdpInCsumErrors;
+    public long UdpRcvbufErrors;
+    public long UdpOutDatagrams;
+    public long UdpSndbufErrors;
+
+    public long Drop(DropReason reason) => _drops[(int)reason];
+
+    internal void Count(DropReason reason) => _drops[(int)reason]++;
+
+    /// <summary>Every counter with its value, drops as <c>Drop.REASON</c>; zero drops left out.</summary>
+    public IEnumerable<KeyValuePair<string, long>> Snapshot()
+    {
+        yield return new(nameof(RxFrames), RxFrames);
+        yield return new(nameof(TxFrames), TxFrames);
+        yield return new(nameof(ArpInRequests), ArpInRequests);
+        yield return new(nameof(ArpInReplies), ArpInReplies);
+        yield return new(nameof(ArpOutRequests), ArpOutRequests);
+        yield return new(nameof(ArpOutReplies), ArpOutReplies);
+        yield return new(nameof(IpInReceives), IpInReceives);
+        yield return new(nameof(IpInDelivers), IpInDelivers);
+        yield return new(nameof(IpOutRequests), IpOutRequests);
+        yield return new(nameof(IpOutNoRoutes), IpOutNoRoutes);
+        yield return new(nameof(IcmpInMsgs), IcmpInMsgs);
+        yield return new(nameof(IcmpInEchos), IcmpInEchos);
+        yield return new(nameof(IcmpInDestUnreachs), IcmpInDestUnreachs);
+        yield return new(nameof(IcmpOutMsgs), IcmpOutMsgs);
+        yield return new(nameof(IcmpOutEchoReps), IcmpOutEchoReps);
+        yield return new(nameof(IcmpOutDestUnreachs), IcmpOutDestUnreachs);
+        yield return new(nameof(UdpInDatagrams), UdpInDatagrams);
+        yield return new(nameof(UdpNoPorts), UdpNoPorts);
+        yield return new(nameof(UdpInErrors), UdpInErrors);
+        yield return new(nameof(UdpInCsumErrors), UdpInCsumErrors);
+        yield return new(nameof(UdpRcvbufErrors), UdpRcvbufErrors);
+        yield return new(nameof(UdpOutDatagrams), UdpOutDatagrams);
+        yield return new(nameof(UdpSndbufErrors), UdpSndbufErrors);
+        foreach (var reason in Enum.GetValues<DropReason>())
+            if (reason != DropReason.None && _drops[(int)reason] != 0)
+                yield return new("Drop." + reason, _drops[(int)reason]);
+    }
+
+    public long TotalDrops
+    {
+        get
+        {
+            long t = 0;
+            foreach (long d in _drops)
+                t += d;
+            return t;
+        }
+    }
+}

@@ -1,0 +1,75 @@
+using Onload.Stack.Wire;
+
+namespace Onload.Stack;
+
+/// <summary>How a stack is configured. Defaults follow Linux's where Linux has one (noted per field).</summary>
+public sealed record StackOptions
+{
+    /// <summary>The address the stack owns in direct mode, with its subnet (<c>--addr</c>).</summary>
+    public required Ipv4Cidr Address { get; init; }
+
+    /// <summary>The default gateway for destinations outside the subnet; none means they are unreachable.</summary>
+    public Ipv4Address? Gateway { get; init; }
+
+    /// <summary>TTL of sent packets (net.ipv4.ip_default_ttl = 64).</summary>
+    public byte DefaultTtl { get; init; } = 64;
+
+    /// <summary>Frames taken from the VNIC per poll.</summary>
+    public int RxBatch { get; init; } = 32;
+
+    /// <summary>Neighbour entries (bounded; the oldest unused entry is evicted when full).</summary>
+    public int ArpEntries { get; init; } = 256;
+
+    /// <summary>How long a confirmed neighbour stays reachable (base_reachable_time_ms = 30 s).</summary>
+    public long ArpReachableNs { get; init; } = 30_000_000_000;
+
+    /// <summary>Time between ARP requests while resolving (retrans_time_ms = 1 s).</summary>
+    public long ArpRetransmitNs { get; init; } = 1_000_000_000;
+
+    /// <summary>ARP requests before resolution fails (mcast_solicit = 3).</summary>
+    public int ArpMaxProbes { get; init; } = 3;
+
+    /// <summary>Frames held per unresolved neighbour; the oldest goes when full (unres_qlen, bounded).</summary>
+    public int ArpQueuePerEntry { get; init; } = 16;
+
+    /// <summary>Frames held for all unresolved neighbours together.</summary>
+    public int ArpQueueTotal { get; init; } = 256;
+
+    /// <summary>Send a gratuitous ARP when the stack starts, so neighbours that cached an old MAC update.</summary>
+    public bool GratuitousArp { get; init; } = true;
+
+    /// <summary>UDP sockets the stack can hold.</summary>
+    public int UdpSockets { get; init; } = 256;
+
+    /// <summary>Datagrams one UDP socket's receive queue holds at most.</summary>
+    public int UdpQueueDatagrams { get; init; } = 256;
+
+    /// <summary>SO_RCVBUF default (net.core.rmem_default = 212992), charged per buffer held, like skb truesize.</summary>
+    public int UdpReceiveBufferBytes { get; init; } = 212_992;
+
+    /// <summary>net.ipv4.ip_local_port_range = 32768 60999.</summary>
+    public ushort EphemeralPortFirst { get; init; } = 32768;
+
+    public ushort EphemeralPortLast { get; init; } = 60999;
+
+    /// <summary>ICMP errors per second (net.ipv4.icmp_msgs_per_sec = 1000) and burst (icmp_msgs_burst = 50).</summary>
+    public int IcmpErrorsPerSecond { get; init; } = 1000;
+
+    public int IcmpErrorBurst { get; init; } = 50;
+
+    public void Validate()
+    {
+        if (Address.Address.IsAny || Address.Address.IsMulticast || Address.Address.IsLimitedBroadcast)
+            throw new ArgumentException($"{Address} cannot be a host's address");
+        if (Address.PrefixLength is < 1 or > 32)
+            throw new ArgumentException($"{Address}: prefix length must be 1..32");
+        if (Gateway is { } g && !Address.Contains(g))
+            throw new ArgumentException($"gateway {g} is not inside {Address}");
+        if (EphemeralPortFirst == 0 || EphemeralPortLast < EphemeralPortFirst)
+            throw new ArgumentException("ephemeral port range must be non-empty and not include 0");
+        ArgumentOutOfRangeException.ThrowIfLessThan(RxBatch, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(ArpEntries, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(UdpSockets, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(UdpQueueDatagrams, 1);
+    }
+}

@@ -1,0 +1,135 @@
+using Onload.Stack.Memory;
+using Onload.Stack.Wire;
+
+namespace Onload.Stack.Udp;
+
+/// <summary>One UDP socket's state (the stack's <c>struct udp_sock</c>).</summary>
+public struct UdpSocket
+{
+    public bool InUse;
+    public bool Bound;
+    public bool Connected;
+    /// <summary>SO_BROADCAST: may send to broadcast addresses.</summary>
+    public bool Broadcast;
+    public Ipv4Address LocalAddress;
+    public ushort LocalPort;
+    public Ipv4Address RemoteAddress;
+    public ushort RemotePort;
+    /// <summary>A pending asynchronous error (sk_err), reported once by the next call, as an errno.</summary>
+    public int Error;
+    /// <summary>SO_RCVBUF in bytes, charged per buffer queued.</summary>
+    public int ReceiveBufferBytes;
+    public int QueuedBytes;
+    public int QueueHead;
+    public int QueueCount;
+    public long InDatagrams;
+    public long Drops;
+}
+
+/// <summary>A received datagram waiting in a socket's queue: the frame's buffer stays the stack's until read.</summary>
+public struct UdpQueuedDatagram
+{
+    public int Buffer;
+    public ushort PayloadOffset;
+    public ushort PayloadLength;
+    public Ipv4Address SourceAddress;
+    public ushort SourcePort;
+}
+
+/// <summary>
+/// The UDP socket table: sockets by handle, an array from port to owning socket (O(1) demultiplexing), and one
+/// ring of queued datagrams per socket, all preallocated.
+/// </summary>
+public sealed class UdpSocketTable : IDisposable
+{
+    private readonly StructTable<UdpSocket> _sockets;
+    private readonly StructTable<UdpQueuedDatagram> _queues;
+    private readonly short[] _portOwner; // socket handle + 1 per port; 0 = free
+    private readonly int _queueCapacity;
+    private int _nextFree;
+
+    public UdpSocketTable(int sockets, int queueCapacity)
+    {
+        if (sockets > short.MaxValue - 1)
+            throw new ArgumentOutOfRangeException(nameof(sockets));
+        _sockets = new StructTable<UdpSocket>(sockets);
+        _queueCapacity = queueCapacity;
+        _queues = new StructTable<UdpQueuedDatagram>(sockets * queueCapacity);
+        _portOwner = new short[65536];
+    }
+
+    public int Capacity => _sockets.Length;
+    public int QueueCapacity => _queueCapacity;
+    public int Open { get; private set; }
+
+    public ref UdpSocket this[int handle] => ref _sockets[handle];
+
+    public bool IsValid(int handle) => (uint)handle < (uint)_sockets.Length && _sockets[handle].InUse;
+
+    public int Allocate(int receiveBufferBytes)
+    {
+        for (int n = 0; n < _sockets.Length; n++)
+        {
+            int h = (_nextFree + n) % _sockets.Length;
+            ref var s = ref _sockets[h];
+            if (s.InUse)
+                continue;
+            s = default;
+            s.InUse = true;
+            s.ReceiveBufferBytes = receiveBufferBytes;
+            _nextFree = (h + 1) % _sockets.Length;
+            Open++;
+            return h;
+        }
+        return -1;
+    }
+
+    public void Free(int handle)
+    {
+        ref var s = ref _sockets[handle];
+        if (s.Bound && _portOwner[s.LocalPort] == handle + 1)
+            _portOwner[s.LocalPort] = 0;
+        s = default;
+        Open--;
+    }
+
+    /// <summary>The socket bound to <paramref name="port"/>, or -1.</summary>
+    public int OwnerOf(ushort port) => _portOwner[port] - 1;
+
+    public bool PortInUse(ushort port) => _portOwner[port] != 0;
+
+    public void BindPort(int handle, ushort port) => _portOwner[port] = (short)(handle + 1);
+
+    public bool TryEnqueue(int handle, in UdpQueuedDatagram d, int chargeBytes)
+    {
+        ref var s = ref _sockets[handle];
+        // Like the kernel, admit a datagram while the queue is under the limit, so one always fits in an empty queue.
+        if (s.QueueCount == _queueCapacity || s.QueuedBytes >= s.ReceiveBufferBytes)
+            return false;
+        int slot = handle * _queueCapacity + (s.QueueHead + s.QueueCount) % _queueCapacity;
+        _queues[slot] = d;
+        s.QueueCount++;
+        s.QueuedBytes += chargeBytes;
+        return true;
+    }
+
+    public ref UdpQueuedDatagram Peek(int handle)
+    {
+        ref var s = ref _sockets[handle];
+        return ref _queues[handle * _queueCapacity + s.QueueHead];
+    }
+
+    public void Pop(int handle, int chargeBytes)
+    {
+        ref var s = ref _sockets[handle];
+        s.QueueHead = (s.QueueHead + 1) % _queueCapacity;
+        s.QueueCount--;
+        s.QueuedBytes -= chargeBytes;
+    }
+
+    public void Dispose()
+    {
+        _sockets.Dispose();
+        _queues.Dispose();
+    }
+}

@@ -1,0 +1,54 @@
+namespace Onload.Stack.Wire;
+
+/// <summary>Why the stack dropped a frame. Every drop is counted under one of these in <see cref="StackCounters"/>.</summary>
+public enum DropReason
+{
+    None = 0,
+
+    // Link
+    EthernetTruncated,
+    EthernetNotForUs,
+    EthernetUnknownType,
+    EthernetFromSelf,
+    EthernetBadSource,
+
+    // ARP (RFC 826)
+    ArpTruncated,
+    ArpUnsupportedFormat,
+    ArpBadOperation,
+    ArpNotForUs,
+    ArpBogusSender,
+    ArpQueueOverflow,
+    ArpResolutionFailed,
+
+    // IPv4 (RFC 791, RFC 1122 §3.2.1)
+    IpTruncated,
+    IpBadVersion,
+    IpBadHeaderLength,
+    IpBadTotalLength,
+    IpBadChecksum,
+    IpBadOptions,
+    IpNotForUs,
+    IpMartianSource,
+    IpFragment,
+    IpUnknownProtocol,
+
+    // ICMP (RFC 792)
+    IcmpTruncated,
+    IcmpBadChecksum,
+    IcmpEchoToBroadcast,
+    IcmpUnhandledType,
+    IcmpRateLimited,
+    IcmpErrorNoSocket,
+
+    // UDP (RFC 768)
+    UdpTruncated,
+    UdpBadLength,
+    UdpBadChecksum,
+    UdpNoPort,
+    UdpReceiveBufferFull,
+
+    // Transmit
+    TxNoBuffer,
+    TxRingFull,
+}

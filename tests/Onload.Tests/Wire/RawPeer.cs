@@ -1,0 +1,108 @@
+using System.Net;
+using System.Net.NetworkInformation;
+using Onload.Stack;
+using Onload.Stack.Wire;
+using Onload.Vnic;
+using Onload.Vnic.Sim;
+using PD = PacketDotNet;
+
+namespace Onload.Tests.Wire;
+
+/// <summary>A stack on one end of a simulated link and raw frames, built independently with PacketDotNet, on the other.</summary>
+public sealed class RawPeer : IDisposable
+{
+    public static readonly IPAddress PeerIp = IPAddress.Parse("10.2.0.1");
+    public static readonly IPAddress StackIp = IPAddress.Parse("10.2.0.2");
+
+    public RawPeer(ulong seed = 1)
+    {
+        Clock = new VirtualClock();
+        Link = new SimLink(seed, Clock);
+        Stack = new NetStack(Link.B, new StackOptions { Address = Ipv4Cidr.Parse("10.2.0.2/24"), GratuitousArp = false },
+            Clock, new SeededRandom(seed));
+        Stack.Trace = (tx, frame) => { if (tx) Sent.Add(frame.ToArray()); };
+    }
+
+    public VirtualClock Clock { get; }
+    public SimLink Link { get; }
+    public NetStack Stack { get; }
+    public List<byte[]> Sent { get; } = [];
+
+    public PhysicalAddress PeerMac => new(Bytes(Link.A.MacAddress));
+    public PhysicalAddress StackMac => new(Bytes(Link.B.MacAddress));
+
+    private static byte[] Bytes(MacAddress m)
+    {
+        var b = new byte[6];
+        m.Write(b);
+        return b;
+    }
+
+    /// <summary>Sends raw bytes from the peer and lets the stack process them.</summary>
+    public void Inject(byte[] frame)
+    {
+        Assert.That(Link.A.Buffers.TryAllocate(out int buffer), Is.True);
+        frame.CopyTo(Link.A.Buffers.Span(buffer));
+        Link.A.Transmit([new PacketDescriptor(buffer, frame.Length)]);
+        Clock.Advance(1_000_000);
+        Stack.Poll();
+    }
+
+    /// <summary>Frames that came back to the peer.</summary>
+    public List<byte[]> Received()
+    {
+        Clock.Advance(1_000_000);
+        var got = new List<byte[]>();
+        Span<PacketDescriptor> batch = stackalloc PacketDescriptor[32];
+        int n;
+        while ((n = Link.A.Receive(batch)) > 0)
+            for (int i = 0; i < n; i++)
+            {
+                got.Add(Link.A.Buffers.Span(batch[i]).ToArray());
+                Link.A.Buffers.Release(batch[i].Buffer);
+            }
+        return got;
+    }
+
+    public byte[] UdpFrame(ushort srcPort, ushort dstPort, byte[] payload)
+    {
+        var udp = new PD.UdpPacket(srcPort, dstPort) { PayloadData = payload };
+        var ip = new PD.IPv4Packet(PeerIp, StackIp) { PayloadPacket = udp, TimeToLive = 64 };
+        udp.UpdateUdpChecksum();
+        ip.UpdateIPChecksum();
+        var eth = new PD.EthernetPacket(PeerMac, StackMac, PD.EthernetType.IPv4) { PayloadPacket = ip };
+        return eth.Bytes;
+    }
+
+    public byte[] EchoRequestFrame(ushort id, ushort seq, byte[] data)
+    {
+        var icmp = new byte[8 + data.Length];
+        icmp[0] = 8;
+        icmp[4] = (byte)(id >> 8);
+        icmp[5] = (byte)id;
+        icmp[6] = (byte)(seq >> 8);
+        icmp[7] = (byte)seq;
+        data.CopyTo(icmp, 8);
+        ushort c = Checksum.Compute(icmp);
+        icmp[2] = (byte)(c >> 8);
+        icmp[3] = (byte)c;
+        var ip = new PD.IPv4Packet(PeerIp, StackIp) { Protocol = PD.ProtocolType.Icmp, TimeToLive = 64, PayloadData = icmp };
+        ip.UpdateCalculatedValues();
+        ip.UpdateIPChecksum();
+        var eth = new PD.EthernetPacket(PeerMac, StackMac, PD.EthernetType.IPv4) { PayloadPacket = ip };
+        return eth.Bytes;
+    }
+
+    public byte[] ArpFrame(PD.ArpOperation op, IPAddress target, PhysicalAddress? to = null, IPAddress? sender = null)
+    {
+        var arp = new PD.ArpPacket(op, PhysicalAddress.Parse("00-00-00-00-00-00"), target, PeerMac, sender ?? PeerIp);
+        var eth = new PD.EthernetPacket(PeerMac, to ?? PhysicalAddress.Parse("FF-FF-FF-FF-FF-FF"), PD.EthernetType.Arp) { PayloadPacket = arp };
+        return eth.Bytes;
+    }
+
+    public void Dispose()
+    {
+        Stack.Dispose();
+        Link.Dispose();
+    }
+}

@@ -1,0 +1,40 @@
+using Onload.Vnic.AfPacket;
+using Onload.Vnic.Tap;
+
+namespace Onload.Vnic;
+
+/// <summary>Sizes a backend takes when it opens.</summary>
+public sealed record VnicOptions
+{
+    /// <summary>Buffers in the packet buffer area.</summary>
+    public int BufferCount { get; init; } = 4096;
+
+    /// <summary>Slots in each of the backend's RX and TX rings (a power of two).</summary>
+    public int RingSize { get; init; } = 512;
+
+    /// <summary>For TAP, the MAC the stack uses; null draws a locally administered one.</summary>
+    public MacAddress? MacAddress { get; init; }
+}
+
+/// <summary>Opens a VNIC from its spec string <c>KIND:NAME</c>.</summary>
+public static class VnicFactory
+{
+    public static readonly IReadOnlyList<string> Kinds = ["af_packet", "tap"];
+
+    public static IVnic Open(string spec, VnicOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(spec);
+        options ??= new VnicOptions();
+        int colon = spec.IndexOf(':', StringComparison.Ordinal);
+        if (colon <= 0 || colon == spec.Length - 1)
+            throw new ArgumentException($"VNIC spec '{spec}' is not KIND:NAME (kinds: {string.Join(", ", Kinds)})", nameof(spec));
+        string kind = spec[..colon];
+        string name = spec[(colon + 1)..];
+        return kind switch
+        {
+            "af_packet" => AfPacketVnic.Open(name, options),
+            "tap" => TapVnic.Open(name, options),
+            _ => throw new ArgumentException($"VNIC kind '{kind}' is not known (kinds: {string.Join(", ", Kinds)})", nameof(spec)),
+        };
+    }
+}

@@ -1,0 +1,35 @@
+using System.Runtime.InteropServices;
+
+namespace Onload.Vnic;
+
+/// <summary>Sleeping until a VNIC has frames: the slow half of spin-then-sleep.</summary>
+public static partial class VnicWait
+{
+    [StructLayout(LayoutKind.Sequential)]
+    private struct PollFd
+    {
+        public int Fd;
+        public short Events;
+        public short Revents;
+    }
+
+    private const short PollIn = 0x001;
+
+    [LibraryImport("libc", EntryPoint = "poll", SetLastError = true)]
+    private static unsafe partial int Poll(PollFd* fds, nuint count, int timeoutMs);
+
+    /// <summary>Blocks until the VNIC's wait handle is readable or <paramref name="timeoutMs"/> passes
+    /// (-1 = no limit). Returns true if it became readable. A VNIC without a handle just sleeps.</summary>
+    public static unsafe bool Wait(IVnic vnic, int timeoutMs)
+    {
+        ArgumentNullException.ThrowIfNull(vnic);
+        var fd = new PollFd { Fd = vnic.WaitHandle, Events = PollIn };
+        if (fd.Fd < 0)
+        {
+            Thread.Sleep(Math.Max(0, timeoutMs));
+            return false;
+        }
+        int rc = Poll(&fd, 1, timeoutMs);
+        return rc > 0;
+    }
+}
