@@ -25,8 +25,13 @@ SHELL := /bin/bash
 CONFIG    ?= Release
 RID       ?= linux-x64
 DOTNET    ?= dotnet
-CC        ?= gcc
-CXX       ?= g++
+# make's built-in defaults (cc, g++) give way to gcc and g++; CC=clang etc. still override.
+ifeq ($(origin CC),default)
+CC        := gcc
+endif
+ifeq ($(origin CXX),default)
+CXX       := g++
+endif
 PREFIX    ?= /usr/local
 DESTDIR   ?=
 BENCH_ARGS ?=

@@ -103,9 +103,14 @@ public sealed class NsProcess : IDisposable
 
     public void Dispose()
     {
+        if (_disposed)
+            return;
+        _disposed = true;
         Kill();
         _process.Dispose();
     }
+
+    private bool _disposed;
 
     private void Append(StringBuilder to, string? line)
     {

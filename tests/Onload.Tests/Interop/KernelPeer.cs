@@ -1,0 +1,72 @@
+using System.Globalization;
+using Onload.Tests.Netns;
+
+namespace Onload.Tests.Interop;
+
+/// <summary>
+/// Where the stack meets the Linux kernel for one backend. For <c>af_packet</c>, two namespaces joined by a veth
+/// (the stack on one end, the kernel on the other); for <c>tap</c>, one namespace whose kernel owns a TAP device
+/// that the stack opens from the wire side.
+/// </summary>
+public sealed class KernelPeer : IDisposable
+{
+    private readonly NamespacePair? _pair;
+    private readonly TestNamespace? _single;
+    private readonly string? _tap;
+
+    public KernelPeer(string kind)
+    {
+        Netns.Netns.RequireRoot();
+        Kind = kind;
+        if (kind == "af_packet")
+        {
+            _pair = new NamespacePair();
+            VnicSpec = "af_packet:" + _pair.StackIf;
+            KernelAddress = _pair.KernelAddress;
+            StackAddress = _pair.StackAddress;
+            return;
+        }
+        if (kind != "tap")
+            throw new ArgumentException($"no kernel peer for '{kind}'");
+        int instance = TestNames.NextInstance();
+        _single = new TestNamespace(instance, 'k');
+        _tap = TestNames.Make(instance, 't');
+        int n = (Environment.ProcessId * 31 + instance) % 250 + 1;
+        KernelAddress = string.Create(CultureInfo.InvariantCulture, $"10.78.{n}.1");
+        StackAddress = string.Create(CultureInfo.InvariantCulture, $"10.78.{n}.2");
+        VnicSpec = "tap:" + _tap;
+    }
+
+    public string Kind { get; }
+    public string VnicSpec { get; }
+    public string KernelAddress { get; }
+    public string StackAddress { get; }
+    public string StackCidr => StackAddress + "/24";
+
+    public TestNamespace KernelNs => _pair?.Kernel ?? _single!;
+    public TestNamespace StackNs => _pair?.Stack ?? _single!;
+
+    /// <summary>Called once the stack has opened its VNIC: a TAP exists only from then on, and gets the kernel's address.</summary>
+    public void StackIsUp()
+    {
+        if (_tap is null)
+            return;
+        KernelNs.DisableIpv6(_tap);
+        KernelNs.Ip($"addr add {KernelAddress}/24 dev {_tap}");
+        KernelNs.Ip($"link set {_tap} up");
+    }
+
+    /// <summary>The MAC the kernel's neighbour table holds for the stack's address, or null.</summary>
+    public string? KernelNeighbourMac()
+    {
+        string line = KernelNs.Ip($"neigh show {StackAddress}");
+        int at = line.IndexOf("lladdr ", StringComparison.Ordinal);
+        return at < 0 ? null : line.Substring(at + 7, 17);
+    }
+
+    public void Dispose()
+    {
+        _pair?.Dispose();
+        _single?.Dispose();
+    }
+}

@@ -1,0 +1,113 @@
+using Onload.Stack;
+using Onload.Stack.Wire;
+using Onload.Tests.Netns;
+using Onload.Vnic;
+
+namespace Onload.Tests.Interop;
+
+/// <summary>The stack's own UDP client, in this process, against kernel UDP servers.</summary>
+[TestFixture("af_packet")]
+[TestFixture("tap")]
+[Category("netns")]
+[NonParallelizable]
+public class StackClientInteropTests(string kind)
+{
+    private static readonly TimeSpan Deadline = TimeSpan.FromSeconds(20);
+    private KernelPeer _peer = null!;
+    private IVnic _vnic = null!;
+    private NetStack _stack = null!;
+
+    [SetUp]
+    public void OpenStack()
+    {
+        _peer = new KernelPeer(kind);
+        // The VNIC is opened from a thread inside the namespace; once open it works from any thread.
+        _vnic = _peer.StackNs.Run(() => VnicFactory.Open(_peer.VnicSpec));
+        _stack = new NetStack(_vnic, new StackOptions { Address = Ipv4Cidr.Parse(_peer.StackCidr) });
+        _peer.StackIsUp();
+    }
+
+    [TearDown]
+    public void Close()
+    {
+        _stack?.Dispose();
+        _vnic?.Dispose();
+        _peer?.Dispose();
+    }
+
+    private void PollUntil(Func<bool> condition, string what) =>
+        Poll.Until(() =>
+        {
+            _stack.Poll();
+            return condition();
+        }, Deadline, what);
+
+    [Test]
+    public void Stack_udp_client_reaches_a_kernel_udp_server_and_hears_back()
+    {
+        // socat's UDP-LISTEN takes the first peer and echoes everything it sends.
+        var server = _peer.KernelNs.Start("socat", "-b", "65536", "UDP-LISTEN:9000", "PIPE");
+        Poll.Until(() => _peer.KernelNs.Exec("ss -uln").Contains(":9000", StringComparison.Ordinal), Deadline, "socat listening");
+        int s = _stack.UdpOpen();
+        var server_ = new Ipv4Endpoint(Ipv4Address.Parse(_peer.KernelAddress), 9000);
+        Assert.That(_stack.UdpConnect(s, server_), Is.Zero);
+        var buf = new byte[2048];
+        for (int i = 0; i < 50; i++)
+        {
+            var payload = new byte[1 + i * 29];
+            new Random(i).NextBytes(payload);
+            Assert.That(_stack.UdpSend(s, payload), Is.EqualTo(payload.Length));
+            int n = 0;
+            PollUntil(() => (n = _stack.UdpReceiveFrom(s, buf, out _)) != -(int)Errno.EAGAIN, $"echo {i}");
+            Assert.That(buf[..n], Is.EqualTo(payload), $"datagram {i}");
+        }
+        Assert.That(_stack.Counters.UdpInCsumErrors, Is.Zero);
+        server.Kill();
+    }
+
+    [Test]
+    public void Connected_socket_to_a_closed_kernel_port_gets_ECONNREFUSED()
+    {
+        int s = _stack.UdpOpen();
+        Assert.That(_stack.UdpConnect(s, new Ipv4Endpoint(Ipv4Address.Parse(_peer.KernelAddress), 9)), Is.Zero);
+        Assert.That(_stack.UdpSend(s, "anyone?"u8), Is.EqualTo(7));
+        PollUntil(() => _stack.UdpReadable(s), "the kernel's port unreachable");
+        Assert.That(_stack.UdpReceiveFrom(s, new byte[64], out _), Is.EqualTo(-(int)Errno.ECONNREFUSED));
+        Assert.That(_stack.Counters.IcmpInDestUnreachs, Is.EqualTo(1));
+    }
+
+    [Test]
+    public void Kernel_client_to_a_closed_stack_port_is_refused()
+    {
+        // The kernel turns the stack's port unreachable into ECONNREFUSED on its connected socket: socat says so.
+        using var pump = new StackPump(_stack);
+        var r = Netns.Netns.Exec("ip", ["netns", "exec", _peer.KernelNs.Name, "sh", "-c",
+            $"echo x | socat -t 1 -T 2 - UDP:{_peer.StackAddress}:4444"], Deadline);
+        Assert.That(r.Stderr + r.Stdout, Does.Contain("Connection refused"));
+        Assert.That(_stack.Counters.UdpNoPorts, Is.GreaterThanOrEqualTo(1));
+    }
+}
+
+/// <summary>Polls a stack on a background thread while a test waits on a kernel program.</summary>
+internal sealed class StackPump : IDisposable
+{
+    private readonly Thread _thread;
+    private volatile bool _stop;
+
+    public StackPump(NetStack stack)
+    {
+        _thread = new Thread(() =>
+        {
+            while (!_stop)
+                if (stack.Poll() == 0)
+                    VnicWait.Wait(stack.Vnic, 5);
+        }) { IsBackground = true, Name = "stack pump" };
+        _thread.Start();
+    }
+
+    public void Dispose()
+    {
+        _stop = true;
+        _thread.Join();
+    }
+}
