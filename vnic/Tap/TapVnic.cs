@@ -22,8 +22,6 @@ public sealed unsafe class TapVnic : IVnic
     private const short IFF_NO_PI = 0x1000;
 
     private int _fd;
-    /// <summary>A buffer held over from a read that found nothing, so an idle poll does not allocate and release.</summary>
-    private int _spare = -1;
     /// <summary>Where frames go that find the pool empty: read them to drop them, as a NIC would.</summary>
     private byte* _scratch;
     private readonly int _maxFrame;
@@ -130,6 +128,11 @@ public sealed unsafe class TapVnic : IVnic
     }
 
     /// <summary>Reads frames until the tap has no more (EAGAIN) or the batch is full.</summary>
+    /// <remarks>
+    /// Each read goes straight into a freshly allocated buffer; the read that finds nothing gives its buffer back.
+    /// That costs a pop and a push on the free stack per idle poll and keeps the pool's count exact: an idle VNIC
+    /// holds no buffer.
+    /// </remarks>
     public int Receive(Span<PacketDescriptor> batch)
     {
         ObjectDisposedException.ThrowIf(_fd < 0, this);
@@ -137,33 +140,26 @@ public sealed unsafe class TapVnic : IVnic
         int bufferSize = Buffers.BufferSize;
         while (n < batch.Length)
         {
-            bool dropping = _spare < 0 && !Buffers.TryAllocate(out _spare);
-            byte* target = dropping ? _scratch : Buffers.Pointer(_spare);
+            bool haveBuffer = Buffers.TryAllocate(out int buffer);
+            byte* target = haveBuffer ? Buffers.Pointer(buffer) : _scratch;
             nint r = Libc.Read(_fd, target, (nuint)bufferSize);
-            if (r < 0)
+            if (r <= 0 || r > bufferSize || !haveBuffer)
             {
-                int e = Errno.Last;
-                if (e == Errno.EINTR)
+                if (haveBuffer)
+                    Buffers.Release(buffer);
+                if (r < 0 && Errno.Last == Errno.EINTR)
                     continue;
-                // EAGAIN: nothing more queued. Anything else (the tap went away): nothing to read either.
-                break;
-            }
-            if (r == 0)
-                break;
-            if (r > bufferSize)
-            {
-                // tun_put_user returns the frame's full length even when the buffer was shorter.
-                Counters.RxDropTooLong++;
-                continue;
-            }
-            if (dropping)
-            {
-                Counters.RxDropNoBuffer++;
+                // EAGAIN: nothing more queued; another error (the tap went away) or 0: nothing to read either.
+                if (r <= 0)
+                    break;
+                if (r > bufferSize)
+                    Counters.RxDropTooLong++; // tun_put_user returns the full length even when the buffer was shorter
+                else
+                    Counters.RxDropNoBuffer++; // read into scratch to drop it, as a NIC with no buffer would
                 continue;
             }
             // Without IFF_VNET_HDR the tap offers no checksum offload, so the kernel completed the checksums.
-            batch[n++] = new PacketDescriptor(_spare, (int)r);
-            _spare = -1;
+            batch[n++] = new PacketDescriptor(buffer, (int)r);
             Counters.RxFrames++;
             Counters.RxBytes += r;
         }
@@ -217,7 +213,6 @@ public sealed unsafe class TapVnic : IVnic
         _fd = -1;
         NativeMemory.Free(_scratch);
         _scratch = null;
-        _spare = -1;
         Buffers.Dispose();
     }
 
