@@ -15,6 +15,8 @@ public sealed class NsProcess : IDisposable
     private readonly StringBuilder _stdout = new();
     private readonly StringBuilder _stderr = new();
     private readonly object _lock = new();
+    private bool _disposed;
+    private int? _exitCode;
 
     private NsProcess(string ns, string commandLine, Process process)
     {
@@ -37,10 +39,11 @@ public sealed class NsProcess : IDisposable
         get { lock (_lock) return _stderr.ToString(); }
     }
 
-    public bool HasExited => _process.HasExited;
+    /// <summary>Whether the process has ended (always true once disposed: Dispose kills it).</summary>
+    public bool HasExited => _disposed || _process.HasExited;
 
-    /// <summary>The exit code once exited (a killed process reports 137 or -1 depending on how it ended).</summary>
-    public int? ExitCode => _process.HasExited ? _process.ExitCode : null;
+    /// <summary>The exit code once exited (137 when killed), null while running.</summary>
+    public int? ExitCode => _disposed ? _exitCode : _process.HasExited ? _process.ExitCode : null;
 
     /// <summary>Starts <paramref name="program"/> in namespace <paramref name="ns"/>; prefer a fixture's Start.</summary>
     public static NsProcess Start(string ns, string program, params string[] args)
@@ -80,6 +83,8 @@ public sealed class NsProcess : IDisposable
     /// <summary>Waits for the process to end by itself; false on timeout.</summary>
     public bool WaitForExit(TimeSpan deadline)
     {
+        if (_disposed)
+            return true;
         if (!_process.WaitForExit(deadline))
             return false;
         _process.WaitForExit(); // drains the output readers
@@ -89,6 +94,8 @@ public sealed class NsProcess : IDisposable
     /// <summary>Kills the process and its children (SIGKILL) and waits for it; harmless when already gone.</summary>
     public void Kill()
     {
+        if (_disposed)
+            return;
         try
         {
             if (!_process.HasExited)
@@ -101,16 +108,16 @@ public sealed class NsProcess : IDisposable
         _process.WaitForExit(5000);
     }
 
+    /// <summary>Kills the process if still running; idempotent.</summary>
     public void Dispose()
     {
         if (_disposed)
             return;
-        _disposed = true;
         Kill();
+        _exitCode = _process.HasExited ? _process.ExitCode : null;
+        _disposed = true;
         _process.Dispose();
     }
-
-    private bool _disposed;
 
     private void Append(StringBuilder to, string? line)
     {
