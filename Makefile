@@ -131,7 +131,7 @@ $(DIST)/bin/abi_smoke: preload/tests/abi_smoke.c preload/include/onload_stack.h
 
 # ---------------------------------------------------------------------------------------------
 test: all check-header
-	tests/run-tests.sh
+	CONFIG=$(CONFIG) DIST=$(DIST) tests/run-tests.sh
 
 # The header must compile alone, as C11 and as C++17, without a warning.
 check-header: preload/include/onload_stack.h
@@ -143,12 +143,13 @@ demo: all
 	apps/demo.sh
 
 # BenchmarkDotNet builds and runs each benchmark in a process of its own from perf/'s sources,
-# so it runs through `dotnet run` rather than from dist/.
+# so it runs through `dotnet run` rather than from dist/. (`dotnet run` would pass --nologo on to
+# the program: hence no $(DOTNET_FLAGS) here.)
 bench: all
-	$(DOTNET) run $(DOTNET_FLAGS) --no-restore --project perf/Onload.Perf.csproj -- $(BENCH_ARGS)
+	$(DOTNET) run -c $(CONFIG) --no-restore --project perf/Onload.Perf.csproj -- $(BENCH_ARGS)
 
 bench-quick: all
-	$(DOTNET) run $(DOTNET_FLAGS) --no-restore --project perf/Onload.Perf.csproj -- --quick $(BENCH_ARGS)
+	$(DOTNET) run -c $(CONFIG) --no-restore --project perf/Onload.Perf.csproj -- --quick $(BENCH_ARGS)
 
 # ---------------------------------------------------------------------------------------------
 install: all

@@ -95,9 +95,13 @@ ip -n "$NS_K" -brief addr show dev "$IF_K"
 ip -n "$NS_S" -brief link show dev "$IF_S"
 
 say "starting $ECHO_BIN in $NS_S"
+# With job control on, the background job keeps SIGINT (a script's background jobs otherwise start
+# with SIGINT and SIGQUIT ignored) and gets a process group of its own.
+set -m
 ip netns exec "$NS_S" "$ECHO_BIN" --vnic "af_packet:$IF_S" --addr "$ADDR_S/$PREFIX" --udp "$UDP_PORT" \
     >"$echo_log" 2>&1 &
 echo_pid=$!
+set +m
 
 deadline=$((SECONDS + READY_TIMEOUT))
 until grep -q ready "$echo_log" 2>/dev/null; do

@@ -41,8 +41,12 @@ public static class Program
             .AddJob(job.AsDefault())
             .WithOptions(ConfigOptions.JoinSummary);
 
-        var summaries = BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args, config);
-        // Non-zero when a benchmark failed to build or run, so that a script notices.
+        var summaries = BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args, config).ToArray();
+        // Non-zero when the arguments were wrong or matched nothing, or a benchmark failed to build or
+        // run, so that a script notices.
+        bool listOrHelp = args.Any(a => a is "--list" or "--help" or "-h" or "-?" or "--version");
+        if (summaries.Length == 0 && !listOrHelp)
+            return 1;
         return summaries.Any(s => s.HasCriticalValidationErrors || s.Reports.Any(r => !r.Success)) ? 1 : 0;
     }
 
