@@ -113,12 +113,38 @@ static int check_version(void)
     return 0;
 }
 
+static int check_selftest(void)
+{
+    onload_stack_selftest_fn selftest;
+    int n, again;
+
+    LOOKUP(selftest, "onload_stack_selftest");
+    n = selftest(42, 500);
+    printf("  onload_stack_selftest(42, 500) = %d datagrams intact of 1000\n", n);
+    /* 5% loss and 5% corruption each way: most, not all, arrive. */
+    if (n < 800 || n > 1000) {
+        fprintf(stderr, "  want 800..1000 intact datagrams\n");
+        return 1;
+    }
+    again = selftest(42, 500);
+    if (again != n) {
+        fprintf(stderr, "  same seed gave %d, then %d: the simulation must repeat exactly\n", n, again);
+        return 1;
+    }
+    if (selftest(42, 0) != -EINVAL) {
+        fprintf(stderr, "  onload_stack_selftest(42, 0) should be -EINVAL\n");
+        return 1;
+    }
+    return 0;
+}
+
 static const struct {
     const char *name;
     int (*run)(void);
 } checks[] = {
     { "abi_version", check_abi_version },
     { "version", check_version },
+    { "selftest", check_selftest },
 };
 
 int main(int argc, char **argv)
