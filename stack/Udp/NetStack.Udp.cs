@@ -164,8 +164,14 @@ public sealed partial class NetStack
     {
         if (!_udp.IsValid(s))
             return -(int)Errno.EBADF;
-        int e = _udp[s].Error;
-        _udp[s].Error = 0;
+        return TakeError(ref _udp[s]);
+    }
+
+    /// <summary>Reports a pending asynchronous error once, as sock_error() does.</summary>
+    private static int TakeError(ref UdpSocket socket)
+    {
+        int e = socket.Error;
+        socket.Error = 0;
         return e;
     }
 
@@ -192,11 +198,7 @@ public sealed partial class NetStack
             return -(int)Errno.EBADF;
         ref var socket = ref _udp[s];
         if (socket.Error != 0)
-        {
-            int e = socket.Error;
-            socket.Error = 0;
-            return -e;
-        }
+            return -TakeError(ref socket);
         if (destination.Port == 0)
             return -(int)Errno.EINVAL;
         if (payload.Length > UdpMaxPayload)
@@ -246,11 +248,7 @@ public sealed partial class NetStack
             return -(int)Errno.EBADF;
         ref var socket = ref _udp[s];
         if (socket.Error != 0)
-        {
-            int e = socket.Error;
-            socket.Error = 0;
-            return -e;
-        }
+            return -TakeError(ref socket);
         if (socket.QueueCount == 0)
             return -(int)Errno.EAGAIN;
         ref var q = ref _udp.Peek(s);
