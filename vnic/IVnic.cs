@@ -31,6 +31,16 @@ public interface IVnic : IDisposable
 
     /// <summary>A file descriptor that polls readable when frames may be waiting, for sleeping; -1 where there is none.</summary>
     int WaitHandle { get; }
+
+    /// <summary>
+    /// Asks the backend to deliver frames sent to an IPv4 multicast group (<paramref name="group"/> in host byte
+    /// order): its MAC on a NIC's filter, its address in a steering map. Backends that see every frame need do
+    /// nothing. Returns 0 or a negated errno.
+    /// </summary>
+    int JoinMulticast(uint group) => 0;
+
+    /// <summary>Undoes <see cref="JoinMulticast"/>. Returns 0 or a negated errno.</summary>
+    int LeaveMulticast(uint group) => 0;
 }
 
 /// <summary>Frame counts a backend keeps, by direction and by reason of drop.</summary>

@@ -14,6 +14,15 @@ public sealed record VnicOptions
 
     /// <summary>For TAP, the MAC the stack uses; null draws a locally administered one.</summary>
     public MacAddress? MacAddress { get; init; }
+
+    /// <summary>
+    /// The stack's own IPv4 address (host byte order), for backends that steer by address: AF_XDP's program
+    /// redirects only frames for it (and ARP for it) and passes the rest to the kernel. Null where not needed.
+    /// </summary>
+    public uint? LocalIpv4 { get; init; }
+
+    /// <summary>Bytes per packet buffer; null lets the backend choose one that fits its MTU.</summary>
+    public int? BufferSize { get; init; }
 }
 
 /// <summary>Opens a VNIC from its spec string <c>KIND:NAME</c>.</summary>

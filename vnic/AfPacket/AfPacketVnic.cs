@@ -322,6 +322,36 @@ public sealed unsafe class AfPacketVnic : IVnic
             Counters.RxDropRingFull += stats.Drops;
     }
 
+    /// <summary>Adds the group's MAC (RFC 1112 §6.4) to the interface's multicast filter (packet(7),
+    /// PACKET_ADD_MEMBERSHIP with PACKET_MR_MULTICAST); it is dropped again when the socket closes.</summary>
+    public int JoinMulticast(uint group) => Membership(PacketAddMembership, group);
+
+    public int LeaveMulticast(uint group) => Membership(PacketDropMembership, group);
+
+    private const int PacketAddMembership = 1;
+    private const int PacketDropMembership = 2;
+    private const ushort PacketMrMulticast = 0;
+
+    private int Membership(int option, uint group)
+    {
+        var mac = new MacAddress(0x0100_5E00_0000UL | (group & 0x7F_FFFF));
+        PacketMreq mreq = default;
+        mreq.IfIndex = IfIndex;
+        mreq.Type = PacketMrMulticast;
+        mreq.AddressLength = 6;
+        mac.Write(new Span<byte>(mreq.Address, 6));
+        return Libc.SetSockOpt(_fd, SOL_PACKET, option, &mreq, (uint)sizeof(PacketMreq)) == 0 ? 0 : -Errno.Last;
+    }
+
+    /// <summary>struct packet_mreq (include/uapi/linux/if_packet.h).</summary>
+    private struct PacketMreq
+    {
+        public int IfIndex;
+        public ushort Type;
+        public ushort AddressLength;
+        public fixed byte Address[8];
+    }
+
     public void Dispose()
     {
         if (_fd < 0)
