@@ -44,7 +44,7 @@ root.SetAction(parse =>
     IVnic vnic;
     try
     {
-        vnic = VnicFactory.Open(parse.GetValue(vnicOption)!);
+        vnic = VnicFactory.Open(parse.GetValue(vnicOption)!, new VnicOptions { LocalIpv4 = options.Address.Address.Value });
     }
     catch (Exception e) when (e is ArgumentException or IOException or UnauthorizedAccessException or InvalidOperationException)
     {

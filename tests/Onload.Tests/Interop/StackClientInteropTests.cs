@@ -22,8 +22,9 @@ public class StackClientInteropTests(string kind)
     {
         _peer = new KernelPeer(kind);
         // The VNIC is opened from a thread inside the namespace; once open it works from any thread.
-        _vnic = _peer.StackNs.Run(() => VnicFactory.Open(_peer.VnicSpec));
-        _stack = new NetStack(_vnic, new StackOptions { Address = Ipv4Cidr.Parse(_peer.StackCidr) });
+        var address = Ipv4Cidr.Parse(_peer.StackCidr);
+        _vnic = _peer.StackNs.Run(() => VnicFactory.Open(_peer.VnicSpec, new VnicOptions { LocalIpv4 = address.Address.Value }));
+        _stack = new NetStack(_vnic, new StackOptions { Address = address });
         _peer.StackIsUp();
     }
 
