@@ -1,5 +1,7 @@
 using Onload.Stack.Arp;
 using Onload.Stack.Icmp;
+using Onload.Stack.Igmp;
+using Onload.Stack.Ip;
 using Onload.Stack.Udp;
 using Onload.Stack.Wire;
 using Onload.Vnic;
@@ -28,6 +30,9 @@ public sealed partial class NetStack : IDisposable
     private readonly PacketDescriptor[] _txBatch;
     private readonly ArpCache _arp;
     private readonly UdpSocketTable _udp;
+    private readonly Ipv4Reassembler _reassembler;
+    /// <summary>Room to put a reassembled datagram back in one piece when it must be answered (a large ping).</summary>
+    private readonly byte[] _scratch = new byte[65536];
     private readonly Ipv4Address _address;
     private readonly Ipv4Cidr _subnet;
     private readonly MacAddress _mac;
@@ -55,6 +60,13 @@ public sealed partial class NetStack : IDisposable
         _txBatch = new PacketDescriptor[64];
         _arp = new ArpCache(options.ArpEntries, options.ArpQueueTotal);
         _udp = new UdpSocketTable(options.UdpSockets, options.UdpQueueDatagrams);
+        // Fragments sit in VNIC buffers: never let reassembly hold more than a quarter of them.
+        long reassemblyMemory = Math.Min(options.ReassemblyMemoryBytes, (long)_pool.Count * _pool.BufferSize / 4);
+        _reassembler = new Ipv4Reassembler(_pool, options.ReassemblyQueues, options.ReassemblyMaxFragments,
+            reassemblyMemory, options.ReassemblyTimeoutNs);
+        _groups = new MulticastGroups(options.MulticastGroups, options.MulticastMemberships);
+        if (_pool.BufferSize < EthernetFrame.HeaderLength + vnic.Mtu)
+            throw new ArgumentException($"{vnic.Spec}: buffers of {_pool.BufferSize} bytes cannot hold a {vnic.Mtu}-byte MTU frame");
         _icmpErrorLimit = new TokenBucket(options.IcmpErrorsPerSecond, options.IcmpErrorBurst);
         _ipIdentification = (ushort)_random.NextUInt64();
         _now = _clock.NowNanoseconds;
@@ -72,6 +84,7 @@ public sealed partial class NetStack : IDisposable
     public IVnic Vnic => _vnic;
     public ArpCache Neighbours => _arp;
     public UdpSocketTable UdpSockets => _udp;
+    public Ipv4Reassembler Reassembly => _reassembler;
 
     /// <summary>Set to see every frame in and out (a capture or a log); null costs one test per frame.</summary>
     public FrameTrace? Trace { get; set; }
@@ -124,7 +137,8 @@ public sealed partial class NetStack : IDisposable
             return Dropped(DropReason.EthernetTruncated);
         var eth = new EthernetFrame(frame);
         var dst = eth.Destination;
-        if (dst != _mac && !dst.IsBroadcast)
+        // IPv4 multicast MACs pass on to IP, which knows the groups joined.
+        if (dst != _mac && !dst.IsBroadcast && (dst.Value & 0xFFFF_FF80_0000UL) != 0x0100_5E00_0000UL)
             return Dropped(DropReason.EthernetNotForUs);
         var src = eth.Source;
         if (src == _mac)
@@ -133,7 +147,7 @@ public sealed partial class NetStack : IDisposable
             return Dropped(DropReason.EthernetBadSource);
         return eth.EtherType switch
         {
-            EtherType.Ipv4 => Ipv4Input(d, frame, linkBroadcast: dst.IsBroadcast),
+            EtherType.Ipv4 => Ipv4Input(d, frame, linkBroadcast: dst.IsGroup),
             EtherType.Arp => ArpInput(d.Buffer, frame),
             _ => Dropped(DropReason.EthernetUnknownType),
         };
@@ -172,6 +186,8 @@ public sealed partial class NetStack : IDisposable
     {
         _nextTimer = long.MaxValue;
         ArpTimers();
+        ReassemblyTimers();
+        IgmpTimers();
     }
 
     public void Dispose()
@@ -188,5 +204,7 @@ public sealed partial class NetStack : IDisposable
                 DiscardNeighbour(i, countAsFailure: false);
         _arp.Dispose();
         _udp.Dispose();
+        _reassembler.Dispose();
+        _groups.Dispose();
     }
 }

@@ -29,14 +29,33 @@ public sealed record StackOptions
     /// <summary>ARP requests before resolution fails (mcast_solicit = 3).</summary>
     public int ArpMaxProbes { get; init; } = 3;
 
-    /// <summary>Frames held per unresolved neighbour; the oldest goes when full (unres_qlen, bounded).</summary>
-    public int ArpQueuePerEntry { get; init; } = 16;
+    /// <summary>Frames held per unresolved neighbour; the oldest goes when full (unres_qlen, bounded). Enough for
+    /// the 45 fragments of a largest UDP datagram.</summary>
+    public int ArpQueuePerEntry { get; init; } = 64;
 
     /// <summary>Frames held for all unresolved neighbours together.</summary>
     public int ArpQueueTotal { get; init; } = 256;
 
     /// <summary>Send a gratuitous ARP when the stack starts, so neighbours that cached an old MAC update.</summary>
     public bool GratuitousArp { get; init; } = true;
+
+    /// <summary>Datagrams being reassembled at once.</summary>
+    public int ReassemblyQueues { get; init; } = 256;
+
+    /// <summary>Fragments one datagram may have (a 65,535-byte datagram over Ethernet needs 45).</summary>
+    public int ReassemblyMaxFragments { get; init; } = 64;
+
+    /// <summary>Buffer memory reassembly may hold (net.ipv4.ipfrag_high_thresh = 4 MiB), and never more than a
+    /// quarter of the VNIC's buffer pool.</summary>
+    public long ReassemblyMemoryBytes { get; init; } = 4L << 20;
+
+    /// <summary>How long a datagram may take to arrive whole (net.ipv4.ipfrag_time = 30 s).</summary>
+    public long ReassemblyTimeoutNs { get; init; } = 30_000_000_000;
+
+    /// <summary>Multicast groups the stack can belong to, and socket memberships in all.</summary>
+    public int MulticastGroups { get; init; } = 64;
+
+    public int MulticastMemberships { get; init; } = 256;
 
     /// <summary>UDP sockets the stack can hold.</summary>
     public int UdpSockets { get; init; } = 256;

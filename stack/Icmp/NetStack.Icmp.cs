@@ -69,6 +69,44 @@ public sealed partial class NetStack
     }
 
     /// <summary>
+    /// A reassembled ICMP message (a large ping): put back in one piece in the scratch buffer, answered if it is
+    /// an echo request, the reply fragmented like any large datagram.
+    /// </summary>
+    private void IcmpInputReassembled(int queue, bool broadcast)
+    {
+        ref var q = ref _reassembler[queue];
+        var message = _scratch.AsSpan(0, q.Length);
+        _reassembler.CopyOut(queue, 0, message);
+        var reason = IcmpPacket.Validate(message);
+        if (reason != DropReason.None)
+        {
+            Counters.Count(reason);
+            return;
+        }
+        Counters.IcmpInMsgs++;
+        var icmp = new IcmpPacket(message);
+        if (icmp.Type != IcmpType.EchoRequest)
+        {
+            Counters.Count(DropReason.IcmpUnhandledType);
+            return;
+        }
+        Counters.IcmpInEchos++;
+        if (broadcast)
+        {
+            Counters.Count(DropReason.IcmpEchoToBroadcast);
+            return;
+        }
+        ushort oldWord = (ushort)(icmp.Type << 8 | icmp.Code);
+        icmp.Type = IcmpType.EchoReply;
+        icmp.Checksum = Checksum.Update(icmp.Checksum, oldWord, (ushort)(IcmpType.EchoReply << 8 | icmp.Code));
+        if (Ipv4OutputPieces(q.Source, IpProtocol.Icmp, default, message, dontFragment: false, Options.DefaultTtl) == 0)
+        {
+            Counters.IcmpOutMsgs++;
+            Counters.IcmpOutEchoReps++;
+        }
+    }
+
+    /// <summary>
     /// Sends an ICMP error about a received frame, unless RFC 1122 §3.2.2 forbids one (errors about ICMP errors,
     /// broadcasts, non-first fragments, sources that are not one host) or the global rate limit is spent.
     /// </summary>

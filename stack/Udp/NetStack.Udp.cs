@@ -17,38 +17,84 @@ public sealed partial class NetStack
         var src = ip.Source;
         var reason = UdpDatagram.Validate(datagram, src, ip.Destination, (d.Flags & PacketFlags.ChecksumTrusted) != 0);
         if (reason != DropReason.None)
-        {
-            Counters.UdpInErrors++;
-            if (reason == DropReason.UdpBadChecksum)
-                Counters.UdpInCsumErrors++;
-            return Dropped(reason);
-        }
+            return UdpError(reason);
         var udp = new UdpDatagram(datagram);
-        int s = _udp.OwnerOf(udp.DestinationPort);
+        var queued = new UdpQueuedDatagram
+        {
+            Buffer = d.Buffer,
+            Reassembly = -1,
+            Charge = _pool.BufferSize,
+            PayloadOffset = (ushort)(EthernetFrame.HeaderLength + ip.HeaderLength + UdpDatagram.HeaderLength),
+            PayloadLength = (ushort)(udp.Length - UdpDatagram.HeaderLength),
+            SourceAddress = src,
+            SourcePort = udp.SourcePort,
+        };
+        return UdpDeliver(in queued, ip.Destination, udp.DestinationPort, broadcast, d.Buffer);
+    }
+
+    /// <summary>A reassembled datagram: checked across its fragments and queued without copying them.</summary>
+    private bool UdpInputReassembled(int queue, bool broadcast)
+    {
+        ref var q = ref _reassembler[queue];
+        Span<byte> header = stackalloc byte[UdpDatagram.HeaderLength];
+        if (q.Length < UdpDatagram.HeaderLength || _reassembler.CopyOut(queue, 0, header) != header.Length)
+            return UdpError(DropReason.UdpTruncated);
+        var udp = new UdpDatagram(header);
+        if (udp.Length != q.Length)
+            return UdpError(DropReason.UdpBadLength);
+        if (udp.Checksum != 0)
+        {
+            ulong sum = Checksum.PseudoHeader(q.Source, q.Destination, IpProtocol.Udp, q.Length);
+            if (Checksum.Finish(_reassembler.ChecksumAdd(queue, sum)) != 0)
+                return UdpError(DropReason.UdpBadChecksum);
+        }
+        var queued = new UdpQueuedDatagram
+        {
+            Buffer = -1,
+            Reassembly = queue,
+            Charge = q.Fragments * _pool.BufferSize,
+            PayloadOffset = UdpDatagram.HeaderLength,
+            PayloadLength = (ushort)(q.Length - UdpDatagram.HeaderLength),
+            SourceAddress = q.Source,
+            SourcePort = udp.SourcePort,
+        };
+        return UdpDeliver(in queued, q.Destination, udp.DestinationPort, broadcast, _reassembler.FirstBuffer(queue));
+    }
+
+    private bool UdpError(DropReason reason)
+    {
+        Counters.UdpInErrors++;
+        if (reason == DropReason.UdpBadChecksum)
+            Counters.UdpInCsumErrors++;
+        return Dropped(reason);
+    }
+
+    /// <summary>
+    /// Queues a checked datagram on the socket bound to its port. A closed port gets Port Unreachable (quoting
+    /// <paramref name="offendingBuffer"/>'s frame) unless the datagram was a broadcast or multicast. Returns true
+    /// when a socket took it (and with it the buffers).
+    /// </summary>
+    private bool UdpDeliver(in UdpQueuedDatagram queued, Ipv4Address destination, ushort port, bool broadcast, int offendingBuffer)
+    {
+        int s = _udp.OwnerOf(port);
         if (s >= 0)
         {
             ref var socket = ref _udp[s];
             // A connected socket hears only its peer (RFC 768 leaves it open; Linux's lookup scores it so).
-            if (socket.Connected && (socket.RemoteAddress != src || socket.RemotePort != udp.SourcePort))
+            if (socket.Connected && (socket.RemoteAddress != queued.SourceAddress || socket.RemotePort != queued.SourcePort))
+                s = -1;
+            // Linux's IP_MULTICAST_ALL (on by default) delivers any group the host joined to a socket bound to the port.
+            else if (socket.Bound && !socket.LocalAddress.IsAny && socket.LocalAddress != destination)
                 s = -1;
         }
         if (s < 0)
         {
             Counters.UdpNoPorts++;
             if (!broadcast)
-                SendIcmpError(_pool.Span(in d), IcmpType.DestinationUnreachable, IcmpUnreachableCode.Port);
+                SendIcmpError(_pool.Span(offendingBuffer), IcmpType.DestinationUnreachable, IcmpUnreachableCode.Port);
             return Dropped(DropReason.UdpNoPort);
         }
-        var payload = udp.Payload;
-        var queued = new UdpQueuedDatagram
-        {
-            Buffer = d.Buffer,
-            PayloadOffset = (ushort)(IpPayloadOffset - Ipv4Packet.MinHeaderLength + ip.HeaderLength + UdpDatagram.HeaderLength),
-            PayloadLength = (ushort)payload.Length,
-            SourceAddress = src,
-            SourcePort = udp.SourcePort,
-        };
-        if (!_udp.TryEnqueue(s, in queued, _pool.BufferSize))
+        if (!_udp.TryEnqueue(s, in queued))
         {
             _udp[s].Drops++;
             Counters.UdpRcvbufErrors++;
@@ -64,7 +110,11 @@ public sealed partial class NetStack
     public int UdpOpen()
     {
         int s = _udp.Allocate(Options.UdpReceiveBufferBytes);
-        return s < 0 ? -(int)Errno.EMFILE : s;
+        if (s < 0)
+            return -(int)Errno.EMFILE;
+        _udp[s].MulticastTtl = 1;
+        _udp[s].MulticastLoop = true;
+        return s;
     }
 
     /// <summary>bind(): port 0 picks an ephemeral port; the address must be ours or INADDR_ANY.</summary>
@@ -75,7 +125,7 @@ public sealed partial class NetStack
         ref var socket = ref _udp[s];
         if (socket.Bound)
             return -(int)Errno.EINVAL;
-        if (!local.Address.IsAny && local.Address != _address)
+        if (!local.Address.IsAny && local.Address != _address && !local.Address.IsMulticast)
             return -(int)Errno.EADDRNOTAVAIL;
         ushort port = local.Port;
         if (port == 0)
@@ -201,7 +251,7 @@ public sealed partial class NetStack
             return -TakeError(ref socket);
         if (destination.Port == 0)
             return -(int)Errno.EINVAL;
-        if (payload.Length > UdpMaxPayload)
+        if (payload.Length > MaxIpPayload - UdpDatagram.HeaderLength)
             return -(int)Errno.EMSGSIZE;
         var dst = destination.Address;
         if (dst.IsAny)
@@ -215,23 +265,48 @@ public sealed partial class NetStack
             return rc;
         if (!socket.Bound && (rc = UdpBind(s, new Ipv4Endpoint(Ipv4Address.Any, 0))) != 0)
             return rc;
-        int buffer = AllocateTx();
-        if (buffer < 0)
-        {
-            Counters.UdpSndbufErrors++;
-            return -(int)Errno.ENOBUFS;
-        }
-        var frame = _pool.Span(buffer);
-        payload.CopyTo(frame[(IpPayloadOffset + UdpDatagram.HeaderLength)..]);
-        var udp = new UdpDatagram(frame[IpPayloadOffset..]);
-        udp.Write(_udp[s].LocalPort, destination.Port, payload.Length, _address, dst);
-        // Linux sets DF on UDP under its default path-MTU discovery (IP_PMTUDISC_WANT).
-        rc = Ipv4Output(buffer, dst, IpProtocol.Udp, UdpDatagram.HeaderLength + payload.Length, dontFragment: true);
+        ushort sourcePort = _udp[s].LocalPort;
+        Span<byte> header = stackalloc byte[UdpDatagram.HeaderLength];
+        new UdpDatagram(header).Write(sourcePort, destination.Port, payload, _address, dst);
+        bool multicast = dst.IsMulticast;
+        byte ttl = multicast ? _udp[s].MulticastTtl : Options.DefaultTtl;
+        // Linux sets DF on UDP under its default path-MTU discovery (IP_PMTUDISC_WANT) and fragments locally what
+        // does not fit the MTU.
+        bool fits = payload.Length <= UdpMaxPayload;
+        rc = Ipv4OutputPieces(dst, IpProtocol.Udp, header, payload, dontFragment: fits, ttl);
         if (rc != 0)
+        {
+            if (rc == -(int)Errno.ENOBUFS)
+                Counters.UdpSndbufErrors++;
             return rc;
+        }
         Counters.UdpOutDatagrams++;
+        if (multicast && _udp[s].MulticastLoop && _groups.IsJoined(dst))
+            LoopMulticast(dst, destination.Port, sourcePort, payload);
         Flush();
         return payload.Length;
+    }
+
+    /// <summary>IP_MULTICAST_LOOP: our own joined sockets hear what we send to the group (copied once, as Linux
+    /// clones the skb). Datagrams larger than one buffer are not looped back.</summary>
+    private void LoopMulticast(Ipv4Address group, ushort port, ushort sourcePort, ReadOnlySpan<byte> payload)
+    {
+        if (payload.Length > _pool.BufferSize - IpPayloadOffset - UdpDatagram.HeaderLength || !_pool.TryAllocate(out int buffer))
+            return;
+        int offset = IpPayloadOffset + UdpDatagram.HeaderLength;
+        payload.CopyTo(_pool.Span(buffer)[offset..]);
+        var queued = new UdpQueuedDatagram
+        {
+            Buffer = buffer,
+            Reassembly = -1,
+            Charge = _pool.BufferSize,
+            PayloadOffset = (ushort)offset,
+            PayloadLength = (ushort)payload.Length,
+            SourceAddress = _address,
+            SourcePort = sourcePort,
+        };
+        if (!UdpDeliver(in queued, group, port, broadcast: true, buffer))
+            _pool.Release(buffer);
     }
 
     /// <summary>recvfrom() without blocking: copies the next datagram (truncated to <paramref name="buffer"/>, as
@@ -252,14 +327,24 @@ public sealed partial class NetStack
         if (socket.QueueCount == 0)
             return -(int)Errno.EAGAIN;
         ref var q = ref _udp.Peek(s);
-        var payload = _pool.Span(q.Buffer).Slice(q.PayloadOffset, q.PayloadLength);
-        int n = Math.Min(buffer.Length, payload.Length);
-        payload[..n].CopyTo(buffer);
+        int n = Math.Min(buffer.Length, (int)q.PayloadLength);
+        if (q.Reassembly >= 0)
+            _reassembler.CopyOut(q.Reassembly, q.PayloadOffset, buffer[..n]);
+        else
+            _pool.Span(q.Buffer).Slice(q.PayloadOffset, n).CopyTo(buffer);
         from = new Ipv4Endpoint(q.SourceAddress, q.SourcePort);
         datagramLength = q.PayloadLength;
-        _pool.Release(q.Buffer);
-        _udp.Pop(s, _pool.BufferSize);
+        ReleaseQueued(in q);
+        _udp.Pop(s);
         return n;
+    }
+
+    private void ReleaseQueued(in UdpQueuedDatagram q)
+    {
+        if (q.Reassembly >= 0)
+            _reassembler.Free(q.Reassembly);
+        else
+            _pool.Release(q.Buffer);
     }
 
     /// <summary>close(): queued datagrams are freed and the port returns.</summary>
@@ -269,10 +354,70 @@ public sealed partial class NetStack
             return -(int)Errno.EBADF;
         while (_udp[s].QueueCount > 0)
         {
-            _pool.Release(_udp.Peek(s).Buffer);
-            _udp.Pop(s, _pool.BufferSize);
+            ReleaseQueued(in _udp.Peek(s));
+            _udp.Pop(s);
         }
+        while (_groups.TryFirstMembership(s, out var group))
+            UdpLeaveGroup(s, group);
         _udp.Free(s);
         return 0;
     }
+
+    /// <summary>IP_MULTICAST_IF-less IP_ADD_MEMBERSHIP: joins <paramref name="group"/> on the stack's one interface.</summary>
+    public int UdpJoinGroup(int s, Ipv4Address group)
+    {
+        if (!_udp.IsValid(s))
+            return -(int)Errno.EBADF;
+        if (!group.IsMulticast)
+            return -(int)Errno.EINVAL;
+        if (_groups.IsMember(s, group))
+            return -(int)Errno.EADDRINUSE;
+        if (_udp[s].Memberships >= MaxMembershipsPerSocket)
+            return -(int)Errno.ENOBUFS;
+        int g = _groups.Join(s, group, out bool first);
+        if (g < 0)
+            return -(int)Errno.ENOBUFS;
+        _udp[s].Memberships++;
+        if (first)
+            StackJoinedGroup(g);
+        Flush();
+        return 0;
+    }
+
+    /// <summary>IP_DROP_MEMBERSHIP: EADDRNOTAVAIL when the socket is not a member, as on Linux.</summary>
+    public int UdpLeaveGroup(int s, Ipv4Address group)
+    {
+        if (!_udp.IsValid(s))
+            return -(int)Errno.EBADF;
+        if (!_groups.Leave(s, group, out bool last))
+            return -(int)Errno.EADDRNOTAVAIL;
+        _udp[s].Memberships--;
+        if (last)
+            StackLeftGroup(group);
+        Flush();
+        return 0;
+    }
+
+    /// <summary>IP_MULTICAST_TTL: 0..255, or -1 for the default (1).</summary>
+    public int UdpSetMulticastTtl(int s, int ttl)
+    {
+        if (!_udp.IsValid(s))
+            return -(int)Errno.EBADF;
+        if (ttl is < -1 or > 255)
+            return -(int)Errno.EINVAL;
+        _udp[s].MulticastTtl = (byte)(ttl == -1 ? 1 : ttl);
+        return 0;
+    }
+
+    /// <summary>IP_MULTICAST_LOOP.</summary>
+    public int UdpSetMulticastLoop(int s, bool loop)
+    {
+        if (!_udp.IsValid(s))
+            return -(int)Errno.EBADF;
+        _udp[s].MulticastLoop = loop;
+        return 0;
+    }
+
+    /// <summary>IP_MAX_MEMBERSHIPS (net.ipv4.igmp_max_memberships = 20).</summary>
+    private const int MaxMembershipsPerSocket = 20;
 }

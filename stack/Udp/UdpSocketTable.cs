@@ -17,6 +17,12 @@ public struct UdpSocket
     public ushort RemotePort;
     /// <summary>A pending asynchronous error (sk_err), reported once by the next call, as an errno.</summary>
     public int Error;
+    /// <summary>IP_MULTICAST_TTL (Linux default 1).</summary>
+    public byte MulticastTtl;
+    /// <summary>IP_MULTICAST_LOOP (Linux default on): our own multicast sends reach our own joined sockets.</summary>
+    public bool MulticastLoop;
+    /// <summary>Groups this socket joined (IP_ADD_MEMBERSHIP), bounded like Linux's IP_MAX_MEMBERSHIPS.</summary>
+    public int Memberships;
     /// <summary>SO_RCVBUF in bytes, charged per buffer queued.</summary>
     public int ReceiveBufferBytes;
     public int QueuedBytes;
@@ -29,7 +35,12 @@ public struct UdpSocket
 /// <summary>A received datagram waiting in a socket's queue: the frame's buffer stays the stack's until read.</summary>
 public struct UdpQueuedDatagram
 {
+    /// <summary>The frame's buffer, or -1 for a reassembled datagram.</summary>
     public int Buffer;
+    /// <summary>For a reassembled datagram, its reassembly queue (which holds the fragments); else -1.</summary>
+    public int Reassembly;
+    /// <summary>Bytes charged to SO_RCVBUF for it.</summary>
+    public int Charge;
     public ushort PayloadOffset;
     public ushort PayloadLength;
     public Ipv4Address SourceAddress;
@@ -100,7 +111,7 @@ public sealed class UdpSocketTable : IDisposable
 
     public void BindPort(int handle, ushort port) => _portOwner[port] = (short)(handle + 1);
 
-    public bool TryEnqueue(int handle, in UdpQueuedDatagram d, int chargeBytes)
+    public bool TryEnqueue(int handle, in UdpQueuedDatagram d)
     {
         ref var s = ref _sockets[handle];
         // Like the kernel, admit a datagram while the queue is under the limit, so one always fits in an empty queue.
@@ -109,7 +120,7 @@ public sealed class UdpSocketTable : IDisposable
         int slot = handle * _queueCapacity + (s.QueueHead + s.QueueCount) % _queueCapacity;
         _queues[slot] = d;
         s.QueueCount++;
-        s.QueuedBytes += chargeBytes;
+        s.QueuedBytes += d.Charge;
         return true;
     }
 
@@ -119,12 +130,12 @@ public sealed class UdpSocketTable : IDisposable
         return ref _queues[handle * _queueCapacity + s.QueueHead];
     }
 
-    public void Pop(int handle, int chargeBytes)
+    public void Pop(int handle)
     {
         ref var s = ref _sockets[handle];
+        s.QueuedBytes -= _queues[handle * _queueCapacity + s.QueueHead].Charge;
         s.QueueHead = (s.QueueHead + 1) % _queueCapacity;
         s.QueueCount--;
-        s.QueuedBytes -= chargeBytes;
     }
 
     public void Dispose()

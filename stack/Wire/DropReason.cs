@@ -30,7 +30,15 @@ public enum DropReason
     IpBadOptions,
     IpNotForUs,
     IpMartianSource,
-    IpFragment,
+    IpFragmentDuplicate,
+    IpReassemblyOverlap,
+    IpReassemblyInconsistent,
+    IpReassemblyOversize,
+    IpReassemblyTooManyFragments,
+    IpReassemblyMemoryFull,
+    IpReassemblyNoQueue,
+    IpReassemblyTimeout,
+    IpMulticastNotJoined,
     IpUnknownProtocol,
 
     // ICMP (RFC 792)
@@ -40,6 +48,11 @@ public enum DropReason
     IcmpUnhandledType,
     IcmpRateLimited,
     IcmpErrorNoSocket,
+
+    // IGMP (RFC 2236, RFC 3376)
+    IgmpTruncated,
+    IgmpBadChecksum,
+    IgmpUnhandledType,
 
     // UDP (RFC 768)
     UdpTruncated,

@@ -122,18 +122,28 @@ public readonly ref struct Ipv4Packet
 
     /// <summary>Writes a 20-byte header with no options and fills in its checksum.</summary>
     public void WriteHeader(Ipv4Address source, Ipv4Address destination, byte protocol, int payloadLength,
-        ushort identification, byte ttl, bool dontFragment, byte tos = 0)
+        ushort identification, byte ttl, bool dontFragment, byte tos = 0) =>
+        WriteHeader(source, destination, protocol, payloadLength, identification, ttl,
+            dontFragment ? FlagDontFragment : (ushort)0, tos, optionWords: 0);
+
+    /// <summary>
+    /// Writes a header whose options (<paramref name="optionWords"/> 32-bit words, already in place after the
+    /// fixed 20 bytes) and flags-and-offset word are given, and fills in its checksum.
+    /// </summary>
+    public void WriteHeader(Ipv4Address source, Ipv4Address destination, byte protocol, int payloadLength,
+        ushort identification, byte ttl, ushort flagsAndOffset, byte tos, int optionWords)
     {
-        _b[0] = 0x45;
+        int headerLength = MinHeaderLength + optionWords * 4;
+        _b[0] = (byte)(0x40 | (headerLength / 4));
         _b[1] = tos;
-        TotalLength = (ushort)(MinHeaderLength + payloadLength);
+        TotalLength = (ushort)(headerLength + payloadLength);
         Identification = identification;
-        FlagsAndOffset = dontFragment ? FlagDontFragment : (ushort)0;
+        FlagsAndOffset = flagsAndOffset;
         TimeToLive = ttl;
         Protocol = protocol;
         HeaderChecksum = 0;
         Source = source;
         Destination = destination;
-        HeaderChecksum = Checksum.Compute(_b[..MinHeaderLength]);
+        HeaderChecksum = Checksum.Compute(_b[..headerLength]);
     }
 }

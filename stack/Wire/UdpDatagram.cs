@@ -59,6 +59,21 @@ public readonly ref struct UdpDatagram
         return DropReason.None;
     }
 
+    /// <summary>Writes the header for a payload held elsewhere (the datagram is assembled as it is copied out),
+    /// with its checksum over that payload (RFC 768: 0 is sent as 0xFFFF).</summary>
+    public void Write(ushort sourcePort, ushort destinationPort, ReadOnlySpan<byte> payload, Ipv4Address source, Ipv4Address destination)
+    {
+        int length = HeaderLength + payload.Length;
+        SourcePort = sourcePort;
+        DestinationPort = destinationPort;
+        Length = (ushort)length;
+        Checksum = 0;
+        ulong sum = Wire.Checksum.PseudoHeader(source, destination, IpProtocol.Udp, length);
+        sum = Wire.Checksum.Add(Wire.Checksum.Add(sum, _b[..HeaderLength]), payload);
+        ushort c = Wire.Checksum.Finish(sum);
+        Checksum = c == 0 ? (ushort)0xFFFF : c;
+    }
+
     /// <summary>Writes the header for a payload already in place after it, with its checksum (RFC 768: 0 is sent as 0xFFFF).</summary>
     public void Write(ushort sourcePort, ushort destinationPort, int payloadLength, Ipv4Address source, Ipv4Address destination)
     {

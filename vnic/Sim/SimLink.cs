@@ -137,7 +137,7 @@ internal sealed class SimWire
         // Reordering: hold this frame until the next one is queued, then let it land just after that one.
         if (_heldBack >= 0)
         {
-            _due[_heldBack] = Math.Max(_due[_heldBack], _due[slot]);
+            _due[_heldBack] = _due[slot]; // lands with the frame sent after it, and (by order) just behind it
             _order[_heldBack] = _sequence++;
             _heldBack = -1;
         }

@@ -164,7 +164,7 @@ public class SimUdpTests
     [Test]
     public void Unresolvable_neighbour_fails_after_three_requests_and_returns_every_buffer()
     {
-        using var pair = new SimPair(seed: 6);
+        using var pair = new SimPair(seed: 6, tweak: o => o with { ArpQueuePerEntry = 16 });
         int free = pair.A.Vnic.Buffers.Available;
         int sa = pair.A.UdpOpen();
         for (int i = 0; i < 20; i++)
@@ -207,7 +207,8 @@ public class SimUdpTests
         Assert.That(s.UdpBind(b, new(Ipv4Address.Parse("10.1.0.99"), 55)), Is.EqualTo(-(int)Errno.EADDRNOTAVAIL));
         Assert.That(s.UdpSend(b, "x"u8), Is.EqualTo(-(int)Errno.EDESTADDRREQ));
         Assert.That(s.UdpSendTo(b, "x"u8, new(SimPair.AddressB.Address, 0)), Is.EqualTo(-(int)Errno.EINVAL));
-        Assert.That(s.UdpSendTo(b, new byte[1473], new(SimPair.AddressB.Address, 9)), Is.EqualTo(-(int)Errno.EMSGSIZE));
+        Assert.That(s.UdpSendTo(b, new byte[65508], new(SimPair.AddressB.Address, 9)), Is.EqualTo(-(int)Errno.EMSGSIZE), "over 65,507 bytes");
+        Assert.That(s.UdpSendTo(b, new byte[65507], new(SimPair.AddressB.Address, 9)), Is.EqualTo(65507), "fragmented");
         Assert.That(s.UdpSendTo(b, "x"u8, new(Ipv4Address.Parse("192.0.2.1"), 9)), Is.EqualTo(-(int)Errno.ENETUNREACH));
         Assert.That(s.UdpSendTo(b, "x"u8, new(Ipv4Address.Broadcast, 9)), Is.EqualTo(-(int)Errno.EACCES));
         Assert.That(s.UdpSetBroadcast(b, true), Is.Zero);

@@ -40,7 +40,9 @@ public class HostileFrameTests
         yield return Case("IP packet for another host", p => { var f = Udp(p); f[33] = 77; SetIpChecksum(f); return f; }, DropReason.IpNotForUs);
         yield return Case("martian source (loopback)", p => { var f = Udp(p); f[26] = 127; SetIpChecksum(f); return f; }, DropReason.IpMartianSource);
         yield return Case("martian source (our own address)", p => { var f = Udp(p); f[29] = 2; SetIpChecksum(f); return f; }, DropReason.IpMartianSource);
-        yield return Case("a fragment", p => { var f = Udp(p); f[20] = 0x20; SetIpChecksum(f); return f; }, DropReason.IpFragment);
+        yield return Case("fragment with under 8 bytes and more to come", p => { var f = Shorten(Udp(p), 14 + 20 + 4); f[20] = 0x20; SetIpChecksum(f); return f; }, DropReason.IpReassemblyInconsistent);
+        yield return Case("fragment ending past 65,535 bytes", p => { var f = Udp(p); f[20] = 0x1F; f[21] = 0xFD; SetIpChecksum(f); return f; }, DropReason.IpReassemblyOversize);
+        yield return Case("multicast to a group not joined", p => { var f = Udp(p); f[0] = 0x01; f[1] = 0x00; f[2] = 0x5e; f[3] = 0x01; f[4] = 0x02; f[5] = 0x03; f[30] = 239; f[31] = 1; f[32] = 2; f[33] = 3; SetIpChecksum(f); return f; }, DropReason.IpMulticastNotJoined);
         yield return Case("UDP header cut short", p => Shorten(Udp(p), 14 + 20 + 6), DropReason.UdpTruncated);
         yield return Case("UDP length beyond IP payload", p => { var f = Udp(p); f[38] = 0x10; return f; }, DropReason.UdpBadLength);
         yield return Case("UDP length below 8", p => { var f = Udp(p); f[38] = 0; f[39] = 4; return f; }, DropReason.UdpBadLength);

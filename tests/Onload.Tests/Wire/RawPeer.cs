@@ -14,12 +14,12 @@ public sealed class RawPeer : IDisposable
     public static readonly IPAddress PeerIp = IPAddress.Parse("10.2.0.1");
     public static readonly IPAddress StackIp = IPAddress.Parse("10.2.0.2");
 
-    public RawPeer(ulong seed = 1)
+    public RawPeer(ulong seed = 1, Func<StackOptions, StackOptions>? tweak = null)
     {
         Clock = new VirtualClock();
         Link = new SimLink(seed, Clock);
-        Stack = new NetStack(Link.B, new StackOptions { Address = Ipv4Cidr.Parse("10.2.0.2/24"), GratuitousArp = false },
-            Clock, new SeededRandom(seed));
+        var options = new StackOptions { Address = Ipv4Cidr.Parse("10.2.0.2/24"), GratuitousArp = false };
+        Stack = new NetStack(Link.B, tweak is null ? options : tweak(options), Clock, new SeededRandom(seed));
         Stack.Trace = (tx, frame) => { if (tx) Sent.Add(frame.ToArray()); };
     }
 
@@ -72,6 +72,42 @@ public sealed class RawPeer : IDisposable
         ip.UpdateIPChecksum();
         var eth = new PD.EthernetPacket(PeerMac, StackMac, PD.EthernetType.IPv4) { PayloadPacket = ip };
         return eth.Bytes;
+    }
+
+    /// <summary>Splits an IPv4 frame into fragment frames of <paramref name="dataPerFragment"/> payload bytes
+    /// (a multiple of 8, except for the last), like a router would (RFC 791 §3.2).</summary>
+    public static List<byte[]> Fragment(byte[] frame, int dataPerFragment)
+    {
+        var ip = frame.AsSpan(14, 20).ToArray();
+        var data = frame.AsSpan(34).ToArray();
+        var fragments = new List<byte[]>();
+        for (int offset = 0; offset < data.Length; offset += dataPerFragment)
+        {
+            int len = Math.Min(dataPerFragment, data.Length - offset);
+            bool last = offset + len == data.Length;
+            fragments.Add(FragmentFrame(frame, ip, data.AsSpan(offset, len), offset, more: !last));
+        }
+        return fragments;
+    }
+
+    /// <summary>One fragment frame with the given payload, offset (bytes) and MF flag.</summary>
+    public static byte[] FragmentFrame(byte[] template, byte[] ipHeader, ReadOnlySpan<byte> data, int offset, bool more)
+    {
+        var f = new byte[34 + data.Length];
+        template.AsSpan(0, 14).CopyTo(f);
+        ipHeader.CopyTo(f, 14);
+        data.CopyTo(f.AsSpan(34));
+        int total = 20 + data.Length;
+        f[16] = (byte)(total >> 8);
+        f[17] = (byte)total;
+        int word = (more ? 0x2000 : 0) | (offset / 8);
+        f[20] = (byte)(word >> 8);
+        f[21] = (byte)word;
+        f[24] = f[25] = 0;
+        ushort c = Checksum.Compute(f.AsSpan(14, 20));
+        f[24] = (byte)(c >> 8);
+        f[25] = (byte)c;
+        return f;
     }
 
     public byte[] EchoRequestFrame(ushort id, ushort seq, byte[] data)
