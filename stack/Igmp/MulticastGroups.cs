@@ -10,7 +10,7 @@ public struct GroupEntry
     public Ipv4Address Group;
     /// <summary>Sockets that joined it.</summary>
     public int Members;
-    /// <summary>When the next report is due (0: none), and how many unsolicited ones are still to send.</summary>
+    /// <summary>When the next report is due (<see cref="long.MaxValue"/>: none), and how many are still to send.</summary>
     public long ReportAt;
     public int ReportsLeft;
     /// <summary>The record type of the pending report: a state change, or an answer to a query.</summary>
@@ -85,7 +85,7 @@ public sealed class MulticastGroups : IDisposable
                     g = i;
             if (g < 0)
                 return -1;
-            _groups[g] = new GroupEntry { InUse = true, Group = group };
+            _groups[g] = new GroupEntry { InUse = true, Group = group, ReportAt = long.MaxValue };
             Count++;
             first = true;
         }

@@ -17,6 +17,8 @@ public sealed partial class NetStack
     /// <summary>IP option Router Alert (RFC 2113), which IGMP messages carry (RFC 3376 §4).</summary>
     private static ReadOnlySpan<byte> RouterAlert => [0x94, 0x04, 0x00, 0x00];
 
+    private const long NoReport = long.MaxValue;
+
     private readonly MulticastGroups _groups;
     private long _igmpV2Until;
 
@@ -77,7 +79,7 @@ public sealed partial class NetStack
                 continue;
             // Answer after a random delay within the max response time, unless a report is due sooner (§5.2).
             long at = _now + (long)(_random.NextUInt64() % (ulong)Math.Max(1, maxResponseNs));
-            if (e.ReportAt == 0 || at < e.ReportAt)
+            if (at < e.ReportAt)
             {
                 e.ReportAt = at;
                 if (e.ReportsLeft == 0)
@@ -96,7 +98,7 @@ public sealed partial class NetStack
         for (int g = 0; g < _groups.Capacity; g++)
         {
             ref var e = ref _groups[g];
-            if (!e.InUse || e.ReportAt == 0)
+            if (!e.InUse || e.ReportAt == NoReport)
                 continue;
             if (e.ReportAt <= _now)
             {
@@ -107,10 +109,9 @@ public sealed partial class NetStack
                 e.ReportsLeft--;
                 e.ReportAt = e.ReportsLeft > 0
                     ? _now + 1 + (long)(_random.NextUInt64() % IgmpUnsolicitedIntervalNs)
-                    : 0;
+                    : NoReport;
             }
-            if (e.ReportAt != 0)
-                ScheduleTimer(e.ReportAt);
+            ScheduleTimer(e.ReportAt);
         }
     }
 
