@@ -49,6 +49,13 @@ public partial class EchoInteropTests(string kind)
     }
 
     [Test]
+    public void Kernel_ping_of_8000_bytes_is_reassembled_and_answered_in_fragments()
+    {
+        string output = _peer.KernelNs.Exec($"ping -c 5 -i 0.05 -s 8000 -W 2 -q {_peer.StackAddress}");
+        Assert.That(output, Does.Contain("5 packets transmitted, 5 received"), output);
+    }
+
+    [Test]
     public void Stack_entry_appears_in_the_kernel_neighbour_table()
     {
         _peer.KernelNs.Exec($"ping -c 1 -W 2 {_peer.StackAddress}");
@@ -58,6 +65,7 @@ public partial class EchoInteropTests(string kind)
     [TestCase(1)]
     [TestCase(100)]
     [TestCase(1472)]
+    [TestCase(8000)]
     public void Kernel_udp_client_gets_datagrams_echoed_byte_for_byte(int size)
     {
         var payload = new byte[size];

@@ -43,6 +43,23 @@ public sealed class KernelPeer : IDisposable
     public string StackAddress { get; }
     public string StackCidr => StackAddress + "/24";
 
+    /// <summary>Whether the stack's interface also belongs to a kernel that can serve on it (a veth end: yes;
+    /// a TAP, whose kernel side is the peer itself: no).</summary>
+    public bool StackInterfaceHasItsOwnKernel => _pair is not null;
+
+    /// <summary>Gives the stack namespace's kernel an address of its own on the stack's interface (.3).</summary>
+    public string AddKernelAddressBesideTheStack()
+    {
+        if (_pair is null)
+            throw new InvalidOperationException("only a veth pair has a kernel on the stack's side");
+        string address = StackAddress[..StackAddress.LastIndexOf('.')] + ".3";
+        _pair.Stack.Ip($"addr add {address}/24 dev {_pair.StackIf}");
+        return address;
+    }
+
+    /// <summary>The kernel's interface facing the stack: the veth end, or the TAP.</summary>
+    public string KernelInterface => _pair?.KernelIf ?? _tap!;
+
     public TestNamespace KernelNs => _pair?.Kernel ?? _single!;
     public TestNamespace StackNs => _pair?.Stack ?? _single!;
 

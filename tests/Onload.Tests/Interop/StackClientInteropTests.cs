@@ -52,10 +52,11 @@ public class StackClientInteropTests(string kind)
         int s = _stack.UdpOpen();
         var server_ = new Ipv4Endpoint(Ipv4Address.Parse(_peer.KernelAddress), 9000);
         Assert.That(_stack.UdpConnect(s, server_), Is.Zero);
-        var buf = new byte[2048];
-        for (int i = 0; i < 50; i++)
+        var buf = new byte[65536];
+        var sizes = Enumerable.Range(0, 50).Select(i => 1 + i * 29).Concat([1473, 3000, 8000, 20000]).ToArray();
+        for (int i = 0; i < sizes.Length; i++)
         {
-            var payload = new byte[1 + i * 29];
+            var payload = new byte[sizes[i]];
             new Random(i).NextBytes(payload);
             Assert.That(_stack.UdpSend(s, payload), Is.EqualTo(payload.Length));
             int n = 0;
@@ -65,6 +66,47 @@ public class StackClientInteropTests(string kind)
         Assert.That(_stack.Counters.UdpInCsumErrors, Is.Zero);
         server.Kill();
     }
+
+    [Test]
+    public void Joined_socket_hears_a_kernel_multicast_sender_until_it_leaves_and_the_kernel_sees_igmp_reports()
+    {
+        var group = Ipv4Address.Parse("239.7.7.7");
+        // The kernel side watches for IGMP on its interface; tcpdump says "listening on" once it captures.
+        var tcpdump = _peer.KernelNs.Start("tcpdump", "-i", _peer.KernelInterface, "-n", "-l", "-v", "igmp");
+        tcpdump.WaitForOutput("listening on", Deadline);
+        _peer.KernelNs.Ip($"route add 224.0.0.0/4 dev {_peer.KernelInterface}");
+        int s = _stack.UdpOpen();
+        Assert.That(_stack.UdpBind(s, new Ipv4Endpoint(Ipv4Address.Any, 5000)), Is.Zero);
+        Assert.That(_stack.UdpJoinGroup(s, group), Is.Zero);
+        var buf = new byte[2048];
+        int n = 0;
+        // The kernel may send before the stack polls: keep sending until one arrives.
+        PollUntil(() =>
+        {
+            SendFromKernel(group, "to the group");
+            for (int k = 0; k < 200 && n <= 0; k++)
+            {
+                _stack.Poll();
+                n = _stack.UdpReceiveFrom(s, buf, out _);
+            }
+            return n > 0;
+        }, "the kernel's datagram to the group");
+        Assert.That(buf[..n], Is.EqualTo("to the group"u8.ToArray()));
+        Poll.Until(() => tcpdump.Stdout.Contains("igmp v3 report", StringComparison.Ordinal) &&
+            tcpdump.Stdout.Contains(group.ToString(), StringComparison.Ordinal), Deadline, "the kernel to see the IGMPv3 report");
+
+        Assert.That(_stack.UdpLeaveGroup(s, group), Is.Zero);
+        long before = _stack.Counters.Drop(DropReason.IpMulticastNotJoined);
+        SendFromKernel(group, "after leaving");
+        PollUntil(() => _stack.Counters.Drop(DropReason.IpMulticastNotJoined) > before, "the datagram after leaving to be refused");
+        Assert.That(_stack.UdpReadable(s), Is.False);
+        Poll.Until(() => tcpdump.Stdout.Contains("to_in", StringComparison.OrdinalIgnoreCase), Deadline,
+            $"the kernel to see the leave (a change to include mode); tcpdump: {tcpdump.Stdout}");
+    }
+
+    private void SendFromKernel(Ipv4Address group, string text) =>
+        Netns.Netns.Exec("ip", ["netns", "exec", _peer.KernelNs.Name, "sh", "-c",
+            $"printf '{text}' | socat -u - UDP-DATAGRAM:{group}:5000,ip-multicast-if={_peer.KernelAddress}"], Deadline);
 
     [Test]
     public void Connected_socket_to_a_closed_kernel_port_gets_ECONNREFUSED()
