@@ -8,8 +8,8 @@ namespace Onload.Perf.Stack;
 /// </summary>
 internal sealed class ReplayVnic : IVnic
 {
-    private byte[] _frame = [];
-    private int _pending;
+    private byte[][] _frames = [];
+    private int _next;
 
     public ReplayVnic(MacAddress mac) => MacAddress = mac;
 
@@ -20,21 +20,21 @@ internal sealed class ReplayVnic : IVnic
     public VnicCounters Counters { get; } = new();
     public int WaitHandle => -1;
 
-    /// <summary>The frame the next <see cref="Receive"/> calls hand out, <paramref name="count"/> times.</summary>
-    public void Arm(byte[] frame, int count = 1)
+    /// <summary>The frames the next <see cref="Receive"/> calls hand out, once each, in order.</summary>
+    public void Arm(byte[][] frames)
     {
-        _frame = frame;
-        _pending = count;
+        _frames = frames;
+        _next = 0;
     }
 
     public int Receive(Span<PacketDescriptor> batch)
     {
         int n = 0;
-        while (n < batch.Length && _pending > 0 && Buffers.TryAllocate(out int buffer))
+        while (n < batch.Length && _next < _frames.Length && Buffers.TryAllocate(out int buffer))
         {
-            _frame.CopyTo(Buffers.Span(buffer));
-            batch[n++] = new PacketDescriptor(buffer, _frame.Length);
-            _pending--;
+            var frame = _frames[_next++];
+            frame.CopyTo(Buffers.Span(buffer));
+            batch[n++] = new PacketDescriptor(buffer, frame.Length);
         }
         return n;
     }

@@ -18,8 +18,12 @@ public class StackBenchmarks
 
     private ReplayVnic _vnic = null!;
     private NetStack _stack = null!;
-    private byte[] _udpFrame = null!;
-    private byte[] _echoFrame = null!;
+    private byte[][] _udpFrame = null!;
+    private byte[][] _echoFrame = null!;
+    private byte[][] _fragments = null!;
+    private readonly byte[] _bigPayload = new byte[8000];
+    private readonly byte[] _bigReadBuffer = new byte[65536];
+    private ushort _fragmentId;
     private readonly byte[] _payload = new byte[64];
     private readonly byte[] _readBuffer = new byte[2048];
     private int _socket;
@@ -35,10 +39,11 @@ public class StackBenchmarks
         // Resolve the peer once, with a reply to a request it never saw (an unsolicited reply is not learnt),
         // so: the stack asks, the peer answers.
         _stack.UdpSendTo(_socket, _payload, new Ipv4Endpoint(PeerIp, 9));
-        _vnic.Arm(ArpReply());
+        _vnic.Arm([ArpReply()]);
         _stack.Poll();
-        _udpFrame = Frame(IpProtocol.Udp, UdpPayload(64));
-        _echoFrame = Frame(IpProtocol.Icmp, EchoRequest(56));
+        _udpFrame = [Frame(IpProtocol.Udp, UdpPayload(64))];
+        _echoFrame = [Frame(IpProtocol.Icmp, EchoRequest(56))];
+        _fragments = Fragments(UdpPayload(8000), 1480);
     }
 
     [GlobalCleanup]
@@ -54,6 +59,50 @@ public class StackBenchmarks
         _vnic.Arm(_udpFrame);
         _stack.Poll();
         return _stack.UdpReceiveFrom(_socket, _readBuffer, out _);
+    }
+
+    [Benchmark(Description = "UDP 8000 B: 6 fragments in, reassembled, read")]
+    public int UdpReceiveFragmented()
+    {
+        // A fresh identification each time, as a sender would use.
+        _fragmentId++;
+        foreach (var f in _fragments)
+        {
+            f[18] = (byte)(_fragmentId >> 8);
+            f[19] = (byte)_fragmentId;
+            f[24] = f[25] = 0;
+            ushort c = Checksum.Compute(f.AsSpan(14, 20));
+            f[24] = (byte)(c >> 8);
+            f[25] = (byte)c;
+        }
+        _vnic.Arm(_fragments);
+        _stack.Poll();
+        return _stack.UdpReceiveFrom(_socket, _bigReadBuffer, out _);
+    }
+
+    [Benchmark(Description = "UDP 8000 B: sendto, fragmented into 6")]
+    public int UdpSendFragmented() => _stack.UdpSendTo(_socket, _bigPayload, new Ipv4Endpoint(PeerIp, 9));
+
+    [Benchmark(Description = "Parse: Ethernet + IPv4 + UDP validation of a 64 B datagram")]
+    public DropReason Parse()
+    {
+        var frame = _udpFrame[0].AsSpan();
+        var reason = Ipv4Packet.Validate(frame[EthernetFrame.HeaderLength..]);
+        if (reason != DropReason.None)
+            return reason;
+        var ip = new Ipv4Packet(frame[EthernetFrame.HeaderLength..]);
+        return UdpDatagram.Validate(ip.Payload, ip.Source, ip.Destination, checksumTrusted: false);
+    }
+
+    [Benchmark(Description = "Emit: Ethernet + IPv4 + UDP headers with checksums, 64 B")]
+    public ushort Emit()
+    {
+        var frame = _readBuffer.AsSpan(0, 42 + 64);
+        new EthernetFrame(frame).WriteHeader(PeerMac, PeerMac, EtherType.Ipv4);
+        new UdpDatagram(frame[34..]).Write(7, 9, 64, StackIp, PeerIp);
+        var ip = new Ipv4Packet(frame[14..]);
+        ip.WriteHeader(StackIp, PeerIp, IpProtocol.Udp, 8 + 64, 1, 64, true);
+        return ip.HeaderChecksum;
     }
 
     [Benchmark(Description = "UDP 64 B: sendto to a resolved neighbour")]
@@ -91,6 +140,23 @@ public class StackBenchmarks
         var p = new IcmpPacket(icmp) { Type = IcmpType.EchoRequest, Identifier = 1, SequenceNumber = 1 };
         p.FillChecksum();
         return icmp;
+    }
+
+    /// <summary>An IPv4 datagram cut into fragment frames of <paramref name="perFragment"/> payload bytes.</summary>
+    private static byte[][] Fragments(byte[] payload, int perFragment)
+    {
+        var frames = new List<byte[]>();
+        for (int offset = 0; offset < payload.Length; offset += perFragment)
+        {
+            int length = Math.Min(perFragment, payload.Length - offset);
+            var f = Frame(IpProtocol.Udp, payload.AsSpan(offset, length).ToArray());
+            bool more = offset + length < payload.Length;
+            var ip = new Ipv4Packet(f.AsSpan(EthernetFrame.HeaderLength));
+            ip.WriteHeader(PeerIp, StackIp, IpProtocol.Udp, length, 1, 64,
+                (ushort)((more ? Ipv4Packet.FlagMoreFragments : 0) | offset / 8), 0, 0);
+            frames.Add(f);
+        }
+        return [.. frames];
     }
 
     private static byte[] Frame(byte protocol, byte[] payload)

@@ -1,28 +1,46 @@
 using System.Buffers.Binary;
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 
 namespace Onload.Stack.Wire;
 
 /// <summary>The Internet checksum (RFC 1071) and its incremental update (RFC 1624).</summary>
 public static class Checksum
 {
-    /// <summary>Adds <paramref name="data"/> to a running 32-bit one's-complement sum (not yet folded).</summary>
-    /// <remarks>Sums 32-bit words into a 64-bit accumulator; byte order can be fixed at the end (RFC 1071 §2(B)),
-    /// so words are read in native order and the folded result is swapped once on little-endian machines.</remarks>
+    /// <summary>Adds <paramref name="data"/> to a running one's-complement sum (not yet folded).</summary>
+    /// <remarks>Sums 32-bit words into 64-bit accumulators, 32 bytes a step where the CPU has 256-bit vectors;
+    /// byte order can be fixed at the end (RFC 1071 §2(B)), so words are read in native order and the folded
+    /// result is swapped once on little-endian machines. <paramref name="data"/> must start at an even offset of
+    /// the summed message.</remarks>
     public static ulong Add(ulong sum, ReadOnlySpan<byte> data)
     {
         ulong acc = 0;
-        var words = MemoryMarshal.Cast<byte, uint>(data);
+        int start = 0;
+        if (Vector256.IsHardwareAccelerated && data.Length >= 64)
+        {
+            var low = Vector256<ulong>.Zero;
+            var high = Vector256<ulong>.Zero;
+            ref byte first = ref MemoryMarshal.GetReference(data);
+            for (; start <= data.Length - 32; start += 32)
+            {
+                var (l, h) = Vector256.Widen(Vector256.LoadUnsafe(ref first, (nuint)start).AsUInt32());
+                low += l;
+                high += h;
+            }
+            acc = Vector256.Sum(low + high);
+        }
+        var rest = data[start..];
+        var words = MemoryMarshal.Cast<byte, uint>(rest);
         foreach (uint w in words)
             acc += w;
         int tail = words.Length * 4;
-        if (data.Length - tail >= 2)
+        if (rest.Length - tail >= 2)
         {
-            acc += MemoryMarshal.Read<ushort>(data[tail..]);
+            acc += MemoryMarshal.Read<ushort>(rest[tail..]);
             tail += 2;
         }
-        if (tail < data.Length)
-            acc += BitConverter.IsLittleEndian ? data[tail] : (uint)data[tail] << 8;
+        if (tail < rest.Length)
+            acc += BitConverter.IsLittleEndian ? rest[tail] : (uint)rest[tail] << 8;
         ulong folded = FoldToUInt16(acc);
         if (BitConverter.IsLittleEndian)
             folded = BinaryPrimitives.ReverseEndianness((ushort)folded);

@@ -16,6 +16,24 @@ public class ChecksumTests
     }
 
     [Test]
+    public void Matches_a_word_by_word_reference_at_every_length_up_to_3000()
+    {
+        var random = new SeededRandom(7);
+        var data = new byte[3000];
+        for (int i = 0; i < data.Length; i++)
+            data[i] = (byte)random.NextUInt64();
+        for (int length = 0; length <= data.Length; length++)
+        {
+            uint reference = 0;
+            for (int i = 0; i < length; i += 2)
+                reference += (uint)(data[i] << 8 | (i + 1 < length ? data[i + 1] : 0));
+            while (reference >> 16 != 0)
+                reference = (reference & 0xFFFF) + (reference >> 16);
+            Assert.That(Checksum.Compute(data.AsSpan(0, length)), Is.EqualTo((ushort)~reference), $"length {length}");
+        }
+    }
+
+    [Test]
     public void Odd_lengths_pad_with_a_zero_byte()
     {
         byte[] odd = [0x12, 0x34, 0x56];
