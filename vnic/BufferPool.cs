@@ -17,6 +17,8 @@ public sealed unsafe class BufferPool : IDisposable
     private int* _freeStack;
     private byte* _owned;
     private int _freeCount;
+    private readonly int _stride;
+    private readonly bool _ownsArea;
 
     public BufferPool(int count, int bufferSize = DefaultBufferSize)
     {
@@ -24,13 +26,38 @@ public sealed unsafe class BufferPool : IDisposable
         ArgumentOutOfRangeException.ThrowIfLessThan(bufferSize, 64);
         Count = count;
         BufferSize = bufferSize;
+        _stride = bufferSize;
+        _ownsArea = true;
         _area = (byte*)NativeMemory.AlignedAlloc((nuint)count * (nuint)bufferSize, 64);
-        _freeStack = (int*)NativeMemory.Alloc((nuint)count, sizeof(int));
-        _owned = (byte*)NativeMemory.AllocZeroed((nuint)count);
+        InitFreeStack(out _freeStack, out _owned, out _freeCount);
+    }
+
+    /// <summary>
+    /// A pool over memory someone else owns and frees (an AF_XDP UMEM): buffer <c>i</c> is the
+    /// <paramref name="bufferSize"/> bytes at <c>area + i * stride</c>. Dispose leaves the area alone.
+    /// </summary>
+    public BufferPool(byte* area, int count, int bufferSize, int stride)
+    {
+        ArgumentNullException.ThrowIfNull(area);
+        ArgumentOutOfRangeException.ThrowIfLessThan(count, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(bufferSize, 64);
+        ArgumentOutOfRangeException.ThrowIfLessThan(stride, bufferSize);
+        Count = count;
+        BufferSize = bufferSize;
+        _stride = stride;
+        _area = area;
+        InitFreeStack(out _freeStack, out _owned, out _freeCount);
+    }
+
+    private void InitFreeStack(out int* freeStack, out byte* owned, out int freeCount)
+    {
+        int count = Count;
+        freeStack = (int*)NativeMemory.Alloc((nuint)count, sizeof(int));
+        owned = (byte*)NativeMemory.AllocZeroed((nuint)count);
         // Lowest indices on top, so a quiet stack keeps reusing the same few cache-warm buffers.
         for (int i = 0; i < count; i++)
-            _freeStack[i] = count - 1 - i;
-        _freeCount = count;
+            freeStack[i] = count - 1 - i;
+        freeCount = count;
     }
 
     public int Count { get; }
@@ -65,18 +92,19 @@ public sealed unsafe class BufferPool : IDisposable
     {
         if ((uint)buffer >= (uint)Count)
             throw new ArgumentOutOfRangeException(nameof(buffer));
-        return new Span<byte>(_area + (long)buffer * BufferSize, BufferSize);
+        return new Span<byte>(_area + (long)buffer * _stride, BufferSize);
     }
 
     public Span<byte> Span(in PacketDescriptor d) => Span(d.Buffer)[..d.Length];
 
-    public byte* Pointer(int buffer) => _area + (long)buffer * BufferSize;
+    public byte* Pointer(int buffer) => _area + (long)buffer * _stride;
 
     public void Dispose()
     {
         if (_area == null)
             return;
-        NativeMemory.AlignedFree(_area);
+        if (_ownsArea)
+            NativeMemory.AlignedFree(_area);
         NativeMemory.Free(_freeStack);
         NativeMemory.Free(_owned);
         _area = null;

@@ -33,6 +33,14 @@ public interface IVnic : IDisposable
     int WaitHandle { get; }
 
     /// <summary>
+    /// Called just before the caller sleeps on <see cref="WaitHandle"/> (<see cref="VnicWait.Wait"/> does). A backend
+    /// whose peer signals the handle only for a declared sleeper (shared memory) arms that signal here. Returns false
+    /// when frames are already waiting: poll again instead of sleeping. Backends whose handle always signals need
+    /// nothing.
+    /// </summary>
+    bool PrepareToSleep() => true;
+
+    /// <summary>
     /// Asks the backend to deliver frames sent to an IPv4 multicast group (<paramref name="group"/> in host byte
     /// order): its MAC on a NIC's filter, its address in a steering map. Backends that see every frame need do
     /// nothing. Returns 0 or a negated errno.

@@ -28,7 +28,7 @@ public sealed record VnicOptions
 /// <summary>Opens a VNIC from its spec string <c>KIND:NAME</c>.</summary>
 public static class VnicFactory
 {
-    public static readonly IReadOnlyList<string> Kinds = ["af_packet", "tap"];
+    public static readonly IReadOnlyList<string> Kinds = ["af_packet", "tap", "shm", "af_xdp"];
 
     public static IVnic Open(string spec, VnicOptions? options = null)
     {
@@ -43,6 +43,8 @@ public static class VnicFactory
         {
             "af_packet" => AfPacketVnic.Open(name, options),
             "tap" => TapVnic.Open(name, options),
+            "shm" => Shm.ShmVnic.Open(name, options),
+            "af_xdp" => AfXdp.AfXdpVnic.Open(name, options),
             _ => throw new ArgumentException($"VNIC kind '{kind}' is not known (kinds: {string.Join(", ", Kinds)})", nameof(spec)),
         };
     }

@@ -19,10 +19,13 @@ public static partial class VnicWait
     private static unsafe partial int Poll(PollFd* fds, nuint count, int timeoutMs);
 
     /// <summary>Blocks until the VNIC's wait handle is readable or <paramref name="timeoutMs"/> passes
-    /// (-1 = no limit). Returns true if it became readable. A VNIC without a handle just sleeps.</summary>
+    /// (-1 = no limit). Returns true if it became readable, or at once if <see cref="IVnic.PrepareToSleep"/> says
+    /// frames are waiting. A VNIC without a handle just sleeps.</summary>
     public static unsafe bool Wait(IVnic vnic, int timeoutMs)
     {
         ArgumentNullException.ThrowIfNull(vnic);
+        if (!vnic.PrepareToSleep())
+            return true;
         var fd = new PollFd { Fd = vnic.WaitHandle, Events = PollIn };
         if (fd.Fd < 0)
         {

@@ -5,7 +5,7 @@ using Onload.Stack;
 using Onload.Stack.Wire;
 using Onload.Vnic;
 
-var vnicOption = new Option<string>("--vnic") { Description = "VNIC spec KIND:NAME (af_packet:IF, tap:NAME)", Required = true };
+var vnicOption = new Option<string>("--vnic") { Description = "VNIC spec KIND:NAME (af_packet:IF, af_xdp:IF[:QUEUE], tap:NAME, shm:NAME)", Required = true };
 var addrOption = new Option<string>("--addr") { Description = "the stack's own address, IP/PREFIX (direct mode)", Required = true };
 var gatewayOption = new Option<string?>("--gateway") { Description = "default gateway for destinations off the subnet" };
 var udpOption = new Option<int[]>("--udp") { Description = "UDP port to echo (repeatable)", AllowMultipleArgumentsPerToken = false };

@@ -9,14 +9,21 @@ internal static class Errno
     public const int ENOENT = 2;
     public const int EINTR = 4;
     public const int ENXIO = 6;
+    public const int E2BIG = 7;
+    public const int EBADF = 9;
     public const int EAGAIN = 11;
+    public const int ENOMEM = 12;
     public const int EACCES = 13;
     public const int EFAULT = 14;
     public const int EBUSY = 16;
+    public const int EEXIST = 17;
     public const int ENODEV = 19;
     public const int EINVAL = 22;
+    public const int ENOSPC = 28;
     public const int EMSGSIZE = 90;
+    public const int EOPNOTSUPP = 95;
     public const int EAFNOSUPPORT = 97;
+    public const int EADDRNOTAVAIL = 99;
     public const int ENETDOWN = 100;
     public const int ENOBUFS = 105;
 

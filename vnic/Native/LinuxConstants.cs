@@ -6,6 +6,7 @@ internal static class LinuxConstants
     // include/linux/socket.h
     public const int AF_INET = 2;
     public const int AF_PACKET = 17;
+    public const int AF_XDP = 44;
 
     // include/linux/net.h, asm-generic/fcntl.h
     public const int SOCK_DGRAM = 2;
@@ -24,6 +25,8 @@ internal static class LinuxConstants
     public const int PROT_READ = 1;
     public const int PROT_WRITE = 2;
     public const int MAP_SHARED = 1;
+    public const int MAP_ANONYMOUS = 0x20;
+    public const int MAP_POPULATE = 0x8000;
 
     // asm-generic/poll.h
     public const short POLLIN = 1;

@@ -9,6 +9,7 @@ namespace Onload.Tests.Interop;
 /// and the kernel's neighbour table.
 /// </summary>
 [TestFixture("af_packet")]
+[TestFixture("af_xdp")]
 [TestFixture("tap")]
 [Category("netns")]
 [NonParallelizable]

@@ -4,9 +4,9 @@ using Onload.Tests.Netns;
 namespace Onload.Tests.Interop;
 
 /// <summary>
-/// Where the stack meets the Linux kernel for one backend. For <c>af_packet</c>, two namespaces joined by a veth
-/// (the stack on one end, the kernel on the other); for <c>tap</c>, one namespace whose kernel owns a TAP device
-/// that the stack opens from the wire side.
+/// Where the stack meets the Linux kernel for one backend. For <c>af_packet</c> and <c>af_xdp</c>, two namespaces
+/// joined by a veth (the stack on one end, the kernel on the other); for <c>tap</c>, one namespace whose kernel owns a
+/// TAP device that the stack opens from the wire side.
 /// </summary>
 public sealed class KernelPeer : IDisposable
 {
@@ -18,10 +18,10 @@ public sealed class KernelPeer : IDisposable
     {
         Netns.Netns.RequireRoot();
         Kind = kind;
-        if (kind == "af_packet")
+        if (kind is "af_packet" or "af_xdp")
         {
             _pair = new NamespacePair();
-            VnicSpec = "af_packet:" + _pair.StackIf;
+            VnicSpec = kind + ":" + _pair.StackIf;
             KernelAddress = _pair.KernelAddress;
             StackAddress = _pair.StackAddress;
             return;

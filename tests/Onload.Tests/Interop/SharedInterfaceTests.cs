@@ -10,6 +10,7 @@ namespace Onload.Tests.Interop;
 /// stack serves its own. (A TAP has no such second kernel: its kernel side is the peer.)
 /// </summary>
 [TestFixture("af_packet")]
+[TestFixture("af_xdp")]
 [Category("netns")]
 [NonParallelizable]
 public class SharedInterfaceTests(string kind)

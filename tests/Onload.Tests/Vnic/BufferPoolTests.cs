@@ -92,4 +92,37 @@ public sealed class BufferPoolTests
         Assert.Throws<ArgumentOutOfRangeException>(() => new BufferPool(0).Dispose());
         Assert.Throws<ArgumentOutOfRangeException>(() => new BufferPool(1, 63).Dispose());
     }
+
+    [Test]
+    public unsafe void A_pool_over_external_memory_spaces_buffers_by_its_stride_and_leaves_the_memory_alone()
+    {
+        // The AF_XDP shape: 2048-byte chunks, each buffer starting 256 bytes in and 1792 long.
+        const int count = 4, stride = 2048, offset = 256, size = stride - offset;
+        byte* area = (byte*)System.Runtime.InteropServices.NativeMemory.AlignedAlloc(count * stride, 4096);
+        try
+        {
+            new Span<byte>(area, count * stride).Fill(0xEE);
+            using (var pool = new BufferPool(area + offset, count, size, stride))
+            {
+                for (int i = 0; i < count; i++)
+                {
+                    Assert.That(pool.TryAllocate(out int b), Is.True);
+                    Assert.That((nint)pool.Pointer(b), Is.EqualTo((nint)(area + offset + (long)b * stride)));
+                    Assert.That(pool.Span(b).Length, Is.EqualTo(size));
+                    pool.Span(b).Fill((byte)b);
+                }
+            }
+            // Disposed without freeing the area; each chunk's headroom was never touched.
+            for (int i = 0; i < count; i++)
+            {
+                Assert.That(new Span<byte>(area + (long)i * stride, offset).IndexOfAnyExcept((byte)0xEE), Is.EqualTo(-1));
+                Assert.That(new Span<byte>(area + (long)i * stride + offset, size).IndexOfAnyExcept((byte)i), Is.EqualTo(-1));
+            }
+            Assert.Throws<ArgumentOutOfRangeException>(() => new BufferPool(area, count, stride + 1, stride).Dispose());
+        }
+        finally
+        {
+            System.Runtime.InteropServices.NativeMemory.AlignedFree(area);
+        }
+    }
 }

@@ -1,0 +1,742 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Numerics;
+using System.Runtime.InteropServices;
+using System.Text;
+using Onload.Vnic.Native;
+using static Onload.Vnic.Native.IfXdp;
+using static Onload.Vnic.Native.LinuxConstants;
+
+namespace Onload.Vnic.AfXdp;
+
+/// <summary>
+/// The <c>af_xdp:IF[:QUEUE]</c> backend: an AF_XDP socket on one RX queue of an interface, with its own XDP program
+/// that steers to it only the frames for the stack's address (<see cref="SteeringProgram"/>); the kernel keeps the
+/// rest. Raw system calls, no libxdp or libbpf (Documentation/networking/af_xdp.rst).
+/// </summary>
+/// <remarks>
+/// <para><b>The UMEM is the buffer pool.</b> The packet area registered with the kernel (XDP_UMEM_REG) is one
+/// shared anonymous mapping of <c>BufferCount</c> chunks; <see cref="Buffers"/> is a <see cref="BufferPool"/> over it, buffer
+/// <c>i</c> starting <see cref="IfXdp.XDP_PACKET_HEADROOM"/> (256) bytes into chunk <c>i</c>, which is where the
+/// kernel puts a received frame (aligned chunks, no extra headroom: the RX descriptor's address is always
+/// <c>i * chunk + 256</c>). A received frame is handed to the stack in place and a frame the stack sends goes on
+/// the TX ring in place: no copy in user space. (In copy mode the kernel still copies between its skb and the UMEM.)</para>
+/// <para><b>Chunks</b> are 2048 bytes, the smallest the kernel takes, when the interface's MTU fits after the
+/// headroom (1792 bytes: 1500-byte MTU plus Ethernet and a VLAN tag), else a page (4096). Half the memory of 4096
+/// and two frames per page; the larger chunk is only needed for MTUs above 1774.</para>
+/// <para><b>Buffer ownership</b>: free in the pool; lent to the kernel on the fill ring (then back on the RX ring and
+/// owned by the caller of <see cref="Receive"/>); or lent to the kernel on the TX ring (then back on the completion
+/// ring and released to the pool). At most half the pool (and at most the fill ring's size) is kept on the fill
+/// ring, so the stack always has buffers to send with.</para>
+/// <para>Single-threaded, like the stack that drives it; nothing allocates per frame.</para>
+/// </remarks>
+public sealed unsafe class AfXdpVnic : IVnic
+{
+    /// <summary>Receive calls between reads of XDP_STATISTICS when nothing suggests a loss.</summary>
+    private const int StatisticsEveryPolls = 1024;
+
+    /// <summary>How long Open retries a bind or an attach that finds the queue or the interface busy: the previous
+    /// owner's socket is released by a kernel work item shortly after its process dies (MACHINE-NOTES.md).</summary>
+    private static readonly TimeSpan BusyRetry = TimeSpan.FromSeconds(1);
+
+    /// <summary>Refill the fill ring once this many of its target entries are missing (a quarter of the target if
+    /// that is less).</summary>
+    private const int RefillBatch = 16;
+
+    private const int GroupsMapEntries = 256;
+
+    // Where a buffer is, as far as the kernel is concerned (one byte per buffer).
+    private const byte WithUs = 0;
+    private const byte OnFillRing = 1;
+    private const byte OnTxRing = 2;
+
+    private readonly int _chunkSize;
+    private readonly int _chunkShift;
+    private readonly int _fillTarget;
+    private readonly int _maxTxFrame;
+    private readonly string _ifName;
+    private byte* _umem;
+    private nuint _umemLength;
+    private byte* _where;
+    private int _xsk = -1;
+    private int _xsksMap = -1;
+    private int _groupsMap = -1;
+    private int _prog = -1;
+    private int _link = -1;
+    private XskRing _fill;
+    private XskRing _completion;
+    private XskRing _rx;
+    private XskRing _tx;
+    private int _onFill;
+    private int _onTx;
+    private int _pollsSinceStatistics;
+    private bool _kickPending;
+    private bool _disposed;
+    private XdpStatistics _statistics;
+
+    private AfXdpVnic(string spec, string ifName, int ifIndex, int queue, MacAddress mac, int mtu, uint localIpv4,
+        int chunkSize, int bufferCount, int ringSize)
+    {
+        Spec = spec;
+        _ifName = ifName;
+        IfIndex = ifIndex;
+        Queue = queue;
+        MacAddress = mac;
+        LocalIpv4 = localIpv4;
+        _chunkSize = chunkSize;
+        _chunkShift = BitOperations.Log2((uint)chunkSize);
+        int bufferSize = chunkSize - XDP_PACKET_HEADROOM;
+        Mtu = Math.Min(mtu, bufferSize - ETH_HLEN);
+        _maxTxFrame = Mtu + ETH_HLEN;
+        RingSize = ringSize;
+        FillRingSize = 2 * ringSize;
+        _fillTarget = Math.Min(FillRingSize, bufferCount / 2);
+        BufferCount = bufferCount;
+    }
+
+    public string Spec { get; }
+    public MacAddress MacAddress { get; }
+
+    /// <summary>The interface's MTU, capped at what a chunk holds after the kernel's headroom.</summary>
+    public int Mtu { get; }
+
+    public BufferPool Buffers { get; private set; } = null!;
+    public VnicCounters Counters { get; } = new();
+
+    /// <summary>The AF_XDP socket: polls readable when the RX ring has frames.</summary>
+    public int WaitHandle => _xsk;
+
+    public int IfIndex { get; }
+
+    /// <summary>The RX queue of the interface this socket is bound to (and its index in the XSKMAP).</summary>
+    public int Queue { get; }
+
+    /// <summary>The address the XDP program steers to us (host byte order).</summary>
+    public uint LocalIpv4 { get; }
+
+    /// <summary>Whether the kernel bound the socket in zero-copy mode (the NIC's DMA writes into the UMEM).</summary>
+    public bool ZeroCopy { get; private set; }
+
+    /// <summary>Whether the XDP program runs in the driver (native) rather than on the skb path (generic).</summary>
+    public bool NativeXdp { get; private set; }
+
+    /// <summary>"copy, drv", "zero-copy, drv", "copy, skb": socket mode, then where the XDP program runs.</summary>
+    public string Mode => (ZeroCopy ? "zero-copy" : "copy") + (NativeXdp ? ", drv" : ", skb");
+
+    /// <summary>Bytes per UMEM chunk (2048 or a page).</summary>
+    public int ChunkSize => _chunkSize;
+
+    /// <summary>Slots in the RX and TX rings.</summary>
+    public int RingSize { get; }
+
+    /// <summary>Slots in the fill and completion rings (twice <see cref="RingSize"/>).</summary>
+    public int FillRingSize { get; }
+
+    /// <summary>Buffers lent to the kernel on the fill ring right now (not in <see cref="BufferPool.Available"/>).</summary>
+    public int BuffersOnFillRing => _onFill;
+
+    /// <summary>Buffers sent and not yet completed.</summary>
+    public int BuffersInFlight => _onTx;
+
+    private int BufferCount { get; }
+
+    /// <summary>The kernel's running totals as last read (<see cref="ReadKernelStatistics"/>).</summary>
+    public XdpStatistics KernelStatistics => _statistics;
+
+    /// <summary>Times Open slept because the queue or the interface's XDP hook was busy (a previous owner dying).</summary>
+    public int OpenBusyRetries { get; private set; }
+
+    /// <summary>Descriptors from the kernel that named no buffer we lent it (never expected; counted and skipped).</summary>
+    public long BadDescriptors { get; private set; }
+
+    /// <summary>
+    /// Opens <c>IF[:QUEUE]</c> (queue 0 by default) in the calling thread's network namespace: loads and attaches
+    /// the steering program, creates the socket and its UMEM, binds (zero-copy if the driver can, else copy).
+    /// </summary>
+    /// <exception cref="ArgumentException">Bad spec or options, or no <see cref="VnicOptions.LocalIpv4"/>.</exception>
+    /// <exception cref="IOException">A system call failed; the message names it and errno.</exception>
+    public static AfXdpVnic Open(string nameAndQueue, VnicOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(nameAndQueue);
+        ArgumentNullException.ThrowIfNull(options);
+        string spec = "af_xdp:" + nameAndQueue;
+        var (ifname, queue) = ParseNameAndQueue(spec, nameAndQueue);
+        if (options.LocalIpv4 is not uint local)
+            throw new ArgumentException($"{spec}: af_xdp needs VnicOptions.LocalIpv4, the stack's address, which its XDP program steers to the socket", nameof(options));
+        if (options.RingSize < 2 || !BitOperations.IsPow2(options.RingSize))
+            throw new ArgumentException($"{spec}: RingSize {options.RingSize} is not a power of two >= 2", nameof(options));
+        if (options.BufferCount < 4)
+            throw new ArgumentException($"{spec}: BufferCount {options.BufferCount} is below 4", nameof(options));
+
+        int ifIndex = InterfaceIndex(spec, ifname);
+        var (mac, mtu) = ReadInterface(spec, ifname);
+        int chunk = ChooseChunkSize(spec, mtu, options.BufferSize);
+
+        var vnic = new AfXdpVnic(spec, ifname, ifIndex, queue, mac, mtu, local, chunk, options.BufferCount, options.RingSize);
+        try
+        {
+            vnic.CreateMapsAndProgram();
+            vnic.CreateSocket();
+            vnic.Bind();
+            vnic.Attach();
+            return vnic;
+        }
+        catch
+        {
+            vnic.Dispose();
+            throw;
+        }
+    }
+
+    // ------------------------------------------------------------------------------------------------ data path
+
+    /// <summary>
+    /// Takes received frames off the RX ring (their buffers now belong to the caller), reclaims sent buffers,
+    /// tops the fill ring up and, when the driver asks for it, wakes it.
+    /// </summary>
+    public int Receive(Span<PacketDescriptor> batch)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        ReapCompletions();
+        if (_kickPending)
+            KickTx();
+
+        int n = 0;
+        uint available = _rx.Available();
+        if (available > 0)
+        {
+            uint take = Math.Min(available, (uint)batch.Length);
+            for (uint i = 0; i < take; i++)
+            {
+                var d = _rx.TakeDesc();
+                if (TryAcceptRx(d, out int buffer))
+                {
+                    batch[n++] = new PacketDescriptor(buffer, (int)d.Len);
+                    Counters.RxFrames++;
+                    Counters.RxBytes += d.Len;
+                }
+            }
+            _rx.Release();
+        }
+
+        Refill();
+        // Zero-copy drivers may stop polling an empty fill ring; a recvfrom wakes them (af_xdp.rst, XDP_USE_NEED_WAKEUP).
+        if (_fill.NeedsWakeup)
+            Libc.RecvFrom(_xsk, null, 0, MSG_DONTWAIT, null, null);
+        if (_onFill == 0 || ++_pollsSinceStatistics >= StatisticsEveryPolls)
+            ReadKernelStatistics();
+        return n;
+    }
+
+    /// <summary>
+    /// Puts frames on the TX ring in place (the buffer is a UMEM chunk) and kicks the kernel at most once. Frames the
+    /// ring has no room for stay with the caller (counted in TxDropRingFull); malformed ones are released and counted
+    /// in TxErrors. Accepted buffers come back to the pool from the completion ring.
+    /// </summary>
+    public int Transmit(ReadOnlySpan<PacketDescriptor> batch)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        ReapCompletions();
+        uint free = _tx.Free((uint)batch.Length);
+        int accepted = 0;
+        int queued = 0;
+        for (; accepted < batch.Length; accepted++)
+        {
+            ref readonly var d = ref batch[accepted];
+            if ((uint)d.Buffer >= (uint)BufferCount || _where[d.Buffer] != WithUs)
+            {
+                // Not a buffer of this pool, or one the kernel holds: the caller's mistake; nothing to release.
+                Counters.TxErrors++;
+                continue;
+            }
+            if (d.Length < ETH_HLEN || d.Length > _maxTxFrame)
+            {
+                Counters.TxErrors++;
+                Buffers.Release(d.Buffer);
+                continue;
+            }
+            if (free == 0)
+            {
+                Counters.TxDropRingFull += batch.Length - accepted;
+                break;
+            }
+            _tx.PutDesc(ChunkAddress(d.Buffer) + XDP_PACKET_HEADROOM, (uint)d.Length);
+            _where[d.Buffer] = OnTxRing;
+            _onTx++;
+            free--;
+            queued++;
+            Counters.TxFrames++;
+            Counters.TxBytes += d.Length;
+        }
+
+        if (queued > 0)
+        {
+            _tx.Submit();
+            _kickPending = true;
+        }
+        if (_kickPending)
+            KickTx();
+        return accepted;
+    }
+
+    /// <summary>
+    /// Reads XDP_STATISTICS and adds what grew since the last read to the counters: fill ring found empty →
+    /// RxDropNoBuffer, RX ring full → RxDropRingFull, the kernel's other RX drops (a frame longer than a chunk) →
+    /// RxDropTooLong, invalid TX descriptors → TxErrors. Receive calls it now and then, and whenever the fill ring
+    /// ran dry.
+    /// </summary>
+    /// <remarks>In copy mode the kernel counts a frame that found the fill ring empty twice, in rx_dropped and in
+    /// rx_fill_ring_empty_descs (net/xdp/xsk.c, __xsk_rcv and xp_alloc); in zero-copy mode only in the latter.</remarks>
+    public void ReadKernelStatistics()
+    {
+        _pollsSinceStatistics = 0;
+        if (_xsk < 0)
+            return;
+        XdpStatistics s;
+        uint len = (uint)sizeof(XdpStatistics);
+        if (Libc.GetSockOpt(_xsk, SOL_XDP, XDP_STATISTICS, &s, &len) != 0)
+            return;
+        long noBuffer = (long)(s.RxFillRingEmptyDescs - _statistics.RxFillRingEmptyDescs);
+        long other = (long)(s.RxDropped - _statistics.RxDropped) - (ZeroCopy ? 0 : noBuffer);
+        Counters.RxDropNoBuffer += noBuffer;
+        Counters.RxDropTooLong += Math.Max(0, other);
+        Counters.RxDropRingFull += (long)(s.RxRingFull - _statistics.RxRingFull);
+        Counters.TxErrors += (long)(s.TxInvalidDescs - _statistics.TxInvalidDescs);
+        _statistics = s;
+    }
+
+    /// <summary>Adds <paramref name="group"/> (host byte order) to the program's groups map: frames to it come here.
+    /// Not reference counted: one Leave undoes any number of Joins.</summary>
+    public int JoinMulticast(uint group)
+    {
+        if (_groupsMap < 0)
+            return -Errno.EBADF;
+        if ((group >> 28) != 0xE)
+            return -Errno.EINVAL;
+        uint key = SteeringProgram.Wire(group);
+        byte value = 1;
+        return Bpf.MapUpdate(_groupsMap, &key, &value);
+    }
+
+    /// <summary>Removes <paramref name="group"/> from the groups map: its frames go to the kernel again.</summary>
+    public int LeaveMulticast(uint group)
+    {
+        if (_groupsMap < 0)
+            return -Errno.EBADF;
+        uint key = SteeringProgram.Wire(group);
+        int rc = Bpf.MapDelete(_groupsMap, &key);
+        return rc == -Errno.ENOENT ? -Errno.EADDRNOTAVAIL : rc;
+    }
+
+    /// <summary>
+    /// Detaches the program (closing the link), closes the maps and the socket, unmaps the rings and the UMEM.
+    /// Buffers the caller still holds become invalid. Idempotent.
+    /// </summary>
+    public void Dispose()
+    {
+        if (_disposed)
+            return;
+        _disposed = true;
+        CloseFd(ref _link);
+        CloseFd(ref _prog);
+        CloseFd(ref _xsksMap);
+        CloseFd(ref _groupsMap);
+        _rx.Unmap();
+        _tx.Unmap();
+        _fill.Unmap();
+        _completion.Unmap();
+        // Closing the socket unregisters the UMEM; the kernel keeps its own page references until it is done.
+        CloseFd(ref _xsk);
+        Buffers?.Dispose();
+        if (_umem != null)
+            Libc.Munmap(_umem, _umemLength);
+        _umem = null;
+        if (_where != null)
+            NativeMemory.Free(_where);
+        _where = null;
+    }
+
+    /// <summary>Checks an RX descriptor and takes its buffer back from the kernel. False (counted) if unusable.</summary>
+    private bool TryAcceptRx(in XdpDesc d, out int buffer)
+    {
+        buffer = -1;
+        if (d.Addr >= _umemLength)
+        {
+            BadDescriptors++;
+            return false;
+        }
+        int b = (int)(d.Addr >> _chunkShift);
+        if (_where[b] != OnFillRing)
+        {
+            BadDescriptors++;
+            return false;
+        }
+        _where[b] = WithUs;
+        _onFill--;
+
+        int offset = (int)(d.Addr & (uint)(_chunkSize - 1));
+        if (d.Len > (uint)Buffers.BufferSize || offset + d.Len > (uint)_chunkSize)
+        {
+            Counters.RxDropTooLong++;
+            Buffers.Release(b);
+            return false;
+        }
+        if (offset != XDP_PACKET_HEADROOM)
+        {
+            // Never seen with aligned chunks and no XDP metadata; move the frame to where its buffer starts.
+            byte* chunk = _umem + ((long)b << _chunkShift);
+            Buffer.MemoryCopy(chunk + offset, chunk + XDP_PACKET_HEADROOM, _chunkSize - XDP_PACKET_HEADROOM, d.Len);
+        }
+        buffer = b;
+        return true;
+    }
+
+    /// <summary>Returns buffers the kernel finished sending to the pool.</summary>
+    private void ReapCompletions()
+    {
+        uint available = _completion.Available();
+        if (available == 0)
+            return;
+        for (uint i = 0; i < available; i++)
+        {
+            ulong addr = _completion.TakeAddress();
+            int b = addr < _umemLength ? (int)(addr >> _chunkShift) : -1;
+            if (b < 0 || _where[b] != OnTxRing)
+            {
+                BadDescriptors++;
+                continue;
+            }
+            _where[b] = WithUs;
+            _onTx--;
+            Buffers.Release(b);
+        }
+        _completion.Release();
+    }
+
+    /// <summary>Tops the fill ring up to its target from free pool buffers: in batches (<see cref="RefillBatch"/>, or a
+    /// quarter of the target if less), or at once when the ring ran dry.</summary>
+    private void Refill()
+    {
+        int missing = _fillTarget - _onFill;
+        if (missing < Math.Max(1, Math.Min(RefillBatch, _fillTarget / 4)) && _onFill > 0)
+            return;
+        // Buffers on the fill ring or waiting on the RX ring are counted in _onFill, so the fill ring always has at
+        // least `missing` free slots: no need to read the kernel's consumer index.
+        int added = 0;
+        while (added < missing && Buffers.TryAllocate(out int b))
+        {
+            _fill.PutAddress(ChunkAddress(b));
+            _where[b] = OnFillRing;
+            added++;
+        }
+        if (added == 0)
+            return;
+        _onFill += added;
+        _fill.Submit();
+    }
+
+    /// <summary>
+    /// sendto(MSG_DONTWAIT) makes the kernel transmit what is on the TX ring: in copy mode it does the sending
+    /// itself (up to a per-call budget, then EAGAIN), in zero-copy mode it wakes the driver. Only when the TX ring's
+    /// need_wakeup flag says so: a zero-copy driver that is busy sending clears it; in copy mode the kernel leaves
+    /// it set for good (nothing but sendto or poll transmits there; measured on Linux 6.18).
+    /// </summary>
+    private void KickTx()
+    {
+        if (!_tx.NeedsWakeup)
+        {
+            _kickPending = false;
+            return;
+        }
+        if (Libc.SendTo(_xsk, null, 0, MSG_DONTWAIT, null, 0) >= 0)
+        {
+            _kickPending = false;
+            return;
+        }
+        int e = Errno.Last;
+        // EAGAIN: budget used up or completion ring full; ENOBUFS: no skb memory; EBUSY: another sender. The frames
+        // stay on the ring: kick again on the next Transmit or Receive. Anything else is an error, kicked again too.
+        _kickPending = true;
+        if (e is not (Errno.EAGAIN or Errno.ENOBUFS or Errno.EBUSY or Errno.EINTR))
+            Counters.TxErrors++;
+    }
+
+    private ulong ChunkAddress(int buffer) => (ulong)buffer << _chunkShift;
+
+    // ------------------------------------------------------------------------------------------------ open
+
+    /// <summary>The XSKMAP (queue → socket), the groups hash map, and the steering program that uses them.</summary>
+    private void CreateMapsAndProgram()
+    {
+        _xsksMap = Bpf.MapCreate(Bpf.BPF_MAP_TYPE_XSKMAP, 4, 4, (uint)Queue + 1, "onload_xsks");
+        if (_xsksMap < 0)
+            throw BpfFailure("bpf(BPF_MAP_CREATE, XSKMAP)", -_xsksMap);
+        _groupsMap = Bpf.MapCreate(Bpf.BPF_MAP_TYPE_HASH, 4, 1, GroupsMapEntries, "onload_groups");
+        if (_groupsMap < 0)
+            throw BpfFailure("bpf(BPF_MAP_CREATE, HASH)", -_groupsMap);
+
+        var insns = SteeringProgram.Build(_xsksMap, _groupsMap, LocalIpv4);
+        _prog = Bpf.ProgLoadXdp(insns, SteeringProgram.License, SteeringProgram.Name, default);
+        if (_prog >= 0)
+            return;
+        int err = -_prog;
+        // Load again with the verifier's log (libbpf does the same): it says which instruction it refused and why.
+        var log = new byte[1 << 20];
+        int again = Bpf.ProgLoadXdp(insns, SteeringProgram.License, SteeringProgram.Name, log);
+        if (again >= 0)
+        {
+            _prog = again;
+            return;
+        }
+        int end = Array.IndexOf(log, (byte)0);
+        string text = Encoding.ASCII.GetString(log, 0, end < 0 ? log.Length : end).Trim();
+        if (text.Length > 8000)
+            text = "..." + text[^8000..];
+        throw BpfFailure("bpf(BPF_PROG_LOAD, XDP)", err, text.Length > 0 ? "; verifier log:\n" + text : "");
+    }
+
+    /// <summary>The UMEM and the socket with its four rings mapped; the fill ring primed.</summary>
+    private void CreateSocket()
+    {
+        // Shared anonymous memory, page aligned: a forked child then sees the same UMEM as the parent and the kernel
+        // (private memory the kernel has pinned is copied for the child at fork, which would read stale frames).
+        _umemLength = (nuint)BufferCount * (nuint)_chunkSize;
+        var umem = (byte*)Libc.Mmap(null, _umemLength, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+        if (umem == (byte*)-1)
+            throw OpenFailure.Call(Spec, $"mmap of the UMEM ({_umemLength} B)", Errno.Last);
+        _umem = umem;
+        Buffers = new BufferPool(umem + XDP_PACKET_HEADROOM, BufferCount, _chunkSize - XDP_PACKET_HEADROOM, _chunkSize);
+        _where = (byte*)NativeMemory.AllocZeroed((nuint)BufferCount);
+
+        _xsk = Libc.Socket(AF_XDP, SOCK_RAW | SOCK_CLOEXEC, 0);
+        if (_xsk < 0)
+        {
+            int e = Errno.Last;
+            throw e switch
+            {
+                Errno.EPERM or Errno.EACCES => OpenFailure.Message(Spec, $"socket(AF_XDP) needs CAP_NET_RAW (run as root): {Errno.Describe(e)}", e),
+                Errno.EAFNOSUPPORT => OpenFailure.Message(Spec, "this kernel has no AF_XDP sockets (CONFIG_XDP_SOCKETS)", e),
+                _ => OpenFailure.Call(Spec, "socket(AF_XDP)", e),
+            };
+        }
+
+        var reg = new XdpUmemReg { Addr = (ulong)umem, Len = _umemLength, ChunkSize = (uint)_chunkSize };
+        if (Libc.SetSockOpt(_xsk, SOL_XDP, XDP_UMEM_REG, &reg, XdpUmemReg.Size) != 0)
+            throw OpenFailure.Call(Spec, $"setsockopt(XDP_UMEM_REG, {BufferCount} x {_chunkSize} B)", Errno.Last);
+        SetRingSize(XDP_UMEM_FILL_RING, FillRingSize, "XDP_UMEM_FILL_RING");
+        SetRingSize(XDP_UMEM_COMPLETION_RING, FillRingSize, "XDP_UMEM_COMPLETION_RING");
+        SetRingSize(XDP_RX_RING, RingSize, "XDP_RX_RING");
+        SetRingSize(XDP_TX_RING, RingSize, "XDP_TX_RING");
+
+        XdpMmapOffsets off;
+        uint len = XdpMmapOffsets.Size;
+        if (Libc.GetSockOpt(_xsk, SOL_XDP, XDP_MMAP_OFFSETS, &off, &len) != 0)
+            throw OpenFailure.Call(Spec, "getsockopt(XDP_MMAP_OFFSETS)", Errno.Last);
+        MapRing(ref _rx, XDP_PGOFF_RX_RING, off.Rx, RingSize, XdpDesc.Size, "RX");
+        MapRing(ref _tx, XDP_PGOFF_TX_RING, off.Tx, RingSize, XdpDesc.Size, "TX");
+        MapRing(ref _fill, XDP_UMEM_PGOFF_FILL_RING, off.Fr, FillRingSize, sizeof(ulong), "fill");
+        MapRing(ref _completion, XDP_UMEM_PGOFF_COMPLETION_RING, off.Cr, FillRingSize, sizeof(ulong), "completion");
+
+        // Buffers on the fill ring before bind, so the first frame finds one.
+        Refill();
+    }
+
+    /// <summary>
+    /// Binds to the queue: zero-copy first, copy if the driver cannot (veth: EOPNOTSUPP), always with need_wakeup.
+    /// EBUSY (the queue still has a dying owner's socket) is retried for up to <see cref="BusyRetry"/>.
+    /// </summary>
+    private void Bind()
+    {
+        var clock = Stopwatch.StartNew();
+        while (true)
+        {
+            int zcErr = TryBind(XDP_ZEROCOPY | XDP_USE_NEED_WAKEUP);
+            if (zcErr == 0)
+                break;
+            int copyErr = zcErr == Errno.EBUSY ? Errno.EBUSY : TryBind(XDP_COPY | XDP_USE_NEED_WAKEUP);
+            if (copyErr == 0)
+                break;
+            if (copyErr == Errno.EBUSY && clock.Elapsed < BusyRetry)
+            {
+                OpenBusyRetries++;
+                Thread.Sleep(10);
+                continue;
+            }
+            throw copyErr switch
+            {
+                Errno.EBUSY => OpenFailure.Message(Spec,
+                    $"queue {Queue} of {_ifName} already has an AF_XDP socket (another stack?): bind failed: {Errno.Describe(copyErr)}", copyErr),
+                Errno.EINVAL => OpenFailure.Message(Spec,
+                    $"bind to queue {Queue} failed: {Errno.Describe(copyErr)} (does {_ifName} have that many RX queues? zero-copy attempt: {Errno.Describe(zcErr)})", copyErr),
+                _ => OpenFailure.Call(Spec, $"bind (zero-copy: {Errno.Describe(zcErr)}; copy)", copyErr),
+            };
+        }
+
+        XdpOptions opts;
+        uint len = (uint)sizeof(XdpOptions);
+        if (Libc.GetSockOpt(_xsk, SOL_XDP, XDP_OPTIONS, &opts, &len) == 0)
+            ZeroCopy = (opts.Flags & XDP_OPTIONS_ZEROCOPY) != 0;
+
+        // Best effort (Linux 6.17+): let one copy-mode sendto send a whole TX ring rather than 32 frames.
+        int budget = RingSize;
+        Libc.SetSockOpt(_xsk, SOL_XDP, XDP_MAX_TX_SKB_BUDGET, &budget, sizeof(int));
+
+        // The socket goes into the XSKMAP at its queue's index: from now on the program can redirect to it.
+        uint key = (uint)Queue;
+        int fd = _xsk;
+        int rc = Bpf.MapUpdate(_xsksMap, &key, &fd);
+        if (rc < 0)
+            throw OpenFailure.Call(Spec, "bpf(BPF_MAP_UPDATE_ELEM) of the XSKMAP", -rc);
+    }
+
+    private int TryBind(ushort flags)
+    {
+        var sa = new SockaddrXdp { Family = AF_XDP, Flags = flags, IfIndex = (uint)IfIndex, QueueId = (uint)Queue };
+        return Libc.Bind(_xsk, &sa, SockaddrXdp.Size) == 0 ? 0 : Errno.Last;
+    }
+
+    /// <summary>
+    /// Attaches the program through a bpf_link (BPF_LINK_CREATE): it goes away when the last fd of the link
+    /// closes, including when the process dies, and nothing is pinned. Native (driver) mode first, else generic
+    /// (skb) mode. An interface whose XDP slot is taken (EBUSY, EEXIST) is retried for <see cref="BusyRetry"/>, for
+    /// an owner that is dying, then refused.
+    /// </summary>
+    private void Attach()
+    {
+        var clock = Stopwatch.StartNew();
+        while (true)
+        {
+            int rc = Bpf.LinkCreateXdp(_prog, IfIndex, Bpf.XDP_FLAGS_DRV_MODE);
+            if (rc >= 0)
+            {
+                _link = rc;
+                NativeXdp = true;
+                return;
+            }
+            int drvErr = -rc;
+            int skbErr = drvErr;
+            if (!IsTaken(drvErr))
+            {
+                rc = Bpf.LinkCreateXdp(_prog, IfIndex, Bpf.XDP_FLAGS_SKB_MODE);
+                if (rc >= 0)
+                {
+                    _link = rc;
+                    NativeXdp = false;
+                    return;
+                }
+                skbErr = -rc;
+            }
+            if (IsTaken(skbErr) && clock.Elapsed < BusyRetry)
+            {
+                OpenBusyRetries++;
+                Thread.Sleep(10);
+                continue;
+            }
+            if (IsTaken(skbErr))
+                throw OpenFailure.Message(Spec,
+                    $"{_ifName} already has an XDP program attached by someone else ({Errno.Describe(skbErr)}): an af_xdp VNIC " +
+                    $"needs the interface's XDP hook to itself. Stop the process that holds it (another af_xdp stack), or " +
+                    $"detach a program attached with ip link: 'ip link set dev {_ifName} xdp off'", skbErr);
+            throw skbErr is Errno.EPERM or Errno.EACCES
+                ? OpenFailure.Message(Spec, $"attaching an XDP program needs CAP_NET_ADMIN and CAP_BPF (run as root): {Errno.Describe(skbErr)}", skbErr)
+                : OpenFailure.Call(Spec, $"bpf(BPF_LINK_CREATE, BPF_XDP) (driver mode: {Errno.Describe(drvErr)}; skb mode)", skbErr);
+        }
+
+        static bool IsTaken(int e) => e is Errno.EBUSY or Errno.EEXIST;
+    }
+
+    private void SetRingSize(int option, int size, string what)
+    {
+        if (Libc.SetSockOpt(_xsk, SOL_XDP, option, &size, sizeof(int)) != 0)
+            throw OpenFailure.Call(Spec, $"setsockopt({what}, {size})", Errno.Last);
+    }
+
+    private void MapRing(ref XskRing ring, long pgoff, in XdpRingOffset off, int size, int slotSize, string what)
+    {
+        int err = ring.MapFrom(_xsk, pgoff, off, (uint)size, slotSize);
+        if (err != 0)
+            throw OpenFailure.Call(Spec, $"mmap of the {what} ring", err);
+    }
+
+    private IOException BpfFailure(string call, int err, string detail = "") => err switch
+    {
+        Errno.EPERM or Errno.EACCES when detail.Length == 0 => OpenFailure.Message(Spec,
+            $"{call} failed: {Errno.Describe(err)}: BPF needs CAP_BPF and CAP_NET_ADMIN (run as root)", err),
+        _ => OpenFailure.Message(Spec, $"{call} failed: {Errno.Describe(err)}{detail}", err),
+    };
+
+    private static void CloseFd(ref int fd)
+    {
+        if (fd >= 0)
+            Libc.Close(fd);
+        fd = -1;
+    }
+
+    private static (string IfName, int Queue) ParseNameAndQueue(string spec, string nameAndQueue)
+    {
+        string ifname = nameAndQueue;
+        int queue = 0;
+        int colon = nameAndQueue.IndexOf(':', StringComparison.Ordinal);
+        if (colon >= 0)
+        {
+            ifname = nameAndQueue[..colon];
+            if (!int.TryParse(nameAndQueue.AsSpan(colon + 1), NumberStyles.None, CultureInfo.InvariantCulture, out queue) || queue > 4095)
+                throw new ArgumentException($"{spec}: the queue is a number from 0 to 4095 (af_xdp:IF[:QUEUE])", nameof(nameAndQueue));
+        }
+        if (ifname.Length is 0 or >= IFNAMSIZ)
+            throw new ArgumentException($"{spec}: an interface name has 1 to {IFNAMSIZ - 1} characters", nameof(nameAndQueue));
+        return (ifname, queue);
+    }
+
+    private static int InterfaceIndex(string spec, string ifname)
+    {
+        Span<byte> name = stackalloc byte[IFNAMSIZ];
+        Libc.CopyCString(ifname, name);
+        uint index;
+        fixed (byte* p = name)
+            index = Libc.IfNameToIndex(p);
+        if (index != 0)
+            return (int)index;
+        int e = Errno.Last;
+        throw e is Errno.ENODEV or Errno.ENXIO or 0
+            ? OpenFailure.Message(spec, "no such interface (in this network namespace)", Errno.ENODEV)
+            : OpenFailure.Call(spec, "if_nametoindex", e);
+    }
+
+    /// <summary>MAC and MTU through the interface ioctls, on a throwaway UDP socket (AF_XDP sockets do not take them).</summary>
+    private static (MacAddress Mac, int Mtu) ReadInterface(string spec, string ifname)
+    {
+        int fd = Libc.Socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+            throw OpenFailure.Call(spec, "socket(AF_INET, SOCK_DGRAM)", Errno.Last);
+        try
+        {
+            int err = InterfaceIoctl.GetMtu(fd, ifname, out int mtu);
+            if (err != 0)
+                throw OpenFailure.Call(spec, "ioctl(SIOCGIFMTU)", err);
+            err = InterfaceIoctl.GetHardwareAddress(fd, ifname, out var mac, out ushort linkType);
+            if (err != 0)
+                throw OpenFailure.Call(spec, "ioctl(SIOCGIFHWADDR)", err);
+            if (linkType != ARPHRD_ETHER)
+                throw OpenFailure.Message(spec, $"not an Ethernet interface (link type {linkType})");
+            return (mac, mtu);
+        }
+        finally
+        {
+            Libc.Close(fd);
+        }
+    }
+
+    /// <summary>2048 if the MTU's frames (tagged) fit after the headroom, else a page; or what BufferSize asks for.</summary>
+    private static int ChooseChunkSize(string spec, int mtu, int? bufferSize)
+    {
+        int page = Libc.GetPageSize();
+        int want = bufferSize ?? mtu + ETH_HLEN + VLAN_HLEN;
+        int chunk = (int)BitOperations.RoundUpToPowerOf2((uint)Math.Max(XDP_UMEM_MIN_CHUNK_SIZE, want + XDP_PACKET_HEADROOM));
+        if (chunk <= page)
+            return chunk;
+        if (bufferSize is not null)
+            throw new ArgumentException($"{spec}: BufferSize {bufferSize} does not fit a UMEM chunk ({page} B, {XDP_PACKET_HEADROOM} B of it kernel headroom)");
+        return page; // a larger MTU is capped (see Mtu)
+    }
+}

@@ -1,0 +1,196 @@
+using System.Runtime.InteropServices;
+
+namespace Onload.Vnic.Native;
+
+/// <summary>
+/// The bpf(2) commands the AF_XDP backend uses, with the <c>union bpf_attr</c> variant of each as its own struct
+/// (include/uapi/linux/bpf.h; offsets checked against the C header with offsetof). The kernel takes an attr shorter
+/// than its own and treats the missing tail as zero, so each variant ends at its last field we set.
+/// </summary>
+/// <remarks>Every call returns a new fd or 0 on success and a negated errno on failure.</remarks>
+internal static unsafe class Bpf
+{
+    // enum bpf_cmd.
+    public const int BPF_MAP_CREATE = 0;
+    public const int BPF_MAP_UPDATE_ELEM = 2;
+    public const int BPF_MAP_DELETE_ELEM = 3;
+    public const int BPF_PROG_LOAD = 5;
+    public const int BPF_LINK_CREATE = 28;
+
+    // enum bpf_map_type.
+    public const uint BPF_MAP_TYPE_HASH = 1;
+    public const uint BPF_MAP_TYPE_XSKMAP = 17;
+
+    // enum bpf_prog_type.
+    public const uint BPF_PROG_TYPE_XDP = 6;
+
+    // enum bpf_attach_type.
+    public const uint BPF_XDP = 37;
+
+    // BPF_MAP_UPDATE_ELEM flags.
+    public const ulong BPF_ANY = 0;
+
+    // XDP attach flags (include/uapi/linux/if_link.h), as bpf_attr.link_create.flags.
+    public const uint XDP_FLAGS_SKB_MODE = 1 << 1;
+    public const uint XDP_FLAGS_DRV_MODE = 1 << 2;
+
+    // enum xdp_action.
+    public const int XDP_ABORTED = 0;
+    public const int XDP_DROP = 1;
+    public const int XDP_PASS = 2;
+
+    // Helper function ids (the FN(...) list in bpf.h: ids are positions in __BPF_FUNC_MAPPER).
+    public const int BPF_FUNC_map_lookup_elem = 1;
+    public const int BPF_FUNC_redirect_map = 51;
+
+    /// <summary>Names of maps and programs: BPF_OBJ_NAME_LEN including the NUL; [A-Za-z0-9_.] only.</summary>
+    public const int BPF_OBJ_NAME_LEN = 16;
+
+    /// <summary>BPF_MAP_CREATE. Returns the map fd or -errno.</summary>
+    public static int MapCreate(uint type, uint keySize, uint valueSize, uint maxEntries, string name)
+    {
+        var attr = new MapCreateAttr
+        {
+            MapType = type,
+            KeySize = keySize,
+            ValueSize = valueSize,
+            MaxEntries = maxEntries,
+        };
+        Libc.CopyCString(name, new Span<byte>(attr.MapName, BPF_OBJ_NAME_LEN));
+        return Result(Libc.Bpf(BPF_MAP_CREATE, &attr, (uint)sizeof(MapCreateAttr)));
+    }
+
+    /// <summary>BPF_MAP_UPDATE_ELEM. Returns 0 or -errno.</summary>
+    public static int MapUpdate(int mapFd, void* key, void* value, ulong flags = BPF_ANY)
+    {
+        var attr = new MapElemAttr { MapFd = (uint)mapFd, Key = (ulong)key, Value = (ulong)value, Flags = flags };
+        return Result(Libc.Bpf(BPF_MAP_UPDATE_ELEM, &attr, (uint)sizeof(MapElemAttr)));
+    }
+
+    /// <summary>BPF_MAP_DELETE_ELEM. Returns 0 or -errno (-ENOENT when the key is absent).</summary>
+    public static int MapDelete(int mapFd, void* key)
+    {
+        var attr = new MapElemAttr { MapFd = (uint)mapFd, Key = (ulong)key };
+        return Result(Libc.Bpf(BPF_MAP_DELETE_ELEM, &attr, (uint)sizeof(MapElemAttr)));
+    }
+
+    /// <summary>
+    /// BPF_PROG_LOAD of an XDP program. Returns the program fd or -errno. With a <paramref name="log"/> buffer the
+    /// verifier writes its log there (log_level 1; a buffer too small fails the load with ENOSPC).
+    /// </summary>
+    public static int ProgLoadXdp(ReadOnlySpan<BpfInsn> insns, string license, string name, Span<byte> log)
+    {
+        Span<byte> licenseC = stackalloc byte[license.Length + 1];
+        Libc.CopyCString(license, licenseC);
+        fixed (BpfInsn* pInsns = insns)
+        fixed (byte* pLicense = licenseC)
+        fixed (byte* pLog = log)
+        {
+            var attr = new ProgLoadAttr
+            {
+                ProgType = BPF_PROG_TYPE_XDP,
+                InsnCnt = (uint)insns.Length,
+                Insns = (ulong)pInsns,
+                License = (ulong)pLicense,
+                LogLevel = log.IsEmpty ? 0u : 1u,
+                LogSize = (uint)log.Length,
+                LogBuf = log.IsEmpty ? 0 : (ulong)pLog,
+                ExpectedAttachType = BPF_XDP,
+            };
+            Libc.CopyCString(name, new Span<byte>(attr.ProgName, BPF_OBJ_NAME_LEN));
+            return Result(Libc.Bpf(BPF_PROG_LOAD, &attr, (uint)sizeof(ProgLoadAttr)));
+        }
+    }
+
+    /// <summary>BPF_LINK_CREATE attaching an XDP program to an interface. Returns the link fd or -errno.</summary>
+    public static int LinkCreateXdp(int progFd, int ifIndex, uint xdpFlags)
+    {
+        var attr = new LinkCreateAttr
+        {
+            ProgFd = (uint)progFd,
+            TargetIfIndex = (uint)ifIndex,
+            AttachType = BPF_XDP,
+            Flags = xdpFlags,
+        };
+        return Result(Libc.Bpf(BPF_LINK_CREATE, &attr, (uint)sizeof(LinkCreateAttr)));
+    }
+
+    private static int Result(int rc) => rc >= 0 ? rc : -Errno.Last;
+
+    /// <summary>The BPF_MAP_CREATE variant: map_type .. map_name (44 bytes).</summary>
+    [StructLayout(LayoutKind.Explicit, Size = 44)]
+    private struct MapCreateAttr
+    {
+        [FieldOffset(0)] public uint MapType;
+        [FieldOffset(4)] public uint KeySize;
+        [FieldOffset(8)] public uint ValueSize;
+        [FieldOffset(12)] public uint MaxEntries;
+        [FieldOffset(16)] public uint MapFlags;
+        [FieldOffset(20)] public uint InnerMapFd;
+        [FieldOffset(24)] public uint NumaNode;
+        [FieldOffset(28)] public fixed byte MapName[BPF_OBJ_NAME_LEN];
+    }
+
+    /// <summary>The BPF_MAP_*_ELEM variant (32 bytes): key and value are user pointers as u64.</summary>
+    [StructLayout(LayoutKind.Explicit, Size = 32)]
+    private struct MapElemAttr
+    {
+        [FieldOffset(0)] public uint MapFd;
+        [FieldOffset(8)] public ulong Key;
+        [FieldOffset(16)] public ulong Value;
+        [FieldOffset(24)] public ulong Flags;
+    }
+
+    /// <summary>The BPF_PROG_LOAD variant: prog_type .. expected_attach_type (72 bytes).</summary>
+    [StructLayout(LayoutKind.Explicit, Size = 72)]
+    private struct ProgLoadAttr
+    {
+        [FieldOffset(0)] public uint ProgType;
+        [FieldOffset(4)] public uint InsnCnt;
+        /// <summary>Pointer to struct bpf_insn[InsnCnt].</summary>
+        [FieldOffset(8)] public ulong Insns;
+        /// <summary>Pointer to a NUL-terminated license string; GPL-only helpers need a GPL-compatible one.</summary>
+        [FieldOffset(16)] public ulong License;
+        [FieldOffset(24)] public uint LogLevel;
+        [FieldOffset(28)] public uint LogSize;
+        [FieldOffset(32)] public ulong LogBuf;
+        [FieldOffset(40)] public uint KernVersion;
+        [FieldOffset(44)] public uint ProgFlags;
+        [FieldOffset(48)] public fixed byte ProgName[BPF_OBJ_NAME_LEN];
+        [FieldOffset(64)] public uint ProgIfIndex;
+        [FieldOffset(68)] public uint ExpectedAttachType;
+    }
+
+    /// <summary>The BPF_LINK_CREATE variant for XDP (16 bytes).</summary>
+    [StructLayout(LayoutKind.Explicit, Size = 16)]
+    private struct LinkCreateAttr
+    {
+        [FieldOffset(0)] public uint ProgFd;
+        [FieldOffset(4)] public uint TargetIfIndex;
+        [FieldOffset(8)] public uint AttachType;
+        /// <summary>XDP_FLAGS_SKB_MODE or XDP_FLAGS_DRV_MODE.</summary>
+        [FieldOffset(12)] public uint Flags;
+    }
+}
+
+/// <summary>
+/// <c>struct bpf_insn</c> (8 bytes): opcode, destination and source registers in one byte (<c>dst_reg:4,
+/// src_reg:4</c>: dst in the low nibble on little-endian hosts, the high one on big-endian), a signed 16-bit offset
+/// and a signed 32-bit immediate. Documentation/bpf/standardization/instruction-set.rst.
+/// </summary>
+[StructLayout(LayoutKind.Sequential, Size = 8)]
+internal struct BpfInsn
+{
+    public byte Code;
+    public byte Registers;
+    public short Offset;
+    public int Immediate;
+
+    public BpfInsn(byte code, int dst, int src, short offset, int immediate)
+    {
+        Code = code;
+        Registers = BitConverter.IsLittleEndian ? (byte)((src << 4) | dst) : (byte)((dst << 4) | src);
+        Offset = offset;
+        Immediate = immediate;
+    }
+}
