@@ -4,13 +4,17 @@
 #   make test            everything above, then the header checks, the C ABI smoke test and the
 #                        .NET tests; ends with "N passed, N failed, N skipped"
 #   make demo            ping and UDP echo against dist/bin/onload-echo across a veth pair (root)
-#   make bench           BenchmarkDotNet micro-benchmarks (BENCH_ARGS="--filter *Ring*" to choose)
-#   make bench-quick     the same, short and in-process: proves they run
+#   make bench           BenchmarkDotNet micro-benchmarks (BENCH_ARGS="--filter *Ring*" to choose), then
+#                        bench-latency
+#   make bench-quick     the same, short (micro-benchmarks in-process, latency rows 2 s each): proves they run
+#   make bench-latency   UDP ping-pong latency, kernel (sockperf) against the stack over AF_PACKET, AF_XDP and
+#                        shared memory (perf/latency.sh, root); table in perf/results/latency.md
 #   make install         copy dist/ to $(PREFIX) (bin, lib, include); DESTDIR is honoured
 #   make clean           remove dist/ and every bin/ and obj/
 #
 # dist/ after `make`:
 #   dist/bin/onload-echo            NativeAOT build of apps/echo
+#   dist/bin/onload-pingpong        NativeAOT build of apps/pingpong (the latency client and server)
 #   dist/bin/abi_smoke              C program that dlopen()s the stack library and checks its exports
 #   dist/lib/libonload_stack.so     the stack as a C shared library (NativeAOT build of preload/native)
 #   dist/include/onload_stack.h     its header
@@ -41,7 +45,7 @@ PUBLISH   := obj/publish
 SLN       := Onload.sln
 
 # Debian packages the build, the tests and the demo use (the .NET SDK is not one of them).
-DEB_PACKAGES := iproute2 iputils-ping socat ethtool tcpdump gcc g++ make
+DEB_PACKAGES := iproute2 iputils-ping socat ethtool tcpdump sockperf gcc g++ make
 
 export DOTNET_CLI_TELEMETRY_OPTOUT := 1
 export DOTNET_NOLOGO := 1
@@ -59,12 +63,13 @@ ROOT_INPUTS   := $(wildcard Directory.Build.props Directory.Build.targets Direct
 	global.json nuget.config NuGet.config)
 STACK_INPUTS  := $(call dotnet_inputs,stack vnic) $(ROOT_INPUTS)
 ECHO_INPUTS   := $(STACK_INPUTS) $(call dotnet_inputs,apps/echo)
+PINGPONG_INPUTS := $(STACK_INPUTS) $(call dotnet_inputs,apps/pingpong)
 NATIVE_INPUTS := $(STACK_INPUTS) $(call dotnet_inputs,preload/native)
 
-DIST_FILES := $(DIST)/bin/onload-echo $(DIST)/lib/libonload_stack.so $(DIST)/include/onload_stack.h \
+DIST_FILES := $(DIST)/bin/onload-echo $(DIST)/bin/onload-pingpong $(DIST)/lib/libonload_stack.so $(DIST)/include/onload_stack.h \
 	$(DIST)/bin/abi_smoke
 
-.PHONY: all deps restore build publish test check-header demo bench bench-quick install clean
+.PHONY: all deps restore build publish test check-header demo bench bench-quick bench-latency install clean
 
 all: deps build publish
 
@@ -113,6 +118,15 @@ $(DIST)/bin/onload-echo: $(ECHO_INPUTS) | restore
 	install -D -m 0755 $(PUBLISH)/echo/onload-echo $@; \
 	echo "publish: $@ took $$(( $$(date +%s) - start ))s"
 
+$(DIST)/bin/onload-pingpong: $(PINGPONG_INPUTS) | restore
+	@echo "publish: apps/pingpong -> $@ (NativeAOT)"
+	@start=$$(date +%s); \
+	rm -rf $(PUBLISH)/pingpong; \
+	$(DOTNET) publish apps/pingpong/Onload.PingPong.csproj $(DOTNET_FLAGS) -r $(RID) --no-restore \
+	  -o $(PUBLISH)/pingpong -v minimal; \
+	install -D -m 0755 $(PUBLISH)/pingpong/onload-pingpong $@; \
+	echo "publish: $@ took $$(( $$(date +%s) - start ))s"
+
 $(DIST)/lib/libonload_stack.so: $(NATIVE_INPUTS) | restore
 	@echo "publish: preload/native -> $@ (NativeAOT shared library)"
 	@start=$$(date +%s); \
@@ -144,12 +158,21 @@ demo: all
 
 # BenchmarkDotNet builds and runs each benchmark in a process of its own from perf/'s sources,
 # so it runs through `dotnet run` rather than from dist/. (`dotnet run` would pass --nologo on to
-# the program: hence no $(DOTNET_FLAGS) here.)
+# the program: hence no $(DOTNET_FLAGS) here.) The latency harness runs dist/bin/onload-pingpong
+# against sockperf in namespaces it creates (root); LATENCY_ARGS passes options to it
+# (perf/latency.sh --help).
+LATENCY_ARGS ?=
+
 bench: all
 	$(DOTNET) run -c $(CONFIG) --no-restore --project perf/Onload.Perf.csproj -- $(BENCH_ARGS)
+	PINGPONG=$(DIST)/bin/onload-pingpong perf/latency.sh $(LATENCY_ARGS)
 
 bench-quick: all
 	$(DOTNET) run -c $(CONFIG) --no-restore --project perf/Onload.Perf.csproj -- --quick $(BENCH_ARGS)
+	PINGPONG=$(DIST)/bin/onload-pingpong perf/latency.sh --quick $(LATENCY_ARGS)
+
+bench-latency: all
+	PINGPONG=$(DIST)/bin/onload-pingpong perf/latency.sh $(LATENCY_ARGS)
 
 # ---------------------------------------------------------------------------------------------
 install: all

@@ -1,0 +1,179 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Runtime.InteropServices;
+using Onload.Apps.PingPong;
+using Onload.Stack;
+using Onload.Stack.Wire;
+using Onload.Vnic;
+
+var vnicOption = new Option<string?>("--vnic") { Description = "VNIC spec KIND:NAME (af_packet:IF, af_xdp:IF, shm:NAME, tap:NAME)" };
+var addrOption = new Option<string?>("--addr") { Description = "the stack's own address, IP/PREFIX (direct mode)" };
+var gatewayOption = new Option<string?>("--gateway") { Description = "default gateway for destinations off the subnet" };
+var serverOption = new Option<string?>("--server") { Description = "client: the server to ping, IP:PORT" };
+var sizeOption = new Option<int>("--size") { Description = "UDP payload bytes per message (sockperf's -m)", DefaultValueFactory = _ => 64 };
+var warmupOption = new Option<int>("--warmup") { Description = "client: messages sent before measuring, not recorded", DefaultValueFactory = _ => 1000 };
+var countOption = new Option<long>("--count") { Description = "client: measured messages (default 100000 unless --seconds)" };
+var secondsOption = new Option<double>("--seconds") { Description = "client: measure for this long instead of --count" };
+var timeoutOption = new Option<int>("--timeout-ms") { Description = "client: a message without a reply after this long is lost (its reply, if it comes later, is stale)", DefaultValueFactory = _ => 1000 };
+var sockperfOption = new Option<bool>("--sockperf") { Description = "speak sockperf's UDP message format (an unmodified 'sockperf server' answers)" };
+var jsonOption = new Option<string?>("--json") { Description = "client: also write the results to this file as JSON" };
+var labelOption = new Option<string?>("--label") { Description = "client: a name for this run in the JSON" };
+var localPortOption = new Option<int>("--local-port") { Description = "client: local UDP port (0 = ephemeral)" };
+var serverModeOption = new Option<bool>("--server-mode") { Description = "answer instead of asking: a busy-polling UDP server (sockperf-style with --sockperf, else plain echo)" };
+var portOption = new Option<int>("--port") { Description = "server mode: UDP port to answer on", DefaultValueFactory = _ => 11111 };
+var kindsOption = new Option<bool>("--list-kinds") { Description = "print the VNIC kinds this build can open, one a line, and exit" };
+
+var root = new RootCommand(
+    "onload-pingpong: UDP ping-pong latency on the user-level stack, busy-polling (one message in flight; " +
+    "reports half round trips). --server-mode answers instead.")
+{
+    vnicOption, addrOption, gatewayOption, serverOption, sizeOption, warmupOption, countOption, secondsOption,
+    timeoutOption, sockperfOption, jsonOption, labelOption, localPortOption, serverModeOption, portOption, kindsOption,
+};
+
+root.SetAction(parse =>
+{
+    if (parse.GetValue(kindsOption))
+    {
+        foreach (string kind in VnicFactory.Kinds)
+            Console.Out.WriteLine(kind);
+        return 0;
+    }
+    bool serverMode = parse.GetValue(serverModeOption);
+    bool sockperf = parse.GetValue(sockperfOption);
+    string? spec = parse.GetValue(vnicOption);
+    string? addr = parse.GetValue(addrOption);
+    int size = parse.GetValue(sizeOption);
+    if (spec == null || addr == null)
+        return Usage("--vnic and --addr are required");
+
+    StackOptions options;
+    Ipv4Endpoint server = default;
+    try
+    {
+        options = new StackOptions
+        {
+            Address = Ipv4Cidr.Parse(addr),
+            Gateway = parse.GetValue(gatewayOption) is { } g ? Ipv4Address.Parse(g) : null,
+        };
+        options.Validate();
+        if (!serverMode)
+        {
+            string? s = parse.GetValue(serverOption);
+            if (s == null)
+                return Usage("--server IP:PORT is required (or --server-mode)");
+            server = ParseEndpoint(s);
+        }
+    }
+    catch (Exception e) when (e is FormatException or ArgumentException)
+    {
+        return Usage(e.Message);
+    }
+    int port = parse.GetValue(portOption);
+    if (serverMode && port is < 1 or > 65535)
+        return Usage($"--port {port}: must be 1..65535");
+    int localPort = parse.GetValue(localPortOption);
+    if (localPort is < 0 or > 65535)
+        return Usage($"--local-port {localPort}: must be 0..65535");
+    if (size < (sockperf ? SockperfHeader.Length : 8))
+        return Usage($"--size {size}: at least {(sockperf ? SockperfHeader.Length : 8)} bytes (the {(sockperf ? "sockperf header" : "sequence number")})");
+    if (parse.GetValue(timeoutOption) < 1)
+        return Usage("--timeout-ms must be at least 1");
+
+    IVnic vnic;
+    try
+    {
+        vnic = VnicFactory.Open(spec, new VnicOptions { LocalIpv4 = options.Address.Address.Value });
+    }
+    catch (Exception e) when (e is ArgumentException or IOException or UnauthorizedAccessException or InvalidOperationException)
+    {
+        Console.Error.WriteLine($"onload-pingpong: {e.Message}");
+        return 1;
+    }
+
+    using (vnic)
+    using (var stack = new NetStack(vnic, options))
+    {
+        if (size > stack.UdpMaxPayload)
+            return Usage($"--size {size}: more than one frame carries ({stack.UdpMaxPayload}); fragmentation is not supported");
+        return serverMode
+            ? RunServer(stack, (ushort)port, sockperf)
+            : RunClient(stack, new ClientSettings
+            {
+                Server = server,
+                Size = size,
+                Warmup = Math.Max(0, parse.GetValue(warmupOption)),
+                Count = parse.GetValue(countOption) is > 0 and var n ? n : parse.GetValue(secondsOption) > 0 ? 0 : 100_000,
+                Seconds = Math.Max(0, parse.GetValue(secondsOption)),
+                TimeoutNs = parse.GetValue(timeoutOption) * 1_000_000L,
+                Sockperf = sockperf,
+                LocalPort = (ushort)localPort,
+            }, parse.GetValue(jsonOption), parse.GetValue(labelOption));
+    }
+});
+
+return root.Parse(args).Invoke();
+
+static int Usage(string message)
+{
+    Console.Error.WriteLine($"onload-pingpong: {message}");
+    return 2;
+}
+
+static Ipv4Endpoint ParseEndpoint(string text)
+{
+    int colon = text.LastIndexOf(':');
+    if (colon <= 0 || !ushort.TryParse(text.AsSpan(colon + 1), NumberStyles.None, CultureInfo.InvariantCulture, out ushort port) || port == 0)
+        throw new FormatException($"--server '{text}' is not IP:PORT");
+    return new Ipv4Endpoint(Ipv4Address.Parse(text[..colon]), port);
+}
+
+static int RunClient(NetStack stack, ClientSettings settings, string? jsonPath, string? label)
+{
+    var client = new PingPongClient(stack, settings);
+    int rc = client.Open();
+    if (rc < 0)
+    {
+        Console.Error.WriteLine($"onload-pingpong: socket to {settings.Server}: {(Errno)(-rc)}");
+        return 1;
+    }
+    using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; client.Stop(); });
+    using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; client.Stop(); });
+    string limit = settings.Count > 0 ? $"{settings.Count} messages" : $"{settings.Seconds} s";
+    Console.Out.WriteLine($"onload-pingpong: {stack.Vnic.Spec} {client.LocalEndpoint} -> {settings.Server}, {settings.Size} B UDP, " +
+        $"{(settings.Sockperf ? "sockperf" : "plain")} format, busy-polling; warm-up {settings.Warmup}, then {limit}");
+    Console.Out.Flush();
+
+    if (settings.Warmup > 0 && client.RunWarmup() == 0)
+    {
+        Console.Error.WriteLine($"onload-pingpong: no reply to any of {settings.Warmup} warm-up messages from {settings.Server}" +
+            (client.LastError != 0 ? $" (last error {(Errno)(-client.LastError)})" : ""));
+        return 1;
+    }
+    client.RunMeasured();
+    var summary = LatencySummary.From(client.Histogram);
+    LatencyReport.Print(Console.Out, summary, client);
+    if (jsonPath != null)
+        LatencyReport.WriteJson(jsonPath, label, stack.Vnic.Spec, settings, summary, client);
+    return summary.Samples > 0 ? 0 : 1;
+}
+
+static int RunServer(NetStack stack, ushort port, bool sockperf)
+{
+    var server = new PingPongServer(stack, port, sockperf);
+    int rc = server.Open();
+    if (rc < 0)
+    {
+        Console.Error.WriteLine($"onload-pingpong: udp port {port}: {(Errno)(-rc)}");
+        return 1;
+    }
+    using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; server.Stop(); });
+    using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; server.Stop(); });
+    Console.Out.WriteLine($"onload-pingpong: server ready on {stack.Vnic.Spec} {stack.Address}:{port}, " +
+        $"{(sockperf ? "sockperf" : "plain echo")}, busy-polling");
+    Console.Out.Flush();
+    server.Run();
+    Console.Out.WriteLine($"onload-pingpong: server received {server.Received} replied {server.Replied} " +
+        $"ignored {server.Ignored} errors {server.Errors}");
+    return 0;
+}

@@ -1,0 +1,556 @@
+#!/usr/bin/env bash
+# UDP ping-pong latency: the Linux kernel against the user-level stack, all from one run.
+#
+#   namespace olb-k (kernel server side)             namespace olb-c (client side)
+#   olb-k0 10.88.0.1/24 sockperf servers  <- veth ->  olb-c0 10.88.0.2/24 the kernel's client address
+#          10.88.0.4    stack server (rows j, k)              10.88.0.3    the stack's address (AF_PACKET/AF_XDP)
+#
+# The issue's rows (for each size in --sizes; 64 B, and 1 KiB in a full run):
+#   a  kernel -> kernel over veth: sockperf ping-pong -> sockperf server          (the baseline of the ratios)
+#   b  stack, AF_PACKET, busy-polling -> the same kernel sockperf server          (onload-pingpong --sockperf)
+#   c  stack, AF_XDP, busy-polling -> the same kernel sockperf server
+#   d  stack -> stack over shared memory (shm:NAME), both busy-polling, in olb-c
+#   e  kernel loopback: sockperf ping-pong -> sockperf server on lo, in olb-k     (64 B only)
+# Reference rows, 64 B only, to show where the time goes:
+#   f  kernel -> kernel over veth, unpinned (where the scheduler puts them)
+#   g  kernel -> kernel over veth, both ends spinning on non-blocking recvfrom (sockperf --nonblocked)
+#   h  stack AF_PACKET -> kernel sockperf server spinning (--nonblocked)
+#   i  stack AF_XDP -> kernel sockperf server spinning
+#   j  stack -> stack over veth, AF_PACKET both ends, both busy-polling
+#   k  stack -> stack over veth, AF_XDP both ends, both busy-polling
+# Clients run on CPU 0 and servers on CPU 1 (taskset), except row f. A row whose VNIC kind this build of
+# onload-pingpong cannot open (af_xdp, shm) prints "skipped" and the run carries on.
+#
+# Half round trip (RTT/2) in microseconds: sockperf's own percentiles for kernel rows (exact, from its
+# samples), HdrHistogram's for stack rows (3 significant digits). Results: a Markdown table on stdout and in
+# perf/results/latency.md, and perf/results/latency.json.
+#
+# Needs root (namespaces, AF_PACKET, AF_XDP), iproute2, ethtool, taskset; installs sockperf if missing.
+# Cleans up on exit, failure and Ctrl-C: kills what it started (by pid) and deletes its namespaces; sweeps
+# what an earlier, killed run left first. Exits non-zero if a row that should have run failed.
+#
+# Usage: perf/latency.sh [--quick] [--seconds N] [--sizes "64 1024"] [--out DIR]
+#   --quick      2 s per row, 64 B only (make bench-quick)
+#   --seconds N  measuring time per row (default 10; quick 2)
+#   --sizes L    UDP payload sizes in bytes (default "64 1024"; quick "64")
+#   --out DIR    where latency.md and latency.json go (default perf/results)
+# Environment: PINGPONG (default dist/bin/onload-pingpong), CLIENT_CPU (0), SERVER_CPU (1).
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+NS_K=olb-k
+NS_C=olb-c
+IF_K=olb-k0
+IF_C=olb-c0
+NET=10.88.0
+PREFIX=24
+ADDR_K=$NET.1          # kernel, server side
+ADDR_C=$NET.2          # kernel, client side
+ADDR_STACK_C=$NET.3    # the stack's client address on olb-c0
+ADDR_STACK_K=$NET.4    # the stack's server address on olb-k0 (rows g, h)
+SHM_NET=10.89.0        # shared-memory link (row d)
+PORT=11111             # sockperf server, pinned
+PORT_FREE=11112        # sockperf server, unpinned (row f)
+PORT_LO=11113          # sockperf server on lo (row e)
+PORT_STACK=11114       # onload-pingpong --server-mode
+PORT_SPIN=11115        # sockperf server --nonblocked, pinned (rows g, h, i; only while they run)
+PINGPONG=${PINGPONG:-dist/bin/onload-pingpong}
+CLIENT_CPU=${CLIENT_CPU:-0}
+SERVER_CPU=${SERVER_CPU:-1}
+
+quick=0
+seconds=""
+sizes=""
+out=perf/results
+while (($#)); do
+    case $1 in
+        --quick) quick=1 ;;
+        --seconds) seconds=${2:?--seconds needs a value}; shift ;;
+        --sizes) sizes=${2:?--sizes needs a value}; shift ;;
+        --out) out=${2:?--out needs a value}; shift ;;
+        -h|--help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) echo "latency: unknown argument '$1' (try --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+if ((quick)); then
+    seconds=${seconds:-2}
+    sizes=${sizes:-64}
+else
+    seconds=${seconds:-10}
+    sizes=${sizes:-64 1024}
+fi
+[[ $seconds =~ ^[0-9]+$ && $seconds -ge 1 ]] || { echo "latency: --seconds must be a whole number >= 1" >&2; exit 2; }
+
+die() { echo "latency: $*" >&2; exit 1; }
+say() { printf '\n== %s\n' "$*"; }
+
+# wait -n -p (below) is bash 5.1.
+((BASH_VERSINFO[0] > 5 || (BASH_VERSINFO[0] == 5 && BASH_VERSINFO[1] >= 1))) || die "needs bash 5.1 or later"
+
+[[ $(id -u) -eq 0 ]] || die "must run as root: it creates network namespaces and opens AF_PACKET/AF_XDP sockets (try: sudo make bench-latency)"
+for tool in ip ethtool taskset; do
+    command -v "$tool" >/dev/null || die "$tool not found (make deps installs iproute2 and ethtool)"
+done
+[[ -x $PINGPONG ]] || die "$PINGPONG not found or not executable (run make first)"
+if ! command -v sockperf >/dev/null; then
+    echo "latency: installing sockperf (Debian package)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends sockperf >/dev/null
+fi
+SOCKPERF=$(command -v sockperf)
+
+ncpu=$(nproc)
+pin_client=(taskset -c "$CLIENT_CPU")
+pin_server=(taskset -c "$SERVER_CPU")
+pinning="client on CPU $CLIENT_CPU, server on CPU $SERVER_CPU (taskset)"
+if ((ncpu < 2)); then
+    pin_client=()
+    pin_server=()
+    pinning="not pinned (1 CPU)"
+fi
+
+mkdir -p "$out"
+workdir=$(mktemp -d "${TMPDIR:-/tmp}/olb-latency.XXXXXX")
+pids=()   # every process this script started in the background
+# A FIFO that never gets data: `read -t` on it sleeps without starting a process (see nap).
+mkfifo "$workdir/nap"
+exec {nap_fd}<>"$workdir/nap"
+nap() { read -r -t "$1" -u "$nap_fd" _ || true; }
+
+# ---------------------------------------------------------------------------------------------
+# Cleanup: kill what we started (by pid: TERM, then KILL), then delete the namespaces.
+
+# Whether a process runs (a zombie, dead but not yet waited for, does not).
+alive() {
+    local state=""
+    [[ -r /proc/$1/stat ]] && read -r _ _ state _ <"/proc/$1/stat" 2>/dev/null
+    [[ -n $state && $state != Z ]]
+}
+
+stop_pids() {
+    local pid live=() n
+    for pid in "$@"; do
+        if alive "$pid"; then
+            live+=("$pid")
+        else
+            wait "$pid" 2>/dev/null || true
+        fi
+    done
+    ((${#live[@]})) || return 0
+    kill -TERM "${live[@]}" 2>/dev/null || true
+    for ((n = 0; n < 30; n++)); do
+        for pid in "${live[@]}"; do
+            alive "$pid" && break
+            pid=""
+        done
+        [[ -n $pid ]] || break
+        nap 0.1
+    done
+    for pid in "${live[@]}"; do
+        if alive "$pid"; then
+            echo "latency: pid $pid ($(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)) ignored SIGTERM for 3 s: SIGKILL" >&2
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+        wait "$pid" 2>/dev/null || true
+    done
+}
+stop_pid() { stop_pids "$1"; }
+
+# Anything still running inside our namespaces (a run killed with SIGKILL leaves its servers there) is
+# ours; then the namespaces go, and with them the veth.
+sweep() {
+    local ns pid
+    for ns in "$NS_K" "$NS_C"; do
+        if [[ -e /run/netns/$ns ]]; then
+            for pid in $(ip netns pids "$ns" 2>/dev/null); do
+                kill -KILL "$pid" 2>/dev/null || true
+            done
+            ip netns del "$ns" 2>/dev/null || true
+        fi
+    done
+    ip link del "$IF_K" 2>/dev/null || true
+}
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    ((${#pids[@]} == 0)) || stop_pids "${pids[@]}"
+    sweep
+    exec {nap_fd}>&- 2>/dev/null || true
+    rm -rf "$workdir"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'echo "latency: interrupted" >&2; exit 130' INT
+trap 'echo "latency: terminated" >&2; exit 143' TERM
+
+# Starts "$@" in the background with output to a log file; sets $last_pid. With job control on for the
+# moment, it gets a process group of its own: Ctrl-C reaches this script alone, whose trap stops everything
+# in order (otherwise a client that catches SIGINT would have bash wait on, taking the signal as handled).
+start_bg() {
+    local log=$1
+    shift
+    set -m
+    "$@" >"$log" 2>&1 </dev/null &
+    last_pid=$!
+    set +m
+    pids+=("$last_pid")
+}
+
+# Waits for a background process, but no longer than LIMIT seconds (then TERM, KILL). Returns its status.
+# `wait` returns at once when a trapped signal (Ctrl-C) arrives, so the traps run without delay.
+wait_for() {
+    local pid=$1 limit=$2 rc=0 dog first=""
+    sleep "$limit" &
+    dog=$!
+    pids+=("$dog")
+    wait -n -p first "$pid" "$dog" || rc=$?
+    if [[ $first == "$dog" ]]; then
+        echo "latency: pid $pid still running after ${limit}s: stopping it" >&2
+        stop_pid "$pid"
+        return 124
+    fi
+    stop_pid "$dog"
+    return "$rc"
+}
+
+# Waits until a log file contains a pattern, while the process lives, for at most 10 s.
+wait_log() {
+    local pid=$1 log=$2 pattern=$3
+    local deadline=$((SECONDS + 10))
+    until grep -q "$pattern" "$log" 2>/dev/null; do
+        kill -0 "$pid" 2>/dev/null || return 1
+        ((SECONDS < deadline)) || return 1
+        nap 0.05
+    done
+}
+
+# Waits until a UDP port is bound in a namespace (sockperf prints nothing reliable when it is ready).
+wait_udp_port() {
+    local ns=$1 port=$2 pid=$3
+    local deadline=$((SECONDS + 10))
+    until ip netns exec "$ns" ss -Hlun "sport = :$port" 2>/dev/null | grep -q .; do
+        kill -0 "$pid" 2>/dev/null || return 1
+        ((SECONDS < deadline)) || return 1
+        nap 0.05
+    done
+}
+
+# ---------------------------------------------------------------------------------------------
+# Results: one entry per (size, row).
+
+declare -A R_STATUS R_NOTE R_MEDIAN R_P99 R_P999 R_MAX R_SAMPLES R_LOST
+MAIN_ROWS=(a b c d e)
+REF_ROWS=(f g h i j k)
+declare -A ROW_DESC=(
+    [a]="kernel → kernel over veth (sockperf → sockperf server)"
+    [b]="stack AF_PACKET, busy-polling → kernel sockperf server"
+    [c]="stack AF_XDP, busy-polling → kernel sockperf server"
+    [d]="stack → stack over shared memory, both busy-polling"
+    [e]="kernel loopback, lo (sockperf → sockperf server)"
+    [f]="kernel → kernel over veth, unpinned"
+    [g]="kernel → kernel over veth, both spinning (sockperf --nonblocked)"
+    [h]="stack AF_PACKET → kernel sockperf server spinning"
+    [i]="stack AF_XDP → kernel sockperf server spinning"
+    [j]="stack AF_PACKET → stack AF_PACKET over veth, both busy-polling"
+    [k]="stack AF_XDP → stack AF_XDP over veth, both busy-polling"
+)
+failed_rows=0
+
+record_ok() {  # key median p99 p999 max samples lost
+    R_STATUS[$1]=ok; R_MEDIAN[$1]=$2; R_P99[$1]=$3; R_P999[$1]=$4; R_MAX[$1]=$5; R_SAMPLES[$1]=$6; R_LOST[$1]=$7
+}
+record_skip() { R_STATUS[$1]=skipped; R_NOTE[$1]=$2; echo "row $1: skipped: $2"; }
+record_fail() {
+    R_STATUS[$1]=failed; R_NOTE[$1]=$2; echo "row $1: FAILED: $2" >&2
+    failed_rows=$((failed_rows + 1))
+}
+
+# sockperf prints e.g. "---> percentile 99.900 =   54.480" and "[Valid Duration] ... ReceivedMessages=47661",
+# with colour escapes around some lines.
+parse_sockperf() {  # key log
+    local key=$1 log=$2 clean median p99 p999 max samples sent
+    clean=$(sed 's/\x1b\[[0-9;]*m//g' "$log")
+    median=$(sed -n 's/.*percentile 50\.000 = *\([0-9.]*\).*/\1/p' <<<"$clean")
+    p99=$(sed -n 's/.*percentile 99\.000 = *\([0-9.]*\).*/\1/p' <<<"$clean")
+    p999=$(sed -n 's/.*percentile 99\.900 = *\([0-9.]*\).*/\1/p' <<<"$clean")
+    max=$(sed -n 's/.*<MAX> observation = *\([0-9.]*\).*/\1/p' <<<"$clean")
+    samples=$(sed -n 's/.*\[Valid Duration\].*ReceivedMessages=\([0-9]*\).*/\1/p' <<<"$clean")
+    sent=$(sed -n 's/.*\[Valid Duration\].*SentMessages=\([0-9]*\).*/\1/p' <<<"$clean")
+    if [[ -z $median || -z $p99 || -z $p999 || -z $max || -z $samples ]]; then
+        record_fail "$key" "could not read sockperf's percentiles (log: $(tail -n 3 "$log" | tr '\n' ' '))"
+        return 1
+    fi
+    record_ok "$key" "$median" "$p99" "$p999" "$max" "$samples" "$((${sent:-$samples} - samples))"
+}
+
+# onload-pingpong --json writes one "key": value per line.
+json_field() { sed -n "s/^ *\"$2\": *\"\{0,1\}\([^\",]*\)\"\{0,1\},\{0,1\}\$/\1/p" "$1"; }
+
+parse_pingpong() {  # key json log
+    local key=$1 json=$2 log=$3
+    if [[ ! -s $json ]]; then
+        record_fail "$key" "onload-pingpong wrote no results ($(tail -n 2 "$log" | tr '\n' ' '))"
+        return 1
+    fi
+    record_ok "$key" "$(json_field "$json" median)" "$(json_field "$json" p99)" "$(json_field "$json" p99_9)" \
+        "$(json_field "$json" max)" "$(json_field "$json" samples)" "$(json_field "$json" lost)"
+}
+
+have_kind() { "$PINGPONG" --list-kinds | grep -qx "$1"; }
+
+# ---------------------------------------------------------------------------------------------
+# The rows.
+
+sockperf_client() {  # key ns size addr port pin|nopin [sockperf options...]
+    local key=$1 ns=$2 size=$3 addr=$4 port=$5 pin=$6
+    shift 6
+    local log=$workdir/$key.log
+    local pin_args=()
+    [[ $pin == pin ]] && pin_args=("${pin_client[@]}")
+    echo "row $key: ${pin_args[*]:+${pin_args[*]} }sockperf ping-pong -i $addr -p $port -m $size -t $seconds${*:+ $*}"
+    start_bg "$log" ip netns exec "$ns" "${pin_args[@]}" "$SOCKPERF" ping-pong -i "$addr" -p "$port" -m "$size" \
+        -t "$seconds" "$@"
+    if ! wait_for "$last_pid" $((seconds + 30)); then
+        record_fail "$key" "sockperf ping-pong failed ($(tail -n 2 "$log" | tr '\n' ' '))"
+        return 0
+    fi
+    parse_sockperf "$key" "$log" || true
+}
+
+pingpong_client() {  # key ns size spec addr server
+    local key=$1 ns=$2 size=$3 spec=$4 addr=$5 server=$6
+    local log=$workdir/$key.log json=$workdir/$key.json
+    echo "row $key: onload-pingpong --vnic $spec --addr $addr --server $server --size $size --sockperf --seconds $seconds"
+    start_bg "$log" ip netns exec "$ns" "${pin_client[@]}" "$PINGPONG" --vnic "$spec" --addr "$addr" \
+        --server "$server" --size "$size" --sockperf --warmup 2000 --seconds "$seconds" --json "$json" --label "$key"
+    local rc=0
+    wait_for "$last_pid" $((seconds + 30)) || rc=$?
+    sed 's/^/    /' "$log"
+    if ((rc != 0)); then
+        record_fail "$key" "onload-pingpong exited with status $rc ($(tail -n 1 "$log"))"
+        return 0
+    fi
+    parse_pingpong "$key" "$json" "$log" || true
+}
+
+# A busy-polling onload-pingpong server; sets $server_pid, or returns 1 (with the reason in $server_error).
+pingpong_server() {  # key ns spec addr
+    local key=$1 ns=$2 spec=$3 addr=$4
+    local log=$workdir/$key-server.log
+    start_bg "$log" ip netns exec "$ns" "${pin_server[@]}" "$PINGPONG" --server-mode --sockperf --vnic "$spec" \
+        --addr "$addr" --port "$PORT_STACK"
+    server_pid=$last_pid
+    if ! wait_log "$server_pid" "$log" "server ready"; then
+        server_error="onload-pingpong server did not start ($(tail -n 2 "$log" | tr '\n' ' '))"
+        stop_pid "$server_pid"
+        return 1
+    fi
+}
+
+row_stack_to_kernel() {  # key size kind port
+    local key=$1 size=$2 kind=$3 port=$4
+    if ! have_kind "$kind"; then
+        record_skip "$key" "$kind backend not built"
+        return 0
+    fi
+    pingpong_client "$key" "$NS_C" "$size" "$kind:$IF_C" "$ADDR_STACK_C/$PREFIX" "$ADDR_K:$port"
+}
+
+# Starts a sockperf server in olb-k and waits until its port is bound; sets $last_pid.
+sockperf_server() {  # name addr port pin|nopin [sockperf options...]
+    local name=$1 addr=$2 port=$3 pin=$4
+    shift 4
+    local pin_args=()
+    [[ $pin == pin ]] && pin_args=("${pin_server[@]}")
+    start_bg "$workdir/$name.log" ip netns exec "$NS_K" "${pin_args[@]}" "$SOCKPERF" server -i "$addr" -p "$port" "$@"
+    wait_udp_port "$NS_K" "$port" "$last_pid" || die "sockperf server did not start: $(cat "$workdir/$name.log")"
+}
+
+row_stack_to_stack_veth() {  # key size kind
+    local key=$1 size=$2 kind=$3
+    if ! have_kind "$kind"; then
+        record_skip "$key" "$kind backend not built"
+        return 0
+    fi
+    if ! pingpong_server "$key" "$NS_K" "$kind:$IF_K" "$ADDR_STACK_K/$PREFIX"; then
+        record_fail "$key" "$server_error"
+        return 0
+    fi
+    pingpong_client "$key" "$NS_C" "$size" "$kind:$IF_C" "$ADDR_STACK_C/$PREFIX" "$ADDR_STACK_K:$PORT_STACK"
+    stop_pid "$server_pid"
+    sed 's/^/    /' "$workdir/$key-server.log" | tail -n 1
+}
+
+row_shm() {  # key size
+    local key=$1 size=$2
+    if ! have_kind shm; then
+        record_skip "$key" "shm backend not built"
+        return 0
+    fi
+    # Both ends in olb-c: the shm rendezvous is an abstract Unix socket, which belongs to a network namespace.
+    local name="olb-lat-$$-$size"
+    if ! pingpong_server "$key" "$NS_C" "shm:$name" "$SHM_NET.1/$PREFIX"; then
+        record_fail "$key" "$server_error"
+        return 0
+    fi
+    pingpong_client "$key" "$NS_C" "$size" "shm:$name" "$SHM_NET.2/$PREFIX" "$SHM_NET.1:$PORT_STACK"
+    stop_pid "$server_pid"
+    sed 's/^/    /' "$workdir/$key-server.log" | tail -n 1
+}
+
+# ---------------------------------------------------------------------------------------------
+say "setting up namespaces $NS_K (kernel server) and $NS_C (clients), veth $IF_K <-> $IF_C"
+sweep
+ip netns add "$NS_K"
+ip netns add "$NS_C"
+for ns in "$NS_K" "$NS_C"; do
+    # IPv6 off before the veth exists, so that it never sends router solicitations or DAD probes.
+    ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+    ip -n "$ns" link set lo up
+done
+ip -n "$NS_K" link add "$IF_K" type veth peer name "$IF_C" netns "$NS_C"
+# Offloads off on both ends: every frame carries a finished checksum and is no larger than the MTU.
+ip netns exec "$NS_K" ethtool -K "$IF_K" tx off tso off gso off gro off >/dev/null
+ip netns exec "$NS_C" ethtool -K "$IF_C" tx off tso off gso off gro off >/dev/null
+ip -n "$NS_K" addr add "$ADDR_K/$PREFIX" dev "$IF_K"
+ip -n "$NS_C" addr add "$ADDR_C/$PREFIX" dev "$IF_C"
+ip -n "$NS_K" link set "$IF_K" up
+ip -n "$NS_C" link set "$IF_C" up
+
+say "starting sockperf servers in $NS_K (they sleep in recvfrom between messages)"
+sockperf_server server "$ADDR_K" "$PORT" pin
+sockperf_server server-free "$ADDR_K" "$PORT_FREE" nopin
+sockperf_server server-lo 127.0.0.1 "$PORT_LO" pin
+"$SOCKPERF" --version 2>&1 | head -n 1
+echo "VNIC kinds in $PINGPONG: $("$PINGPONG" --list-kinds | tr '\n' ' ')"
+
+started=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
+for size in $sizes; do
+    say "$size B, $seconds s per row"
+    sockperf_client "$size:a" "$NS_C" "$size" "$ADDR_K" "$PORT" pin
+    row_stack_to_kernel "$size:b" "$size" af_packet "$PORT"
+    row_stack_to_kernel "$size:c" "$size" af_xdp "$PORT"
+    row_shm "$size:d" "$size"
+    [[ $size == 64 ]] || continue
+    sockperf_client "$size:e" "$NS_K" "$size" 127.0.0.1 "$PORT_LO" pin
+
+    say "$size B, reference rows, $seconds s per row"
+    sockperf_client "$size:f" "$NS_C" "$size" "$ADDR_K" "$PORT_FREE" nopin
+    # A spinning server takes CPU $SERVER_CPU whole: it runs only for these three rows.
+    sockperf_server server-spin "$ADDR_K" "$PORT_SPIN" pin --nonblocked
+    spin_pid=$last_pid
+    sockperf_client "$size:g" "$NS_C" "$size" "$ADDR_K" "$PORT_SPIN" pin --nonblocked
+    row_stack_to_kernel "$size:h" "$size" af_packet "$PORT_SPIN"
+    row_stack_to_kernel "$size:i" "$size" af_xdp "$PORT_SPIN"
+    stop_pid "$spin_pid"
+    row_stack_to_stack_veth "$size:j" "$size" af_packet
+    row_stack_to_stack_veth "$size:k" "$size" af_xdp
+done
+load_end=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# ---------------------------------------------------------------------------------------------
+# The report.
+
+ratio() {  # value base: 3 significant digits, or "" without a base
+    awk -v v="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3g", v / b }'
+}
+fmt() { awk -v v="$1" 'BEGIN { f = v >= 100 ? "%.0f" : (v >= 10 ? "%.1f" : "%.2f"); printf f, v }'; }
+json_str() { printf '"%s"' "$(printf '%s' "$1" | tr -d '\000-\037' | sed 's/\\/\\\\/g; s/"/\\"/g')"; }
+
+table() {  # size rows...
+    local size=$1 base="$1:a" r key rm_ rp
+    shift
+    echo "| row | client → server | median | p99 | p99.9 | max | samples | lost | median ÷ a | p99 ÷ a |"
+    echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    for r in "$@"; do
+        key="$size:$r"
+        [[ -n ${R_STATUS[$key]:-} ]] || continue
+        if [[ ${R_STATUS[$key]} == ok ]]; then
+            rm_=""; rp=""
+            if [[ ${R_STATUS[$base]:-} == ok ]]; then
+                rm_=$(ratio "${R_MEDIAN[$key]}" "${R_MEDIAN[$base]}")
+                rp=$(ratio "${R_P99[$key]}" "${R_P99[$base]}")
+            fi
+            echo "| $r | ${ROW_DESC[$r]} | $(fmt "${R_MEDIAN[$key]}") | $(fmt "${R_P99[$key]}") |" \
+                "$(fmt "${R_P999[$key]}") | $(fmt "${R_MAX[$key]}") | ${R_SAMPLES[$key]} | ${R_LOST[$key]} | $rm_ | $rp |"
+        else
+            echo "| $r | ${ROW_DESC[$r]} | ${R_STATUS[$key]}: ${R_NOTE[$key]//|/\\|} | | | | | | | |"
+        fi
+    done
+}
+
+kernel=$(uname -r)
+cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
+sockperf_version=$("$SOCKPERF" --version 2>&1 | sed -n 's/.*version \([^ ]*\).*/\1/p' | head -n 1)
+md=$workdir/latency.md
+{
+    echo "# UDP ping-pong latency"
+    echo
+    echo "One run of \`perf/latency.sh$( ((quick)) && echo " --quick")\`, $started: Linux $kernel, $cpu, $ncpu cores (a VM);"
+    echo "load average $load_start at the start, $load_end at the end."
+    echo "Half round trip (RTT/2) in µs, one message in flight, ${seconds} s per row after warm-up."
+    echo "Kernel rows: sockperf $sockperf_version (\`sockperf ping-pong\` against \`sockperf server\`, blocking in recvfrom unless"
+    echo "the row says spinning; sockperf's own percentiles). Stack rows: \`onload-pingpong --sockperf\`, busy-polling"
+    echo "(never sleeps; HdrHistogram percentiles), against the same unmodified \`sockperf server\` processes."
+    echo "Pinning: $pinning, except row f. veth offloads off on both ends; IPv6 off."
+    echo "Ratios: the row's value divided by row a's at the same size (below 1 = lower latency than the kernel)."
+    echo "Lost: for stack rows, messages without a reply within 1 s (not in the percentiles); for kernel rows, sockperf's"
+    echo "sent minus received."
+    for size in $sizes; do
+        echo
+        echo "## $size B UDP, half round trip, µs (busy-polling for stack rows, sockperf for kernel rows, $ncpu cores)"
+        echo
+        table "$size" "${MAIN_ROWS[@]}"
+        if [[ -n ${R_STATUS[$size:f]:-} ]]; then
+            echo
+            echo "Reference rows, $size B: where the time goes"
+            echo
+            table "$size" "${REF_ROWS[@]}"
+        fi
+    done
+} >"$md"
+
+json=$workdir/latency.json
+{
+    printf '{\n  "generated": "%s",\n  "quick": %s,\n  "seconds_per_row": %s,\n' "$started" "$( ((quick)) && echo true || echo false)" "$seconds"
+    printf '  "metric": "half round trip",\n  "unit": "us",\n  "kernel": %s,\n  "cpu": %s,\n  "cpus": %s,\n' \
+        "$(json_str "$kernel")" "$(json_str "$cpu")" "$ncpu"
+    printf '  "load_average_start": %s,\n  "load_average_end": %s,\n' "$(json_str "$load_start")" "$(json_str "$load_end")"
+    printf '  "pinning": %s,\n  "sockperf": %s,\n  "rows": [' "$(json_str "$pinning")" "$(json_str "$sockperf_version")"
+    sep=""
+    for size in $sizes; do
+        for r in "${MAIN_ROWS[@]}" "${REF_ROWS[@]}"; do
+            key="$size:$r"
+            [[ -n ${R_STATUS[$key]:-} ]] || continue
+            printf '%s\n    {"row": "%s", "size": %s, "description": %s, "status": "%s"' \
+                "$sep" "$r" "$size" "$(json_str "${ROW_DESC[$r]}")" "${R_STATUS[$key]}"
+            if [[ ${R_STATUS[$key]} == ok ]]; then
+                printf ', "median": %s, "p99": %s, "p99_9": %s, "max": %s, "samples": %s, "lost": %s' \
+                    "${R_MEDIAN[$key]}" "${R_P99[$key]}" "${R_P999[$key]}" "${R_MAX[$key]}" "${R_SAMPLES[$key]}" "${R_LOST[$key]}"
+                if [[ ${R_STATUS[$size:a]:-} == ok ]]; then
+                    rm_=$(ratio "${R_MEDIAN[$key]}" "${R_MEDIAN[$size:a]}")
+                    rp=$(ratio "${R_P99[$key]}" "${R_P99[$size:a]}")
+                    printf ', "median_ratio_to_a": %s, "p99_ratio_to_a": %s' "${rm_:-null}" "${rp:-null}"
+                fi
+            else
+                printf ', "reason": %s' "$(json_str "${R_NOTE[$key]}")"
+            fi
+            printf '}'
+            sep=","
+        done
+    done
+    printf '\n  ]\n}\n'
+} >"$json"
+
+cp "$md" "$out/latency.md"
+cp "$json" "$out/latency.json"
+say "results ($out/latency.md, $out/latency.json)"
+cat "$md"
+if ((failed_rows > 0)); then
+    echo "latency: $failed_rows row(s) failed" >&2
+    exit 1
+fi
