@@ -27,6 +27,8 @@ public enum Errno
     ECONNRESET = 104,
     ENOBUFS = 105,
     EISCONN = 106,
+    EALREADY = 114,
+    EINPROGRESS = 115,
     ENOTCONN = 107,
     ETIMEDOUT = 110,
     ECONNREFUSED = 111,

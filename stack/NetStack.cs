@@ -2,6 +2,8 @@ using Onload.Stack.Arp;
 using Onload.Stack.Icmp;
 using Onload.Stack.Igmp;
 using Onload.Stack.Ip;
+using Onload.Stack.Tcp;
+using Onload.Stack.Timers;
 using Onload.Stack.Udp;
 using Onload.Stack.Wire;
 using Onload.Vnic;
@@ -65,6 +67,12 @@ public sealed partial class NetStack : IDisposable
         _reassembler = new Ipv4Reassembler(_pool, options.ReassemblyQueues, options.ReassemblyMaxFragments,
             reassemblyMemory, options.ReassemblyTimeoutNs);
         _groups = new MulticastGroups(options.MulticastGroups, options.MulticastMemberships);
+        _tcp = new TcpTable(options.TcpConnections, options.TcpSendBufferBytes, options.TcpReceiveBufferBytes);
+        _timers = new TimerWheel(options.TcpConnections * (int)TcpTimer.Count, _clock.NowNanoseconds);
+        _tcpTimestampOffset = (uint)_random.NextUInt64();
+        _isnKey0 = _random.NextUInt64();
+        _isnKey1 = _random.NextUInt64();
+        _challengeAcks = new TokenBucket(options.TcpChallengeAcksPerSecond, options.TcpChallengeAcksPerSecond);
         if (_pool.BufferSize < EthernetFrame.HeaderLength + vnic.Mtu)
             throw new ArgumentException($"{vnic.Spec}: buffers of {_pool.BufferSize} bytes cannot hold a {vnic.Mtu}-byte MTU frame");
         _icmpErrorLimit = new TokenBucket(options.IcmpErrorsPerSecond, options.IcmpErrorBurst);
@@ -90,7 +98,7 @@ public sealed partial class NetStack : IDisposable
     public FrameTrace? Trace { get; set; }
 
     /// <summary>When the stack next needs <see cref="Poll"/> even if no frame arrives (clock nanoseconds), or <see cref="long.MaxValue"/>.</summary>
-    public long NextTimerNs => _nextTimer;
+    public long NextTimerNs => Math.Min(_nextTimer, _timers.NextExpiry);
 
     /// <summary>
     /// Takes one batch of frames from the VNIC and processes them, runs timers that are due, and sends what that
@@ -107,7 +115,7 @@ public sealed partial class NetStack : IDisposable
             if (!Input(in d))
                 _pool.Release(d.Buffer);
         }
-        if (_now >= _nextTimer)
+        if (_now >= NextTimerNs)
             RunTimers();
         Flush();
         return n;
@@ -188,6 +196,7 @@ public sealed partial class NetStack : IDisposable
         ArpTimers();
         ReassemblyTimers();
         IgmpTimers();
+        TcpTimers();
     }
 
     public void Dispose()
@@ -199,6 +208,8 @@ public sealed partial class NetStack : IDisposable
         for (int s = 0; s < _udp.Capacity; s++)
             if (_udp.IsValid(s))
                 UdpClose(s);
+        _tcp.Dispose();
+        _timers.Dispose();
         for (int i = 0; i < _arp.Capacity; i++)
             if (_arp[i].State != NeighbourState.Free)
                 DiscardNeighbour(i, countAsFailure: false);

@@ -57,6 +57,50 @@ public sealed record StackOptions
 
     public int MulticastMemberships { get; init; } = 256;
 
+    /// <summary>TCP connections and listeners the stack can hold.</summary>
+    public int TcpConnections { get; init; } = 256;
+
+    /// <summary>Send and receive buffer per connection (powers of two; Linux's tcp_wmem/tcp_rmem defaults are
+    /// 16 KiB and 128 KiB, growing by auto-tuning, which arrives with issue 5).</summary>
+    public int TcpSendBufferBytes { get; init; } = 256 * 1024;
+
+    public int TcpReceiveBufferBytes { get; init; } = 256 * 1024;
+
+    /// <summary>Maximum segment lifetime; TIME_WAIT lasts twice this (Linux: 60 s of TIME_WAIT).</summary>
+    public long TcpMslNs { get; init; } = 30_000_000_000;
+
+    /// <summary>SYN retransmissions before connect fails with ETIMEDOUT (net.ipv4.tcp_syn_retries = 6).</summary>
+    public int TcpSynRetries { get; init; } = 6;
+
+    /// <summary>SYN-ACK retransmissions (net.ipv4.tcp_synack_retries = 5).</summary>
+    public int TcpSynAckRetries { get; init; } = 5;
+
+    /// <summary>Retransmissions of data before the connection fails (net.ipv4.tcp_retries2 = 15).</summary>
+    public int TcpRetries { get; init; } = 15;
+
+    /// <summary>Initial retransmission timeout (RFC 6298 §2.1: 1 s) and its bounds (Linux: 200 ms, 120 s).</summary>
+    public long TcpInitialRtoNs { get; init; } = 1_000_000_000;
+
+    public long TcpMinRtoNs { get; init; } = 200_000_000;
+
+    public long TcpMaxRtoNs { get; init; } = 120_000_000_000;
+
+    /// <summary>Delayed ACK timeout (Linux: 40 ms minimum).</summary>
+    public long TcpDelayedAckNs { get; init; } = 40_000_000;
+
+    /// <summary>How long an orphaned connection waits in FIN_WAIT_2 (net.ipv4.tcp_fin_timeout = 60 s).</summary>
+    public long TcpFinTimeoutNs { get; init; } = 60_000_000_000;
+
+    /// <summary>Keepalive defaults (tcp_keepalive_time 7200 s, _intvl 75 s, _probes 9).</summary>
+    public long TcpKeepIdleNs { get; init; } = 7_200_000_000_000;
+
+    public long TcpKeepIntervalNs { get; init; } = 75_000_000_000;
+
+    public int TcpKeepCount { get; init; } = 9;
+
+    /// <summary>Challenge ACKs per second (RFC 5961 §7; net.ipv4.tcp_challenge_ack_limit = 1000).</summary>
+    public int TcpChallengeAcksPerSecond { get; init; } = 1000;
+
     /// <summary>UDP sockets the stack can hold.</summary>
     public int UdpSockets { get; init; } = 256;
 

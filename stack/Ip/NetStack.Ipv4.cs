@@ -46,7 +46,7 @@ public sealed partial class NetStack
             case IpProtocol.Igmp:
                 return IgmpInput(ip);
             case IpProtocol.Tcp:
-                return Dropped(DropReason.IpUnknownProtocol); // TCP arrives with issue 4
+                return TcpInput(in d, ip, broadcast);
             default:
                 // RFC 1122 §3.2.2.1: a host should send Protocol Unreachable.
                 if (!broadcast)

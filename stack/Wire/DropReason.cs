@@ -61,6 +61,18 @@ public enum DropReason
     UdpNoPort,
     UdpReceiveBufferFull,
 
+    // TCP (RFC 9293)
+    TcpTruncated,
+    TcpBadHeaderLength,
+    TcpBadChecksum,
+    TcpBadOptions,
+    TcpNoSocket,
+    TcpOutOfWindow,
+    TcpPawsRejected,
+    TcpListenOverflow,
+    TcpBadAck,
+    TcpChallengeAckLimited,
+
     // Transmit
     TxNoBuffer,
     TxRingFull,

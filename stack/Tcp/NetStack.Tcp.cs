@@ -1,0 +1,550 @@
+using Onload.Stack.Icmp;
+using Onload.Stack.Tcp;
+using Onload.Stack.Timers;
+using Onload.Stack.Wire;
+
+namespace Onload.Stack;
+
+// TCP: the socket calls (RFC 9293 §3.9's user interface, with Linux's errors), connection set-up and teardown.
+// Calls never block: they return a count, 0, or a negated errno (EAGAIN, EINPROGRESS), as non-blocking sockets do.
+public sealed partial class NetStack
+{
+    private readonly TcpTable _tcp;
+    private readonly TimerWheel _timers;
+    private readonly int[] _expired = new int[64];
+    private readonly uint _tcpTimestampOffset;
+    private readonly ulong _isnKey0;
+    private readonly ulong _isnKey1;
+    private TokenBucket _challengeAcks;
+
+    public TcpTable TcpConnections => _tcp;
+
+    private static int TcpTimerId(int c, TcpTimer timer) => c * (int)TcpTimer.Count + (int)timer;
+
+    /// <summary>RFC 6528: ISN = M + F(4-tuple, secret), M a 4 µs clock, F SipHash under a key drawn at start.</summary>
+    private uint InitialSequenceNumber(ushort localPort, Ipv4Address remote, ushort remotePort)
+    {
+        ulong m0 = ((ulong)_address.Value << 32) | remote.Value;
+        ulong m1 = ((ulong)localPort << 16) | remotePort;
+        return (uint)SipHash.Hash(_isnKey0, _isnKey1, m0, m1) + (uint)(_now / 4_000);
+    }
+
+    private void TcpInitialise(int c, int inheritFrom)
+    {
+        ref var t = ref _tcp[c];
+        t.Rto = Options.TcpInitialRtoNs;
+        t.SndMss = 536;
+        t.Cwnd = 10u * 536;
+        t.Ssthresh = uint.MaxValue;
+        t.KeepIdleNs = Options.TcpKeepIdleNs;
+        t.KeepIntervalNs = Options.TcpKeepIntervalNs;
+        t.KeepCount = Options.TcpKeepCount;
+        byte shift = 0;
+        while ((t.RcvBufSize >> shift) > ushort.MaxValue && shift < 14)
+            shift++;
+        t.RcvWndShift = shift;
+        if (inheritFrom >= 0)
+        {
+            // Options set on a listener pass to the connections it accepts, as on Linux.
+            ref var l = ref _tcp[inheritFrom];
+            t.NoDelay = l.NoDelay;
+            t.KeepAlive = l.KeepAlive;
+            t.KeepIdleNs = l.KeepIdleNs;
+            t.KeepIntervalNs = l.KeepIntervalNs;
+            t.KeepCount = l.KeepCount;
+            t.UserTimeoutNs = l.UserTimeoutNs;
+            t.LingerZero = l.LingerZero;
+        }
+    }
+
+    /// <summary>socket(AF_INET, SOCK_STREAM, 0).</summary>
+    public int TcpOpen()
+    {
+        int c = _tcp.Allocate();
+        if (c < 0)
+            return -(int)Errno.EMFILE;
+        TcpInitialise(c, -1);
+        return c;
+    }
+
+    /// <summary>bind(): port 0 picks an ephemeral port.</summary>
+    public int TcpBind(int c, Ipv4Endpoint local)
+    {
+        if (!_tcp.IsValid(c))
+            return -(int)Errno.EBADF;
+        ref var t = ref _tcp[c];
+        if (t.Bound || t.State != TcpState.Closed)
+            return -(int)Errno.EINVAL;
+        if (!local.Address.IsAny && local.Address != _address)
+            return -(int)Errno.EADDRNOTAVAIL;
+        ushort port = local.Port;
+        if (port == 0)
+        {
+            int picked = PickTcpEphemeralPort();
+            if (picked < 0)
+                return picked;
+            port = (ushort)picked;
+        }
+        else if (_tcp.PortInUse(port))
+            return -(int)Errno.EADDRINUSE;
+        _tcp.BindPort(c, port);
+        return 0;
+    }
+
+    private int PickTcpEphemeralPort()
+    {
+        int first = Options.EphemeralPortFirst;
+        int count = Options.EphemeralPortLast - first + 1;
+        int offset = (int)(_random.NextUInt64() % (ulong)count);
+        for (int n = 0; n < count; n++)
+        {
+            ushort port = (ushort)(first + (offset + n) % count);
+            if (!_tcp.PortInUse(port))
+                return port;
+        }
+        return -(int)Errno.EADDRNOTAVAIL; // what Linux's connect() gives when no local port is left
+    }
+
+    /// <summary>listen(): the backlog bounds the SYN queue and the accept queue together.</summary>
+    public int TcpListen(int c, int backlog)
+    {
+        if (!_tcp.IsValid(c))
+            return -(int)Errno.EBADF;
+        ref var t = ref _tcp[c];
+        if (t.State is not (TcpState.Closed or TcpState.Listen))
+            return -(int)Errno.EINVAL;
+        if (!t.Bound)
+        {
+            int rc = TcpBind(c, new Ipv4Endpoint(Ipv4Address.Any, 0));
+            if (rc != 0)
+                return rc;
+        }
+        SetState(ref t, TcpState.Listen);
+        t.Backlog = Math.Clamp(backlog, 1, 4096); // net.core.somaxconn
+        return 0;
+    }
+
+    private void QueueForAccept(int c)
+    {
+        ref var t = ref _tcp[c];
+        ref var l = ref _tcp[t.Listener];
+        l.SynQueueLength--;
+        l.AcceptQueueLength++;
+        t.AcceptNext = -1;
+        if (l.AcceptTail >= 0)
+            _tcp[l.AcceptTail].AcceptNext = c;
+        else
+            l.AcceptHead = c;
+        l.AcceptTail = c;
+    }
+
+    /// <summary>accept(): the next established connection, or -EAGAIN.</summary>
+    public int TcpAccept(int listener, out Ipv4Endpoint remote)
+    {
+        remote = default;
+        if (!_tcp.IsValid(listener))
+            return -(int)Errno.EBADF;
+        ref var l = ref _tcp[listener];
+        if (l.State != TcpState.Listen)
+            return -(int)Errno.EINVAL;
+        int c = l.AcceptHead;
+        if (c < 0)
+            return -(int)Errno.EAGAIN;
+        ref var t = ref _tcp[c];
+        l.AcceptHead = t.AcceptNext;
+        if (l.AcceptHead < 0)
+            l.AcceptTail = -1;
+        l.AcceptQueueLength--;
+        t.AcceptNext = -1;
+        t.Listener = -1;
+        remote = new Ipv4Endpoint(t.RemoteAddress, t.RemotePort);
+        return c;
+    }
+
+    /// <summary>connect(): sends the SYN and returns -EINPROGRESS; <see cref="TcpIsConnected"/> or
+    /// <see cref="TcpTakeError"/> tell how it ends.</summary>
+    public int TcpConnect(int c, Ipv4Endpoint remote)
+    {
+        if (!_tcp.IsValid(c))
+            return -(int)Errno.EBADF;
+        ref var t = ref _tcp[c];
+        if (t.State == TcpState.SynSent)
+            return -(int)Errno.EALREADY;
+        if (t.State != TcpState.Closed || t.Dead)
+            return -(int)Errno.EISCONN;
+        if (remote.Port == 0 || remote.Address.IsAny || remote.Address.IsMulticast || remote.Address.IsLimitedBroadcast)
+            return -(int)Errno.ENETUNREACH;
+        int rc = Route(remote.Address, out _, out _);
+        if (rc != 0)
+            return rc;
+        if (!t.Bound && (rc = TcpBind(c, new Ipv4Endpoint(Ipv4Address.Any, 0))) != 0)
+            return rc;
+        if (_tcp.Find(t.LocalPort, remote.Address, remote.Port) >= 0)
+            return -(int)Errno.EADDRNOTAVAIL;
+        t.RemoteAddress = remote.Address;
+        t.RemotePort = remote.Port;
+        t.Iss = InitialSequenceNumber(t.LocalPort, remote.Address, remote.Port);
+        t.SndUna = t.Iss;
+        t.SndNxt = t.Iss + 1;
+        t.SndMax = t.SndNxt;
+        t.Recover = t.Iss;
+        SetState(ref t, TcpState.SynSent);
+        _tcp.Hash(c);
+        Counters.TcpActiveOpens++;
+        TcpSendFlags(c, t.Iss, TcpFlags.Syn);
+        _timers.Schedule(TcpTimerId(c, TcpTimer.Retransmit), _now + t.Rto);
+        Flush();
+        return -(int)Errno.EINPROGRESS;
+    }
+
+    public TcpState TcpStateOf(int c) => _tcp.IsValid(c) ? _tcp[c].State : TcpState.Closed;
+
+    /// <summary>Whether the handshake completed (a non-blocking connect's socket turned writable without error).</summary>
+    public bool TcpIsConnected(int c) => _tcp.IsValid(c) && _tcp[c].State is not (TcpState.Closed or TcpState.Listen or TcpState.SynSent or TcpState.SynReceived);
+
+    /// <summary>poll(POLLIN): data, a FIN, an error, or (for a listener) a connection to accept.</summary>
+    public bool TcpReadable(int c)
+    {
+        if (!_tcp.IsValid(c))
+            return false;
+        ref var t = ref _tcp[c];
+        if (t.State == TcpState.Listen)
+            return t.AcceptHead >= 0;
+        return t.Readable > 0 || t.FinReceived || t.Error != 0 || t.Dead;
+    }
+
+    /// <summary>poll(POLLOUT): room in the send buffer on a connected socket.</summary>
+    public bool TcpWritable(int c) => _tcp.IsValid(c) && (TcpIsConnected(c) && _tcp[c].SndQueued < _tcp[c].SndBufSize || _tcp[c].Error != 0);
+
+    /// <summary>getsockopt(SO_ERROR).</summary>
+    public int TcpTakeError(int c)
+    {
+        if (!_tcp.IsValid(c))
+            return -(int)Errno.EBADF;
+        int e = _tcp[c].Error;
+        _tcp[c].Error = 0;
+        return e;
+    }
+
+    public Ipv4Endpoint TcpLocalEndpoint(int c) => _tcp.IsValid(c) ? new Ipv4Endpoint(_address, _tcp[c].LocalPort) : default;
+
+    /// <summary>send(): copies into the send ring and sends what the windows allow. Returns bytes taken or -EAGAIN.</summary>
+    public int TcpSend(int c, ReadOnlySpan<byte> data)
+    {
+        if (!_tcp.IsValid(c))
+            return -(int)Errno.EBADF;
+        ref var t = ref _tcp[c];
+        if (t.Error != 0)
+            return -TakeTcpError(ref t);
+        if (t.Dead || t.FinQueued)
+            return -(int)Errno.EPIPE;
+        if (t.State is TcpState.SynSent or TcpState.SynReceived)
+            return -(int)Errno.EAGAIN;
+        if (t.State is not (TcpState.Established or TcpState.CloseWait))
+            return -(int)Errno.ENOTCONN;
+        int room = t.SndBufSize - t.SndQueued;
+        int n = Math.Min(room, data.Length);
+        if (n == 0)
+            return data.Length == 0 ? 0 : -(int)Errno.EAGAIN;
+        var ring = _tcp.SendRing(c);
+        int mask = ring.Length - 1;
+        int at = (int)(t.SndUna + (uint)t.SndQueued - t.Iss - 1) & mask;
+        int first = Math.Min(n, ring.Length - at);
+        data[..first].CopyTo(ring[at..]);
+        if (first < n)
+            data[first..n].CopyTo(ring);
+        t.SndQueued += n;
+        TcpOutput(c);
+        Flush();
+        return n;
+    }
+
+    /// <summary>recv(): bytes read; 0 at end of stream; -EAGAIN when nothing is there yet.</summary>
+    public int TcpReceive(int c, Span<byte> buffer)
+    {
+        if (!_tcp.IsValid(c))
+            return -(int)Errno.EBADF;
+        ref var t = ref _tcp[c];
+        int readable = t.Readable;
+        if (readable > 0 && buffer.Length > 0)
+        {
+            int n = Math.Min(readable, buffer.Length);
+            var ring = _tcp.ReceiveRing(c);
+            int mask = ring.Length - 1;
+            int at = (int)(t.RcvRead - t.Irs - 1) & mask;
+            int first = Math.Min(n, ring.Length - at);
+            ring.Slice(at, first).CopyTo(buffer);
+            if (first < n)
+                ring[..(n - first)].CopyTo(buffer[first..]);
+            uint before = RcvWindow(c);
+            t.RcvRead += (uint)n;
+            // A window update when reading opened the window a good deal (RFC 9293 §3.8.6.2.2).
+            if (t.State is TcpState.Established or TcpState.FinWait1 or TcpState.FinWait2 &&
+                RcvWindow(c) - before >= Math.Min((uint)t.RcvBufSize / 2, 2u * (uint)TcpOwnMss) &&
+                (uint)(t.RcvAdv - t.RcvNxt) < (uint)t.RcvBufSize / 2)
+            {
+                t.AckNow = true;
+                TcpOutput(c);
+                Flush();
+            }
+            return n;
+        }
+        if (t.Error != 0)
+            return -TakeTcpError(ref t);
+        if (t.FinReceived || t.Dead || t.ShutdownRead)
+            return 0;
+        if (t.State is TcpState.Closed or TcpState.Listen)
+            return -(int)Errno.ENOTCONN;
+        return -(int)Errno.EAGAIN;
+    }
+
+    private static int TakeTcpError(ref TcpConnection t)
+    {
+        int e = t.Error;
+        t.Error = 0;
+        return e;
+    }
+
+    /// <summary>shutdown(): SHUT_WR sends a FIN after the queued data; SHUT_RD makes reads end.</summary>
+    public int TcpShutdown(int c, bool read, bool write)
+    {
+        if (!_tcp.IsValid(c))
+            return -(int)Errno.EBADF;
+        ref var t = ref _tcp[c];
+        if (!TcpIsConnected(c) && t.State != TcpState.SynReceived)
+            return -(int)Errno.ENOTCONN;
+        if (read)
+            t.ShutdownRead = true;
+        if (write && !t.FinQueued)
+        {
+            t.FinQueued = true;
+            if (t.State == TcpState.Established)
+                SetState(ref t, TcpState.FinWait1);
+            else if (t.State == TcpState.CloseWait)
+                SetState(ref t, TcpState.LastAck);
+            TcpOutput(c);
+            Flush();
+        }
+        return 0;
+    }
+
+    /// <summary>
+    /// close(): a FIN after the queued data (the stack finishes the connection on its own), or a RST when unread
+    /// data is left or SO_LINGER is zero, as Linux does (RFC 9293 §3.10.4 leaves the unread-data case open).
+    /// </summary>
+    public int TcpClose(int c)
+    {
+        if (!_tcp.IsValid(c))
+            return -(int)Errno.EBADF;
+        ref var t = ref _tcp[c];
+        switch (t.State)
+        {
+            case TcpState.Listen:
+                // Connections not yet accepted are reset.
+                for (int i = 0; i < _tcp.Capacity; i++)
+                    if (_tcp.IsValid(i) && _tcp[i].Listener == c)
+                        TcpAbort(i);
+                TcpFree(c);
+                return 0;
+            case TcpState.Closed:
+            case TcpState.SynSent:
+                TcpFree(c);
+                return 0;
+        }
+        bool unread = t.Readable > 0;
+        if (unread || t.LingerZero)
+        {
+            if (unread)
+                Counters.TcpExtTCPAbortOnClose++;
+            else
+                Counters.TcpExtTCPAbortOnData++;
+            TcpAbort(c);
+            return 0;
+        }
+        t.Orphaned = true;
+        if (t.State is TcpState.Established or TcpState.SynReceived or TcpState.CloseWait)
+            TcpShutdown(c, read: true, write: true);
+        if (t.Dead || t.State == TcpState.Closed)
+            TcpFree(c);
+        return 0;
+    }
+
+    /// <summary>Sends a RST and frees the connection (SO_LINGER 0, unread data on close).</summary>
+    private void TcpAbort(int c)
+    {
+        ref var t = ref _tcp[c];
+        if (t.State is not (TcpState.Closed or TcpState.Listen or TcpState.SynSent or TcpState.TimeWait))
+            TcpSendFlags(c, t.SndMax, TcpFlags.Rst | TcpFlags.Ack);
+        Flush();
+        TcpFree(c);
+    }
+
+    /// <summary>The connection failed (reset, refused, timed out): it keeps its row, with the error, until closed.</summary>
+    private void TcpFail(int c, int errno)
+    {
+        ref var t = ref _tcp[c];
+        if (t.State is TcpState.SynSent or TcpState.SynReceived)
+            Counters.TcpAttemptFails++;
+        t.Error = errno;
+        t.Dead = true;
+        if (t.Orphaned || t.Listener >= 0)
+        {
+            TcpFree(c);
+            return;
+        }
+        SetState(ref t, TcpState.Closed);
+        CancelTcpTimers(c);
+        _tcp.Unhash(c);
+    }
+
+    private void TcpClosed(int c)
+    {
+        ref var t = ref _tcp[c];
+        if (t.Orphaned)
+        {
+            TcpFree(c);
+            return;
+        }
+        SetState(ref t, TcpState.Closed);
+        t.Dead = true;
+        CancelTcpTimers(c);
+        _tcp.Unhash(c);
+    }
+
+    private void EnterTimeWait(int c)
+    {
+        ref var t = ref _tcp[c];
+        SetState(ref t, TcpState.TimeWait);
+        _timers.Cancel(TcpTimerId(c, TcpTimer.Retransmit));
+        _timers.Schedule(TcpTimerId(c, TcpTimer.Keepalive), _now + 2 * Options.TcpMslNs);
+    }
+
+    /// <summary>Every state change goes through here, so that TcpCurrEstab (ESTABLISHED and CLOSE_WAIT, as in
+    /// RFC 4022's tcpCurrEstab) stays true.</summary>
+    private void SetState(ref TcpConnection t, TcpState state)
+    {
+        bool was = t.State is TcpState.Established or TcpState.CloseWait;
+        bool now = state is TcpState.Established or TcpState.CloseWait;
+        if (was != now)
+            Counters.TcpCurrEstab += now ? 1 : -1;
+        t.State = state;
+    }
+
+    private void CancelTcpTimers(int c)
+    {
+        for (int k = 0; k < (int)TcpTimer.Count; k++)
+            _timers.Cancel(TcpTimerId(c, (TcpTimer)k));
+    }
+
+    private void TcpFree(int c)
+    {
+        ref var t = ref _tcp[c];
+        if (t.Listener >= 0 && _tcp.IsValid(t.Listener))
+        {
+            ref var l = ref _tcp[t.Listener];
+            if (t.State == TcpState.SynReceived)
+                l.SynQueueLength--;
+            else
+                RemoveFromAcceptQueue(t.Listener, c);
+        }
+        CancelTcpTimers(c);
+        SetState(ref t, TcpState.Closed);
+        _tcp.Free(c); // a child shares its listener's port without owning it: Free leaves that port alone
+
+    }
+
+    private void RemoveFromAcceptQueue(int listener, int c)
+    {
+        ref var l = ref _tcp[listener];
+        int prev = -1;
+        for (int i = l.AcceptHead; i >= 0; prev = i, i = _tcp[i].AcceptNext)
+        {
+            if (i != c)
+                continue;
+            if (prev < 0)
+                l.AcceptHead = _tcp[i].AcceptNext;
+            else
+                _tcp[prev].AcceptNext = _tcp[i].AcceptNext;
+            if (l.AcceptTail == c)
+                l.AcceptTail = prev;
+            l.AcceptQueueLength--;
+            return;
+        }
+    }
+
+    /// <summary>TCP_NODELAY: setting it sends what Nagle held back.</summary>
+    public int TcpSetNoDelay(int c, bool on)
+    {
+        if (!_tcp.IsValid(c))
+            return -(int)Errno.EBADF;
+        _tcp[c].NoDelay = on;
+        if (on)
+            PushPending(c);
+        return 0;
+    }
+
+    /// <summary>TCP_CORK: clearing it sends what waited.</summary>
+    public int TcpSetCork(int c, bool on)
+    {
+        if (!_tcp.IsValid(c))
+            return -(int)Errno.EBADF;
+        _tcp[c].Cork = on;
+        if (!on)
+            PushPending(c);
+        return 0;
+    }
+
+    private void PushPending(int c)
+    {
+        TcpOutput(c);
+        Flush();
+    }
+
+    /// <summary>SO_LINGER with a zero timeout: close() resets.</summary>
+    public int TcpSetLingerZero(int c, bool on)
+    {
+        if (!_tcp.IsValid(c))
+            return -(int)Errno.EBADF;
+        _tcp[c].LingerZero = on;
+        return 0;
+    }
+
+    /// <summary>SO_KEEPALIVE with TCP_KEEPIDLE, TCP_KEEPINTVL and TCP_KEEPCNT (0 keeps the current value).</summary>
+    public int TcpSetKeepalive(int c, bool on, long idleNs = 0, long intervalNs = 0, int count = 0)
+    {
+        if (!_tcp.IsValid(c))
+            return -(int)Errno.EBADF;
+        if (idleNs < 0 || intervalNs < 0 || count < 0)
+            return -(int)Errno.EINVAL;
+        ref var t = ref _tcp[c];
+        t.KeepAlive = on;
+        if (idleNs > 0)
+            t.KeepIdleNs = idleNs;
+        if (intervalNs > 0)
+            t.KeepIntervalNs = intervalNs;
+        if (count > 0)
+            t.KeepCount = count;
+        ArmKeepalive(c);
+        return 0;
+    }
+
+    /// <summary>TCP_USER_TIMEOUT: how long sent data may stay unacknowledged before the connection fails (0: off).</summary>
+    public int TcpSetUserTimeout(int c, long timeoutNs)
+    {
+        if (!_tcp.IsValid(c))
+            return -(int)Errno.EBADF;
+        if (timeoutNs < 0)
+            return -(int)Errno.EINVAL;
+        _tcp[c].UserTimeoutNs = timeoutNs;
+        return 0;
+    }
+
+    private void ArmKeepalive(int c)
+    {
+        ref var t = ref _tcp[c];
+        if (t.KeepAlive && t.State is TcpState.Established or TcpState.CloseWait)
+            _timers.Schedule(TcpTimerId(c, TcpTimer.Keepalive), Math.Max(t.LastReceivedAt, _now) + t.KeepIdleNs);
+        else if (t.State is not (TcpState.TimeWait or TcpState.FinWait2))
+            _timers.Cancel(TcpTimerId(c, TcpTimer.Keepalive));
+    }
+}

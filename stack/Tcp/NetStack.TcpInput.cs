@@ -1,0 +1,585 @@
+using Onload.Stack.Tcp;
+using Onload.Stack.Wire;
+using Onload.Vnic;
+
+namespace Onload.Stack;
+
+// TCP input: segment arrival (RFC 9293 §3.10.7), with RFC 5961's defences, RFC 7323's PAWS and RFC 6582's
+// NewReno. Data is copied from the frame into the connection's receive ring; the frame's buffer goes back at once.
+public sealed partial class NetStack
+{
+    private bool TcpInput(in PacketDescriptor d, Ipv4Packet ip, bool broadcast)
+    {
+        var bytes = ip.Payload;
+        var reason = TcpSegment.Validate(bytes, ip.Source, ip.Destination, (d.Flags & PacketFlags.ChecksumTrusted) != 0);
+        if (reason != DropReason.None)
+        {
+            Counters.TcpInErrs++;
+            return Dropped(reason);
+        }
+        if (broadcast)
+            return Dropped(DropReason.TcpNoSocket); // TCP is unicast only (RFC 1122 §4.2.3.10)
+        var seg = new TcpSegment(bytes);
+        if (!seg.TryParseOptions(out var options))
+        {
+            Counters.TcpInErrs++;
+            return Dropped(DropReason.TcpBadOptions);
+        }
+        Counters.TcpInSegs++;
+        var remote = ip.Source;
+        int c = _tcp.Find(seg.DestinationPort, remote, seg.SourcePort);
+        if (c >= 0 && _tcp[c].State == TcpState.TimeWait && (seg.Flags & (TcpFlags.Syn | TcpFlags.Ack | TcpFlags.Rst)) == TcpFlags.Syn &&
+            TimeWaitAcceptsNewSyn(c, seg, options))
+        {
+            TcpFree(c); // a new incarnation may reuse the tuple (RFC 9293 §3.6.1, RFC 6191)
+            c = -1;
+        }
+        if (c < 0)
+        {
+            int listener = _tcp.PortOwner(seg.DestinationPort);
+            if (listener >= 0 && _tcp[listener].State == TcpState.Listen)
+                ListenInput(listener, remote, seg, options);
+            else
+            {
+                TcpSendResetFor(remote, seg, bytes.Length);
+                Dropped(DropReason.TcpNoSocket);
+            }
+            return false;
+        }
+        if (_tcp[c].State == TcpState.SynSent)
+            SynSentInput(c, seg, options);
+        else
+            SynchronizedInput(c, seg, options);
+        if (_tcp.IsValid(c))
+            TcpOutput(c);
+        return false;
+    }
+
+    /// <summary>RFC 6191 / Linux tcp_timewait_state_process: a SYN whose sequence (or timestamp) is newer.</summary>
+    private bool TimeWaitAcceptsNewSyn(int c, TcpSegment seg, in TcpOptions options)
+    {
+        ref var t = ref _tcp[c];
+        if (t.Timestamps && options.HasTimestamps)
+            return (int)(options.TsVal - t.TsRecent) > 0;
+        return Seq.Gt(seg.SequenceNumber, t.RcvNxt);
+    }
+
+    private void ListenInput(int listener, Ipv4Address remote, TcpSegment seg, in TcpOptions options)
+    {
+        var flags = seg.Flags;
+        if ((flags & TcpFlags.Rst) != 0)
+            return;
+        if ((flags & TcpFlags.Ack) != 0 || (flags & TcpFlags.Syn) == 0)
+        {
+            TcpSendResetFor(remote, seg, seg.HeaderLength);
+            return;
+        }
+        ref var l = ref _tcp[listener];
+        if (l.SynQueueLength + l.AcceptQueueLength >= Math.Max(1, l.Backlog))
+        {
+            Counters.TcpExtListenOverflows++;
+            Dropped(DropReason.TcpListenOverflow); // the client retransmits its SYN, as with Linux's full queue
+            return;
+        }
+        int c = _tcp.Allocate();
+        if (c < 0)
+        {
+            Counters.TcpExtListenOverflows++;
+            Dropped(DropReason.TcpListenOverflow);
+            return;
+        }
+        ref var t = ref _tcp[c];
+        TcpInitialise(c, listener);
+        t.LocalPort = l.LocalPort;
+        t.RemoteAddress = remote;
+        t.RemotePort = seg.SourcePort;
+        t.Listener = listener;
+        SetState(ref t, TcpState.SynReceived);
+        t.Irs = seg.SequenceNumber;
+        t.RcvNxt = t.Irs + 1;
+        t.RcvRead = t.RcvNxt;
+        t.RcvAdv = t.RcvNxt;
+        t.Iss = InitialSequenceNumber(t.LocalPort, remote, t.RemotePort);
+        t.SndUna = t.Iss;
+        t.SndNxt = t.Iss + 1;
+        t.SndMax = t.SndNxt;
+        ApplySynOptions(c, seg, options);
+        _tcp.Hash(c);
+        l.SynQueueLength++;
+        Counters.TcpPassiveOpens++;
+        TcpSendFlags(c, t.Iss, TcpFlags.Syn | TcpFlags.Ack);
+        _timers.Schedule(TcpTimerId(c, TcpTimer.Retransmit), _now + t.Rto);
+    }
+
+    /// <summary>What a SYN says: the peer's MSS, window scale, SACK and timestamps, and its window.</summary>
+    private void ApplySynOptions(int c, TcpSegment seg, in TcpOptions options)
+    {
+        ref var t = ref _tcp[c];
+        int peerMss = options.Mss != 0 ? options.Mss : 536; // RFC 9293 §3.7.1: 536 when no option
+        t.WindowScaling = options.WindowScale >= 0;
+        t.SndWndShift = t.WindowScaling ? (byte)options.WindowScale : (byte)0;
+        if (!t.WindowScaling)
+            t.RcvWndShift = 0;
+        t.Timestamps = options.HasTimestamps;
+        t.SackPermitted = options.SackPermitted;
+        if (t.Timestamps)
+        {
+            t.TsRecent = options.TsVal;
+            t.TsRecentAge = _now;
+        }
+        t.SndMss = (ushort)(Math.Min(peerMss, TcpOwnMss) - (t.Timestamps ? TcpTimestampOptionBytes : 0));
+        t.SndWnd = seg.Window; // a SYN's window is never scaled
+        t.SndWl1 = seg.SequenceNumber;
+        t.SndWl2 = seg.AcknowledgmentNumber;
+        t.Cwnd = 10u * t.SndMss; // RFC 6928's initial window, as Linux
+        t.Ssthresh = uint.MaxValue;
+    }
+
+    private void SynSentInput(int c, TcpSegment seg, in TcpOptions options)
+    {
+        ref var t = ref _tcp[c];
+        var flags = seg.Flags;
+        uint ack = seg.AcknowledgmentNumber;
+        bool hasAck = (flags & TcpFlags.Ack) != 0;
+        if (hasAck && (Seq.Le(ack, t.Iss) || Seq.Gt(ack, t.SndMax)))
+        {
+            if ((flags & TcpFlags.Rst) == 0)
+                TcpSendResetFor(t.RemoteAddress, seg, seg.HeaderLength);
+            Dropped(DropReason.TcpBadAck);
+            return;
+        }
+        if ((flags & TcpFlags.Rst) != 0)
+        {
+            if (hasAck)
+                TcpFail(c, (int)Errno.ECONNREFUSED);
+            return;
+        }
+        if ((flags & TcpFlags.Syn) == 0)
+            return;
+        t.Irs = seg.SequenceNumber;
+        t.RcvNxt = t.Irs + 1;
+        t.RcvRead = t.RcvNxt;
+        t.RcvAdv = t.RcvNxt;
+        ApplySynOptions(c, seg, options);
+        t.LastReceivedAt = _now;
+        if (hasAck)
+        {
+            t.SndUna = ack;
+            SampleRtt(c, options, synExchange: true);
+            _timers.Cancel(TcpTimerId(c, TcpTimer.Retransmit));
+            Established(c);
+            t.AckNow = true;
+        }
+        else
+        {
+            // Simultaneous open (RFC 9293 §3.5, figure 8).
+            SetState(ref t, TcpState.SynReceived);
+            TcpSendFlags(c, t.Iss, TcpFlags.Syn | TcpFlags.Ack);
+        }
+    }
+
+    private void Established(int c)
+    {
+        ref var t = ref _tcp[c];
+        SetState(ref t, TcpState.Established);
+        t.Backoff = 0;
+        ArmKeepalive(c);
+    }
+
+    private void SynchronizedInput(int c, TcpSegment seg, in TcpOptions options)
+    {
+        ref var t = ref _tcp[c];
+        var flags = seg.Flags;
+        uint seq = seg.SequenceNumber;
+        var payload = seg.Payload;
+        int length = payload.Length + ((flags & TcpFlags.Syn) != 0 ? 1 : 0) + ((flags & TcpFlags.Fin) != 0 ? 1 : 0);
+
+        // PAWS (RFC 7323 §5.3): a timestamp older than TS.Recent is an old duplicate.
+        if (t.Timestamps && options.HasTimestamps && (flags & TcpFlags.Rst) == 0 && (int)(options.TsVal - t.TsRecent) < 0 &&
+            _now - t.TsRecentAge < 24L * 24 * 3600 * 1_000_000_000)
+        {
+            Counters.TcpExtPAWSEstab++;
+            Dropped(DropReason.TcpPawsRejected);
+            t.AckNow = true;
+            return;
+        }
+
+        // Acceptability (RFC 9293 §3.10.7.4, first check).
+        uint rcvWnd = RcvWindow(c);
+        bool acceptable = length == 0
+            ? (rcvWnd == 0 ? seq == t.RcvNxt : Seq.InWindow(seq, t.RcvNxt, t.RcvNxt + rcvWnd))
+            : rcvWnd != 0 && (Seq.InWindow(seq, t.RcvNxt, t.RcvNxt + rcvWnd) ||
+                              Seq.InWindow(seq + (uint)length - 1, t.RcvNxt, t.RcvNxt + rcvWnd));
+        if (!acceptable)
+        {
+            if ((flags & TcpFlags.Rst) == 0)
+                t.AckNow = true;
+            Dropped(DropReason.TcpOutOfWindow);
+            return;
+        }
+
+        // RST (RFC 5961 §3.2): only an exact match resets; anything else in the window gets a challenge ACK.
+        if ((flags & TcpFlags.Rst) != 0)
+        {
+            if (seq == t.RcvNxt)
+            {
+                if (t.State == TcpState.SynReceived && t.Listener >= 0)
+                    TcpFree(c); // a passive open goes back to the listener (RFC 9293 §3.10.7.4)
+                else
+                {
+                    if (t.State is TcpState.Established or TcpState.CloseWait)
+                        Counters.TcpEstabResets++;
+                    TcpFail(c, t.State == TcpState.SynReceived ? (int)Errno.ECONNREFUSED :
+                        t.State is TcpState.Closing or TcpState.LastAck or TcpState.TimeWait ? 0 : (int)Errno.ECONNRESET);
+                }
+            }
+            else
+                ChallengeAck(c);
+            return;
+        }
+
+        // SYN in a synchronized state (RFC 5961 §4): challenge ACK.
+        if ((flags & TcpFlags.Syn) != 0)
+        {
+            if (t.State == TcpState.SynReceived && seq == t.Irs)
+                t.AckNow = true; // a retransmitted SYN: our SYN-ACK is resent by the timer
+            else
+                ChallengeAck(c);
+            return;
+        }
+
+        if ((flags & TcpFlags.Ack) == 0)
+            return;
+
+        if (t.Timestamps && options.HasTimestamps && Seq.Le(seq, t.RcvNxt))
+        {
+            t.TsRecent = options.TsVal;
+            t.TsRecentAge = _now;
+        }
+        t.LastReceivedAt = _now;
+        t.KeepProbes = 0;
+
+        if (!AckInput(c, seg, options))
+            return;
+        if (!_tcp.IsValid(c))
+            return;
+
+        // Data and FIN (RFC 9293 §3.10.7.4, seventh and eighth steps).
+        if (t.State is TcpState.Established or TcpState.FinWait1 or TcpState.FinWait2)
+        {
+            if (payload.Length > 0)
+                ReceiveData(c, seq, payload, (flags & TcpFlags.Psh) != 0);
+        }
+        if ((flags & TcpFlags.Fin) != 0 && seq + (uint)payload.Length == t.RcvNxt && !t.FinReceived)
+            ReceiveFin(c);
+        else if ((flags & TcpFlags.Fin) != 0 && t.State == TcpState.TimeWait)
+        {
+            t.AckNow = true; // a retransmitted FIN: ACK it and restart 2MSL
+            _timers.Schedule(TcpTimerId(c, TcpTimer.Keepalive), _now + 2 * Options.TcpMslNs);
+        }
+    }
+
+    /// <summary>The fifth step: the ACK field. Returns false when the segment is to be dropped.</summary>
+    private bool AckInput(int c, TcpSegment seg, in TcpOptions options)
+    {
+        ref var t = ref _tcp[c];
+        uint ack = seg.AcknowledgmentNumber;
+        if (t.State == TcpState.SynReceived)
+        {
+            if (!(Seq.Lt(t.SndUna, ack) && Seq.Le(ack, t.SndMax)))
+            {
+                TcpSendResetFor(t.RemoteAddress, seg, seg.HeaderLength + seg.Payload.Length);
+                return false;
+            }
+            t.SndUna = ack;
+            t.SndWnd = (uint)seg.Window << t.SndWndShift;
+            t.SndWl1 = seg.SequenceNumber;
+            t.SndWl2 = ack;
+            SampleRtt(c, options, synExchange: true);
+            _timers.Cancel(TcpTimerId(c, TcpTimer.Retransmit));
+            Established(c);
+            if (t.Listener >= 0)
+                QueueForAccept(c);
+            return true;
+        }
+        // RFC 5961 §5.2: an ACK of something never sent gets an ACK back and is dropped.
+        if (Seq.Gt(ack, t.SndMax))
+        {
+            t.AckNow = true;
+            Dropped(DropReason.TcpBadAck);
+            return false;
+        }
+        uint window = (uint)seg.Window << t.SndWndShift;
+        if (Seq.Gt(ack, t.SndUna))
+        {
+            uint acked = ack - t.SndUna;
+            int dataAcked = (int)Math.Min(acked, (uint)t.SndQueued);
+            t.SndQueued -= dataAcked;
+            t.SndUna = ack;
+            if (Seq.Lt(t.SndNxt, t.SndUna))
+                t.SndNxt = t.SndUna;
+            SampleRtt(c, options, synExchange: false);
+            t.Backoff = 0;
+            t.RetransmitStartedAt = 0;
+            OnNewAck(c, acked);
+            if (t.SndUna == t.SndMax)
+                _timers.Cancel(TcpTimerId(c, TcpTimer.Retransmit));
+            else
+                _timers.Schedule(TcpTimerId(c, TcpTimer.Retransmit), _now + t.Rto);
+        }
+        else if (ack == t.SndUna && seg.Payload.Length == 0 && (seg.Flags & TcpFlags.Fin) == 0 &&
+                 t.SndMax != t.SndUna && window == t.SndWnd)
+            OnDuplicateAck(c);
+
+        // Window update (RFC 9293 §3.10.7.4): from a newer segment, or the same one acknowledging more.
+        if (Seq.Lt(t.SndWl1, seg.SequenceNumber) || (t.SndWl1 == seg.SequenceNumber && Seq.Le(t.SndWl2, ack)))
+        {
+            bool opened = t.SndWnd == 0 && window > 0;
+            t.SndWnd = window;
+            t.SndWl1 = seg.SequenceNumber;
+            t.SndWl2 = ack;
+            if (opened && t.SndUna == t.SndMax)
+                _timers.Cancel(TcpTimerId(c, TcpTimer.Retransmit)); // the persist timer's job is done
+        }
+
+        bool finAcked = t.FinSent && t.SndUna == t.SndMax;
+        switch (t.State)
+        {
+            case TcpState.FinWait1 when finAcked:
+                SetState(ref t, TcpState.FinWait2);
+                if (t.Orphaned)
+                    _timers.Schedule(TcpTimerId(c, TcpTimer.Keepalive), _now + Options.TcpFinTimeoutNs);
+                break;
+            case TcpState.Closing when finAcked:
+                EnterTimeWait(c);
+                break;
+            case TcpState.LastAck when finAcked:
+                TcpClosed(c);
+                return false;
+        }
+        return true;
+    }
+
+    /// <summary>RFC 5681 slow start and congestion avoidance; RFC 6582 NewReno recovery.</summary>
+    private void OnNewAck(int c, uint acked)
+    {
+        ref var t = ref _tcp[c];
+        if (t.InRecovery)
+        {
+            if (Seq.Gt(t.SndUna, t.Recover))
+            {
+                t.InRecovery = false;
+                t.Cwnd = Math.Min(t.Ssthresh, Math.Max(t.SndMax - t.SndUna, t.SndMss) + t.SndMss); // full ACK: deflate
+            }
+            else
+            {
+                // Partial ACK: the next hole is lost too; resend it and stay in recovery.
+                TcpRetransmitFirst(c);
+                t.Cwnd = t.Cwnd > acked ? t.Cwnd - acked + t.SndMss : t.SndMss;
+            }
+            t.DupAcks = 0;
+            return;
+        }
+        t.DupAcks = 0;
+        if (t.Cwnd < t.Ssthresh)
+            t.Cwnd += Math.Min(acked, t.SndMss);
+        else
+            t.Cwnd += Math.Max(1u, (uint)((ulong)t.SndMss * t.SndMss / t.Cwnd));
+    }
+
+    private void OnDuplicateAck(int c)
+    {
+        ref var t = ref _tcp[c];
+        t.DupAcks++;
+        if (t.InRecovery)
+        {
+            t.Cwnd += t.SndMss; // each further duplicate means a segment left the network
+            return;
+        }
+        if (t.DupAcks == 3 && Seq.Gt(t.SndUna, t.Recover))
+        {
+            // Fast retransmit (RFC 5681 §3.2), NewReno's guard against a second reduction (RFC 6582 §3.2 step 2).
+            uint flight = t.SndMax - t.SndUna;
+            t.Ssthresh = Math.Max(flight / 2, 2u * t.SndMss);
+            t.Recover = t.SndMax - 1; // the highest sequence number sent (RFC 6582 §3.2)
+            t.InRecovery = true;
+            Counters.TcpExtTCPFastRetrans++;
+            TcpRetransmitFirst(c);
+            t.Cwnd = t.Ssthresh + 3u * t.SndMss;
+        }
+    }
+
+    /// <summary>Resends the first unacknowledged segment (without moving SND.NXT).</summary>
+    private void TcpRetransmitFirst(int c)
+    {
+        ref var t = ref _tcp[c];
+        int outstandingData = (int)Math.Min(t.SndMax - t.SndUna, (uint)t.SndQueued);
+        int length = Math.Min(outstandingData, t.SndMss);
+        bool fin = t.FinSent && length == outstandingData && t.SndMax - t.SndUna == (uint)outstandingData + 1;
+        t.RttSeq = 0; // Karn: never time a retransmitted segment
+        if (TcpSendSegment(c, t.SndUna, length, TcpFlags.Ack | (fin ? TcpFlags.Fin : 0)))
+            Counters.TcpRetransSegs++;
+    }
+
+    /// <summary>RFC 6298 §2: SRTT, RTTVAR and RTO from a sample, by timestamps (RFC 7323 §4) or by Karn's rule.</summary>
+    private void SampleRtt(int c, in TcpOptions options, bool synExchange)
+    {
+        ref var t = ref _tcp[c];
+        long sample = -1;
+        if (t.Timestamps && options.HasTimestamps && options.TsEcr != 0 && t.Backoff == 0)
+            sample = (long)(TcpTimestampNow - options.TsEcr) * 1_000_000;
+        else if (!t.Timestamps && t.RttSeq != 0 && Seq.Ge(t.SndUna, t.RttSeq))
+        {
+            sample = _now - t.RttSentAt;
+            t.RttSeq = 0;
+        }
+        if (synExchange && sample < 0)
+            return;
+        if (sample < 0)
+            return;
+        sample = Math.Max(sample, 1_000);
+        if (t.Srtt == 0)
+        {
+            t.Srtt = sample;
+            t.RttVar = sample / 2;
+        }
+        else
+        {
+            t.RttVar = (3 * t.RttVar + Math.Abs(t.Srtt - sample)) / 4;
+            t.Srtt = (7 * t.Srtt + sample) / 8;
+        }
+        t.Rto = Math.Clamp(t.Srtt + Math.Max(1_000_000, 4 * t.RttVar), Options.TcpMinRtoNs, Options.TcpMaxRtoNs);
+    }
+
+    /// <summary>The receive window now: free space in the ring (as advertised, never less than offered).</summary>
+    private uint RcvWindow(int c)
+    {
+        ref var t = ref _tcp[c];
+        long free = t.RcvBufSize - (long)(t.RcvNxt - t.RcvRead);
+        long offered = (long)(int)(t.RcvAdv - t.RcvNxt);
+        return (uint)Math.Max(0, Math.Max(free, offered));
+    }
+
+    /// <summary>
+    /// Copies a segment's data into the receive ring at its sequence position. In order, RCV.NXT advances (and past
+    /// the out-of-order range when they meet); out of order, the data waits in the ring in one range beyond
+    /// RCV.NXT (SACK's scoreboard, issue 5, generalises this) and an ACK goes at once.
+    /// </summary>
+    private void ReceiveData(int c, uint seq, ReadOnlySpan<byte> data, bool push)
+    {
+        ref var t = ref _tcp[c];
+        if (Seq.Lt(seq, t.RcvNxt))
+        {
+            uint skip = t.RcvNxt - seq;
+            if (skip >= (uint)data.Length)
+            {
+                t.AckNow = true; // a duplicate: say where we are
+                return;
+            }
+            data = data[(int)skip..];
+            seq = t.RcvNxt;
+        }
+        uint limit = t.RcvRead + (uint)t.RcvBufSize;
+        if (Seq.Gt(seq + (uint)data.Length, limit))
+        {
+            if (Seq.Ge(seq, limit))
+                return;
+            data = data[..(int)(limit - seq)];
+        }
+        if (t.ShutdownRead)
+        {
+            // SHUT_RD: Linux acknowledges and discards.
+            if (seq == t.RcvNxt)
+            {
+                t.RcvNxt += (uint)data.Length;
+                t.RcvRead = t.RcvNxt;
+            }
+            t.AckNow = true;
+            return;
+        }
+        bool inOrder = seq == t.RcvNxt;
+        if (!inOrder)
+        {
+            bool empty = t.OooStart == t.OooEnd;
+            uint end = seq + (uint)data.Length;
+            // Keep it only if it touches the range we hold (or there is none); otherwise the peer resends it.
+            if (!empty && (Seq.Gt(seq, t.OooEnd) || Seq.Lt(end, t.OooStart)))
+            {
+                t.AckNow = true;
+                return;
+            }
+            CopyIntoReceiveRing(c, seq, data);
+            t.OooStart = empty ? seq : Seq.Min(t.OooStart, seq);
+            t.OooEnd = empty ? end : Seq.Max(t.OooEnd, end);
+            t.AckNow = true; // quick ACK on out-of-order data (RFC 5681 §4.2)
+            return;
+        }
+        CopyIntoReceiveRing(c, seq, data);
+        t.RcvNxt += (uint)data.Length;
+        if (t.OooStart != t.OooEnd && Seq.Ge(t.RcvNxt, t.OooStart))
+        {
+            if (Seq.Gt(t.OooEnd, t.RcvNxt))
+                t.RcvNxt = t.OooEnd;
+            t.OooStart = t.OooEnd = 0;
+            t.AckNow = true; // a hole filled: tell the sender now
+        }
+        // Delayed ACK (RFC 9293 §3.8.6.3; RFC 5681 §4.2): at least every second full segment, else within 40 ms.
+        t.SegmentsSinceAck++;
+        if (t.SegmentsSinceAck >= 2)
+            t.AckNow = true;
+        else if (!t.AckNow)
+        {
+            Counters.TcpExtDelayedACKs++;
+            _timers.Schedule(TcpTimerId(c, TcpTimer.DelayedAck), _now + Options.TcpDelayedAckNs);
+        }
+        _ = push;
+    }
+
+    private void CopyIntoReceiveRing(int c, uint seq, ReadOnlySpan<byte> data)
+    {
+        ref var t = ref _tcp[c];
+        var ring = _tcp.ReceiveRing(c);
+        int mask = ring.Length - 1;
+        int at = (int)(seq - t.Irs - 1) & mask;
+        int first = Math.Min(data.Length, ring.Length - at);
+        data[..first].CopyTo(ring[at..]);
+        if (first < data.Length)
+            data[first..].CopyTo(ring);
+    }
+
+    private void ReceiveFin(int c)
+    {
+        ref var t = ref _tcp[c];
+        t.RcvNxt++;
+        t.FinReceived = true;
+        t.AckNow = true;
+        switch (t.State)
+        {
+            case TcpState.SynReceived:
+            case TcpState.Established:
+                SetState(ref t, TcpState.CloseWait);
+                break;
+            case TcpState.FinWait1:
+                if (t.FinSent && t.SndUna == t.SndMax)
+                    EnterTimeWait(c);
+                else
+                    SetState(ref t, TcpState.Closing);
+                break;
+            case TcpState.FinWait2:
+                EnterTimeWait(c);
+                break;
+        }
+    }
+
+    /// <summary>RFC 5961 §7: challenge ACKs, rate-limited across the stack.</summary>
+    private void ChallengeAck(int c)
+    {
+        if (!_challengeAcks.TryTake(_now))
+        {
+            Dropped(DropReason.TcpChallengeAckLimited);
+            return;
+        }
+        Counters.TcpExtTCPChallengeACK++;
+        _tcp[c].AckNow = true;
+    }
+}

@@ -1,0 +1,238 @@
+using System.Buffers.Binary;
+using Onload.Stack.Tcp;
+using Onload.Stack.Wire;
+
+namespace Onload.Stack;
+
+// TCP output (RFC 9293 §3.8, RFC 896 Nagle, RFC 5681): what to send now, and building segments straight into
+// VNIC buffers from the send ring.
+public sealed partial class NetStack
+{
+    /// <summary>Bytes of options on a data segment when timestamps are on: NOP, NOP, TS (RFC 7323 Appendix A).</summary>
+    private const int TcpTimestampOptionBytes = 12;
+
+    /// <summary>Sends what the connection may send now: new data within the windows, a FIN, or a due ACK.</summary>
+    private void TcpOutput(int c)
+    {
+        ref var t = ref _tcp[c];
+        if (t.State is TcpState.Closed or TcpState.Listen or TcpState.SynSent or TcpState.SynReceived or TcpState.TimeWait)
+        {
+            if (t.AckNow && t.State == TcpState.TimeWait)
+                TcpSendFlags(c, t.SndNxt, TcpFlags.Ack);
+            t.AckNow = false;
+            return;
+        }
+        bool sent = false;
+        while (true)
+        {
+            uint inFlight = t.SndNxt - t.SndUna;
+            uint queuedEnd = t.SndUna + (uint)t.SndQueued;
+            int unsent = (int)(queuedEnd - t.SndNxt);
+            if (t.FinSent)
+                unsent = 0;
+            long window = Math.Min(t.SndWnd, t.Cwnd);
+            long usable = window - inFlight;
+            int length = (int)Math.Max(0, Math.Min(Math.Min(unsent, t.SndMss), usable));
+            bool finNow = t.FinQueued && !t.FinSent && length == unsent;
+            if (length == 0 && !finNow)
+                break;
+            if (length > 0 && length < t.SndMss && !finNow)
+            {
+                // Nagle (RFC 896): a small segment waits while data is unacknowledged; TCP_CORK waits for a full one.
+                if (t.Cork || (!t.NoDelay && inFlight > 0))
+                    break;
+                // Sender silly-window avoidance (RFC 9293 §3.8.6.2.1): a small piece of what is queued waits for
+                // the window to open, unless it is all there is to send.
+                if (length < unsent && length < t.SndWnd / 2)
+                    break;
+            }
+            var flags = TcpFlags.Ack;
+            if (length > 0 && length == unsent)
+                flags |= TcpFlags.Psh;
+            if (finNow)
+                flags |= TcpFlags.Fin;
+            if (!TcpSendSegment(c, t.SndNxt, length, flags))
+                break;
+            if (Seq.Lt(t.SndNxt, t.SndMax))
+                Counters.TcpRetransSegs++; // going back over data after a timeout
+            if (t.RttSeq == 0 && !t.Timestamps && t.SndNxt == t.SndMax && length > 0)
+            {
+                t.RttSeq = t.SndNxt + (uint)length;
+                t.RttSentAt = _now;
+            }
+            t.SndNxt += (uint)length + (finNow ? 1u : 0u);
+            if (finNow)
+                t.FinSent = true;
+            if (Seq.Gt(t.SndNxt, t.SndMax))
+                t.SndMax = t.SndNxt;
+            if (!_timers.IsScheduled(TcpTimerId(c, TcpTimer.Retransmit)))
+                _timers.Schedule(TcpTimerId(c, TcpTimer.Retransmit), _now + t.Rto);
+            sent = true;
+            if (finNow)
+                break;
+        }
+        if (!sent && t.SndWnd == 0 && t.SndQueued > (int)(t.SndNxt - t.SndUna) && t.SndNxt == t.SndUna &&
+            !_timers.IsScheduled(TcpTimerId(c, TcpTimer.Retransmit)))
+        {
+            // Zero window with data waiting: the persist timer probes until the window opens (RFC 9293 §3.8.6.1).
+            _timers.Schedule(TcpTimerId(c, TcpTimer.Retransmit), _now + t.Rto);
+        }
+        if (!sent && t.AckNow)
+            TcpSendFlags(c, t.SndNxt, TcpFlags.Ack);
+    }
+
+    /// <summary>A segment without data (an ACK, a SYN, a FIN, a RST, a probe) at <paramref name="seq"/>.</summary>
+    private bool TcpSendFlags(int c, uint seq, TcpFlags flags) => TcpSendSegment(c, seq, 0, flags);
+
+    /// <summary>
+    /// Builds one segment for connection <paramref name="c"/>: header, options, <paramref name="length"/> bytes of
+    /// the send ring from <paramref name="seq"/>, checksum; and sends it. Every segment carries the current ACK and
+    /// window, so sending one satisfies a pending ACK.
+    /// </summary>
+    private bool TcpSendSegment(int c, uint seq, int length, TcpFlags flags)
+    {
+        ref var t = ref _tcp[c];
+        int buffer = AllocateTx();
+        if (buffer < 0)
+            return false;
+        var frame = _pool.Span(buffer);
+        var segment = frame[IpPayloadOffset..];
+        int optionBytes = TcpWriteOptions(c, segment[TcpSegment.MinHeaderLength..], flags);
+        int headerLength = TcpSegment.MinHeaderLength + optionBytes;
+        if (length > 0)
+        {
+            var ring = _tcp.SendRing(c);
+            int mask = ring.Length - 1;
+            int at = (int)(seq - t.Iss - 1) & mask;
+            int first = Math.Min(length, ring.Length - at);
+            ring.Slice(at, first).CopyTo(segment[headerLength..]);
+            if (first < length)
+                ring[..(length - first)].CopyTo(segment[(headerLength + first)..]);
+        }
+        uint ack = (flags & TcpFlags.Ack) != 0 ? t.RcvNxt : 0;
+        var tcp = new TcpSegment(segment);
+        tcp.WriteHeader(t.LocalPort, t.RemotePort, seq, ack, flags, TcpAdvertiseWindow(c, flags), optionBytes);
+        tcp.FillChecksum(_address, t.RemoteAddress, headerLength + length);
+        Counters.TcpOutSegs++;
+        if ((flags & TcpFlags.Rst) != 0)
+            Counters.TcpOutRsts++;
+        t.AckNow = false;
+        t.SegmentsSinceAck = 0;
+        _timers.Cancel(TcpTimerId(c, TcpTimer.DelayedAck));
+        // Linux sets DF on TCP: segments are sized to the path, never fragmented.
+        Ipv4Output(buffer, t.RemoteAddress, IpProtocol.Tcp, headerLength + length, dontFragment: true);
+        return true;
+    }
+
+    /// <summary>Options: MSS, window scale, SACK-permitted and timestamps on a SYN (RFC 9293 §3.2, RFC 7323);
+    /// timestamps alone afterwards when negotiated. Returns their length, padded to a multiple of 4.</summary>
+    private int TcpWriteOptions(int c, Span<byte> o, TcpFlags flags)
+    {
+        ref var t = ref _tcp[c];
+        int n = 0;
+        bool syn = (flags & TcpFlags.Syn) != 0;
+        if (syn)
+        {
+            o[n++] = TcpSegment.OptionMss;
+            o[n++] = 4;
+            BinaryPrimitives.WriteUInt16BigEndian(o[n..], (ushort)TcpOwnMss);
+            n += 2;
+            // On a SYN-ACK, only what the peer offered (RFC 7323 §1.3, §2.2; RFC 2018 §2).
+            bool ack = (flags & TcpFlags.Ack) != 0;
+            if (!ack || t.SackPermitted)
+            {
+                o[n++] = TcpSegment.OptionSackPermitted;
+                o[n++] = 2;
+            }
+            else
+            {
+                o[n++] = TcpSegment.OptionNop;
+                o[n++] = TcpSegment.OptionNop;
+            }
+            if (!ack || t.Timestamps)
+            {
+                WriteTimestamps(ref t, o[n..]);
+                n += 10;
+            }
+            if (!ack || t.WindowScaling)
+            {
+                o[n++] = TcpSegment.OptionNop;
+                o[n++] = TcpSegment.OptionWindowScale;
+                o[n++] = 3;
+                o[n++] = t.RcvWndShift;
+            }
+        }
+        else if (t.Timestamps && (flags & TcpFlags.Rst) == 0)
+        {
+            o[n++] = TcpSegment.OptionNop;
+            o[n++] = TcpSegment.OptionNop;
+            WriteTimestamps(ref t, o[n..]);
+            n += 10;
+        }
+        while ((n & 3) != 0)
+            o[n++] = TcpSegment.OptionEnd;
+        return n;
+    }
+
+    private void WriteTimestamps(ref TcpConnection t, Span<byte> o)
+    {
+        o[0] = TcpSegment.OptionTimestamps;
+        o[1] = 10;
+        BinaryPrimitives.WriteUInt32BigEndian(o[2..], TcpTimestampNow);
+        BinaryPrimitives.WriteUInt32BigEndian(o[6..], t.TsRecent);
+    }
+
+    /// <summary>The timestamp clock: milliseconds (RFC 7323 §5.4 allows 1 ms to 1 s per tick) plus a random offset.</summary>
+    private uint TcpTimestampNow => (uint)(_now / 1_000_000) + _tcpTimestampOffset;
+
+    /// <summary>Our MSS: what fits the MTU after the IPv4 and TCP headers.</summary>
+    private int TcpOwnMss => _vnic.Mtu - Ipv4Packet.MinHeaderLength - TcpSegment.MinHeaderLength;
+
+    /// <summary>
+    /// The window to advertise (RFC 9293 §3.8.6.2.2): free receive buffer, never shrinking the right edge already
+    /// offered, and not opened by less than an MSS at a time (receiver silly-window avoidance).
+    /// </summary>
+    private ushort TcpAdvertiseWindow(int c, TcpFlags flags)
+    {
+        ref var t = ref _tcp[c];
+        if ((flags & TcpFlags.Syn) != 0)
+            return (ushort)Math.Min(t.RcvBufSize, ushort.MaxValue); // never scaled on a SYN (RFC 7323 §2.2)
+        long free = t.RcvBufSize - (long)(t.RcvNxt - t.RcvRead);
+        if (t.ShutdownRead)
+            free = t.RcvBufSize;
+        uint rightEdge = t.RcvNxt + (uint)Math.Max(0, free);
+        if (Seq.Lt(rightEdge, t.RcvAdv))
+            rightEdge = t.RcvAdv;
+        else if ((long)(rightEdge - t.RcvAdv) < Math.Min(t.RcvBufSize / 2, TcpOwnMss) && Seq.Ge(t.RcvAdv, t.RcvNxt))
+            rightEdge = t.RcvAdv;
+        long window = (long)(rightEdge - t.RcvNxt) >> t.RcvWndShift;
+        window = Math.Min(window, ushort.MaxValue);
+        t.RcvAdv = t.RcvNxt + (uint)(window << t.RcvWndShift);
+        return (ushort)window;
+    }
+
+    /// <summary>A RST answering a segment that has no connection (RFC 9293 §3.10.7.1).</summary>
+    private void TcpSendResetFor(Ipv4Address remote, TcpSegment segment, int segmentLength)
+    {
+        var flags = segment.Flags;
+        if ((flags & TcpFlags.Rst) != 0)
+            return;
+        int buffer = AllocateTx();
+        if (buffer < 0)
+            return;
+        var out_ = new TcpSegment(_pool.Span(buffer)[IpPayloadOffset..]);
+        if ((flags & TcpFlags.Ack) != 0)
+            out_.WriteHeader(segment.DestinationPort, segment.SourcePort, segment.AcknowledgmentNumber, 0, TcpFlags.Rst, 0, 0);
+        else
+        {
+            uint length = (uint)(segmentLength - segment.HeaderLength) +
+                ((flags & TcpFlags.Syn) != 0 ? 1u : 0u) + ((flags & TcpFlags.Fin) != 0 ? 1u : 0u);
+            out_.WriteHeader(segment.DestinationPort, segment.SourcePort, 0, segment.SequenceNumber + length,
+                TcpFlags.Rst | TcpFlags.Ack, 0, 0);
+        }
+        out_.FillChecksum(_address, remote, TcpSegment.MinHeaderLength);
+        Counters.TcpOutSegs++;
+        Counters.TcpOutRsts++;
+        Ipv4Output(buffer, remote, IpProtocol.Tcp, TcpSegment.MinHeaderLength, dontFragment: true);
+    }
+}

@@ -1,0 +1,129 @@
+using Onload.Stack.Tcp;
+using Onload.Stack.Wire;
+
+namespace Onload.Stack;
+
+// TCP timers (RFC 6298 retransmission, RFC 9293 §3.8.6.1 persist, RFC 1122 §4.2.3.6 keepalive, delayed ACK,
+// 2MSL), all on the timer wheel: each expiry costs O(1), and nothing scans the connections.
+public sealed partial class NetStack
+{
+    private void TcpTimers()
+    {
+        int n;
+        while ((n = _timers.Advance(_now, _expired)) > 0)
+        {
+            for (int i = 0; i < n; i++)
+            {
+                int id = _expired[i];
+                int c = id / (int)TcpTimer.Count;
+                if (!_tcp.IsValid(c))
+                    continue;
+                switch ((TcpTimer)(id % (int)TcpTimer.Count))
+                {
+                    case TcpTimer.Retransmit:
+                        RetransmitTimer(c);
+                        break;
+                    case TcpTimer.DelayedAck:
+                        _tcp[c].AckNow = true;
+                        TcpOutput(c);
+                        break;
+                    case TcpTimer.Keepalive:
+                        KeepaliveTimer(c);
+                        break;
+                }
+            }
+        }
+        ScheduleTimer(_timers.NextExpiry);
+    }
+
+    private void RetransmitTimer(int c)
+    {
+        ref var t = ref _tcp[c];
+        if (t.State is TcpState.SynSent or TcpState.SynReceived)
+        {
+            int limit = t.State == TcpState.SynSent ? Options.TcpSynRetries : Options.TcpSynAckRetries;
+            if (t.Backoff >= limit)
+            {
+                Counters.TcpExtTCPAbortOnTimeout++;
+                TcpFail(c, (int)Errno.ETIMEDOUT);
+                return;
+            }
+            t.Backoff++;
+            t.Rto = Math.Min(t.Rto * 2, Options.TcpMaxRtoNs);
+            Counters.TcpExtTCPTimeouts++;
+            if (TcpSendFlags(c, t.Iss, t.State == TcpState.SynSent ? TcpFlags.Syn : TcpFlags.Syn | TcpFlags.Ack))
+                Counters.TcpRetransSegs++;
+            _timers.Schedule(TcpTimerId(c, TcpTimer.Retransmit), _now + t.Rto);
+            return;
+        }
+        if (t.SndUna == t.SndMax)
+        {
+            // Nothing outstanding: the persist timer. Probe a zero window with the byte before SND.UNA, which
+            // the peer must acknowledge with its current window (Linux's tcp_xmit_probe_skb).
+            if (t.SndWnd == 0 && t.SndQueued > 0 && t.State is TcpState.Established or TcpState.CloseWait or TcpState.FinWait1)
+            {
+                TcpSendFlags(c, t.SndUna - 1, TcpFlags.Ack);
+                t.Backoff = Math.Min(t.Backoff + 1, 16);
+                _timers.Schedule(TcpTimerId(c, TcpTimer.Retransmit), _now + Math.Min(t.Rto << t.Backoff, Options.TcpMaxRtoNs));
+            }
+            return;
+        }
+        if (t.RetransmitStartedAt == 0)
+            t.RetransmitStartedAt = _now;
+        bool userTimeout = t.UserTimeoutNs > 0 && _now - t.RetransmitStartedAt >= t.UserTimeoutNs;
+        if (userTimeout || t.Backoff >= Options.TcpRetries)
+        {
+            Counters.TcpExtTCPAbortOnTimeout++;
+            TcpFail(c, (int)Errno.ETIMEDOUT);
+            return;
+        }
+        // RFC 6298 §5.4–5.6 and RFC 5681 §3.1: back off, collapse the window, resend from SND.UNA.
+        Counters.TcpExtTCPTimeouts++;
+        uint flight = t.SndMax - t.SndUna;
+        t.Ssthresh = Math.Max(flight / 2, 2u * t.SndMss);
+        t.Cwnd = t.SndMss;
+        t.InRecovery = false;
+        t.Recover = t.SndMax - 1;
+        t.DupAcks = 0;
+        t.Backoff++;
+        t.Rto = Math.Min(t.Rto * 2, Options.TcpMaxRtoNs);
+        t.RttSeq = 0;
+        t.SndNxt = t.SndUna;
+        if (t.FinSent)
+            t.FinSent = false; // the FIN goes again after the data it follows
+        TcpOutput(c);
+        _timers.Schedule(TcpTimerId(c, TcpTimer.Retransmit), _now + t.Rto);
+    }
+
+    private void KeepaliveTimer(int c)
+    {
+        ref var t = ref _tcp[c];
+        switch (t.State)
+        {
+            case TcpState.TimeWait:
+                TcpFree(c);
+                return;
+            case TcpState.FinWait2 when t.Orphaned:
+                TcpFree(c); // tcp_fin_timeout: the peer never closed its side
+                return;
+            case TcpState.Established or TcpState.CloseWait when t.KeepAlive:
+                long idle = _now - t.LastReceivedAt;
+                if (idle < t.KeepIdleNs && t.KeepProbes == 0)
+                {
+                    _timers.Schedule(TcpTimerId(c, TcpTimer.Keepalive), t.LastReceivedAt + t.KeepIdleNs);
+                    return;
+                }
+                if (t.KeepProbes >= t.KeepCount)
+                {
+                    Counters.TcpExtTCPAbortOnTimeout++;
+                    TcpFail(c, (int)Errno.ETIMEDOUT);
+                    return;
+                }
+                // A keepalive probe: one byte the peer has already acknowledged (RFC 1122 §4.2.3.6) — no data.
+                t.KeepProbes++;
+                TcpSendFlags(c, t.SndUna - 1, TcpFlags.Ack);
+                _timers.Schedule(TcpTimerId(c, TcpTimer.Keepalive), _now + t.KeepIntervalNs);
+                return;
+        }
+    }
+}

@@ -1,0 +1,148 @@
+using Onload.Stack.Wire;
+
+namespace Onload.Stack.Tcp;
+
+/// <summary>Connection states (RFC 9293 §3.3.2).</summary>
+public enum TcpState : byte
+{
+    Closed,
+    Listen,
+    SynSent,
+    SynReceived,
+    Established,
+    FinWait1,
+    FinWait2,
+    CloseWait,
+    Closing,
+    LastAck,
+    TimeWait,
+}
+
+/// <summary>The timers of one connection; timer id in the wheel = connection × <see cref="Count"/> + kind.</summary>
+public enum TcpTimer
+{
+    /// <summary>Retransmission (and SYN/SYN-ACK retransmission, and the persist probe when the window is zero).</summary>
+    Retransmit,
+    DelayedAck,
+    /// <summary>Keepalive while idle; 2MSL in TIME_WAIT.</summary>
+    Keepalive,
+    Count,
+}
+
+/// <summary>
+/// One connection's control block (RFC 9293 §3.3.1), a row of a fixed unmanaged table. Names follow the RFC
+/// (SND.UNA is <see cref="SndUna"/>) and Linux where the RFC has none.
+/// </summary>
+public struct TcpConnection
+{
+    public bool InUse;
+    public TcpState State;
+    /// <summary>Bound to a local port (by bind, listen or connect).</summary>
+    public bool Bound;
+    /// <summary>A child of a listener not yet handed out by accept, or -1.</summary>
+    public int Listener;
+    /// <summary>Next connection in the listener's accept queue, or -1.</summary>
+    public int AcceptNext;
+    /// <summary>Next connection in the same demultiplexing hash chain, or -1.</summary>
+    public int HashNext;
+    /// <summary>Hashed into the connection table (has a remote end).</summary>
+    public bool Hashed;
+
+    public ushort LocalPort;
+    public Ipv4Address RemoteAddress;
+    public ushort RemotePort;
+
+    // Listener only.
+    public int Backlog;
+    public int SynQueueLength;
+    public int AcceptQueueLength;
+    public int AcceptHead;
+    public int AcceptTail;
+
+    // Send sequence space (RFC 9293 §3.3.1).
+    public uint Iss;
+    public uint SndUna;
+    public uint SndNxt;
+    /// <summary>The highest sequence number sent (SND.NXT can move back on retransmission).</summary>
+    public uint SndMax;
+    public uint SndWnd;
+    public uint SndWl1;
+    public uint SndWl2;
+    /// <summary>Bytes the application wrote that are not yet acknowledged: the send buffer holds [SND.UNA, SND.UNA + this).</summary>
+    public int SndQueued;
+    public int SndBufSize;
+    /// <summary>Shift the peer applies to the windows it advertises (its Window Scale option).</summary>
+    public byte SndWndShift;
+    public ushort SndMss;
+
+    // Receive sequence space.
+    public uint Irs;
+    public uint RcvNxt;
+    /// <summary>The sequence number of the next byte the application reads.</summary>
+    public uint RcvRead;
+    /// <summary>The right edge last advertised (RCV.NXT + RCV.WND when sent): never moved left (RFC 9293 §3.8.6.2).</summary>
+    public uint RcvAdv;
+    public int RcvBufSize;
+    /// <summary>Shift we apply to the windows we advertise.</summary>
+    public byte RcvWndShift;
+    /// <summary>Out-of-order data already in the receive buffer: one range [start, end) beyond RCV.NXT (more with SACK, issue 5).</summary>
+    public uint OooStart;
+    public uint OooEnd;
+
+    // Options negotiated.
+    public bool WindowScaling;
+    public bool Timestamps;
+    public bool SackPermitted;
+    public uint TsRecent;
+    public long TsRecentAge;
+
+    // Round-trip time (RFC 6298), in nanoseconds.
+    public long Srtt;
+    public long RttVar;
+    public long Rto;
+    public int Backoff;
+    /// <summary>Karn's algorithm without timestamps: the segment being timed (its end) and when it left; 0 = none.</summary>
+    public uint RttSeq;
+    public long RttSentAt;
+    public long RetransmitStartedAt;
+
+    // Congestion control (RFC 5681, NewReno RFC 6582).
+    public uint Cwnd;
+    public uint Ssthresh;
+    public int DupAcks;
+    public bool InRecovery;
+    public uint Recover;
+
+    // Closing.
+    /// <summary>The application shut down sending: a FIN follows the queued data.</summary>
+    public bool FinQueued;
+    public bool FinSent;
+    /// <summary>The peer's FIN was received in order: reads return 0 after the data.</summary>
+    public bool FinReceived;
+    public bool ShutdownRead;
+
+    // Pending work.
+    public bool AckNow;
+    public int SegmentsSinceAck;
+    /// <summary>A pending asynchronous error (ECONNRESET, ETIMEDOUT, ECONNREFUSED), reported once.</summary>
+    public int Error;
+    /// <summary>The connection was reset or timed out: nothing more to read or send.</summary>
+    public bool Dead;
+    /// <summary>The application closed its handle; the stack frees the row when the connection ends.</summary>
+    public bool Orphaned;
+
+    // Socket options.
+    public bool NoDelay;
+    public bool Cork;
+    public bool KeepAlive;
+    public bool LingerZero;
+    public long KeepIdleNs;
+    public long KeepIntervalNs;
+    public int KeepCount;
+    public int KeepProbes;
+    public long UserTimeoutNs;
+    public long LastReceivedAt;
+
+    /// <summary>Bytes readable now.</summary>
+    public readonly int Readable => (int)(RcvNxt - RcvRead) - (FinReceived ? 1 : 0);
+}

@@ -1,0 +1,154 @@
+using System.Numerics;
+using System.Runtime.InteropServices;
+using Onload.Stack.Memory;
+using Onload.Stack.Wire;
+
+namespace Onload.Stack.Tcp;
+
+/// <summary>
+/// The TCP connection table: connections by index, a hash of (local port, remote address, remote port) for
+/// established demultiplexing, an array from port to listener or bound socket, and one send and one receive ring
+/// per row in a single unmanaged arena (pages are touched only when used). Nothing is allocated after construction.
+/// </summary>
+public sealed unsafe class TcpTable : IDisposable
+{
+    private readonly StructTable<TcpConnection> _rows;
+    private readonly int[] _buckets;
+    private readonly int _bucketMask;
+    private readonly short[] _portOwner; // row + 1 per bound port
+    private byte* _arena;
+    private int _nextFree;
+
+    public TcpTable(int connections, int sendBuffer, int receiveBuffer)
+    {
+        if (connections > short.MaxValue - 1)
+            throw new ArgumentOutOfRangeException(nameof(connections));
+        if (!BitOperations.IsPow2(sendBuffer) || !BitOperations.IsPow2(receiveBuffer))
+            throw new ArgumentException("TCP buffer sizes must be powers of two");
+        _rows = new StructTable<TcpConnection>(connections);
+        SendBufferSize = sendBuffer;
+        ReceiveBufferSize = receiveBuffer;
+        _arena = (byte*)NativeMemory.Alloc((nuint)connections * (nuint)(sendBuffer + receiveBuffer));
+        int buckets = (int)BitOperations.RoundUpToPowerOf2((uint)connections * 2);
+        _buckets = new int[buckets];
+        _bucketMask = buckets - 1;
+        Array.Fill(_buckets, -1);
+        _portOwner = new short[65536];
+    }
+
+    public int Capacity => _rows.Length;
+    public int SendBufferSize { get; }
+    public int ReceiveBufferSize { get; }
+    public int Open { get; private set; }
+
+    public ref TcpConnection this[int c] => ref _rows[c];
+
+    public bool IsValid(int c) => (uint)c < (uint)_rows.Length && _rows[c].InUse;
+
+    public int Allocate()
+    {
+        for (int n = 0; n < _rows.Length; n++)
+        {
+            int c = (_nextFree + n) % _rows.Length;
+            if (_rows[c].InUse)
+                continue;
+            ref var t = ref _rows[c];
+            t = default;
+            t.InUse = true;
+            t.Listener = -1;
+            t.AcceptNext = -1;
+            t.AcceptHead = t.AcceptTail = -1;
+            t.HashNext = -1;
+            t.SndBufSize = SendBufferSize;
+            t.RcvBufSize = ReceiveBufferSize;
+            _nextFree = (c + 1) % _rows.Length;
+            Open++;
+            return c;
+        }
+        return -1;
+    }
+
+    public void Free(int c)
+    {
+        ref var t = ref _rows[c];
+        Unhash(c);
+        if (t.Bound && _portOwner[t.LocalPort] == c + 1)
+            _portOwner[t.LocalPort] = 0;
+        t = default;
+        Open--;
+    }
+
+    public Span<byte> SendRing(int c) => new(_arena + (long)c * (SendBufferSize + ReceiveBufferSize), SendBufferSize);
+
+    public Span<byte> ReceiveRing(int c) => new(_arena + (long)c * (SendBufferSize + ReceiveBufferSize) + SendBufferSize, ReceiveBufferSize);
+
+    public int PortOwner(ushort port) => _portOwner[port] - 1;
+
+    public bool PortInUse(ushort port) => _portOwner[port] != 0;
+
+    public void BindPort(int c, ushort port)
+    {
+        _portOwner[port] = (short)(c + 1);
+        _rows[c].Bound = true;
+        _rows[c].LocalPort = port;
+    }
+
+    /// <summary>A port stays bound by a child connection (accepted from a listener) without owning it.</summary>
+    public void ReleasePort(int c)
+    {
+        ref var t = ref _rows[c];
+        if (t.Bound && _portOwner[t.LocalPort] == c + 1)
+            _portOwner[t.LocalPort] = 0;
+    }
+
+    private int Bucket(ushort localPort, Ipv4Address remote, ushort remotePort) =>
+        (int)(((uint)localPort * 0x9E37_79B1u ^ remote.Value * 0x85EB_CA6Bu ^ (uint)remotePort * 0xC2B2_AE35u) >> 8) & _bucketMask;
+
+    public void Hash(int c)
+    {
+        ref var t = ref _rows[c];
+        int b = Bucket(t.LocalPort, t.RemoteAddress, t.RemotePort);
+        t.HashNext = _buckets[b];
+        _buckets[b] = c;
+        t.Hashed = true;
+    }
+
+    public void Unhash(int c)
+    {
+        ref var t = ref _rows[c];
+        if (!t.Hashed)
+            return;
+        int b = Bucket(t.LocalPort, t.RemoteAddress, t.RemotePort);
+        if (_buckets[b] == c)
+            _buckets[b] = t.HashNext;
+        else
+        {
+            int p = _buckets[b];
+            while (_rows[p].HashNext != c)
+                p = _rows[p].HashNext;
+            _rows[p].HashNext = t.HashNext;
+        }
+        t.Hashed = false;
+        t.HashNext = -1;
+    }
+
+    /// <summary>The connection for a segment's four-tuple, or -1.</summary>
+    public int Find(ushort localPort, Ipv4Address remote, ushort remotePort)
+    {
+        for (int c = _buckets[Bucket(localPort, remote, remotePort)]; c >= 0; c = _rows[c].HashNext)
+        {
+            ref var t = ref _rows[c];
+            if (t.LocalPort == localPort && t.RemotePort == remotePort && t.RemoteAddress == remote)
+                return c;
+        }
+        return -1;
+    }
+
+    public void Dispose()
+    {
+        _rows.Dispose();
+        if (_arena != null)
+            NativeMemory.Free(_arena);
+        _arena = null;
+    }
+}
