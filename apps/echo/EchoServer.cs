@@ -31,6 +31,107 @@ internal sealed class EchoServer(NetStack stack, Settings settings)
         return 0;
     }
 
+    private readonly List<(int Socket, bool Sink)> _listeners = [];
+    private readonly List<TcpPeer> _connections = [];
+
+    /// <summary>A TCP connection being served: echoed back, or (sink) read, counted and hashed.</summary>
+    private sealed class TcpPeer(int socket, bool sink)
+    {
+        public int Socket { get; } = socket;
+        public bool Sink { get; } = sink;
+        public byte[] Pending { get; } = new byte[65536];
+        public int PendingOffset;
+        public int PendingLength;
+        public long Bytes;
+        public System.Security.Cryptography.IncrementalHash Hash { get; } =
+            System.Security.Cryptography.IncrementalHash.CreateHash(System.Security.Cryptography.HashAlgorithmName.SHA256);
+    }
+
+    public int AddTcpPort(ushort port, bool sink)
+    {
+        int s = stack.TcpOpen();
+        if (s < 0)
+            return s;
+        int rc = stack.TcpBind(s, new Ipv4Endpoint(Ipv4Address.Any, port));
+        if (rc == 0)
+            rc = stack.TcpListen(s, 128);
+        if (rc < 0)
+        {
+            stack.TcpClose(s);
+            return rc;
+        }
+        stack.TcpSetNoDelay(s, true);
+        _listeners.Add((s, sink));
+        return 0;
+    }
+
+    private int ServeTcp()
+    {
+        int work = 0;
+        foreach (var (listener, sink) in _listeners)
+        {
+            int c;
+            while ((c = stack.TcpAccept(listener, out _)) >= 0)
+            {
+                _connections.Add(new TcpPeer(c, sink));
+                work++;
+            }
+        }
+        for (int i = _connections.Count - 1; i >= 0; i--)
+        {
+            var p = _connections[i];
+            work += ServeConnection(p, out bool done);
+            if (done)
+            {
+                stack.TcpClose(p.Socket);
+                _connections.RemoveAt(i);
+            }
+        }
+        return work;
+    }
+
+    private int ServeConnection(TcpPeer p, out bool done)
+    {
+        done = false;
+        int work = 0;
+        while (true)
+        {
+            if (p.PendingLength > 0)
+            {
+                int sent = stack.TcpSend(p.Socket, p.Pending.AsSpan(p.PendingOffset, p.PendingLength));
+                if (sent < 0)
+                {
+                    done = sent != -(int)Errno.EAGAIN;
+                    return work;
+                }
+                p.PendingOffset += sent;
+                p.PendingLength -= sent;
+                if (p.PendingLength > 0)
+                    return work;
+            }
+            int n = stack.TcpReceive(p.Socket, p.Pending);
+            if (n == -(int)Errno.EAGAIN)
+                return work;
+            if (n <= 0)
+            {
+                // End of stream (or an error): finish our side too.
+                if (p.Sink)
+                    Console.Out.WriteLine($"onload-echo: sink received {p.Bytes} bytes sha256 {Convert.ToHexStringLower(p.Hash.GetHashAndReset())}");
+                done = true;
+                return work + 1;
+            }
+            work++;
+            p.Bytes += n;
+            if (p.Sink)
+            {
+                p.Hash.AppendData(p.Pending, 0, n);
+                continue;
+            }
+            p.PendingOffset = 0;
+            p.PendingLength = n;
+        }
+    }
+
     public void Stop() => _stop = true;
 
     public void Run()
@@ -42,6 +143,7 @@ internal sealed class EchoServer(NetStack stack, Settings settings)
             int work = stack.Poll();
             foreach (int s in _sockets)
                 work += EchoAll(s);
+            work += ServeTcp();
             long now = MonotonicClock.Instance.NowNanoseconds;
             if (work > 0)
             {

@@ -9,11 +9,13 @@ var vnicOption = new Option<string>("--vnic") { Description = "VNIC spec KIND:NA
 var addrOption = new Option<string>("--addr") { Description = "the stack's own address, IP/PREFIX (direct mode)", Required = true };
 var gatewayOption = new Option<string?>("--gateway") { Description = "default gateway for destinations off the subnet" };
 var udpOption = new Option<int[]>("--udp") { Description = "UDP port to echo (repeatable)", AllowMultipleArgumentsPerToken = false };
+var tcpOption = new Option<int[]>("--tcp") { Description = "TCP port to echo (repeatable)", AllowMultipleArgumentsPerToken = false };
+var sinkOption = new Option<int[]>("--tcp-sink") { Description = "TCP port that reads and discards, printing each stream's length and SHA-256 at its end", AllowMultipleArgumentsPerToken = false };
 var statsOption = new Option<bool>("--stats-on-exit") { Description = "print the stack's counters on exit (always on for SIGINT/SIGTERM)" };
 
-var root = new RootCommand("onload-echo: answers ping and echoes UDP on the user-level stack, in direct mode")
+var root = new RootCommand("onload-echo: answers ping and echoes UDP and TCP on the user-level stack, in direct mode")
 {
-    vnicOption, addrOption, gatewayOption, udpOption, statsOption,
+    vnicOption, addrOption, gatewayOption, udpOption, tcpOption, sinkOption, statsOption,
 };
 
 root.SetAction(parse =>
@@ -34,7 +36,9 @@ root.SetAction(parse =>
         return 2;
     }
     var ports = parse.GetValue(udpOption) ?? [];
-    foreach (int p in ports)
+    var tcpPorts = parse.GetValue(tcpOption) ?? [];
+    var sinkPorts = parse.GetValue(sinkOption) ?? [];
+    foreach (int p in ports.Concat(tcpPorts).Concat(sinkPorts))
         if (p is < 1 or > 65535)
         {
             Console.Error.WriteLine($"onload-echo: --udp {p}: port must be 1..65535");
@@ -68,10 +72,21 @@ root.SetAction(parse =>
                 return 1;
             }
         }
+        foreach (var (p, sink) in tcpPorts.Select(p => (p, false)).Concat(sinkPorts.Select(p => (p, true))))
+        {
+            int rc = server.AddTcpPort((ushort)p, sink);
+            if (rc < 0)
+            {
+                Console.Error.WriteLine($"onload-echo: tcp port {p}: {(Errno)(-rc)}");
+                return 1;
+            }
+        }
         using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; server.Stop(); });
         using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; server.Stop(); });
         Console.Out.WriteLine($"onload-echo: ready on {vnic.Spec} mac {vnic.MacAddress} addr {options.Address}" +
-            (ports.Length > 0 ? $" udp {string.Join(',', ports)}" : ""));
+            (ports.Length > 0 ? $" udp {string.Join(',', ports)}" : "") +
+            (tcpPorts.Length > 0 ? $" tcp {string.Join(',', tcpPorts)}" : "") +
+            (sinkPorts.Length > 0 ? $" tcp-sink {string.Join(',', sinkPorts)}" : ""));
         Console.Out.Flush();
         server.Run();
         if (server.Stopped || parse.GetValue(statsOption))
