@@ -376,29 +376,8 @@ public sealed class AfXdpTests
     }
 
     /// <summary>Sends ARP requests for the kernel's address from the VNIC until the reply comes; returns it.</summary>
-    private static byte[] ArpExchange(NamespacePair pair, IVnic vnic)
-    {
-        var ours = IPAddress.Parse(pair.StackAddress);
-        var theirs = IPAddress.Parse(pair.KernelAddress);
-        var request = TestFrames.Build(MacAddress.Broadcast, vnic.MacAddress, TestFrames.Request,
-            vnic.MacAddress, ours, MacAddress.Zero, theirs);
-        var received = new List<byte[]>();
-        byte[]? reply = null;
-        var lastSend = DateTime.MinValue;
-        Poll.Until(() =>
-        {
-            // Resend now and then in case the first went out before the link was ready.
-            if (DateTime.UtcNow - lastSend > TimeSpan.FromMilliseconds(500))
-            {
-                Assert.That(vnic.Transmit([TestFrames.InPool(vnic.Buffers, request)]), Is.EqualTo(1));
-                lastSend = DateTime.UtcNow;
-            }
-            TestFrames.Drain(vnic, received);
-            reply = received.Find(f => TestFrames.IsArp(f) && TestFrames.Operation(f) == TestFrames.Reply);
-            return reply is not null;
-        }, Deadline, "the kernel's ARP reply");
-        return reply!;
-    }
+    private static byte[] ArpExchange(NamespacePair pair, IVnic vnic) =>
+        TestFrames.ArpExchange(vnic, IPAddress.Parse(pair.StackAddress), IPAddress.Parse(pair.KernelAddress), Deadline);
 
     private static void SendUdp(NamespacePair pair, string to) =>
         Netns.Sh($"echo hello | ip netns exec {pair.KernelNs} socat -u - UDP4-DATAGRAM:{to}:5000");

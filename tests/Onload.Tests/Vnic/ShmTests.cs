@@ -493,22 +493,7 @@ public sealed class ShmTests
     /// <summary>Asks for <paramref name="theirs"/> by ARP until the reply comes.</summary>
     private static void ArpExchange(ShmVnic vnic, IPAddress ours, IPAddress theirs)
     {
-        var request = TestFrames.Build(MacAddress.Broadcast, vnic.MacAddress, TestFrames.Request,
-            vnic.MacAddress, ours, MacAddress.Zero, theirs);
-        var received = new List<byte[]>();
-        byte[]? reply = null;
-        var lastSend = DateTime.MinValue;
-        Poll.Until(() =>
-        {
-            if (DateTime.UtcNow - lastSend > TimeSpan.FromMilliseconds(500))
-            {
-                Assert.That(vnic.Transmit([TestFrames.InPool(vnic.Buffers, request)]), Is.EqualTo(1));
-                lastSend = DateTime.UtcNow;
-            }
-            TestFrames.Drain(vnic, received);
-            reply = received.Find(f => TestFrames.IsArp(f) && TestFrames.Operation(f) == TestFrames.Reply);
-            return reply is not null;
-        }, Deadline, $"the ARP reply for {theirs}");
+        var reply = TestFrames.ArpExchange(vnic, ours, theirs, Deadline);
         Assert.Multiple(() =>
         {
             Assert.That(TestFrames.EthDst(reply!), Is.EqualTo(vnic.MacAddress));

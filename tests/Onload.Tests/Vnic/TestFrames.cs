@@ -91,4 +91,26 @@ internal static class TestFrames
         }
         return total;
     }
+
+    /// <summary>Sends ARP requests for <paramref name="theirs"/> from the VNIC until the reply comes (resending now and
+    /// then, in case the first went out before the link was ready); returns the reply.</summary>
+    public static byte[] ArpExchange(IVnic vnic, System.Net.IPAddress ours, System.Net.IPAddress theirs, TimeSpan deadline)
+    {
+        var request = Build(MacAddress.Broadcast, vnic.MacAddress, Request, vnic.MacAddress, ours, MacAddress.Zero, theirs);
+        var received = new List<byte[]>();
+        byte[]? reply = null;
+        var lastSend = DateTime.MinValue;
+        Onload.Tests.Netns.Poll.Until(() =>
+        {
+            if (DateTime.UtcNow - lastSend > TimeSpan.FromMilliseconds(500))
+            {
+                Assert.That(vnic.Transmit([InPool(vnic.Buffers, request)]), Is.EqualTo(1));
+                lastSend = DateTime.UtcNow;
+            }
+            Drain(vnic, received);
+            reply = received.Find(f => IsArp(f) && Operation(f) == Reply);
+            return reply is not null;
+        }, deadline, $"the ARP reply for {theirs}");
+        return reply!;
+    }
 }
