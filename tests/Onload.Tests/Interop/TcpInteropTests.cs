@@ -182,6 +182,106 @@ public class TcpInteropTests(string kind)
             string.Join(", ", stack.Counters.Snapshot().Where(kv => kv.Key.StartsWith("Tcp", StringComparison.Ordinal) || kv.Key.StartsWith("Drop", StringComparison.Ordinal)).Select(kv => $"{kv.Key}={kv.Value}"));
     }
 
+    /// <summary>An in-process stack on the stack side of the pair, connected to a kernel server on <paramref name="port"/>.</summary>
+    private (IVnic Vnic, NetStack Stack, int Socket) ConnectedStack(ushort port)
+    {
+        var address = Ipv4Cidr.Parse(_peer.StackCidr);
+        var vnic = _peer.StackNs.Run(() => VnicFactory.Open(_peer.VnicSpec, new VnicOptions { LocalIpv4 = address.Address.Value }));
+        var stack = new NetStack(vnic, new StackOptions { Address = address });
+        Poll.Until(() => _peer.KernelNs.Exec("ss -tln").Contains($":{port}", StringComparison.Ordinal), Deadline, "the kernel server");
+        int c = stack.TcpOpen();
+        stack.TcpConnect(c, new Ipv4Endpoint(Ipv4Address.Parse(_peer.KernelAddress), port));
+        Poll.Until(() => { stack.Poll(); return stack.TcpIsConnected(c); }, Deadline, "connected");
+        return (vnic, stack, c);
+    }
+
+    [Test]
+    public void Stack_sends_two_megabytes_to_a_kernel_reader_with_a_tiny_receive_buffer()
+    {
+        // The kernel's receive buffer pinned at 4 KiB (SO_RCVBUF, which stops auto-tuning): its window closes and
+        // opens all the time, so the stack's persist and window-update paths carry the stream.
+        var sink = _peer.KernelNs.Start("sh", "-c", "socat -u TCP-LISTEN:9300,reuseaddr,rcvbuf=4096 - | sha256sum");
+        var (vnic, stack, c) = ConnectedStack(9300);
+        using var _ = vnic;
+        using var __ = stack;
+        var data = Random(2_000_000, 5);
+        int sent = 0;
+        Poll.Until(() =>
+        {
+            stack.Poll();
+            int n = sent < data.Length ? stack.TcpSend(c, data.AsSpan(sent)) : 0;
+            if (n > 0)
+                sent += n;
+            return sent == data.Length;
+        }, Deadline, "2 MB accepted by the stack");
+        Assert.That(stack.TcpShutdown(c, read: false, write: true), Is.Zero);
+        Poll.Until(() => { stack.Poll(); return sink.HasExited; }, Deadline, "the kernel reader to finish");
+        Assert.That(sink.Stdout, Does.Contain(Convert.ToHexStringLower(SHA256.HashData(data))));
+    }
+
+    [Test]
+    public void Linger_zero_close_resets_the_kernel_peer_and_a_killed_kernel_peer_resets_the_stack()
+    {
+        // Stack side RST: the kernel counts an established connection reset (nstat's TcpEstabResets).
+        var reader = _peer.KernelNs.Start("socat", "-u", "TCP-LISTEN:9301,reuseaddr", "-");
+        var (vnic, stack, c) = ConnectedStack(9301);
+        using var _ = vnic;
+        using var __ = stack;
+        long before = KernelCounter("TcpEstabResets");
+        Assert.That(stack.TcpSetLingerZero(c, true), Is.Zero);
+        Assert.That(stack.TcpClose(c), Is.Zero);
+        Poll.Until(() => reader.HasExited, Deadline, "socat to see the connection end");
+        Assert.That(KernelCounter("TcpEstabResets"), Is.EqualTo(before + 1), "the kernel took it as a reset, not a close");
+
+        // Kernel side RST: kill -9 of a server that never reads leaves unread data, so the kernel resets the
+        // connection (a plain close would send a FIN).
+        var victim = _peer.KernelNs.Start("sh", "-c", "socat -u SYSTEM:'sleep 37' TCP-LISTEN:9302,reuseaddr");
+        Poll.Until(() => _peer.KernelNs.Exec("ss -tln").Contains(":9302", StringComparison.Ordinal), Deadline, "the second server");
+        int d = stack.TcpOpen();
+        stack.TcpConnect(d, new Ipv4Endpoint(Ipv4Address.Parse(_peer.KernelAddress), 9302));
+        Poll.Until(() => { stack.Poll(); return stack.TcpIsConnected(d); }, Deadline, "connected to the second server");
+        Assert.That(stack.TcpSend(d, "never read"u8), Is.EqualTo(10));
+        Poll.Until(() => { stack.Poll(); return stack.TcpConnections[d].SndUna == stack.TcpConnections[d].SndMax; }, Deadline, "the data acknowledged");
+        Netns.Netns.Run($"pkill -9 -f TCP-LISTEN:9302");
+        int r = 0;
+        Poll.Until(() => { stack.Poll(); r = stack.TcpReceive(d, new byte[16]); return r != -(int)Errno.EAGAIN; }, Deadline, "the kernel's RST");
+        Assert.That(r, Is.EqualTo(-(int)Errno.ECONNRESET));
+        victim.Kill();
+        Netns.Netns.Exec("pkill", ["-9", "-f", "sleep 37"], Deadline);
+    }
+
+    /// <summary>One of the kernel's SNMP counters in its namespace (nstat, absolute).</summary>
+    private long KernelCounter(string name)
+    {
+        string line = _peer.KernelNs.Exec($"nstat -az {name}");
+        var m = System.Text.RegularExpressions.Regex.Match(line, name + @"\s+(\d+)");
+        Assert.That(m.Success, Is.True, line);
+        return long.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
+    }
+
+    [Test]
+    public void Keepalive_notices_when_the_path_starts_dropping_everything()
+    {
+        var reader = _peer.KernelNs.Start("socat", "-u", "TCP-LISTEN:9303,reuseaddr", "-");
+        var (vnic, stack, c) = ConnectedStack(9303);
+        using var _ = vnic;
+        using var __ = stack;
+        Assert.That(stack.TcpSetKeepalive(c, true, idleNs: 1_000_000_000, intervalNs: 500_000_000, count: 3), Is.Zero);
+        // A blackhole on the kernel's side: every frame in and out dropped.
+        string nft = $"ip netns exec {_peer.KernelNs.Name} nft";
+        string dev = _peer.KernelInterface;
+        Netns.Netns.Sh($"{nft} add table netdev hole && " +
+            $"{nft} 'add chain netdev hole in {{ type filter hook ingress device \"{dev}\" priority 0; policy drop; }}' && " +
+            $"{nft} 'add chain netdev hole out {{ type filter hook egress device \"{dev}\" priority 0; policy drop; }}'");
+        var started = Stopwatch.StartNew();
+        int r = 0;
+        Poll.Until(() => { stack.Poll(); r = stack.TcpReceive(c, new byte[16]); return r != -(int)Errno.EAGAIN; }, Deadline, "keepalive to give up");
+        Assert.That(r, Is.EqualTo(-(int)Errno.ETIMEDOUT));
+        // Idle 1 s, then 3 unanswered probes 0.5 s apart: about 2.5 s, never before the idle time.
+        Assert.That(started.Elapsed, Is.InRange(TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(10)));
+        reader.Kill();
+    }
+
     [Test]
     public void Stack_connect_to_a_closed_kernel_port_gets_ECONNREFUSED()
     {
