@@ -45,7 +45,7 @@ PUBLISH   := obj/publish
 SLN       := Onload.sln
 
 # Debian packages the build, the tests and the demo use (the .NET SDK is not one of them).
-DEB_PACKAGES := iproute2 iputils-ping socat ethtool tcpdump sockperf gcc g++ make nftables
+DEB_PACKAGES := iproute2 iputils-ping socat ethtool tcpdump sockperf gcc g++ make nftables curl
 
 export DOTNET_CLI_TELEMETRY_OPTOUT := 1
 export DOTNET_NOLOGO := 1

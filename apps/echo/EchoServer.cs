@@ -31,14 +31,25 @@ internal sealed class EchoServer(NetStack stack, Settings settings)
         return 0;
     }
 
-    private readonly List<(int Socket, bool Sink)> _listeners = [];
+    private readonly List<(int Socket, TcpMode Mode)> _listeners = [];
+
+    internal enum TcpMode
+    {
+        Echo,
+        Sink,
+        /// <summary>A minimal HTTP/1.1 responder: GET /bytes/N answers N bytes of a fixed pattern, then closes.</summary>
+        Http,
+    }
     private readonly List<TcpPeer> _connections = [];
 
     /// <summary>A TCP connection being served: echoed back, or (sink) read, counted and hashed.</summary>
-    private sealed class TcpPeer(int socket, bool sink)
+    private sealed class TcpPeer(int socket, TcpMode mode)
     {
         public int Socket { get; } = socket;
-        public bool Sink { get; } = sink;
+        public TcpMode Mode { get; } = mode;
+        public bool Sink => Mode == TcpMode.Sink;
+        public string Request = "";
+        public long BodyLeft = -1;
         public byte[] Pending { get; } = new byte[65536];
         public int PendingOffset;
         public int PendingLength;
@@ -47,7 +58,7 @@ internal sealed class EchoServer(NetStack stack, Settings settings)
             System.Security.Cryptography.IncrementalHash.CreateHash(System.Security.Cryptography.HashAlgorithmName.SHA256);
     }
 
-    public int AddTcpPort(ushort port, bool sink)
+    public int AddTcpPort(ushort port, TcpMode mode)
     {
         int s = stack.TcpOpen();
         if (s < 0)
@@ -61,19 +72,19 @@ internal sealed class EchoServer(NetStack stack, Settings settings)
             return rc;
         }
         stack.TcpSetNoDelay(s, true);
-        _listeners.Add((s, sink));
+        _listeners.Add((s, mode));
         return 0;
     }
 
     private int ServeTcp()
     {
         int work = 0;
-        foreach (var (listener, sink) in _listeners)
+        foreach (var (listener, mode) in _listeners)
         {
             int c;
             while ((c = stack.TcpAccept(listener, out _)) >= 0)
             {
-                _connections.Add(new TcpPeer(c, sink));
+                _connections.Add(new TcpPeer(c, mode));
                 work++;
             }
         }
@@ -92,6 +103,8 @@ internal sealed class EchoServer(NetStack stack, Settings settings)
 
     private int ServeConnection(TcpPeer p, out bool done)
     {
+        if (p.Mode == TcpMode.Http)
+            return ServeHttp(p, out done);
         done = false;
         int work = 0;
         while (true)
@@ -129,6 +142,73 @@ internal sealed class EchoServer(NetStack stack, Settings settings)
             }
             p.PendingOffset = 0;
             p.PendingLength = n;
+        }
+    }
+
+    /// <summary>The byte at <paramref name="offset"/> of an HTTP body: a pattern a client can check.</summary>
+    internal static byte BodyByte(long offset) => (byte)('a' + offset % 26);
+
+    private int ServeHttp(TcpPeer p, out bool done)
+    {
+        done = false;
+        int work = 0;
+        if (p.BodyLeft < 0)
+        {
+            int n = stack.TcpReceive(p.Socket, p.Pending);
+            if (n == -(int)Errno.EAGAIN)
+                return 0;
+            if (n <= 0)
+            {
+                done = true;
+                return 1;
+            }
+            p.Request += System.Text.Encoding.ASCII.GetString(p.Pending, 0, n);
+            int end = p.Request.IndexOf("\r\n\r\n", StringComparison.Ordinal);
+            if (end < 0)
+                return 1;
+            var first = p.Request[..p.Request.IndexOf("\r\n", StringComparison.Ordinal)].Split(' ');
+            long length = first.Length >= 2 && first[1].StartsWith("/bytes/", StringComparison.Ordinal) &&
+                long.TryParse(first[1].AsSpan(7), System.Globalization.CultureInfo.InvariantCulture, out long l) ? l : -1;
+            string head = length >= 0
+                ? $"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n"
+                : "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+            p.PendingLength = System.Text.Encoding.ASCII.GetBytes(head, p.Pending);
+            p.PendingOffset = 0;
+            p.BodyLeft = Math.Max(0, length);
+            work++;
+        }
+        while (true)
+        {
+            if (p.PendingLength == 0)
+            {
+                if (p.BodyLeft == 0)
+                {
+                    stack.TcpShutdown(p.Socket, read: false, write: true);
+                    // Drain until the client closes; then done.
+                    int r = stack.TcpReceive(p.Socket, p.Pending);
+                    done = r != -(int)Errno.EAGAIN && r <= 0;
+                    return work;
+                }
+                int chunk = (int)Math.Min(p.Pending.Length, p.BodyLeft);
+                long offset = p.Bytes;
+                for (int i = 0; i < chunk; i++)
+                    p.Pending[i] = BodyByte(offset + i);
+                p.PendingOffset = 0;
+                p.PendingLength = chunk;
+                p.BodyLeft -= chunk;
+                p.Bytes += chunk;
+            }
+            int sent = stack.TcpSend(p.Socket, p.Pending.AsSpan(p.PendingOffset, p.PendingLength));
+            if (sent < 0)
+            {
+                done = sent != -(int)Errno.EAGAIN;
+                return work;
+            }
+            work++;
+            p.PendingOffset += sent;
+            p.PendingLength -= sent;
+            if (p.PendingLength > 0)
+                return work;
         }
     }
 

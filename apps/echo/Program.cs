@@ -11,11 +11,12 @@ var gatewayOption = new Option<string?>("--gateway") { Description = "default ga
 var udpOption = new Option<int[]>("--udp") { Description = "UDP port to echo (repeatable)", AllowMultipleArgumentsPerToken = false };
 var tcpOption = new Option<int[]>("--tcp") { Description = "TCP port to echo (repeatable)", AllowMultipleArgumentsPerToken = false };
 var sinkOption = new Option<int[]>("--tcp-sink") { Description = "TCP port that reads and discards, printing each stream's length and SHA-256 at its end", AllowMultipleArgumentsPerToken = false };
+var httpOption = new Option<int[]>("--http") { Description = "TCP port with a minimal HTTP/1.1 responder: GET /bytes/N answers N bytes", AllowMultipleArgumentsPerToken = false };
 var statsOption = new Option<bool>("--stats-on-exit") { Description = "print the stack's counters on exit (always on for SIGINT/SIGTERM)" };
 
 var root = new RootCommand("onload-echo: answers ping and echoes UDP and TCP on the user-level stack, in direct mode")
 {
-    vnicOption, addrOption, gatewayOption, udpOption, tcpOption, sinkOption, statsOption,
+    vnicOption, addrOption, gatewayOption, udpOption, tcpOption, sinkOption, httpOption, statsOption,
 };
 
 root.SetAction(parse =>
@@ -38,7 +39,8 @@ root.SetAction(parse =>
     var ports = parse.GetValue(udpOption) ?? [];
     var tcpPorts = parse.GetValue(tcpOption) ?? [];
     var sinkPorts = parse.GetValue(sinkOption) ?? [];
-    foreach (int p in ports.Concat(tcpPorts).Concat(sinkPorts))
+    var httpPorts = parse.GetValue(httpOption) ?? [];
+    foreach (int p in ports.Concat(tcpPorts).Concat(sinkPorts).Concat(httpPorts))
         if (p is < 1 or > 65535)
         {
             Console.Error.WriteLine($"onload-echo: --udp {p}: port must be 1..65535");
@@ -72,9 +74,11 @@ root.SetAction(parse =>
                 return 1;
             }
         }
-        foreach (var (p, sink) in tcpPorts.Select(p => (p, false)).Concat(sinkPorts.Select(p => (p, true))))
+        foreach (var (p, mode) in tcpPorts.Select(p => (p, EchoServer.TcpMode.Echo))
+                     .Concat(sinkPorts.Select(p => (p, EchoServer.TcpMode.Sink)))
+                     .Concat(httpPorts.Select(p => (p, EchoServer.TcpMode.Http))))
         {
-            int rc = server.AddTcpPort((ushort)p, sink);
+            int rc = server.AddTcpPort((ushort)p, mode);
             if (rc < 0)
             {
                 Console.Error.WriteLine($"onload-echo: tcp port {p}: {(Errno)(-rc)}");
@@ -86,7 +90,8 @@ root.SetAction(parse =>
         Console.Out.WriteLine($"onload-echo: ready on {vnic.Spec} mac {vnic.MacAddress} addr {options.Address}" +
             (ports.Length > 0 ? $" udp {string.Join(',', ports)}" : "") +
             (tcpPorts.Length > 0 ? $" tcp {string.Join(',', tcpPorts)}" : "") +
-            (sinkPorts.Length > 0 ? $" tcp-sink {string.Join(',', sinkPorts)}" : ""));
+            (sinkPorts.Length > 0 ? $" tcp-sink {string.Join(',', sinkPorts)}" : "") +
+            (httpPorts.Length > 0 ? $" http {string.Join(',', httpPorts)}" : ""));
         Console.Out.Flush();
         server.Run();
         if (server.Stopped || parse.GetValue(statsOption))

@@ -214,6 +214,9 @@ public sealed partial class NetStack
         {
             if ((flags & TcpFlags.Rst) == 0)
                 t.AckNow = true;
+            // A retransmitted FIN in TIME_WAIT (its sequence is now left of the window) restarts 2MSL (RFC 9293 §3.10.7.4).
+            if (t.State == TcpState.TimeWait && (flags & TcpFlags.Fin) != 0)
+                _timers.Schedule(TcpTimerId(c, TcpTimer.Keepalive), _now + 2 * Options.TcpMslNs);
             Dropped(DropReason.TcpOutOfWindow);
             return;
         }

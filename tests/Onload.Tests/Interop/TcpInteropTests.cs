@@ -31,7 +31,7 @@ public class TcpInteropTests(string kind)
     private NsProcess StartEcho()
     {
         var echo = _peer.StackNs.Start(Dist.Bin("onload-echo"), "--vnic", _peer.VnicSpec, "--addr", _peer.StackCidr,
-            "--tcp", "7", "--tcp-sink", "9");
+            "--tcp", "7", "--tcp-sink", "9", "--http", "8080");
         echo.WaitForOutput("ready", Deadline);
         return echo;
     }
@@ -75,6 +75,18 @@ public class TcpInteropTests(string kind)
         var back = KernelPipe($"socat -b 65536 -t 30 - TCP:{_peer.StackAddress}:7", data);
         Assert.That(back.Length, Is.EqualTo(data.Length));
         Assert.That(SHA256.HashData(back), Is.EqualTo(SHA256.HashData(data)));
+    }
+
+    [Test]
+    public void Curl_fetches_a_megabyte_over_http_from_the_stack()
+    {
+        StartEcho();
+        var body = KernelPipe($"curl -sS --max-time 30 http://{_peer.StackAddress}:8080/bytes/1000000", []);
+        Assert.That(body.Length, Is.EqualTo(1_000_000));
+        var expected = new byte[body.Length];
+        for (int i = 0; i < expected.Length; i++)
+            expected[i] = (byte)('a' + i % 26);
+        Assert.That(SHA256.HashData(body), Is.EqualTo(SHA256.HashData(expected)));
     }
 
     [Test]

@@ -39,19 +39,20 @@ public sealed class RawPeer : IDisposable
     }
 
     /// <summary>Sends raw bytes from the peer and lets the stack process them.</summary>
-    public void Inject(byte[] frame)
+    public void Inject(byte[] frame, long advanceNs = 1_000_000)
     {
         Assert.That(Link.A.Buffers.TryAllocate(out int buffer), Is.True);
         frame.CopyTo(Link.A.Buffers.Span(buffer));
         Link.A.Transmit([new PacketDescriptor(buffer, frame.Length)]);
-        Clock.Advance(1_000_000);
+        Clock.Advance(advanceNs);
         Stack.Poll();
     }
 
-    /// <summary>Frames that came back to the peer.</summary>
-    public List<byte[]> Received()
+    /// <summary>Frames that came back to the peer (after letting <paramref name="advanceNs"/> of virtual time pass,
+    /// enough for the link's delay; the stack is not polled).</summary>
+    public List<byte[]> Received(long advanceNs = 1_000_000)
     {
-        Clock.Advance(1_000_000);
+        Clock.Advance(advanceNs);
         var got = new List<byte[]>();
         Span<PacketDescriptor> batch = stackalloc PacketDescriptor[32];
         int n;
@@ -108,6 +109,34 @@ public sealed class RawPeer : IDisposable
         f[24] = (byte)(c >> 8);
         f[25] = (byte)c;
         return f;
+    }
+
+    /// <summary>An Ethernet + IPv4 + TCP frame from the peer, checksums by PacketDotNet. <paramref name="options"/>
+    /// must be padded to a multiple of 4 bytes.</summary>
+    public byte[] TcpFrame(ushort srcPort, ushort dstPort, uint seq, uint ack, TcpFlags flags, ushort window,
+        byte[]? options = null, byte[]? payload = null)
+    {
+        options ??= [];
+        payload ??= [];
+        Assert.That(options.Length % 4, Is.Zero, "TCP options are padded to 32-bit words");
+        int headerLength = 20 + options.Length;
+        var b = new byte[headerLength + payload.Length];
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt16BigEndian(b.AsSpan(0), srcPort);
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt16BigEndian(b.AsSpan(2), dstPort);
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt32BigEndian(b.AsSpan(4), seq);
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt32BigEndian(b.AsSpan(8), ack);
+        b[12] = (byte)(headerLength / 4 << 4);
+        b[13] = (byte)flags;
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt16BigEndian(b.AsSpan(14), window);
+        options.CopyTo(b, 20);
+        payload.CopyTo(b, headerLength);
+        var tcp = new PD.TcpPacket(new PacketDotNet.Utils.ByteArraySegment(b));
+        var ip = new PD.IPv4Packet(PeerIp, StackIp) { PayloadPacket = tcp, TimeToLive = 64 };
+        tcp.UpdateTcpChecksum();
+        ip.UpdateCalculatedValues();
+        ip.UpdateIPChecksum();
+        var eth = new PD.EthernetPacket(PeerMac, StackMac, PD.EthernetType.IPv4) { PayloadPacket = ip };
+        return eth.Bytes;
     }
 
     public byte[] EchoRequestFrame(ushort id, ushort seq, byte[] data)
