@@ -90,10 +90,10 @@ public class TcpInteropTests(string kind)
     }
 
     [Test]
-    public void Kernel_sends_twenty_megabytes_to_the_stack_sink_intact()
+    public void Kernel_sends_a_hundred_megabytes_to_the_stack_sink_intact()
     {
         var echo = StartEcho();
-        var data = Random(20_000_000, 2);
+        var data = Random(100_000_000, 2);
         KernelPipe($"socat -u -b 65536 - TCP:{_peer.StackAddress}:9", data);
         string hash = Convert.ToHexStringLower(SHA256.HashData(data));
         echo.WaitForOutput($"sink received {data.Length} bytes sha256 {hash}", Deadline);
@@ -226,6 +226,28 @@ public class TcpInteropTests(string kind)
                 sent += n;
             return sent == data.Length;
         }, Deadline, "2 MB accepted by the stack");
+        Assert.That(stack.TcpShutdown(c, read: false, write: true), Is.Zero);
+        Poll.Until(() => { stack.Poll(); return sink.HasExited; }, Deadline, "the kernel reader to finish");
+        Assert.That(sink.Stdout, Does.Contain(Convert.ToHexStringLower(SHA256.HashData(data))));
+    }
+
+    [Test]
+    public void Stack_sends_a_hundred_megabytes_to_a_kernel_reader_intact()
+    {
+        var sink = _peer.KernelNs.Start("sh", "-c", "socat -u TCP-LISTEN:9304,reuseaddr - | sha256sum");
+        var (vnic, stack, c) = ConnectedStack(9304);
+        using var _ = vnic;
+        using var __ = stack;
+        var data = Random(100_000_000, 6);
+        int sent = 0;
+        Poll.Until(() =>
+        {
+            stack.Poll();
+            int n = sent < data.Length ? stack.TcpSend(c, data.AsSpan(sent)) : 0;
+            if (n > 0)
+                sent += n;
+            return sent == data.Length;
+        }, Deadline, "100 MB accepted by the stack");
         Assert.That(stack.TcpShutdown(c, read: false, write: true), Is.Zero);
         Poll.Until(() => { stack.Poll(); return sink.HasExited; }, Deadline, "the kernel reader to finish");
         Assert.That(sink.Stdout, Does.Contain(Convert.ToHexStringLower(SHA256.HashData(data))));
