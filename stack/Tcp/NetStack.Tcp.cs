@@ -1,4 +1,5 @@
 using Onload.Stack.Icmp;
+using Onload.Stack.Memory;
 using Onload.Stack.Tcp;
 using Onload.Stack.Timers;
 using Onload.Stack.Wire;
@@ -80,7 +81,7 @@ public sealed partial class NetStack
         ushort port = local.Port;
         if (port == 0)
         {
-            int picked = PickTcpEphemeralPort();
+            int picked = PickEphemeralPort(_tcp, Errno.EADDRNOTAVAIL); // what Linux's connect() gives when none is left
             if (picked < 0)
                 return picked;
             port = (ushort)picked;
@@ -89,20 +90,6 @@ public sealed partial class NetStack
             return -(int)Errno.EADDRINUSE;
         _tcp.BindPort(c, port);
         return 0;
-    }
-
-    private int PickTcpEphemeralPort()
-    {
-        int first = Options.EphemeralPortFirst;
-        int count = Options.EphemeralPortLast - first + 1;
-        int offset = (int)(_random.NextUInt64() % (ulong)count);
-        for (int n = 0; n < count; n++)
-        {
-            ushort port = (ushort)(first + (offset + n) % count);
-            if (!_tcp.PortInUse(port))
-                return port;
-        }
-        return -(int)Errno.EADDRNOTAVAIL; // what Linux's connect() gives when no local port is left
     }
 
     /// <summary>listen(): the backlog bounds the SYN queue and the accept queue together.</summary>
@@ -221,9 +208,7 @@ public sealed partial class NetStack
     {
         if (!_tcp.IsValid(c))
             return -(int)Errno.EBADF;
-        int e = _tcp[c].Error;
-        _tcp[c].Error = 0;
-        return e;
+        return TakeError(ref _tcp[c].Error);
     }
 
     public Ipv4Endpoint TcpLocalEndpoint(int c) => _tcp.IsValid(c) ? new Ipv4Endpoint(_address, _tcp[c].LocalPort) : default;
@@ -235,7 +220,7 @@ public sealed partial class NetStack
             return -(int)Errno.EBADF;
         ref var t = ref _tcp[c];
         if (t.Error != 0)
-            return -TakeTcpError(ref t);
+            return -TakeError(ref t.Error);
         if (t.Dead || t.FinQueued)
             return -(int)Errno.EPIPE;
         if (t.State is TcpState.SynSent or TcpState.SynReceived)
@@ -246,13 +231,7 @@ public sealed partial class NetStack
         int n = Math.Min(room, data.Length);
         if (n == 0)
             return data.Length == 0 ? 0 : -(int)Errno.EAGAIN;
-        var ring = _tcp.SendRing(c);
-        int mask = ring.Length - 1;
-        int at = (int)(t.SndUna + (uint)t.SndQueued - t.Iss - 1) & mask;
-        int first = Math.Min(n, ring.Length - at);
-        data[..first].CopyTo(ring[at..]);
-        if (first < n)
-            data[first..n].CopyTo(ring);
+        ByteRing.Write(_tcp.SendRing(c), t.SndUna + (uint)t.SndQueued - t.Iss - 1, data[..n]);
         t.SndQueued += n;
         TcpOutput(c);
         Flush();
@@ -269,13 +248,7 @@ public sealed partial class NetStack
         if (readable > 0 && buffer.Length > 0)
         {
             int n = Math.Min(readable, buffer.Length);
-            var ring = _tcp.ReceiveRing(c);
-            int mask = ring.Length - 1;
-            int at = (int)(t.RcvRead - t.Irs - 1) & mask;
-            int first = Math.Min(n, ring.Length - at);
-            ring.Slice(at, first).CopyTo(buffer);
-            if (first < n)
-                ring[..(n - first)].CopyTo(buffer[first..]);
+            ByteRing.Read(_tcp.ReceiveRing(c), t.RcvRead - t.Irs - 1, buffer[..n]);
             uint before = RcvWindow(c);
             t.RcvRead += (uint)n;
             // A window update when reading opened the window a good deal (RFC 9293 §3.8.6.2.2).
@@ -290,19 +263,12 @@ public sealed partial class NetStack
             return n;
         }
         if (t.Error != 0)
-            return -TakeTcpError(ref t);
+            return -TakeError(ref t.Error);
         if (t.FinReceived || t.Dead || t.ShutdownRead)
             return 0;
         if (t.State is TcpState.Closed or TcpState.Listen)
             return -(int)Errno.ENOTCONN;
         return -(int)Errno.EAGAIN;
-    }
-
-    private static int TakeTcpError(ref TcpConnection t)
-    {
-        int e = t.Error;
-        t.Error = 0;
-        return e;
     }
 
     /// <summary>shutdown(): SHUT_WR sends a FIN after the queued data; SHUT_RD makes reads end.</summary>

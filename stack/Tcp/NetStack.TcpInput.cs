@@ -1,3 +1,4 @@
+using Onload.Stack.Memory;
 using Onload.Stack.Tcp;
 using Onload.Stack.Wire;
 using Onload.Vnic;
@@ -165,7 +166,7 @@ public sealed partial class NetStack
         if (hasAck)
         {
             t.SndUna = ack;
-            SampleRtt(c, options, synExchange: true);
+            SampleRtt(c, options);
             _timers.Cancel(TcpTimerId(c, TcpTimer.Retransmit));
             Established(c);
             t.AckNow = true;
@@ -271,7 +272,7 @@ public sealed partial class NetStack
         if (t.State is TcpState.Established or TcpState.FinWait1 or TcpState.FinWait2)
         {
             if (payload.Length > 0)
-                ReceiveData(c, seq, payload, (flags & TcpFlags.Psh) != 0);
+                ReceiveData(c, seq, payload);
         }
         if ((flags & TcpFlags.Fin) != 0 && seq + (uint)payload.Length == t.RcvNxt && !t.FinReceived)
             ReceiveFin(c);
@@ -298,7 +299,7 @@ public sealed partial class NetStack
             t.SndWnd = (uint)seg.Window << t.SndWndShift;
             t.SndWl1 = seg.SequenceNumber;
             t.SndWl2 = ack;
-            SampleRtt(c, options, synExchange: true);
+            SampleRtt(c, options);
             _timers.Cancel(TcpTimerId(c, TcpTimer.Retransmit));
             Established(c);
             if (t.Listener >= 0)
@@ -321,7 +322,7 @@ public sealed partial class NetStack
             t.SndUna = ack;
             if (Seq.Lt(t.SndNxt, t.SndUna))
                 t.SndNxt = t.SndUna;
-            SampleRtt(c, options, synExchange: false);
+            SampleRtt(c, options);
             t.Backoff = 0;
             t.RetransmitStartedAt = 0;
             OnNewAck(c, acked);
@@ -425,7 +426,7 @@ public sealed partial class NetStack
     }
 
     /// <summary>RFC 6298 §2: SRTT, RTTVAR and RTO from a sample, by timestamps (RFC 7323 §4) or by Karn's rule.</summary>
-    private void SampleRtt(int c, in TcpOptions options, bool synExchange)
+    private void SampleRtt(int c, in TcpOptions options)
     {
         ref var t = ref _tcp[c];
         long sample = -1;
@@ -436,8 +437,6 @@ public sealed partial class NetStack
             sample = _now - t.RttSentAt;
             t.RttSeq = 0;
         }
-        if (synExchange && sample < 0)
-            return;
         if (sample < 0)
             return;
         sample = Math.Max(sample, 1_000);
@@ -468,7 +467,7 @@ public sealed partial class NetStack
     /// the out-of-order range when they meet); out of order, the data waits in the ring in one range beyond
     /// RCV.NXT (SACK's scoreboard, issue 5, generalises this) and an ACK goes at once.
     /// </summary>
-    private void ReceiveData(int c, uint seq, ReadOnlySpan<byte> data, bool push)
+    private void ReceiveData(int c, uint seq, ReadOnlySpan<byte> data)
     {
         ref var t = ref _tcp[c];
         if (Seq.Lt(seq, t.RcvNxt))
@@ -535,20 +534,10 @@ public sealed partial class NetStack
             Counters.TcpExtDelayedACKs++;
             _timers.Schedule(TcpTimerId(c, TcpTimer.DelayedAck), _now + Options.TcpDelayedAckNs);
         }
-        _ = push;
     }
 
-    private void CopyIntoReceiveRing(int c, uint seq, ReadOnlySpan<byte> data)
-    {
-        ref var t = ref _tcp[c];
-        var ring = _tcp.ReceiveRing(c);
-        int mask = ring.Length - 1;
-        int at = (int)(seq - t.Irs - 1) & mask;
-        int first = Math.Min(data.Length, ring.Length - at);
-        data[..first].CopyTo(ring[at..]);
-        if (first < data.Length)
-            data[first..].CopyTo(ring);
-    }
+    private void CopyIntoReceiveRing(int c, uint seq, ReadOnlySpan<byte> data) =>
+        ByteRing.Write(_tcp.ReceiveRing(c), seq - _tcp[c].Irs - 1, data);
 
     private void ReceiveFin(int c)
     {

@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using Onload.Stack.Memory;
 using Onload.Stack.Tcp;
 using Onload.Stack.Wire;
 
@@ -100,15 +101,7 @@ public sealed partial class NetStack
         int optionBytes = TcpWriteOptions(c, segment[TcpSegment.MinHeaderLength..], flags);
         int headerLength = TcpSegment.MinHeaderLength + optionBytes;
         if (length > 0)
-        {
-            var ring = _tcp.SendRing(c);
-            int mask = ring.Length - 1;
-            int at = (int)(seq - t.Iss - 1) & mask;
-            int first = Math.Min(length, ring.Length - at);
-            ring.Slice(at, first).CopyTo(segment[headerLength..]);
-            if (first < length)
-                ring[..(length - first)].CopyTo(segment[(headerLength + first)..]);
-        }
+            ByteRing.Read(_tcp.SendRing(c), seq - t.Iss - 1, segment.Slice(headerLength, length));
         uint ack = (flags & TcpFlags.Ack) != 0 ? t.RcvNxt : 0;
         var tcp = new TcpSegment(segment);
         tcp.WriteHeader(t.LocalPort, t.RemotePort, seq, ack, flags, TcpAdvertiseWindow(c, flags), optionBytes);
@@ -220,17 +213,17 @@ public sealed partial class NetStack
         int buffer = AllocateTx();
         if (buffer < 0)
             return;
-        var out_ = new TcpSegment(_pool.Span(buffer)[IpPayloadOffset..]);
+        var reset = new TcpSegment(_pool.Span(buffer)[IpPayloadOffset..]);
         if ((flags & TcpFlags.Ack) != 0)
-            out_.WriteHeader(segment.DestinationPort, segment.SourcePort, segment.AcknowledgmentNumber, 0, TcpFlags.Rst, 0, 0);
+            reset.WriteHeader(segment.DestinationPort, segment.SourcePort, segment.AcknowledgmentNumber, 0, TcpFlags.Rst, 0, 0);
         else
         {
             uint length = (uint)(segmentLength - segment.HeaderLength) +
                 ((flags & TcpFlags.Syn) != 0 ? 1u : 0u) + ((flags & TcpFlags.Fin) != 0 ? 1u : 0u);
-            out_.WriteHeader(segment.DestinationPort, segment.SourcePort, 0, segment.SequenceNumber + length,
+            reset.WriteHeader(segment.DestinationPort, segment.SourcePort, 0, segment.SequenceNumber + length,
                 TcpFlags.Rst | TcpFlags.Ack, 0, 0);
         }
-        out_.FillChecksum(_address, remote, TcpSegment.MinHeaderLength);
+        reset.FillChecksum(_address, remote, TcpSegment.MinHeaderLength);
         Counters.TcpOutSegs++;
         Counters.TcpOutRsts++;
         Ipv4Output(buffer, remote, IpProtocol.Tcp, TcpSegment.MinHeaderLength, dontFragment: true);

@@ -10,7 +10,7 @@ namespace Onload.Stack.Tcp;
 /// established demultiplexing, an array from port to listener or bound socket, and one send and one receive ring
 /// per row in a single unmanaged arena (pages are touched only when used). Nothing is allocated after construction.
 /// </summary>
-public sealed unsafe class TcpTable : IDisposable
+public sealed unsafe class TcpTable : IDisposable, IPortTable
 {
     private readonly StructTable<TcpConnection> _rows;
     private readonly int[] _buckets;

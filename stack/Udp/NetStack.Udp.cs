@@ -130,7 +130,7 @@ public sealed partial class NetStack
         ushort port = local.Port;
         if (port == 0)
         {
-            int picked = PickEphemeralPort();
+            int picked = PickEphemeralPort(_udp, Errno.EAGAIN); // EAGAIN: what udp_v4_get_port gives
             if (picked < 0)
                 return picked;
             port = (ushort)picked;
@@ -142,21 +142,6 @@ public sealed partial class NetStack
         socket.LocalPort = port;
         _udp.BindPort(s, port);
         return 0;
-    }
-
-    /// <summary>Linux starts the search at a random offset in the range (RFC 6056 §3.3.1, algorithm 1).</summary>
-    private int PickEphemeralPort()
-    {
-        int first = Options.EphemeralPortFirst;
-        int count = Options.EphemeralPortLast - first + 1;
-        int offset = (int)(_random.NextUInt64() % (ulong)count);
-        for (int n = 0; n < count; n++)
-        {
-            ushort port = (ushort)(first + (offset + n) % count);
-            if (!_udp.PortInUse(port))
-                return port;
-        }
-        return -(int)Errno.EAGAIN; // what Linux's udp_v4_get_port gives when the range is used up
     }
 
     /// <summary>connect(): sets the default destination and filters what is received to that peer; binds if needed.</summary>
@@ -214,15 +199,7 @@ public sealed partial class NetStack
     {
         if (!_udp.IsValid(s))
             return -(int)Errno.EBADF;
-        return TakeError(ref _udp[s]);
-    }
-
-    /// <summary>Reports a pending asynchronous error once, as sock_error() does.</summary>
-    private static int TakeError(ref UdpSocket socket)
-    {
-        int e = socket.Error;
-        socket.Error = 0;
-        return e;
+        return TakeError(ref _udp[s].Error);
     }
 
     public Ipv4Endpoint UdpLocalEndpoint(int s) =>
@@ -248,7 +225,7 @@ public sealed partial class NetStack
             return -(int)Errno.EBADF;
         ref var socket = ref _udp[s];
         if (socket.Error != 0)
-            return -TakeError(ref socket);
+            return -TakeError(ref socket.Error);
         if (destination.Port == 0)
             return -(int)Errno.EINVAL;
         if (payload.Length > MaxIpPayload - UdpDatagram.HeaderLength)
@@ -323,7 +300,7 @@ public sealed partial class NetStack
             return -(int)Errno.EBADF;
         ref var socket = ref _udp[s];
         if (socket.Error != 0)
-            return -TakeError(ref socket);
+            return -TakeError(ref socket.Error);
         if (socket.QueueCount == 0)
             return -(int)Errno.EAGAIN;
         ref var q = ref _udp.Peek(s);

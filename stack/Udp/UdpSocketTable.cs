@@ -51,7 +51,7 @@ public struct UdpQueuedDatagram
 /// The UDP socket table: sockets by handle, an array from port to owning socket (O(1) demultiplexing), and one
 /// ring of queued datagrams per socket, all preallocated.
 /// </summary>
-public sealed class UdpSocketTable : IDisposable
+public sealed class UdpSocketTable : IDisposable, IPortTable
 {
     private readonly StructTable<UdpSocket> _sockets;
     private readonly StructTable<UdpQueuedDatagram> _queues;
