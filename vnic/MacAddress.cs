@@ -23,6 +23,10 @@ public readonly record struct MacAddress(ulong Value)
         BinaryPrimitives.WriteUInt32BigEndian(six[2..], (uint)Value);
     }
 
+    /// <summary>The MAC of an IPv4 multicast group (RFC 1112 §6.4): 01:00:5e followed by the group's low 23 bits;
+    /// <paramref name="group"/> in host byte order.</summary>
+    public static MacAddress ForIpv4Multicast(uint group) => new(0x0100_5E00_0000UL | (group & 0x7F_FFFF));
+
     /// <summary>A locally administered unicast address (bit 1 set, bit 0 clear in the first octet).</summary>
     public static MacAddress LocallyAdministered(ulong random) =>
         new(((random & 0xFFFF_FFFF_FFFFUL) | 0x0200_0000_0000UL) & ~0x0100_0000_0000UL);

@@ -135,6 +135,5 @@ public sealed partial class NetStack
         Transmit(buffer, IpPayloadOffset + 4 + length);
     }
 
-    /// <summary>RFC 1112 §6.4: 01:00:5e followed by the low 23 bits of the group.</summary>
-    internal static MacAddress MulticastMac(Ipv4Address group) => new(0x0100_5E00_0000UL | (group.Value & 0x7F_FFFF));
+    internal static MacAddress MulticastMac(Ipv4Address group) => MacAddress.ForIpv4Multicast(group.Value);
 }

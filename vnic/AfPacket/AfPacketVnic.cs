@@ -334,7 +334,7 @@ public sealed unsafe class AfPacketVnic : IVnic
 
     private int Membership(int option, uint group)
     {
-        var mac = new MacAddress(0x0100_5E00_0000UL | (group & 0x7F_FFFF));
+        var mac = MacAddress.ForIpv4Multicast(group);
         PacketMreq mreq = default;
         mreq.IfIndex = IfIndex;
         mreq.Type = PacketMrMulticast;

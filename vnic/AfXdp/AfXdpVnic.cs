@@ -34,6 +34,8 @@ public sealed unsafe class AfXdpVnic : IVnic
 {
     /// <summary>Receive calls between reads of XDP_STATISTICS when nothing suggests a loss.</summary>
     private const int StatisticsEveryPolls = 1024;
+    private const int IdlePollsPerKick = 64;
+    private const int DryPollsPerStatistics = 64;
 
     /// <summary>How long Open retries a bind or an attach that finds the queue or the interface busy: the previous
     /// owner's socket is released by a kernel work item shortly after its process dies (MACHINE-NOTES.md).</summary>
@@ -70,6 +72,8 @@ public sealed unsafe class AfXdpVnic : IVnic
     private int _onFill;
     private int _onTx;
     private int _pollsSinceStatistics;
+    private int _idlePollsSinceKick;
+    private bool _fillWasDry;
     private bool _kickPending;
     private bool _disposed;
     private XdpStatistics _statistics;
@@ -219,12 +223,21 @@ public sealed unsafe class AfXdpVnic : IVnic
             _rx.Release();
         }
 
-        Refill();
+        int added = Refill();
         // Zero-copy drivers may stop polling an empty fill ring; a recvfrom wakes them (af_xdp.rst, XDP_USE_NEED_WAKEUP).
-        if (_fill.NeedsWakeup)
+        // Kick when buffers were just given to the ring, and otherwise only now and then: a driver that leaves the
+        // flag set while idle must not cost a system call on every busy poll.
+        if (_fill.NeedsWakeup && (added > 0 || ++_idlePollsSinceKick >= IdlePollsPerKick))
+        {
+            _idlePollsSinceKick = 0;
             Libc.RecvFrom(_xsk, null, 0, MSG_DONTWAIT, null, null);
-        if (_onFill == 0 || ++_pollsSinceStatistics >= StatisticsEveryPolls)
+        }
+        // XDP_STATISTICS is a system call: read it when the fill ring first runs dry (that is when the kernel drops),
+        // then every DryPollsPerStatistics polls while it stays dry, and otherwise now and then — never on every poll.
+        bool dry = _onFill == 0;
+        if ((dry && !_fillWasDry) || ++_pollsSinceStatistics >= (dry ? DryPollsPerStatistics : StatisticsEveryPolls))
             ReadKernelStatistics();
+        _fillWasDry = dry;
         return n;
     }
 
@@ -415,11 +428,12 @@ public sealed unsafe class AfXdpVnic : IVnic
 
     /// <summary>Tops the fill ring up to its target from free pool buffers: in batches (<see cref="RefillBatch"/>, or a
     /// quarter of the target if less), or at once when the ring ran dry.</summary>
-    private void Refill()
+    /// <returns>How many buffers were put on the ring.</returns>
+    private int Refill()
     {
         int missing = _fillTarget - _onFill;
         if (missing < Math.Max(1, Math.Min(RefillBatch, _fillTarget / 4)) && _onFill > 0)
-            return;
+            return 0;
         // Buffers on the fill ring or waiting on the RX ring are counted in _onFill, so the fill ring always has at
         // least `missing` free slots: no need to read the kernel's consumer index.
         int added = 0;
@@ -430,9 +444,10 @@ public sealed unsafe class AfXdpVnic : IVnic
             added++;
         }
         if (added == 0)
-            return;
+            return 0;
         _onFill += added;
         _fill.Submit();
+        return added;
     }
 
     /// <summary>

@@ -356,6 +356,10 @@ public sealed unsafe class ShmVnic : IVnic
         return Volatile.Read(ref ShmLayout.Producer(_rx)) == _rxConsumer;
     }
 
+    /// <summary>Whether this end has declared it is going to sleep (its ring's Sleeping flag), so that the peer's
+    /// next send rings the doorbell.</summary>
+    public bool DeclaredSleep => !_disposed && Volatile.Read(ref ShmLayout.Sleeping(_rx)) != 0;
+
     /// <summary>Frames skipped because the ring indices were impossible (a broken peer).</summary>
     public long RingErrors { get; private set; }
 

@@ -20,7 +20,7 @@ public class MulticastTests
         var f = peer.UdpFrame(40000, port, payload);
         // Re-address it to the group: destination MAC and IP, then the checksums.
         var mac = new byte[6];
-        new Onload.Vnic.MacAddress(0x0100_5E00_0000UL | (group.Value & 0x7F_FFFF)).Write(mac);
+        Onload.Vnic.MacAddress.ForIpv4Multicast(group.Value).Write(mac);
         mac.CopyTo(f, 0);
         var packet = PD.Packet.ParsePacket(PD.LinkLayers.Ethernet, f);
         var ip = packet.Extract<PD.IPv4Packet>()!;
