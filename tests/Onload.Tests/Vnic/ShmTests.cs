@@ -270,14 +270,16 @@ public sealed class ShmTests
         var clock = Stopwatch.StartNew();
         using var sender = Task.Run(() =>
         {
-            Thread.Sleep(50);
+            // Send only once b has declared its sleep, so the doorbell must ring (no guess at how long that takes).
+            Poll.Until(() => b.DeclaredSleep, Deadline, "b to declare it will sleep");
             SendBatch(a, b.MacAddress, 2000, 1);
         });
         bool woke = VnicWait.Wait(b, 10_000);
         clock.Stop();
-        sender.Wait(Deadline);
+        bool senderDone = sender.Wait(Deadline);
         Assert.Multiple(() =>
         {
+            Assert.That(senderDone, Is.True);
             Assert.That(woke, Is.True);
             Assert.That(clock.Elapsed, Is.LessThan(TimeSpan.FromSeconds(5)));
             Assert.That(a.DoorbellsRung, Is.EqualTo(2));
