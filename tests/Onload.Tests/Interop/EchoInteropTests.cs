@@ -69,8 +69,7 @@ public partial class EchoInteropTests(string kind)
     [TestCase(8000)]
     public void Kernel_udp_client_gets_datagrams_echoed_byte_for_byte(int size)
     {
-        var payload = new byte[size];
-        new Random(size).NextBytes(payload);
+        var payload = TestData.Random(size, size);
         var echoed = Socat(payload);
         Assert.That(echoed, Is.EqualTo(payload));
     }

@@ -57,8 +57,7 @@ public class StackClientInteropTests(string kind)
         var sizes = Enumerable.Range(0, 50).Select(i => 1 + i * 29).Concat([1473, 3000, 8000, 20000]).ToArray();
         for (int i = 0; i < sizes.Length; i++)
         {
-            var payload = new byte[sizes[i]];
-            new Random(i).NextBytes(payload);
+            var payload = TestData.Random(i, sizes[i]);
             Assert.That(_stack.UdpSend(s, payload), Is.EqualTo(payload.Length));
             int n = 0;
             PollUntil(() => (n = _stack.UdpReceiveFrom(s, buf, out _)) != -(int)Errno.EAGAIN, $"echo {i}");

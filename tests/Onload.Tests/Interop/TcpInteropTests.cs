@@ -59,18 +59,11 @@ public class TcpInteropTests(string kind)
         return stdout.ToArray();
     }
 
-    private static byte[] Random(int length, int seed)
-    {
-        var d = new byte[length];
-        new Random(seed).NextBytes(d);
-        return d;
-    }
-
     [Test]
     public void Kernel_socat_gets_a_megabyte_echoed_intact_with_half_close()
     {
         StartEcho();
-        var data = Random(1_000_000, 1);
+        var data = TestData.Random(1, 1_000_000);
         // socat shuts its sending side at the end of its input and reads on until the server closes: a half-close.
         var back = KernelPipe($"socat -b 65536 -t 30 - TCP:{_peer.StackAddress}:7", data);
         Assert.That(back.Length, Is.EqualTo(data.Length));
@@ -93,7 +86,7 @@ public class TcpInteropTests(string kind)
     public void Kernel_sends_a_hundred_megabytes_to_the_stack_sink_intact()
     {
         var echo = StartEcho();
-        var data = Random(100_000_000, 2);
+        var data = TestData.Random(2, 100_000_000);
         KernelPipe($"socat -u -b 65536 - TCP:{_peer.StackAddress}:9", data);
         string hash = Convert.ToHexStringLower(SHA256.HashData(data));
         echo.WaitForOutput($"sink received {data.Length} bytes sha256 {hash}", Deadline);
@@ -118,7 +111,7 @@ public class TcpInteropTests(string kind)
             $"{nft} add rule netdev loss in numgen random mod 100 '<' 5 counter drop && " +
             $"{nft} 'add chain netdev loss out {{ type filter hook egress device \"{dev}\" priority 0; policy accept; }}' && " +
             $"{nft} add rule netdev loss out numgen random mod 100 '<' 5 counter drop");
-        var data = Random(1_000_000, 3);
+        var data = TestData.Random(3, 1_000_000);
         var back = KernelPipe($"socat -b 65536 -t 60 - TCP:{_peer.StackAddress}:7", data);
         Assert.That(SHA256.HashData(back), Is.EqualTo(SHA256.HashData(data)));
         string counters = Netns.Netns.Run($"{nft} list table netdev loss");
@@ -146,7 +139,7 @@ public class TcpInteropTests(string kind)
         Assert.That(stack.TcpConnect(c, new Ipv4Endpoint(Ipv4Address.Parse(_peer.KernelAddress), 9200)), Is.EqualTo(-(int)Errno.EINPROGRESS));
         Poll.Until(() => { stack.Poll(); return stack.TcpIsConnected(c) || stack.TcpStateOf(c) == Onload.Stack.Tcp.TcpState.Closed; }, Deadline, "connected");
         Assert.That(stack.TcpIsConnected(c), Is.True);
-        var data = Random(2_000_000, 4);
+        var data = TestData.Random(4, 2_000_000);
         var received = new MemoryStream();
         var buf = new byte[65536];
         int sent = 0;
@@ -227,7 +220,7 @@ public class TcpInteropTests(string kind)
         var (vnic, stack, c) = ConnectedStack(port);
         using var _ = vnic;
         using var __ = stack;
-        var data = Random(length, seed);
+        var data = TestData.Random(seed, length);
         int sent = 0;
         Poll.Until(() =>
         {

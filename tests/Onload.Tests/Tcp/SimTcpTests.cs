@@ -13,13 +13,6 @@ public class SimTcpTests
 {
     private const long Ms = 1_000_000;
 
-    private static byte[] Data(int seed, int length)
-    {
-        var d = new byte[length];
-        new Random(seed).NextBytes(d);
-        return d;
-    }
-
     /// <summary>Connects A (client) to B (server on port 80); returns (client, accepted).</summary>
     private static (int Client, int Server) Connect(SimPair pair)
     {
@@ -85,8 +78,8 @@ public class SimTcpTests
     {
         using var pair = new SimPair(seed: 30);
         var (c, s) = Connect(pair);
-        var up = Data(1, 2_000_000);
-        var down = Data(2, 1_500_000);
+        var up = TestData.Random(1, 2_000_000);
+        var down = TestData.Random(2, 1_500_000);
         Assert.That(SHA256.HashData(Transfer(pair, pair.A, c, pair.B, s, up, 60_000 * Ms)), Is.EqualTo(SHA256.HashData(up)));
         Assert.That(pair.A.TcpStateOf(c), Is.EqualTo(TcpState.FinWait2));
         Assert.That(pair.B.TcpStateOf(s), Is.EqualTo(TcpState.CloseWait));
@@ -110,7 +103,7 @@ public class SimTcpTests
         var faults = new LinkFaults { Loss = loss, Duplicate = 0.02, Reorder = 0.05, Corrupt = 0.02, MinDelayNs = 50_000, MaxDelayNs = 500_000 };
         using var pair = new SimPair(seed, faults, faults);
         var (c, s) = Connect(pair);
-        var up = Data((int)seed, 300_000);
+        var up = TestData.Random((int)seed, 300_000);
         var got = Transfer(pair, pair.A, c, pair.B, s, up, 600_000 * Ms);
         Assert.That(got.Length, Is.EqualTo(up.Length));
         Assert.That(SHA256.HashData(got), Is.EqualTo(SHA256.HashData(up)));
@@ -153,7 +146,7 @@ public class SimTcpTests
             Assert.That(pair.A.TcpTakeError(c), Is.EqualTo((int)Errno.ETIMEDOUT), $"seed {seed}: connect");
             return;
         }
-        var data = Data((int)seed, 100_000);
+        var data = TestData.Random((int)seed, 100_000);
         var got = Transfer(pair, pair.A, c, pair.B, s, data, 3_600_000 * Ms);
         Assert.That(SHA256.HashData(got), Is.EqualTo(SHA256.HashData(data)), $"seed {seed}: {got.Length} of {data.Length} bytes");
     }
