@@ -1,3 +1,4 @@
+using Onload.Stack.Tcp;
 using Onload.Stack.Wire;
 
 namespace Onload.Stack;
@@ -97,6 +98,13 @@ public sealed record StackOptions
     public long TcpKeepIntervalNs { get; init; } = 75_000_000_000;
 
     public int TcpKeepCount { get; init; } = 9;
+
+    /// <summary>Congestion control of new connections (net.ipv4.tcp_congestion_control = cubic); TCP_CONGESTION
+    /// changes it per socket.</summary>
+    public CongestionControl TcpCongestionControl { get; init; } = CongestionControl.Cubic;
+
+    /// <summary>Offer and accept SACK (net.ipv4.tcp_sack = 1).</summary>
+    public bool TcpSack { get; init; } = true;
 
     /// <summary>Challenge ACKs per second (RFC 5961 §7; net.ipv4.tcp_challenge_ack_limit = 1000).</summary>
     public int TcpChallengeAcksPerSecond { get; init; } = 1000;

@@ -40,6 +40,7 @@ public sealed partial class NetStack
         t.KeepIdleNs = Options.TcpKeepIdleNs;
         t.KeepIntervalNs = Options.TcpKeepIntervalNs;
         t.KeepCount = Options.TcpKeepCount;
+        t.Congestion = Options.TcpCongestionControl;
         byte shift = 0;
         while ((t.RcvBufSize >> shift) > ushort.MaxValue && shift < 14)
             shift++;
@@ -49,6 +50,7 @@ public sealed partial class NetStack
             // Options set on a listener pass to the connections it accepts, as on Linux.
             ref var l = ref _tcp[inheritFrom];
             t.NoDelay = l.NoDelay;
+            t.Congestion = l.Congestion;
             t.KeepAlive = l.KeepAlive;
             t.KeepIdleNs = l.KeepIdleNs;
             t.KeepIntervalNs = l.KeepIntervalNs;
@@ -56,6 +58,17 @@ public sealed partial class NetStack
             t.UserTimeoutNs = l.UserTimeoutNs;
             t.LingerZero = l.LingerZero;
         }
+    }
+
+    /// <summary>The send sequence space from the ISS: the SYN is outstanding, nothing else is.</summary>
+    private static void TcpInitialiseSendSequence(ref TcpConnection t, uint iss)
+    {
+        t.Iss = iss;
+        t.SndUna = iss;
+        t.SndNxt = iss + 1;
+        t.SndMax = t.SndNxt;
+        t.Recover = iss; // no recovery yet: RFC 6582's guard lets the first one start
+        t.RackFack = iss + 1;
     }
 
     /// <summary>socket(AF_INET, SOCK_STREAM, 0).</summary>
@@ -170,11 +183,7 @@ public sealed partial class NetStack
             return -(int)Errno.EADDRNOTAVAIL;
         t.RemoteAddress = remote.Address;
         t.RemotePort = remote.Port;
-        t.Iss = InitialSequenceNumber(t.LocalPort, remote.Address, remote.Port);
-        t.SndUna = t.Iss;
-        t.SndNxt = t.Iss + 1;
-        t.SndMax = t.SndNxt;
-        t.Recover = t.Iss;
+        TcpInitialiseSendSequence(ref t, InitialSequenceNumber(t.LocalPort, remote.Address, remote.Port));
         SetState(ref t, TcpState.SynSent);
         _tcp.Hash(c);
         Counters.TcpActiveOpens++;
@@ -464,6 +473,35 @@ public sealed partial class NetStack
     {
         TcpOutput(c);
         Flush();
+    }
+
+    /// <summary>TCP_CONGESTION: "cubic" or "reno", as Linux names them; -ENOENT for any other, as Linux.</summary>
+    public int TcpSetCongestionControl(int c, string name)
+    {
+        if (!_tcp.IsValid(c))
+            return -(int)Errno.EBADF;
+        if (!TryParseCongestionControl(name, out var algorithm))
+            return -(int)Errno.ENOENT;
+        ref var t = ref _tcp[c];
+        t.Congestion = algorithm;
+        t.Cubic = default;
+        return 0;
+    }
+
+    public static bool TryParseCongestionControl(string name, out CongestionControl algorithm)
+    {
+        switch (name)
+        {
+            case "cubic":
+                algorithm = CongestionControl.Cubic;
+                return true;
+            case "reno":
+                algorithm = CongestionControl.NewReno;
+                return true;
+            default:
+                algorithm = default;
+                return false;
+        }
     }
 
     /// <summary>SO_LINGER with a zero timeout: close() resets.</summary>

@@ -100,10 +100,7 @@ public sealed partial class NetStack
         t.RcvNxt = t.Irs + 1;
         t.RcvRead = t.RcvNxt;
         t.RcvAdv = t.RcvNxt;
-        t.Iss = InitialSequenceNumber(t.LocalPort, remote, t.RemotePort);
-        t.SndUna = t.Iss;
-        t.SndNxt = t.Iss + 1;
-        t.SndMax = t.SndNxt;
+        TcpInitialiseSendSequence(ref t, InitialSequenceNumber(t.LocalPort, remote, t.RemotePort));
         ApplySynOptions(c, seg, options);
         _tcp.Hash(c);
         l.SynQueueLength++;
@@ -122,7 +119,7 @@ public sealed partial class NetStack
         if (!t.WindowScaling)
             t.RcvWndShift = 0;
         t.Timestamps = options.HasTimestamps;
-        t.SackPermitted = options.SackPermitted;
+        t.SackPermitted = options.SackPermitted && Options.TcpSack;
         if (t.Timestamps)
         {
             t.TsRecent = options.TsVal;
@@ -314,26 +311,36 @@ public sealed partial class NetStack
             return false;
         }
         uint window = (uint)seg.Window << t.SndWndShift;
-        if (Seq.Gt(ack, t.SndUna))
+        if (t.SackPermitted && options.SackCount > 0)
+            SackInput(c, options, ack);
+        bool advanced = Seq.Gt(ack, t.SndUna);
+        if (advanced)
         {
             uint acked = ack - t.SndUna;
+            uint pipeBefore = t.Pipe;
             int dataAcked = (int)Math.Min(acked, (uint)t.SndQueued);
             t.SndQueued -= dataAcked;
+            int records = AckSentSegments(c, ack);
             t.SndUna = ack;
             if (Seq.Lt(t.SndNxt, t.SndUna))
                 t.SndNxt = t.SndUna;
             SampleRtt(c, options);
             t.Backoff = 0;
             t.RetransmitStartedAt = 0;
-            OnNewAck(c, acked);
-            if (t.SndUna == t.SndMax)
-                _timers.Cancel(TcpTimerId(c, TcpTimer.Retransmit));
-            else
-                _timers.Schedule(TcpTimerId(c, TcpTimer.Retransmit), _now + t.Rto);
+            OnNewAck(c, acked, records, pipeBefore);
         }
         else if (ack == t.SndUna && seg.Payload.Length == 0 && (seg.Flags & TcpFlags.Fin) == 0 &&
                  t.SndMax != t.SndUna && window == t.SndWnd)
             OnDuplicateAck(c);
+        TailLossProbeAcked(c, ack);
+        if (advanced)
+            ArmRetransmitTimer(c);
+        if (t.SackPermitted && (t.SackedCount > 0 || t.InRecovery))
+        {
+            RackDetectLoss(c);
+            if (t.LostCount > 0 && !t.InRecovery)
+                EnterRecovery(c);
+        }
 
         // Window update (RFC 9293 §3.10.7.4): from a newer segment, or the same one acknowledging more.
         if (Seq.Lt(t.SndWl1, seg.SequenceNumber) || (t.SndWl1 == seg.SequenceNumber && Seq.Le(t.SndWl2, ack)))
@@ -362,67 +369,6 @@ public sealed partial class NetStack
                 return false;
         }
         return true;
-    }
-
-    /// <summary>RFC 5681 slow start and congestion avoidance; RFC 6582 NewReno recovery.</summary>
-    private void OnNewAck(int c, uint acked)
-    {
-        ref var t = ref _tcp[c];
-        if (t.InRecovery)
-        {
-            if (Seq.Gt(t.SndUna, t.Recover))
-            {
-                t.InRecovery = false;
-                t.Cwnd = Math.Min(t.Ssthresh, Math.Max(t.SndMax - t.SndUna, t.SndMss) + t.SndMss); // full ACK: deflate
-            }
-            else
-            {
-                // Partial ACK: the next hole is lost too; resend it and stay in recovery.
-                TcpRetransmitFirst(c);
-                t.Cwnd = t.Cwnd > acked ? t.Cwnd - acked + t.SndMss : t.SndMss;
-            }
-            t.DupAcks = 0;
-            return;
-        }
-        t.DupAcks = 0;
-        if (t.Cwnd < t.Ssthresh)
-            t.Cwnd += Math.Min(acked, t.SndMss);
-        else
-            t.Cwnd += Math.Max(1u, (uint)((ulong)t.SndMss * t.SndMss / t.Cwnd));
-    }
-
-    private void OnDuplicateAck(int c)
-    {
-        ref var t = ref _tcp[c];
-        t.DupAcks++;
-        if (t.InRecovery)
-        {
-            t.Cwnd += t.SndMss; // each further duplicate means a segment left the network
-            return;
-        }
-        if (t.DupAcks == 3 && Seq.Gt(t.SndUna, t.Recover))
-        {
-            // Fast retransmit (RFC 5681 §3.2), NewReno's guard against a second reduction (RFC 6582 §3.2 step 2).
-            uint flight = t.SndMax - t.SndUna;
-            t.Ssthresh = Math.Max(flight / 2, 2u * t.SndMss);
-            t.Recover = t.SndMax - 1; // the highest sequence number sent (RFC 6582 §3.2)
-            t.InRecovery = true;
-            Counters.TcpExtTCPFastRetrans++;
-            TcpRetransmitFirst(c);
-            t.Cwnd = t.Ssthresh + 3u * t.SndMss;
-        }
-    }
-
-    /// <summary>Resends the first unacknowledged segment (without moving SND.NXT).</summary>
-    private void TcpRetransmitFirst(int c)
-    {
-        ref var t = ref _tcp[c];
-        int outstandingData = (int)Math.Min(t.SndMax - t.SndUna, (uint)t.SndQueued);
-        int length = Math.Min(outstandingData, t.SndMss);
-        bool fin = t.FinSent && length == outstandingData && t.SndMax - t.SndUna == (uint)outstandingData + 1;
-        t.RttSeq = 0; // Karn: never time a retransmitted segment
-        if (TcpSendSegment(c, t.SndUna, length, TcpFlags.Ack | (fin ? TcpFlags.Fin : 0)))
-            Counters.TcpRetransSegs++;
     }
 
     /// <summary>RFC 6298 §2: SRTT, RTTVAR and RTO from a sample, by timestamps (RFC 7323 §4) or by Karn's rule.</summary>
@@ -463,9 +409,9 @@ public sealed partial class NetStack
     }
 
     /// <summary>
-    /// Copies a segment's data into the receive ring at its sequence position. In order, RCV.NXT advances (and past
-    /// the out-of-order range when they meet); out of order, the data waits in the ring in one range beyond
-    /// RCV.NXT (SACK's scoreboard, issue 5, generalises this) and an ACK goes at once.
+    /// Copies a segment's data into the receive ring at its sequence position. In order, RCV.NXT advances (past the
+    /// out-of-order ranges it reaches); out of order, the data waits in the ring, its range is kept for the SACK
+    /// blocks, and an ACK goes at once. A duplicate is reported in a D-SACK block (RFC 2883).
     /// </summary>
     private void ReceiveData(int c, uint seq, ReadOnlySpan<byte> data)
     {
@@ -473,11 +419,10 @@ public sealed partial class NetStack
         if (Seq.Lt(seq, t.RcvNxt))
         {
             uint skip = t.RcvNxt - seq;
+            uint duplicateEnd = skip >= (uint)data.Length ? seq + (uint)data.Length : t.RcvNxt;
+            ReportDuplicate(c, seq, duplicateEnd, ref Counters.TcpExtTCPDSACKOldSent);
             if (skip >= (uint)data.Length)
-            {
-                t.AckNow = true; // a duplicate: say where we are
                 return;
-            }
             data = data[(int)skip..];
             seq = t.RcvNxt;
         }
@@ -499,31 +444,34 @@ public sealed partial class NetStack
             t.AckNow = true;
             return;
         }
-        bool inOrder = seq == t.RcvNxt;
-        if (!inOrder)
+        if (seq != t.RcvNxt)
         {
-            bool empty = t.OooStart == t.OooEnd;
             uint end = seq + (uint)data.Length;
-            // Keep it only if it touches the range we hold (or there is none); otherwise the peer resends it.
-            if (!empty && (Seq.Gt(seq, t.OooEnd) || Seq.Lt(end, t.OooStart)))
+            t.AckNow = true; // quick ACK on out-of-order data (RFC 5681 §4.2)
+            if (t.OutOfOrder.Covers(seq, end))
             {
-                t.AckNow = true;
+                ReportDuplicate(c, seq, end, ref Counters.TcpExtTCPDSACKOfoSent);
                 return;
             }
+            if (!t.OutOfOrder.Add(seq, end))
+            {
+                Counters.TcpExtTCPOFODrop++; // too many holes: the peer sends it again
+                return;
+            }
+            Counters.TcpExtTCPOFOQueue++;
             CopyIntoReceiveRing(c, seq, data);
-            t.OooStart = empty ? seq : Seq.Min(t.OooStart, seq);
-            t.OooEnd = empty ? end : Seq.Max(t.OooEnd, end);
-            t.AckNow = true; // quick ACK on out-of-order data (RFC 5681 §4.2)
             return;
         }
         CopyIntoReceiveRing(c, seq, data);
         t.RcvNxt += (uint)data.Length;
-        if (t.OooStart != t.OooEnd && Seq.Ge(t.RcvNxt, t.OooStart))
+        if (t.OutOfOrder.Count > 0)
         {
-            if (Seq.Gt(t.OooEnd, t.RcvNxt))
-                t.RcvNxt = t.OooEnd;
-            t.OooStart = t.OooEnd = 0;
-            t.AckNow = true; // a hole filled: tell the sender now
+            uint next = t.OutOfOrder.Advance(t.RcvNxt);
+            if (next != t.RcvNxt)
+            {
+                t.RcvNxt = next;
+                t.AckNow = true; // a hole filled: tell the sender now
+            }
         }
         // Delayed ACK (RFC 9293 §3.8.6.3; RFC 5681 §4.2): at least every second full segment, else within 40 ms.
         t.SegmentsSinceAck++;
@@ -534,6 +482,17 @@ public sealed partial class NetStack
             Counters.TcpExtDelayedACKs++;
             _timers.Schedule(TcpTimerId(c, TcpTimer.DelayedAck), _now + Options.TcpDelayedAckNs);
         }
+    }
+
+    /// <summary>Data received twice: ACK at once, with a D-SACK block for it when SACK is on (RFC 2883 §4).</summary>
+    private void ReportDuplicate(int c, uint start, uint end, ref long counter)
+    {
+        ref var t = ref _tcp[c];
+        t.AckNow = true;
+        if (!t.SackPermitted)
+            return;
+        t.Dsack = new SeqRange(start, end);
+        counter++;
     }
 
     private void CopyIntoReceiveRing(int c, uint seq, ReadOnlySpan<byte> data) =>

@@ -12,7 +12,8 @@ public sealed partial class NetStack
     /// <summary>Bytes of options on a data segment when timestamps are on: NOP, NOP, TS (RFC 7323 Appendix A).</summary>
     private const int TcpTimestampOptionBytes = 12;
 
-    /// <summary>Sends what the connection may send now: new data within the windows, a FIN, or a due ACK.</summary>
+    /// <summary>Sends what the connection may send now: segments marked lost first (RFC 6675 §5), then new data
+    /// within the windows, a FIN, or a due ACK.</summary>
     private void TcpOutput(int c)
     {
         ref var t = ref _tcp[c];
@@ -24,62 +25,70 @@ public sealed partial class NetStack
             return;
         }
         bool sent = false;
-        while (true)
-        {
-            uint inFlight = t.SndNxt - t.SndUna;
-            uint queuedEnd = t.SndUna + (uint)t.SndQueued;
-            int unsent = (int)(queuedEnd - t.SndNxt);
-            if (t.FinSent)
-                unsent = 0;
-            long window = Math.Min(t.SndWnd, t.Cwnd);
-            long usable = window - inFlight;
-            int length = (int)Math.Max(0, Math.Min(Math.Min(unsent, t.SndMss), usable));
-            bool finNow = t.FinQueued && !t.FinSent && length == unsent;
-            if (length == 0 && !finNow)
-                break;
-            if (length > 0 && length < t.SndMss && !finNow)
-            {
-                // Nagle (RFC 896): a small segment waits while data is unacknowledged; TCP_CORK waits for a full one.
-                if (t.Cork || (!t.NoDelay && inFlight > 0))
-                    break;
-                // Sender silly-window avoidance (RFC 9293 §3.8.6.2.1): a small piece of what is queued waits for
-                // the window to open, unless it is all there is to send.
-                if (length < unsent && length < t.SndWnd / 2)
-                    break;
-            }
-            var flags = TcpFlags.Ack;
-            if (length > 0 && length == unsent)
-                flags |= TcpFlags.Psh;
-            if (finNow)
-                flags |= TcpFlags.Fin;
-            if (!TcpSendSegment(c, t.SndNxt, length, flags))
-                break;
-            if (Seq.Lt(t.SndNxt, t.SndMax))
-                Counters.TcpRetransSegs++; // going back over data after a timeout
-            if (t.RttSeq == 0 && !t.Timestamps && t.SndNxt == t.SndMax && length > 0)
-            {
-                t.RttSeq = t.SndNxt + (uint)length;
-                t.RttSentAt = _now;
-            }
-            t.SndNxt += (uint)length + (finNow ? 1u : 0u);
-            if (finNow)
-                t.FinSent = true;
-            if (Seq.Gt(t.SndNxt, t.SndMax))
-                t.SndMax = t.SndNxt;
-            if (!_timers.IsScheduled(TcpTimerId(c, TcpTimer.Retransmit)))
-                _timers.Schedule(TcpTimerId(c, TcpTimer.Retransmit), _now + t.Rto);
+        while (t.LostCount > 0 && EffectivePipe(c) < t.Cwnd && RetransmitNextLost(c))
             sent = true;
-            if (finNow)
-                break;
+        if (t.LostCount == 0)
+        {
+            while (TcpSendNew(c, ignoreCongestionWindow: false))
+                sent = true;
         }
-        if (!sent && t.SndWnd == 0 && t.SndQueued > (int)(t.SndNxt - t.SndUna) && t.SndNxt == t.SndUna &&
+        if (!sent && t.SndWnd == 0 && t.SndQueued > 0 && t.SndUna == t.SndMax &&
             !_timers.IsScheduled(TcpTimerId(c, TcpTimer.Retransmit)))
         {
             // Zero window with data waiting: the persist timer probes until the window opens (RFC 9293 §3.8.6.1).
+            t.RetransmitKind = RetransmitKind.Rto;
             _timers.Schedule(TcpTimerId(c, TcpTimer.Retransmit), _now + t.Rto);
         }
         if (!sent && t.AckNow)
             TcpSendFlags(c, t.SndNxt, TcpFlags.Ack);
+    }
+
+    /// <summary>Sends one segment of new data (or the FIN) if the receive window, the congestion window (unless
+    /// told to ignore it, for a loss probe), Nagle, cork and silly-window avoidance allow. Returns whether it did.</summary>
+    private bool TcpSendNew(int c, bool ignoreCongestionWindow)
+    {
+        ref var t = ref _tcp[c];
+        if (t.FinSent || t.SentCount == _tcp.SentCapacity)
+            return false;
+        uint outstanding = t.SndNxt - t.SndUna;
+        int unsent = (int)(t.SndUna + (uint)t.SndQueued - t.SndNxt);
+        long windowRoom = (long)t.SndWnd - outstanding;
+        int length = (int)Math.Max(0, Math.Min(Math.Min(unsent, t.SndMss), windowRoom));
+        bool finNow = t.FinQueued && length == unsent;
+        if (length == 0 && !finNow)
+            return false;
+        if (!ignoreCongestionWindow && EffectivePipe(c) >= t.Cwnd)
+            return false;
+        if (length > 0 && length < t.SndMss && !finNow)
+        {
+            // Nagle (RFC 896): a small segment waits while data is unacknowledged; TCP_CORK waits for a full one.
+            if (t.Cork || (!t.NoDelay && outstanding > 0))
+                return false;
+            // Sender silly-window avoidance (RFC 9293 §3.8.6.2.1): a small piece of what is queued waits for the
+            // window to open, unless it is all there is to send.
+            if (length < unsent && length < t.SndWnd / 2)
+                return false;
+        }
+        var flags = TcpFlags.Ack;
+        if (length > 0 && length == unsent)
+            flags |= TcpFlags.Psh;
+        if (finNow)
+            flags |= TcpFlags.Fin;
+        if (!TcpSendSegment(c, t.SndNxt, length, flags))
+            return false;
+        if (t.RttSeq == 0 && !t.Timestamps && length > 0)
+        {
+            t.RttSeq = t.SndNxt + (uint)length;
+            t.RttSentAt = _now;
+        }
+        RecordSent(c, t.SndNxt, length, finNow);
+        t.SndNxt += (uint)length + (finNow ? 1u : 0u);
+        t.SndMax = t.SndNxt;
+        if (finNow)
+            t.FinSent = true;
+        if (!_timers.IsScheduled(TcpTimerId(c, TcpTimer.Retransmit)) || t.RetransmitKind == RetransmitKind.Probe)
+            ArmRetransmitTimer(c);
+        return true;
     }
 
     /// <summary>A segment without data (an ACK, a SYN, a FIN, a RST, a probe) at <paramref name="seq"/>.</summary>
@@ -98,7 +107,7 @@ public sealed partial class NetStack
             return false;
         var frame = _pool.Span(buffer);
         var segment = frame[IpPayloadOffset..];
-        int optionBytes = TcpWriteOptions(c, segment[TcpSegment.MinHeaderLength..], flags);
+        int optionBytes = TcpWriteOptions(c, segment[TcpSegment.MinHeaderLength..], flags, length);
         int headerLength = TcpSegment.MinHeaderLength + optionBytes;
         if (length > 0)
             ByteRing.Read(_tcp.SendRing(c), seq - t.Iss - 1, segment.Slice(headerLength, length));
@@ -118,8 +127,9 @@ public sealed partial class NetStack
     }
 
     /// <summary>Options: MSS, window scale, SACK-permitted and timestamps on a SYN (RFC 9293 §3.2, RFC 7323);
-    /// timestamps alone afterwards when negotiated. Returns their length, padded to a multiple of 4.</summary>
-    private int TcpWriteOptions(int c, Span<byte> o, TcpFlags flags)
+    /// afterwards timestamps when negotiated, and SACK blocks when there is something to report and room beside
+    /// <paramref name="dataLength"/> bytes of data. Returns their length, padded to a multiple of 4.</summary>
+    private int TcpWriteOptions(int c, Span<byte> o, TcpFlags flags, int dataLength)
     {
         ref var t = ref _tcp[c];
         int n = 0;
@@ -132,7 +142,7 @@ public sealed partial class NetStack
             n += 2;
             // On a SYN-ACK, only what the peer offered (RFC 7323 §1.3, §2.2; RFC 2018 §2).
             bool ack = (flags & TcpFlags.Ack) != 0;
-            if (!ack || t.SackPermitted)
+            if (ack ? t.SackPermitted : Options.TcpSack)
             {
                 o[n++] = TcpSegment.OptionSackPermitted;
                 o[n++] = 2;
@@ -162,9 +172,43 @@ public sealed partial class NetStack
             WriteTimestamps(ref t, o[n..]);
             n += 10;
         }
+        if (!syn && (flags & TcpFlags.Rst) == 0 && t.SackPermitted && (t.Dsack.Length != 0 || t.OutOfOrder.Count > 0))
+            n += WriteSackBlocks(c, o[n..], Math.Min(TcpMaxOptionBytes - n, TcpOwnMss - dataLength - n));
         while ((n & 3) != 0)
             o[n++] = TcpSegment.OptionEnd;
         return n;
+    }
+
+    private const int TcpMaxOptionBytes = 40;
+
+    /// <summary>
+    /// NOP, NOP, SACK with as many blocks as fit in <paramref name="room"/> bytes: a pending D-SACK first (RFC 2883
+    /// §4), then the out-of-order ranges most recent first (RFC 2018 §4). Returns the bytes written.
+    /// </summary>
+    private int WriteSackBlocks(int c, Span<byte> o, int room)
+    {
+        ref var t = ref _tcp[c];
+        int fit = Math.Min((room - 4) / 8, SackBlocks.MaxBlocks);
+        if (fit <= 0)
+            return 0;
+        Span<SeqRange> blocks = stackalloc SeqRange[SackBlocks.MaxBlocks];
+        int count = 0;
+        if (t.Dsack.Length != 0)
+        {
+            blocks[count++] = t.Dsack;
+            t.Dsack = default;
+        }
+        count += t.OutOfOrder.MostRecent(blocks[count..fit]);
+        o[0] = TcpSegment.OptionNop;
+        o[1] = TcpSegment.OptionNop;
+        o[2] = TcpSegment.OptionSack;
+        o[3] = (byte)(2 + 8 * count);
+        for (int b = 0; b < count; b++)
+        {
+            BinaryPrimitives.WriteUInt32BigEndian(o[(4 + 8 * b)..], blocks[b].Start);
+            BinaryPrimitives.WriteUInt32BigEndian(o[(8 + 8 * b)..], blocks[b].End);
+        }
+        return 4 + 8 * count;
     }
 
     private void WriteTimestamps(ref TcpConnection t, Span<byte> o)

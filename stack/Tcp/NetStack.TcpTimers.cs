@@ -56,7 +56,7 @@ public sealed partial class NetStack
             _timers.Schedule(TcpTimerId(c, TcpTimer.Retransmit), _now + t.Rto);
             return;
         }
-        if (t.SndUna == t.SndMax)
+        if (t.SentCount == 0)
         {
             // Nothing outstanding: the persist timer. Probe a zero window with the byte before SND.UNA, which
             // the peer must acknowledge with its current window (Linux's tcp_xmit_probe_skb).
@@ -68,6 +68,20 @@ public sealed partial class NetStack
             }
             return;
         }
+        switch (t.RetransmitKind)
+        {
+            case RetransmitKind.Probe:
+                TailLossProbe(c);
+                return;
+            case RetransmitKind.Reorder:
+                t.RetransmitKind = RetransmitKind.Rto;
+                _timers.Schedule(TcpTimerId(c, TcpTimer.Retransmit), _now + t.Rto);
+                RackDetectLoss(c);
+                if (t.LostCount > 0 && !t.InRecovery)
+                    EnterRecovery(c);
+                TcpOutput(c);
+                return;
+        }
         if (t.RetransmitStartedAt == 0)
             t.RetransmitStartedAt = _now;
         bool userTimeout = t.UserTimeoutNs > 0 && _now - t.RetransmitStartedAt >= t.UserTimeoutNs;
@@ -77,21 +91,12 @@ public sealed partial class NetStack
             TcpFail(c, (int)Errno.ETIMEDOUT);
             return;
         }
-        // RFC 6298 §5.4–5.6 and RFC 5681 §3.1: back off, collapse the window, resend from SND.UNA.
         Counters.TcpExtTCPTimeouts++;
-        uint flight = t.SndMax - t.SndUna;
-        t.Ssthresh = Math.Max(flight / 2, 2u * t.SndMss);
-        t.Cwnd = t.SndMss;
-        t.InRecovery = false;
-        t.Recover = t.SndMax - 1;
-        t.DupAcks = 0;
+        TimeoutRecovery(c);
         t.Backoff++;
         t.Rto = Math.Min(t.Rto * 2, Options.TcpMaxRtoNs);
-        t.RttSeq = 0;
-        t.SndNxt = t.SndUna;
-        if (t.FinSent)
-            t.FinSent = false; // the FIN goes again after the data it follows
         TcpOutput(c);
+        t.RetransmitKind = RetransmitKind.Rto;
         _timers.Schedule(TcpTimerId(c, TcpTimer.Retransmit), _now + t.Rto);
     }
 

@@ -21,12 +21,33 @@ public enum TcpState : byte
 /// <summary>The timers of one connection; timer id in the wheel = connection × <see cref="Count"/> + kind.</summary>
 public enum TcpTimer
 {
-    /// <summary>Retransmission (and SYN/SYN-ACK retransmission, and the persist probe when the window is zero).</summary>
+    /// <summary>The retransmission timer, doing one of the jobs in <see cref="RetransmitKind"/> at a time (as Linux's
+    /// icsk_retransmit_timer): RTO, SYN/SYN-ACK retransmission, RACK's reordering timer, the tail loss probe, or the
+    /// persist probe when the window is zero.</summary>
     Retransmit,
     DelayedAck,
     /// <summary>Keepalive while idle; 2MSL in TIME_WAIT.</summary>
     Keepalive,
     Count,
+}
+
+/// <summary>What the retransmission timer is armed for.</summary>
+public enum RetransmitKind : byte
+{
+    Rto,
+    /// <summary>RACK's reordering window ran out for a segment (RFC 8985 §6.2 step 5).</summary>
+    Reorder,
+    /// <summary>Tail loss probe (RFC 8985 §7.2).</summary>
+    Probe,
+}
+
+/// <summary>The congestion controller of a connection (TCP_CONGESTION).</summary>
+public enum CongestionControl : byte
+{
+    /// <summary>RFC 9438, the default as on Linux.</summary>
+    Cubic,
+    /// <summary>RFC 5681 with RFC 6582 recovery ("reno" on Linux).</summary>
+    NewReno,
 }
 
 /// <summary>
@@ -85,9 +106,10 @@ public struct TcpConnection
     public int RcvBufSize;
     /// <summary>Shift we apply to the windows we advertise.</summary>
     public byte RcvWndShift;
-    /// <summary>Out-of-order data already in the receive buffer: one range [start, end) beyond RCV.NXT (more with SACK, issue 5).</summary>
-    public uint OooStart;
-    public uint OooEnd;
+    /// <summary>Out-of-order data already in the receive ring beyond RCV.NXT.</summary>
+    public OutOfOrderRanges OutOfOrder;
+    /// <summary>A duplicate received: the next ACK reports it in a D-SACK block (RFC 2883 §4), then clears it.</summary>
+    public SeqRange Dsack;
 
     // Options negotiated.
     public bool WindowScaling;
@@ -106,12 +128,43 @@ public struct TcpConnection
     public long RttSentAt;
     public long RetransmitStartedAt;
 
-    // Congestion control (RFC 5681, NewReno RFC 6582).
+    // The scoreboard: records of the segments in [SND.UNA, SND.MAX) (TcpTable.SentSegments).
+    public int SentHead;
+    public int SentCount;
+    /// <summary>Bytes in flight by RFC 6675's reckoning (<see cref="TcpSentSegment.InPipe"/>).</summary>
+    public uint Pipe;
+    /// <summary>Records SACKed, and records lost and waiting to be sent again.</summary>
+    public int SackedCount;
+    public int LostCount;
+    public RetransmitKind RetransmitKind;
+
+    // RACK (RFC 8985 §6.1).
+    public long RackXmitTs;
+    public uint RackEndSeq;
+    public long RackRtt;
+    public long RackMinRtt;
+    /// <summary>The highest sequence delivered (cumulatively or by SACK): below it, a late delivery is reordering.</summary>
+    public uint RackFack;
+    public bool RackReorderingSeen;
+    public byte RackReoWndMult;
+    // Tail loss probe (RFC 8985 §7).
+    public bool TlpOutstanding;
+    public bool TlpRetransmitted;
+    public bool TlpDsacked;
+    public uint TlpHighSeq;
+
+    // Congestion control (RFC 5681, NewReno RFC 6582, CUBIC RFC 9438).
+    public CongestionControl Congestion;
     public uint Cwnd;
     public uint Ssthresh;
+    /// <summary>Duplicate ACKs in a row; without SACK each stands for one segment that left the network.</summary>
     public int DupAcks;
     public bool InRecovery;
+    /// <summary>The recovery began with a timeout (Linux's CA_Loss): slow start, no deflation at its end.</summary>
+    public bool RtoRecovery;
+    /// <summary>The highest sequence number sent when recovery began (RFC 6582 §3.2); recovery ends past it.</summary>
     public uint Recover;
+    public CubicState Cubic;
 
     // Closing.
     /// <summary>The application shut down sending: a FIN follows the queued data.</summary>

@@ -7,8 +7,9 @@ namespace Onload.Stack.Tcp;
 
 /// <summary>
 /// The TCP connection table: connections by index, a hash of (local port, remote address, remote port) for
-/// established demultiplexing, an array from port to listener or bound socket, and one send and one receive ring
-/// per row in a single unmanaged arena (pages are touched only when used). Nothing is allocated after construction.
+/// established demultiplexing, an array from port to listener or bound socket, and per row one send ring, one
+/// receive ring and one ring of sent-segment records (the retransmission queue's scoreboard) in a single unmanaged
+/// arena (pages are touched only when used). Nothing is allocated after construction.
 /// </summary>
 public sealed unsafe class TcpTable : IDisposable, IPortTable
 {
@@ -16,6 +17,7 @@ public sealed unsafe class TcpTable : IDisposable, IPortTable
     private readonly int[] _buckets;
     private readonly int _bucketMask;
     private readonly short[] _portOwner; // row + 1 per bound port
+    private readonly int _rowBytes;
     private byte* _arena;
     private int _nextFree;
 
@@ -28,7 +30,10 @@ public sealed unsafe class TcpTable : IDisposable, IPortTable
         _rows = new StructTable<TcpConnection>(connections);
         SendBufferSize = sendBuffer;
         ReceiveBufferSize = receiveBuffer;
-        _arena = (byte*)NativeMemory.Alloc((nuint)connections * (nuint)(sendBuffer + receiveBuffer));
+        // One record per segment in flight: a full send buffer of 512-byte segments, at least 64.
+        SentCapacity = Math.Max(64, sendBuffer / 512);
+        _rowBytes = sendBuffer + receiveBuffer + SentCapacity * sizeof(TcpSentSegment);
+        _arena = (byte*)NativeMemory.Alloc((nuint)connections * (nuint)_rowBytes);
         int buckets = (int)BitOperations.RoundUpToPowerOf2((uint)connections * 2);
         _buckets = new int[buckets];
         _bucketMask = buckets - 1;
@@ -39,6 +44,8 @@ public sealed unsafe class TcpTable : IDisposable, IPortTable
     public int Capacity => _rows.Length;
     public int SendBufferSize { get; }
     public int ReceiveBufferSize { get; }
+    /// <summary>Segments one connection may have in flight (a power of two).</summary>
+    public int SentCapacity { get; }
     public int Open { get; private set; }
 
     public ref TcpConnection this[int c] => ref _rows[c];
@@ -78,9 +85,14 @@ public sealed unsafe class TcpTable : IDisposable, IPortTable
         Open--;
     }
 
-    public Span<byte> SendRing(int c) => new(_arena + (long)c * (SendBufferSize + ReceiveBufferSize), SendBufferSize);
+    public Span<byte> SendRing(int c) => new(_arena + (long)c * _rowBytes, SendBufferSize);
 
-    public Span<byte> ReceiveRing(int c) => new(_arena + (long)c * (SendBufferSize + ReceiveBufferSize) + SendBufferSize, ReceiveBufferSize);
+    public Span<byte> ReceiveRing(int c) => new(_arena + (long)c * _rowBytes + SendBufferSize, ReceiveBufferSize);
+
+    /// <summary>The ring of records of the segments sent and not yet cumulatively acknowledged, in sequence order
+    /// from <see cref="TcpConnection.SentHead"/>.</summary>
+    public Span<TcpSentSegment> SentSegments(int c) =>
+        new(_arena + (long)c * _rowBytes + SendBufferSize + ReceiveBufferSize, SentCapacity);
 
     public int PortOwner(ushort port) => _portOwner[port] - 1;
 

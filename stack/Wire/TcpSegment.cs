@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using System.Runtime.CompilerServices;
 
 namespace Onload.Stack.Wire;
 
@@ -28,6 +29,23 @@ public struct TcpOptions
     public bool HasTimestamps;
     public uint TsVal;
     public uint TsEcr;
+    /// <summary>SACK blocks as they came (RFC 2018 §3; the first may be a D-SACK, RFC 2883 §4).</summary>
+    public SackBlocks Sack;
+    public byte SackCount;
+}
+
+/// <summary>A range of sequence numbers [Start, End), compared modulo 2^32.</summary>
+public record struct SeqRange(uint Start, uint End)
+{
+    public readonly uint Length => End - Start;
+}
+
+/// <summary>At most four SACK blocks fit in the 40 bytes of options (RFC 2018 §3).</summary>
+[InlineArray(MaxBlocks)]
+public struct SackBlocks
+{
+    public const int MaxBlocks = 4;
+    private SeqRange _block;
 }
 
 /// <summary>A TCP segment view (RFC 9293 §3.1).</summary>
@@ -152,6 +170,11 @@ public readonly ref struct TcpSegment
                     break;
                 case OptionSackPermitted when len == 2:
                     options.SackPermitted = true;
+                    break;
+                case OptionSack when len >= 10 && (len - 2) % 8 == 0:
+                    for (int b = i + 2; b < i + len && options.SackCount < SackBlocks.MaxBlocks; b += 8)
+                        options.Sack[options.SackCount++] = new SeqRange(
+                            BinaryPrimitives.ReadUInt32BigEndian(o[b..]), BinaryPrimitives.ReadUInt32BigEndian(o[(b + 4)..]));
                     break;
                 case OptionTimestamps when len == 10:
                     options.HasTimestamps = true;

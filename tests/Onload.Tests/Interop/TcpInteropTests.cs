@@ -182,7 +182,7 @@ public class TcpInteropTests(string kind)
         ref var t = ref stack.TcpConnections[c];
         return $"state {t.State} una {t.SndUna - t.Iss} nxt {t.SndNxt - t.Iss} max {t.SndMax - t.Iss} queued {t.SndQueued} " +
             $"wnd {t.SndWnd} cwnd {t.Cwnd} rto {t.Rto} backoff {t.Backoff} rcvnxt {t.RcvNxt - t.Irs} rcvread {t.RcvRead - t.Irs} " +
-            $"rcvadv {t.RcvAdv - t.Irs} ooo {t.OooStart - t.Irs}-{t.OooEnd - t.Irs} timers {stack.NextTimerNs}; " +
+            $"rcvadv {t.RcvAdv - t.Irs} ooo ranges {t.OutOfOrder.Count} pipe {t.Pipe} sacked {t.SackedCount} lost {t.LostCount} recovery {t.InRecovery} timers {stack.NextTimerNs}; " +
             $"vnic rx {stack.Vnic.Counters.RxFrames} nobuf {stack.Vnic.Counters.RxDropNoBuffer} ring {stack.Vnic.Counters.RxDropRingFull} txring {stack.Vnic.Counters.TxDropRingFull} txerr {stack.Vnic.Counters.TxErrors}; trace {string.Join(" | ", Trace)}; " +
             string.Join(", ", stack.Counters.Snapshot().Where(kv => kv.Key.StartsWith("Tcp", StringComparison.Ordinal) || kv.Key.StartsWith("Drop", StringComparison.Ordinal)).Select(kv => $"{kv.Key}={kv.Value}"));
     }

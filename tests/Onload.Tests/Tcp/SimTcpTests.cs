@@ -69,7 +69,7 @@ public class SimTcpTests
             string.Join(", ", from.Counters.Snapshot().Where(kv => kv.Key.StartsWith("Tcp", StringComparison.Ordinal) || kv.Key.StartsWith("Drop", StringComparison.Ordinal)).Select(kv => $"{kv.Key}={kv.Value}")) +
             "; receiver " + string.Join(", ", to.Counters.Snapshot().Where(kv => kv.Key.StartsWith("Tcp", StringComparison.Ordinal) || kv.Key.StartsWith("Drop", StringComparison.Ordinal)).Select(kv => $"{kv.Key}={kv.Value}")) +
             $"; snd una {from.TcpConnections[fromSocket].SndUna - from.TcpConnections[fromSocket].Iss} nxt {from.TcpConnections[fromSocket].SndNxt - from.TcpConnections[fromSocket].Iss} max {from.TcpConnections[fromSocket].SndMax - from.TcpConnections[fromSocket].Iss} wnd {from.TcpConnections[fromSocket].SndWnd} cwnd {from.TcpConnections[fromSocket].Cwnd} rto {from.TcpConnections[fromSocket].Rto} backoff {from.TcpConnections[fromSocket].Backoff} state {from.TcpStateOf(fromSocket)}" +
-            $"; rcv nxt {to.TcpConnections[toSocket].RcvNxt - to.TcpConnections[toSocket].Irs} ooo {to.TcpConnections[toSocket].OooStart - to.TcpConnections[toSocket].Irs}-{to.TcpConnections[toSocket].OooEnd - to.TcpConnections[toSocket].Irs} state {to.TcpStateOf(toSocket)}");
+            $"; rcv nxt {to.TcpConnections[toSocket].RcvNxt - to.TcpConnections[toSocket].Irs} ooo ranges {to.TcpConnections[toSocket].OutOfOrder.Count} state {to.TcpStateOf(toSocket)}");
         return [];
     }
 

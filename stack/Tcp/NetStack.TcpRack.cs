@@ -1,0 +1,153 @@
+using Onload.Stack.Tcp;
+using Onload.Stack.Wire;
+
+namespace Onload.Stack;
+
+// RACK-TLP (RFC 8985): a segment is lost when one sent after it was delivered more than an RTT plus a reordering
+// window ago; a tail loss probe makes the receiver speak up when the last segments of a flight vanish. Used when
+// SACK is on, as Linux does (without SACK the stack falls back to NewReno's duplicate ACKs).
+public sealed partial class NetStack
+{
+    /// <summary>RFC 8985 §7.2's WCDelAckT: the worst delayed ACK a lone segment may wait for.</summary>
+    private const long TlpDelayedAckAllowanceNs = 200_000_000;
+    /// <summary>Added to 2·SRTT when more than one segment is out, as Linux adds TCP_TIMEOUT_MIN, so that a
+    /// sub-millisecond SRTT does not probe every delayed ACK.</summary>
+    private const long TlpSlackNs = 2_000_000;
+
+    /// <summary>RFC 8985 §6.2 steps 1–3: a segment was delivered (cumulatively or by SACK).</summary>
+    private void RackDelivered(int c, in TcpSentSegment r)
+    {
+        ref var t = ref _tcp[c];
+        long rtt = Math.Max(1, _now - r.SentAt);
+        if ((r.Flags & SentFlags.Retransmitted) != 0)
+        {
+            // The ACK may be for the first copy: an RTT shorter than any seen cannot be the second's.
+            if (rtt < t.RackMinRtt)
+                return;
+        }
+        else
+            t.RackMinRtt = t.RackMinRtt == 0 ? rtt : Math.Min(t.RackMinRtt, rtt);
+        t.RackRtt = rtt;
+        if (SentAfter(r.SentAt, r.End, t.RackXmitTs, t.RackEndSeq))
+        {
+            t.RackXmitTs = r.SentAt;
+            t.RackEndSeq = r.End;
+        }
+        if (Seq.Lt(r.End, t.RackFack) && (r.Flags & SentFlags.Retransmitted) == 0)
+        {
+            t.RackReorderingSeen = true;
+            Counters.TcpExtTCPSACKReorder++;
+        }
+        t.RackFack = Seq.Max(t.RackFack, r.End);
+    }
+
+    private static bool SentAfter(long t1, uint seq1, long t2, uint seq2) => t1 > t2 || t1 == t2 && Seq.Gt(seq1, seq2);
+
+    /// <summary>RFC 8985 §6.2 step 4: no reordering window once three segments are SACKed or recovery began, unless
+    /// reordering was seen; otherwise a quarter of the minimum RTT, widened by D-SACKs, at most SRTT.</summary>
+    private long RackReorderWindow(int c)
+    {
+        ref var t = ref _tcp[c];
+        if (!t.RackReorderingSeen && (t.InRecovery || t.SackedCount >= 3))
+            return 0;
+        return Math.Min(Math.Max(1, (int)t.RackReoWndMult) * t.RackMinRtt / 4, t.Srtt);
+    }
+
+    /// <summary>RFC 8985 §6.2 step 5: marks lost every segment sent before the most recently delivered one and
+    /// outstanding longer than RACK.rtt + the reordering window; arms the reordering timer for the rest.</summary>
+    private void RackDetectLoss(int c)
+    {
+        ref var t = ref _tcp[c];
+        if (t.RackRtt == 0)
+            return; // nothing delivered yet
+        long reorderWindow = RackReorderWindow(c);
+        long wait = long.MaxValue;
+        for (int i = 0; i < t.SentCount; i++)
+        {
+            ref var r = ref SentSegment(c, i);
+            if ((r.Flags & SentFlags.Sacked) != 0 || WaitsForRetransmit(r.Flags))
+                continue;
+            if (!SentAfter(t.RackXmitTs, t.RackEndSeq, r.SentAt, r.End))
+                continue;
+            long remaining = r.SentAt + t.RackRtt + reorderWindow - _now;
+            if (remaining <= 0)
+                MarkLost(c, ref r);
+            else
+                wait = Math.Min(wait, remaining);
+        }
+        if (wait != long.MaxValue)
+        {
+            t.RetransmitKind = RetransmitKind.Reorder;
+            _timers.Schedule(TcpTimerId(c, TcpTimer.Retransmit), _now + wait);
+        }
+    }
+
+    /// <summary>
+    /// Arms the retransmission timer for what is outstanding: a tail loss probe (RFC 8985 §7.2: PTO = 2·SRTT, plus
+    /// the delayed-ACK allowance when one segment is out or a little slack otherwise; used only if it comes before
+    /// the RTO) when SACK is on and no recovery or probe is under way, else the RTO.
+    /// </summary>
+    private void ArmRetransmitTimer(int c)
+    {
+        ref var t = ref _tcp[c];
+        int id = TcpTimerId(c, TcpTimer.Retransmit);
+        if (t.SentCount == 0)
+        {
+            _timers.Cancel(id);
+            return;
+        }
+        if (t.SackPermitted && !t.InRecovery && !t.TlpOutstanding && t.Srtt > 0 && t.State is TcpState.Established or TcpState.CloseWait)
+        {
+            long pto = 2 * t.Srtt + (t.SentCount == 1 ? TlpDelayedAckAllowanceNs : TlpSlackNs);
+            if (pto < t.Rto)
+            {
+                t.RetransmitKind = RetransmitKind.Probe;
+                _timers.Schedule(id, _now + pto);
+                return;
+            }
+        }
+        t.RetransmitKind = RetransmitKind.Rto;
+        _timers.Schedule(id, _now + t.Rto);
+    }
+
+    /// <summary>RFC 8985 §7.3: the probe timeout. New data if the windows allow, else the last segment again; then
+    /// the RTO.</summary>
+    private void TailLossProbe(int c)
+    {
+        ref var t = ref _tcp[c];
+        bool sent = TcpSendNew(c, ignoreCongestionWindow: true);
+        if (sent)
+            t.TlpRetransmitted = false;
+        else if (t.SentCount > 0)
+        {
+            ref var last = ref SentSegment(c, t.SentCount - 1);
+            sent = (last.Flags & SentFlags.Sacked) == 0 && Resend(c, ref last);
+            t.TlpRetransmitted = sent;
+        }
+        if (sent)
+        {
+            Counters.TcpExtTCPLossProbes++;
+            t.TlpOutstanding = true;
+            t.TlpDsacked = false;
+            t.TlpHighSeq = t.SndMax;
+        }
+        t.RetransmitKind = RetransmitKind.Rto;
+        _timers.Schedule(TcpTimerId(c, TcpTimer.Retransmit), _now + t.Rto);
+    }
+
+    /// <summary>RFC 8985 §7.4: once the ACK passes the probe, a retransmitted probe that was not D-SACKed repaired a
+    /// real loss, and the window comes down as for any loss.</summary>
+    private void TailLossProbeAcked(int c, uint ack)
+    {
+        ref var t = ref _tcp[c];
+        if (!t.TlpOutstanding || Seq.Lt(ack, t.TlpHighSeq))
+            return;
+        t.TlpOutstanding = false;
+        if (t.TlpRetransmitted && !t.TlpDsacked && !t.InRecovery)
+        {
+            Counters.TcpExtTCPLossProbeRecovery++;
+            t.Ssthresh = CongestionSsthresh(c);
+            t.Cwnd = t.Ssthresh;
+        }
+    }
+}

@@ -1,0 +1,193 @@
+using Onload.Stack.Tcp;
+using Onload.Stack.Wire;
+
+namespace Onload.Stack;
+
+// The sender's scoreboard: one record per segment in flight (TcpSentSegment), marked SACKed from the peer's SACK
+// blocks (RFC 2018, D-SACK RFC 2883), lost by RACK or by duplicate ACKs, and sent again from here. The pipe
+// (RFC 6675 §4) is kept as records change, never recounted.
+public sealed partial class NetStack
+{
+    private ref TcpSentSegment SentSegment(int c, int i)
+    {
+        ref var t = ref _tcp[c];
+        return ref _tcp.SentSegments(c)[(t.SentHead + i) & (_tcp.SentCapacity - 1)];
+    }
+
+    /// <summary>Appends the record of a segment just sent for the first time.</summary>
+    private void RecordSent(int c, uint seq, int dataLength, bool fin)
+    {
+        ref var t = ref _tcp[c];
+        ref var r = ref SentSegment(c, t.SentCount);
+        r.Start = seq;
+        r.Length = (uint)dataLength + (fin ? 1u : 0u);
+        r.SentAt = _now;
+        r.Flags = fin ? SentFlags.Fin : SentFlags.None;
+        t.SentCount++;
+        t.Pipe += r.Length;
+    }
+
+    private static bool WaitsForRetransmit(SentFlags f) => (f & (SentFlags.Lost | SentFlags.Resent | SentFlags.Sacked)) == SentFlags.Lost;
+
+    /// <summary>Changes a record's flags, keeping the pipe and the SACKed and lost counts true.</summary>
+    private void SetSentFlags(int c, ref TcpSentSegment r, SentFlags flags)
+    {
+        ref var t = ref _tcp[c];
+        if (r.InPipe)
+            t.Pipe -= r.Length;
+        if ((r.Flags & SentFlags.Sacked) != 0)
+            t.SackedCount--;
+        if (WaitsForRetransmit(r.Flags))
+            t.LostCount--;
+        r.Flags = flags;
+        if (r.InPipe)
+            t.Pipe += r.Length;
+        if ((r.Flags & SentFlags.Sacked) != 0)
+            t.SackedCount++;
+        if (WaitsForRetransmit(r.Flags))
+            t.LostCount++;
+    }
+
+    private void MarkLost(int c, ref TcpSentSegment r)
+    {
+        if ((r.Flags & SentFlags.Resent) != 0)
+            Counters.TcpExtTCPLostRetransmit++;
+        SetSentFlags(c, ref r, (r.Flags | SentFlags.Lost) & ~SentFlags.Resent);
+    }
+
+    /// <summary>The cumulative ACK reached <paramref name="ack"/>: records below it leave the scoreboard (each a
+    /// delivery for RACK); one it splits is trimmed. Returns how many records left.</summary>
+    private int AckSentSegments(int c, uint ack)
+    {
+        ref var t = ref _tcp[c];
+        int removed = 0;
+        while (t.SentCount > 0)
+        {
+            ref var r = ref SentSegment(c, 0);
+            if (Seq.Le(r.End, ack))
+            {
+                if ((r.Flags & SentFlags.Sacked) == 0)
+                    RackDelivered(c, in r);
+                SetSentFlags(c, ref r, SentFlags.None);
+                t.Pipe -= r.Length;
+                t.SentHead = (t.SentHead + 1) & (_tcp.SentCapacity - 1);
+                t.SentCount--;
+                removed++;
+                continue;
+            }
+            if (Seq.Gt(ack, r.Start))
+            {
+                uint trimmed = ack - r.Start;
+                if (r.InPipe)
+                    t.Pipe -= trimmed;
+                r.Start = ack;
+                r.Length -= trimmed;
+            }
+            break;
+        }
+        return removed;
+    }
+
+    /// <summary>The index of the record holding <paramref name="seq"/> or the first after it (records are in
+    /// sequence order from SND.UNA).</summary>
+    private int FindSentSegment(int c, uint seq)
+    {
+        ref var t = ref _tcp[c];
+        uint offset = seq - t.SndUna;
+        int lo = 0, hi = t.SentCount;
+        while (lo < hi)
+        {
+            int mid = (lo + hi) >>> 1;
+            if (SentSegment(c, mid).End - t.SndUna <= offset)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        return lo;
+    }
+
+    /// <summary>
+    /// The SACK blocks of an ACK (RFC 2018 §3; RFC 6675 §5 step 1): records wholly inside a block are SACKed (a
+    /// block that splits a record leaves it alone: it is sent again, which costs a duplicate, never data). A first
+    /// block below the cumulative ACK, or inside the second block, is a D-SACK (RFC 2883 §4). Blocks outside
+    /// [SND.UNA, SND.MAX] are ignored, as Linux's tcp_is_sackblock_valid does.
+    /// </summary>
+    private void SackInput(int c, in TcpOptions options, uint ack)
+    {
+        ref var t = ref _tcp[c];
+        for (int b = 0; b < options.SackCount; b++)
+        {
+            var block = options.Sack[b];
+            if (!Seq.Lt(block.Start, block.End) || Seq.Gt(block.End, t.SndMax))
+                continue;
+            if (b == 0 && (Seq.Le(block.End, ack) ||
+                           options.SackCount > 1 && Seq.Ge(block.Start, options.Sack[1].Start) && Seq.Le(block.End, options.Sack[1].End)))
+            {
+                DsackReceived(c, block);
+                continue;
+            }
+            if (Seq.Lt(block.Start, t.SndUna))
+                continue;
+            for (int i = FindSentSegment(c, block.Start); i < t.SentCount; i++)
+            {
+                ref var r = ref SentSegment(c, i);
+                if (Seq.Ge(r.Start, block.End))
+                    break;
+                if ((r.Flags & SentFlags.Sacked) != 0 || Seq.Lt(r.Start, block.Start) || Seq.Gt(r.End, block.End))
+                    continue;
+                RackDelivered(c, in r);
+                SetSentFlags(c, ref r, r.Flags | SentFlags.Sacked);
+            }
+        }
+    }
+
+    /// <summary>A D-SACK: the peer got something twice, so a retransmission was spurious (RFC 2883 §4): likely
+    /// reordering, and RACK widens its reordering window (RFC 8985 §6.2 step 4). If it covers the tail loss probe,
+    /// the probe repaired nothing (§7.4).</summary>
+    private void DsackReceived(int c, SeqRange block)
+    {
+        ref var t = ref _tcp[c];
+        Counters.TcpExtTCPDSACKRecv++;
+        t.RackReorderingSeen = true;
+        t.RackReoWndMult = (byte)Math.Min(t.RackReoWndMult + 1, 16);
+        if (t.TlpOutstanding && t.TlpRetransmitted && Seq.Lt(block.Start, t.TlpHighSeq) && Seq.Le(t.TlpHighSeq, block.End))
+            t.TlpDsacked = true;
+    }
+
+    /// <summary>Sends the first record marked lost again (RFC 6675 §5 NextSeg rule 1). Returns false when no buffer
+    /// was free or the record lies beyond the peer's window (only the first may, as a probe).</summary>
+    private bool RetransmitNextLost(int c)
+    {
+        ref var t = ref _tcp[c];
+        for (int i = 0; i < t.SentCount; i++)
+        {
+            ref var r = ref SentSegment(c, i);
+            if (!WaitsForRetransmit(r.Flags))
+                continue;
+            if (i > 0 && Seq.Ge(r.Start, t.SndUna + t.SndWnd))
+                return false;
+            return Resend(c, ref r);
+        }
+        return false;
+    }
+
+    /// <summary>Sends a recorded segment again, as it was.</summary>
+    private bool Resend(int c, ref TcpSentSegment r)
+    {
+        ref var t = ref _tcp[c];
+        var flags = TcpFlags.Ack | ((r.Flags & SentFlags.Fin) != 0 ? TcpFlags.Fin : 0);
+        if (!TcpSendSegment(c, r.Start, r.DataLength, flags))
+            return false;
+        if (t.RttSeq != 0 && Seq.Gt(t.RttSeq, r.Start) && Seq.Le(t.RttSeq, r.End))
+            t.RttSeq = 0; // Karn: never time a segment sent twice
+        r.SentAt = _now;
+        var now = r.Flags | SentFlags.Retransmitted;
+        if ((now & SentFlags.Lost) != 0)
+            now |= SentFlags.Resent;
+        SetSentFlags(c, ref r, now);
+        Counters.TcpRetransSegs++;
+        if (t.InRecovery && !t.RtoRecovery)
+            Counters.TcpExtTCPFastRetrans++;
+        return true;
+    }
+}
