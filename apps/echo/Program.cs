@@ -22,12 +22,20 @@ var root = new RootCommand("onload-echo: answers ping and echoes UDP and TCP on 
 root.SetAction(parse =>
 {
     StackOptions options;
+    var settings = Settings.FromEnvironment();
+    if (!NetStack.TryParseCongestionControl(settings.TcpCongestion, out var congestion))
+    {
+        Console.Error.WriteLine($"onload-echo: ONLOAD_TCP_CONGESTION={settings.TcpCongestion}: expected cubic or reno");
+        return 2;
+    }
     try
     {
         options = new StackOptions
         {
             Address = Ipv4Cidr.Parse(parse.GetValue(addrOption)!),
             Gateway = parse.GetValue(gatewayOption) is { } g ? Ipv4Address.Parse(g) : null,
+            TcpSack = settings.TcpSack,
+            TcpCongestionControl = congestion,
         };
         options.Validate();
     }
@@ -61,7 +69,6 @@ root.SetAction(parse =>
     using (vnic)
     using (var stack = new NetStack(vnic, options))
     {
-        var settings = Settings.FromEnvironment();
         if (settings.Trace)
             stack.Trace = (tx, frame) => Console.Out.WriteLine((tx ? "> " : "< ") + PacketPrinter.Format(frame));
         var server = new EchoServer(stack, settings);
