@@ -150,7 +150,8 @@ public sealed unsafe class AfXdpVnic : IVnic
     /// <summary>Times Open slept because the queue or the interface's XDP hook was busy (a previous owner dying).</summary>
     public int OpenBusyRetries { get; private set; }
 
-    /// <summary>Descriptors from the kernel that named no buffer we lent it (never expected; counted and skipped).</summary>
+    /// <summary>Descriptors from the kernel that named no buffer we lent it, or a received frame that does not start
+    /// where its buffer does (never expected; counted and skipped).</summary>
     public long BadDescriptors { get; private set; }
 
     /// <summary>
@@ -387,18 +388,20 @@ public sealed unsafe class AfXdpVnic : IVnic
         _where[b] = WithUs;
         _onFill--;
 
-        int offset = (int)(d.Addr & (uint)(_chunkSize - 1));
-        if (d.Len > (uint)Buffers.BufferSize || offset + d.Len > (uint)_chunkSize)
+        // With aligned chunks the kernel puts a frame XDP_PACKET_HEADROOM into its chunk unless the XDP program
+        // moves data (bpf_xdp_adjust_head/meta), which ours never does; a frame elsewhere is not where its buffer
+        // starts, so it is dropped and counted rather than handed on.
+        if ((d.Addr & (uint)(_chunkSize - 1)) != XDP_PACKET_HEADROOM)
+        {
+            BadDescriptors++;
+            Buffers.Release(b);
+            return false;
+        }
+        if (d.Len > (uint)Buffers.BufferSize)
         {
             Counters.RxDropTooLong++;
             Buffers.Release(b);
             return false;
-        }
-        if (offset != XDP_PACKET_HEADROOM)
-        {
-            // Never seen with aligned chunks and no XDP metadata; move the frame to where its buffer starts.
-            byte* chunk = _umem + ((long)b << _chunkShift);
-            Buffer.MemoryCopy(chunk + offset, chunk + XDP_PACKET_HEADROOM, _chunkSize - XDP_PACKET_HEADROOM, d.Len);
         }
         buffer = b;
         return true;
