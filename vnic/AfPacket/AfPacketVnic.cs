@@ -83,37 +83,18 @@ public sealed unsafe class AfPacketVnic : IVnic
         ArgumentNullException.ThrowIfNull(ifname);
         ArgumentNullException.ThrowIfNull(options);
         string spec = "af_packet:" + ifname;
-        if (ifname.Length is 0 or >= IFNAMSIZ)
-            throw new ArgumentException($"{spec}: an interface name has 1 to {IFNAMSIZ - 1} characters", nameof(ifname));
+        NetInterface.CheckName(spec, ifname, nameof(ifname));
         if (options.RingSize < 2 || !BitOperations.IsPow2(options.RingSize))
             throw new ArgumentException($"{spec}: RingSize {options.RingSize} is not a power of two >= 2", nameof(options));
 
-        int fd = Libc.Socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0);
-        if (fd < 0)
-        {
-            int e = Errno.Last;
-            throw e switch
-            {
-                Errno.EPERM or Errno.EACCES => OpenFailure.Message(spec,
-                    $"socket(AF_PACKET) needs CAP_NET_RAW (run as root): {Errno.Describe(e)}", e),
-                Errno.EAFNOSUPPORT => OpenFailure.Message(spec, "this kernel has no AF_PACKET sockets", e),
-                _ => OpenFailure.Call(spec, "socket(AF_PACKET, SOCK_RAW)", e),
-            };
-        }
-
+        int fd = NetInterface.OpenSocket(spec, AF_PACKET, SOCK_RAW);
         BufferPool? pool = null;
         byte* map = null;
         nuint mapLength = 0;
         try
         {
-            int ifIndex = InterfaceIndex(spec, ifname);
-
-            int err = InterfaceIoctl.GetMtu(fd, ifname, out int mtu);
-            if (err != 0)
-                throw OpenFailure.Call(spec, "ioctl(SIOCGIFMTU)", err);
-            err = InterfaceIoctl.GetHardwareAddress(fd, ifname, out var mac, out ushort linkType);
-            if (err != 0)
-                throw OpenFailure.Call(spec, "ioctl(SIOCGIFHWADDR)", err);
+            int ifIndex = NetInterface.Index(spec, ifname);
+            var (mtu, mac, linkType) = NetInterface.ReadLink(spec, fd, ifname);
             if (linkType is not (ARPHRD_ETHER or ARPHRD_LOOPBACK))
                 throw OpenFailure.Message(spec, $"not an Ethernet interface (link type {linkType})");
 
@@ -383,21 +364,6 @@ public sealed unsafe class AfPacketVnic : IVnic
         // EAGAIN / ENOBUFS: the device queue is busy (congestion, not loss of the ring's frames); EINTR: retry.
         if (e is not (Errno.EAGAIN or Errno.ENOBUFS or Errno.EINTR))
             Counters.TxErrors++;
-    }
-
-    private static int InterfaceIndex(string spec, string ifname)
-    {
-        Span<byte> name = stackalloc byte[IFNAMSIZ];
-        Libc.CopyCString(ifname, name);
-        uint index;
-        fixed (byte* p = name)
-            index = Libc.IfNameToIndex(p);
-        if (index != 0)
-            return (int)index;
-        int e = Errno.Last;
-        throw e is Errno.ENODEV or Errno.ENXIO or 0
-            ? OpenFailure.Message(spec, "no such interface (in this network namespace)", Errno.ENODEV)
-            : OpenFailure.Call(spec, "if_nametoindex", e);
     }
 
     private static void SetIntOption(string spec, int fd, int option, int value, string what)

@@ -150,7 +150,8 @@ public sealed unsafe class AfXdpVnic : IVnic
     /// <summary>Times Open slept because the queue or the interface's XDP hook was busy (a previous owner dying).</summary>
     public int OpenBusyRetries { get; private set; }
 
-    /// <summary>Descriptors from the kernel that named no buffer we lent it (never expected; counted and skipped).</summary>
+    /// <summary>Descriptors from the kernel that named no buffer we lent it, or a received frame that does not start
+    /// where its buffer does (never expected; counted and skipped).</summary>
     public long BadDescriptors { get; private set; }
 
     /// <summary>
@@ -172,7 +173,7 @@ public sealed unsafe class AfXdpVnic : IVnic
         if (options.BufferCount < 4)
             throw new ArgumentException($"{spec}: BufferCount {options.BufferCount} is below 4", nameof(options));
 
-        int ifIndex = InterfaceIndex(spec, ifname);
+        int ifIndex = NetInterface.Index(spec, ifname);
         var (mac, mtu) = ReadInterface(spec, ifname);
         int chunk = ChooseChunkSize(spec, mtu, options.BufferSize);
 
@@ -387,18 +388,20 @@ public sealed unsafe class AfXdpVnic : IVnic
         _where[b] = WithUs;
         _onFill--;
 
-        int offset = (int)(d.Addr & (uint)(_chunkSize - 1));
-        if (d.Len > (uint)Buffers.BufferSize || offset + d.Len > (uint)_chunkSize)
+        // With aligned chunks the kernel puts a frame XDP_PACKET_HEADROOM into its chunk unless the XDP program
+        // moves data (bpf_xdp_adjust_head/meta), which ours never does; a frame elsewhere is not where its buffer
+        // starts, so it is dropped and counted rather than handed on.
+        if ((d.Addr & (uint)(_chunkSize - 1)) != XDP_PACKET_HEADROOM)
+        {
+            BadDescriptors++;
+            Buffers.Release(b);
+            return false;
+        }
+        if (d.Len > (uint)Buffers.BufferSize)
         {
             Counters.RxDropTooLong++;
             Buffers.Release(b);
             return false;
-        }
-        if (offset != XDP_PACKET_HEADROOM)
-        {
-            // Never seen with aligned chunks and no XDP metadata; move the frame to where its buffer starts.
-            byte* chunk = _umem + ((long)b << _chunkShift);
-            Buffer.MemoryCopy(chunk + offset, chunk + XDP_PACKET_HEADROOM, _chunkSize - XDP_PACKET_HEADROOM, d.Len);
         }
         buffer = b;
         return true;
@@ -523,17 +526,7 @@ public sealed unsafe class AfXdpVnic : IVnic
         Buffers = new BufferPool(umem + XDP_PACKET_HEADROOM, BufferCount, _chunkSize - XDP_PACKET_HEADROOM, _chunkSize);
         _where = (byte*)NativeMemory.AllocZeroed((nuint)BufferCount);
 
-        _xsk = Libc.Socket(AF_XDP, SOCK_RAW | SOCK_CLOEXEC, 0);
-        if (_xsk < 0)
-        {
-            int e = Errno.Last;
-            throw e switch
-            {
-                Errno.EPERM or Errno.EACCES => OpenFailure.Message(Spec, $"socket(AF_XDP) needs CAP_NET_RAW (run as root): {Errno.Describe(e)}", e),
-                Errno.EAFNOSUPPORT => OpenFailure.Message(Spec, "this kernel has no AF_XDP sockets (CONFIG_XDP_SOCKETS)", e),
-                _ => OpenFailure.Call(Spec, "socket(AF_XDP)", e),
-            };
-        }
+        _xsk = NetInterface.OpenSocket(Spec, AF_XDP, SOCK_RAW);
 
         var reg = new XdpUmemReg { Addr = (ulong)umem, Len = _umemLength, ChunkSize = (uint)_chunkSize };
         if (Libc.SetSockOpt(_xsk, SOL_XDP, XDP_UMEM_REG, &reg, XdpUmemReg.Size) != 0)
@@ -698,43 +691,20 @@ public sealed unsafe class AfXdpVnic : IVnic
             if (!int.TryParse(nameAndQueue.AsSpan(colon + 1), NumberStyles.None, CultureInfo.InvariantCulture, out queue) || queue > 4095)
                 throw new ArgumentException($"{spec}: the queue is a number from 0 to 4095 (af_xdp:IF[:QUEUE])", nameof(nameAndQueue));
         }
-        if (ifname.Length is 0 or >= IFNAMSIZ)
-            throw new ArgumentException($"{spec}: an interface name has 1 to {IFNAMSIZ - 1} characters", nameof(nameAndQueue));
+        NetInterface.CheckName(spec, ifname, nameof(nameAndQueue));
         return (ifname, queue);
-    }
-
-    private static int InterfaceIndex(string spec, string ifname)
-    {
-        Span<byte> name = stackalloc byte[IFNAMSIZ];
-        Libc.CopyCString(ifname, name);
-        uint index;
-        fixed (byte* p = name)
-            index = Libc.IfNameToIndex(p);
-        if (index != 0)
-            return (int)index;
-        int e = Errno.Last;
-        throw e is Errno.ENODEV or Errno.ENXIO or 0
-            ? OpenFailure.Message(spec, "no such interface (in this network namespace)", Errno.ENODEV)
-            : OpenFailure.Call(spec, "if_nametoindex", e);
     }
 
     /// <summary>MAC and MTU through the interface ioctls, on a throwaway UDP socket (AF_XDP sockets do not take them).</summary>
     private static (MacAddress Mac, int Mtu) ReadInterface(string spec, string ifname)
     {
-        int fd = Libc.Socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-        if (fd < 0)
-            throw OpenFailure.Call(spec, "socket(AF_INET, SOCK_DGRAM)", Errno.Last);
+        int fd = NetInterface.OpenControlSocket(spec);
         try
         {
-            int err = InterfaceIoctl.GetMtu(fd, ifname, out int mtu);
-            if (err != 0)
-                throw OpenFailure.Call(spec, "ioctl(SIOCGIFMTU)", err);
-            err = InterfaceIoctl.GetHardwareAddress(fd, ifname, out var mac, out ushort linkType);
-            if (err != 0)
-                throw OpenFailure.Call(spec, "ioctl(SIOCGIFHWADDR)", err);
-            if (linkType != ARPHRD_ETHER)
-                throw OpenFailure.Message(spec, $"not an Ethernet interface (link type {linkType})");
-            return (mac, mtu);
+            var link = NetInterface.ReadLink(spec, fd, ifname);
+            if (link.LinkType != ARPHRD_ETHER)
+                throw OpenFailure.Message(spec, $"not an Ethernet interface (link type {link.LinkType})");
+            return (link.Mac, link.Mtu);
         }
         finally
         {

@@ -22,7 +22,8 @@ namespace Onload.Vnic.Shm;
 /// (<see cref="VnicWait.Wait"/> does): it sets the ring's Sleeping flag, then re-reads the producer index (a full
 /// fence between the two). The producer publishes its index, fences, then reads Sleeping and, if set, clears it and
 /// writes the eventfd. One of the two always sees the other's write, so no wake-up is lost, and a peer that never
-/// sleeps costs the producer no system call.</para>
+/// sleeps costs the producer no system call. When the re-read finds frames, PrepareToSleep takes the flag back:
+/// a sleep that does not happen then costs no system call on either side, unless the producer took the flag first.</para>
 /// <para><b>Peer death.</b> A monitor thread per endpoint blocks in poll() on the connected socket (a dead or
 /// disposed peer shows as POLLHUP/EOF), on the listening socket (joiners) and on a stop eventfd. The polling thread
 /// sees its verdicts through volatile fields, so checking costs it no system call. While no peer is connected,
@@ -342,7 +343,8 @@ public sealed unsafe class ShmVnic : IVnic
 
     /// <summary>
     /// Declares that the caller is about to sleep on <see cref="WaitHandle"/>, so that the peer's next Transmit
-    /// writes the eventfd. Returns false (do not sleep) when frames are already waiting or the peer came or went.
+    /// writes the eventfd. Returns false (do not sleep) when frames are already waiting, having withdrawn the
+    /// declaration, or when the peer came or went.
     /// </summary>
     public bool PrepareToSleep()
     {
@@ -351,9 +353,22 @@ public sealed unsafe class ShmVnic : IVnic
         if (Volatile.Read(ref _peerLosses) != _peerLossesSeen || Volatile.Read(ref _poked) != 0)
             return false;
         // Exchange is a full fence: Sleeping is visible before we read the producer index.
-        Interlocked.Exchange(ref ShmLayout.Sleeping(_rx), 1);
-        _armed = true;
-        return Volatile.Read(ref ShmLayout.Producer(_rx)) == _rxConsumer;
+        ref int sleeping = ref ShmLayout.Sleeping(_rx);
+        Interlocked.Exchange(ref sleeping, 1);
+        if (Volatile.Read(ref ShmLayout.Producer(_rx)) == _rxConsumer)
+        {
+            _armed = true;
+            return true;
+        }
+        // Frames are waiting and we will not sleep: withdraw the declaration now. The producer writes the eventfd
+        // only after taking the flag from 1 to 0 (compare-exchange), so exactly one of us takes it. If we do, no
+        // doorbell was or will be written for it, and the next Receive has no eventfd to read. If the producer did,
+        // its write is done or on the way: arm, so that Awake reads it (a write landing after that read costs one
+        // early wake-up, as after any sleep). No wake-up can be lost: we are not sleeping, and the next sleep
+        // declares afresh here. A declaration still armed from an earlier call stays armed.
+        if (Interlocked.Exchange(ref sleeping, 0) == 0)
+            _armed = true;
+        return false;
     }
 
     /// <summary>Whether this end has declared it is going to sleep (its ring's Sleeping flag), so that the peer's

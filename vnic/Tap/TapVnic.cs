@@ -65,12 +65,11 @@ public sealed unsafe class TapVnic : IVnic
         ArgumentNullException.ThrowIfNull(name);
         ArgumentNullException.ThrowIfNull(options);
         string spec = "tap:" + name;
-        if (name.Length is 0 or >= IFNAMSIZ)
-            throw new ArgumentException($"{spec}: an interface name has 1 to {IFNAMSIZ - 1} characters", nameof(name));
+        NetInterface.CheckName(spec, name, nameof(name));
         if (options.MacAddress is { } wanted && (wanted.IsGroup || wanted == MacAddress.Zero))
             throw new ArgumentException($"{spec}: MAC {wanted} is not a unicast address", nameof(options));
 
-        bool existed = InterfaceExists(name);
+        bool existed = NetInterface.Exists(name);
         int fd = OpenTunDevice(spec);
         int ctl = -1;
         BufferPool? pool = null;
@@ -93,18 +92,11 @@ public sealed unsafe class TapVnic : IVnic
             string actual = ifr.NameString();
 
             // Interface ioctls want a socket; any of this namespace does.
-            ctl = Libc.Socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-            if (ctl < 0)
-                throw OpenFailure.Call(spec, "socket(AF_INET, SOCK_DGRAM)", Errno.Last);
+            ctl = NetInterface.OpenControlSocket(spec);
             int err = InterfaceIoctl.BringUp(ctl, actual);
             if (err != 0)
                 throw OpenFailure.Call(spec, "bringing the tap up (ioctl SIOCSIFFLAGS IFF_UP)", err);
-            err = InterfaceIoctl.GetMtu(ctl, actual, out int mtu);
-            if (err != 0)
-                throw OpenFailure.Call(spec, "ioctl(SIOCGIFMTU)", err);
-            err = InterfaceIoctl.GetHardwareAddress(ctl, actual, out var tapMac, out _);
-            if (err != 0)
-                throw OpenFailure.Call(spec, "ioctl(SIOCGIFHWADDR)", err);
+            var (mtu, tapMac, _) = NetInterface.ReadLink(spec, ctl, actual);
 
             var mac = options.MacAddress ?? DrawMac(tapMac);
             if (mac == tapMac)
@@ -233,14 +225,6 @@ public sealed unsafe class TapVnic : IVnic
                 $"opening /dev/net/tun needs root: {Errno.Describe(e)}", e),
             _ => OpenFailure.Call(spec, "open(/dev/net/tun)", e),
         };
-    }
-
-    private static bool InterfaceExists(string name)
-    {
-        Span<byte> buf = stackalloc byte[IFNAMSIZ];
-        Libc.CopyCString(name, buf);
-        fixed (byte* p = buf)
-            return Libc.IfNameToIndex(p) != 0;
     }
 
     private static MacAddress DrawMac(MacAddress avoid)

@@ -209,6 +209,14 @@ public sealed class AfPacketTests
     }
 
     [Test]
+    public void Open_rejects_a_name_with_a_character_an_interface_name_cannot_hold()
+    {
+        var e = Assert.Throws<ArgumentException>(() => AfPacketVnic.Open("veth\u00e90", Small));
+        Assert.That(e!.Message, Does.StartWith("af_packet:veth\u00e90: an interface name holds ASCII"));
+        Assert.That(e.Message, Does.Contain("character 4 is U+00E9"));
+    }
+
+    [Test]
     public void Dispose_is_idempotent_and_later_use_throws()
     {
         Netns.RequireRoot();

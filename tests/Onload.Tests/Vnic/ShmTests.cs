@@ -262,8 +262,13 @@ public sealed class ShmTests
         Assert.That(SendBatch(a, b.MacAddress, 1006, 1), Is.EqualTo(1));
         Assert.That(a.DoorbellsRung, Is.EqualTo(1), "b is polling again: no ring");
 
-        // Frames already waiting: PrepareToSleep says do not sleep.
+        // Frames already waiting: PrepareToSleep says do not sleep and withdraws the declaration at once, so a send
+        // before b's next Receive rings no doorbell.
         Assert.That(b.PrepareToSleep(), Is.False);
+        Assert.That(b.DeclaredSleep, Is.False, "declaration withdrawn");
+        Assert.That(SendBatch(a, b.MacAddress, 1007, 1), Is.EqualTo(1));
+        Assert.That(a.DoorbellsRung, Is.EqualTo(1), "b is not going to sleep: no ring");
+        Assert.That(LinuxNative.PollReadable(b.WaitHandle, 0), Is.False);
         TestFrames.Drain(b, got);
 
         // VnicWait arms the doorbell itself; a sender on another thread wakes it well before the timeout.
