@@ -58,6 +58,7 @@ public sealed unsafe class TcpTable : IDisposable, IPortTable
         t.Listener = -1;
         t.AcceptNext = -1;
         t.AcceptHead = t.AcceptTail = -1;
+        t.SynHead = t.SynNext = t.SynPrev = -1;
         t.HashNext = -1;
         t.SndBufSize = SendBufferSize;
         t.RcvBufSize = ReceiveBufferSize;
