@@ -244,31 +244,6 @@ public sealed class Ipv4Reassembler : IDisposable
         return i;
     }
 
-    /// <summary>The next queue whose time is up (not yet delivered), or -1. The caller frees it.</summary>
-    public int NextExpired(long now)
-    {
-        for (int i = 0; i < _queues.Length; i++)
-        {
-            ref var q = ref _queues[i];
-            if (q.InUse && !q.Delivered && q.ExpiresAt <= now)
-                return i;
-        }
-        return -1;
-    }
-
-    /// <summary>The earliest expiry of a pending datagram, or <see cref="long.MaxValue"/>.</summary>
-    public long NextExpiry
-    {
-        get
-        {
-            long next = long.MaxValue;
-            for (int i = 0; i < _queues.Length; i++)
-                if (_queues[i].InUse && !_queues[i].Delivered)
-                    next = Math.Min(next, _queues[i].ExpiresAt);
-            return next;
-        }
-    }
-
     /// <summary>Whether the first fragment (which carries the transport header) is held.</summary>
     public bool HasFirst(int queue) => _queues[queue].Fragments > 0 && _fragments[queue * _maxFragments].Offset == 0;
 

@@ -11,8 +11,6 @@ namespace Onload.Stack;
 public sealed partial class NetStack
 {
     private readonly TcpTable _tcp;
-    private readonly TimerWheel _timers;
-    private readonly int[] _expired = new int[64];
     private readonly uint _tcpTimestampOffset;
     private readonly ulong _isnKey0;
     private readonly ulong _isnKey1;
