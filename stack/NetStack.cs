@@ -42,7 +42,6 @@ public sealed partial class NetStack : IDisposable
     private int _txCount;
     private ushort _ipIdentification;
     private long _now;
-    private long _nextTimer = long.MaxValue;
     private bool _disposed;
 
     public NetStack(IVnic vnic, StackOptions options, IClock? clock = null, IRandomSource? random = null)
@@ -68,7 +67,10 @@ public sealed partial class NetStack : IDisposable
             reassemblyMemory, options.ReassemblyTimeoutNs);
         _groups = new MulticastGroups(options.MulticastGroups, options.MulticastMemberships);
         _tcp = new TcpTable(options.TcpConnections, options.TcpSendBufferBytes, options.TcpReceiveBufferBytes);
-        _timers = new TimerWheel(options.TcpConnections * (int)TcpTimer.Count, _clock.NowNanoseconds);
+        _arpTimerBase = TcpTimerIds(options);
+        _reassemblyTimerBase = _arpTimerBase + options.ArpEntries;
+        _igmpTimerBase = _reassemblyTimerBase + options.ReassemblyQueues;
+        _timers = new TimerWheel(TimerIds(options), _clock.NowNanoseconds);
         _tcpTimestampOffset = (uint)_random.NextUInt64();
         _isnKey0 = _random.NextUInt64();
         _isnKey1 = _random.NextUInt64();
@@ -98,7 +100,7 @@ public sealed partial class NetStack : IDisposable
     public FrameTrace? Trace { get; set; }
 
     /// <summary>When the stack next needs <see cref="Poll"/> even if no frame arrives (clock nanoseconds), or <see cref="long.MaxValue"/>.</summary>
-    public long NextTimerNs => Math.Min(_nextTimer, _timers.NextExpiry);
+    public long NextTimerNs => _timers.NextExpiry;
 
     /// <summary>
     /// Takes one batch of frames from the VNIC and processes them, runs timers that are due, and sends what that
@@ -184,21 +186,6 @@ public sealed partial class NetStack : IDisposable
         Counters.TxFrames++;
     }
 
-    private void ScheduleTimer(long at)
-    {
-        if (at < _nextTimer)
-            _nextTimer = at;
-    }
-
-    private void RunTimers()
-    {
-        _nextTimer = long.MaxValue;
-        ArpTimers();
-        ReassemblyTimers();
-        IgmpTimers();
-        TcpTimers();
-    }
-
     public void Dispose()
     {
         if (_disposed)
@@ -209,7 +196,6 @@ public sealed partial class NetStack : IDisposable
             if (_udp.IsValid(s))
                 UdpClose(s);
         _tcp.Dispose();
-        _timers.Dispose();
         for (int i = 0; i < _arp.Capacity; i++)
             if (_arp[i].State != NeighbourState.Free)
                 DiscardNeighbour(i, countAsFailure: false);
@@ -217,5 +203,6 @@ public sealed partial class NetStack : IDisposable
         _udp.Dispose();
         _reassembler.Dispose();
         _groups.Dispose();
+        _timers.Dispose(); // last: closing sockets and dropping neighbours cancel their timers
     }
 }

@@ -47,7 +47,10 @@ public sealed partial class NetStack
             // A request to us creates the sender's entry, as Linux does (STALE until confirmed).
             i = _arp.Add(spa, NeighbourState.Stale, _now);
             if (i >= 0)
+            {
                 Learn(i, sha, confirmed: op == ArpOperation.Reply);
+                ScheduleNeighbourTimer(i);
+            }
         }
         if (!forUs)
         {
@@ -123,7 +126,7 @@ public sealed partial class NetStack
                 {
                     // Still use the old MAC, but ask the neighbour directly whether it is still there.
                     e.ProbeAt = _now;
-                    ScheduleTimer(_now);
+                    ScheduleNeighbourTimer(i);
                 }
                 new EthernetFrame(_pool.Span(buffer)).WriteHeader(e.Mac, _mac, EtherType.Ipv4);
                 Transmit(buffer, length);
@@ -142,7 +145,7 @@ public sealed partial class NetStack
             ref var e = ref _arp[i];
             e.Probes = 1;
             e.ProbeAt = _now + Options.ArpRetransmitNs;
-            ScheduleTimer(e.ProbeAt);
+            ScheduleNeighbourTimer(i);
             SendArpRequest(nextHop, MacAddress.Broadcast);
         }
         if (!_arp.Enqueue(i, buffer, length, Options.ArpQueuePerEntry, out int evicted))
@@ -172,34 +175,40 @@ public sealed partial class NetStack
     /// <summary>A request for our own address from our own address (RFC 5227 §3 announcement).</summary>
     private void SendGratuitousArp() => SendArpRequest(_address, MacAddress.Broadcast);
 
-    private void ArpTimers()
+    /// <summary>
+    /// An entry's one timer: its next request (resolution, or re-probing a stale entry), else its garbage
+    /// collection once unused for <see cref="NeighbourGcNs"/>. Confirmations and use only push the collection
+    /// later, so they leave the timer be; when it fires early it just re-arms.
+    /// </summary>
+    private void ArpTimerExpired(int i)
     {
-        long next = long.MaxValue;
-        for (int i = 0; i < _arp.Capacity; i++)
+        ref var e = ref _arp[i];
+        if (e.State == NeighbourState.Free)
+            return;
+        if (e.ProbeAt != 0 && e.ProbeAt <= _now)
         {
-            ref var e = ref _arp[i];
-            if (e.State == NeighbourState.Free)
-                continue;
-            if (e.ProbeAt != 0 && e.ProbeAt <= _now)
+            if (e.Probes >= Options.ArpMaxProbes)
             {
-                if (e.Probes >= Options.ArpMaxProbes)
-                {
-                    DiscardNeighbour(i, countAsFailure: true);
-                    continue;
-                }
-                e.Probes++;
-                e.ProbeAt = _now + Options.ArpRetransmitNs;
-                SendArpRequest(e.Address, e.State == NeighbourState.Incomplete ? MacAddress.Broadcast : e.Mac);
+                DiscardNeighbour(i, countAsFailure: true);
+                return;
             }
-            else if (e.State != NeighbourState.Incomplete && e.ProbeAt == 0 &&
-                _now - Math.Max(e.UsedAt, e.ConfirmedAt) > NeighbourGcNs)
-            {
-                DiscardNeighbour(i, countAsFailure: false);
-                continue;
-            }
-            next = Math.Min(next, e.ProbeAt != 0 ? e.ProbeAt : Math.Max(e.UsedAt, e.ConfirmedAt) + NeighbourGcNs + 1);
+            e.Probes++;
+            e.ProbeAt = _now + Options.ArpRetransmitNs;
+            SendArpRequest(e.Address, e.State == NeighbourState.Incomplete ? MacAddress.Broadcast : e.Mac);
         }
-        ScheduleTimer(next);
+        else if (e.State != NeighbourState.Incomplete && e.ProbeAt == 0 &&
+            _now - Math.Max(e.UsedAt, e.ConfirmedAt) > NeighbourGcNs)
+        {
+            DiscardNeighbour(i, countAsFailure: false);
+            return;
+        }
+        ScheduleNeighbourTimer(i);
+    }
+
+    private void ScheduleNeighbourTimer(int i)
+    {
+        ref var e = ref _arp[i];
+        _timers.Schedule(ArpTimerId(i), e.ProbeAt != 0 ? e.ProbeAt : Math.Max(e.UsedAt, e.ConfirmedAt) + NeighbourGcNs + 1);
     }
 
     private void DiscardNeighbour(int index, bool countAsFailure)
@@ -214,5 +223,6 @@ public sealed partial class NetStack
                 Counters.Count(DropReason.ArpResolutionFailed);
         }
         _arp.Remove(index);
+        _timers.Cancel(ArpTimerId(index));
     }
 }

@@ -94,14 +94,14 @@ public sealed class MulticastGroups : IDisposable
         return g;
     }
 
-    /// <summary>Removes a socket's membership; returns false if it had none. <paramref name="last"/> says the stack
-    /// left the group.</summary>
-    public bool Leave(int socket, Ipv4Address group, out bool last)
+    /// <summary>Removes a socket's membership; returns the group's entry, or -1 if the socket had none.
+    /// <paramref name="last"/> says the stack left the group (and the entry is free).</summary>
+    public int Leave(int socket, Ipv4Address group, out bool last)
     {
         last = false;
         int m = FindMembership(socket, group);
         if (m < 0)
-            return false;
+            return -1;
         _memberships[m] = default;
         int g = Find(group);
         if (--_groups[g].Members == 0)
@@ -110,7 +110,7 @@ public sealed class MulticastGroups : IDisposable
             Count--;
             last = true;
         }
-        return true;
+        return g;
     }
 
     /// <summary>The groups <paramref name="socket"/> belongs to, one at a time (for close).</summary>

@@ -36,11 +36,12 @@ public sealed partial class NetStack
         e.ReportType = IgmpRecordType.ChangeToExcludeMode;
         e.ReportsLeft = IgmpRobustness;
         e.ReportAt = _now;
-        IgmpTimers();
+        IgmpTimerExpired(g); // the first report goes at once
     }
 
-    private void StackLeftGroup(Ipv4Address group)
+    private void StackLeftGroup(int g, Ipv4Address group)
     {
+        _timers.Cancel(IgmpTimerId(g));
         _vnic.LeaveMulticast(group.Value);
         if (group == IgmpMessage.AllHosts)
             return;
@@ -87,32 +88,28 @@ public sealed partial class NetStack
                     e.ReportsLeft = 1;
                     e.ReportType = IgmpRecordType.ModeIsExclude;
                 }
+                _timers.Schedule(IgmpTimerId(g), at);
             }
-            ScheduleTimer(e.ReportAt);
         }
         return false;
     }
 
-    private void IgmpTimers()
+    /// <summary>A group's report is due: send it, and arm the next while robustness asks for more.</summary>
+    private void IgmpTimerExpired(int g)
     {
-        for (int g = 0; g < _groups.Capacity; g++)
-        {
-            ref var e = ref _groups[g];
-            if (!e.InUse || e.ReportAt == NoReport)
-                continue;
-            if (e.ReportAt <= _now)
-            {
-                if (IgmpV2Compatibility)
-                    SendIgmp(e.Group, IgmpType.V2MembershipReport, 0, e.Group);
-                else
-                    SendIgmp(IgmpMessage.AllIgmpv3Routers, IgmpType.V3MembershipReport, e.ReportType, e.Group);
-                e.ReportsLeft--;
-                e.ReportAt = e.ReportsLeft > 0
-                    ? _now + 1 + (long)(_random.NextUInt64() % IgmpUnsolicitedIntervalNs)
-                    : NoReport;
-            }
-            ScheduleTimer(e.ReportAt);
-        }
+        ref var e = ref _groups[g];
+        if (!e.InUse || e.ReportAt > _now)
+            return;
+        if (IgmpV2Compatibility)
+            SendIgmp(e.Group, IgmpType.V2MembershipReport, 0, e.Group);
+        else
+            SendIgmp(IgmpMessage.AllIgmpv3Routers, IgmpType.V3MembershipReport, e.ReportType, e.Group);
+        e.ReportsLeft--;
+        e.ReportAt = e.ReportsLeft > 0
+            ? _now + 1 + (long)(_random.NextUInt64() % IgmpUnsolicitedIntervalNs)
+            : NoReport;
+        if (e.ReportAt != NoReport)
+            _timers.Schedule(IgmpTimerId(g), e.ReportAt);
     }
 
     /// <summary>Sends one IGMP message with TTL 1 and Router Alert, straight to the group's link address.</summary>

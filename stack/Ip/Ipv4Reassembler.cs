@@ -22,6 +22,8 @@ public struct ReassemblyQueue
     public int Received;
     public int Fragments;
     public long ExpiresAt;
+    /// <summary>Next queue in the same hash chain, or -1.</summary>
+    public int HashNext;
 }
 
 /// <summary>One fragment held: its frame's buffer and where its payload lies in it.</summary>
@@ -55,6 +57,11 @@ public sealed class Ipv4Reassembler : IDisposable
     private readonly BufferPool _pool;
     private readonly StructTable<ReassemblyQueue> _queues;
     private readonly StructTable<HeldFragment> _fragments;
+    /// <summary>Chains of queues by (source, destination, identification, protocol), so a fragment finds its
+    /// datagram without a scan (Linux's ipq hash).</summary>
+    private readonly int[] _buckets;
+    private readonly int _bucketMask;
+    private readonly FreeList _free;
     private readonly int _maxFragments;
     private readonly long _memoryLimit;
     private readonly long _timeoutNs;
@@ -65,6 +72,11 @@ public sealed class Ipv4Reassembler : IDisposable
         _pool = pool;
         _queues = new StructTable<ReassemblyQueue>(queues);
         _fragments = new StructTable<HeldFragment>(queues * maxFragments);
+        int buckets = (int)System.Numerics.BitOperations.RoundUpToPowerOf2((uint)Math.Max(16, queues * 2));
+        _buckets = new int[buckets];
+        _bucketMask = buckets - 1;
+        Array.Fill(_buckets, -1);
+        _free = new FreeList(queues);
         _maxFragments = maxFragments;
         _memoryLimit = memoryLimit;
         _timeoutNs = timeoutNs;
@@ -196,12 +208,16 @@ public sealed class Ipv4Reassembler : IDisposable
         return FragmentOutcome.Dropped;
     }
 
+    private int Bucket(Ipv4Address source, Ipv4Address destination, ushort id, byte protocol) =>
+        (int)((source.Value * 0x9E37_79B1u ^ destination.Value * 0x85EB_CA6Bu ^ ((uint)id << 8 | protocol) * 0xC2B2_AE35u) >> 8)
+        & _bucketMask;
+
     private int Find(Ipv4Address source, Ipv4Address destination, ushort id, byte protocol)
     {
-        for (int i = 0; i < _queues.Length; i++)
+        for (int i = _buckets[Bucket(source, destination, id, protocol)]; i >= 0; i = _queues[i].HashNext)
         {
             ref var q = ref _queues[i];
-            if (q.InUse && q.Identification == id && q.Source == source && q.Destination == destination && q.Protocol == protocol)
+            if (q.Identification == id && q.Source == source && q.Destination == destination && q.Protocol == protocol)
                 return i;
         }
         return -1;
@@ -209,49 +225,23 @@ public sealed class Ipv4Reassembler : IDisposable
 
     private int Create(Ipv4Packet ip, long now)
     {
-        for (int i = 0; i < _queues.Length; i++)
+        int i = _free.Take();
+        if (i < 0)
+            return -1;
+        int b = Bucket(ip.Source, ip.Destination, ip.Identification, ip.Protocol);
+        _queues[i] = new ReassemblyQueue
         {
-            ref var q = ref _queues[i];
-            if (q.InUse)
-                continue;
-            q = new ReassemblyQueue
-            {
-                InUse = true,
-                Source = ip.Source,
-                Destination = ip.Destination,
-                Identification = ip.Identification,
-                Protocol = ip.Protocol,
-                ExpiresAt = now + _timeoutNs,
-            };
-            Active++;
-            return i;
-        }
-        return -1;
-    }
-
-    /// <summary>The next queue whose time is up (not yet delivered), or -1. The caller frees it.</summary>
-    public int NextExpired(long now)
-    {
-        for (int i = 0; i < _queues.Length; i++)
-        {
-            ref var q = ref _queues[i];
-            if (q.InUse && !q.Delivered && q.ExpiresAt <= now)
-                return i;
-        }
-        return -1;
-    }
-
-    /// <summary>The earliest expiry of a pending datagram, or <see cref="long.MaxValue"/>.</summary>
-    public long NextExpiry
-    {
-        get
-        {
-            long next = long.MaxValue;
-            for (int i = 0; i < _queues.Length; i++)
-                if (_queues[i].InUse && !_queues[i].Delivered)
-                    next = Math.Min(next, _queues[i].ExpiresAt);
-            return next;
-        }
+            InUse = true,
+            Source = ip.Source,
+            Destination = ip.Destination,
+            Identification = ip.Identification,
+            Protocol = ip.Protocol,
+            ExpiresAt = now + _timeoutNs,
+            HashNext = _buckets[b],
+        };
+        _buckets[b] = i;
+        Active++;
+        return i;
     }
 
     /// <summary>Whether the first fragment (which carries the transport header) is held.</summary>
@@ -300,7 +290,18 @@ public sealed class Ipv4Reassembler : IDisposable
         for (int i = 0; i < q.Fragments; i++)
             _pool.Release(_fragments[baseIndex + i].Buffer);
         _memory -= (long)q.Fragments * _pool.BufferSize;
+        int b = Bucket(q.Source, q.Destination, q.Identification, q.Protocol);
+        if (_buckets[b] == queue)
+            _buckets[b] = q.HashNext;
+        else
+        {
+            int p = _buckets[b];
+            while (_queues[p].HashNext != queue)
+                p = _queues[p].HashNext;
+            _queues[p].HashNext = q.HashNext;
+        }
         q = default;
+        _free.Return(queue);
         Active--;
     }
 

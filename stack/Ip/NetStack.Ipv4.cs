@@ -65,11 +65,15 @@ public sealed partial class NetStack
             case FragmentOutcome.Dropped:
                 if (reason != DropReason.IpFragmentDuplicate)
                     Counters.IpReasmFails++;
+                if (queue >= 0 && !_reassembler[queue].InUse)
+                    _timers.Cancel(ReassemblyTimerId(queue)); // the fragment condemned its datagram
                 return Dropped(reason);
             case FragmentOutcome.Held:
-                ScheduleTimer(_reassembler[queue].ExpiresAt);
+                if (_reassembler[queue].Fragments == 1) // a new datagram: its time limit starts
+                    _timers.Schedule(ReassemblyTimerId(queue), _reassembler[queue].ExpiresAt);
                 return true;
             default:
+                _timers.Cancel(ReassemblyTimerId(queue)); // whole: no time limit while a socket holds it
                 Counters.IpReasmOKs++;
                 Counters.IpInDelivers++;
                 DeliverReassembled(queue, broadcast);
@@ -98,18 +102,16 @@ public sealed partial class NetStack
     }
 
     /// <summary>RFC 792: when reassembly times out with the first fragment in hand, say so to the sender.</summary>
-    private void ReassemblyTimers()
+    private void ReassemblyTimerExpired(int queue)
     {
-        int queue;
-        while ((queue = _reassembler.NextExpired(_now)) >= 0)
-        {
-            Counters.IpReasmFails++;
-            Counters.Count(DropReason.IpReassemblyTimeout);
-            if (_reassembler.HasFirst(queue))
-                SendIcmpError(_pool.Span(_reassembler.FirstBuffer(queue)), IcmpType.TimeExceeded, 1);
-            _reassembler.Free(queue);
-        }
-        ScheduleTimer(_reassembler.NextExpiry);
+        ref var q = ref _reassembler[queue];
+        if (!q.InUse || q.Delivered || q.ExpiresAt > _now)
+            return;
+        Counters.IpReasmFails++;
+        Counters.Count(DropReason.IpReassemblyTimeout);
+        if (_reassembler.HasFirst(queue))
+            SendIcmpError(_pool.Span(_reassembler.FirstBuffer(queue)), IcmpType.TimeExceeded, 1);
+        _reassembler.Free(queue);
     }
 
     /// <summary>The route to <paramref name="destination"/>: the neighbour to hand it to, or an errno.</summary>

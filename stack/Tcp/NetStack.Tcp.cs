@@ -11,8 +11,6 @@ namespace Onload.Stack;
 public sealed partial class NetStack
 {
     private readonly TcpTable _tcp;
-    private readonly TimerWheel _timers;
-    private readonly int[] _expired = new int[64];
     private readonly uint _tcpTimestampOffset;
     private readonly ulong _isnKey0;
     private readonly ulong _isnKey1;
@@ -124,11 +122,38 @@ public sealed partial class NetStack
         return 0;
     }
 
+    /// <summary>A passive open joins its listener's SYN queue (a doubly linked list, so leaving it is O(1)).</summary>
+    private void AddToSynQueue(int listener, int c)
+    {
+        ref var l = ref _tcp[listener];
+        ref var t = ref _tcp[c];
+        t.SynPrev = -1;
+        t.SynNext = l.SynHead;
+        if (l.SynHead >= 0)
+            _tcp[l.SynHead].SynPrev = c;
+        l.SynHead = c;
+        l.SynQueueLength++;
+    }
+
+    private void RemoveFromSynQueue(int listener, int c)
+    {
+        ref var l = ref _tcp[listener];
+        ref var t = ref _tcp[c];
+        if (t.SynPrev >= 0)
+            _tcp[t.SynPrev].SynNext = t.SynNext;
+        else
+            l.SynHead = t.SynNext;
+        if (t.SynNext >= 0)
+            _tcp[t.SynNext].SynPrev = t.SynPrev;
+        t.SynNext = t.SynPrev = -1;
+        l.SynQueueLength--;
+    }
+
     private void QueueForAccept(int c)
     {
         ref var t = ref _tcp[c];
+        RemoveFromSynQueue(t.Listener, c);
         ref var l = ref _tcp[t.Listener];
-        l.SynQueueLength--;
         l.AcceptQueueLength++;
         t.AcceptNext = -1;
         if (l.AcceptTail >= 0)
@@ -315,10 +340,12 @@ public sealed partial class NetStack
         switch (t.State)
         {
             case TcpState.Listen:
-                // Connections not yet accepted are reset.
-                for (int i = 0; i < _tcp.Capacity; i++)
-                    if (_tcp.IsValid(i) && _tcp[i].Listener == c)
-                        TcpAbort(i);
+                // Connections not yet accepted are reset: both queues are lists off the listener, and each
+                // child leaves its list as it is freed.
+                while (t.AcceptHead >= 0)
+                    TcpAbort(t.AcceptHead);
+                while (t.SynHead >= 0)
+                    TcpAbort(t.SynHead);
                 TcpFree(c);
                 return 0;
             case TcpState.Closed:
@@ -416,9 +443,8 @@ public sealed partial class NetStack
         ref var t = ref _tcp[c];
         if (t.Listener >= 0 && _tcp.IsValid(t.Listener))
         {
-            ref var l = ref _tcp[t.Listener];
             if (t.State == TcpState.SynReceived)
-                l.SynQueueLength--;
+                RemoveFromSynQueue(t.Listener, c);
             else
                 RemoveFromAcceptQueue(t.Listener, c);
         }

@@ -103,7 +103,7 @@ public sealed partial class NetStack
         TcpInitialiseSendSequence(ref t, InitialSequenceNumber(t.LocalPort, remote, t.RemotePort));
         ApplySynOptions(c, seg, options);
         _tcp.Hash(c);
-        l.SynQueueLength++;
+        AddToSynQueue(listener, c);
         Counters.TcpPassiveOpens++;
         TcpSendFlags(c, t.Iss, TcpFlags.Syn | TcpFlags.Ack);
         _timers.Schedule(TcpTimerId(c, TcpTimer.Retransmit), _now + t.Rto);

@@ -7,33 +7,25 @@ namespace Onload.Stack;
 // 2MSL), all on the timer wheel: each expiry costs O(1), and nothing scans the connections.
 public sealed partial class NetStack
 {
-    private void TcpTimers()
+    /// <summary>One TCP timer fired (its id from <see cref="TcpTimerId"/>).</summary>
+    private void TcpTimerExpired(int id)
     {
-        int n;
-        while ((n = _timers.Advance(_now, _expired)) > 0)
+        int c = id / (int)TcpTimer.Count;
+        if (!_tcp.IsValid(c))
+            return;
+        switch ((TcpTimer)(id % (int)TcpTimer.Count))
         {
-            for (int i = 0; i < n; i++)
-            {
-                int id = _expired[i];
-                int c = id / (int)TcpTimer.Count;
-                if (!_tcp.IsValid(c))
-                    continue;
-                switch ((TcpTimer)(id % (int)TcpTimer.Count))
-                {
-                    case TcpTimer.Retransmit:
-                        RetransmitTimer(c);
-                        break;
-                    case TcpTimer.DelayedAck:
-                        _tcp[c].AckNow = true;
-                        TcpOutput(c);
-                        break;
-                    case TcpTimer.Keepalive:
-                        KeepaliveTimer(c);
-                        break;
-                }
-            }
+            case TcpTimer.Retransmit:
+                RetransmitTimer(c);
+                break;
+            case TcpTimer.DelayedAck:
+                _tcp[c].AckNow = true;
+                TcpOutput(c);
+                break;
+            case TcpTimer.Keepalive:
+                KeepaliveTimer(c);
+                break;
         }
-        ScheduleTimer(_timers.NextExpiry);
     }
 
     private void RetransmitTimer(int c)

@@ -64,6 +64,9 @@ public struct TcpConnection
     public int Listener;
     /// <summary>Next connection in the listener's accept queue, or -1.</summary>
     public int AcceptNext;
+    /// <summary>Neighbours in the listener's SYN queue (SYN-RECEIVED children), or -1.</summary>
+    public int SynNext;
+    public int SynPrev;
     /// <summary>Next connection in the same demultiplexing hash chain, or -1.</summary>
     public int HashNext;
     /// <summary>Hashed into the connection table (has a remote end).</summary>
@@ -79,6 +82,8 @@ public struct TcpConnection
     public int AcceptQueueLength;
     public int AcceptHead;
     public int AcceptTail;
+    /// <summary>First child in SYN-RECEIVED, or -1: close resets them without scanning the table.</summary>
+    public int SynHead;
 
     // Send sequence space (RFC 9293 §3.3.1).
     public uint Iss;

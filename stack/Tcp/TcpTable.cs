@@ -18,8 +18,8 @@ public sealed unsafe class TcpTable : IDisposable, IPortTable
     private readonly int _bucketMask;
     private readonly short[] _portOwner; // row + 1 per bound port
     private readonly int _rowBytes;
+    private readonly FreeList _free;
     private byte* _arena;
-    private int _nextFree;
 
     public TcpTable(int connections, int sendBuffer, int receiveBuffer)
     {
@@ -28,6 +28,7 @@ public sealed unsafe class TcpTable : IDisposable, IPortTable
         if (!BitOperations.IsPow2(sendBuffer) || !BitOperations.IsPow2(receiveBuffer))
             throw new ArgumentException("TCP buffer sizes must be powers of two");
         _rows = new StructTable<TcpConnection>(connections);
+        _free = new FreeList(connections);
         SendBufferSize = sendBuffer;
         ReceiveBufferSize = receiveBuffer;
         // One record per segment in flight: a full send buffer of 512-byte segments, at least 64.
@@ -52,36 +53,36 @@ public sealed unsafe class TcpTable : IDisposable, IPortTable
 
     public bool IsValid(int c) => (uint)c < (uint)_rows.Length && _rows[c].InUse;
 
+    /// <summary>A new row, or -1 when the table is full. O(1): rows come off a free list, oldest freed first.</summary>
     public int Allocate()
     {
-        for (int n = 0; n < _rows.Length; n++)
-        {
-            int c = (_nextFree + n) % _rows.Length;
-            if (_rows[c].InUse)
-                continue;
-            ref var t = ref _rows[c];
-            t = default;
-            t.InUse = true;
-            t.Listener = -1;
-            t.AcceptNext = -1;
-            t.AcceptHead = t.AcceptTail = -1;
-            t.HashNext = -1;
-            t.SndBufSize = SendBufferSize;
-            t.RcvBufSize = ReceiveBufferSize;
-            _nextFree = (c + 1) % _rows.Length;
-            Open++;
-            return c;
-        }
-        return -1;
+        int c = _free.Take();
+        if (c < 0)
+            return -1;
+        ref var t = ref _rows[c];
+        t = default;
+        t.InUse = true;
+        t.Listener = -1;
+        t.AcceptNext = -1;
+        t.AcceptHead = t.AcceptTail = -1;
+        t.SynHead = t.SynNext = t.SynPrev = -1;
+        t.HashNext = -1;
+        t.SndBufSize = SendBufferSize;
+        t.RcvBufSize = ReceiveBufferSize;
+        Open++;
+        return c;
     }
 
     public void Free(int c)
     {
         ref var t = ref _rows[c];
+        if (!t.InUse)
+            return; // a second free must not put the row on the free list twice
         Unhash(c);
         if (t.Bound && _portOwner[t.LocalPort] == c + 1)
             _portOwner[t.LocalPort] = 0;
         t = default;
+        _free.Return(c);
         Open--;
     }
 

@@ -18,7 +18,7 @@ internal struct TimerEntry
 
 /// <summary>
 /// A hierarchical timing wheel (Varghese and Lauck, "Hashed and Hierarchical Timing Wheels", SOSP 1987, scheme 7)
-/// for the TCP timers of many connections: schedule, cancel and reschedule are O(1); an advance costs the timers
+/// for every timer of the stack (TCP's, ARP's, reassembly's, IGMP's): schedule, cancel and reschedule are O(1); an advance costs the timers
 /// that expire plus an amortised cascade, and skips empty stretches of time with per-level occupancy bitmaps, so
 /// nothing ever scans all timers nor walks tick by tick through idle time.
 /// </summary>
@@ -67,8 +67,8 @@ public sealed class TimerWheel : IDisposable
     /// <summary>No later than every deadline on the due list (lowered on each insert, reset when it empties).</summary>
     private long _dueMinNs;
 
-    /// <param name="timers">How many timer ids exist (0..timers-1); each id is owned by the caller (e.g.
-    /// connection * 4 + kind).</param>
+    /// <param name="timers">How many timer ids exist (0..timers-1); each id is owned by the caller (e.g. a range
+    /// per owner, connection * kinds + kind within TCP's).</param>
     /// <param name="startNs">The clock's current time.</param>
     /// <param name="tickNs">The resolution (default 1 ms).</param>
     public TimerWheel(int timers, long startNs, long tickNs = 1_000_000)

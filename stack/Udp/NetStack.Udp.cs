@@ -366,11 +366,12 @@ public sealed partial class NetStack
     {
         if (!_udp.IsValid(s))
             return -(int)Errno.EBADF;
-        if (!_groups.Leave(s, group, out bool last))
+        int g = _groups.Leave(s, group, out bool last);
+        if (g < 0)
             return -(int)Errno.EADDRNOTAVAIL;
         _udp[s].Memberships--;
         if (last)
-            StackLeftGroup(group);
+            StackLeftGroup(g, group);
         Flush();
         return 0;
     }

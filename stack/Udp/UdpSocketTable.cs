@@ -57,13 +57,14 @@ public sealed class UdpSocketTable : IDisposable, IPortTable
     private readonly StructTable<UdpQueuedDatagram> _queues;
     private readonly short[] _portOwner; // socket handle + 1 per port; 0 = free
     private readonly int _queueCapacity;
-    private int _nextFree;
+    private readonly FreeList _free;
 
     public UdpSocketTable(int sockets, int queueCapacity)
     {
         if (sockets > short.MaxValue - 1)
             throw new ArgumentOutOfRangeException(nameof(sockets));
         _sockets = new StructTable<UdpSocket>(sockets);
+        _free = new FreeList(sockets);
         _queueCapacity = queueCapacity;
         _queues = new StructTable<UdpQueuedDatagram>(sockets * queueCapacity);
         _portOwner = new short[65536];
@@ -77,30 +78,30 @@ public sealed class UdpSocketTable : IDisposable, IPortTable
 
     public bool IsValid(int handle) => (uint)handle < (uint)_sockets.Length && _sockets[handle].InUse;
 
+    /// <summary>A new socket's handle, or -1 when the table is full. O(1): handles come off a free list, oldest
+    /// freed first.</summary>
     public int Allocate(int receiveBufferBytes)
     {
-        for (int n = 0; n < _sockets.Length; n++)
-        {
-            int h = (_nextFree + n) % _sockets.Length;
-            ref var s = ref _sockets[h];
-            if (s.InUse)
-                continue;
-            s = default;
-            s.InUse = true;
-            s.ReceiveBufferBytes = receiveBufferBytes;
-            _nextFree = (h + 1) % _sockets.Length;
-            Open++;
-            return h;
-        }
-        return -1;
+        int h = _free.Take();
+        if (h < 0)
+            return -1;
+        ref var s = ref _sockets[h];
+        s = default;
+        s.InUse = true;
+        s.ReceiveBufferBytes = receiveBufferBytes;
+        Open++;
+        return h;
     }
 
     public void Free(int handle)
     {
         ref var s = ref _sockets[handle];
+        if (!s.InUse)
+            return; // a second free must not put the handle on the free list twice
         if (s.Bound && _portOwner[s.LocalPort] == handle + 1)
             _portOwner[s.LocalPort] = 0;
         s = default;
+        _free.Return(handle);
         Open--;
     }
 

@@ -223,6 +223,32 @@ public class TcpScriptTests
         Assert.That(synAck.TsVal, Is.Null);
     }
 
+    [Test]
+    public void Closing_a_listener_resets_the_connections_in_its_syn_and_accept_queues_and_frees_their_rows()
+    {
+        using var peer = Listening(out int l);
+        int open = peer.Stack.TcpConnections.Open;
+        uint[] isn = new uint[3];
+        for (int i = 0; i < 3; i++)
+        {
+            peer.Inject(peer.TcpFrame((ushort)(PeerPort + i), Port, PeerIsn, 0, TcpFlags.Syn, 8192, SynOptions(1460, false, null, -1)));
+            isn[i] = Expect(Tcp(peer.Received()), TcpFlags.Syn | Ack, ack: PeerIsn + 1).Seq;
+        }
+        // The first completes its handshake (accept queue); the other two stay in SYN-RECEIVED (SYN queue).
+        peer.Inject(peer.TcpFrame(PeerPort, Port, PeerIsn + 1, isn[0] + 1, Ack, 8192, []));
+        Assert.That(Tcp(peer.Received()), Is.Empty);
+        Assert.That(peer.Stack.TcpConnections.Open, Is.EqualTo(open + 3));
+
+        Assert.That(peer.Stack.TcpClose(l), Is.Zero);
+        var resets = Tcp(peer.Received());
+        Assert.That(resets.Select(s => s.DstPort), Is.EquivalentTo(new[] { PeerPort, (ushort)(PeerPort + 1), (ushort)(PeerPort + 2) }));
+        Assert.That(resets.Select(s => s.Flags), Is.All.EqualTo(TcpFlags.Rst | Ack));
+        Assert.That(resets.Select(s => s.Seq), Is.EquivalentTo(isn.Select(x => x + 1)));
+        Assert.That(peer.Stack.TcpConnections.Open, Is.EqualTo(open - 1), "the listener and its three children are gone");
+        peer.Inject(peer.TcpFrame((ushort)(PeerPort + 3), Port, PeerIsn, 0, TcpFlags.Syn, 8192, SynOptions(1460, false, null, -1)));
+        Expect(Tcp(peer.Received()), TcpFlags.Rst | Ack, seq: 0, ack: PeerIsn + 1, why: "the port is closed");
+    }
+
     // 2. Closed ports.
 
     [Test]
