@@ -438,4 +438,27 @@ public class TcpScriptTests
         Assert.That(c.Stack.TcpConnections.Open, Is.EqualTo(open - 1), "freed after 2MSL");
         Assert.That(Tcp(c.Peer.Received()), Is.Empty);
     }
+
+    [Test]
+    public void Time_wait_of_a_socket_not_yet_closed_ends_in_closed_and_the_row_stays_the_applications()
+    {
+        // Linux: the socket goes to CLOSE and its descriptor stays valid; freeing the row would let a new connection
+        // take it, and the application's later close() would then close someone else's connection.
+        const long msl = 1_000 * Ms;
+        using var c = Establish(timestamps: false, tweak: o => o with { TcpMslNs = msl });
+        int open = c.Stack.TcpConnections.Open;
+        Assert.That(c.Stack.TcpShutdown(c.Socket, read: false, write: true), Is.Zero);
+        Expect(Tcp(c.Peer.Received()), Ack | TcpFlags.Fin, seq: c.StackSeq, ack: c.PeerSeq);
+        c.StackSeq++;
+        Expect(c.Send(Ack | TcpFlags.Fin, ack: c.StackSeq), Ack, seq: c.StackSeq, ack: c.PeerSeq + 1, why: "the peer's FIN is acknowledged");
+        Assert.That(c.Stack.TcpStateOf(c.Socket), Is.EqualTo(TcpState.TimeWait));
+
+        c.Peer.Clock.Advance(2 * msl + 10 * Ms);
+        c.Stack.Poll();
+        Assert.That(c.Stack.TcpStateOf(c.Socket), Is.EqualTo(TcpState.Closed));
+        Assert.That(c.Stack.TcpConnections.Open, Is.EqualTo(open), "the row is kept until close()");
+        Assert.That(c.Stack.TcpReceive(c.Socket, new byte[16]), Is.Zero, "end of stream, as before");
+        Assert.That(c.Stack.TcpClose(c.Socket), Is.Zero);
+        Assert.That(c.Stack.TcpConnections.Open, Is.EqualTo(open - 1));
+    }
 }
