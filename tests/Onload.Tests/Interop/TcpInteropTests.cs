@@ -177,15 +177,8 @@ public class TcpInteropTests(string kind)
         return $"[{seg.Flags} seq {seg.SequenceNumber} ack {seg.AcknowledgmentNumber} win {seg.Window} len {f.Length - 34 - seg.HeaderLength}]";
     }
 
-    private static string Describe(NetStack stack, int c)
-    {
-        ref var t = ref stack.TcpConnections[c];
-        return $"state {t.State} una {t.SndUna - t.Iss} nxt {t.SndNxt - t.Iss} max {t.SndMax - t.Iss} queued {t.SndQueued} " +
-            $"wnd {t.SndWnd} cwnd {t.Cwnd} rto {t.Rto} backoff {t.Backoff} rcvnxt {t.RcvNxt - t.Irs} rcvread {t.RcvRead - t.Irs} " +
-            $"rcvadv {t.RcvAdv - t.Irs} ooo {t.OooStart - t.Irs}-{t.OooEnd - t.Irs} timers {stack.NextTimerNs}; " +
-            $"vnic rx {stack.Vnic.Counters.RxFrames} nobuf {stack.Vnic.Counters.RxDropNoBuffer} ring {stack.Vnic.Counters.RxDropRingFull} txring {stack.Vnic.Counters.TxDropRingFull} txerr {stack.Vnic.Counters.TxErrors}; trace {string.Join(" | ", Trace)}; " +
-            string.Join(", ", stack.Counters.Snapshot().Where(kv => kv.Key.StartsWith("Tcp", StringComparison.Ordinal) || kv.Key.StartsWith("Drop", StringComparison.Ordinal)).Select(kv => $"{kv.Key}={kv.Value}"));
-    }
+    private static string Describe(NetStack stack, int c) =>
+        $"{StackDump.Connection(stack, c)}; {StackDump.Vnic(stack.Vnic)}; trace {string.Join(" | ", Trace)}; {StackDump.TcpCounters(stack)}";
 
     /// <summary>An in-process stack on the stack side of the pair, connected to a kernel server on <paramref name="port"/>.</summary>
     private (IVnic Vnic, NetStack Stack, int Socket) ConnectedStack(ushort port)
