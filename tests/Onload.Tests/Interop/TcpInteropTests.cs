@@ -35,28 +35,7 @@ public class TcpInteropTests(string kind)
         return echo;
     }
 
-    /// <summary>Runs a shell line in the kernel's namespace with <paramref name="input"/> on its standard input;
-    /// returns its standard output.</summary>
-    private byte[] KernelPipe(string shell, byte[] input)
-    {
-        var psi = new ProcessStartInfo("ip") { RedirectStandardInput = true, RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (var a in new[] { "netns", "exec", _peer.KernelNs.Name, "sh", "-c", shell })
-            psi.ArgumentList.Add(a);
-        using var p = Process.Start(psi)!;
-        var stdout = new MemoryStream();
-        var copy = p.StandardOutput.BaseStream.CopyToAsync(stdout);
-        var stderr = p.StandardError.ReadToEndAsync();
-        p.StandardInput.BaseStream.Write(input);
-        p.StandardInput.Close();
-        if (!p.WaitForExit(Deadline))
-        {
-            p.Kill(entireProcessTree: true);
-            Assert.Fail($"'{shell}' did not finish; stderr: {stderr.Result}");
-        }
-        copy.Wait(Deadline);
-        Assert.That(p.ExitCode, Is.Zero, stderr.Result);
-        return stdout.ToArray();
-    }
+    private byte[] KernelPipe(string shell, byte[] input) => _peer.KernelNs.Pipe(shell, input, Deadline);
 
     [Test]
     public void Kernel_socat_gets_a_megabyte_echoed_intact_with_half_close()
