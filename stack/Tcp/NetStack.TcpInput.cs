@@ -319,6 +319,8 @@ public sealed partial class NetStack
             uint acked = ack - t.SndUna;
             int dataAcked = (int)Math.Min(acked, (uint)t.SndQueued);
             t.SndQueued -= dataAcked;
+            if (acked > (uint)dataAcked)
+                t.FinSent = true; // the ACK covers our FIN, sent before a timeout rewound SND.NXT: it must not go again
             t.SndUna = ack;
             if (Seq.Lt(t.SndNxt, t.SndUna))
                 t.SndNxt = t.SndUna;

@@ -350,6 +350,30 @@ public class TcpScriptTests
         Assert.That(c.Stack.Counters.TcpExtTCPTimeouts, Is.EqualTo(3));
     }
 
+    [Test]
+    public void An_ack_covering_a_fin_sent_before_a_timeout_ends_it_without_a_second_fin()
+    {
+        // Data and FIN in flight; the timeout resends only the first segment (cwnd 1 MSS); then the peer's ACK
+        // of everything, FIN included, arrives. Sending the FIN again would put it one past the first, where the
+        // peer (which acknowledged the first) never accepts it: LAST_ACK would retransmit it forever.
+        using var c = Establish(timestamps: false);
+        c.Stack.Poll();
+        var data = Enumerable.Range(0, 3000).Select(i => (byte)i).ToArray();
+        Assert.That(c.Stack.TcpSetNoDelay(c.Socket, true), Is.Zero);
+        Assert.That(c.Stack.TcpSend(c.Socket, data), Is.EqualTo(data.Length));
+        Assert.That(c.Stack.TcpShutdown(c.Socket, read: false, write: true), Is.Zero);
+        var sent = Tcp(c.Peer.Received(advanceNs: 1_000));
+        Assert.That(sent[^1].Flags & TcpFlags.Fin, Is.EqualTo(TcpFlags.Fin), "the FIN follows the data");
+        var log = Run(c.Peer, 1_010 * Ms);
+        Assert.That(log, Has.Count.EqualTo(1), "one segment resent after the 1 s RTO");
+        Assert.That(log[0].Seg.Seq, Is.EqualTo(c.StackSeq));
+        Assert.That(log[0].Seg.Flags & TcpFlags.Fin, Is.EqualTo(TcpFlags.None), "the first segment, without the FIN");
+
+        var after = c.Send(Ack, ack: c.StackSeq + (uint)data.Length + 1);
+        Assert.That(after.Where(s => (s.Flags & TcpFlags.Fin) != 0), Is.Empty, "no second FIN");
+        Assert.That(c.Stack.TcpStateOf(c.Socket), Is.EqualTo(TcpState.FinWait2));
+    }
+
     // 6. Fast retransmit.
 
     [Test]
