@@ -31,6 +31,15 @@ public static class StackDump
             $"rcvadv {t.RcvAdv - t.Irs} ooo {t.OooStart - t.Irs}-{t.OooEnd - t.Irs} next timer {stack.NextTimerNs}";
     }
 
+    /// <summary>The connections in use (listeners included), <paramref name="max"/> at most, one per line.</summary>
+    public static string Connections(NetStack stack, int max = 8)
+    {
+        ArgumentNullException.ThrowIfNull(stack);
+        var rows = Enumerable.Range(0, stack.TcpConnections.Capacity).Where(stack.TcpConnections.IsValid).ToList();
+        return $"{rows.Count} in use" + string.Concat(rows.Take(max).Select(c =>
+            $"\n  {c}: port {stack.TcpConnections[c].LocalPort}->{stack.TcpConnections[c].RemotePort} {Connection(stack, c)}"));
+    }
+
     /// <summary>The VNIC's frame counts and drops.</summary>
     public static string Vnic(IVnic vnic)
     {
