@@ -32,7 +32,7 @@ public sealed partial class NetStack
         if (c >= 0 && _tcp[c].State == TcpState.TimeWait && (seg.Flags & (TcpFlags.Syn | TcpFlags.Ack | TcpFlags.Rst)) == TcpFlags.Syn &&
             TimeWaitAcceptsNewSyn(c, seg, options))
         {
-            TcpFree(c); // a new incarnation may reuse the tuple (RFC 9293 §3.6.1, RFC 6191)
+            TcpClosed(c); // a new incarnation may reuse the tuple (RFC 9293 §3.6.1, RFC 6191); an unclosed row stays the application's
             c = -1;
         }
         if (c < 0)

@@ -98,7 +98,7 @@ public sealed partial class NetStack
         switch (t.State)
         {
             case TcpState.TimeWait:
-                TcpFree(c);
+                TcpClosed(c); // freed if closed; else CLOSED until the application closes it (its descriptor stays valid)
                 return;
             case TcpState.FinWait2 when t.Orphaned:
                 TcpFree(c); // tcp_fin_timeout: the peer never closed its side

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Text.RegularExpressions;
 using Onload.Tests.Netns;
 
@@ -85,28 +84,6 @@ public partial class EchoInteropTests(string kind)
     }
 
     /// <summary>Sends one datagram with a kernel socat client and returns what came back.</summary>
-    private byte[] Socat(byte[] payload)
-    {
-        var psi = new ProcessStartInfo("ip")
-        {
-            RedirectStandardInput = true,
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-        };
-        foreach (var a in new[] { "netns", "exec", _peer.KernelNs.Name, "socat", "-t", "1", "-T", "3", "-b", "65536", "-", $"UDP:{_peer.StackAddress}:7" })
-            psi.ArgumentList.Add(a);
-        using var p = Process.Start(psi)!;
-        var stdout = new MemoryStream();
-        var copy = p.StandardOutput.BaseStream.CopyToAsync(stdout);
-        p.StandardInput.BaseStream.Write(payload);
-        p.StandardInput.Close();
-        if (!p.WaitForExit(Deadline))
-        {
-            p.Kill(entireProcessTree: true);
-            Assert.Fail("socat did not finish");
-        }
-        copy.Wait(Deadline);
-        Assert.That(p.ExitCode, Is.Zero, p.StandardError.ReadToEnd());
-        return stdout.ToArray();
-    }
+    private byte[] Socat(byte[] payload) =>
+        _peer.KernelNs.Pipe($"socat -t 1 -T 3 -b 65536 - UDP:{_peer.StackAddress}:7", payload, Deadline);
 }

@@ -1,5 +1,8 @@
 using System.Globalization;
+using Onload.Stack;
+using Onload.Stack.Wire;
 using Onload.Tests.Netns;
+using Onload.Vnic;
 
 namespace Onload.Tests.Interop;
 
@@ -13,6 +16,8 @@ public sealed class KernelPeer : IDisposable
     private readonly NamespacePair? _pair;
     private readonly TestNamespace? _single;
     private readonly string? _tap;
+    private readonly List<NetStack> _stacks = [];
+    private bool _tapUp;
 
     public KernelPeer(string kind)
     {
@@ -63,11 +68,37 @@ public sealed class KernelPeer : IDisposable
     public TestNamespace KernelNs => _pair?.Kernel ?? _single!;
     public TestNamespace StackNs => _pair?.Stack ?? _single!;
 
+    /// <summary>
+    /// An in-process stack owning <see cref="StackAddress"/> on the stack's interface, its VNIC opened from inside
+    /// the stack's namespace (once open, it works from any thread). <paramref name="configure"/> adjusts the
+    /// options. The stack and its VNIC are closed on Dispose, before the namespaces go, even when a test fails.
+    /// </summary>
+    public NetStack OpenStack(Func<StackOptions, StackOptions>? configure = null)
+    {
+        var address = Ipv4Cidr.Parse(StackCidr);
+        var vnic = StackNs.Run(() => VnicFactory.Open(VnicSpec, new VnicOptions { LocalIpv4 = address.Address.Value }));
+        NetStack stack;
+        try
+        {
+            var options = new StackOptions { Address = address };
+            stack = new NetStack(vnic, configure is null ? options : configure(options));
+        }
+        catch
+        {
+            vnic.Dispose();
+            throw;
+        }
+        _stacks.Add(stack);
+        StackIsUp();
+        return stack;
+    }
+
     /// <summary>Called once the stack has opened its VNIC: a TAP exists only from then on, and gets the kernel's address.</summary>
     public void StackIsUp()
     {
-        if (_tap is null)
+        if (_tap is null || _tapUp)
             return;
+        _tapUp = true;
         KernelNs.DisableIpv6(_tap);
         KernelNs.Ip($"addr add {KernelAddress}/24 dev {_tap}");
         KernelNs.Ip($"link set {_tap} up");
@@ -83,6 +114,13 @@ public sealed class KernelPeer : IDisposable
 
     public void Dispose()
     {
+        // A stack's socket (and an AF_XDP program) must not stay on the interface for the next test.
+        foreach (var stack in _stacks)
+        {
+            stack.Dispose();
+            stack.Vnic.Dispose();
+        }
+        _stacks.Clear();
         _pair?.Dispose();
         _single?.Dispose();
     }

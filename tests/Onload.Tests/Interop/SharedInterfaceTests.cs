@@ -1,7 +1,4 @@
-using Onload.Stack;
-using Onload.Stack.Wire;
 using Onload.Tests.Netns;
-using Onload.Vnic;
 
 namespace Onload.Tests.Interop;
 
@@ -21,9 +18,7 @@ public class SharedInterfaceTests(string kind)
     public void The_kernel_beside_the_stack_keeps_serving_its_own_address_on_the_same_interface()
     {
         using var peer = new KernelPeer(kind);
-        var address = Ipv4Cidr.Parse(peer.StackCidr);
-        using var vnic = peer.StackNs.Run(() => VnicFactory.Open(peer.VnicSpec, new VnicOptions { LocalIpv4 = address.Address.Value }));
-        using var stack = new NetStack(vnic, new StackOptions { Address = address });
+        var stack = peer.OpenStack();
         string beside = peer.AddKernelAddressBesideTheStack();
         peer.StackNs.Start("socat", "UDP-LISTEN:9100,fork", "PIPE");
         Poll.Until(() => peer.StackNs.Exec("ss -uln").Contains(":9100", StringComparison.Ordinal), Deadline, "socat listening beside the stack");

@@ -15,26 +15,20 @@ public class StackClientInteropTests(string kind)
 {
     private static readonly TimeSpan Deadline = TimeSpan.FromSeconds(20);
     private KernelPeer _peer = null!;
-    private IVnic _vnic = null!;
     private NetStack _stack = null!;
 
     [SetUp]
     public void OpenStack()
     {
         _peer = new KernelPeer(kind);
-        // The VNIC is opened from a thread inside the namespace; once open it works from any thread.
-        var address = Ipv4Cidr.Parse(_peer.StackCidr);
-        _vnic = _peer.StackNs.Run(() => VnicFactory.Open(_peer.VnicSpec, new VnicOptions { LocalIpv4 = address.Address.Value }));
-        _stack = new NetStack(_vnic, new StackOptions { Address = address });
-        _peer.StackIsUp();
+        _stack = _peer.OpenStack();
     }
 
     [TearDown]
     public void Close()
     {
         _stack?.Dispose();
-        _vnic?.Dispose();
-        _peer?.Dispose();
+        _peer?.Dispose(); // closes the VNIC too
     }
 
     private void PollUntil(Func<bool> condition, string what) =>

@@ -3,7 +3,6 @@ using System.Security.Cryptography;
 using Onload.Stack;
 using Onload.Stack.Wire;
 using Onload.Tests.Netns;
-using Onload.Vnic;
 
 namespace Onload.Tests.Interop;
 
@@ -36,28 +35,7 @@ public class TcpInteropTests(string kind)
         return echo;
     }
 
-    /// <summary>Runs a shell line in the kernel's namespace with <paramref name="input"/> on its standard input;
-    /// returns its standard output.</summary>
-    private byte[] KernelPipe(string shell, byte[] input)
-    {
-        var psi = new ProcessStartInfo("ip") { RedirectStandardInput = true, RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (var a in new[] { "netns", "exec", _peer.KernelNs.Name, "sh", "-c", shell })
-            psi.ArgumentList.Add(a);
-        using var p = Process.Start(psi)!;
-        var stdout = new MemoryStream();
-        var copy = p.StandardOutput.BaseStream.CopyToAsync(stdout);
-        var stderr = p.StandardError.ReadToEndAsync();
-        p.StandardInput.BaseStream.Write(input);
-        p.StandardInput.Close();
-        if (!p.WaitForExit(Deadline))
-        {
-            p.Kill(entireProcessTree: true);
-            Assert.Fail($"'{shell}' did not finish; stderr: {stderr.Result}");
-        }
-        copy.Wait(Deadline);
-        Assert.That(p.ExitCode, Is.Zero, stderr.Result);
-        return stdout.ToArray();
-    }
+    private byte[] KernelPipe(string shell, byte[] input) => _peer.KernelNs.Pipe(shell, input, Deadline);
 
     [Test]
     public void Kernel_socat_gets_a_megabyte_echoed_intact_with_half_close()
@@ -123,9 +101,7 @@ public class TcpInteropTests(string kind)
     [Test]
     public void Stack_client_sends_to_a_kernel_server_and_reads_the_echo()
     {
-        var address = Ipv4Cidr.Parse(_peer.StackCidr);
-        using var vnic = _peer.StackNs.Run(() => VnicFactory.Open(_peer.VnicSpec, new VnicOptions { LocalIpv4 = address.Address.Value }));
-        using var stack = new NetStack(vnic, new StackOptions { Address = address });
+        var stack = _peer.OpenStack();
         stack.Trace = (tx, frame) =>
         {
             Trace.Enqueue((tx ? "> " : "< ") + PacketPrinter.Format(frame) + " " + Tcp(frame));
@@ -177,39 +153,18 @@ public class TcpInteropTests(string kind)
         return $"[{seg.Flags} seq {seg.SequenceNumber} ack {seg.AcknowledgmentNumber} win {seg.Window} len {f.Length - 34 - seg.HeaderLength}]";
     }
 
-    private static string Describe(NetStack stack, int c)
-    {
-        ref var t = ref stack.TcpConnections[c];
-        return $"state {t.State} una {t.SndUna - t.Iss} nxt {t.SndNxt - t.Iss} max {t.SndMax - t.Iss} queued {t.SndQueued} " +
-            $"wnd {t.SndWnd} cwnd {t.Cwnd} rto {t.Rto} backoff {t.Backoff} rcvnxt {t.RcvNxt - t.Irs} rcvread {t.RcvRead - t.Irs} " +
-            $"rcvadv {t.RcvAdv - t.Irs} ooo ranges {t.OutOfOrder.Count} pipe {t.Pipe} sacked {t.SackedCount} lost {t.LostCount} recovery {t.InRecovery} timers {stack.NextTimerNs}; " +
-            $"vnic rx {stack.Vnic.Counters.RxFrames} nobuf {stack.Vnic.Counters.RxDropNoBuffer} ring {stack.Vnic.Counters.RxDropRingFull} txring {stack.Vnic.Counters.TxDropRingFull} txerr {stack.Vnic.Counters.TxErrors}; trace {string.Join(" | ", Trace)}; " +
-            string.Join(", ", stack.Counters.Snapshot().Where(kv => kv.Key.StartsWith("Tcp", StringComparison.Ordinal) || kv.Key.StartsWith("Drop", StringComparison.Ordinal)).Select(kv => $"{kv.Key}={kv.Value}"));
-    }
+    private static string Describe(NetStack stack, int c) =>
+        $"{StackDump.Connection(stack, c)}; {StackDump.Vnic(stack.Vnic)}; trace {string.Join(" | ", Trace)}; {StackDump.TcpCounters(stack)}";
 
     /// <summary>An in-process stack on the stack side of the pair, connected to a kernel server on <paramref name="port"/>.</summary>
-    private (IVnic Vnic, NetStack Stack, int Socket) ConnectedStack(ushort port)
+    private (NetStack Stack, int Socket) ConnectedStack(ushort port)
     {
-        var address = Ipv4Cidr.Parse(_peer.StackCidr);
-        var vnic = _peer.StackNs.Run(() => VnicFactory.Open(_peer.VnicSpec, new VnicOptions { LocalIpv4 = address.Address.Value }));
-        NetStack? stack = null;
-        try
-        {
-            stack = new NetStack(vnic, new StackOptions { Address = address });
-            Poll.Until(() => _peer.KernelNs.Exec("ss -tln").Contains($":{port}", StringComparison.Ordinal), Deadline, "the kernel server");
-            int c = stack.TcpOpen();
-            stack.TcpConnect(c, new Ipv4Endpoint(Ipv4Address.Parse(_peer.KernelAddress), port));
-            var s = stack;
-            Poll.Until(() => { s.Poll(); return s.TcpIsConnected(c); }, Deadline, "connected");
-            return (vnic, stack, c);
-        }
-        catch
-        {
-            // A failed set-up must not leave the socket (and an AF_XDP program) on the interface for the next case.
-            stack?.Dispose();
-            vnic.Dispose();
-            throw;
-        }
+        var stack = _peer.OpenStack();
+        Poll.Until(() => _peer.KernelNs.Exec("ss -tln").Contains($":{port}", StringComparison.Ordinal), Deadline, "the kernel server");
+        int c = stack.TcpOpen();
+        stack.TcpConnect(c, new Ipv4Endpoint(Ipv4Address.Parse(_peer.KernelAddress), port));
+        Poll.Until(() => { stack.Poll(); return stack.TcpIsConnected(c); }, Deadline, "connected");
+        return (stack, c);
     }
 
     /// <summary>The stack's client sends <paramref name="length"/> random bytes to a kernel socat that hashes what it
@@ -217,9 +172,7 @@ public class TcpInteropTests(string kind)
     private void SendToKernelReader(ushort port, int length, int seed, string socatOptions = "")
     {
         var sink = _peer.KernelNs.Start("sh", "-c", $"socat -u TCP-LISTEN:{port},reuseaddr{socatOptions} - | sha256sum");
-        var (vnic, stack, c) = ConnectedStack(port);
-        using var _ = vnic;
-        using var __ = stack;
+        var (stack, c) = ConnectedStack(port);
         var data = TestData.Random(seed, length);
         int sent = 0;
         Poll.Until(() =>
@@ -250,9 +203,7 @@ public class TcpInteropTests(string kind)
     {
         // Stack side RST: the kernel counts an established connection reset (nstat's TcpEstabResets).
         var reader = _peer.KernelNs.Start("socat", "-u", "TCP-LISTEN:9301,reuseaddr", "-");
-        var (vnic, stack, c) = ConnectedStack(9301);
-        using var _ = vnic;
-        using var __ = stack;
+        var (stack, c) = ConnectedStack(9301);
         long before = KernelCounter("TcpEstabResets");
         Assert.That(stack.TcpSetLingerZero(c, true), Is.Zero);
         Assert.That(stack.TcpClose(c), Is.Zero);
@@ -287,9 +238,7 @@ public class TcpInteropTests(string kind)
     public void Keepalive_notices_when_the_path_starts_dropping_everything()
     {
         var reader = _peer.KernelNs.Start("socat", "-u", "TCP-LISTEN:9303,reuseaddr", "-");
-        var (vnic, stack, c) = ConnectedStack(9303);
-        using var _ = vnic;
-        using var __ = stack;
+        var (stack, c) = ConnectedStack(9303);
         Assert.That(stack.TcpSetKeepalive(c, true, idleNs: 1_000_000_000, intervalNs: 500_000_000, count: 3), Is.Zero);
         // A blackhole on the kernel's side: every frame in and out dropped.
         string nft = $"ip netns exec {_peer.KernelNs.Name} nft";
@@ -310,9 +259,7 @@ public class TcpInteropTests(string kind)
     [Test]
     public void Stack_connect_to_a_closed_kernel_port_gets_ECONNREFUSED()
     {
-        var address = Ipv4Cidr.Parse(_peer.StackCidr);
-        using var vnic = _peer.StackNs.Run(() => VnicFactory.Open(_peer.VnicSpec, new VnicOptions { LocalIpv4 = address.Address.Value }));
-        using var stack = new NetStack(vnic, new StackOptions { Address = address });
+        var stack = _peer.OpenStack();
         int c = stack.TcpOpen();
         stack.TcpConnect(c, new Ipv4Endpoint(Ipv4Address.Parse(_peer.KernelAddress), 4444));
         Poll.Until(() => { stack.Poll(); return stack.TcpStateOf(c) == Onload.Stack.Tcp.TcpState.Closed; }, Deadline, "the kernel's RST");

@@ -1,3 +1,6 @@
+using System.Diagnostics;
+using NUnit.Framework;
+
 namespace Onload.Tests.Netns;
 
 /// <summary>
@@ -51,6 +54,33 @@ public sealed class TestNamespace : IDisposable
 
     /// <summary>Runs a command line inside the namespace (<c>ip netns exec</c>), returning standard output.</summary>
     public string Exec(string commandLine) => Netns.Run($"ip netns exec {Name} {commandLine}");
+
+    /// <summary>
+    /// Runs a shell line inside the namespace with <paramref name="input"/> on its standard input (closed after it)
+    /// and returns its standard output. Fails the test if it exits non-zero, or if it has not finished within
+    /// <paramref name="deadline"/> (it is then killed, with its children).
+    /// </summary>
+    public byte[] Pipe(string shell, ReadOnlySpan<byte> input, TimeSpan deadline)
+    {
+        var psi = new ProcessStartInfo("ip") { RedirectStandardInput = true, RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var a in new[] { "netns", "exec", Name, "sh", "-c", shell })
+            psi.ArgumentList.Add(a);
+        using var p = Process.Start(psi)!;
+        var stdout = new MemoryStream();
+        var copy = p.StandardOutput.BaseStream.CopyToAsync(stdout);
+        var stderr = p.StandardError.ReadToEndAsync();
+        p.StandardInput.BaseStream.Write(input);
+        p.StandardInput.Close();
+        if (!p.WaitForExit(deadline))
+        {
+            p.Kill(entireProcessTree: true);
+            p.WaitForExit();
+            Assert.Fail($"'{shell}' did not finish within {deadline.TotalSeconds:0.###} s; stderr: {stderr.Result}");
+        }
+        copy.Wait(deadline);
+        Assert.That(p.ExitCode, Is.Zero, $"'{shell}': {stderr.Result}");
+        return stdout.ToArray();
+    }
 
     /// <summary>Sets net.ipv6.conf.IF.disable_ipv6 = 1 where the kernel has IPv6; no-op where it has not.</summary>
     public void DisableIpv6(string ifname)

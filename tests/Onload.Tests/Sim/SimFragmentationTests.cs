@@ -70,9 +70,9 @@ public class SimFragmentationTests
                 whole++;
             }
         }
-        Assert.That(whole, Is.InRange(100, 200), string.Join(", ", pair.B.Counters.Snapshot().Select(kv => $"{kv.Key}={kv.Value}")) +
+        Assert.That(whole, Is.InRange(100, 200), StackDump.Counters(pair.B) +
             $" link: lost {pair.Link.AToB.Lost} dup {pair.Link.AToB.Duplicated} corrupt {pair.Link.AToB.Corrupted} full {pair.Link.AToB.DroppedQueueFull} sent {pair.Link.AToB.Sent} delivered {pair.Link.AToB.Delivered}" +
-            $" vnic nobuf {pair.B.Vnic.Counters.RxDropNoBuffer} ring {pair.B.Vnic.Counters.RxDropRingFull} active {pair.B.Reassembly.Active} mem {pair.B.Reassembly.Memory}");
+            $" {StackDump.Vnic(pair.B.Vnic)} reassembly active {pair.B.Reassembly.Active} mem {pair.B.Reassembly.Memory}");
         Assert.That(pair.B.Reassembly.Active, Is.GreaterThan(0), "incomplete datagrams wait for their missing fragments");
         pair.RunFor(31_000 * Ms); // past ipfrag_time
         Assert.That(pair.B.Reassembly.Active, Is.Zero);

@@ -91,8 +91,7 @@ public class SimUdpTests
         }
         pair.RunFor(5_000 * Ms);
         received.AddRange(Drain(pair.B, sb));
-        string counters = string.Join(";", pair.A.Counters.Snapshot().Concat(pair.B.Counters.Snapshot())
-            .Select(kv => $"{kv.Key}={kv.Value}")) + $";{pair.Link.AToB.Delivered};{pair.Link.BToA.Delivered}";
+        string counters = $"{StackDump.Counters(pair.A)}; {StackDump.Counters(pair.B)}; {pair.Link.AToB.Delivered}; {pair.Link.BToA.Delivered}";
         return (received, counters);
     }
 

@@ -65,11 +65,9 @@ public class SimTcpTests
                 return received.ToArray();
             Assert.That(r, Is.EqualTo(-(int)Errno.EAGAIN), "receive");
         }
-        Assert.Fail($"transfer did not finish: sent {sent} of {data.Length}, received {received.Length}; sender " +
-            string.Join(", ", from.Counters.Snapshot().Where(kv => kv.Key.StartsWith("Tcp", StringComparison.Ordinal) || kv.Key.StartsWith("Drop", StringComparison.Ordinal)).Select(kv => $"{kv.Key}={kv.Value}")) +
-            "; receiver " + string.Join(", ", to.Counters.Snapshot().Where(kv => kv.Key.StartsWith("Tcp", StringComparison.Ordinal) || kv.Key.StartsWith("Drop", StringComparison.Ordinal)).Select(kv => $"{kv.Key}={kv.Value}")) +
-            $"; snd una {from.TcpConnections[fromSocket].SndUna - from.TcpConnections[fromSocket].Iss} nxt {from.TcpConnections[fromSocket].SndNxt - from.TcpConnections[fromSocket].Iss} max {from.TcpConnections[fromSocket].SndMax - from.TcpConnections[fromSocket].Iss} wnd {from.TcpConnections[fromSocket].SndWnd} cwnd {from.TcpConnections[fromSocket].Cwnd} rto {from.TcpConnections[fromSocket].Rto} backoff {from.TcpConnections[fromSocket].Backoff} state {from.TcpStateOf(fromSocket)}" +
-            $"; rcv nxt {to.TcpConnections[toSocket].RcvNxt - to.TcpConnections[toSocket].Irs} ooo ranges {to.TcpConnections[toSocket].OutOfOrder.Count} state {to.TcpStateOf(toSocket)}");
+        Assert.Fail($"transfer did not finish: sent {sent} of {data.Length}, received {received.Length}; " +
+            $"sender {StackDump.Connection(from, fromSocket)}; {StackDump.TcpCounters(from)}; " +
+            $"receiver {StackDump.Connection(to, toSocket)}; {StackDump.TcpCounters(to)}");
         return [];
     }
 
@@ -92,7 +90,7 @@ public class SimTcpTests
         Assert.That(pair.A.TcpConnections.Open, Is.Zero, "TIME_WAIT ends after 2MSL");
         Assert.That(pair.B.TcpConnections.Open, Is.EqualTo(1), "only the listener is left");
         Assert.That(pair.A.Counters.TcpRetransSegs + pair.B.Counters.TcpRetransSegs, Is.Zero, "a clean link needs no retransmission: " +
-            string.Join(", ", pair.A.Counters.Snapshot().Concat(pair.B.Counters.Snapshot()).Where(kv => kv.Key.StartsWith("Tcp", StringComparison.Ordinal) || kv.Key.StartsWith("Drop", StringComparison.Ordinal)).Select(kv => $"{kv.Key}={kv.Value}")));
+            $"A {StackDump.TcpCounters(pair.A)}; B {StackDump.TcpCounters(pair.B)}");
     }
 
     [TestCase(40UL, 0.05)]

@@ -376,6 +376,30 @@ public class TcpScriptTests
         Assert.That(c.Stack.Counters.TcpExtTCPTimeouts, Is.EqualTo(3));
     }
 
+    [Test]
+    public void An_ack_covering_a_fin_sent_before_a_timeout_ends_it_without_a_second_fin()
+    {
+        // Data and FIN in flight; the timeout resends only the first segment (cwnd 1 MSS); then the peer's ACK
+        // of everything, FIN included, arrives. Sending the FIN again would put it one past the first, where the
+        // peer (which acknowledged the first) never accepts it: LAST_ACK would retransmit it forever.
+        using var c = Establish(timestamps: false);
+        c.Stack.Poll();
+        var data = Enumerable.Range(0, 3000).Select(i => (byte)i).ToArray();
+        Assert.That(c.Stack.TcpSetNoDelay(c.Socket, true), Is.Zero);
+        Assert.That(c.Stack.TcpSend(c.Socket, data), Is.EqualTo(data.Length));
+        Assert.That(c.Stack.TcpShutdown(c.Socket, read: false, write: true), Is.Zero);
+        var sent = Tcp(c.Peer.Received(advanceNs: 1_000));
+        Assert.That(sent[^1].Flags & TcpFlags.Fin, Is.EqualTo(TcpFlags.Fin), "the FIN follows the data");
+        var log = Run(c.Peer, 1_010 * Ms);
+        Assert.That(log, Has.Count.EqualTo(1), "one segment resent after the 1 s RTO");
+        Assert.That(log[0].Seg.Seq, Is.EqualTo(c.StackSeq));
+        Assert.That(log[0].Seg.Flags & TcpFlags.Fin, Is.EqualTo(TcpFlags.None), "the first segment, without the FIN");
+
+        var after = c.Send(Ack, ack: c.StackSeq + (uint)data.Length + 1);
+        Assert.That(after.Where(s => (s.Flags & TcpFlags.Fin) != 0), Is.Empty, "no second FIN");
+        Assert.That(c.Stack.TcpStateOf(c.Socket), Is.EqualTo(TcpState.FinWait2));
+    }
+
     // 6. Fast retransmit.
 
     [Test]
@@ -463,5 +487,28 @@ public class TcpScriptTests
         c.Stack.Poll();
         Assert.That(c.Stack.TcpConnections.Open, Is.EqualTo(open - 1), "freed after 2MSL");
         Assert.That(Tcp(c.Peer.Received()), Is.Empty);
+    }
+
+    [Test]
+    public void Time_wait_of_a_socket_not_yet_closed_ends_in_closed_and_the_row_stays_the_applications()
+    {
+        // Linux: the socket goes to CLOSE and its descriptor stays valid; freeing the row would let a new connection
+        // take it, and the application's later close() would then close someone else's connection.
+        const long msl = 1_000 * Ms;
+        using var c = Establish(timestamps: false, tweak: o => o with { TcpMslNs = msl });
+        int open = c.Stack.TcpConnections.Open;
+        Assert.That(c.Stack.TcpShutdown(c.Socket, read: false, write: true), Is.Zero);
+        Expect(Tcp(c.Peer.Received()), Ack | TcpFlags.Fin, seq: c.StackSeq, ack: c.PeerSeq);
+        c.StackSeq++;
+        Expect(c.Send(Ack | TcpFlags.Fin, ack: c.StackSeq), Ack, seq: c.StackSeq, ack: c.PeerSeq + 1, why: "the peer's FIN is acknowledged");
+        Assert.That(c.Stack.TcpStateOf(c.Socket), Is.EqualTo(TcpState.TimeWait));
+
+        c.Peer.Clock.Advance(2 * msl + 10 * Ms);
+        c.Stack.Poll();
+        Assert.That(c.Stack.TcpStateOf(c.Socket), Is.EqualTo(TcpState.Closed));
+        Assert.That(c.Stack.TcpConnections.Open, Is.EqualTo(open), "the row is kept until close()");
+        Assert.That(c.Stack.TcpReceive(c.Socket, new byte[16]), Is.Zero, "end of stream, as before");
+        Assert.That(c.Stack.TcpClose(c.Socket), Is.Zero);
+        Assert.That(c.Stack.TcpConnections.Open, Is.EqualTo(open - 1));
     }
 }

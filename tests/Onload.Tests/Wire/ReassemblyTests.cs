@@ -77,7 +77,7 @@ public class ReassemblyTests
         peer.Inject(RawPeer.FragmentFrame(frame, ip, payload.AsSpan(800, 1400), 800, more: true));
         peer.Inject(RawPeer.FragmentFrame(frame, ip, payload.AsSpan(2200), 2200, more: false));
         Assert.That(peer.Stack.Counters.Drop(DropReason.IpReassemblyOverlap), Is.EqualTo(1),
-            string.Join(", ", peer.Stack.Counters.Snapshot().Select(kv => $"{kv.Key}={kv.Value}")));
+            StackDump.Counters(peer.Stack));
         Assert.That(peer.Stack.UdpReadable(s), Is.False, "no datagram made of overlapping pieces");
         peer.Clock.Advance(31_000_000_000);
         peer.Stack.Poll();
