@@ -5,10 +5,13 @@
 #                        .NET tests; ends with "N passed, N failed, N skipped"
 #   make demo            ping and UDP echo against dist/bin/onload-echo across a veth pair (root)
 #   make bench           BenchmarkDotNet micro-benchmarks (BENCH_ARGS="--filter *Ring*" to choose), then
-#                        bench-latency
-#   make bench-quick     the same, short (micro-benchmarks in-process, latency rows 2 s each): proves they run
+#                        bench-latency and bench-tcp
+#   make bench-quick     the same, short (micro-benchmarks in-process, latency and TCP rows 2 s each): proves they run
 #   make bench-latency   UDP ping-pong latency, kernel (sockperf) against the stack over AF_PACKET, AF_XDP and
 #                        shared memory (perf/latency.sh, root); table in perf/results/latency.md
+#   make bench-tcp       TCP against the kernel over one veth pair: ping-pong latency, bulk throughput and
+#                        connection set-up rate, kernel beside stack with ratios (perf/tcp.sh, root);
+#                        table in perf/results/tcp.md
 #   make install         copy dist/ to $(PREFIX) (bin, lib, include); DESTDIR is honoured
 #   make clean           remove dist/ and every bin/ and obj/
 #
@@ -45,7 +48,7 @@ PUBLISH   := obj/publish
 SLN       := Onload.sln
 
 # Debian packages the build, the tests and the demo use (the .NET SDK is not one of them).
-DEB_PACKAGES := iproute2 iputils-ping socat ethtool tcpdump sockperf gcc g++ make nftables curl
+DEB_PACKAGES := iproute2 iputils-ping socat ethtool tcpdump sockperf gcc g++ make nftables curl iperf3
 
 export DOTNET_CLI_TELEMETRY_OPTOUT := 1
 export DOTNET_NOLOGO := 1
@@ -69,7 +72,7 @@ NATIVE_INPUTS := $(STACK_INPUTS) $(call dotnet_inputs,preload/native)
 DIST_FILES := $(DIST)/bin/onload-echo $(DIST)/bin/onload-pingpong $(DIST)/lib/libonload_stack.so $(DIST)/include/onload_stack.h \
 	$(DIST)/bin/abi_smoke
 
-.PHONY: all deps restore build publish test check-header demo bench bench-quick bench-latency install clean
+.PHONY: all deps restore build publish test check-header demo bench bench-quick bench-latency bench-tcp install clean
 
 all: deps build publish
 
@@ -160,19 +163,25 @@ demo: all
 # so it runs through `dotnet run` rather than from dist/. (`dotnet run` would pass --nologo on to
 # the program: hence no $(DOTNET_FLAGS) here.) The latency harness runs dist/bin/onload-pingpong
 # against sockperf in namespaces it creates (root); LATENCY_ARGS passes options to it
-# (perf/latency.sh --help).
+# (perf/latency.sh --help). perf/tcp.sh runs the TCP rows likewise; TCP_ARGS passes options to it.
 LATENCY_ARGS ?=
+TCP_ARGS ?=
 
 bench: all
 	$(DOTNET) run -c $(CONFIG) --no-restore --project perf/Onload.Perf.csproj -- $(BENCH_ARGS)
 	PINGPONG=$(DIST)/bin/onload-pingpong perf/latency.sh $(LATENCY_ARGS)
+	PINGPONG=$(DIST)/bin/onload-pingpong perf/tcp.sh $(TCP_ARGS)
 
 bench-quick: all
 	$(DOTNET) run -c $(CONFIG) --no-restore --project perf/Onload.Perf.csproj -- --quick $(BENCH_ARGS)
 	PINGPONG=$(DIST)/bin/onload-pingpong perf/latency.sh --quick $(LATENCY_ARGS)
+	PINGPONG=$(DIST)/bin/onload-pingpong perf/tcp.sh --quick $(TCP_ARGS)
 
 bench-latency: all
 	PINGPONG=$(DIST)/bin/onload-pingpong perf/latency.sh $(LATENCY_ARGS)
+
+bench-tcp: all
+	PINGPONG=$(DIST)/bin/onload-pingpong perf/tcp.sh $(TCP_ARGS)
 
 # ---------------------------------------------------------------------------------------------
 install: all

@@ -29,11 +29,21 @@ internal sealed record LatencySummary(long Samples, double Min, double Mean, dou
     }
 }
 
+/// <summary>What a latency client counted beside its histogram: the UDP and the TCP client report alike.</summary>
+internal interface ILatencyRun
+{
+    LongHistogram Histogram { get; }
+    long Lost { get; }
+    long Stale { get; }
+    long Errors { get; }
+    double MeasuredSeconds { get; }
+}
+
 internal static class LatencyReport
 {
     private static string F(double v) => v.ToString("0.000", CultureInfo.InvariantCulture);
 
-    public static void Print(TextWriter w, LatencySummary s, PingPongClient c)
+    public static void Print(TextWriter w, LatencySummary s, ILatencyRun c)
     {
         w.WriteLine($"half round trip (us): min {F(s.Min)}  median {F(s.Median)}  p90 {F(s.P90)}  p99 {F(s.P99)}  " +
                     $"p99.9 {F(s.P999)}  p99.99 {F(s.P9999)}  max {F(s.Max)}  mean {F(s.Mean)}");
@@ -44,7 +54,7 @@ internal static class LatencyReport
     }
 
     public static void WriteJson(string path, string? label, string vnic, ClientSettings settings, LatencySummary s,
-        PingPongClient c)
+        ILatencyRun c)
     {
         using var stream = File.Create(path);
         using var j = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true });
@@ -54,6 +64,7 @@ internal static class LatencyReport
         j.WriteString("tool", "onload-pingpong");
         j.WriteString("vnic", vnic);
         j.WriteString("server", settings.Server.ToString());
+        j.WriteString("protocol", settings.Tcp ? "tcp" : "udp");
         j.WriteNumber("size", settings.Size);
         j.WriteString("format", settings.Sockperf ? "sockperf" : "plain");
         j.WriteString("metric", "half round trip");

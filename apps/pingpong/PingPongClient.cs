@@ -10,7 +10,7 @@ namespace Onload.Apps.PingPong;
 internal sealed record ClientSettings
 {
     public required Ipv4Endpoint Server { get; init; }
-    /// <summary>UDP payload bytes per message (sockperf's <c>-m</c>: the whole sockperf message).</summary>
+    /// <summary>Bytes per message, UDP payload or TCP message (sockperf's <c>-m</c>: the whole sockperf message).</summary>
     public int Size { get; init; } = 64;
     public int Warmup { get; init; } = 1000;
     /// <summary>Measured messages; 0 = no limit (then <see cref="Seconds"/> ends the run).</summary>
@@ -21,13 +21,15 @@ internal sealed record ClientSettings
     public long TimeoutNs { get; init; } = 1_000_000_000;
     public bool Sockperf { get; init; }
     public ushort LocalPort { get; init; }
+    /// <summary>One TCP connection with TCP_NODELAY instead of UDP datagrams.</summary>
+    public bool Tcp { get; init; }
 }
 
 /// <summary>
 /// One message in flight at a time: send it, busy-poll the stack until its reply arrives (or the timeout passes:
 /// lost, and the next message goes out), record half the round trip. Never sleeps, never allocates in the loop.
 /// </summary>
-internal sealed class PingPongClient
+internal sealed class PingPongClient : ILatencyRun
 {
     private readonly NetStack _stack;
     private readonly ClientSettings _settings;

@@ -6,6 +6,8 @@ using Onload.Stack;
 using Onload.Stack.Wire;
 using Onload.Vnic;
 
+const int TcpMaxMessage = 65536; // TcpPingPongServer's framing buffer
+
 var vnicOption = new Option<string?>("--vnic") { Description = "VNIC spec KIND:NAME (af_packet:IF, af_xdp:IF, shm:NAME, tap:NAME)" };
 var addrOption = new Option<string?>("--addr") { Description = "the stack's own address, IP/PREFIX (direct mode)" };
 var gatewayOption = new Option<string?>("--gateway") { Description = "default gateway for destinations off the subnet" };
@@ -21,14 +23,19 @@ var labelOption = new Option<string?>("--label") { Description = "client: a name
 var localPortOption = new Option<int>("--local-port") { Description = "client: local UDP port (0 = ephemeral)" };
 var serverModeOption = new Option<bool>("--server-mode") { Description = "answer instead of asking: a busy-polling UDP server (sockperf-style with --sockperf, else plain echo)" };
 var portOption = new Option<int>("--port") { Description = "server mode: UDP port to answer on", DefaultValueFactory = _ => 11111 };
+var tcpOption = new Option<bool>("--tcp") { Description = "TCP instead of UDP: one connection with TCP_NODELAY, messages framed by their size (sockperf's --tcp)" };
+var streamOption = new Option<bool>("--stream") { Description = "client, TCP: bulk throughput instead of ping-pong: write for --seconds into one connection to a sink that reads and closes" };
+var connectRateOption = new Option<bool>("--connect-rate") { Description = "client, TCP: connection set-up rate: connect, --size bytes each way, the server closes, close; again (TCP_CRR)" };
 var kindsOption = new Option<bool>("--list-kinds") { Description = "print the VNIC kinds this build can open, one a line, and exit" };
 
 var root = new RootCommand(
-    "onload-pingpong: UDP ping-pong latency on the user-level stack, busy-polling (one message in flight; " +
-    "reports half round trips). --server-mode answers instead.")
+    "onload-pingpong: UDP or TCP ping-pong latency on the user-level stack, busy-polling (one message in flight; " +
+    "reports half round trips). --server-mode answers instead; with --tcp, --stream measures bulk throughput and " +
+    "--connect-rate connections per second.")
 {
     vnicOption, addrOption, gatewayOption, serverOption, sizeOption, warmupOption, countOption, secondsOption,
-    timeoutOption, sockperfOption, jsonOption, labelOption, localPortOption, serverModeOption, portOption, kindsOption,
+    timeoutOption, sockperfOption, jsonOption, labelOption, localPortOption, serverModeOption, portOption, tcpOption,
+    streamOption, connectRateOption, kindsOption,
 };
 
 root.SetAction(parse =>
@@ -44,6 +51,15 @@ root.SetAction(parse =>
     string? spec = parse.GetValue(vnicOption);
     string? addr = parse.GetValue(addrOption);
     int size = parse.GetValue(sizeOption);
+    bool tcp = parse.GetValue(tcpOption);
+    bool stream = parse.GetValue(streamOption);
+    bool connectRate = parse.GetValue(connectRateOption);
+    if ((stream || connectRate) && (!tcp || serverMode))
+        return Usage("--stream and --connect-rate are TCP client modes: they need --tcp and no --server-mode");
+    if (stream && connectRate)
+        return Usage("--stream or --connect-rate, not both");
+    if (tcp && size > TcpMaxMessage)
+        return Usage($"--size {size}: at most {TcpMaxMessage} bytes per TCP message");
     if (spec == null || addr == null)
         return Usage("--vnic and --addr are required");
 
@@ -75,7 +91,7 @@ root.SetAction(parse =>
     int localPort = parse.GetValue(localPortOption);
     if (localPort is < 0 or > 65535)
         return Usage($"--local-port {localPort}: must be 0..65535");
-    if (size < (sockperf ? SockperfHeader.Length : 8))
+    if (!stream && size < (sockperf ? SockperfHeader.Length : 8))
         return Usage($"--size {size}: at least {(sockperf ? SockperfHeader.Length : 8)} bytes (the {(sockperf ? "sockperf header" : "sequence number")})");
     if (parse.GetValue(timeoutOption) < 1)
         return Usage("--timeout-ms must be at least 1");
@@ -94,21 +110,29 @@ root.SetAction(parse =>
     using (vnic)
     using (var stack = new NetStack(vnic, options))
     {
-        if (size > stack.UdpMaxPayload)
+        if (!tcp && size > stack.UdpMaxPayload)
             return Usage($"--size {size}: more than one frame carries ({stack.UdpMaxPayload}); fragmentation is not supported");
-        return serverMode
-            ? RunServer(stack, (ushort)port, sockperf)
-            : RunClient(stack, new ClientSettings
-            {
-                Server = server,
-                Size = size,
-                Warmup = Math.Max(0, parse.GetValue(warmupOption)),
-                Count = parse.GetValue(countOption) is > 0 and var n ? n : parse.GetValue(secondsOption) > 0 ? 0 : 100_000,
-                Seconds = Math.Max(0, parse.GetValue(secondsOption)),
-                TimeoutNs = parse.GetValue(timeoutOption) * 1_000_000L,
-                Sockperf = sockperf,
-                LocalPort = (ushort)localPort,
-            }, parse.GetValue(jsonOption), parse.GetValue(labelOption));
+        if (serverMode)
+            return tcp ? RunTcpServer(stack, (ushort)port, sockperf) : RunServer(stack, (ushort)port, sockperf);
+        var settings = new ClientSettings
+        {
+            Server = server,
+            Size = size,
+            Warmup = Math.Max(0, parse.GetValue(warmupOption)),
+            Count = parse.GetValue(countOption) is > 0 and var n ? n : parse.GetValue(secondsOption) > 0 ? 0 : 100_000,
+            Seconds = Math.Max(0, parse.GetValue(secondsOption)),
+            TimeoutNs = parse.GetValue(timeoutOption) * 1_000_000L,
+            Sockperf = sockperf,
+            LocalPort = (ushort)localPort,
+            Tcp = tcp,
+        };
+        string? json = parse.GetValue(jsonOption);
+        string? label = parse.GetValue(labelOption);
+        if (stream)
+            return RunStream(stack, settings, json, label);
+        if (connectRate)
+            return RunConnectRate(stack, settings, json, label);
+        return tcp ? RunTcpClient(stack, settings, json, label) : RunClient(stack, settings, json, label);
     }
 });
 
@@ -176,4 +200,99 @@ static int RunServer(NetStack stack, ushort port, bool sockperf)
     Console.Out.WriteLine($"onload-pingpong: server received {server.Received} replied {server.Replied} " +
         $"ignored {server.Ignored} errors {server.Errors}");
     return 0;
+}
+
+static int RunTcpClient(NetStack stack, ClientSettings settings, string? jsonPath, string? label)
+{
+    var client = new TcpPingPongClient(stack, settings);
+    using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; client.Stop(); });
+    using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; client.Stop(); });
+    int rc = client.Open();
+    if (rc < 0)
+    {
+        Console.Error.WriteLine($"onload-pingpong: tcp connect to {settings.Server}: {(Errno)(-rc)}");
+        return 1;
+    }
+    string limit = settings.Count > 0 ? $"{settings.Count} messages" : $"{settings.Seconds} s";
+    Console.Out.WriteLine($"onload-pingpong: {stack.Vnic.Spec} {client.LocalEndpoint} -> {settings.Server}, {settings.Size} B TCP " +
+        $"messages (TCP_NODELAY), {(settings.Sockperf ? "sockperf" : "plain")} format, busy-polling; warm-up {settings.Warmup}, then {limit}");
+    Console.Out.Flush();
+    if (settings.Warmup > 0 && client.RunWarmup() == 0)
+    {
+        Console.Error.WriteLine($"onload-pingpong: no reply to any of {settings.Warmup} warm-up messages from {settings.Server}" +
+            (client.LastError != 0 ? $" (last error {(Errno)(-client.LastError)})" : ""));
+        client.Close();
+        return 1;
+    }
+    client.RunMeasured();
+    client.Close();
+    var summary = LatencySummary.From(client.Histogram);
+    LatencyReport.Print(Console.Out, summary, client);
+    if (client.Broken)
+        Console.Error.WriteLine($"onload-pingpong: the connection failed: {(Errno)(-client.LastError)}");
+    if (jsonPath != null)
+        LatencyReport.WriteJson(jsonPath, label, stack.Vnic.Spec, settings, summary, client);
+    return summary.Samples > 0 && !client.Broken ? 0 : 1;
+}
+
+static int RunTcpServer(NetStack stack, ushort port, bool sockperf)
+{
+    var server = new TcpPingPongServer(stack, port, sockperf);
+    int rc = server.Open();
+    if (rc < 0)
+    {
+        Console.Error.WriteLine($"onload-pingpong: tcp port {port}: {(Errno)(-rc)}");
+        return 1;
+    }
+    using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; server.Stop(); });
+    using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; server.Stop(); });
+    Console.Out.WriteLine($"onload-pingpong: server ready on {stack.Vnic.Spec} {stack.Address}:{port}, TCP, " +
+        $"{(sockperf ? "sockperf" : "plain echo")}, busy-polling");
+    Console.Out.Flush();
+    server.Run();
+    Console.Out.WriteLine($"onload-pingpong: server accepted {server.Accepted} received {server.Received} replied {server.Replied} " +
+        $"ignored {server.Ignored} errors {server.Errors}");
+    return 0;
+}
+
+static int RunStream(NetStack stack, ClientSettings settings, string? jsonPath, string? label)
+{
+    double seconds = settings.Seconds > 0 ? settings.Seconds : 10;
+    var client = new TcpStreamClient(stack, settings.Server, seconds, settings.LocalPort);
+    using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; client.Stop(); });
+    using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; client.Stop(); });
+    Console.Out.WriteLine($"onload-pingpong: {stack.Vnic.Spec} {stack.Address} -> {settings.Server}, TCP stream for {seconds} s, busy-polling");
+    Console.Out.Flush();
+    int rc = client.Run();
+    if (rc < 0)
+    {
+        Console.Error.WriteLine($"onload-pingpong: tcp connect to {settings.Server}: {(Errno)(-rc)}");
+        return 1;
+    }
+    client.Print(Console.Out, stack.Counters);
+    if (jsonPath != null)
+        client.WriteJson(jsonPath, label, stack.Vnic.Spec, stack.Counters);
+    return client.Confirmed && client.Bytes > 0 ? 0 : 1;
+}
+
+static int RunConnectRate(NetStack stack, ClientSettings settings, string? jsonPath, string? label)
+{
+    var client = new TcpConnectRateClient(stack, settings);
+    using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; client.Stop(); });
+    using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; client.Stop(); });
+    string limit = settings.Count > 0 ? $"{settings.Count} connections" : $"{settings.Seconds} s";
+    Console.Out.WriteLine($"onload-pingpong: {stack.Vnic.Spec} {stack.Address} -> {settings.Server}, TCP connect, {settings.Size} B " +
+        $"each way, server closes, close; busy-polling; warm-up {settings.Warmup}, then {limit}");
+    Console.Out.Flush();
+    if (settings.Warmup > 0 && client.RunWarmup() == 0)
+    {
+        Console.Error.WriteLine($"onload-pingpong: none of {settings.Warmup} warm-up connections to {settings.Server} completed" +
+            (client.LastError != 0 ? $" (last error {(Errno)(-client.LastError)})" : ""));
+        return 1;
+    }
+    client.RunMeasured();
+    client.Print(Console.Out);
+    if (jsonPath != null)
+        client.WriteJson(jsonPath, label, stack.Vnic.Spec);
+    return client.Connections > 0 ? 0 : 1;
 }

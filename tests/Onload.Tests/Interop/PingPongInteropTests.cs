@@ -99,6 +99,50 @@ public partial class PingPongInteropTests
         Assert.That(client.Stdout, Does.Match(@"samples 300\s+lost 0\b"), client.Stdout);
     }
 
+    [Test]
+    public void Tcp_client_in_sockperf_format_gets_every_reply_from_an_unmodified_sockperf_tcp_server()
+    {
+        using var server = _pair.Kernel.Start("sockperf", "server", "--tcp", "-i", _pair.KernelAddress, "-p", Port.ToString(CultureInfo.InvariantCulture));
+        Poll.Until(() => _pair.Kernel.Exec($"ss -Hltn sport = :{Port}").Trim().Length > 0, Deadline, "sockperf server --tcp to listen");
+
+        var json = Path.Combine(_workdir, "client.json");
+        using var client = _pair.Stack.Start(Dist.Bin("onload-pingpong"), "--tcp", "--vnic", "af_packet:" + _pair.StackIf,
+            "--addr", _pair.StackAddress + "/24", "--server", $"{_pair.KernelAddress}:{Port}", "--sockperf",
+            "--size", "64", "--warmup", "10", "--count", "500", "--timeout-ms", "2000", "--json", json);
+
+        Assert.That(client.WaitForExit(Deadline), Is.True, $"onload-pingpong still running: {client.Stdout}");
+        Assert.That(client.ExitCode, Is.EqualTo(0), $"stdout: {client.Stdout} stderr: {client.Stderr}");
+        using var result = JsonDocument.Parse(File.ReadAllText(json));
+        Assert.Multiple(() =>
+        {
+            Assert.That(result.RootElement.GetProperty("protocol").GetString(), Is.EqualTo("tcp"));
+            Assert.That(result.RootElement.GetProperty("samples").GetInt64(), Is.EqualTo(500));
+            Assert.That(result.RootElement.GetProperty("errors").GetInt64(), Is.Zero);
+            Assert.That(result.RootElement.GetProperty("lost").GetInt64(), Is.Zero);
+            Assert.That(result.RootElement.GetProperty("median").GetDouble(), Is.GreaterThan(0));
+        });
+    }
+
+    [Test]
+    public void Unmodified_sockperf_tcp_ping_pong_gets_every_reply_from_the_tcp_server_mode()
+    {
+        using var server = _pair.Stack.Start(Dist.Bin("onload-pingpong"), "--server-mode", "--tcp", "--sockperf",
+            "--vnic", "af_packet:" + _pair.StackIf, "--addr", _pair.StackAddress + "/24", "--port", Port.ToString(CultureInfo.InvariantCulture));
+        server.WaitForOutput("server ready", Deadline);
+
+        string output = _pair.Kernel.Exec($"sockperf ping-pong --tcp -i {_pair.StackAddress} -p {Port} -m 64 -t 1");
+
+        var valid = ValidDuration().Match(output);
+        Assert.That(valid.Success, Is.True, output);
+        long sent = long.Parse(valid.Groups[1].Value, CultureInfo.InvariantCulture);
+        long received = long.Parse(valid.Groups[2].Value, CultureInfo.InvariantCulture);
+        Assert.Multiple(() =>
+        {
+            Assert.That(sent, Is.GreaterThan(0), output);
+            Assert.That(received, Is.EqualTo(sent), output);
+        });
+    }
+
     [GeneratedRegex(@"\[Valid Duration\].*SentMessages=(\d+); ReceivedMessages=(\d+)")]
     private static partial Regex ValidDuration();
 }

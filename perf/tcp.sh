@@ -1,0 +1,521 @@
+#!/usr/bin/env bash
+# TCP: the Linux kernel against the user-level stack over one veth pair, all from one run.
+#
+#   namespace olt-k (kernel servers)                  namespace olt-c (clients)
+#   olt-k0 10.87.0.1/24  sockperf, iperf3, socat,  <- veth ->  olt-c0 10.87.0.2/24  the kernel's client address
+#                        tcp_crr servers                              10.87.0.3     the stack (AF_PACKET rows)
+#                                                                             10.87.0.4     the stack (AF_XDP rows)
+#
+#   ping-pong, 64 B messages, TCP_NODELAY, one in flight, half round trip (µs):
+#     a  kernel -> kernel: sockperf ping-pong --tcp -> sockperf server --tcp (both block in the kernel)
+#     b  stack AF_PACKET, busy-polling -> the same sockperf server        (onload-pingpong --tcp --sockperf)
+#     c  stack AF_XDP, busy-polling -> the same sockperf server
+#   bulk throughput, one connection, for the row's time (Gbit/s):
+#     d  kernel -> kernel: iperf3 -> iperf3 -s
+#     e  stack AF_PACKET, busy-polling -> socat sink (reads into /dev/null, closes at the end of the stream)
+#     f  stack AF_XDP, busy-polling -> socat sink
+#     g  reference: kernel -> kernel, iperf3, with veth offloads ON (TSO/GSO/GRO, checksum): what the kernel
+#        gets from 64 KiB super-frames the stack does not use
+#   connection set-up rate: connect, 64 B request, 64 B reply, the server closes, close (connections/s):
+#     h  kernel -> kernel: tcp_crr client -> tcp_crr server (perf/tcp_crr.c, blocking calls)
+#     i  stack AF_PACKET, busy-polling -> the same tcp_crr server  (onload-pingpong --tcp --connect-rate)
+#     j  stack AF_XDP, busy-polling -> the same tcp_crr server
+# Ratios: each stack row against its kernel row (a, d, h). Offloads are OFF on both veth ends for every row but g
+# (the stack computes its own checksums and sends MTU-sized segments; the kernel then does likewise).
+# Clients run on CPU 0, servers and sinks on CPU 1 (taskset). A row whose VNIC kind this build of onload-pingpong
+# cannot open prints "skipped" and the run carries on.
+#
+# Results: a Markdown table on stdout and in perf/results/tcp.md, and perf/results/tcp.json.
+# Needs root (namespaces, AF_PACKET, AF_XDP), iproute2, ethtool, taskset, gcc; installs sockperf, iperf3 and socat
+# if missing. Cleans up on exit, failure and Ctrl-C: kills what it started (by pid) and deletes its namespaces;
+# sweeps what an earlier, killed run left first. Exits non-zero if a row that should have run failed.
+#
+# Usage: perf/tcp.sh [--quick] [--seconds N] [--out DIR]
+#   --quick      2 s per row (make bench-quick)
+#   --seconds N  measuring time per row (default 10; quick 2)
+#   --out DIR    where tcp.md and tcp.json go (default perf/results)
+# Environment: PINGPONG (default dist/bin/onload-pingpong), CLIENT_CPU (0), SERVER_CPU (1).
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+NS_K=olt-k
+NS_C=olt-c
+IF_K=olt-k0
+IF_C=olt-c0
+NET=10.87.0
+PREFIX=24
+ADDR_K=$NET.1          # kernel, server side
+ADDR_C=$NET.2          # kernel, client side
+ADDR_STACK=$NET.3      # the stack's address on olt-c0, AF_PACKET rows
+ADDR_STACK_XDP=$NET.4  # and AF_XDP rows: see stack_addr
+PORT_PP=12111          # sockperf server --tcp
+PORT_IPERF=12201       # iperf3 -s
+PORT_SINK=12202        # socat sink, one per stack row
+PORT_CRR=12301         # tcp_crr server
+SIZE=64
+PINGPONG=${PINGPONG:-dist/bin/onload-pingpong}
+CLIENT_CPU=${CLIENT_CPU:-0}
+SERVER_CPU=${SERVER_CPU:-1}
+NAME=tcp
+
+quick=0
+seconds=""
+out=perf/results
+while (($#)); do
+    case $1 in
+        --quick) quick=1 ;;
+        --seconds) seconds=${2:?--seconds needs a value}; shift ;;
+        --out) out=${2:?--out needs a value}; shift ;;
+        -h|--help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) echo "$NAME: unknown argument '$1' (try --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+if ((quick)); then
+    seconds=${seconds:-2}
+else
+    seconds=${seconds:-10}
+fi
+[[ $seconds =~ ^[0-9]+$ && $seconds -ge 1 ]] || { echo "$NAME: --seconds must be a whole number >= 1" >&2; exit 2; }
+
+die() { echo "$NAME: $*" >&2; exit 1; }
+say() { printf '\n== %s\n' "$*"; }
+
+((BASH_VERSINFO[0] > 5 || (BASH_VERSINFO[0] == 5 && BASH_VERSINFO[1] >= 1))) || die "needs bash 5.1 or later"
+[[ $(id -u) -eq 0 ]] || die "must run as root: it creates network namespaces and opens AF_PACKET/AF_XDP sockets (try: sudo make bench-tcp)"
+for tool in ip ethtool taskset ss gcc; do
+    command -v "$tool" >/dev/null || die "$tool not found (make deps installs iproute2, ethtool and gcc)"
+done
+[[ -x $PINGPONG ]] || die "$PINGPONG not found or not executable (run make first)"
+missing=()
+for tool in sockperf iperf3 socat; do
+    command -v "$tool" >/dev/null || missing+=("$tool")
+done
+if ((${#missing[@]})); then
+    echo "$NAME: installing ${missing[*]} (Debian packages)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+ncpu=$(nproc)
+pin_client=(taskset -c "$CLIENT_CPU")
+pin_server=(taskset -c "$SERVER_CPU")
+pinning="clients on CPU $CLIENT_CPU, servers and sinks on CPU $SERVER_CPU (taskset)"
+if ((ncpu < 2)); then
+    pin_client=()
+    pin_server=()
+    pinning="not pinned (1 CPU)"
+fi
+
+mkdir -p "$out"
+workdir=$(mktemp -d "${TMPDIR:-/tmp}/olt-tcp.XXXXXX")
+pids=()   # every process this script started in the background
+mkfifo "$workdir/nap"
+exec {nap_fd}<>"$workdir/nap"
+nap() { read -r -t "$1" -u "$nap_fd" _ || true; }
+
+# ---------------------------------------------------------------------------------------------
+# Cleanup: kill what we started (by pid: TERM, then KILL), then delete the namespaces.
+
+alive() {
+    local state=""
+    [[ -r /proc/$1/stat ]] && read -r _ _ state _ <"/proc/$1/stat" 2>/dev/null
+    [[ -n $state && $state != Z ]]
+}
+
+stop_pids() {
+    local pid live=() n
+    for pid in "$@"; do
+        if alive "$pid"; then
+            live+=("$pid")
+        else
+            wait "$pid" 2>/dev/null || true
+        fi
+    done
+    ((${#live[@]})) || return 0
+    kill -TERM "${live[@]}" 2>/dev/null || true
+    for ((n = 0; n < 30; n++)); do
+        for pid in "${live[@]}"; do
+            alive "$pid" && break
+            pid=""
+        done
+        [[ -n $pid ]] || break
+        nap 0.1
+    done
+    for pid in "${live[@]}"; do
+        if alive "$pid"; then
+            echo "$NAME: pid $pid ($(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)) ignored SIGTERM for 3 s: SIGKILL" >&2
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+        wait "$pid" 2>/dev/null || true
+    done
+}
+stop_pid() { stop_pids "$1"; }
+
+sweep() {
+    local ns pid
+    for ns in "$NS_K" "$NS_C"; do
+        if [[ -e /run/netns/$ns ]]; then
+            for pid in $(ip netns pids "$ns" 2>/dev/null); do
+                kill -KILL "$pid" 2>/dev/null || true
+            done
+            ip netns del "$ns" 2>/dev/null || true
+        fi
+    done
+    ip link del "$IF_K" 2>/dev/null || true
+}
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    ((${#pids[@]} == 0)) || stop_pids "${pids[@]}"
+    sweep
+    exec {nap_fd}>&- 2>/dev/null || true
+    rm -rf "$workdir"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'echo "$NAME: interrupted" >&2; exit 130' INT
+trap 'echo "$NAME: terminated" >&2; exit 143' TERM
+
+# Starts "$@" in the background (a process group of its own, so Ctrl-C reaches this script alone); sets $last_pid.
+start_bg() {
+    local log=$1
+    shift
+    set -m
+    "$@" >"$log" 2>&1 </dev/null &
+    last_pid=$!
+    set +m
+    pids+=("$last_pid")
+}
+
+# Waits for a background process, but no longer than LIMIT seconds (then TERM, KILL). Returns its status.
+wait_for() {
+    local pid=$1 limit=$2 rc=0 dog first=""
+    sleep "$limit" &
+    dog=$!
+    pids+=("$dog")
+    wait -n -p first "$pid" "$dog" || rc=$?
+    if [[ $first == "$dog" ]]; then
+        echo "$NAME: pid $pid still running after ${limit}s: stopping it" >&2
+        stop_pid "$pid"
+        return 124
+    fi
+    stop_pid "$dog"
+    return "$rc"
+}
+
+# Waits until a TCP port listens in olt-k, while its process lives, for at most 10 s.
+wait_tcp_port() {
+    local port=$1 pid=$2
+    local deadline=$((SECONDS + 10))
+    until ip netns exec "$NS_K" ss -Hltn "sport = :$port" 2>/dev/null | grep -q .; do
+        alive "$pid" || return 1
+        ((SECONDS < deadline)) || return 1
+        nap 0.05
+    done
+}
+
+# Starts a server in olt-k on CPU $SERVER_CPU and waits for its port; sets $last_pid, dies if it does not start.
+kernel_server() {  # name port command...
+    local name=$1 port=$2
+    shift 2
+    start_bg "$workdir/$name.log" ip netns exec "$NS_K" "${pin_server[@]}" "$@"
+    wait_tcp_port "$port" "$last_pid" || die "$name did not start: $(tail -n 3 "$workdir/$name.log")"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Results: one entry per row. VALUE is the row's main figure (median µs, Gbit/s, connections/s).
+
+declare -A R_STATUS R_NOTE R_VALUE R_MEDIAN R_P99 R_P999 R_MAX R_COUNT R_EXTRA
+declare -A ROW_DESC=(
+    [a]="kernel → kernel (sockperf --tcp → sockperf server --tcp)"
+    [b]="stack AF_PACKET, busy-polling → kernel sockperf server --tcp"
+    [c]="stack AF_XDP, busy-polling → kernel sockperf server --tcp"
+    [d]="kernel → kernel (iperf3 → iperf3 -s)"
+    [e]="stack AF_PACKET, busy-polling → kernel socat sink"
+    [f]="stack AF_XDP, busy-polling → kernel socat sink"
+    [g]="reference: kernel → kernel (iperf3), veth offloads ON"
+    [h]="kernel → kernel (tcp_crr client → tcp_crr server)"
+    [i]="stack AF_PACKET, busy-polling → kernel tcp_crr server"
+    [j]="stack AF_XDP, busy-polling → kernel tcp_crr server"
+)
+declare -A ROW_BASE=([b]=a [c]=a [e]=d [f]=d [g]=d [i]=h [j]=h)
+failed_rows=0
+
+record_skip() { R_STATUS[$1]=skipped; R_NOTE[$1]=$2; echo "row $1: skipped: $2"; }
+record_fail() {
+    R_STATUS[$1]=failed; R_NOTE[$1]=$2; echo "row $1: FAILED: $2" >&2
+    failed_rows=$((failed_rows + 1))
+}
+
+# onload-pingpong --json and tcp_crr write one "key": value per line.
+json_field() { sed -n "s/^ *\"$2\": *\"\{0,1\}\([^\",]*\)\"\{0,1\},\{0,1\}\$/\1/p" "$1"; }
+
+have_kind() { "$PINGPONG" --list-kinds | grep -qx "$1"; }
+
+# Runs a client in olt-c on CPU $CLIENT_CPU and waits for it; returns its status, its output in $workdir/KEY.log.
+run_client() {  # key command...
+    local key=$1
+    shift
+    echo "row $key: $*"
+    start_bg "$workdir/$key.log" ip netns exec "$NS_C" "${pin_client[@]}" "$@"
+    local rc=0
+    wait_for "$last_pid" $((seconds + 60)) || rc=$?
+    sed 's/^/    /' "$workdir/$key.log"
+    return "$rc"
+}
+
+# One address per backend. Each onload-pingpong process draws new ISN and timestamp keys, and the kernel server
+# holds TIME_WAIT for every connection of row i: a SYN of row j from the same address reusing one of those ports
+# would carry an older timestamp, be refused (RFC 7323 PAWS) and wait a 1 s SYN retransmission.
+stack_addr() { [[ $1 == af_xdp:* ]] && echo "$ADDR_STACK_XDP" || echo "$ADDR_STACK"; }
+
+pingpong() {  # key spec args...: onload-pingpong on the stack's address in olt-c
+    local key=$1 spec=$2
+    shift 2
+    run_client "$key" "$PINGPONG" --vnic "$spec" --addr "$(stack_addr "$spec")/$PREFIX" --label "$key" \
+        --json "$workdir/$key.json" "$@"
+}
+
+# --- ping-pong
+
+sockperf_row() {  # key
+    local key=$1 log clean
+    if ! run_client "$key" sockperf ping-pong --tcp -i "$ADDR_K" -p "$PORT_PP" -m "$SIZE" -t "$seconds"; then
+        record_fail "$key" "sockperf ping-pong --tcp failed ($(tail -n 2 "$workdir/$key.log" | tr '\n' ' '))"
+        return 0
+    fi
+    clean=$(sed 's/\x1b\[[0-9;]*m//g' "$workdir/$key.log")
+    local median p99 p999 max samples
+    median=$(sed -n 's/.*percentile 50\.000 = *\([0-9.]*\).*/\1/p' <<<"$clean")
+    p99=$(sed -n 's/.*percentile 99\.000 = *\([0-9.]*\).*/\1/p' <<<"$clean")
+    p999=$(sed -n 's/.*percentile 99\.900 = *\([0-9.]*\).*/\1/p' <<<"$clean")
+    max=$(sed -n 's/.*<MAX> observation = *\([0-9.]*\).*/\1/p' <<<"$clean")
+    samples=$(sed -n 's/.*\[Valid Duration\].*ReceivedMessages=\([0-9]*\).*/\1/p' <<<"$clean")
+    if [[ -z $median || -z $p99 || -z $p999 || -z $max || -z $samples ]]; then
+        record_fail "$key" "could not read sockperf's percentiles"
+        return 0
+    fi
+    R_STATUS[$key]=ok; R_VALUE[$key]=$median; R_P99[$key]=$p99; R_P999[$key]=$p999; R_MAX[$key]=$max
+    R_COUNT[$key]=$samples; R_EXTRA[$key]="errors 0"
+}
+
+stack_pingpong_row() {  # key kind
+    local key=$1 kind=$2 json=$workdir/$1.json
+    have_kind "$kind" || { record_skip "$key" "$kind backend not built"; return 0; }
+    if ! pingpong "$key" "$kind:$IF_C" --tcp --sockperf --server "$ADDR_K:$PORT_PP" --size "$SIZE" --warmup 2000 \
+        --seconds "$seconds"; then
+        record_fail "$key" "onload-pingpong --tcp failed ($(tail -n 1 "$workdir/$key.log"))"
+        return 0
+    fi
+    [[ -s $json ]] || { record_fail "$key" "onload-pingpong wrote no results"; return 0; }
+    R_STATUS[$key]=ok; R_VALUE[$key]=$(json_field "$json" median); R_P99[$key]=$(json_field "$json" p99)
+    R_P999[$key]=$(json_field "$json" p99_9); R_MAX[$key]=$(json_field "$json" max)
+    R_COUNT[$key]=$(json_field "$json" samples)
+    R_EXTRA[$key]="errors $(json_field "$json" errors), late $(json_field "$json" lost)"
+}
+
+# --- bulk throughput
+
+iperf3_row() {  # key
+    local key=$1 gbit retr
+    if ! run_client "$key" iperf3 -c "$ADDR_K" -p "$PORT_IPERF" -t "$seconds" -f m; then
+        record_fail "$key" "iperf3 failed ($(tail -n 2 "$workdir/$key.log" | tr '\n' ' '))"
+        return 0
+    fi
+    # "[  5]   0.00-2.00   sec  1.23 GBytes  5283 Mbits/sec                  receiver"
+    gbit=$(awk '/receiver/ { for (i = 1; i <= NF; i++) if ($i == "Mbits/sec") printf "%.3f", $(i - 1) / 1000 }' "$workdir/$key.log")
+    retr=$(awk '/sender/ { for (i = 1; i <= NF; i++) if ($i == "Mbits/sec") print $(i + 1) }' "$workdir/$key.log")
+    [[ -n $gbit ]] || { record_fail "$key" "could not read iperf3's receiver line"; return 0; }
+    R_STATUS[$key]=ok; R_VALUE[$key]=$gbit
+    R_COUNT[$key]=$(awk '/receiver/ { for (i = 1; i <= NF; i++) if ($i ~ /Bytes$/) print $(i - 1) " " $i }' "$workdir/$key.log")
+    R_EXTRA[$key]="retransmitted ${retr:-?}"
+}
+
+stack_stream_row() {  # key kind
+    local key=$1 kind=$2 json=$workdir/$1.json sink_pid
+    have_kind "$kind" || { record_skip "$key" "$kind backend not built"; return 0; }
+    # One socat per row: it reads everything into /dev/null and exits at the end of the stream, closing.
+    kernel_server "$key-sink" "$PORT_SINK" socat -u -b 131072 "TCP-LISTEN:$PORT_SINK,bind=$ADDR_K,reuseaddr" OPEN:/dev/null
+    sink_pid=$last_pid
+    if ! pingpong "$key" "$kind:$IF_C" --tcp --stream --server "$ADDR_K:$PORT_SINK" --seconds "$seconds"; then
+        record_fail "$key" "onload-pingpong --tcp --stream failed ($(tail -n 1 "$workdir/$key.log"))"
+        stop_pid "$sink_pid"
+        return 0
+    fi
+    stop_pid "$sink_pid"
+    [[ -s $json ]] || { record_fail "$key" "onload-pingpong wrote no results"; return 0; }
+    R_STATUS[$key]=ok; R_VALUE[$key]=$(json_field "$json" gbit_per_s)
+    R_COUNT[$key]=$(awk -v b="$(json_field "$json" bytes)" 'BEGIN { printf "%.2f GBytes", b / 1073741824 }')
+    R_EXTRA[$key]="retransmitted $(json_field "$json" retransmitted)"
+}
+
+# --- connection set-up rate
+
+crr_row() {  # key
+    local key=$1 json=$workdir/$1.json
+    if ! run_client "$key" "$workdir/tcp_crr" client "$ADDR_K" "$PORT_CRR" "$SIZE" "$seconds" 100 "$json"; then
+        record_fail "$key" "tcp_crr client failed ($(tail -n 1 "$workdir/$key.log"))"
+        return 0
+    fi
+    crr_record "$key" "$json"
+}
+
+stack_crr_row() {  # key kind
+    local key=$1 kind=$2
+    have_kind "$kind" || { record_skip "$key" "$kind backend not built"; return 0; }
+    if ! pingpong "$key" "$kind:$IF_C" --tcp --connect-rate --server "$ADDR_K:$PORT_CRR" --size "$SIZE" --warmup 100 \
+        --seconds "$seconds"; then
+        record_fail "$key" "onload-pingpong --tcp --connect-rate failed ($(tail -n 1 "$workdir/$key.log"))"
+        return 0
+    fi
+    crr_record "$key" "$workdir/$key.json"
+}
+
+crr_record() {  # key json
+    local key=$1 json=$2
+    [[ -s $json ]] || { record_fail "$key" "no results written"; return 0; }
+    R_STATUS[$key]=ok; R_VALUE[$key]=$(json_field "$json" per_second); R_P99[$key]=$(json_field "$json" p99)
+    R_MEDIAN[$key]=$(json_field "$json" median); R_MAX[$key]=$(json_field "$json" max)
+    R_COUNT[$key]=$(json_field "$json" connections); R_EXTRA[$key]="errors $(json_field "$json" errors)"
+}
+
+offloads() {  # on|off
+    ip netns exec "$NS_K" ethtool -K "$IF_K" tx "$1" tso "$1" gso "$1" gro "$1" >/dev/null
+    ip netns exec "$NS_C" ethtool -K "$IF_C" tx "$1" tso "$1" gso "$1" gro "$1" >/dev/null
+}
+
+# ---------------------------------------------------------------------------------------------
+say "setting up namespaces $NS_K (kernel servers) and $NS_C (clients), veth $IF_K <-> $IF_C"
+sweep
+gcc -std=c11 -O2 -Wall -Wextra -Werror -o "$workdir/tcp_crr" perf/tcp_crr.c
+ip netns add "$NS_K"
+ip netns add "$NS_C"
+for ns in "$NS_K" "$NS_C"; do
+    ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+    ip -n "$ns" link set lo up
+done
+ip -n "$NS_K" link add "$IF_K" type veth peer name "$IF_C" netns "$NS_C"
+offloads off
+ip -n "$NS_K" addr add "$ADDR_K/$PREFIX" dev "$IF_K"
+ip -n "$NS_C" addr add "$ADDR_C/$PREFIX" dev "$IF_C"
+ip -n "$NS_K" link set "$IF_K" up
+ip -n "$NS_C" link set "$IF_C" up
+
+say "starting kernel servers in $NS_K on CPU $SERVER_CPU (blocking calls)"
+kernel_server sockperf-server "$PORT_PP" sockperf server --tcp -i "$ADDR_K" -p "$PORT_PP"
+kernel_server iperf3-server "$PORT_IPERF" iperf3 -s -B "$ADDR_K" -p "$PORT_IPERF"
+kernel_server crr-server "$PORT_CRR" "$workdir/tcp_crr" server "$ADDR_K" "$PORT_CRR" "$SIZE"
+echo "VNIC kinds in $PINGPONG: $("$PINGPONG" --list-kinds | tr '\n' ' ')"
+
+started=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
+say "ping-pong, $SIZE B, $seconds s per row"
+sockperf_row a
+stack_pingpong_row b af_packet
+stack_pingpong_row c af_xdp
+say "bulk throughput, one connection, $seconds s per row, offloads off"
+iperf3_row d
+stack_stream_row e af_packet
+stack_stream_row f af_xdp
+say "connection set-up rate, $SIZE B each way, $seconds s per row"
+crr_row h
+stack_crr_row i af_packet
+stack_crr_row j af_xdp
+say "reference: bulk throughput kernel -> kernel with veth offloads on"
+offloads on
+iperf3_row g
+offloads off
+load_end=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# ---------------------------------------------------------------------------------------------
+# The report.
+
+ratio() { awk -v v="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3g", v / b }'; }
+fmt() { awk -v v="$1" 'BEGIN { f = v >= 100 ? "%.0f" : (v >= 10 ? "%.1f" : "%.2f"); printf f, v }'; }
+json_str() { printf '"%s"' "$(printf '%s' "$1" | tr -d '\000-\037' | sed 's/\\/\\\\/g; s/"/\\"/g')"; }
+not_ok() { echo "| $1 | ${ROW_DESC[$1]} | ${R_STATUS[$1]}: ${R_NOTE[$1]//|/\\|} |"; }
+base_ratio() {  # key field-array-name
+    local key=$1 base=${ROW_BASE[$1]:-}
+    local -n field=$2
+    [[ -n $base && ${R_STATUS[$base]:-} == ok ]] && ratio "${field[$key]}" "${field[$base]}"
+    return 0
+}
+
+kernel=$(uname -r)
+cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
+md=$workdir/tcp.md
+{
+    echo "# TCP: kernel against the stack over one veth pair"
+    echo
+    echo "One run of \`perf/tcp.sh$( ((quick)) && echo " --quick")\`, $started: Linux $kernel, $cpu, $ncpu cores (a VM);"
+    echo "load average $load_start at the start, $load_end at the end. $seconds s per row. Pinning: $pinning."
+    echo "Offloads: OFF on both veth ends (tx checksum, TSO, GSO, GRO) for every row but g, so both stacks send"
+    echo "MTU-sized (1500 B) frames with checksums computed in software; the stack has no offloads of its own."
+    echo "Kernel servers and sinks block in the kernel; stack clients busy-poll (never sleep)."
+    echo
+    echo "## Ping-pong, $SIZE B messages, TCP_NODELAY, half round trip (µs)"
+    echo
+    echo "| row | client → server | median | p99 | p99.9 | max | samples | median ÷ a | p99 ÷ a | notes |"
+    echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+    for r in a b c; do
+        if [[ ${R_STATUS[$r]:-} == ok ]]; then
+            echo "| $r | ${ROW_DESC[$r]} | $(fmt "${R_VALUE[$r]}") | $(fmt "${R_P99[$r]}") | $(fmt "${R_P999[$r]}") |" \
+                "$(fmt "${R_MAX[$r]}") | ${R_COUNT[$r]} | $(base_ratio $r R_VALUE) | $(base_ratio $r R_P99) | ${R_EXTRA[$r]} |"
+        elif [[ -n ${R_STATUS[$r]:-} ]]; then not_ok $r; fi
+    done
+    echo
+    echo "## Bulk throughput, one connection (Gbit/s of payload the receiver read)"
+    echo
+    echo "| row | sender → receiver | Gbit/s | moved | ÷ d | notes |"
+    echo "| --- | --- | ---: | ---: | ---: | --- |"
+    for r in d e f g; do
+        if [[ ${R_STATUS[$r]:-} == ok ]]; then
+            echo "| $r | ${ROW_DESC[$r]} | $(fmt "${R_VALUE[$r]}") | ${R_COUNT[$r]} | $(base_ratio $r R_VALUE) | ${R_EXTRA[$r]} |"
+        elif [[ -n ${R_STATUS[$r]:-} ]]; then not_ok $r; fi
+    done
+    echo
+    echo "## Connection set-up rate: connect, $SIZE B request, $SIZE B reply, server closes, close"
+    echo
+    echo "| row | client → server | connections/s | ÷ h | one connection median µs | p99 µs | max µs | connections | notes |"
+    echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+    for r in h i j; do
+        if [[ ${R_STATUS[$r]:-} == ok ]]; then
+            echo "| $r | ${ROW_DESC[$r]} | $(fmt "${R_VALUE[$r]}") | $(base_ratio $r R_VALUE) | $(fmt "${R_MEDIAN[$r]}") |" \
+                "$(fmt "${R_P99[$r]}") | $(fmt "${R_MAX[$r]}") | ${R_COUNT[$r]} | ${R_EXTRA[$r]} |"
+        elif [[ -n ${R_STATUS[$r]:-} ]]; then not_ok $r; fi
+    done
+} >"$md"
+
+json=$workdir/tcp.json
+{
+    printf '{\n  "generated": "%s",\n  "quick": %s,\n  "seconds_per_row": %s,\n' "$started" "$( ((quick)) && echo true || echo false)" "$seconds"
+    printf '  "kernel": %s,\n  "cpu": %s,\n  "cpus": %s,\n  "pinning": %s,\n' "$(json_str "$kernel")" "$(json_str "$cpu")" "$ncpu" "$(json_str "$pinning")"
+    printf '  "load_average_start": %s,\n  "load_average_end": %s,\n  "rows": [' "$(json_str "$load_start")" "$(json_str "$load_end")"
+    sep=""
+    for r in a b c d e f g h i j; do
+        [[ -n ${R_STATUS[$r]:-} ]] || continue
+        case $r in a|b|c) unit=us_half_round_trip_median ;; d|e|f|g) unit=gbit_per_s ;; *) unit=connections_per_s ;; esac
+        printf '%s\n    {"row": "%s", "description": %s, "status": "%s"' "$sep" "$r" "$(json_str "${ROW_DESC[$r]}")" "${R_STATUS[$r]}"
+        if [[ ${R_STATUS[$r]} == ok ]]; then
+            rv=$(base_ratio $r R_VALUE)
+            printf ', "%s": %s, "ratio_to_kernel": %s' "$unit" "${R_VALUE[$r]}" "${rv:-null}"
+        else
+            printf ', "reason": %s' "$(json_str "${R_NOTE[$r]}")"
+        fi
+        printf '}'
+        sep=","
+    done
+    printf '\n  ]\n}\n'
+} >"$json"
+
+cp "$md" "$out/tcp.md"
+cp "$json" "$out/tcp.json"
+say "results ($out/tcp.md, $out/tcp.json)"
+cat "$md"
+if ((failed_rows > 0)); then
+    echo "$NAME: $failed_rows row(s) failed" >&2
+    exit 1
+fi
