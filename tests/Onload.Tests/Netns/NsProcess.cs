@@ -58,7 +58,9 @@ public sealed class NsProcess : IDisposable
             RedirectStandardInput = true,
             UseShellExecute = false,
         };
-        foreach (var a in (string[])["netns", "exec", ns, program, .. args])
+        // env restores SIGINT's default: a test run started in the background (as `cmd &` in a script) ignores
+        // SIGINT, the ignored disposition is inherited, and .NET programs then never see the SIGINT a test sends.
+        foreach (var a in (string[])["netns", "exec", ns, "env", "--default-signal=INT", program, .. args])
             psi.ArgumentList.Add(a);
         var process = new Process { StartInfo = psi, EnableRaisingEvents = true };
         var p = new NsProcess(ns, $"ip netns exec {ns} {program} {string.Join(' ', args)}".TrimEnd(), process);
