@@ -140,7 +140,6 @@ public sealed partial class NetStack
         t.Recover = t.SndMax - 1;
         t.DupAcks = 0;
         t.TlpOutstanding = false;
-        t.RttSeq = 0;
         for (int i = 0; i < t.SentCount; i++)
         {
             ref var r = ref SentSegment(c, i);

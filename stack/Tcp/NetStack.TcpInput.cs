@@ -106,7 +106,7 @@ public sealed partial class NetStack
         AddToSynQueue(listener, c);
         Counters.TcpPassiveOpens++;
         TcpSendFlags(c, t.Iss, TcpFlags.Syn | TcpFlags.Ack);
-        _timers.Schedule(TcpTimerId(c, TcpTimer.Retransmit), _now + t.Rto);
+        ScheduleRetransmit(c, RetransmitKind.Rto, _now + t.Rto);
     }
 
     /// <summary>What a SYN says: the peer's MSS, window scale, SACK and timestamps, and its window.</summary>
@@ -163,7 +163,7 @@ public sealed partial class NetStack
         if (hasAck)
         {
             t.SndUna = ack;
-            SampleRtt(c, options);
+            SampleRtt(c, -1, options);
             _timers.Cancel(TcpTimerId(c, TcpTimer.Retransmit));
             Established(c);
             t.AckNow = true;
@@ -296,7 +296,7 @@ public sealed partial class NetStack
             t.SndWnd = (uint)seg.Window << t.SndWndShift;
             t.SndWl1 = seg.SequenceNumber;
             t.SndWl2 = ack;
-            SampleRtt(c, options);
+            SampleRtt(c, -1, options);
             _timers.Cancel(TcpTimerId(c, TcpTimer.Retransmit));
             Established(c);
             if (t.Listener >= 0)
@@ -320,11 +320,11 @@ public sealed partial class NetStack
             uint pipeBefore = t.Pipe;
             int dataAcked = (int)Math.Min(acked, (uint)t.SndQueued);
             t.SndQueued -= dataAcked;
-            int records = AckSentSegments(c, ack);
+            int records = AckSentSegments(c, ack, out long measured);
             t.SndUna = ack;
             if (Seq.Lt(t.SndNxt, t.SndUna))
                 t.SndNxt = t.SndUna;
-            SampleRtt(c, options);
+            SampleRtt(c, measured, options);
             t.Backoff = 0;
             t.RetransmitStartedAt = 0;
             OnNewAck(c, acked, records, pipeBefore);
@@ -371,18 +371,18 @@ public sealed partial class NetStack
         return true;
     }
 
-    /// <summary>RFC 6298 §2: SRTT, RTTVAR and RTO from a sample, by timestamps (RFC 7323 §4) or by Karn's rule.</summary>
-    private void SampleRtt(int c, in TcpOptions options)
+    /// <summary>
+    /// RFC 6298 §2: SRTT, RTTVAR and RTO from a sample: <paramref name="measured"/>, the time since the newest
+    /// segment this ACK covers was sent, if it was sent once (Karn); else by the echoed timestamp (RFC 7323 §4),
+    /// whose millisecond clock is coarse and which, after a timeout, may echo an old copy, so only while not
+    /// backed off.
+    /// </summary>
+    private void SampleRtt(int c, long measured, in TcpOptions options)
     {
         ref var t = ref _tcp[c];
-        long sample = -1;
-        if (t.Timestamps && options.HasTimestamps && options.TsEcr != 0 && t.Backoff == 0)
+        long sample = measured;
+        if (sample < 0 && t.Timestamps && options.HasTimestamps && options.TsEcr != 0 && t.Backoff == 0)
             sample = (long)(TcpTimestampNow - options.TsEcr) * 1_000_000;
-        else if (!t.Timestamps && t.RttSeq != 0 && Seq.Ge(t.SndUna, t.RttSeq))
-        {
-            sample = _now - t.RttSentAt;
-            t.RttSeq = 0;
-        }
         if (sample < 0)
             return;
         sample = Math.Max(sample, 1_000);

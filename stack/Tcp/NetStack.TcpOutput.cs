@@ -36,8 +36,7 @@ public sealed partial class NetStack
             !_timers.IsScheduled(TcpTimerId(c, TcpTimer.Retransmit)))
         {
             // Zero window with data waiting: the persist timer probes until the window opens (RFC 9293 §3.8.6.1).
-            t.RetransmitKind = RetransmitKind.Rto;
-            _timers.Schedule(TcpTimerId(c, TcpTimer.Retransmit), _now + t.Rto);
+            ScheduleRetransmit(c, RetransmitKind.Rto, _now + t.Rto);
         }
         if (!sent && t.AckNow)
             TcpSendFlags(c, t.SndNxt, TcpFlags.Ack);
@@ -76,18 +75,12 @@ public sealed partial class NetStack
             flags |= TcpFlags.Fin;
         if (!TcpSendSegment(c, t.SndNxt, length, flags))
             return false;
-        if (t.RttSeq == 0 && !t.Timestamps && length > 0)
-        {
-            t.RttSeq = t.SndNxt + (uint)length;
-            t.RttSentAt = _now;
-        }
         RecordSent(c, t.SndNxt, length, finNow);
         t.SndNxt += (uint)length + (finNow ? 1u : 0u);
         t.SndMax = t.SndNxt;
         if (finNow)
             t.FinSent = true;
-        if (!_timers.IsScheduled(TcpTimerId(c, TcpTimer.Retransmit)) || t.RetransmitKind == RetransmitKind.Probe)
-            ArmRetransmitTimer(c);
+        ArmAfterNewData(c);
         return true;
     }
 

@@ -77,37 +77,67 @@ public sealed partial class NetStack
         }
         if (wait != long.MaxValue)
         {
-            t.RetransmitKind = RetransmitKind.Reorder;
-            _timers.Schedule(TcpTimerId(c, TcpTimer.Retransmit), _now + wait);
+            ScheduleRetransmit(c, RetransmitKind.Reorder, _now + wait);
         }
     }
 
-    /// <summary>
-    /// Arms the retransmission timer for what is outstanding: a tail loss probe (RFC 8985 §7.2: PTO = 2·SRTT, plus
-    /// the delayed-ACK allowance when one segment is out or a little slack otherwise; used only if it comes before
-    /// the RTO) when SACK is on and no recovery or probe is under way, else the RTO.
-    /// </summary>
+    private void ScheduleRetransmit(int c, RetransmitKind kind, long at)
+    {
+        ref var t = ref _tcp[c];
+        t.RetransmitKind = kind;
+        t.RetransmitAt = at;
+        _timers.Schedule(TcpTimerId(c, TcpTimer.Retransmit), at);
+    }
+
+    /// <summary>RFC 8985 §7.2: a probe when SACK is on, no recovery or probe is under way and SRTT is known; PTO =
+    /// 2·SRTT, plus the delayed-ACK allowance when one segment is out, or a little slack otherwise. Returns 0 when
+    /// no probe is due.</summary>
+    private long LossProbeTimeout(int c)
+    {
+        ref var t = ref _tcp[c];
+        if (!t.SackPermitted || t.InRecovery || t.TlpOutstanding || t.Srtt == 0 ||
+            t.State is not (TcpState.Established or TcpState.CloseWait or TcpState.FinWait1 or TcpState.Closing or TcpState.LastAck))
+            return 0;
+        return 2 * t.Srtt + (t.SentCount == 1 ? TlpDelayedAckAllowanceNs : TlpSlackNs);
+    }
+
+    /// <summary>An ACK moved SND.UNA: the timer starts again for what is still outstanding, as a loss probe if one
+    /// is due before the RTO (RFC 6298 §5.3, RFC 8985 §7.2), else as the RTO.</summary>
     private void ArmRetransmitTimer(int c)
     {
         ref var t = ref _tcp[c];
-        int id = TcpTimerId(c, TcpTimer.Retransmit);
         if (t.SentCount == 0)
         {
-            _timers.Cancel(id);
+            _timers.Cancel(TcpTimerId(c, TcpTimer.Retransmit));
             return;
         }
-        if (t.SackPermitted && !t.InRecovery && !t.TlpOutstanding && t.Srtt > 0 && t.State is TcpState.Established or TcpState.CloseWait)
+        long pto = LossProbeTimeout(c);
+        if (pto > 0 && pto < t.Rto)
+            ScheduleRetransmit(c, RetransmitKind.Probe, _now + pto);
+        else
+            ScheduleRetransmit(c, RetransmitKind.Rto, _now + t.Rto);
+    }
+
+    /// <summary>New data went out: the RTO starts if it was not running (RFC 6298 §5.1), and a loss probe is
+    /// (re)scheduled for the new tail, never after the RTO already running (as Linux's tcp_schedule_loss_probe).</summary>
+    private void ArmAfterNewData(int c)
+    {
+        ref var t = ref _tcp[c];
+        bool running = _timers.IsScheduled(TcpTimerId(c, TcpTimer.Retransmit));
+        if (!running)
         {
-            long pto = 2 * t.Srtt + (t.SentCount == 1 ? TlpDelayedAckAllowanceNs : TlpSlackNs);
-            if (pto < t.Rto)
-            {
-                t.RetransmitKind = RetransmitKind.Probe;
-                _timers.Schedule(id, _now + pto);
-                return;
-            }
+            ArmRetransmitTimer(c);
+            return;
         }
-        t.RetransmitKind = RetransmitKind.Rto;
-        _timers.Schedule(id, _now + t.Rto);
+        if (t.RetransmitKind == RetransmitKind.Reorder)
+            return;
+        long pto = LossProbeTimeout(c);
+        if (pto == 0)
+            return;
+        long at = _now + pto;
+        if (t.RetransmitKind == RetransmitKind.Rto)
+            at = Math.Min(at, t.RetransmitAt);
+        ScheduleRetransmit(c, RetransmitKind.Probe, at);
     }
 
     /// <summary>RFC 8985 §7.3: the probe timeout. New data if the windows allow, else the last segment again; then
@@ -131,8 +161,7 @@ public sealed partial class NetStack
             t.TlpDsacked = false;
             t.TlpHighSeq = t.SndMax;
         }
-        t.RetransmitKind = RetransmitKind.Rto;
-        _timers.Schedule(TcpTimerId(c, TcpTimer.Retransmit), _now + t.Rto);
+        ScheduleRetransmit(c, RetransmitKind.Rto, _now + t.Rto);
     }
 
     /// <summary>RFC 8985 §7.4: once the ACK passes the probe, a retransmitted probe that was not D-SACKed repaired a

@@ -56,11 +56,13 @@ public sealed partial class NetStack
     }
 
     /// <summary>The cumulative ACK reached <paramref name="ack"/>: records below it leave the scoreboard (each a
-    /// delivery for RACK); one it splits is trimmed. Returns how many records left.</summary>
-    private int AckSentSegments(int c, uint ack)
+    /// delivery for RACK); one it splits is trimmed. Returns how many records left, and in <paramref name="rtt"/>
+    /// the time since the newest of them that was sent only once left (-1 if none: Karn's rule).</summary>
+    private int AckSentSegments(int c, uint ack, out long rtt)
     {
         ref var t = ref _tcp[c];
         int removed = 0;
+        rtt = -1;
         while (t.SentCount > 0)
         {
             ref var r = ref SentSegment(c, 0);
@@ -68,6 +70,8 @@ public sealed partial class NetStack
             {
                 if ((r.Flags & SentFlags.Sacked) == 0)
                     RackDelivered(c, in r);
+                if ((r.Flags & SentFlags.Retransmitted) == 0)
+                    rtt = _now - r.SentAt;
                 SetSentFlags(c, ref r, SentFlags.None);
                 t.Pipe -= r.Length;
                 t.SentHead = (t.SentHead + 1) & (_tcp.SentCapacity - 1);
@@ -178,8 +182,6 @@ public sealed partial class NetStack
         var flags = TcpFlags.Ack | ((r.Flags & SentFlags.Fin) != 0 ? TcpFlags.Fin : 0);
         if (!TcpSendSegment(c, r.Start, r.DataLength, flags))
             return false;
-        if (t.RttSeq != 0 && Seq.Gt(t.RttSeq, r.Start) && Seq.Le(t.RttSeq, r.End))
-            t.RttSeq = 0; // Karn: never time a segment sent twice
         r.SentAt = _now;
         var now = r.Flags | SentFlags.Retransmitted;
         if ((now & SentFlags.Lost) != 0)

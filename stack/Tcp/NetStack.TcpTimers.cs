@@ -45,7 +45,7 @@ public sealed partial class NetStack
             Counters.TcpExtTCPTimeouts++;
             if (TcpSendFlags(c, t.Iss, t.State == TcpState.SynSent ? TcpFlags.Syn : TcpFlags.Syn | TcpFlags.Ack))
                 Counters.TcpRetransSegs++;
-            _timers.Schedule(TcpTimerId(c, TcpTimer.Retransmit), _now + t.Rto);
+            ScheduleRetransmit(c, RetransmitKind.Rto, _now + t.Rto);
             return;
         }
         if (t.SentCount == 0)
@@ -56,7 +56,7 @@ public sealed partial class NetStack
             {
                 TcpSendFlags(c, t.SndUna - 1, TcpFlags.Ack);
                 t.Backoff = Math.Min(t.Backoff + 1, 16);
-                _timers.Schedule(TcpTimerId(c, TcpTimer.Retransmit), _now + Math.Min(t.Rto << t.Backoff, Options.TcpMaxRtoNs));
+                ScheduleRetransmit(c, RetransmitKind.Rto, _now + Math.Min(t.Rto << t.Backoff, Options.TcpMaxRtoNs));
             }
             return;
         }
@@ -66,8 +66,7 @@ public sealed partial class NetStack
                 TailLossProbe(c);
                 return;
             case RetransmitKind.Reorder:
-                t.RetransmitKind = RetransmitKind.Rto;
-                _timers.Schedule(TcpTimerId(c, TcpTimer.Retransmit), _now + t.Rto);
+                ScheduleRetransmit(c, RetransmitKind.Rto, _now + t.Rto);
                 RackDetectLoss(c);
                 if (t.LostCount > 0 && !t.InRecovery)
                     EnterRecovery(c);
@@ -88,8 +87,7 @@ public sealed partial class NetStack
         t.Backoff++;
         t.Rto = Math.Min(t.Rto * 2, Options.TcpMaxRtoNs);
         TcpOutput(c);
-        t.RetransmitKind = RetransmitKind.Rto;
-        _timers.Schedule(TcpTimerId(c, TcpTimer.Retransmit), _now + t.Rto);
+        ScheduleRetransmit(c, RetransmitKind.Rto, _now + t.Rto);
     }
 
     private void KeepaliveTimer(int c)

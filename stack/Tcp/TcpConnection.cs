@@ -128,9 +128,6 @@ public struct TcpConnection
     public long RttVar;
     public long Rto;
     public int Backoff;
-    /// <summary>Karn's algorithm without timestamps: the segment being timed (its end) and when it left; 0 = none.</summary>
-    public uint RttSeq;
-    public long RttSentAt;
     public long RetransmitStartedAt;
 
     // The scoreboard: records of the segments in [SND.UNA, SND.MAX) (TcpTable.SentSegments).
@@ -142,6 +139,8 @@ public struct TcpConnection
     public int SackedCount;
     public int LostCount;
     public RetransmitKind RetransmitKind;
+    /// <summary>When the retransmission timer fires (clock ns), whatever its kind.</summary>
+    public long RetransmitAt;
 
     // RACK (RFC 8985 §6.1).
     public long RackXmitTs;
