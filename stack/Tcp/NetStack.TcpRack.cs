@@ -84,8 +84,8 @@ public sealed partial class NetStack
 
     /// <summary>
     /// Arms the retransmission timer for what is outstanding: a tail loss probe (RFC 8985 §7.2: PTO = 2·SRTT, plus
-    /// the delayed-ACK allowance when one segment is out or a little slack otherwise; used only if it comes before
-    /// the RTO) when SACK is on and no recovery or probe is under way, else the RTO.
+    /// the delayed-ACK allowance when one segment is out or a little slack otherwise; never later than the RTO would
+    /// fire, which it replaces) when SACK is on and no recovery or probe is under way, else the RTO.
     /// </summary>
     private void ArmRetransmitTimer(int c)
     {
@@ -98,13 +98,10 @@ public sealed partial class NetStack
         }
         if (t.SackPermitted && !t.InRecovery && !t.TlpOutstanding && t.Srtt > 0 && t.State is TcpState.Established or TcpState.CloseWait)
         {
-            long pto = 2 * t.Srtt + (t.SentCount == 1 ? TlpDelayedAckAllowanceNs : TlpSlackNs);
-            if (pto < t.Rto)
-            {
-                t.RetransmitKind = RetransmitKind.Probe;
-                _timers.Schedule(id, _now + pto);
-                return;
-            }
+            long pto = Math.Min(2 * t.Srtt + (t.SentCount == 1 ? TlpDelayedAckAllowanceNs : TlpSlackNs), t.Rto);
+            t.RetransmitKind = RetransmitKind.Probe;
+            _timers.Schedule(id, _now + pto);
+            return;
         }
         t.RetransmitKind = RetransmitKind.Rto;
         _timers.Schedule(id, _now + t.Rto);
