@@ -332,7 +332,7 @@ public sealed partial class NetStack
         else if (ack == t.SndUna && seg.Payload.Length == 0 && (seg.Flags & TcpFlags.Fin) == 0 &&
                  t.SndMax != t.SndUna && window == t.SndWnd)
             OnDuplicateAck(c);
-        TailLossProbeAcked(c, ack);
+        TailLossProbeAcked(c, ack, duplicate: !advanced && options.SackCount == 0 && seg.Payload.Length == 0 && window == t.SndWnd);
         if (advanced)
             ArmRetransmitTimer(c);
         if (t.SackPermitted && (t.SackedCount > 0 || t.InRecovery))

@@ -132,14 +132,19 @@ public sealed partial class NetStack
         _timers.Schedule(TcpTimerId(c, TcpTimer.Retransmit), _now + t.Rto);
     }
 
-    /// <summary>RFC 8985 §7.4: once the ACK passes the probe, a retransmitted probe that was not D-SACKed repaired a
-    /// real loss, and the window comes down as for any loss.</summary>
-    private void TailLossProbeAcked(int c, uint ack)
+    /// <summary>RFC 8985 §7.4.2: once the ACK passes the probe, a retransmitted probe that was not D-SACKed repaired a
+    /// real loss, and the window comes down as for any loss. An ACK of exactly the probe may be the original's, the
+    /// D-SACK for the copy coming next: the episode waits for that, a bare duplicate ACK, or an ACK beyond.</summary>
+    private void TailLossProbeAcked(int c, uint ack, bool duplicate)
     {
         ref var t = ref _tcp[c];
         if (!t.TlpOutstanding || Seq.Lt(ack, t.TlpHighSeq))
             return;
+        if (t.TlpRetransmitted && !t.TlpDsacked && ack == t.TlpHighSeq && !duplicate)
+            return;
         t.TlpOutstanding = false;
+        if (duplicate && ack == t.TlpHighSeq)
+            return; // both copies arrived: nothing was lost
         if (t.TlpRetransmitted && !t.TlpDsacked && !t.InRecovery)
         {
             Counters.TcpExtTCPLossProbeRecovery++;
