@@ -212,6 +212,10 @@ public sealed partial class NetStack
         {
             if ((flags & TcpFlags.Rst) == 0)
                 t.AckNow = true;
+            // An old duplicate (a spurious retransmission): reported in a D-SACK block (RFC 2883 §4), as Linux's
+            // tcp_send_dupack does.
+            if ((flags & TcpFlags.Rst) == 0 && payload.Length > 0 && Seq.Lt(seq, t.RcvNxt))
+                ReportDuplicate(c, seq, Seq.Min(seq + (uint)payload.Length, t.RcvNxt), ref Counters.TcpExtTCPDSACKOldSent);
             // A retransmitted FIN in TIME_WAIT (its sequence is now left of the window) restarts 2MSL (RFC 9293 §3.10.7.4).
             if (t.State == TcpState.TimeWait && (flags & TcpFlags.Fin) != 0)
                 _timers.Schedule(TcpTimerId(c, TcpTimer.Keepalive), _now + 2 * Options.TcpMslNs);
