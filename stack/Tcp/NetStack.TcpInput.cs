@@ -455,6 +455,7 @@ public sealed partial class NetStack
             if (t.OutOfOrder.Covers(seq, end))
             {
                 ReportDuplicate(c, seq, end, ref Counters.TcpExtTCPDSACKOfoSent);
+                t.OutOfOrder.Add(seq, end); // the range holding it becomes the newest: the second block (RFC 2883 §4 (4))
                 return;
             }
             if (!t.OutOfOrder.Add(seq, end))
