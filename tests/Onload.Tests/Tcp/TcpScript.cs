@@ -161,7 +161,7 @@ internal static class TcpScript
         /// <summary>The segments that reached the peer; it remembers the newest timestamp to echo.</summary>
         public List<Seg> Received(long advanceNs = Ms)
         {
-            var got = TcpSegments(Peer.Received(advanceNs));
+            var got = TcpSegments(ReceivedAnsweringArp(Peer, advanceNs));
             foreach (var s in got.Where(s => s.TsVal is not null))
                 StackTs = s.TsVal!.Value;
             return got;
@@ -205,6 +205,20 @@ internal static class TcpScript
     }
 
 
+    /// <summary>The frames that reached the peer after <paramref name="advanceNs"/>. When the neighbour entry went
+    /// stale the stack asks again, holding what it sends meanwhile: the peer answers at once and collects the rest.</summary>
+    internal static List<byte[]> ReceivedAnsweringArp(RawPeer peer, long advanceNs)
+    {
+        var frames = peer.Received(advanceNs);
+        if (frames.Any(IsArpRequest))
+        {
+            var reply = new PD.ArpPacket(PD.ArpOperation.Response, peer.StackMac, RawPeer.StackIp, peer.PeerMac, RawPeer.PeerIp);
+            peer.Inject(new PD.EthernetPacket(peer.PeerMac, peer.StackMac, PD.EthernetType.Arp) { PayloadPacket = reply }.Bytes, advanceNs: 1_000);
+            frames.AddRange(peer.Received(advanceNs: 1_000));
+        }
+        return frames;
+    }
+
     /// <summary>Steps the clock by 1 ms ticks for <paramref name="durationNs"/>, polling, and records when each TCP
     /// segment left.</summary>
     internal static List<(long At, Seg Seg)> Run(RawPeer peer, long durationNs)
@@ -216,14 +230,7 @@ internal static class TcpScript
             peer.Clock.Advance(Ms);
             peer.Stack.Poll();
             long at = peer.Clock.NowNanoseconds;
-            var frames = peer.Received(advanceNs: 1_000);
-            if (frames.Any(IsArpRequest))
-            {
-                // The neighbour entry went stale during the wait: the stack asks again; answer at once.
-                var reply = new PD.ArpPacket(PD.ArpOperation.Response, peer.StackMac, RawPeer.StackIp, peer.PeerMac, RawPeer.PeerIp);
-                peer.Inject(new PD.EthernetPacket(peer.PeerMac, peer.StackMac, PD.EthernetType.Arp) { PayloadPacket = reply }.Bytes, advanceNs: 1_000);
-                frames.AddRange(peer.Received(advanceNs: 1_000));
-            }
+            var frames = ReceivedAnsweringArp(peer, 1_000);
             foreach (var s in TcpSegments(frames))
                 log.Add((at, s));
         }
