@@ -212,6 +212,10 @@ public sealed partial class NetStack
         {
             if ((flags & TcpFlags.Rst) == 0)
                 t.AckNow = true;
+            // An old duplicate (a spurious retransmission): reported in a D-SACK block (RFC 2883 §4), as Linux's
+            // tcp_send_dupack does.
+            if ((flags & TcpFlags.Rst) == 0 && payload.Length > 0 && Seq.Lt(seq, t.RcvNxt))
+                ReportDuplicate(c, seq, Seq.Min(seq + (uint)payload.Length, t.RcvNxt), ref Counters.TcpExtTCPDSACKOldSent);
             // A retransmitted FIN in TIME_WAIT (its sequence is now left of the window) restarts 2MSL (RFC 9293 §3.10.7.4).
             if (t.State == TcpState.TimeWait && (flags & TcpFlags.Fin) != 0)
                 _timers.Schedule(TcpTimerId(c, TcpTimer.Keepalive), _now + 2 * Options.TcpMslNs);
@@ -332,7 +336,7 @@ public sealed partial class NetStack
         else if (ack == t.SndUna && seg.Payload.Length == 0 && (seg.Flags & TcpFlags.Fin) == 0 &&
                  t.SndMax != t.SndUna && window == t.SndWnd)
             OnDuplicateAck(c);
-        TailLossProbeAcked(c, ack);
+        TailLossProbeAcked(c, ack, duplicate: !advanced && options.SackCount == 0 && seg.Payload.Length == 0 && window == t.SndWnd);
         if (advanced)
             ArmRetransmitTimer(c);
         if (t.SackPermitted && (t.SackedCount > 0 || t.InRecovery))
@@ -451,6 +455,7 @@ public sealed partial class NetStack
             if (t.OutOfOrder.Covers(seq, end))
             {
                 ReportDuplicate(c, seq, end, ref Counters.TcpExtTCPDSACKOfoSent);
+                t.OutOfOrder.Add(seq, end); // the range holding it becomes the newest: the second block (RFC 2883 §4 (4))
                 return;
             }
             if (!t.OutOfOrder.Add(seq, end))

@@ -101,8 +101,8 @@ public sealed partial class NetStack
         return 2 * t.Srtt + (t.SentCount == 1 ? TlpDelayedAckAllowanceNs : TlpSlackNs);
     }
 
-    /// <summary>An ACK moved SND.UNA: the timer starts again for what is still outstanding, as a loss probe if one
-    /// is due before the RTO (RFC 6298 §5.3, RFC 8985 §7.2), else as the RTO.</summary>
+    /// <summary>An ACK moved SND.UNA: the timer starts again for what is still outstanding (RFC 6298 §5.3), as a loss
+    /// probe when one is due, never later than the RTO would fire, which it replaces (RFC 8985 §7.2).</summary>
     private void ArmRetransmitTimer(int c)
     {
         ref var t = ref _tcp[c];
@@ -112,8 +112,8 @@ public sealed partial class NetStack
             return;
         }
         long pto = LossProbeTimeout(c);
-        if (pto > 0 && pto < t.Rto)
-            ScheduleRetransmit(c, RetransmitKind.Probe, _now + pto);
+        if (pto > 0)
+            ScheduleRetransmit(c, RetransmitKind.Probe, _now + Math.Min(pto, t.Rto));
         else
             ScheduleRetransmit(c, RetransmitKind.Rto, _now + t.Rto);
     }
@@ -164,14 +164,19 @@ public sealed partial class NetStack
         ScheduleRetransmit(c, RetransmitKind.Rto, _now + t.Rto);
     }
 
-    /// <summary>RFC 8985 §7.4: once the ACK passes the probe, a retransmitted probe that was not D-SACKed repaired a
-    /// real loss, and the window comes down as for any loss.</summary>
-    private void TailLossProbeAcked(int c, uint ack)
+    /// <summary>RFC 8985 §7.4.2: once the ACK passes the probe, a retransmitted probe that was not D-SACKed repaired a
+    /// real loss, and the window comes down as for any loss. An ACK of exactly the probe may be the original's, the
+    /// D-SACK for the copy coming next: the episode waits for that, a bare duplicate ACK, or an ACK beyond.</summary>
+    private void TailLossProbeAcked(int c, uint ack, bool duplicate)
     {
         ref var t = ref _tcp[c];
         if (!t.TlpOutstanding || Seq.Lt(ack, t.TlpHighSeq))
             return;
+        if (t.TlpRetransmitted && !t.TlpDsacked && ack == t.TlpHighSeq && !duplicate)
+            return;
         t.TlpOutstanding = false;
+        if (duplicate && ack == t.TlpHighSeq)
+            return; // both copies arrived: nothing was lost
         if (t.TlpRetransmitted && !t.TlpDsacked && !t.InRecovery)
         {
             Counters.TcpExtTCPLossProbeRecovery++;

@@ -153,7 +153,7 @@ public sealed partial class NetStack
         ref var t = ref _tcp[c];
         Counters.TcpExtTCPDSACKRecv++;
         t.RackReorderingSeen = true;
-        t.RackReoWndMult = (byte)Math.Min(t.RackReoWndMult + 1, 16);
+        t.RackReoWndMult = (byte)Math.Min(Math.Max(1, (int)t.RackReoWndMult) + 1, 16); // it starts at 1 (0 here = unset)
         if (t.TlpOutstanding && t.TlpRetransmitted && Seq.Lt(block.Start, t.TlpHighSeq) && Seq.Le(t.TlpHighSeq, block.End))
             t.TlpDsacked = true;
     }

@@ -1,9 +1,8 @@
-using System.Buffers.Binary;
 using Onload.Stack;
 using Onload.Stack.Tcp;
 using Onload.Stack.Wire;
 using Onload.Tests.Wire;
-using PD = PacketDotNet;
+using static Onload.Tests.Tcp.TcpScript;
 
 namespace Onload.Tests.Tcp;
 
@@ -14,168 +13,6 @@ namespace Onload.Tests.Tcp;
 [TestFixture]
 public class TcpScriptTests
 {
-    private const long Ms = 1_000_000;
-    private const ushort Port = 80;
-    private const ushort PeerPort = 40000;
-    private const uint PeerIsn = 1000;
-    private const TcpFlags Ack = TcpFlags.Ack;
-
-    /// <summary>A segment the stack sent, decoded from the raw frame.</summary>
-    private sealed record Seg(ushort SrcPort, ushort DstPort, uint Seq, uint AckNo, TcpFlags Flags, ushort Window,
-        int Mss, int WScale, bool SackOk, uint? TsVal, uint? TsEcr, byte[] Payload, int OptionBytes);
-
-    private static Seg Decode(byte[] frame)
-    {
-        Assert.That(BinaryPrimitives.ReadUInt16BigEndian(frame.AsSpan(12)), Is.EqualTo(0x0800), "IPv4");
-        int ihl = (frame[14] & 0xf) * 4;
-        Assert.That(frame[23], Is.EqualTo(6), "TCP");
-        int total = BinaryPrimitives.ReadUInt16BigEndian(frame.AsSpan(16));
-        var t = frame.AsSpan(14 + ihl, total - ihl);
-        // Independent check of the checksum the stack wrote.
-        var parsed = PD.Packet.ParsePacket(PD.LinkLayers.Ethernet, frame).Extract<PD.TcpPacket>();
-        Assert.That(parsed.ValidTcpChecksum, Is.True, "TCP checksum");
-        int hl = (t[12] >> 4) * 4;
-        int mss = -1, ws = -1;
-        bool sack = false;
-        uint? tsv = null, tse = null;
-        var o = t[20..hl];
-        for (int i = 0; i < o.Length;)
-        {
-            byte kind = o[i];
-            if (kind == 0)
-                break;
-            if (kind == 1)
-            {
-                i++;
-                continue;
-            }
-            int len = o[i + 1];
-            switch (kind)
-            {
-                case 2: mss = BinaryPrimitives.ReadUInt16BigEndian(o[(i + 2)..]); break;
-                case 3: ws = o[i + 2]; break;
-                case 4: sack = true; break;
-                case 8:
-                    tsv = BinaryPrimitives.ReadUInt32BigEndian(o[(i + 2)..]);
-                    tse = BinaryPrimitives.ReadUInt32BigEndian(o[(i + 6)..]);
-                    break;
-            }
-            i += len;
-        }
-        return new Seg(BinaryPrimitives.ReadUInt16BigEndian(t), BinaryPrimitives.ReadUInt16BigEndian(t[2..]),
-            BinaryPrimitives.ReadUInt32BigEndian(t[4..]), BinaryPrimitives.ReadUInt32BigEndian(t[8..]), (TcpFlags)t[13],
-            BinaryPrimitives.ReadUInt16BigEndian(t[14..]), mss, ws, sack, tsv, tse, t[hl..].ToArray(), hl - 20);
-    }
-
-    private static bool IsArpRequest(byte[] f) => f.Length >= 42 && f[12] == 0x08 && f[13] == 0x06 && f[21] == 1;
-
-    private static bool IsTcp(byte[] f) => f.Length > 34 && f[12] == 0x08 && f[13] == 0 && f[23] == 6;
-
-    /// <summary>The TCP segments among what the peer received.</summary>
-    private static List<Seg> Tcp(List<byte[]> frames) => frames.Where(IsTcp).Select(Decode).ToList();
-
-    /// <summary>The script's assertion: exactly one segment came back, with these fields (null: not checked).</summary>
-    private static Seg Expect(List<Seg> got, TcpFlags flags, uint? seq = null, uint? ack = null, int? length = null,
-        ushort? window = null, string? why = null)
-    {
-        Assert.That(got, Has.Count.EqualTo(1), why ?? $"one segment expected ({flags})");
-        var s = got[0];
-        Assert.That(s.Flags, Is.EqualTo(flags), why);
-        if (seq is { } q)
-            Assert.That(s.Seq, Is.EqualTo(q), why ?? "seq");
-        if (ack is { } a)
-            Assert.That(s.AckNo, Is.EqualTo(a), why ?? "ack");
-        if (length is { } l)
-            Assert.That(s.Payload, Has.Length.EqualTo(l), why ?? "length");
-        if (window is { } w)
-            Assert.That(s.Window, Is.EqualTo(w), why ?? "window");
-        return s;
-    }
-
-    // Options as Linux orders them on a SYN: MSS, SACK-permitted, timestamps, NOP, window scale.
-    private static byte[] SynOptions(ushort mss, bool sackOk, (uint Val, uint Ecr)? ts, int wscale)
-    {
-        var o = new List<byte> { 2, 4, (byte)(mss >> 8), (byte)mss };
-        o.AddRange(sackOk ? [4, 2] : [1, 1]);
-        if (ts is { } t)
-            o.AddRange([8, 10, .. BE(t.Val), .. BE(t.Ecr)]);
-        if (wscale >= 0)
-            o.AddRange([1, 3, 3, (byte)wscale]);
-        while (o.Count % 4 != 0)
-            o.Add(0);
-        return o.ToArray();
-    }
-
-    private static byte[] TsOption(uint val, uint ecr) => [1, 1, 8, 10, .. BE(val), .. BE(ecr)];
-
-    private static byte[] BE(uint v)
-    {
-        var b = new byte[4];
-        BinaryPrimitives.WriteUInt32BigEndian(b, v);
-        return b;
-    }
-
-    /// <summary>One connection in a script: the raw peer's view of both sequence spaces.</summary>
-    private sealed class Conn : IDisposable
-    {
-        public required RawPeer Peer;
-        public int Listener;
-        public int Socket;
-        public uint PeerSeq;   // the peer's next sequence number (the stack's RCV.NXT)
-        public uint StackSeq;  // the stack's SND.NXT as the peer sees it
-        public bool Ts;
-        public uint PeerTs = 100;
-        public uint StackTs;
-        public ushort Window = 1000; // × 2^7
-
-        public NetStack Stack => Peer.Stack;
-
-        public byte[] Options() => Ts ? TsOption(++PeerTs, StackTs) : [];
-
-        public List<Seg> Send(TcpFlags flags, uint? seq = null, uint? ack = null, byte[]? payload = null, byte[]? options = null,
-            ushort? window = null)
-        {
-            Peer.Inject(Peer.TcpFrame(PeerPort, Port, seq ?? PeerSeq, ack ?? StackSeq, flags, window ?? Window,
-                options ?? Options(), payload));
-            var got = Tcp(Peer.Received());
-            foreach (var s in got.Where(s => s.TsVal is not null))
-                StackTs = s.TsVal!.Value;
-            return got;
-        }
-
-        public void Dispose() => Peer.Dispose();
-    }
-
-    /// <summary>A stack listening on port 80 that already knows the peer's MAC (from the peer's ARP request).</summary>
-    private static RawPeer Listening(out int listener, Func<StackOptions, StackOptions>? tweak = null)
-    {
-        var peer = new RawPeer(tweak: tweak);
-        peer.Inject(peer.ArpFrame(PD.ArpOperation.Request, RawPeer.StackIp));
-        Assert.That(peer.Received().Count(f => f[12] == 0x08 && f[13] == 0x06), Is.EqualTo(1), "ARP reply");
-        listener = peer.Stack.TcpOpen();
-        Assert.That(peer.Stack.TcpBind(listener, new Ipv4Endpoint(Ipv4Address.Any, Port)), Is.Zero);
-        Assert.That(peer.Stack.TcpListen(listener, 16), Is.Zero);
-        return peer;
-    }
-
-    /// <summary>Passive open from the peer's SYN (MSS 1460, SACK-permitted if <paramref name="sack"/>, window scale 7, timestamps if
-    /// <paramref name="timestamps"/>) to an accepted, established connection.</summary>
-    private static Conn Establish(bool timestamps = true, Func<StackOptions, StackOptions>? tweak = null, bool sack = true)
-    {
-        var peer = Listening(out int l, tweak);
-        var c = new Conn { Peer = peer, Listener = l, Ts = timestamps, PeerSeq = PeerIsn };
-        var synAck = Expect(c.Send(TcpFlags.Syn, ack: 0, options: SynOptions(1460, sack, timestamps ? (c.PeerTs, 0) : null, 7)),
-            TcpFlags.Syn | Ack, ack: PeerIsn + 1);
-        c.PeerSeq = PeerIsn + 1;
-        c.StackSeq = synAck.Seq + 1;
-        Assert.That(c.Send(Ack), Is.Empty, "the final ACK of the handshake needs no answer");
-        c.Socket = peer.Stack.TcpAccept(l, out var remote);
-        Assert.That(c.Socket, Is.GreaterThanOrEqualTo(0), "accepted");
-        Assert.That(remote, Is.EqualTo(new Ipv4Endpoint(Ipv4Address.Parse("10.2.0.1"), PeerPort)));
-        Assert.That(peer.Stack.TcpStateOf(c.Socket), Is.EqualTo(TcpState.Established));
-        return c;
-    }
-
     private static int ExpectedWindowShift(int buffer)
     {
         int s = 0;
@@ -191,7 +28,7 @@ public class TcpScriptTests
     {
         using var peer = Listening(out int l);
         peer.Inject(peer.TcpFrame(PeerPort, Port, PeerIsn, 0, TcpFlags.Syn, 64240, SynOptions(1460, true, (12345, 0), 7)));
-        var synAck = Expect(Tcp(peer.Received()), TcpFlags.Syn | Ack, ack: PeerIsn + 1, window: 65535);
+        var synAck = Expect(TcpSegments(peer.Received()), TcpFlags.Syn | Ack, ack: PeerIsn + 1, window: 65535);
         Assert.That(synAck.SrcPort, Is.EqualTo(Port));
         Assert.That(synAck.DstPort, Is.EqualTo(PeerPort));
         Assert.That(synAck.Mss, Is.EqualTo(1460), "MSS = MTU 1500 - 40");
@@ -203,7 +40,7 @@ public class TcpScriptTests
         Assert.That(peer.Stack.TcpAccept(l, out _), Is.EqualTo(-(int)Errno.EAGAIN), "not before the final ACK");
 
         peer.Inject(peer.TcpFrame(PeerPort, Port, PeerIsn + 1, synAck.Seq + 1, Ack, 1000, TsOption(12346, synAck.TsVal!.Value)));
-        Assert.That(Tcp(peer.Received()), Is.Empty);
+        Assert.That(TcpSegments(peer.Received()), Is.Empty);
         int c = peer.Stack.TcpAccept(l, out var remote);
         Assert.That(c, Is.GreaterThanOrEqualTo(0));
         Assert.That(remote.Port, Is.EqualTo(PeerPort));
@@ -216,7 +53,7 @@ public class TcpScriptTests
     {
         using var peer = Listening(out _);
         peer.Inject(peer.TcpFrame(PeerPort, Port, PeerIsn, 0, TcpFlags.Syn, 8192, SynOptions(536, false, null, -1)));
-        var synAck = Expect(Tcp(peer.Received()), TcpFlags.Syn | Ack, ack: PeerIsn + 1);
+        var synAck = Expect(TcpSegments(peer.Received()), TcpFlags.Syn | Ack, ack: PeerIsn + 1);
         Assert.That(synAck.Mss, Is.EqualTo(1460));
         Assert.That(synAck.WScale, Is.EqualTo(-1));
         Assert.That(synAck.SackOk, Is.False);
@@ -232,21 +69,21 @@ public class TcpScriptTests
         for (int i = 0; i < 3; i++)
         {
             peer.Inject(peer.TcpFrame((ushort)(PeerPort + i), Port, PeerIsn, 0, TcpFlags.Syn, 8192, SynOptions(1460, false, null, -1)));
-            isn[i] = Expect(Tcp(peer.Received()), TcpFlags.Syn | Ack, ack: PeerIsn + 1).Seq;
+            isn[i] = Expect(TcpSegments(peer.Received()), TcpFlags.Syn | Ack, ack: PeerIsn + 1).Seq;
         }
         // The first completes its handshake (accept queue); the other two stay in SYN-RECEIVED (SYN queue).
         peer.Inject(peer.TcpFrame(PeerPort, Port, PeerIsn + 1, isn[0] + 1, Ack, 8192, []));
-        Assert.That(Tcp(peer.Received()), Is.Empty);
+        Assert.That(TcpSegments(peer.Received()), Is.Empty);
         Assert.That(peer.Stack.TcpConnections.Open, Is.EqualTo(open + 3));
 
         Assert.That(peer.Stack.TcpClose(l), Is.Zero);
-        var resets = Tcp(peer.Received());
+        var resets = TcpSegments(peer.Received());
         Assert.That(resets.Select(s => s.DstPort), Is.EquivalentTo(new[] { PeerPort, (ushort)(PeerPort + 1), (ushort)(PeerPort + 2) }));
         Assert.That(resets.Select(s => s.Flags), Is.All.EqualTo(TcpFlags.Rst | Ack));
         Assert.That(resets.Select(s => s.Seq), Is.EquivalentTo(isn.Select(x => x + 1)));
         Assert.That(peer.Stack.TcpConnections.Open, Is.EqualTo(open - 1), "the listener and its three children are gone");
         peer.Inject(peer.TcpFrame((ushort)(PeerPort + 3), Port, PeerIsn, 0, TcpFlags.Syn, 8192, SynOptions(1460, false, null, -1)));
-        Expect(Tcp(peer.Received()), TcpFlags.Rst | Ack, seq: 0, ack: PeerIsn + 1, why: "the port is closed");
+        Expect(TcpSegments(peer.Received()), TcpFlags.Rst | Ack, seq: 0, ack: PeerIsn + 1, why: "the port is closed");
     }
 
     // 2. Closed ports.
@@ -256,7 +93,7 @@ public class TcpScriptTests
     {
         using var peer = Listening(out _);
         peer.Inject(peer.TcpFrame(PeerPort, 81, 5000, 0, TcpFlags.Syn, 64240, SynOptions(1460, true, (1, 0), 7)));
-        var rst = Expect(Tcp(peer.Received()), TcpFlags.Rst | Ack, seq: 0, ack: 5001, window: 0);
+        var rst = Expect(TcpSegments(peer.Received()), TcpFlags.Rst | Ack, seq: 0, ack: 5001, window: 0);
         Assert.That(rst.OptionBytes, Is.Zero);
         Assert.That(rst.SrcPort, Is.EqualTo(81));
     }
@@ -266,9 +103,9 @@ public class TcpScriptTests
     {
         using var peer = Listening(out _);
         peer.Inject(peer.TcpFrame(PeerPort, 81, 7777, 123456789, Ack, 1000));
-        Expect(Tcp(peer.Received()), TcpFlags.Rst, seq: 123456789, ack: 0);
+        Expect(TcpSegments(peer.Received()), TcpFlags.Rst, seq: 123456789, ack: 0);
         peer.Inject(peer.TcpFrame(PeerPort, 81, 7777, 0, TcpFlags.Rst, 0));
-        Assert.That(Tcp(peer.Received()), Is.Empty, "a RST is never answered");
+        Assert.That(TcpSegments(peer.Received()), Is.Empty, "a RST is never answered");
     }
 
     // 3. RFC 5961.
@@ -326,41 +163,16 @@ public class TcpScriptTests
 
     // 5. Retransmission timing.
 
-    /// <summary>Steps the clock by 1 ms ticks for <paramref name="durationNs"/>, polling, and records when each TCP
-    /// segment left.</summary>
-    private static List<(long At, Seg Seg)> Run(RawPeer peer, long durationNs)
-    {
-        var log = new List<(long, Seg)>();
-        long end = peer.Clock.NowNanoseconds + durationNs;
-        while (peer.Clock.NowNanoseconds < end)
-        {
-            peer.Clock.Advance(Ms);
-            peer.Stack.Poll();
-            long at = peer.Clock.NowNanoseconds;
-            var frames = peer.Received(advanceNs: 1_000);
-            if (frames.Any(IsArpRequest))
-            {
-                // The neighbour entry went stale during the wait: the stack asks again; answer at once.
-                var reply = new PD.ArpPacket(PD.ArpOperation.Response, peer.StackMac, RawPeer.StackIp, peer.PeerMac, RawPeer.PeerIp);
-                peer.Inject(new PD.EthernetPacket(peer.PeerMac, peer.StackMac, PD.EthernetType.Arp) { PayloadPacket = reply }.Bytes, advanceNs: 1_000);
-                frames.AddRange(peer.Received(advanceNs: 1_000));
-            }
-            foreach (var s in Tcp(frames))
-                log.Add((at, s));
-        }
-        return log;
-    }
-
     [TestCase(false, 1000L, TestName = "Retransmissions back off from the initial 1 s RTO without an RTT sample")]
     [TestCase(true, 200L, TestName = "Retransmissions back off from the 200 ms minimum RTO after an RTT sample")]
     public void Retransmissions_back_off_exponentially(bool timestamps, long rtoMs)
     {
-        using var c = Establish(timestamps);
+        using var c = Establish(timestamps, sack: false); // with SACK a tail loss probe goes first, at the RTO's time (RFC 8985 §7.2)
         c.Stack.Poll();
         long t0 = c.Peer.Clock.NowNanoseconds;
         var data = Enumerable.Range(0, 100).Select(i => (byte)i).ToArray();
         Assert.That(c.Stack.TcpSend(c.Socket, data), Is.EqualTo(100));
-        Expect(Tcp(c.Peer.Received(advanceNs: 1_000)), Ack | TcpFlags.Psh, seq: c.StackSeq, ack: c.PeerSeq, length: 100);
+        Expect(TcpSegments(c.Peer.Received(advanceNs: 1_000)), Ack | TcpFlags.Psh, seq: c.StackSeq, ack: c.PeerSeq, length: 100);
         var log = Run(c.Peer, (rtoMs * 7 + 50) * Ms);
         Assert.That(log, Has.Count.EqualTo(3), string.Join(", ", log.Select(e => (e.At - t0) / Ms)));
         long expected = t0;
@@ -388,7 +200,7 @@ public class TcpScriptTests
         Assert.That(c.Stack.TcpSetNoDelay(c.Socket, true), Is.Zero);
         Assert.That(c.Stack.TcpSend(c.Socket, data), Is.EqualTo(data.Length));
         Assert.That(c.Stack.TcpShutdown(c.Socket, read: false, write: true), Is.Zero);
-        var sent = Tcp(c.Peer.Received(advanceNs: 1_000));
+        var sent = TcpSegments(c.Peer.Received(advanceNs: 1_000));
         Assert.That(sent[^1].Flags & TcpFlags.Fin, Is.EqualTo(TcpFlags.Fin), "the FIN follows the data");
         var log = Run(c.Peer, 1_010 * Ms);
         Assert.That(log, Has.Count.EqualTo(1), "one segment resent after the 1 s RTO");
@@ -411,7 +223,7 @@ public class TcpScriptTests
         var data = Enumerable.Range(0, 5 * mss).Select(i => (byte)(i * 13)).ToArray();
         c.Stack.Poll();
         Assert.That(c.Stack.TcpSend(c.Socket, data), Is.EqualTo(data.Length));
-        var sent = Tcp(c.Peer.Received());
+        var sent = TcpSegments(c.Peer.Received());
         Assert.That(sent.Select(s => s.Seq), Is.EqualTo(Enumerable.Range(0, 5).Select(i => c.StackSeq + (uint)(i * mss))));
         Assert.That(sent.All(s => s.Payload.Length == mss), Is.True);
 
@@ -436,7 +248,7 @@ public class TcpScriptTests
         long t0 = c.Peer.Clock.NowNanoseconds;
         var data = Enumerable.Range(0, 300).Select(i => (byte)i).ToArray();
         Assert.That(c.Stack.TcpSend(c.Socket, data), Is.EqualTo(300));
-        Assert.That(Tcp(c.Peer.Received(advanceNs: 1_000)), Is.Empty, "nothing goes into a zero window");
+        Assert.That(TcpSegments(c.Peer.Received(advanceNs: 1_000)), Is.Empty, "nothing goes into a zero window");
 
         var log = Run(c.Peer, 7_050 * Ms);
         Assert.That(log, Has.Count.EqualTo(3), string.Join(", ", log.Select(e => (e.At - t0) / Ms)));
@@ -468,7 +280,7 @@ public class TcpScriptTests
         int open = c.Stack.TcpConnections.Open;
         c.Stack.Poll();
         Assert.That(c.Stack.TcpClose(c.Socket), Is.Zero);
-        Expect(Tcp(c.Peer.Received()), Ack | TcpFlags.Fin, seq: c.StackSeq, ack: c.PeerSeq);
+        Expect(TcpSegments(c.Peer.Received()), Ack | TcpFlags.Fin, seq: c.StackSeq, ack: c.PeerSeq);
         Assert.That(c.Send(Ack, ack: c.StackSeq + 1), Is.Empty);
         Assert.That(c.Stack.TcpStateOf(c.Socket), Is.EqualTo(TcpState.FinWait2));
         c.StackSeq++;
@@ -486,7 +298,7 @@ public class TcpScriptTests
         c.Peer.Clock.Advance(20 * Ms);
         c.Stack.Poll();
         Assert.That(c.Stack.TcpConnections.Open, Is.EqualTo(open - 1), "freed after 2MSL");
-        Assert.That(Tcp(c.Peer.Received()), Is.Empty);
+        Assert.That(TcpSegments(c.Peer.Received()), Is.Empty);
     }
 
     [Test]
@@ -498,7 +310,7 @@ public class TcpScriptTests
         using var c = Establish(timestamps: false, tweak: o => o with { TcpMslNs = msl });
         int open = c.Stack.TcpConnections.Open;
         Assert.That(c.Stack.TcpShutdown(c.Socket, read: false, write: true), Is.Zero);
-        Expect(Tcp(c.Peer.Received()), Ack | TcpFlags.Fin, seq: c.StackSeq, ack: c.PeerSeq);
+        Expect(TcpSegments(c.Peer.Received()), Ack | TcpFlags.Fin, seq: c.StackSeq, ack: c.PeerSeq);
         c.StackSeq++;
         Expect(c.Send(Ack | TcpFlags.Fin, ack: c.StackSeq), Ack, seq: c.StackSeq, ack: c.PeerSeq + 1, why: "the peer's FIN is acknowledged");
         Assert.That(c.Stack.TcpStateOf(c.Socket), Is.EqualTo(TcpState.TimeWait));
