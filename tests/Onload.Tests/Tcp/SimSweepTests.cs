@@ -51,4 +51,27 @@ public class SimSweepTests
         Assert.That(first.RetransSegs, Is.GreaterThan(0), "seed 59 loses frames");
         Assert.That(SimTransfer.Run(60, options).CompletionNs, Is.Not.EqualTo(first.CompletionNs));
     }
+
+    /// <summary>
+    /// Found by `make sweep` (seed 1976, NewReno without SACK, 100 KB): the transfer had not finished after an
+    /// hour of virtual time on a link with a 4 ms round trip. An ACK of new data after an RTO reset the backoff
+    /// but took no RTT sample (the timestamp sample is refused while backed off), so the doubled RTO stayed and
+    /// the next timeouts doubled it again, to 120 s. Linux samples by timestamp on that ACK (RFC 7323 §4) and
+    /// recomputes the RTO (RFC 6298 §2).
+    /// </summary>
+    [Test]
+    public void An_ack_of_new_data_after_an_rto_brings_the_rto_back_to_the_estimate_seed_1976()
+    {
+        var options = new SimTransfer.Options { Sack = false, CongestionControl = CongestionControl.NewReno, Bytes = 100_000 };
+        var inflated = new List<string>();
+        var result = SimTransfer.Run(SeedMix.For(1976), options, null, (pair, c, _) =>
+        {
+            ref var t = ref pair.A.TcpConnections[c];
+            long estimate = Math.Clamp(t.Srtt + Math.Max(1_000_000, 4 * t.RttVar), 200_000_000, 120_000_000_000);
+            if (t.Timestamps && t.Srtt > 0 && t.Backoff == 0 && t.Rto > estimate && inflated.Count < 5)
+                inflated.Add($"at {pair.Clock.NowNanoseconds / 1e6:F0} ms: rto {t.Rto / 1e6:F0} ms, srtt {t.Srtt / 1e6:F1} ms, rttvar {t.RttVar / 1e6:F1} ms, backoff 0");
+        });
+        Assert.That(inflated, Is.Empty, "with no backoff outstanding the RTO is SRTT + 4 RTTVAR");
+        Assert.That(result.Outcome, Is.EqualTo(TransferOutcome.Intact), result.ToString());
+    }
 }
