@@ -12,6 +12,10 @@
 #   make bench-tcp       TCP against the kernel over one veth pair: ping-pong latency, bulk throughput and
 #                        connection set-up rate, kernel beside stack with ratios (perf/tcp.sh, root);
 #                        table in perf/results/tcp.md
+#   make sweep           the deterministic simulation sweep: 2,000 seeds of lossy, reordering, corrupting links
+#                        x {SACK + CUBIC, NewReno without SACK}, every byte checked (tests/Onload.Sweep; not part
+#                        of `make test`); report in perf/results/sweep.md. SWEEP_ARGS="--seeds 10000",
+#                        "--replay SEED", ... (--help lists them)
 #   make install         copy dist/ to $(PREFIX) (bin, lib, include); DESTDIR is honoured
 #   make clean           remove dist/ and every bin/ and obj/
 #
@@ -72,7 +76,7 @@ NATIVE_INPUTS := $(STACK_INPUTS) $(call dotnet_inputs,preload/native)
 DIST_FILES := $(DIST)/bin/onload-echo $(DIST)/bin/onload-pingpong $(DIST)/lib/libonload_stack.so $(DIST)/include/onload_stack.h \
 	$(DIST)/bin/abi_smoke
 
-.PHONY: all deps restore build publish test check-header demo bench bench-quick bench-latency bench-tcp install clean
+.PHONY: all deps restore build publish test check-header demo bench bench-quick bench-latency bench-tcp sweep install clean
 
 all: deps build publish
 
@@ -182,6 +186,13 @@ bench-latency: all
 
 bench-tcp: all
 	PINGPONG=$(DIST)/bin/onload-pingpong perf/tcp.sh $(TCP_ARGS)
+
+# The sweep is in virtual time and needs only the IL build. Exits non-zero when a transfer was damaged,
+# stalled or failed other than with ETIMEDOUT.
+SWEEP_ARGS ?=
+
+sweep: build
+	$(DOTNET) tests/Onload.Sweep/bin/$(CONFIG)/net10.0/onload-sweep.dll $(SWEEP_ARGS)
 
 # ---------------------------------------------------------------------------------------------
 install: all
