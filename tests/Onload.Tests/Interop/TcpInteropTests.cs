@@ -204,11 +204,11 @@ public class TcpInteropTests(string kind)
         // Stack side RST: the kernel counts an established connection reset (nstat's TcpEstabResets).
         var reader = _peer.KernelNs.Start("socat", "-u", "TCP-LISTEN:9301,reuseaddr", "-");
         var (stack, c) = ConnectedStack(9301);
-        long before = KernelCounter("TcpEstabResets");
+        long before = _peer.KernelCounter("TcpEstabResets");
         Assert.That(stack.TcpSetLingerZero(c, true), Is.Zero);
         Assert.That(stack.TcpClose(c), Is.Zero);
         Poll.Until(() => reader.HasExited, Deadline, "socat to see the connection end");
-        Assert.That(KernelCounter("TcpEstabResets"), Is.EqualTo(before + 1), "the kernel took it as a reset, not a close");
+        Assert.That(_peer.KernelCounter("TcpEstabResets"), Is.EqualTo(before + 1), "the kernel took it as a reset, not a close");
 
         // Kernel side RST: kill -9 of a server that never reads leaves unread data, so the kernel resets the
         // connection (a plain close would send a FIN).
@@ -223,15 +223,6 @@ public class TcpInteropTests(string kind)
         int r = 0;
         Poll.Until(() => { stack.Poll(); r = stack.TcpReceive(d, new byte[16]); return r != -(int)Errno.EAGAIN; }, Deadline, "the kernel's RST");
         Assert.That(r, Is.EqualTo(-(int)Errno.ECONNRESET));
-    }
-
-    /// <summary>One of the kernel's SNMP counters in its namespace (nstat, absolute).</summary>
-    private long KernelCounter(string name)
-    {
-        string line = _peer.KernelNs.Exec($"nstat -az {name}");
-        var m = System.Text.RegularExpressions.Regex.Match(line, name + @"\s+(\d+)");
-        Assert.That(m.Success, Is.True, line);
-        return long.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
     }
 
     [Test]
