@@ -79,26 +79,6 @@ public class TcpInteropTests(string kind)
     }
 
     [Test]
-    public void A_megabyte_echoed_through_five_percent_loss_each_way()
-    {
-        StartEcho();
-        var nft = $"ip netns exec {_peer.KernelNs.Name} nft";
-        string dev = _peer.KernelInterface;
-        Netns.Netns.Sh($"{nft} add table netdev loss && " +
-            $"{nft} 'add chain netdev loss in {{ type filter hook ingress device \"{dev}\" priority 0; policy accept; }}' && " +
-            $"{nft} add rule netdev loss in numgen random mod 100 '<' 5 counter drop && " +
-            $"{nft} 'add chain netdev loss out {{ type filter hook egress device \"{dev}\" priority 0; policy accept; }}' && " +
-            $"{nft} add rule netdev loss out numgen random mod 100 '<' 5 counter drop");
-        var data = TestData.Random(3, 1_000_000);
-        var back = KernelPipe($"socat -b 65536 -t 60 - TCP:{_peer.StackAddress}:7", data);
-        Assert.That(SHA256.HashData(back), Is.EqualTo(SHA256.HashData(data)));
-        string counters = Netns.Netns.Run($"{nft} list table netdev loss");
-        var dropped = System.Text.RegularExpressions.Regex.Matches(counters, @"counter packets (\d+)").Select(m => long.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture)).ToList();
-        Assert.That(dropped, Has.Count.EqualTo(2));
-        Assert.That(dropped, Has.All.GreaterThan(0), $"both rules dropped frames: {counters}");
-    }
-
-    [Test]
     public void Stack_client_sends_to_a_kernel_server_and_reads_the_echo()
     {
         var stack = _peer.OpenStack();
