@@ -9,13 +9,15 @@ namespace Onload.Tests.Interop;
 /// <summary>
 /// Where the stack meets the Linux kernel for one backend. For <c>af_packet</c> and <c>af_xdp</c>, two namespaces
 /// joined by a veth (the stack on one end, the kernel on the other); for <c>tap</c>, one namespace whose kernel owns a
-/// TAP device that the stack opens from the wire side.
+/// TAP device that the stack opens from the wire side; and, through <see cref="ThroughLossyPath"/>, three namespaces
+/// with a router that drops packets between the stack and the kernel (<see cref="Onload.Tests.Interop.LossyPath"/>).
 /// </summary>
 public sealed class KernelPeer : IDisposable
 {
     private readonly NamespacePair? _pair;
     private readonly TestNamespace? _single;
     private readonly string? _tap;
+    private readonly LossyPath? _path;
     private readonly List<NetStack> _stacks = [];
     private bool _tapUp;
 
@@ -42,11 +44,35 @@ public sealed class KernelPeer : IDisposable
         VnicSpec = "tap:" + _tap;
     }
 
+    /// <summary>The stack and the kernel on subnets of their own, joined by a router that drops
+    /// <paramref name="lossPercent"/>% of the packets at random each way; the stack routes through
+    /// <see cref="Gateway"/>.</summary>
+    public static KernelPeer ThroughLossyPath(string kind, int lossPercent) => new(kind, lossPercent);
+
+    private KernelPeer(string kind, int lossPercent)
+    {
+        Netns.Netns.RequireRoot();
+        if (kind is not ("af_packet" or "af_xdp"))
+            throw new ArgumentException($"no lossy path for '{kind}': the stack needs a veth end");
+        Kind = kind;
+        _path = new LossyPath(lossPercent);
+        VnicSpec = kind + ":" + _path.StackIf;
+        KernelAddress = _path.KernelAddress;
+        StackAddress = _path.StackAddress;
+        Gateway = _path.StackGateway;
+    }
+
     public string Kind { get; }
     public string VnicSpec { get; }
     public string KernelAddress { get; }
     public string StackAddress { get; }
     public string StackCidr => StackAddress + "/24";
+
+    /// <summary>The stack's gateway to the kernel's subnet when a router stands between them, else null.</summary>
+    public string? Gateway { get; }
+
+    /// <summary>The router between the stack and the kernel (<see cref="ThroughLossyPath"/> only).</summary>
+    public LossyPath LossyPath => _path ?? throw new InvalidOperationException("no router on a direct path");
 
     /// <summary>Whether the stack's interface also belongs to a kernel that can serve on it (a veth end: yes;
     /// a TAP, whose kernel side is the peer itself: no).</summary>
@@ -63,10 +89,10 @@ public sealed class KernelPeer : IDisposable
     }
 
     /// <summary>The kernel's interface facing the stack: the veth end, or the TAP.</summary>
-    public string KernelInterface => _pair?.KernelIf ?? _tap!;
+    public string KernelInterface => _pair?.KernelIf ?? _path?.KernelIf ?? _tap!;
 
-    public TestNamespace KernelNs => _pair?.Kernel ?? _single!;
-    public TestNamespace StackNs => _pair?.Stack ?? _single!;
+    public TestNamespace KernelNs => _pair?.Kernel ?? _path?.Kernel ?? _single!;
+    public TestNamespace StackNs => _pair?.Stack ?? _path?.Stack ?? _single!;
 
     /// <summary>
     /// An in-process stack owning <see cref="StackAddress"/> on the stack's interface, its VNIC opened from inside
@@ -80,7 +106,7 @@ public sealed class KernelPeer : IDisposable
         NetStack stack;
         try
         {
-            var options = new StackOptions { Address = address };
+            var options = new StackOptions { Address = address, Gateway = Gateway is null ? null : Ipv4Address.Parse(Gateway) };
             stack = new NetStack(vnic, configure is null ? options : configure(options));
         }
         catch
@@ -112,6 +138,17 @@ public sealed class KernelPeer : IDisposable
         return at < 0 ? null : line.Substring(at + 7, 17);
     }
 
+    /// <summary>One of the kernel's SNMP counters in its namespace (<c>nstat -az</c>: absolute, so no other user of
+    /// nstat's history file shifts it). Counters are per namespace: only this peer's connections count.</summary>
+    public long KernelCounter(string name)
+    {
+        string line = KernelNs.Exec($"nstat -az {name}");
+        var m = System.Text.RegularExpressions.Regex.Match(line, name + @"\s+(\d+)");
+        if (!m.Success)
+            throw new InvalidOperationException($"no {name} in nstat's output: {line}");
+        return long.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture);
+    }
+
     public void Dispose()
     {
         // A stack's socket (and an AF_XDP program) must not stay on the interface for the next test.
@@ -123,5 +160,6 @@ public sealed class KernelPeer : IDisposable
         _stacks.Clear();
         _pair?.Dispose();
         _single?.Dispose();
+        _path?.Dispose();
     }
 }
