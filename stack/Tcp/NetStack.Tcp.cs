@@ -213,7 +213,7 @@ public sealed partial class NetStack
         _tcp.Hash(c);
         Counters.TcpActiveOpens++;
         TcpSendFlags(c, t.Iss, TcpFlags.Syn);
-        ScheduleRetransmit(c, RetransmitKind.Rto, _now + t.Rto);
+        ScheduleRetransmit(c, RetransmitKind.Rto, _now + BackedOffRto(c));
         Flush();
         return -(int)Errno.EINPROGRESS;
     }

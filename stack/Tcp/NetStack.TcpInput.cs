@@ -106,7 +106,7 @@ public sealed partial class NetStack
         AddToSynQueue(listener, c);
         Counters.TcpPassiveOpens++;
         TcpSendFlags(c, t.Iss, TcpFlags.Syn | TcpFlags.Ack);
-        ScheduleRetransmit(c, RetransmitKind.Rto, _now + t.Rto);
+        ScheduleRetransmit(c, RetransmitKind.Rto, _now + BackedOffRto(c));
     }
 
     /// <summary>What a SYN says: the peer's MSS, window scale, SACK and timestamps, and its window.</summary>

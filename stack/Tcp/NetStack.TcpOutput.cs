@@ -36,7 +36,7 @@ public sealed partial class NetStack
             !_timers.IsScheduled(TcpTimerId(c, TcpTimer.Retransmit)))
         {
             // Zero window with data waiting: the persist timer probes until the window opens (RFC 9293 §3.8.6.1).
-            ScheduleRetransmit(c, RetransmitKind.Rto, _now + t.Rto);
+            ScheduleRetransmit(c, RetransmitKind.Rto, _now + BackedOffRto(c));
         }
         if (!sent && t.AckNow)
             TcpSendFlags(c, t.SndNxt, TcpFlags.Ack);

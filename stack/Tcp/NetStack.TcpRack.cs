@@ -113,9 +113,9 @@ public sealed partial class NetStack
         }
         long pto = LossProbeTimeout(c);
         if (pto > 0)
-            ScheduleRetransmit(c, RetransmitKind.Probe, _now + Math.Min(pto, t.Rto));
+            ScheduleRetransmit(c, RetransmitKind.Probe, _now + Math.Min(pto, BackedOffRto(c)));
         else
-            ScheduleRetransmit(c, RetransmitKind.Rto, _now + t.Rto);
+            ScheduleRetransmit(c, RetransmitKind.Rto, _now + BackedOffRto(c));
     }
 
     /// <summary>New data went out: the RTO starts if it was not running (RFC 6298 §5.1), and a loss probe is
@@ -161,7 +161,7 @@ public sealed partial class NetStack
             t.TlpDsacked = false;
             t.TlpHighSeq = t.SndMax;
         }
-        ScheduleRetransmit(c, RetransmitKind.Rto, _now + t.Rto);
+        ScheduleRetransmit(c, RetransmitKind.Rto, _now + BackedOffRto(c));
     }
 
     /// <summary>RFC 8985 §7.4.2: once the ACK passes the probe, a retransmitted probe that was not D-SACKed repaired a

@@ -57,12 +57,14 @@ public sealed partial class NetStack
 
     /// <summary>The cumulative ACK reached <paramref name="ack"/>: records below it leave the scoreboard (each a
     /// delivery for RACK); one it splits is trimmed. Returns how many records left, and in <paramref name="rtt"/>
-    /// the time since the newest of them that was sent only once left (-1 if none: Karn's rule).</summary>
+    /// the time since the newest of them left, or -1 if any of them was sent twice (Karn's rule, as Linux's
+    /// FLAG_RETRANS_DATA_ACKED: such an ACK may answer either copy).</summary>
     private int AckSentSegments(int c, uint ack, out long rtt)
     {
         ref var t = ref _tcp[c];
         int removed = 0;
         rtt = -1;
+        bool ambiguous = false;
         while (t.SentCount > 0)
         {
             ref var r = ref SentSegment(c, 0);
@@ -70,7 +72,9 @@ public sealed partial class NetStack
             {
                 if ((r.Flags & SentFlags.Sacked) == 0)
                     RackDelivered(c, in r);
-                if ((r.Flags & SentFlags.Retransmitted) == 0)
+                if ((r.Flags & SentFlags.Retransmitted) != 0)
+                    ambiguous = true;
+                else
                     rtt = _now - r.SentAt;
                 SetSentFlags(c, ref r, SentFlags.None);
                 t.Pipe -= r.Length;
@@ -89,6 +93,8 @@ public sealed partial class NetStack
             }
             break;
         }
+        if (ambiguous)
+            rtt = -1;
         return removed;
     }
 

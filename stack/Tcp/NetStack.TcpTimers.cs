@@ -28,6 +28,15 @@ public sealed partial class NetStack
         }
     }
 
+    /// <summary>The RTO with its exponential backoff (RFC 6298 §5.5). The estimate itself is kept apart, as Linux
+    /// keeps icsk_rto apart from icsk_backoff, so that an ACK of new data, which ends the backoff, brings the
+    /// timeout straight back to the estimate.</summary>
+    private long BackedOffRto(int c)
+    {
+        ref var t = ref _tcp[c];
+        return Math.Min(t.Rto << Math.Min(t.Backoff, 20), Options.TcpMaxRtoNs);
+    }
+
     private void RetransmitTimer(int c)
     {
         ref var t = ref _tcp[c];
@@ -41,11 +50,10 @@ public sealed partial class NetStack
                 return;
             }
             t.Backoff++;
-            t.Rto = Math.Min(t.Rto * 2, Options.TcpMaxRtoNs);
             Counters.TcpExtTCPTimeouts++;
             if (TcpSendFlags(c, t.Iss, t.State == TcpState.SynSent ? TcpFlags.Syn : TcpFlags.Syn | TcpFlags.Ack))
                 Counters.TcpRetransSegs++;
-            ScheduleRetransmit(c, RetransmitKind.Rto, _now + t.Rto);
+            ScheduleRetransmit(c, RetransmitKind.Rto, _now + BackedOffRto(c));
             return;
         }
         if (t.SentCount == 0)
@@ -56,7 +64,7 @@ public sealed partial class NetStack
             {
                 TcpSendFlags(c, t.SndUna - 1, TcpFlags.Ack);
                 t.Backoff = Math.Min(t.Backoff + 1, 16);
-                ScheduleRetransmit(c, RetransmitKind.Rto, _now + Math.Min(t.Rto << t.Backoff, Options.TcpMaxRtoNs));
+                ScheduleRetransmit(c, RetransmitKind.Rto, _now + BackedOffRto(c));
             }
             return;
         }
@@ -66,7 +74,7 @@ public sealed partial class NetStack
                 TailLossProbe(c);
                 return;
             case RetransmitKind.Reorder:
-                ScheduleRetransmit(c, RetransmitKind.Rto, _now + t.Rto);
+                ScheduleRetransmit(c, RetransmitKind.Rto, _now + BackedOffRto(c));
                 RackDetectLoss(c);
                 if (t.LostCount > 0 && !t.InRecovery)
                     EnterRecovery(c);
@@ -85,9 +93,8 @@ public sealed partial class NetStack
         Counters.TcpExtTCPTimeouts++;
         TimeoutRecovery(c);
         t.Backoff++;
-        t.Rto = Math.Min(t.Rto * 2, Options.TcpMaxRtoNs);
         TcpOutput(c);
-        ScheduleRetransmit(c, RetransmitKind.Rto, _now + t.Rto);
+        ScheduleRetransmit(c, RetransmitKind.Rto, _now + BackedOffRto(c));
     }
 
     private void KeepaliveTimer(int c)

@@ -112,6 +112,8 @@ internal sealed class SimWire
             Enqueue(frame);
     }
 
+    private const int EthernetHeaderBits = 14 * 8;
+
     private void Enqueue(ReadOnlySpan<byte> frame)
     {
         if (_freeCount == 0 || frame.Length > _data[0].Length)
@@ -119,15 +121,21 @@ internal sealed class SimWire
             Stats.DroppedQueueFull++;
             return;
         }
+        int corruptBit = -1;
+        if (frame.Length > 0 && _random.NextDouble() < _faults.Corrupt)
+        {
+            corruptBit = _random.Next(frame.Length * 8);
+            Stats.Corrupted++;
+            // A real NIC's frame check sequence drops a damaged frame; the link lets damage inside an IPv4 packet
+            // through, for the IP, TCP and UDP checksums to catch, and drops the rest (ARP has no checksum).
+            if (corruptBit < EthernetHeaderBits || frame.Length < 14 || frame[12] != 0x08 || frame[13] != 0x00)
+                return;
+        }
         int slot = _free[--_freeCount];
         frame.CopyTo(_data[slot]);
         _length[slot] = frame.Length;
-        if (frame.Length > 0 && _random.NextDouble() < _faults.Corrupt)
-        {
-            int bit = _random.Next(frame.Length * 8);
-            _data[slot][bit >> 3] ^= (byte)(1 << (bit & 7));
-            Stats.Corrupted++;
-        }
+        if (corruptBit >= 0)
+            _data[slot][corruptBit >> 3] ^= (byte)(1 << (corruptBit & 7));
         long span = _faults.MaxDelayNs - _faults.MinDelayNs;
         long delay = _faults.MinDelayNs + (span == 0 ? 0 : (long)(_random.NextUInt64() % (ulong)(span + 1)));
         _due[slot] = _clock.NowNanoseconds + delay;
