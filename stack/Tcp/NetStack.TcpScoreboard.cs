@@ -125,6 +125,10 @@ public sealed partial class NetStack
     private void SackInput(int c, in TcpOptions options, uint ack)
     {
         ref var t = ref _tcp[c];
+        // Blocks come newest first; taken in sequence order (as Linux sorts them), two new blocks in one ACK do not
+        // look like reordering to RACK.
+        Span<SeqRange> blocks = stackalloc SeqRange[SackBlocks.MaxBlocks];
+        int count = 0;
         for (int b = 0; b < options.SackCount; b++)
         {
             var block = options.Sack[b];
@@ -138,6 +142,13 @@ public sealed partial class NetStack
             }
             if (Seq.Lt(block.Start, t.SndUna))
                 continue;
+            int at = count++;
+            for (; at > 0 && Seq.Lt(block.Start, blocks[at - 1].Start); at--)
+                blocks[at] = blocks[at - 1];
+            blocks[at] = block;
+        }
+        foreach (var block in blocks[..count])
+        {
             for (int i = FindSentSegment(c, block.Start); i < t.SentCount; i++)
             {
                 ref var r = ref SentSegment(c, i);
