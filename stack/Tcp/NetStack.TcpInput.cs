@@ -202,12 +202,16 @@ public sealed partial class NetStack
             return;
         }
 
-        // Acceptability (RFC 9293 §3.10.7.4, first check).
+        // Acceptability (RFC 9293 §3.10.7.4, first check), with the right edge included as Linux's tcp_sequence
+        // includes it: a peer that filled our window sends its ACKs at SEQ = RCV.NXT + RCV.WND, and when data of
+        // its went missing RCV.NXT lags behind; refusing those ACKs (RFC 9293's strict "<") starves our sending
+        // side of acknowledgements until a timeout. Data beyond the window is still not taken (ReceiveData).
         uint rcvWnd = RcvWindow(c);
+        uint rightEdge = t.RcvNxt + rcvWnd;
         bool acceptable = length == 0
-            ? (rcvWnd == 0 ? seq == t.RcvNxt : Seq.InWindow(seq, t.RcvNxt, t.RcvNxt + rcvWnd))
-            : rcvWnd != 0 && (Seq.InWindow(seq, t.RcvNxt, t.RcvNxt + rcvWnd) ||
-                              Seq.InWindow(seq + (uint)length - 1, t.RcvNxt, t.RcvNxt + rcvWnd));
+            ? Seq.Ge(seq, t.RcvNxt) && Seq.Le(seq, rightEdge)
+            : seq == rightEdge || rcvWnd != 0 && (Seq.InWindow(seq, t.RcvNxt, rightEdge) ||
+                                                   Seq.InWindow(seq + (uint)length - 1, t.RcvNxt, rightEdge));
         if (!acceptable)
         {
             if ((flags & TcpFlags.Rst) == 0)

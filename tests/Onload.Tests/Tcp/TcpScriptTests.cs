@@ -143,6 +143,26 @@ public class TcpScriptTests
         Assert.That(c.Stack.TcpStateOf(c.Socket), Is.EqualTo(TcpState.Established));
     }
 
+    [Test]
+    public void An_ack_at_the_right_edge_of_a_full_window_is_taken_while_a_hole_is_open()
+    {
+        // The peer filled the stack's window except for one lost segment: its ACKs now carry SEQ = RCV.NXT +
+        // RCV.WND. Linux takes them (tcp_sequence includes the right edge); dropping them starved the stack's
+        // own sending of acknowledgements until an RTO.
+        using var c = Establish(timestamps: false, tweak: o => o with { TcpReceiveBufferBytes = 4096 });
+        Assert.That(c.Stack.TcpSetNoDelay(c.Socket, true), Is.Zero);
+        Assert.That(c.Stack.TcpSend(c.Socket, new byte[100]), Is.EqualTo(100));
+        Expect(c.Received(), Ack | TcpFlags.Psh, seq: c.StackSeq, length: 100);
+        foreach (uint at in (uint[])[1000, 2000, 3000])
+            Expect(c.Send(Ack, seq: c.PeerSeq + at, payload: new byte[at == 3000 ? 1096 : 1000]), Ack, ack: c.PeerSeq,
+                why: "out of order: a duplicate ACK");
+        Assert.That(c.Stack.Counters.Drop(DropReason.TcpOutOfWindow), Is.Zero);
+
+        c.Send(Ack, seq: c.PeerSeq + 4096, ack: c.StackSeq + 100);
+        Assert.That(c.Stack.TcpConnections[c.Socket].SndUna, Is.EqualTo(c.StackSeq + 100), "the ACK was taken");
+        Assert.That(c.Stack.Counters.Drop(DropReason.TcpOutOfWindow), Is.Zero);
+    }
+
     // 4. PAWS.
 
     [Test]
