@@ -38,7 +38,10 @@
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=perf/lib.sh
+source perf/lib.sh
 
+NAME=latency
 NS_K=olb-k
 NS_C=olb-c
 IF_K=olb-k0
@@ -83,160 +86,13 @@ else
 fi
 [[ $seconds =~ ^[0-9]+$ && $seconds -ge 1 ]] || { echo "latency: --seconds must be a whole number >= 1" >&2; exit 2; }
 
-die() { echo "latency: $*" >&2; exit 1; }
-say() { printf '\n== %s\n' "$*"; }
-
-# wait -n -p (below) is bash 5.1.
-((BASH_VERSINFO[0] > 5 || (BASH_VERSINFO[0] == 5 && BASH_VERSINFO[1] >= 1))) || die "needs bash 5.1 or later"
-
-[[ $(id -u) -eq 0 ]] || die "must run as root: it creates network namespaces and opens AF_PACKET/AF_XDP sockets (try: sudo make bench-latency)"
-for tool in ip ethtool taskset; do
-    command -v "$tool" >/dev/null || die "$tool not found (make deps installs iproute2 and ethtool)"
-done
-[[ -x $PINGPONG ]] || die "$PINGPONG not found or not executable (run make first)"
-if ! command -v sockperf >/dev/null; then
-    echo "latency: installing sockperf (Debian package)"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends sockperf >/dev/null
-fi
+check_host bench-latency ip ethtool taskset
+install_missing sockperf
 SOCKPERF=$(command -v sockperf)
 
-ncpu=$(nproc)
-pin_client=(taskset -c "$CLIENT_CPU")
-pin_server=(taskset -c "$SERVER_CPU")
-pinning="client on CPU $CLIENT_CPU, server on CPU $SERVER_CPU (taskset)"
-if ((ncpu < 2)); then
-    pin_client=()
-    pin_server=()
-    pinning="not pinned (1 CPU)"
-fi
-
+set_pinning "client on CPU $CLIENT_CPU, server on CPU $SERVER_CPU (taskset)"
 mkdir -p "$out"
-workdir=$(mktemp -d "${TMPDIR:-/tmp}/olb-latency.XXXXXX")
-pids=()   # every process this script started in the background
-# A FIFO that never gets data: `read -t` on it sleeps without starting a process (see nap).
-mkfifo "$workdir/nap"
-exec {nap_fd}<>"$workdir/nap"
-nap() { read -r -t "$1" -u "$nap_fd" _ || true; }
-
-# ---------------------------------------------------------------------------------------------
-# Cleanup: kill what we started (by pid: TERM, then KILL), then delete the namespaces.
-
-# Whether a process runs (a zombie, dead but not yet waited for, does not).
-alive() {
-    local state=""
-    [[ -r /proc/$1/stat ]] && read -r _ _ state _ <"/proc/$1/stat" 2>/dev/null
-    [[ -n $state && $state != Z ]]
-}
-
-stop_pids() {
-    local pid live=() n
-    for pid in "$@"; do
-        if alive "$pid"; then
-            live+=("$pid")
-        else
-            wait "$pid" 2>/dev/null || true
-        fi
-    done
-    ((${#live[@]})) || return 0
-    kill -TERM "${live[@]}" 2>/dev/null || true
-    for ((n = 0; n < 30; n++)); do
-        for pid in "${live[@]}"; do
-            alive "$pid" && break
-            pid=""
-        done
-        [[ -n $pid ]] || break
-        nap 0.1
-    done
-    for pid in "${live[@]}"; do
-        if alive "$pid"; then
-            echo "latency: pid $pid ($(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)) ignored SIGTERM for 3 s: SIGKILL" >&2
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-        wait "$pid" 2>/dev/null || true
-    done
-}
-stop_pid() { stop_pids "$1"; }
-
-# Anything still running inside our namespaces (a run killed with SIGKILL leaves its servers there) is
-# ours; then the namespaces go, and with them the veth.
-sweep() {
-    local ns pid
-    for ns in "$NS_K" "$NS_C"; do
-        if [[ -e /run/netns/$ns ]]; then
-            for pid in $(ip netns pids "$ns" 2>/dev/null); do
-                kill -KILL "$pid" 2>/dev/null || true
-            done
-            ip netns del "$ns" 2>/dev/null || true
-        fi
-    done
-    ip link del "$IF_K" 2>/dev/null || true
-}
-
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    ((${#pids[@]} == 0)) || stop_pids "${pids[@]}"
-    sweep
-    exec {nap_fd}>&- 2>/dev/null || true
-    rm -rf "$workdir"
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'echo "latency: interrupted" >&2; exit 130' INT
-trap 'echo "latency: terminated" >&2; exit 143' TERM
-
-# Starts "$@" in the background with output to a log file; sets $last_pid. With job control on for the
-# moment, it gets a process group of its own: Ctrl-C reaches this script alone, whose trap stops everything
-# in order (otherwise a client that catches SIGINT would have bash wait on, taking the signal as handled).
-start_bg() {
-    local log=$1
-    shift
-    set -m
-    "$@" >"$log" 2>&1 </dev/null &
-    last_pid=$!
-    set +m
-    pids+=("$last_pid")
-}
-
-# Waits for a background process, but no longer than LIMIT seconds (then TERM, KILL). Returns its status.
-# `wait` returns at once when a trapped signal (Ctrl-C) arrives, so the traps run without delay.
-wait_for() {
-    local pid=$1 limit=$2 rc=0 dog first=""
-    sleep "$limit" &
-    dog=$!
-    pids+=("$dog")
-    wait -n -p first "$pid" "$dog" || rc=$?
-    if [[ $first == "$dog" ]]; then
-        echo "latency: pid $pid still running after ${limit}s: stopping it" >&2
-        stop_pid "$pid"
-        return 124
-    fi
-    stop_pid "$dog"
-    return "$rc"
-}
-
-# Waits until a log file contains a pattern, while the process lives, for at most 10 s.
-wait_log() {
-    local pid=$1 log=$2 pattern=$3
-    local deadline=$((SECONDS + 10))
-    until grep -q "$pattern" "$log" 2>/dev/null; do
-        kill -0 "$pid" 2>/dev/null || return 1
-        ((SECONDS < deadline)) || return 1
-        nap 0.05
-    done
-}
-
-# Waits until a UDP port is bound in a namespace (sockperf prints nothing reliable when it is ready).
-wait_udp_port() {
-    local ns=$1 port=$2 pid=$3
-    local deadline=$((SECONDS + 10))
-    until ip netns exec "$ns" ss -Hlun "sport = :$port" 2>/dev/null | grep -q .; do
-        kill -0 "$pid" 2>/dev/null || return 1
-        ((SECONDS < deadline)) || return 1
-        nap 0.05
-    done
-}
+start_workdir olb-latency
 
 # ---------------------------------------------------------------------------------------------
 # Results: one entry per (size, row).
@@ -257,37 +113,17 @@ declare -A ROW_DESC=(
     [j]="stack AF_PACKET → stack AF_PACKET over veth, both busy-polling"
     [k]="stack AF_XDP → stack AF_XDP over veth, both busy-polling"
 )
-failed_rows=0
-
 record_ok() {  # key median p99 p999 max samples lost
     R_STATUS[$1]=ok; R_MEDIAN[$1]=$2; R_P99[$1]=$3; R_P999[$1]=$4; R_MAX[$1]=$5; R_SAMPLES[$1]=$6; R_LOST[$1]=$7
 }
-record_skip() { R_STATUS[$1]=skipped; R_NOTE[$1]=$2; echo "row $1: skipped: $2"; }
-record_fail() {
-    R_STATUS[$1]=failed; R_NOTE[$1]=$2; echo "row $1: FAILED: $2" >&2
-    failed_rows=$((failed_rows + 1))
-}
-
-# sockperf prints e.g. "---> percentile 99.900 =   54.480" and "[Valid Duration] ... ReceivedMessages=47661",
-# with colour escapes around some lines.
 parse_sockperf() {  # key log
-    local key=$1 log=$2 clean median p99 p999 max samples sent
-    clean=$(sed 's/\x1b\[[0-9;]*m//g' "$log")
-    median=$(sed -n 's/.*percentile 50\.000 = *\([0-9.]*\).*/\1/p' <<<"$clean")
-    p99=$(sed -n 's/.*percentile 99\.000 = *\([0-9.]*\).*/\1/p' <<<"$clean")
-    p999=$(sed -n 's/.*percentile 99\.900 = *\([0-9.]*\).*/\1/p' <<<"$clean")
-    max=$(sed -n 's/.*<MAX> observation = *\([0-9.]*\).*/\1/p' <<<"$clean")
-    samples=$(sed -n 's/.*\[Valid Duration\].*ReceivedMessages=\([0-9]*\).*/\1/p' <<<"$clean")
-    sent=$(sed -n 's/.*\[Valid Duration\].*SentMessages=\([0-9]*\).*/\1/p' <<<"$clean")
-    if [[ -z $median || -z $p99 || -z $p999 || -z $max || -z $samples ]]; then
+    local key=$1 log=$2
+    if ! read_sockperf "$log"; then
         record_fail "$key" "could not read sockperf's percentiles (log: $(tail -n 3 "$log" | tr '\n' ' '))"
         return 1
     fi
-    record_ok "$key" "$median" "$p99" "$p999" "$max" "$samples" "$((${sent:-$samples} - samples))"
+    record_ok "$key" "$sp_median" "$sp_p99" "$sp_p999" "$sp_max" "$sp_samples" "$((${sp_sent:-$sp_samples} - sp_samples))"
 }
-
-# onload-pingpong --json writes one "key": value per line.
-json_field() { sed -n "s/^ *\"$2\": *\"\{0,1\}\([^\",]*\)\"\{0,1\},\{0,1\}\$/\1/p" "$1"; }
 
 parse_pingpong() {  # key json log
     local key=$1 json=$2 log=$3
@@ -298,8 +134,6 @@ parse_pingpong() {  # key json log
     record_ok "$key" "$(json_field "$json" median)" "$(json_field "$json" p99)" "$(json_field "$json" p99_9)" \
         "$(json_field "$json" max)" "$(json_field "$json" samples)" "$(json_field "$json" lost)"
 }
-
-have_kind() { "$PINGPONG" --list-kinds | grep -qx "$1"; }
 
 # ---------------------------------------------------------------------------------------------
 # The rows.
@@ -366,7 +200,7 @@ sockperf_server() {  # name addr port pin|nopin [sockperf options...]
     local pin_args=()
     [[ $pin == pin ]] && pin_args=("${pin_server[@]}")
     start_bg "$workdir/$name.log" ip netns exec "$NS_K" "${pin_args[@]}" "$SOCKPERF" server -i "$addr" -p "$port" "$@"
-    wait_udp_port "$NS_K" "$port" "$last_pid" || die "sockperf server did not start: $(cat "$workdir/$name.log")"
+    wait_port "$NS_K" udp "$port" "$last_pid" || die "sockperf server did not start: $(cat "$workdir/$name.log")"
 }
 
 row_stack_to_stack_veth() {  # key size kind
@@ -403,22 +237,7 @@ row_shm() {  # key size
 
 # ---------------------------------------------------------------------------------------------
 say "setting up namespaces $NS_K (kernel server) and $NS_C (clients), veth $IF_K <-> $IF_C"
-sweep
-ip netns add "$NS_K"
-ip netns add "$NS_C"
-for ns in "$NS_K" "$NS_C"; do
-    # IPv6 off before the veth exists, so that it never sends router solicitations or DAD probes.
-    ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
-    ip -n "$ns" link set lo up
-done
-ip -n "$NS_K" link add "$IF_K" type veth peer name "$IF_C" netns "$NS_C"
-# Offloads off on both ends: every frame carries a finished checksum and is no larger than the MTU.
-ip netns exec "$NS_K" ethtool -K "$IF_K" tx off tso off gso off gro off >/dev/null
-ip netns exec "$NS_C" ethtool -K "$IF_C" tx off tso off gso off gro off >/dev/null
-ip -n "$NS_K" addr add "$ADDR_K/$PREFIX" dev "$IF_K"
-ip -n "$NS_C" addr add "$ADDR_C/$PREFIX" dev "$IF_C"
-ip -n "$NS_K" link set "$IF_K" up
-ip -n "$NS_C" link set "$IF_C" up
+make_veth_pair
 
 say "starting sockperf servers in $NS_K (they sleep in recvfrom between messages)"
 sockperf_server server "$ADDR_K" "$PORT" pin
@@ -454,12 +273,6 @@ load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---------------------------------------------------------------------------------------------
 # The report.
-
-ratio() {  # value base: 3 significant digits, or "" without a base
-    awk -v v="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3g", v / b }'
-}
-fmt() { awk -v v="$1" 'BEGIN { f = v >= 100 ? "%.0f" : (v >= 10 ? "%.1f" : "%.2f"); printf f, v }'; }
-json_str() { printf '"%s"' "$(printf '%s' "$1" | tr -d '\000-\037' | sed 's/\\/\\\\/g; s/"/\\"/g')"; }
 
 table() {  # size rows...
     local size=$1 base="$1:a" r key rm_ rp
@@ -546,11 +359,4 @@ json=$workdir/latency.json
     printf '\n  ]\n}\n'
 } >"$json"
 
-cp "$md" "$out/latency.md"
-cp "$json" "$out/latency.json"
-say "results ($out/latency.md, $out/latency.json)"
-cat "$md"
-if ((failed_rows > 0)); then
-    echo "latency: $failed_rows row(s) failed" >&2
-    exit 1
-fi
+publish "$out" "$md" "$json"

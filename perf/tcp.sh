@@ -38,6 +38,8 @@
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=perf/lib.sh
+source perf/lib.sh
 
 NS_K=olt-k
 NS_C=olt-c
@@ -79,150 +81,19 @@ else
 fi
 [[ $seconds =~ ^[0-9]+$ && $seconds -ge 1 ]] || { echo "$NAME: --seconds must be a whole number >= 1" >&2; exit 2; }
 
-die() { echo "$NAME: $*" >&2; exit 1; }
-say() { printf '\n== %s\n' "$*"; }
+check_host bench-tcp ip ethtool taskset ss gcc
+install_missing sockperf iperf3 socat
 
-((BASH_VERSINFO[0] > 5 || (BASH_VERSINFO[0] == 5 && BASH_VERSINFO[1] >= 1))) || die "needs bash 5.1 or later"
-[[ $(id -u) -eq 0 ]] || die "must run as root: it creates network namespaces and opens AF_PACKET/AF_XDP sockets (try: sudo make bench-tcp)"
-for tool in ip ethtool taskset ss gcc; do
-    command -v "$tool" >/dev/null || die "$tool not found (make deps installs iproute2, ethtool and gcc)"
-done
-[[ -x $PINGPONG ]] || die "$PINGPONG not found or not executable (run make first)"
-missing=()
-for tool in sockperf iperf3 socat; do
-    command -v "$tool" >/dev/null || missing+=("$tool")
-done
-if ((${#missing[@]})); then
-    echo "$NAME: installing ${missing[*]} (Debian packages)"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
-
-ncpu=$(nproc)
-pin_client=(taskset -c "$CLIENT_CPU")
-pin_server=(taskset -c "$SERVER_CPU")
-pinning="clients on CPU $CLIENT_CPU, servers and sinks on CPU $SERVER_CPU (taskset)"
-if ((ncpu < 2)); then
-    pin_client=()
-    pin_server=()
-    pinning="not pinned (1 CPU)"
-fi
-
+set_pinning "clients on CPU $CLIENT_CPU, servers and sinks on CPU $SERVER_CPU (taskset)"
 mkdir -p "$out"
-workdir=$(mktemp -d "${TMPDIR:-/tmp}/olt-tcp.XXXXXX")
-pids=()   # every process this script started in the background
-mkfifo "$workdir/nap"
-exec {nap_fd}<>"$workdir/nap"
-nap() { read -r -t "$1" -u "$nap_fd" _ || true; }
-
-# ---------------------------------------------------------------------------------------------
-# Cleanup: kill what we started (by pid: TERM, then KILL), then delete the namespaces.
-
-alive() {
-    local state=""
-    [[ -r /proc/$1/stat ]] && read -r _ _ state _ <"/proc/$1/stat" 2>/dev/null
-    [[ -n $state && $state != Z ]]
-}
-
-stop_pids() {
-    local pid live=() n
-    for pid in "$@"; do
-        if alive "$pid"; then
-            live+=("$pid")
-        else
-            wait "$pid" 2>/dev/null || true
-        fi
-    done
-    ((${#live[@]})) || return 0
-    kill -TERM "${live[@]}" 2>/dev/null || true
-    for ((n = 0; n < 30; n++)); do
-        for pid in "${live[@]}"; do
-            alive "$pid" && break
-            pid=""
-        done
-        [[ -n $pid ]] || break
-        nap 0.1
-    done
-    for pid in "${live[@]}"; do
-        if alive "$pid"; then
-            echo "$NAME: pid $pid ($(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)) ignored SIGTERM for 3 s: SIGKILL" >&2
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-        wait "$pid" 2>/dev/null || true
-    done
-}
-stop_pid() { stop_pids "$1"; }
-
-sweep() {
-    local ns pid
-    for ns in "$NS_K" "$NS_C"; do
-        if [[ -e /run/netns/$ns ]]; then
-            for pid in $(ip netns pids "$ns" 2>/dev/null); do
-                kill -KILL "$pid" 2>/dev/null || true
-            done
-            ip netns del "$ns" 2>/dev/null || true
-        fi
-    done
-    ip link del "$IF_K" 2>/dev/null || true
-}
-
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    ((${#pids[@]} == 0)) || stop_pids "${pids[@]}"
-    sweep
-    exec {nap_fd}>&- 2>/dev/null || true
-    rm -rf "$workdir"
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'echo "$NAME: interrupted" >&2; exit 130' INT
-trap 'echo "$NAME: terminated" >&2; exit 143' TERM
-
-# Starts "$@" in the background (a process group of its own, so Ctrl-C reaches this script alone); sets $last_pid.
-start_bg() {
-    local log=$1
-    shift
-    set -m
-    "$@" >"$log" 2>&1 </dev/null &
-    last_pid=$!
-    set +m
-    pids+=("$last_pid")
-}
-
-# Waits for a background process, but no longer than LIMIT seconds (then TERM, KILL). Returns its status.
-wait_for() {
-    local pid=$1 limit=$2 rc=0 dog first=""
-    sleep "$limit" &
-    dog=$!
-    pids+=("$dog")
-    wait -n -p first "$pid" "$dog" || rc=$?
-    if [[ $first == "$dog" ]]; then
-        echo "$NAME: pid $pid still running after ${limit}s: stopping it" >&2
-        stop_pid "$pid"
-        return 124
-    fi
-    stop_pid "$dog"
-    return "$rc"
-}
-
-# Waits until a TCP port listens in olt-k, while its process lives, for at most 10 s.
-wait_tcp_port() {
-    local port=$1 pid=$2
-    local deadline=$((SECONDS + 10))
-    until ip netns exec "$NS_K" ss -Hltn "sport = :$port" 2>/dev/null | grep -q .; do
-        alive "$pid" || return 1
-        ((SECONDS < deadline)) || return 1
-        nap 0.05
-    done
-}
+start_workdir olt-tcp
 
 # Starts a server in olt-k on CPU $SERVER_CPU and waits for its port; sets $last_pid, dies if it does not start.
 kernel_server() {  # name port command...
     local name=$1 port=$2
     shift 2
     start_bg "$workdir/$name.log" ip netns exec "$NS_K" "${pin_server[@]}" "$@"
-    wait_tcp_port "$port" "$last_pid" || die "$name did not start: $(tail -n 3 "$workdir/$name.log")"
+    wait_port "$NS_K" tcp "$port" "$last_pid" || die "$name did not start: $(tail -n 3 "$workdir/$name.log")"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -242,19 +113,6 @@ declare -A ROW_DESC=(
     [j]="stack AF_XDP, busy-polling → kernel tcp_crr server"
 )
 declare -A ROW_BASE=([b]=a [c]=a [e]=d [f]=d [g]=d [i]=h [j]=h)
-failed_rows=0
-
-record_skip() { R_STATUS[$1]=skipped; R_NOTE[$1]=$2; echo "row $1: skipped: $2"; }
-record_fail() {
-    R_STATUS[$1]=failed; R_NOTE[$1]=$2; echo "row $1: FAILED: $2" >&2
-    failed_rows=$((failed_rows + 1))
-}
-
-# onload-pingpong --json and tcp_crr write one "key": value per line.
-json_field() { sed -n "s/^ *\"$2\": *\"\{0,1\}\([^\",]*\)\"\{0,1\},\{0,1\}\$/\1/p" "$1"; }
-
-have_kind() { "$PINGPONG" --list-kinds | grep -qx "$1"; }
-
 # Runs a client in olt-c on CPU $CLIENT_CPU and waits for it; returns its status, its output in $workdir/KEY.log.
 run_client() {  # key command...
     local key=$1
@@ -282,24 +140,17 @@ pingpong() {  # key spec args...: onload-pingpong on the stack's address in olt-
 # --- ping-pong
 
 sockperf_row() {  # key
-    local key=$1 log clean
+    local key=$1
     if ! run_client "$key" sockperf ping-pong --tcp -i "$ADDR_K" -p "$PORT_PP" -m "$SIZE" -t "$seconds"; then
         record_fail "$key" "sockperf ping-pong --tcp failed ($(tail -n 2 "$workdir/$key.log" | tr '\n' ' '))"
         return 0
     fi
-    clean=$(sed 's/\x1b\[[0-9;]*m//g' "$workdir/$key.log")
-    local median p99 p999 max samples
-    median=$(sed -n 's/.*percentile 50\.000 = *\([0-9.]*\).*/\1/p' <<<"$clean")
-    p99=$(sed -n 's/.*percentile 99\.000 = *\([0-9.]*\).*/\1/p' <<<"$clean")
-    p999=$(sed -n 's/.*percentile 99\.900 = *\([0-9.]*\).*/\1/p' <<<"$clean")
-    max=$(sed -n 's/.*<MAX> observation = *\([0-9.]*\).*/\1/p' <<<"$clean")
-    samples=$(sed -n 's/.*\[Valid Duration\].*ReceivedMessages=\([0-9]*\).*/\1/p' <<<"$clean")
-    if [[ -z $median || -z $p99 || -z $p999 || -z $max || -z $samples ]]; then
+    if ! read_sockperf "$workdir/$key.log"; then
         record_fail "$key" "could not read sockperf's percentiles"
         return 0
     fi
-    R_STATUS[$key]=ok; R_VALUE[$key]=$median; R_P99[$key]=$p99; R_P999[$key]=$p999; R_MAX[$key]=$max
-    R_COUNT[$key]=$samples; R_EXTRA[$key]="errors 0"
+    R_STATUS[$key]=ok; R_VALUE[$key]=$sp_median; R_P99[$key]=$sp_p99; R_P999[$key]=$sp_p999; R_MAX[$key]=$sp_max
+    R_COUNT[$key]=$sp_samples; R_EXTRA[$key]="errors 0"
 }
 
 stack_pingpong_row() {  # key kind
@@ -382,27 +233,10 @@ crr_record() {  # key json
     R_COUNT[$key]=$(json_field "$json" connections); R_EXTRA[$key]="errors $(json_field "$json" errors)"
 }
 
-offloads() {  # on|off
-    ip netns exec "$NS_K" ethtool -K "$IF_K" tx "$1" tso "$1" gso "$1" gro "$1" >/dev/null
-    ip netns exec "$NS_C" ethtool -K "$IF_C" tx "$1" tso "$1" gso "$1" gro "$1" >/dev/null
-}
-
 # ---------------------------------------------------------------------------------------------
 say "setting up namespaces $NS_K (kernel servers) and $NS_C (clients), veth $IF_K <-> $IF_C"
-sweep
 gcc -std=c11 -O2 -Wall -Wextra -Werror -o "$workdir/tcp_crr" perf/tcp_crr.c
-ip netns add "$NS_K"
-ip netns add "$NS_C"
-for ns in "$NS_K" "$NS_C"; do
-    ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
-    ip -n "$ns" link set lo up
-done
-ip -n "$NS_K" link add "$IF_K" type veth peer name "$IF_C" netns "$NS_C"
-offloads off
-ip -n "$NS_K" addr add "$ADDR_K/$PREFIX" dev "$IF_K"
-ip -n "$NS_C" addr add "$ADDR_C/$PREFIX" dev "$IF_C"
-ip -n "$NS_K" link set "$IF_K" up
-ip -n "$NS_C" link set "$IF_C" up
+make_veth_pair
 
 say "starting kernel servers in $NS_K on CPU $SERVER_CPU (blocking calls)"
 kernel_server sockperf-server "$PORT_PP" sockperf server --tcp -i "$ADDR_K" -p "$PORT_PP"
@@ -433,9 +267,6 @@ load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 # ---------------------------------------------------------------------------------------------
 # The report.
 
-ratio() { awk -v v="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3g", v / b }'; }
-fmt() { awk -v v="$1" 'BEGIN { f = v >= 100 ? "%.0f" : (v >= 10 ? "%.1f" : "%.2f"); printf f, v }'; }
-json_str() { printf '"%s"' "$(printf '%s' "$1" | tr -d '\000-\037' | sed 's/\\/\\\\/g; s/"/\\"/g')"; }
 not_ok() { echo "| $1 | ${ROW_DESC[$1]} | ${R_STATUS[$1]}: ${R_NOTE[$1]//|/\\|} |"; }
 base_ratio() {  # key field-array-name
     local key=$1 base=${ROW_BASE[$1]:-}
@@ -511,11 +342,4 @@ json=$workdir/tcp.json
     printf '\n  ]\n}\n'
 } >"$json"
 
-cp "$md" "$out/tcp.md"
-cp "$json" "$out/tcp.json"
-say "results ($out/tcp.md, $out/tcp.json)"
-cat "$md"
-if ((failed_rows > 0)); then
-    echo "$NAME: $failed_rows row(s) failed" >&2
-    exit 1
-fi
+publish "$out" "$md" "$json"

@@ -1,5 +1,4 @@
 using System.Globalization;
-using System.Text.Json;
 using HdrHistogram;
 
 namespace Onload.Apps.PingPong;
@@ -56,34 +55,30 @@ internal static class LatencyReport
     public static void WriteJson(string path, string? label, string vnic, ClientSettings settings, LatencySummary s,
         ILatencyRun c)
     {
-        using var stream = File.Create(path);
-        using var j = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true });
-        j.WriteStartObject();
-        if (label != null)
-            j.WriteString("label", label);
-        j.WriteString("tool", "onload-pingpong");
-        j.WriteString("vnic", vnic);
-        j.WriteString("server", settings.Server.ToString());
-        j.WriteString("protocol", settings.Tcp ? "tcp" : "udp");
-        j.WriteNumber("size", settings.Size);
-        j.WriteString("format", settings.Sockperf ? "sockperf" : "plain");
-        j.WriteString("metric", "half round trip");
-        j.WriteString("unit", "us");
-        j.WriteNumber("warmup", settings.Warmup);
-        j.WriteNumber("seconds", Math.Round(c.MeasuredSeconds, 3));
-        j.WriteNumber("samples", s.Samples);
-        j.WriteNumber("lost", c.Lost);
-        j.WriteNumber("stale", c.Stale);
-        j.WriteNumber("errors", c.Errors);
-        j.WriteNumber("timeout_ms", settings.TimeoutNs / 1_000_000.0);
-        j.WriteNumber("min", Math.Round(s.Min, 3));
-        j.WriteNumber("mean", Math.Round(s.Mean, 3));
-        j.WriteNumber("median", Math.Round(s.Median, 3));
-        j.WriteNumber("p90", Math.Round(s.P90, 3));
-        j.WriteNumber("p99", Math.Round(s.P99, 3));
-        j.WriteNumber("p99_9", Math.Round(s.P999, 3));
-        j.WriteNumber("p99_99", Math.Round(s.P9999, 3));
-        j.WriteNumber("max", Math.Round(s.Max, 3));
-        j.WriteEndObject();
+        JsonResults.Write(path, label, j =>
+        {
+            j.WriteString("vnic", vnic);
+            j.WriteString("server", settings.Server.ToString());
+            j.WriteString("protocol", settings.Tcp ? "tcp" : "udp");
+            j.WriteNumber("size", settings.Size);
+            j.WriteString("format", settings.Sockperf ? "sockperf" : "plain");
+            j.WriteString("metric", "half round trip");
+            j.WriteString("unit", "us");
+            j.WriteNumber("warmup", settings.Warmup);
+            j.WriteNumber("seconds", Math.Round(c.MeasuredSeconds, 3));
+            j.WriteNumber("samples", s.Samples);
+            j.WriteNumber("lost", c.Lost);
+            j.WriteNumber("stale", c.Stale);
+            j.WriteNumber("errors", c.Errors);
+            j.WriteNumber("timeout_ms", settings.TimeoutNs / 1_000_000.0);
+            j.WriteNumber("min", Math.Round(s.Min, 3));
+            j.WriteNumber("mean", Math.Round(s.Mean, 3));
+            j.WriteNumber("median", Math.Round(s.Median, 3));
+            j.WriteNumber("p90", Math.Round(s.P90, 3));
+            j.WriteNumber("p99", Math.Round(s.P99, 3));
+            j.WriteNumber("p99_9", Math.Round(s.P999, 3));
+            j.WriteNumber("p99_99", Math.Round(s.P9999, 3));
+            j.WriteNumber("max", Math.Round(s.Max, 3));
+        });
     }
 }

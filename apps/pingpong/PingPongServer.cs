@@ -8,71 +8,58 @@ namespace Onload.Apps.PingPong;
 /// <c>sockperf server</c> does (pong requests from a client come back with the client flag cleared; warm-up
 /// messages and anything else get no reply), without it it echoes every datagram as it came.
 /// </summary>
-internal sealed class PingPongServer(NetStack stack, ushort port, bool sockperf)
+internal sealed class PingPongServer(NetStack stack, ushort port, bool sockperf) : BusyPollServer(stack)
 {
     private readonly byte[] _buffer = new byte[65536];
     private int _socket = -1;
-    private volatile bool _stop;
 
-    public long Received { get; private set; }
-    public long Replied { get; private set; }
-    public long Ignored { get; private set; }
-    public long Errors { get; private set; }
-
-    public void Stop() => _stop = true;
-
-    public int Open()
+    public override int Open()
     {
-        int s = stack.UdpOpen();
+        int s = Stack.UdpOpen();
         if (s < 0)
             return s;
-        int rc = stack.UdpBind(s, new Ipv4Endpoint(Ipv4Address.Any, port));
+        int rc = Stack.UdpBind(s, new Ipv4Endpoint(Ipv4Address.Any, port));
         if (rc < 0)
         {
-            stack.UdpClose(s);
+            Stack.UdpClose(s);
             return rc;
         }
         _socket = s;
         return 0;
     }
 
-    /// <summary>Polls until <see cref="Stop"/>; never sleeps.</summary>
-    public void Run()
+    protected override void AnswerArrivals()
     {
-        while (!_stop)
+        int n;
+        while ((n = Stack.UdpReceiveFrom(_socket, _buffer, out var from)) != -(int)Errno.EAGAIN)
         {
-            stack.Poll();
-            int n;
-            while ((n = stack.UdpReceiveFrom(_socket, _buffer, out var from)) != -(int)Errno.EAGAIN)
+            if (n < 0)
             {
-                if (n < 0)
+                Errors++;
+                continue;
+            }
+            Received++;
+            var message = _buffer.AsSpan(0, n);
+            if (sockperf)
+            {
+                if (!SockperfHeader.IsValid(message))
                 {
-                    Errors++;
+                    Ignored++;
                     continue;
                 }
-                Received++;
-                var message = _buffer.AsSpan(0, n);
-                if (sockperf)
+                var h = new SockperfHeader(message);
+                if (!h.IsClient || h.IsWarmup || !h.IsPongRequest)
                 {
-                    if (!SockperfHeader.IsValid(message))
-                    {
-                        Ignored++;
-                        continue;
-                    }
-                    var h = new SockperfHeader(message);
-                    if (!h.IsClient || h.IsWarmup || !h.IsPongRequest)
-                    {
-                        Ignored++;
-                        continue;
-                    }
-                    h.Flags = (ushort)(h.Flags & ~SockperfHeader.FlagClient);
-                    message = message[..(int)h.MessageLength];
+                    Ignored++;
+                    continue;
                 }
-                if (stack.UdpSendTo(_socket, message, from) < 0)
-                    Errors++;
-                else
-                    Replied++;
+                h.Flags = (ushort)(h.Flags & ~SockperfHeader.FlagClient);
+                message = message[..(int)h.MessageLength];
             }
+            if (Stack.UdpSendTo(_socket, message, from) < 0)
+                Errors++;
+            else
+                Replied++;
         }
     }
 }

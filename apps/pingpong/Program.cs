@@ -113,7 +113,9 @@ root.SetAction(parse =>
         if (!tcp && size > stack.UdpMaxPayload)
             return Usage($"--size {size}: more than one frame carries ({stack.UdpMaxPayload}); fragmentation is not supported");
         if (serverMode)
-            return tcp ? RunTcpServer(stack, (ushort)port, sockperf) : RunServer(stack, (ushort)port, sockperf);
+            return tcp
+                ? RunServer(stack, new TcpPingPongServer(stack, (ushort)port, sockperf), "tcp", (ushort)port, sockperf)
+                : RunServer(stack, new PingPongServer(stack, (ushort)port, sockperf), "udp", (ushort)port, sockperf);
         var settings = new ClientSettings
         {
             Server = server,
@@ -161,8 +163,7 @@ static int RunClient(NetStack stack, ClientSettings settings, string? jsonPath, 
         Console.Error.WriteLine($"onload-pingpong: socket to {settings.Server}: {(Errno)(-rc)}");
         return 1;
     }
-    using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; client.Stop(); });
-    using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; client.Stop(); });
+    using var signals = StopOnSignals(client.Stop);
     string limit = settings.Count > 0 ? $"{settings.Count} messages" : $"{settings.Seconds} s";
     Console.Out.WriteLine($"onload-pingpong: {stack.Vnic.Spec} {client.LocalEndpoint} -> {settings.Server}, {settings.Size} B UDP, " +
         $"{(settings.Sockperf ? "sockperf" : "plain")} format, busy-polling; warm-up {settings.Warmup}, then {limit}");
@@ -170,8 +171,7 @@ static int RunClient(NetStack stack, ClientSettings settings, string? jsonPath, 
 
     if (settings.Warmup > 0 && client.RunWarmup() == 0)
     {
-        Console.Error.WriteLine($"onload-pingpong: no reply to any of {settings.Warmup} warm-up messages from {settings.Server}" +
-            (client.LastError != 0 ? $" (last error {(Errno)(-client.LastError)})" : ""));
+        WarmupFailed($"no reply to any of {settings.Warmup} warm-up messages from {settings.Server}", client);
         return 1;
     }
     client.RunMeasured();
@@ -182,31 +182,28 @@ static int RunClient(NetStack stack, ClientSettings settings, string? jsonPath, 
     return summary.Samples > 0 ? 0 : 1;
 }
 
-static int RunServer(NetStack stack, ushort port, bool sockperf)
+// A busy-polling server until SIGINT or SIGTERM; "server ready" on stdout is what perf/latency.sh waits for.
+static int RunServer(NetStack stack, BusyPollServer server, string protocol, ushort port, bool sockperf)
 {
-    var server = new PingPongServer(stack, port, sockperf);
     int rc = server.Open();
     if (rc < 0)
     {
-        Console.Error.WriteLine($"onload-pingpong: udp port {port}: {(Errno)(-rc)}");
+        Console.Error.WriteLine($"onload-pingpong: {protocol} port {port}: {(Errno)(-rc)}");
         return 1;
     }
-    using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; server.Stop(); });
-    using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; server.Stop(); });
+    using var signals = StopOnSignals(server.Stop);
     Console.Out.WriteLine($"onload-pingpong: server ready on {stack.Vnic.Spec} {stack.Address}:{port}, " +
-        $"{(sockperf ? "sockperf" : "plain echo")}, busy-polling");
+        $"{(protocol == "tcp" ? "TCP, " : "")}{(sockperf ? "sockperf" : "plain echo")}, busy-polling");
     Console.Out.Flush();
     server.Run();
-    Console.Out.WriteLine($"onload-pingpong: server received {server.Received} replied {server.Replied} " +
-        $"ignored {server.Ignored} errors {server.Errors}");
+    Console.Out.WriteLine($"onload-pingpong: server {server.Tally}");
     return 0;
 }
 
 static int RunTcpClient(NetStack stack, ClientSettings settings, string? jsonPath, string? label)
 {
     var client = new TcpPingPongClient(stack, settings);
-    using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; client.Stop(); });
-    using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; client.Stop(); });
+    using var signals = StopOnSignals(client.Stop);
     int rc = client.Open();
     if (rc < 0)
     {
@@ -219,8 +216,7 @@ static int RunTcpClient(NetStack stack, ClientSettings settings, string? jsonPat
     Console.Out.Flush();
     if (settings.Warmup > 0 && client.RunWarmup() == 0)
     {
-        Console.Error.WriteLine($"onload-pingpong: no reply to any of {settings.Warmup} warm-up messages from {settings.Server}" +
-            (client.LastError != 0 ? $" (last error {(Errno)(-client.LastError)})" : ""));
+        WarmupFailed($"no reply to any of {settings.Warmup} warm-up messages from {settings.Server}", client);
         client.Close();
         return 1;
     }
@@ -235,32 +231,11 @@ static int RunTcpClient(NetStack stack, ClientSettings settings, string? jsonPat
     return summary.Samples > 0 && !client.Broken ? 0 : 1;
 }
 
-static int RunTcpServer(NetStack stack, ushort port, bool sockperf)
-{
-    var server = new TcpPingPongServer(stack, port, sockperf);
-    int rc = server.Open();
-    if (rc < 0)
-    {
-        Console.Error.WriteLine($"onload-pingpong: tcp port {port}: {(Errno)(-rc)}");
-        return 1;
-    }
-    using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; server.Stop(); });
-    using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; server.Stop(); });
-    Console.Out.WriteLine($"onload-pingpong: server ready on {stack.Vnic.Spec} {stack.Address}:{port}, TCP, " +
-        $"{(sockperf ? "sockperf" : "plain echo")}, busy-polling");
-    Console.Out.Flush();
-    server.Run();
-    Console.Out.WriteLine($"onload-pingpong: server accepted {server.Accepted} received {server.Received} replied {server.Replied} " +
-        $"ignored {server.Ignored} errors {server.Errors}");
-    return 0;
-}
-
 static int RunStream(NetStack stack, ClientSettings settings, string? jsonPath, string? label)
 {
     double seconds = settings.Seconds > 0 ? settings.Seconds : 10;
     var client = new TcpStreamClient(stack, settings.Server, seconds, settings.LocalPort);
-    using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; client.Stop(); });
-    using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; client.Stop(); });
+    using var signals = StopOnSignals(client.Stop);
     Console.Out.WriteLine($"onload-pingpong: {stack.Vnic.Spec} {stack.Address} -> {settings.Server}, TCP stream for {seconds} s, busy-polling");
     Console.Out.Flush();
     int rc = client.Run();
@@ -278,16 +253,14 @@ static int RunStream(NetStack stack, ClientSettings settings, string? jsonPath, 
 static int RunConnectRate(NetStack stack, ClientSettings settings, string? jsonPath, string? label)
 {
     var client = new TcpConnectRateClient(stack, settings);
-    using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; client.Stop(); });
-    using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; client.Stop(); });
+    using var signals = StopOnSignals(client.Stop);
     string limit = settings.Count > 0 ? $"{settings.Count} connections" : $"{settings.Seconds} s";
     Console.Out.WriteLine($"onload-pingpong: {stack.Vnic.Spec} {stack.Address} -> {settings.Server}, TCP connect, {settings.Size} B " +
         $"each way, server closes, close; busy-polling; warm-up {settings.Warmup}, then {limit}");
     Console.Out.Flush();
     if (settings.Warmup > 0 && client.RunWarmup() == 0)
     {
-        Console.Error.WriteLine($"onload-pingpong: none of {settings.Warmup} warm-up connections to {settings.Server} completed" +
-            (client.LastError != 0 ? $" (last error {(Errno)(-client.LastError)})" : ""));
+        WarmupFailed($"none of {settings.Warmup} warm-up connections to {settings.Server} completed", client);
         return 1;
     }
     client.RunMeasured();
@@ -295,4 +268,25 @@ static int RunConnectRate(NetStack stack, ClientSettings settings, string? jsonP
     if (jsonPath != null)
         client.WriteJson(jsonPath, label, stack.Vnic.Spec);
     return client.Connections > 0 ? 0 : 1;
+}
+
+// Ctrl-C and SIGTERM end the run in order (the results are still printed) instead of killing the process.
+static IDisposable StopOnSignals(Action stop)
+{
+    var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; stop(); });
+    var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; stop(); });
+    return new Registrations(sigint, sigterm);
+}
+
+static void WarmupFailed(string what, LatencyClient client) =>
+    Console.Error.WriteLine($"onload-pingpong: {what}" +
+        (client.LastError != 0 ? $" (last error {(Errno)(-client.LastError)})" : ""));
+
+sealed class Registrations(params IDisposable[] registrations) : IDisposable
+{
+    public void Dispose()
+    {
+        foreach (var r in registrations)
+            r.Dispose();
+    }
 }

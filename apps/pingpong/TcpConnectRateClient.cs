@@ -1,8 +1,6 @@
 using System.Buffers.Binary;
 using System.Diagnostics;
 using System.Globalization;
-using System.Text.Json;
-using HdrHistogram;
 using Onload.Stack;
 using Onload.Stack.Wire;
 
@@ -14,92 +12,48 @@ namespace Onload.Apps.PingPong;
 /// first, as an HTTP/1.0 server does, so TIME_WAIT stays on its side), close; then the next connection. One
 /// connection at a time, busy-polling. Records each cycle's duration and the cycles per second.
 /// </summary>
-internal sealed class TcpConnectRateClient : ILatencyRun
+internal sealed class TcpConnectRateClient(NetStack stack, ClientSettings settings) : LatencyClient(stack, settings)
 {
     private const int MaxConsecutiveErrors = 100;
-    private readonly NetStack _stack;
-    private readonly ClientSettings _settings;
-    private readonly byte[] _request;
-    private readonly byte[] _reply;
-    private readonly long _timeoutTicks;
+    private readonly byte[] _request = Message(settings.Size);
+    private readonly byte[] _reply = new byte[settings.Size];
     private ulong _sequence;
-    private volatile bool _stop;
+    private int _failuresInARow; // counted in the measured run only: the warm-up tries every cycle
 
-    public TcpConnectRateClient(NetStack stack, ClientSettings settings)
-    {
-        _stack = stack;
-        _settings = settings;
-        _request = new byte[settings.Size];
-        _reply = new byte[settings.Size];
-        for (int i = 0; i < _request.Length; i++)
-            _request[i] = (byte)('a' + i % 26);
-        _timeoutTicks = settings.TimeoutNs * Stopwatch.Frequency / 1_000_000_000;
-    }
-
-    /// <summary>Whole cycles (connect to close) in nanoseconds.</summary>
-    public LongHistogram Histogram { get; } = new(3_600_000_000_000L, 3);
+    // Histogram: whole cycles (connect to close). Lost: cycles that did not finish within the timeout (their
+    // connection is reset).
     public long Connections => Histogram.TotalCount;
-    /// <summary>Cycles that did not finish within the timeout (their connection is reset).</summary>
-    public long Lost { get; private set; }
-    public long Stale => 0;
-    public long Errors { get; private set; }
-    public int LastError { get; private set; }
-    public double MeasuredSeconds { get; private set; }
     public double PerSecond => MeasuredSeconds > 0 ? Connections / MeasuredSeconds : 0;
 
-    public void Stop() => _stop = true;
+    /// <summary>A server that fails this many connections in a row ends the measured run.</summary>
+    protected override bool Ended => _failuresInARow >= MaxConsecutiveErrors;
 
-    /// <summary>Warm-up cycles, not recorded (the first resolves the server's MAC). Returns how many completed.</summary>
-    public long RunWarmup()
+    /// <summary>One whole cycle; true with its duration.</summary>
+    protected override bool Step(out long cycleNs)
     {
-        long ok = 0;
-        for (int i = 0; i < _settings.Warmup && !_stop; i++)
-            if (Cycle() == 0)
-                ok++;
-        return ok;
-    }
-
-    public void RunMeasured()
-    {
-        long freq = Stopwatch.Frequency;
-        long start = Stopwatch.GetTimestamp();
-        long end = _settings.Seconds > 0 ? start + (long)(_settings.Seconds * freq) : long.MaxValue;
-        long count = _settings.Count > 0 ? _settings.Count : long.MaxValue;
-        long done = 0;
-        int consecutiveErrors = 0;
-        long now = start;
-        while (!_stop && done < count && now < end && consecutiveErrors < MaxConsecutiveErrors)
-        {
-            long t0 = now;
-            int rc = Cycle();
-            now = Stopwatch.GetTimestamp();
-            done++;
-            if (rc == 0)
-            {
-                Histogram.RecordValue((now - t0) * 1_000_000_000 / freq);
-                consecutiveErrors = 0;
-            }
-            else
-                consecutiveErrors++;
-        }
-        MeasuredSeconds = (double)(now - start) / freq;
+        long t0 = Stopwatch.GetTimestamp();
+        int rc = Cycle();
+        cycleNs = Nanoseconds(Stopwatch.GetTimestamp() - t0);
+        if (Measuring)
+            _failuresInARow = rc == 0 ? 0 : _failuresInARow + 1;
+        return rc == 0;
     }
 
     /// <summary>One connection: 0, or a negated errno (also counted).</summary>
     private int Cycle()
     {
-        long deadline = Stopwatch.GetTimestamp() + _timeoutTicks;
-        int c = TcpDial.Connect(_stack, _settings.Server, 0, _timeoutTicks);
+        long deadline = Stopwatch.GetTimestamp() + TimeoutTicks;
+        int c = TcpDial.Connect(Stack, Settings.Server, 0, TimeoutTicks);
         if (c < 0)
             return Count(c);
         BinaryPrimitives.WriteUInt64BigEndian(_request, ++_sequence);
         int rc = Exchange(c, deadline);
         if (rc == 0)
-            _stack.TcpClose(c); // in CLOSE_WAIT: our FIN goes out and the row frees itself when it is acknowledged
+            Stack.TcpClose(c); // in CLOSE_WAIT: our FIN goes out and the row frees itself when it is acknowledged
         else
         {
-            _stack.TcpSetLingerZero(c, true); // a stuck cycle ends with a RST, leaving nothing behind
-            _stack.TcpClose(c);
+            Stack.TcpSetLingerZero(c, true); // a stuck cycle ends with a RST, leaving nothing behind
+            Stack.TcpClose(c);
         }
         return rc;
     }
@@ -108,7 +62,7 @@ internal sealed class TcpConnectRateClient : ILatencyRun
     {
         for (int off = 0; off < _request.Length;)
         {
-            int rc = _stack.TcpSend(c, _request.AsSpan(off));
+            int rc = Stack.TcpSend(c, _request.AsSpan(off));
             if (rc >= 0)
                 off += rc;
             else if (rc != -(int)Errno.EAGAIN)
@@ -120,7 +74,7 @@ internal sealed class TcpConnectRateClient : ILatencyRun
         int filled = 0;
         while (true)
         {
-            int n = _stack.TcpReceive(c, _reply.AsSpan(filled));
+            int n = Stack.TcpReceive(c, _reply.AsSpan(filled));
             if (n > 0)
             {
                 filled += n;
@@ -137,7 +91,7 @@ internal sealed class TcpConnectRateClient : ILatencyRun
 
     private bool Wait(long deadline)
     {
-        _stack.Poll();
+        Stack.Poll();
         return Stopwatch.GetTimestamp() < deadline;
     }
 
@@ -145,13 +99,6 @@ internal sealed class TcpConnectRateClient : ILatencyRun
     {
         Lost++;
         return Count(-(int)Errno.ETIMEDOUT);
-    }
-
-    private int Count(int errno)
-    {
-        Errors++;
-        LastError = errno;
-        return errno;
     }
 
     public void Print(TextWriter w)
@@ -168,28 +115,24 @@ internal sealed class TcpConnectRateClient : ILatencyRun
     public void WriteJson(string path, string? label, string vnic)
     {
         var s = LatencySummary.From(Histogram);
-        using var stream = File.Create(path);
-        using var j = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true });
-        j.WriteStartObject();
-        if (label != null)
-            j.WriteString("label", label);
-        j.WriteString("tool", "onload-pingpong");
-        j.WriteString("mode", "connect-rate");
-        j.WriteString("protocol", "tcp");
-        j.WriteString("vnic", vnic);
-        j.WriteString("server", _settings.Server.ToString());
-        j.WriteNumber("size", _settings.Size);
-        j.WriteNumber("warmup", _settings.Warmup);
-        j.WriteNumber("seconds", Math.Round(MeasuredSeconds, 3));
-        j.WriteNumber("connections", Connections);
-        j.WriteNumber("per_second", Math.Round(PerSecond, 1));
-        j.WriteNumber("errors", Errors);
-        j.WriteNumber("timed_out", Lost);
-        j.WriteString("unit", "us");
-        j.WriteNumber("median", Math.Round(s.Median, 3));
-        j.WriteNumber("p99", Math.Round(s.P99, 3));
-        j.WriteNumber("p99_9", Math.Round(s.P999, 3));
-        j.WriteNumber("max", Math.Round(s.Max, 3));
-        j.WriteEndObject();
+        JsonResults.Write(path, label, j =>
+        {
+            j.WriteString("mode", "connect-rate");
+            j.WriteString("protocol", "tcp");
+            j.WriteString("vnic", vnic);
+            j.WriteString("server", Settings.Server.ToString());
+            j.WriteNumber("size", Settings.Size);
+            j.WriteNumber("warmup", Settings.Warmup);
+            j.WriteNumber("seconds", Math.Round(MeasuredSeconds, 3));
+            j.WriteNumber("connections", Connections);
+            j.WriteNumber("per_second", Math.Round(PerSecond, 1));
+            j.WriteNumber("errors", Errors);
+            j.WriteNumber("timed_out", Lost);
+            j.WriteString("unit", "us");
+            j.WriteNumber("median", Math.Round(s.Median, 3));
+            j.WriteNumber("p99", Math.Round(s.P99, 3));
+            j.WriteNumber("p99_9", Math.Round(s.P999, 3));
+            j.WriteNumber("max", Math.Round(s.Max, 3));
+        });
     }
 }

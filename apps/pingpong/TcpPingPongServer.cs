@@ -8,18 +8,14 @@ namespace Onload.Apps.PingPong;
 /// <c>sockperf server --tcp</c> does (messages framed by the length in their header; a client's pong request comes
 /// back with the client flag cleared, anything else gets no reply), without it it echoes the stream as it comes.
 /// </summary>
-internal sealed class TcpPingPongServer(NetStack stack, ushort port, bool sockperf)
+internal sealed class TcpPingPongServer(NetStack stack, ushort port, bool sockperf) : BusyPollServer(stack)
 {
     private const int MaxMessage = 65536;
     private readonly List<Peer> _peers = [];
     private int _listener = -1;
-    private volatile bool _stop;
 
     public long Accepted { get; private set; }
-    public long Received { get; private set; }
-    public long Replied { get; private set; }
-    public long Ignored { get; private set; }
-    public long Errors { get; private set; }
+    public override string Tally => $"accepted {Accepted} {base.Tally}";
 
     private sealed class Peer(int socket)
     {
@@ -33,49 +29,47 @@ internal sealed class TcpPingPongServer(NetStack stack, ushort port, bool sockpe
         public int OutLength;
     }
 
-    public void Stop() => _stop = true;
-
-    public int Open()
+    public override int Open()
     {
-        int s = stack.TcpOpen();
+        int s = Stack.TcpOpen();
         if (s < 0)
             return s;
-        int rc = stack.TcpBind(s, new Ipv4Endpoint(Ipv4Address.Any, port));
+        int rc = Stack.TcpBind(s, new Ipv4Endpoint(Ipv4Address.Any, port));
         if (rc == 0)
-            rc = stack.TcpSetNoDelay(s, true); // accepted connections inherit it, as on Linux
+            rc = Stack.TcpSetNoDelay(s, true); // accepted connections inherit it, as on Linux
         if (rc == 0)
-            rc = stack.TcpListen(s, 128);
+            rc = Stack.TcpListen(s, 128);
         if (rc < 0)
         {
-            stack.TcpClose(s);
+            Stack.TcpClose(s);
             return rc;
         }
         _listener = s;
         return 0;
     }
 
-    public void Run()
+    protected override void AnswerArrivals()
     {
-        while (!_stop)
+        int c;
+        while ((c = Stack.TcpAccept(_listener, out _)) >= 0)
         {
-            stack.Poll();
-            int c;
-            while ((c = stack.TcpAccept(_listener, out _)) >= 0)
-            {
-                _peers.Add(new Peer(c));
-                Accepted++;
-            }
-            for (int i = _peers.Count - 1; i >= 0; i--)
-            {
-                if (Serve(_peers[i]))
-                    continue;
-                stack.TcpClose(_peers[i].Socket);
-                _peers.RemoveAt(i);
-            }
+            _peers.Add(new Peer(c));
+            Accepted++;
         }
+        for (int i = _peers.Count - 1; i >= 0; i--)
+        {
+            if (Serve(_peers[i]))
+                continue;
+            Stack.TcpClose(_peers[i].Socket);
+            _peers.RemoveAt(i);
+        }
+    }
+
+    protected override void Closing()
+    {
         foreach (var p in _peers)
-            stack.TcpClose(p.Socket);
-        stack.TcpClose(_listener);
+            Stack.TcpClose(p.Socket);
+        Stack.TcpClose(_listener);
     }
 
     /// <summary>Reads and answers what has arrived. False when the connection ended (or failed).</summary>
@@ -85,7 +79,7 @@ internal sealed class TcpPingPongServer(NetStack stack, ushort port, bool sockpe
         {
             if (p.OutLength > 0)
             {
-                int sent = stack.TcpSend(p.Socket, p.Out.AsSpan(p.OutOffset, p.OutLength));
+                int sent = Stack.TcpSend(p.Socket, p.Out.AsSpan(p.OutOffset, p.OutLength));
                 if (sent == -(int)Errno.EAGAIN)
                     return true;
                 if (sent < 0)
@@ -98,7 +92,7 @@ internal sealed class TcpPingPongServer(NetStack stack, ushort port, bool sockpe
                 if (p.OutLength > 0)
                     return true;
             }
-            int n = stack.TcpReceive(p.Socket, p.In.AsSpan(p.InLength));
+            int n = Stack.TcpReceive(p.Socket, p.In.AsSpan(p.InLength));
             if (n == -(int)Errno.EAGAIN)
                 return true;
             if (n <= 0)
@@ -155,7 +149,7 @@ internal sealed class TcpPingPongServer(NetStack stack, ushort port, bool sockpe
     /// <summary>Sends what the send ring takes now and keeps the rest in <c>p.Out</c>.</summary>
     private void Reply(Peer p, ReadOnlySpan<byte> message)
     {
-        int sent = p.OutLength > 0 ? 0 : stack.TcpSend(p.Socket, message);
+        int sent = p.OutLength > 0 ? 0 : Stack.TcpSend(p.Socket, message);
         if (sent < 0 && sent != -(int)Errno.EAGAIN)
         {
             Errors++;

@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using System.Globalization;
-using System.Text.Json;
 using Onload.Stack;
 using Onload.Stack.Wire;
 
@@ -98,24 +97,20 @@ internal sealed class TcpStreamClient(NetStack stack, Ipv4Endpoint server, doubl
 
     public void WriteJson(string path, string? label, string vnic, StackCounters counters)
     {
-        using var stream = File.Create(path);
-        using var j = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true });
-        j.WriteStartObject();
-        if (label != null)
-            j.WriteString("label", label);
-        j.WriteString("tool", "onload-pingpong");
-        j.WriteString("mode", "stream");
-        j.WriteString("protocol", "tcp");
-        j.WriteString("vnic", vnic);
-        j.WriteString("server", server.ToString());
-        j.WriteNumber("bytes", Bytes);
-        j.WriteNumber("seconds", Math.Round(Seconds, 3));
-        j.WriteNumber("writing_seconds", Math.Round(WritingSeconds, 3));
-        j.WriteNumber("gbit_per_s", Math.Round(GbitPerSecond, 3));
-        j.WriteBoolean("confirmed", Confirmed);
-        j.WriteNumber("segments_out", counters.TcpOutSegs);
-        j.WriteNumber("retransmitted", counters.TcpRetransSegs);
-        j.WriteNumber("errors", Errors);
-        j.WriteEndObject();
+        JsonResults.Write(path, label, j =>
+        {
+            j.WriteString("mode", "stream");
+            j.WriteString("protocol", "tcp");
+            j.WriteString("vnic", vnic);
+            j.WriteString("server", server.ToString());
+            j.WriteNumber("bytes", Bytes);
+            j.WriteNumber("seconds", Math.Round(Seconds, 3));
+            j.WriteNumber("writing_seconds", Math.Round(WritingSeconds, 3));
+            j.WriteNumber("gbit_per_s", Math.Round(GbitPerSecond, 3));
+            j.WriteBoolean("confirmed", Confirmed);
+            j.WriteNumber("segments_out", counters.TcpOutSegs);
+            j.WriteNumber("retransmitted", counters.TcpRetransSegs);
+            j.WriteNumber("errors", Errors);
+        });
     }
 }

@@ -40,17 +40,7 @@ public partial class PingPongInteropTests
     [Test]
     public void Client_in_sockperf_format_gets_every_reply_from_an_unmodified_sockperf_server()
     {
-        using var server = _pair.Kernel.Start("sockperf", "server", "-i", _pair.KernelAddress, "-p", Port.ToString(CultureInfo.InvariantCulture));
-        Poll.Until(() => _pair.Kernel.Exec($"ss -Hlun sport = :{Port}").Trim().Length > 0, Deadline, "sockperf server to bind");
-
-        var json = Path.Combine(_workdir, "client.json");
-        using var client = _pair.Stack.Start(Dist.Bin("onload-pingpong"), "--vnic", "af_packet:" + _pair.StackIf,
-            "--addr", _pair.StackAddress + "/24", "--server", $"{_pair.KernelAddress}:{Port}", "--sockperf",
-            "--size", "64", "--warmup", "10", "--count", "500", "--timeout-ms", "2000", "--json", json);
-
-        Assert.That(client.WaitForExit(Deadline), Is.True, $"onload-pingpong still running: {client.Stdout}");
-        Assert.That(client.ExitCode, Is.EqualTo(0), $"stdout: {client.Stdout} stderr: {client.Stderr}");
-        using var result = JsonDocument.Parse(File.ReadAllText(json));
+        using var result = ClientAgainstSockperfServer(tcp: false);
         Assert.Multiple(() =>
         {
             Assert.That(result.RootElement.GetProperty("samples").GetInt64(), Is.EqualTo(500));
@@ -63,16 +53,8 @@ public partial class PingPongInteropTests
     [TestCase(1024)]
     public void Unmodified_sockperf_ping_pong_gets_every_reply_from_the_server_mode(int size)
     {
-        using var server = _pair.Stack.Start(Dist.Bin("onload-pingpong"), "--server-mode", "--sockperf",
-            "--vnic", "af_packet:" + _pair.StackIf, "--addr", _pair.StackAddress + "/24", "--port", Port.ToString(CultureInfo.InvariantCulture));
-        server.WaitForOutput("server ready", Deadline);
+        var (output, sent, received) = SockperfAgainstServerMode(tcp: false, size);
 
-        string output = _pair.Kernel.Exec($"sockperf ping-pong -i {_pair.StackAddress} -p {Port} -m {size} -t 1");
-
-        var valid = ValidDuration().Match(output);
-        Assert.That(valid.Success, Is.True, output);
-        long sent = long.Parse(valid.Groups[1].Value, CultureInfo.InvariantCulture);
-        long received = long.Parse(valid.Groups[2].Value, CultureInfo.InvariantCulture);
         Assert.Multiple(() =>
         {
             Assert.That(sent, Is.GreaterThan(0), output);
@@ -102,17 +84,7 @@ public partial class PingPongInteropTests
     [Test]
     public void Tcp_client_in_sockperf_format_gets_every_reply_from_an_unmodified_sockperf_tcp_server()
     {
-        using var server = _pair.Kernel.Start("sockperf", "server", "--tcp", "-i", _pair.KernelAddress, "-p", Port.ToString(CultureInfo.InvariantCulture));
-        Poll.Until(() => _pair.Kernel.Exec($"ss -Hltn sport = :{Port}").Trim().Length > 0, Deadline, "sockperf server --tcp to listen");
-
-        var json = Path.Combine(_workdir, "client.json");
-        using var client = _pair.Stack.Start(Dist.Bin("onload-pingpong"), "--tcp", "--vnic", "af_packet:" + _pair.StackIf,
-            "--addr", _pair.StackAddress + "/24", "--server", $"{_pair.KernelAddress}:{Port}", "--sockperf",
-            "--size", "64", "--warmup", "10", "--count", "500", "--timeout-ms", "2000", "--json", json);
-
-        Assert.That(client.WaitForExit(Deadline), Is.True, $"onload-pingpong still running: {client.Stdout}");
-        Assert.That(client.ExitCode, Is.EqualTo(0), $"stdout: {client.Stdout} stderr: {client.Stderr}");
-        using var result = JsonDocument.Parse(File.ReadAllText(json));
+        using var result = ClientAgainstSockperfServer(tcp: true);
         Assert.Multiple(() =>
         {
             Assert.That(result.RootElement.GetProperty("protocol").GetString(), Is.EqualTo("tcp"));
@@ -126,21 +98,50 @@ public partial class PingPongInteropTests
     [Test]
     public void Unmodified_sockperf_tcp_ping_pong_gets_every_reply_from_the_tcp_server_mode()
     {
-        using var server = _pair.Stack.Start(Dist.Bin("onload-pingpong"), "--server-mode", "--tcp", "--sockperf",
-            "--vnic", "af_packet:" + _pair.StackIf, "--addr", _pair.StackAddress + "/24", "--port", Port.ToString(CultureInfo.InvariantCulture));
-        server.WaitForOutput("server ready", Deadline);
+        var (output, sent, received) = SockperfAgainstServerMode(tcp: true, size: 64);
 
-        string output = _pair.Kernel.Exec($"sockperf ping-pong --tcp -i {_pair.StackAddress} -p {Port} -m 64 -t 1");
-
-        var valid = ValidDuration().Match(output);
-        Assert.That(valid.Success, Is.True, output);
-        long sent = long.Parse(valid.Groups[1].Value, CultureInfo.InvariantCulture);
-        long received = long.Parse(valid.Groups[2].Value, CultureInfo.InvariantCulture);
         Assert.Multiple(() =>
         {
             Assert.That(sent, Is.GreaterThan(0), output);
             Assert.That(received, Is.EqualTo(sent), output);
         });
+    }
+
+    /// <summary>An unmodified <c>sockperf server</c> (with --tcp: <c>sockperf server --tcp</c>) in the kernel namespace;
+    /// onload-pingpong sends it 500 measured 64 B messages in sockperf's format and must exit 0. Returns its JSON.</summary>
+    private JsonDocument ClientAgainstSockperfServer(bool tcp)
+    {
+        string[] tcpArgs = tcp ? ["--tcp"] : [];
+        using var server = _pair.Kernel.Start("sockperf", ["server", .. tcpArgs, "-i", _pair.KernelAddress, "-p", Port.ToString(CultureInfo.InvariantCulture)]);
+        Poll.Until(() => _pair.Kernel.Exec($"ss {(tcp ? "-Hltn" : "-Hlun")} sport = :{Port}").Trim().Length > 0, Deadline,
+            tcp ? "sockperf server --tcp to listen" : "sockperf server to bind");
+
+        var json = Path.Combine(_workdir, "client.json");
+        using var client = _pair.Stack.Start(Dist.Bin("onload-pingpong"), [.. tcpArgs, "--vnic", "af_packet:" + _pair.StackIf,
+            "--addr", _pair.StackAddress + "/24", "--server", $"{_pair.KernelAddress}:{Port}", "--sockperf",
+            "--size", "64", "--warmup", "10", "--count", "500", "--timeout-ms", "2000", "--json", json]);
+
+        Assert.That(client.WaitForExit(Deadline), Is.True, $"onload-pingpong still running: {client.Stdout}");
+        Assert.That(client.ExitCode, Is.EqualTo(0), $"stdout: {client.Stdout} stderr: {client.Stderr}");
+        return JsonDocument.Parse(File.ReadAllText(json));
+    }
+
+    /// <summary>onload-pingpong --server-mode --sockperf (with --tcp: over TCP) on the stack; an unmodified
+    /// <c>sockperf ping-pong</c> runs against it for 1 s. Returns sockperf's output and its sent and received
+    /// counts for the valid duration.</summary>
+    private (string Output, long Sent, long Received) SockperfAgainstServerMode(bool tcp, int size)
+    {
+        string[] tcpArgs = tcp ? ["--tcp"] : [];
+        using var server = _pair.Stack.Start(Dist.Bin("onload-pingpong"), ["--server-mode", .. tcpArgs, "--sockperf",
+            "--vnic", "af_packet:" + _pair.StackIf, "--addr", _pair.StackAddress + "/24", "--port", Port.ToString(CultureInfo.InvariantCulture)]);
+        server.WaitForOutput("server ready", Deadline);
+
+        string output = _pair.Kernel.Exec($"sockperf ping-pong {(tcp ? "--tcp " : "")}-i {_pair.StackAddress} -p {Port} -m {size} -t 1");
+
+        var valid = ValidDuration().Match(output);
+        Assert.That(valid.Success, Is.True, output);
+        return (output, long.Parse(valid.Groups[1].Value, CultureInfo.InvariantCulture),
+            long.Parse(valid.Groups[2].Value, CultureInfo.InvariantCulture));
     }
 
     [GeneratedRegex(@"\[Valid Duration\].*SentMessages=(\d+); ReceivedMessages=(\d+)")]

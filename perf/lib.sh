@@ -1,0 +1,263 @@
+# Helpers shared by perf/latency.sh and perf/tcp.sh; sourced, not run.
+#
+# The sourcing script sets, before calling anything here:
+#   NAME                     prefix of its messages ("latency", "tcp")
+#   NS_K NS_C IF_K IF_C      the kernel-server and client namespaces and the veth ends in them
+#   ADDR_K ADDR_C PREFIX     the kernel's addresses on those ends
+#   PINGPONG CLIENT_CPU SERVER_CPU
+# and then calls check_host, set_pinning and start_workdir (which installs the cleanup traps).
+
+die() { echo "$NAME: $*" >&2; exit 1; }
+say() { printf '\n== %s\n' "$*"; }
+
+# Root, bash 5.1 (for wait -n -p), the tools given, and a built onload-pingpong; dies naming what is missing.
+check_host() {  # make-target tool...
+    local target=$1 tool
+    shift
+    ((BASH_VERSINFO[0] > 5 || (BASH_VERSINFO[0] == 5 && BASH_VERSINFO[1] >= 1))) || die "needs bash 5.1 or later"
+    [[ $(id -u) -eq 0 ]] || die "must run as root: it creates network namespaces and opens AF_PACKET/AF_XDP sockets (try: sudo make $target)"
+    for tool in "$@"; do
+        command -v "$tool" >/dev/null || die "$tool not found (make deps installs it)"
+    done
+    [[ -x $PINGPONG ]] || die "$PINGPONG not found or not executable (run make first)"
+}
+
+# Installs the Debian packages of those tools that are missing.
+install_missing() {  # tool...
+    local tool missing=()
+    for tool in "$@"; do
+        command -v "$tool" >/dev/null || missing+=("$tool")
+    done
+    ((${#missing[@]})) || return 0
+    echo "$NAME: installing ${missing[*]} (Debian packages)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# Sets ncpu, pin_client and pin_server (taskset prefixes, empty on one CPU) and pinning (for the report).
+set_pinning() {  # description-when-pinned
+    ncpu=$(nproc)
+    pin_client=(taskset -c "$CLIENT_CPU")
+    pin_server=(taskset -c "$SERVER_CPU")
+    pinning=$1
+    if ((ncpu < 2)); then
+        pin_client=()
+        pin_server=()
+        pinning="not pinned (1 CPU)"
+    fi
+}
+
+# Makes $workdir (removed on exit), the nap FIFO, and installs the cleanup traps.
+start_workdir() {  # mktemp-prefix
+    workdir=$(mktemp -d "${TMPDIR:-/tmp}/$1.XXXXXX")
+    pids=()   # every process this script started in the background
+    # A FIFO that never gets data: `read -t` on it sleeps without starting a process (see nap).
+    mkfifo "$workdir/nap"
+    exec {nap_fd}<>"$workdir/nap"
+    trap cleanup EXIT
+    trap 'echo "$NAME: interrupted" >&2; exit 130' INT
+    trap 'echo "$NAME: terminated" >&2; exit 143' TERM
+}
+
+nap() { read -r -t "$1" -u "$nap_fd" _ || true; }
+
+# ---------------------------------------------------------------------------------------------
+# Cleanup: kill what we started (by pid: TERM, then KILL), then delete the namespaces.
+
+# Whether a process runs (a zombie, dead but not yet waited for, does not).
+alive() {
+    local state=""
+    [[ -r /proc/$1/stat ]] && read -r _ _ state _ <"/proc/$1/stat" 2>/dev/null
+    [[ -n $state && $state != Z ]]
+}
+
+stop_pids() {
+    local pid live=() n
+    for pid in "$@"; do
+        if alive "$pid"; then
+            live+=("$pid")
+        else
+            wait "$pid" 2>/dev/null || true
+        fi
+    done
+    ((${#live[@]})) || return 0
+    kill -TERM "${live[@]}" 2>/dev/null || true
+    for ((n = 0; n < 30; n++)); do
+        for pid in "${live[@]}"; do
+            alive "$pid" && break
+            pid=""
+        done
+        [[ -n $pid ]] || break
+        nap 0.1
+    done
+    for pid in "${live[@]}"; do
+        if alive "$pid"; then
+            echo "$NAME: pid $pid ($(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)) ignored SIGTERM for 3 s: SIGKILL" >&2
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+        wait "$pid" 2>/dev/null || true
+    done
+}
+stop_pid() { stop_pids "$1"; }
+
+# Anything still running inside our namespaces (a run killed with SIGKILL leaves its servers there) is
+# ours; then the namespaces go, and with them the veth.
+sweep() {
+    local ns pid
+    for ns in "$NS_K" "$NS_C"; do
+        if [[ -e /run/netns/$ns ]]; then
+            for pid in $(ip netns pids "$ns" 2>/dev/null); do
+                kill -KILL "$pid" 2>/dev/null || true
+            done
+            ip netns del "$ns" 2>/dev/null || true
+        fi
+    done
+    ip link del "$IF_K" 2>/dev/null || true
+}
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    ((${#pids[@]} == 0)) || stop_pids "${pids[@]}"
+    sweep
+    exec {nap_fd}>&- 2>/dev/null || true
+    rm -rf "$workdir"
+    exit "$rc"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Processes.
+
+# Starts "$@" in the background with output to a log file; sets $last_pid. With job control on for the
+# moment, it gets a process group of its own: Ctrl-C reaches this script alone, whose trap stops everything
+# in order (otherwise a client that catches SIGINT would have bash wait on, taking the signal as handled).
+start_bg() {
+    local log=$1
+    shift
+    set -m
+    "$@" >"$log" 2>&1 </dev/null &
+    last_pid=$!
+    set +m
+    pids+=("$last_pid")
+}
+
+# Waits for a background process, but no longer than LIMIT seconds (then TERM, KILL). Returns its status.
+# `wait` returns at once when a trapped signal (Ctrl-C) arrives, so the traps run without delay.
+wait_for() {
+    local pid=$1 limit=$2 rc=0 dog first=""
+    sleep "$limit" &
+    dog=$!
+    pids+=("$dog")
+    wait -n -p first "$pid" "$dog" || rc=$?
+    if [[ $first == "$dog" ]]; then
+        echo "$NAME: pid $pid still running after ${limit}s: stopping it" >&2
+        stop_pid "$pid"
+        return 124
+    fi
+    stop_pid "$dog"
+    return "$rc"
+}
+
+# Waits until a log file contains a pattern, while the process lives, for at most 10 s.
+wait_log() {
+    local pid=$1 log=$2 pattern=$3
+    local deadline=$((SECONDS + 10))
+    until grep -q "$pattern" "$log" 2>/dev/null; do
+        kill -0 "$pid" 2>/dev/null || return 1
+        ((SECONDS < deadline)) || return 1
+        nap 0.05
+    done
+}
+
+# Waits until a port is bound (udp) or listens (tcp) in a namespace, while its process lives, for at most 10 s.
+wait_port() {  # ns udp|tcp port pid
+    local ns=$1 proto=$2 port=$3 pid=$4 flags
+    [[ $proto == udp ]] && flags=-Hlun || flags=-Hltn
+    local deadline=$((SECONDS + 10))
+    until ip netns exec "$ns" ss "$flags" "sport = :$port" 2>/dev/null | grep -q .; do
+        alive "$pid" || return 1
+        ((SECONDS < deadline)) || return 1
+        nap 0.05
+    done
+}
+
+# ---------------------------------------------------------------------------------------------
+# The veth pair.
+
+offloads() {  # on|off, both ends
+    ip netns exec "$NS_K" ethtool -K "$IF_K" tx "$1" tso "$1" gso "$1" gro "$1" >/dev/null
+    ip netns exec "$NS_C" ethtool -K "$IF_C" tx "$1" tso "$1" gso "$1" gro "$1" >/dev/null
+}
+
+# Two namespaces joined by a veth, IPv6 off, offloads off on both ends (every frame carries a finished checksum
+# and is no larger than the MTU), the kernel's addresses on both ends. Sweeps what an earlier run left first.
+make_veth_pair() {
+    local ns
+    sweep
+    ip netns add "$NS_K"
+    ip netns add "$NS_C"
+    for ns in "$NS_K" "$NS_C"; do
+        # IPv6 off before the veth exists, so that it never sends router solicitations or DAD probes.
+        ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+        ip -n "$ns" link set lo up
+    done
+    ip -n "$NS_K" link add "$IF_K" type veth peer name "$IF_C" netns "$NS_C"
+    offloads off
+    ip -n "$NS_K" addr add "$ADDR_K/$PREFIX" dev "$IF_K"
+    ip -n "$NS_C" addr add "$ADDR_C/$PREFIX" dev "$IF_C"
+    ip -n "$NS_K" link set "$IF_K" up
+    ip -n "$NS_C" link set "$IF_C" up
+}
+
+# ---------------------------------------------------------------------------------------------
+# Results. The sourcing script declares the R_* arrays it records into (at least R_STATUS and R_NOTE).
+
+failed_rows=0
+
+record_skip() { R_STATUS[$1]=skipped; R_NOTE[$1]=$2; echo "row $1: skipped: $2"; }
+record_fail() {
+    R_STATUS[$1]=failed; R_NOTE[$1]=$2; echo "row $1: FAILED: $2" >&2
+    failed_rows=$((failed_rows + 1))
+}
+
+# sockperf prints e.g. "---> percentile 99.900 =   54.480" and "[Valid Duration] ... ReceivedMessages=47661",
+# with colour escapes around some lines. Sets sp_median sp_p99 sp_p999 sp_max sp_samples sp_sent; returns 1
+# if any but sp_sent is missing.
+read_sockperf() {  # log
+    local clean
+    clean=$(sed 's/\x1b\[[0-9;]*m//g' "$1")
+    sp_median=$(sed -n 's/.*percentile 50\.000 = *\([0-9.]*\).*/\1/p' <<<"$clean")
+    sp_p99=$(sed -n 's/.*percentile 99\.000 = *\([0-9.]*\).*/\1/p' <<<"$clean")
+    sp_p999=$(sed -n 's/.*percentile 99\.900 = *\([0-9.]*\).*/\1/p' <<<"$clean")
+    sp_max=$(sed -n 's/.*<MAX> observation = *\([0-9.]*\).*/\1/p' <<<"$clean")
+    sp_samples=$(sed -n 's/.*\[Valid Duration\].*ReceivedMessages=\([0-9]*\).*/\1/p' <<<"$clean")
+    sp_sent=$(sed -n 's/.*\[Valid Duration\].*SentMessages=\([0-9]*\).*/\1/p' <<<"$clean")
+    [[ -n $sp_median && -n $sp_p99 && -n $sp_p999 && -n $sp_max && -n $sp_samples ]]
+}
+
+# onload-pingpong --json (and tcp_crr) write one "key": value per line.
+json_field() { sed -n "s/^ *\"$2\": *\"\{0,1\}\([^\",]*\)\"\{0,1\},\{0,1\}\$/\1/p" "$1"; }
+
+have_kind() { "$PINGPONG" --list-kinds | grep -qx "$1"; }
+
+# ---------------------------------------------------------------------------------------------
+# The report.
+
+ratio() {  # value base: 3 significant digits, or "" without a base
+    awk -v v="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3g", v / b }'
+}
+fmt() { awk -v v="$1" 'BEGIN { f = v >= 100 ? "%.0f" : (v >= 10 ? "%.1f" : "%.2f"); printf f, v }'; }
+json_str() { printf '"%s"' "$(printf '%s' "$1" | tr -d '\000-\037' | sed 's/\\/\\\\/g; s/"/\\"/g')"; }
+
+# Copies the report into DIR, prints it, and exits non-zero if a row failed.
+publish() {  # dir md json
+    local dir=$1 md=$2 json=$3
+    cp "$md" "$dir/$(basename "$md")"
+    cp "$json" "$dir/$(basename "$json")"
+    say "results ($dir/$(basename "$md"), $dir/$(basename "$json"))"
+    cat "$md"
+    if ((failed_rows > 0)); then
+        echo "$NAME: $failed_rows row(s) failed" >&2
+        exit 1
+    fi
+}
