@@ -4,8 +4,9 @@ using Onload.Stack.Wire;
 namespace Onload.Stack;
 
 // Congestion control: slow start (RFC 5681), congestion avoidance by CUBIC (RFC 9438) or NewReno, and loss
-// recovery: entered when RACK, three duplicate ACKs or a timeout find a segment lost; during it the pipe (RFC 6675)
-// governs what is sent; left when the ACK passes the recovery point (RFC 6582's "recover").
+// recovery: entered when RACK, three duplicate ACKs or a timeout find a segment lost; during fast recovery
+// proportional rate reduction (RFC 6937) sets the window against the pipe (RFC 6675) on every ACK, so data keeps
+// flowing while the window comes down; left when the ACK passes the recovery point (RFC 6582's "recover").
 public sealed partial class NetStack
 {
     private const uint MaxCwnd = 1u << 30;
@@ -41,12 +42,16 @@ public sealed partial class NetStack
     }
 
     /// <summary>A segment was found lost: recovery starts and the lost segment goes at once (fast retransmit,
-    /// RFC 5681 §3.2), whatever the window; after that the pipe rules.</summary>
+    /// RFC 5681 §3.2), whatever the window; after that PRR sets the window on each ACK (RFC 6937 §3: RecoverFS =
+    /// SND.NXT − SND.UNA, prr_delivered = prr_out = 0).</summary>
     private void EnterRecovery(int c)
     {
         ref var t = ref _tcp[c];
         t.Ssthresh = CongestionSsthresh(c);
-        t.Cwnd = t.Ssthresh;
+        t.RecoverFs = Math.Max(t.SndMax - t.SndUna, 1u);
+        t.PrrDelivered = 0;
+        t.PrrOut = 0;
+        t.Cwnd = Math.Min(t.Cwnd, EffectivePipe(c) + t.SndMss);
         t.InRecovery = true;
         t.RtoRecovery = false;
         t.Recover = t.SndMax - 1;
@@ -58,13 +63,13 @@ public sealed partial class NetStack
         RetransmitNextLost(c);
     }
 
-    /// <summary>The ACK passed the recovery point: RFC 6582 §3.2 step 3's deflation after fast recovery; after a
-    /// timeout the window slow-started back already.</summary>
+    /// <summary>The ACK passed the recovery point: the window is ssthresh (RFC 6937 §3); after a timeout the window
+    /// slow-started back already.</summary>
     private void ExitRecovery(int c)
     {
         ref var t = ref _tcp[c];
         if (!t.RtoRecovery)
-            t.Cwnd = Math.Min(t.Ssthresh, Math.Max(t.SndMax - t.SndUna, t.SndMss) + t.SndMss);
+            t.Cwnd = t.Ssthresh;
         t.InRecovery = false;
         t.RtoRecovery = false;
         t.DupAcks = 0;
@@ -113,6 +118,28 @@ public sealed partial class NetStack
             return;
         MarkLost(c, ref SentSegment(c, 0));
         EnterRecovery(c);
+    }
+
+    /// <summary>
+    /// RFC 6937 §3, on every ACK in fast recovery: <paramref name="delivered"/> bytes reached the receiver (the
+    /// cumulative ACK's advance plus the change in SACKed bytes, one segment for a duplicate ACK without SACK).
+    /// While the pipe is above ssthresh, send in proportion to what was delivered (PRR); below it, slow-start back
+    /// up to ssthresh, at most one segment more than delivered (PRR-SSRB). The window is the pipe plus that.
+    /// </summary>
+    private void ProportionalRateReduction(int c, uint delivered)
+    {
+        ref var t = ref _tcp[c];
+        t.PrrDelivered += delivered;
+        uint pipe = EffectivePipe(c);
+        long sendable;
+        if (pipe > t.Ssthresh)
+            sendable = (long)(((ulong)t.PrrDelivered * t.Ssthresh + t.RecoverFs - 1) / t.RecoverFs) - t.PrrOut;
+        else
+        {
+            long limit = Math.Max((long)t.PrrDelivered - t.PrrOut, delivered) + t.SndMss;
+            sendable = Math.Min((long)t.Ssthresh - pipe, limit);
+        }
+        t.Cwnd = pipe + (uint)Math.Max(0, sendable);
     }
 
     /// <summary>The pipe the window is compared with: without SACK, less one segment per duplicate ACK.</summary>

@@ -319,6 +319,8 @@ public sealed partial class NetStack
             return false;
         }
         uint window = (uint)seg.Window << t.SndWndShift;
+        uint unaBefore = t.SndUna;
+        uint sackedBefore = t.SackedBytes;
         if (t.SackPermitted && options.SackCount > 0)
             SackInput(c, options, ack);
         bool advanced = Seq.Gt(ack, t.SndUna);
@@ -348,6 +350,13 @@ public sealed partial class NetStack
             RackDetectLoss(c);
             if (t.LostCount > 0 && !t.InRecovery)
                 EnterRecovery(c);
+        }
+        if (t.InRecovery && !t.RtoRecovery)
+        {
+            long delivered = (long)(ack - unaBefore) + ((long)t.SackedBytes - sackedBefore);
+            if (!t.SackPermitted && !advanced && ack == unaBefore)
+                delivered = t.SndMss; // RFC 6937 §3: a duplicate ACK without SACK delivered one segment
+            ProportionalRateReduction(c, (uint)Math.Max(0, delivered));
         }
 
         // Window update (RFC 9293 §3.10.7.4): from a newer segment, or the same one acknowledging more.

@@ -76,6 +76,8 @@ public sealed partial class NetStack
         if (!TcpSendSegment(c, t.SndNxt, length, flags))
             return false;
         RecordSent(c, t.SndNxt, length, finNow);
+        if (t.InRecovery && !t.RtoRecovery)
+            t.PrrOut += (uint)length + (finNow ? 1u : 0u);
         t.SndNxt += (uint)length + (finNow ? 1u : 0u);
         t.SndMax = t.SndNxt;
         if (finNow)

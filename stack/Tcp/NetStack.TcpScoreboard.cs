@@ -36,14 +36,20 @@ public sealed partial class NetStack
         if (r.InPipe)
             t.Pipe -= r.Length;
         if ((r.Flags & SentFlags.Sacked) != 0)
+        {
             t.SackedCount--;
+            t.SackedBytes -= r.Length;
+        }
         if (WaitsForRetransmit(r.Flags))
             t.LostCount--;
         r.Flags = flags;
         if (r.InPipe)
             t.Pipe += r.Length;
         if ((r.Flags & SentFlags.Sacked) != 0)
+        {
             t.SackedCount++;
+            t.SackedBytes += r.Length;
+        }
         if (WaitsForRetransmit(r.Flags))
             t.LostCount++;
     }
@@ -206,7 +212,10 @@ public sealed partial class NetStack
         SetSentFlags(c, ref r, now);
         Counters.TcpRetransSegs++;
         if (t.InRecovery && !t.RtoRecovery)
+        {
             Counters.TcpExtTCPFastRetrans++;
+            t.PrrOut += r.Length;
+        }
         return true;
     }
 }

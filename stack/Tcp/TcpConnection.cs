@@ -138,6 +138,8 @@ public struct TcpConnection
     /// <summary>Records SACKed, and records lost and waiting to be sent again.</summary>
     public int SackedCount;
     public int LostCount;
+    /// <summary>Bytes in records SACKed (RFC 6937's DeliveredData counts its change).</summary>
+    public uint SackedBytes;
     public RetransmitKind RetransmitKind;
     /// <summary>When the retransmission timer fires (clock ns), whatever its kind.</summary>
     public long RetransmitAt;
@@ -168,6 +170,10 @@ public struct TcpConnection
     public bool RtoRecovery;
     /// <summary>The highest sequence number sent when recovery began (RFC 6582 §3.2); recovery ends past it.</summary>
     public uint Recover;
+    // Proportional rate reduction during fast recovery (RFC 6937 §3).
+    public uint PrrDelivered;
+    public uint PrrOut;
+    public uint RecoverFs;
     public CubicState Cubic;
 
     // Closing.

@@ -203,10 +203,15 @@ public class TcpSackScriptTests
         // Segment 2 arrives ahead of 0 and 1: reordering is not yet proven, so RACK allows minRTT/4 for it.
         Assert.That(AckAt(c, sackedAt, s[0].Seq, Block(s[2], s[2])), Is.Empty, "nothing retransmitted at once");
 
+        // Both segments sent before the SACKed one are lost minRTT/4 after the SACK; proportional rate reduction
+        // (RFC 6937 §3, PRR-SSRB) lets one go at once and the next with the next ACK.
         var log = Run(c.Peer, Rtt);
-        Assert.That(log.Select(e => e.Seg.Seq), Is.EqualTo(new[] { s[0].Seq, s[1].Seq }), "the two sent before the SACKed one");
-        Assert.That(log.Select(e => e.At - sackedAt), Is.All.InRange(Rtt / 4, Rtt / 4 + Ms), "minRTT/4 after the SACK");
+        Assert.That(log.Select(e => e.Seg.Seq), Is.EqualTo(new[] { s[0].Seq }), "the first sent before the SACKed one");
+        Assert.That(log[0].At - sackedAt, Is.InRange(Rtt / 4, Rtt / 4 + Ms), "minRTT/4 after the SACK");
         Assert.That(log[0].Seg.Payload, Is.EqualTo(data.AsSpan(0, Mss).ToArray()));
+        Assert.That(Row(c).LostCount, Is.EqualTo(1), "the second is marked lost too, waiting for the window");
+        Expect(AckAt(c, log[0].At + Rtt, s[0].Seq, Block(s[2], s[3])), Ack, seq: s[1].Seq, length: Mss,
+            why: "the next ACK lets the second go");
         var n = c.Stack.Counters;
         Assert.That(n.TcpExtTCPSackRecovery, Is.EqualTo(1));
         Assert.That(n.TcpExtTCPTimeouts, Is.Zero);
