@@ -61,11 +61,21 @@ public sealed record StackOptions
     /// <summary>TCP connections and listeners the stack can hold.</summary>
     public int TcpConnections { get; init; } = 256;
 
-    /// <summary>Send and receive buffer per connection (powers of two; Linux's tcp_wmem/tcp_rmem defaults are
-    /// 16 KiB and 128 KiB, growing by auto-tuning, which arrives with issue 5).</summary>
-    public int TcpSendBufferBytes { get; init; } = 256 * 1024;
+    /// <summary>The most a connection's send and receive buffers grow to: each row's rings, powers of two
+    /// (net.ipv4.tcp_wmem max 4 MiB; tcp_rmem max 6 MiB, rounded down to a power of two). Virtual memory
+    /// only: a ring's pages are touched as its buffer grows into them.</summary>
+    public int TcpSendBufferBytes { get; init; } = 4 << 20;
 
-    public int TcpReceiveBufferBytes { get; init; } = 256 * 1024;
+    public int TcpReceiveBufferBytes { get; init; } = 4 << 20;
+
+    /// <summary>Where the buffers start (tcp_wmem and tcp_rmem defaults, 16 KiB and 128 KiB): the send buffer grows
+    /// with cwnd, the receive buffer by auto-tuning, each up to its ring; SO_SNDBUF/SO_RCVBUF fix them instead.</summary>
+    public int TcpSendBufferInitialBytes { get; init; } = 16 * 1024;
+
+    public int TcpReceiveBufferInitialBytes { get; init; } = 128 * 1024;
+
+    /// <summary>Receive buffer auto-tuning (net.ipv4.tcp_moderate_rcvbuf = 1).</summary>
+    public bool TcpModerateRcvbuf { get; init; } = true;
 
     /// <summary>Maximum segment lifetime; TIME_WAIT lasts twice this (Linux: 60 s of TIME_WAIT).</summary>
     public long TcpMslNs { get; init; } = 30_000_000_000;

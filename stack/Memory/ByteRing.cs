@@ -23,4 +23,20 @@ public static class ByteRing
         if (first < destination.Length)
             ring[..(destination.Length - first)].CopyTo(destination[first..]);
     }
+
+    /// <summary>
+    /// Doubles a ring's extent in place: <paramref name="ring"/> is the doubled ring, whose first half held the
+    /// <paramref name="length"/> bytes (at most half the ring) from <paramref name="position"/>. Afterwards they are
+    /// where masking by the doubled extent finds them. Those now mapped to the upper half move up by the old extent;
+    /// source and destination never overlap.
+    /// </summary>
+    public static void Double(Span<byte> ring, uint position, int length)
+    {
+        int half = ring.Length / 2;
+        int at = (int)(position & (uint)(ring.Length - 1));
+        int from = Math.Max(at, half);
+        int to = Math.Min(at + length, ring.Length);
+        if (to > from)
+            ring[(from - half)..(to - half)].CopyTo(ring[from..]);
+    }
 }

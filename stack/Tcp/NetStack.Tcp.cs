@@ -39,10 +39,6 @@ public sealed partial class NetStack
         t.KeepIntervalNs = Options.TcpKeepIntervalNs;
         t.KeepCount = Options.TcpKeepCount;
         t.Congestion = Options.TcpCongestionControl;
-        byte shift = 0;
-        while ((t.RcvBufSize >> shift) > ushort.MaxValue && shift < 14)
-            shift++;
-        t.RcvWndShift = shift;
         if (inheritFrom >= 0)
         {
             // Options set on a listener pass to the connections it accepts, as on Linux.
@@ -56,6 +52,7 @@ public sealed partial class NetStack
             t.UserTimeoutNs = l.UserTimeoutNs;
             t.LingerZero = l.LingerZero;
         }
+        TcpInitialiseBuffers(c, inheritFrom);
     }
 
     /// <summary>The send sequence space from the ISS: the SYN is outstanding, nothing else is.</summary>
@@ -285,6 +282,7 @@ public sealed partial class NetStack
             ByteRing.Read(_tcp.ReceiveRing(c), t.RcvRead - t.Irs - 1, buffer[..n]);
             uint before = RcvWindow(c);
             t.RcvRead += (uint)n;
+            TcpRcvSpaceAdjust(c);
             // A window update when reading opened the window a good deal (RFC 9293 §3.8.6.2.2).
             if (t.State is TcpState.Established or TcpState.FinWait1 or TcpState.FinWait2 &&
                 RcvWindow(c) - before >= Math.Min((uint)t.RcvBufSize / 2, 2u * (uint)TcpOwnMss) &&

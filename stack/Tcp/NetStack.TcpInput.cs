@@ -181,6 +181,7 @@ public sealed partial class NetStack
         ref var t = ref _tcp[c];
         SetState(ref t, TcpState.Established);
         t.Backoff = 0;
+        TcpInitBufferSpace(c);
         ArmKeepalive(c);
     }
 
@@ -277,7 +278,10 @@ public sealed partial class NetStack
         if (t.State is TcpState.Established or TcpState.FinWait1 or TcpState.FinWait2)
         {
             if (payload.Length > 0)
+            {
+                TcpRcvRttMeasure(c, options, payload.Length);
                 ReceiveData(c, seq, payload);
+            }
         }
         if ((flags & TcpFlags.Fin) != 0 && seq + (uint)payload.Length == t.RcvNxt && !t.FinReceived)
             ReceiveFin(c);
@@ -338,6 +342,7 @@ public sealed partial class NetStack
             t.Backoff = 0;
             t.RetransmitStartedAt = 0;
             OnNewAck(c, acked, records, pipeBefore);
+            TcpSndBufExpand(c); // Linux's tcp_new_space: the ACK freed room, and cwnd may have grown
         }
         else if (ack == t.SndUna && seg.Payload.Length == 0 && (seg.Flags & TcpFlags.Fin) == 0 &&
                  t.SndMax != t.SndUna && window == t.SndWnd)
@@ -443,7 +448,8 @@ public sealed partial class NetStack
             data = data[(int)skip..];
             seq = t.RcvNxt;
         }
-        uint limit = t.RcvRead + (uint)t.RcvBufSize;
+        // Up to the buffer, or to the right edge offered if SO_RCVBUF has since made the buffer smaller.
+        uint limit = Seq.Max(t.RcvRead + (uint)t.RcvBufSize, t.RcvAdv);
         if (Seq.Gt(seq + (uint)data.Length, limit))
         {
             if (Seq.Ge(seq, limit))

@@ -11,7 +11,7 @@ namespace Onload.Stack.Tcp;
 /// </summary>
 public struct OutOfOrderRanges
 {
-    public const int Capacity = 16;
+    public const int Capacity = 64;
 
     private Ranges _ranges;
     private Stamps _stamps;

@@ -96,7 +96,12 @@ public struct TcpConnection
     public uint SndWl2;
     /// <summary>Bytes the application wrote that are not yet acknowledged: the send buffer holds [SND.UNA, SND.UNA + this).</summary>
     public int SndQueued;
+    /// <summary>What send() may queue: grown with cwnd (Linux's tcp_sndbuf_expand) up to the ring, or set by SO_SNDBUF.</summary>
     public int SndBufSize;
+    /// <summary>The part of the send ring in use (a power of two ≥ <see cref="SndBufSize"/>).</summary>
+    public int SndRingSize;
+    /// <summary>SO_SNDBUF was set: no growth with cwnd (Linux's SOCK_SNDBUF_LOCK).</summary>
+    public bool SndBufLocked;
     /// <summary>Shift the peer applies to the windows it advertises (its Window Scale option).</summary>
     public byte SndWndShift;
     public ushort SndMss;
@@ -108,7 +113,21 @@ public struct TcpConnection
     public uint RcvRead;
     /// <summary>The right edge last advertised (RCV.NXT + RCV.WND when sent): never moved left (RFC 9293 §3.8.6.2).</summary>
     public uint RcvAdv;
+    /// <summary>What the receive window may offer: auto-tuned (Linux's tcp_rcv_space_adjust) up to the ring, or set by
+    /// SO_RCVBUF.</summary>
     public int RcvBufSize;
+    /// <summary>The part of the receive ring in use (a power of two ≥ <see cref="RcvBufSize"/>).</summary>
+    public int RcvRingSize;
+    /// <summary>SO_RCVBUF was set: no auto-tuning (Linux's SOCK_RCVBUF_LOCK).</summary>
+    public bool RcvBufLocked;
+    /// <summary>Dynamic right-sizing (Linux's rcvq_space): bytes the application read in the last measured round
+    /// trip, and where and when the current measurement began.</summary>
+    public int RcvSpace;
+    public uint RcvSpaceSeq;
+    public long RcvSpaceTime;
+    /// <summary>The receiver's round-trip estimate from echoed timestamps, ns (Linux's rcv_rtt_est); 0 until measured.</summary>
+    public long RcvRtt;
+    public uint RcvRttLastTsEcr;
     /// <summary>Shift we apply to the windows we advertise.</summary>
     public byte RcvWndShift;
     /// <summary>Out-of-order data already in the receive ring beyond RCV.NXT.</summary>

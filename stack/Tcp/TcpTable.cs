@@ -43,6 +43,7 @@ public sealed unsafe class TcpTable : IDisposable, IPortTable
     }
 
     public int Capacity => _rows.Length;
+    /// <summary>The most a connection's send or receive buffer can grow to: the ring's full size.</summary>
     public int SendBufferSize { get; }
     public int ReceiveBufferSize { get; }
     /// <summary>Segments one connection may have in flight (a power of two).</summary>
@@ -67,8 +68,8 @@ public sealed unsafe class TcpTable : IDisposable, IPortTable
         t.AcceptHead = t.AcceptTail = -1;
         t.SynHead = t.SynNext = t.SynPrev = -1;
         t.HashNext = -1;
-        t.SndBufSize = SendBufferSize;
-        t.RcvBufSize = ReceiveBufferSize;
+        t.SndBufSize = t.SndRingSize = SendBufferSize;
+        t.RcvBufSize = t.RcvRingSize = ReceiveBufferSize;
         Open++;
         return c;
     }
@@ -86,9 +87,11 @@ public sealed unsafe class TcpTable : IDisposable, IPortTable
         Open--;
     }
 
-    public Span<byte> SendRing(int c) => new(_arena + (long)c * _rowBytes, SendBufferSize);
+    /// <summary>The send ring as far as the connection uses it (<see cref="TcpConnection.SndRingSize"/>): pages
+    /// beyond are never touched until the buffer grows into them.</summary>
+    public Span<byte> SendRing(int c) => new(_arena + (long)c * _rowBytes, _rows[c].SndRingSize);
 
-    public Span<byte> ReceiveRing(int c) => new(_arena + (long)c * _rowBytes + SendBufferSize, ReceiveBufferSize);
+    public Span<byte> ReceiveRing(int c) => new(_arena + (long)c * _rowBytes + SendBufferSize, _rows[c].RcvRingSize);
 
     /// <summary>The ring of records of the segments sent and not yet cumulatively acknowledged, in sequence order
     /// from <see cref="TcpConnection.SentHead"/>.</summary>

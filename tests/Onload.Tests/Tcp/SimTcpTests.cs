@@ -14,7 +14,7 @@ public class SimTcpTests
     private const long Ms = 1_000_000;
 
     /// <summary>Connects A (client) to B (server on port 80); returns (client, accepted).</summary>
-    private static (int Client, int Server) Connect(SimPair pair)
+    internal static (int Client, int Server) Connect(SimPair pair)
     {
         int l = pair.B.TcpOpen();
         Assert.That(pair.B.TcpBind(l, new(Ipv4Address.Any, 80)), Is.Zero);

@@ -237,6 +237,9 @@ public class TcpSackScriptTests
     {
         using var c = Sender(sack: false, rtt: LongRtt);
         Assert.That(c.Stack.TcpSetCongestionControl(c.Socket, algorithm), Is.Zero);
+        // The send buffer grows with cwnd from twice the initial window; the filler must wait behind the window
+        // from the start, so the script fixes the buffer (SO_SNDBUF) rather than follow its growth.
+        Assert.That(c.Stack.TcpSetSendBuffer(c.Socket, 256 * 1024), Is.Zero);
         var (s, sentAt, _) = SendSegments(c, 10);
         var filler = new byte[128 * Mss];
         Assert.That(c.Stack.TcpSend(c.Socket, filler), Is.EqualTo(filler.Length), "more waits behind the window");
