@@ -14,6 +14,7 @@ public sealed partial class NetStack
     private readonly uint _tcpTimestampOffset;
     private readonly ulong _isnKey0;
     private readonly ulong _isnKey1;
+    private uint _connectPortCounter;
     private TokenBucket _challengeAcks;
 
     public TcpTable TcpConnections => _tcp;
@@ -199,8 +200,13 @@ public sealed partial class NetStack
         int rc = Route(remote.Address, out _, out _);
         if (rc != 0)
             return rc;
-        if (!t.Bound && (rc = TcpBind(c, new Ipv4Endpoint(Ipv4Address.Any, 0))) != 0)
-            return rc;
+        if (!t.Bound)
+        {
+            int port = PickConnectPort(remote);
+            if (port < 0)
+                return port;
+            _tcp.BindPort(c, (ushort)port);
+        }
         if (_tcp.Find(t.LocalPort, remote.Address, remote.Port) >= 0)
             return -(int)Errno.EADDRNOTAVAIL;
         t.RemoteAddress = remote.Address;

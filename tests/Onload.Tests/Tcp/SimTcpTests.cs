@@ -120,6 +120,28 @@ public class SimTcpTests
     }
 
     [Test]
+    public void Connections_to_one_server_take_the_ephemeral_ports_in_turn()
+    {
+        // RFC 6056 algorithm 3: a port comes back to the same server only after the others, so the server's
+        // TIME_WAIT for the last use is long gone (a random pick soon repeats one, and that connect stalls).
+        using var pair = new SimPair(5);
+        int l = pair.B.TcpOpen();
+        Assert.That(pair.B.TcpBind(l, new(Ipv4Address.Any, 80)), Is.Zero);
+        Assert.That(pair.B.TcpListen(l, 64), Is.Zero);
+        var ports = new List<int>();
+        for (int i = 0; i < 40; i++)
+        {
+            int c = pair.A.TcpOpen();
+            Assert.That(pair.A.TcpConnect(c, new(SimPair.AddressB.Address, 80)), Is.EqualTo(-(int)Errno.EINPROGRESS));
+            ports.Add(pair.A.TcpLocalEndpoint(c).Port);
+            Assert.That(pair.A.TcpClose(c), Is.Zero); // the port is free again at once
+        }
+        int first = pair.A.Options.EphemeralPortFirst, range = pair.A.Options.EphemeralPortLast - first + 1;
+        for (int i = 1; i < ports.Count; i++)
+            Assert.That(ports[i] - first, Is.EqualTo((ports[i - 1] - first + 1) % range), $"connection {i}: {string.Join(' ', ports)}");
+    }
+
+    [Test]
     public void Connect_to_a_closed_port_is_refused()
     {
         using var pair = new SimPair(seed: 31);
