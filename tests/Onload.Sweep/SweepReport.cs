@@ -130,6 +130,9 @@ internal sealed class SweepReport(IReadOnlyList<SweepRun> runs, ulong first, int
             Row(md, "", "RTOs", results.Select(r => (double)r.Timeouts), "F0");
             Row(md, "", "retransmitted segments", results.Select(r => (double)r.RetransSegs), "F0");
             Row(md, "", "recovery episodes", results.Select(r => (double)r.RecoveryEpisodes), "F0");
+            var episodes = results.SelectMany(r => r.RecoveryTimes).Select(ns => ns / 1e6).ToArray();
+            if (episodes.Length > 0)
+                Row(md, "", $"time in one recovery (ms; {episodes.Length} episodes)", episodes, "F1");
             Row(md, "", "loss probes", results.Select(r => (double)r.LossProbes), "F0");
         }
         md.AppendLine();

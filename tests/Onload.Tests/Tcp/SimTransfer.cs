@@ -64,6 +64,10 @@ public sealed record TransferResult(
     long HandshakeNs, long CompletionNs, long RetransSegs, long Timeouts, long RecoveryEpisodes, long LossProbes,
     int Error, string Detail)
 {
+    /// <summary>How long each recovery of the sender lasted (fast recovery or after a timeout), from the step that
+    /// found it in recovery to the step that found it out, in order (ns).</summary>
+    public IReadOnlyList<long> RecoveryTimes { get; init; } = [];
+
     public ulong Seed => Mix.Seed;
 
     /// <summary>Intact, or ended as Linux would end it.</summary>
@@ -148,6 +152,8 @@ public static class SimTransfer
         long received = 0;
         long firstDifference = -1;
         TransferOutcome? outcome = null;
+        var recoveryTimes = new List<long>();
+        long recoveryStart = -1;
         int error = 0;
 
         while (outcome == null)
@@ -221,6 +227,14 @@ public static class SimTransfer
                 break;
             }
             pair.RunFor(Math.Clamp(next - now, AppStepNs, Math.Max(AppStepNs, deadline - now)));
+            bool inRecovery = a.TcpConnections.IsValid(c) && a.TcpConnections[c].InRecovery;
+            if (inRecovery && recoveryStart < 0)
+                recoveryStart = pair.Clock.NowNanoseconds;
+            else if (!inRecovery && recoveryStart >= 0)
+            {
+                recoveryTimes.Add(pair.Clock.NowNanoseconds - recoveryStart);
+                recoveryStart = -1;
+            }
             step?.Invoke(pair, c, s);
         }
 
@@ -232,7 +246,10 @@ public static class SimTransfer
         var k = a.Counters;
         return new TransferResult(mix, options, outcome.Value, received, firstDifference,
             handshake, pair.Clock.NowNanoseconds - start, k.TcpRetransSegs, k.TcpExtTCPTimeouts,
-            k.TcpExtTCPSackRecovery + k.TcpExtTCPRenoRecovery, k.TcpExtTCPLossProbes, error, detail);
+            k.TcpExtTCPSackRecovery + k.TcpExtTCPRenoRecovery, k.TcpExtTCPLossProbes, error, detail)
+        {
+            RecoveryTimes = recoveryTimes,
+        };
     }
 
     /// <summary>The offset in the stream of the first byte of <paramref name="got"/> (read at
