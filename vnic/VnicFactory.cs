@@ -21,6 +21,17 @@ public sealed record VnicOptions
     /// </summary>
     public uint? LocalIpv4 { get; init; }
 
+    /// <summary>
+    /// AF_XDP only: filter mode, for an interface whose address the kernel holds (driverlink mode). The XDP program
+    /// then steers to the socket only the IPv4 TCP and UDP flows added with <c>AfXdpVnic.AddFilter</c> and passes
+    /// everything else, ARP included, to the kernel; <see cref="LocalIpv4"/> is not needed. False: direct mode, the
+    /// stack owns <see cref="LocalIpv4"/> and gets all of its traffic.
+    /// </summary>
+    public bool FilterMode { get; init; }
+
+    /// <summary>AF_XDP filter mode: entries in the filters map; an AddFilter beyond them is refused (ENOSPC).</summary>
+    public int MaxFilters { get; init; } = 1024;
+
     /// <summary>Bytes per packet buffer; null lets the backend choose one that fits its MTU.</summary>
     public int? BufferSize { get; init; }
 }

@@ -11,8 +11,9 @@ namespace Onload.Vnic.AfXdp;
 
 /// <summary>
 /// The <c>af_xdp:IF[:QUEUE]</c> backend: an AF_XDP socket on one RX queue of an interface, with its own XDP program
-/// that steers to it only the frames for the stack's address (<see cref="SteeringProgram"/>); the kernel keeps the
-/// rest. Raw system calls, no libxdp or libbpf (Documentation/networking/af_xdp.rst).
+/// that steers to it only the frames for the stack's address (direct mode, <see cref="SteeringProgram"/>) or only the
+/// TCP and UDP flows added with <see cref="AddFilter"/> (filter mode, <see cref="FlowFilterProgram"/>); the kernel
+/// keeps the rest. Raw system calls, no libxdp or libbpf (Documentation/networking/af_xdp.rst).
 /// </summary>
 /// <remarks>
 /// <para><b>The UMEM is the buffer pool.</b> The packet area registered with the kernel (XDP_UMEM_REG) is one
@@ -63,6 +64,7 @@ public sealed unsafe class AfXdpVnic : IVnic
     private int _xsk = -1;
     private int _xsksMap = -1;
     private int _groupsMap = -1;
+    private int _filtersMap = -1;
     private int _prog = -1;
     private int _link = -1;
     private XskRing _fill;
@@ -79,8 +81,9 @@ public sealed unsafe class AfXdpVnic : IVnic
     private XdpStatistics _statistics;
 
     private AfXdpVnic(string spec, string ifName, int ifIndex, int queue, MacAddress mac, int mtu, uint localIpv4,
-        int chunkSize, int bufferCount, int ringSize)
+        int chunkSize, int bufferCount, int ringSize, int maxFilters)
     {
+        MaxFilters = maxFilters;
         Spec = spec;
         _ifName = ifName;
         IfIndex = ifIndex;
@@ -115,8 +118,18 @@ public sealed unsafe class AfXdpVnic : IVnic
     /// <summary>The RX queue of the interface this socket is bound to (and its index in the XSKMAP).</summary>
     public int Queue { get; }
 
-    /// <summary>The address the XDP program steers to us (host byte order).</summary>
+    /// <summary>The address the XDP program steers to us in direct mode (host byte order); in filter mode what
+    /// <see cref="VnicOptions.LocalIpv4"/> said, or 0.</summary>
     public uint LocalIpv4 { get; }
+
+    /// <summary>Whether the program steers only added flows (<see cref="VnicOptions.FilterMode"/>).</summary>
+    public bool FilterMode => MaxFilters > 0;
+
+    /// <summary>Capacity of the filters map in filter mode; 0 in direct mode.</summary>
+    public int MaxFilters { get; }
+
+    /// <summary>Filters in the map now.</summary>
+    public int FilterCount { get; private set; }
 
     /// <summary>Whether the kernel bound the socket in zero-copy mode (the NIC's DMA writes into the UMEM).</summary>
     public bool ZeroCopy { get; private set; }
@@ -158,7 +171,7 @@ public sealed unsafe class AfXdpVnic : IVnic
     /// Opens <c>IF[:QUEUE]</c> (queue 0 by default) in the calling thread's network namespace: loads and attaches
     /// the steering program, creates the socket and its UMEM, binds (zero-copy if the driver can, else copy).
     /// </summary>
-    /// <exception cref="ArgumentException">Bad spec or options, or no <see cref="VnicOptions.LocalIpv4"/>.</exception>
+    /// <exception cref="ArgumentException">Bad spec or options, or no <see cref="VnicOptions.LocalIpv4"/> in direct mode.</exception>
     /// <exception cref="IOException">A system call failed; the message names it and errno.</exception>
     public static AfXdpVnic Open(string nameAndQueue, VnicOptions options)
     {
@@ -166,10 +179,13 @@ public sealed unsafe class AfXdpVnic : IVnic
         ArgumentNullException.ThrowIfNull(options);
         string spec = "af_xdp:" + nameAndQueue;
         var (ifname, queue) = ParseNameAndQueue(spec, nameAndQueue);
-        if (options.LocalIpv4 is not uint local)
+        uint local = options.LocalIpv4 ?? 0;
+        if (!options.FilterMode && options.LocalIpv4 is null)
             throw new ArgumentException($"{spec}: af_xdp needs VnicOptions.LocalIpv4, the stack's address, which its XDP program steers to the socket", nameof(options));
         if (options.RingSize < 2 || !BitOperations.IsPow2(options.RingSize))
             throw new ArgumentException($"{spec}: RingSize {options.RingSize} is not a power of two >= 2", nameof(options));
+        if (options.FilterMode && options.MaxFilters < 1)
+            throw new ArgumentException($"{spec}: MaxFilters {options.MaxFilters} is below 1", nameof(options));
         if (options.BufferCount < 4)
             throw new ArgumentException($"{spec}: BufferCount {options.BufferCount} is below 4", nameof(options));
 
@@ -177,7 +193,8 @@ public sealed unsafe class AfXdpVnic : IVnic
         var (mac, mtu) = ReadInterface(spec, ifname);
         int chunk = ChooseChunkSize(spec, mtu, options.BufferSize);
 
-        var vnic = new AfXdpVnic(spec, ifname, ifIndex, queue, mac, mtu, local, chunk, options.BufferCount, options.RingSize);
+        var vnic = new AfXdpVnic(spec, ifname, ifIndex, queue, mac, mtu, local, chunk, options.BufferCount, options.RingSize,
+            options.FilterMode ? options.MaxFilters : 0);
         try
         {
             vnic.CreateMapsAndProgram();
@@ -320,9 +337,12 @@ public sealed unsafe class AfXdpVnic : IVnic
     }
 
     /// <summary>Adds <paramref name="group"/> (host byte order) to the program's groups map: frames to it come here.
-    /// Not reference counted: one Leave undoes any number of Joins.</summary>
+    /// Not reference counted: one Leave undoes any number of Joins. In filter mode the kernel keeps multicast
+    /// (EOPNOTSUPP).</summary>
     public int JoinMulticast(uint group)
     {
+        if (FilterMode)
+            return _disposed ? -Errno.EBADF : -Errno.EOPNOTSUPP;
         if (_groupsMap < 0)
             return -Errno.EBADF;
         if ((group >> 28) != 0xE)
@@ -335,11 +355,74 @@ public sealed unsafe class AfXdpVnic : IVnic
     /// <summary>Removes <paramref name="group"/> from the groups map: its frames go to the kernel again.</summary>
     public int LeaveMulticast(uint group)
     {
+        if (FilterMode)
+            return _disposed ? -Errno.EBADF : -Errno.EOPNOTSUPP;
         if (_groupsMap < 0)
             return -Errno.EBADF;
         uint key = SteeringProgram.Wire(group);
         int rc = Bpf.MapDelete(_groupsMap, &key);
         return rc == -Errno.ENOENT ? -Errno.EADDRNOTAVAIL : rc;
+    }
+
+    /// <summary>
+    /// Filter mode: steers to this socket the IPv4 <paramref name="protocol"/> (TCP or UDP) frames for
+    /// <paramref name="localAddress"/>:<paramref name="localPort"/>, from anyone (a wild filter: remote address and
+    /// port both 0) or only from <paramref name="remoteAddress"/>:<paramref name="remotePort"/> (a full filter, tried
+    /// first). Addresses and ports in host byte order. Takes effect for the next frame.
+    /// </summary>
+    /// <returns>0; or a negated errno: EADDRINUSE if that exact filter exists, ENOSPC if the map holds
+    /// <see cref="MaxFilters"/> already, EINVAL for another protocol, a zero local address or port, or a remote half
+    /// given in part; EOPNOTSUPP in direct mode; EBADF once disposed.</returns>
+    public int AddFilter(System.Net.Sockets.ProtocolType protocol, uint localAddress, ushort localPort, uint remoteAddress = 0, ushort remotePort = 0)
+    {
+        if (!TryFilterKey(protocol, localAddress, localPort, remoteAddress, remotePort, out var key, out int error))
+            return error;
+        byte value = 1;
+        int rc = Bpf.MapUpdate(_filtersMap, &key, &value, Bpf.BPF_NOEXIST);
+        switch (rc)
+        {
+            case 0:
+                FilterCount++;
+                return 0;
+            case -Errno.EEXIST:
+                return -Errno.EADDRINUSE;
+            case -Errno.E2BIG: // a full hash map (kernel/bpf/hashtab.c)
+            case -Errno.ENOMEM:
+                return -Errno.ENOSPC;
+            default:
+                return rc;
+        }
+    }
+
+    /// <summary>Removes a filter <see cref="AddFilter"/> added (same arguments): its frames go to the kernel again.
+    /// Returns 0, or a negated errno: ENOENT if there is no such filter, else as AddFilter.</summary>
+    public int RemoveFilter(System.Net.Sockets.ProtocolType protocol, uint localAddress, ushort localPort, uint remoteAddress = 0, ushort remotePort = 0)
+    {
+        if (!TryFilterKey(protocol, localAddress, localPort, remoteAddress, remotePort, out var key, out int error))
+            return error;
+        int rc = Bpf.MapDelete(_filtersMap, &key);
+        if (rc == 0)
+            FilterCount--;
+        return rc;
+    }
+
+    private bool TryFilterKey(System.Net.Sockets.ProtocolType protocol, uint localAddress, ushort localPort,
+        uint remoteAddress, ushort remotePort, out FlowFilterKey key, out int error)
+    {
+        key = default;
+        error = _disposed ? -Errno.EBADF : !FilterMode ? -Errno.EOPNOTSUPP : 0;
+        if (error != 0)
+            return false;
+        bool wild = remoteAddress == 0 && remotePort == 0;
+        bool full = remoteAddress != 0 && remotePort != 0;
+        if (protocol is not (System.Net.Sockets.ProtocolType.Tcp or System.Net.Sockets.ProtocolType.Udp)
+            || localAddress == 0 || localPort == 0 || !(wild || full))
+        {
+            error = -Errno.EINVAL;
+            return false;
+        }
+        key = FlowFilterKey.From((byte)protocol, localAddress, localPort, remoteAddress, remotePort);
+        return true;
     }
 
     /// <summary>
@@ -355,6 +438,7 @@ public sealed unsafe class AfXdpVnic : IVnic
         CloseFd(ref _prog);
         CloseFd(ref _xsksMap);
         CloseFd(ref _groupsMap);
+        CloseFd(ref _filtersMap);
         _rx.Unmap();
         _tx.Unmap();
         _fill.Unmap();
@@ -483,24 +567,39 @@ public sealed unsafe class AfXdpVnic : IVnic
 
     // ------------------------------------------------------------------------------------------------ open
 
-    /// <summary>The XSKMAP (queue → socket), the groups hash map, and the steering program that uses them.</summary>
+    /// <summary>The XSKMAP (queue → socket), the groups hash map (direct mode) or the filters hash map (filter
+    /// mode), and the program that uses them.</summary>
     private void CreateMapsAndProgram()
     {
         _xsksMap = Bpf.MapCreate(Bpf.BPF_MAP_TYPE_XSKMAP, 4, 4, (uint)Queue + 1, "onload_xsks");
         if (_xsksMap < 0)
             throw BpfFailure("bpf(BPF_MAP_CREATE, XSKMAP)", -_xsksMap);
-        _groupsMap = Bpf.MapCreate(Bpf.BPF_MAP_TYPE_HASH, 4, 1, GroupsMapEntries, "onload_groups");
-        if (_groupsMap < 0)
-            throw BpfFailure("bpf(BPF_MAP_CREATE, HASH)", -_groupsMap);
+        BpfInsn[] insns;
+        string name;
+        if (FilterMode)
+        {
+            _filtersMap = Bpf.MapCreate(Bpf.BPF_MAP_TYPE_HASH, FlowFilterKey.Size, 1, (uint)MaxFilters, "onload_filters");
+            if (_filtersMap < 0)
+                throw BpfFailure($"bpf(BPF_MAP_CREATE, HASH of {MaxFilters} filters)", -_filtersMap);
+            insns = FlowFilterProgram.Build(_xsksMap, _filtersMap);
+            name = FlowFilterProgram.Name;
+        }
+        else
+        {
+            _groupsMap = Bpf.MapCreate(Bpf.BPF_MAP_TYPE_HASH, 4, 1, GroupsMapEntries, "onload_groups");
+            if (_groupsMap < 0)
+                throw BpfFailure("bpf(BPF_MAP_CREATE, HASH)", -_groupsMap);
+            insns = SteeringProgram.Build(_xsksMap, _groupsMap, LocalIpv4);
+            name = SteeringProgram.Name;
+        }
 
-        var insns = SteeringProgram.Build(_xsksMap, _groupsMap, LocalIpv4);
-        _prog = Bpf.ProgLoadXdp(insns, SteeringProgram.License, SteeringProgram.Name, default);
+        _prog = Bpf.ProgLoadXdp(insns, SteeringProgram.License, name, default);
         if (_prog >= 0)
             return;
         int err = -_prog;
         // Load again with the verifier's log (libbpf does the same): it says which instruction it refused and why.
         var log = new byte[1 << 20];
-        int again = Bpf.ProgLoadXdp(insns, SteeringProgram.License, SteeringProgram.Name, log);
+        int again = Bpf.ProgLoadXdp(insns, SteeringProgram.License, name, log);
         if (again >= 0)
         {
             _prog = again;

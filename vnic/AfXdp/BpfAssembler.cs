@@ -45,7 +45,7 @@ internal sealed class BpfAssembler
     // Source operand: the immediate (K) or the source register (X).
     private const byte K = 0x00, X = 0x08;
     // ALU operations.
-    private const byte ADD = 0x00, AND = 0x50, MOV = 0xb0;
+    private const byte ADD = 0x00, AND = 0x50, LSH = 0x60, MOV = 0xb0;
     // Jump operations beyond the conditional ones.
     private const byte JA = 0x00, CALL = 0x80, EXIT = 0x90;
     // Modes.
@@ -74,6 +74,12 @@ internal sealed class BpfAssembler
 
     /// <summary><c>dst += imm</c> (64 bits).</summary>
     public void Add64(Reg dst, int imm) => Emit(ALU64 | ADD | K, dst, 0, 0, imm);
+
+    /// <summary><c>dst += src</c> (64 bits): a packet pointer plus a bounded scalar stays a packet pointer.</summary>
+    public void Add64(Reg dst, Reg src) => Emit(ALU64 | ADD | X, dst, src, 0, 0);
+
+    /// <summary><c>dst &lt;&lt;= imm</c> (64 bits).</summary>
+    public void Lsh64(Reg dst, int imm) => Emit(ALU64 | LSH | K, dst, 0, 0, imm);
 
     /// <summary><c>dst &amp;= imm</c> (64 bits).</summary>
     public void And64(Reg dst, int imm) => Emit(ALU64 | AND | K, dst, 0, 0, imm);

@@ -29,6 +29,8 @@ internal static unsafe class Bpf
 
     // BPF_MAP_UPDATE_ELEM flags.
     public const ulong BPF_ANY = 0;
+    /// <summary>Create only: an existing key fails with EEXIST.</summary>
+    public const ulong BPF_NOEXIST = 1;
 
     // XDP attach flags (include/uapi/linux/if_link.h), as bpf_attr.link_create.flags.
     public const uint XDP_FLAGS_SKB_MODE = 1 << 1;

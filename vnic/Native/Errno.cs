@@ -23,6 +23,7 @@ internal static class Errno
     public const int EMSGSIZE = 90;
     public const int EOPNOTSUPP = 95;
     public const int EAFNOSUPPORT = 97;
+    public const int EADDRINUSE = 98;
     public const int EADDRNOTAVAIL = 99;
     public const int ENETDOWN = 100;
     public const int ENOBUFS = 105;
