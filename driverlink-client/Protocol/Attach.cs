@@ -1,0 +1,190 @@
+using Onload.Vnic;
+
+namespace Onload.Driverlink;
+
+/// <summary>How a client shares an interface's queue (see issue 6).</summary>
+public enum VnicMode : byte
+{
+    /// <summary>The daemon forwards the client's frames into the client's own shared-memory rings.</summary>
+    Shared = 1,
+    /// <summary>The client gets the queue's AF_XDP socket itself.</summary>
+    Exclusive = 2,
+}
+
+/// <summary>The outcome of an attach.</summary>
+public enum AttachStatus : ushort
+{
+    Ok = 0,
+    NoSuchInterface = 1,
+    /// <summary>The interface exists but the daemon does not accelerate it.</summary>
+    NotAccelerated = 2,
+    /// <summary>Beyond the configured VNICs, ring sizes, buffers or filters: refused whole, never a partial VNIC.</summary>
+    NoResources = 3,
+    /// <summary>Exclusive mode asked for a queue already taken.</summary>
+    Busy = 4,
+    NotPermitted = 5,
+    InvalidRequest = 6,
+}
+
+/// <summary>An address on the interface, in host byte order (as <c>Onload.Stack.Wire.Ipv4Address.Value</c>).</summary>
+public readonly record struct InterfaceAddress(uint Address, byte PrefixLength);
+
+/// <summary>
+/// Probe: asks for a VNIC on an interface. Payload: mode (1), reserved (3), RX ring size (4), TX ring size (4),
+/// buffer count (4), interface name (string, 1 to 15 bytes, IFNAMSIZ - 1).
+/// </summary>
+public sealed record AttachRequest(string InterfaceName, VnicMode Mode, uint RxRingSize, uint TxRingSize, uint BufferCount) : Message
+{
+    public const int MaxInterfaceNameBytes = 15;
+
+    public override MessageKind Kind => MessageKind.AttachRequest;
+
+    private protected override void WritePayload(ref PayloadWriter w)
+    {
+        if (InterfaceName.Length == 0)
+            throw new ArgumentException("an interface name is required", nameof(InterfaceName));
+        w.U8((byte)Mode);
+        w.Reserved(3);
+        w.U32(RxRingSize);
+        w.U32(TxRingSize);
+        w.U32(BufferCount);
+        w.String(InterfaceName, MaxInterfaceNameBytes, nameof(InterfaceName));
+    }
+
+    internal static AttachRequest Read(ref PayloadReader r)
+    {
+        var mode = (VnicMode)r.U8();
+        if (!Enum.IsDefined(mode))
+            r.Fail(DecodeError.UnknownEnumValue);
+        r.Reserved(3);
+        uint rx = r.U32(), tx = r.U32(), buffers = r.U32();
+        string name = r.String(MaxInterfaceNameBytes);
+        if (name.Length == 0)
+            r.Fail(DecodeError.BadValue);
+        return new AttachRequest(name, mode, rx, tx, buffers);
+    }
+}
+
+/// <summary>
+/// The answer to <see cref="AttachRequest"/>. Payload: status (2), reserved (2), then on success VNIC id (4),
+/// MTU (2), MAC (6, network order), address count (1, at most 16), reserved (1), and per address the IPv4 address
+/// (4, network order) and prefix length (1, at most 32); on failure only the error text (string, at most 255 bytes).
+/// The ring memory and queue fds travel beside it as SCM_RIGHTS.
+/// </summary>
+public sealed record AttachReply : Message
+{
+    public const int MaxAddresses = 16;
+    public const int MaxErrorTextBytes = 255;
+    /// <summary>RFC 791: every IPv4 host handles datagrams of 68 bytes.</summary>
+    public const int MinMtu = 68;
+
+    private AttachReply(AttachStatus status, uint vnicId, ushort mtu, MacAddress mac, InterfaceAddress[] addresses, string errorText)
+    {
+        Status = status;
+        VnicId = vnicId;
+        Mtu = mtu;
+        Mac = mac;
+        _addresses = addresses;
+        ErrorText = errorText;
+    }
+
+    private readonly InterfaceAddress[] _addresses;
+
+    public AttachStatus Status { get; }
+    public uint VnicId { get; }
+    public ushort Mtu { get; }
+    public MacAddress Mac { get; }
+    public IReadOnlyList<InterfaceAddress> Addresses => _addresses;
+    /// <summary>Empty on success.</summary>
+    public string ErrorText { get; }
+
+    public override MessageKind Kind => MessageKind.AttachReply;
+
+    public static AttachReply Success(uint vnicId, ushort mtu, MacAddress mac, IEnumerable<InterfaceAddress> addresses)
+    {
+        ArgumentNullException.ThrowIfNull(addresses);
+        return new AttachReply(AttachStatus.Ok, vnicId, mtu, mac, addresses.ToArray(), "");
+    }
+
+    public static AttachReply Failure(AttachStatus status, string errorText)
+    {
+        if (status == AttachStatus.Ok)
+            throw new ArgumentException("a failure needs a status other than Ok", nameof(status));
+        return new AttachReply(status, 0, 0, MacAddress.Zero, [], errorText);
+    }
+
+    public bool Equals(AttachReply? other) =>
+        other is not null && base.Equals(other) && Status == other.Status && VnicId == other.VnicId && Mtu == other.Mtu &&
+        Mac == other.Mac && _addresses.AsSpan().SequenceEqual(other._addresses) && ErrorText == other.ErrorText;
+
+    public override int GetHashCode() => HashCode.Combine(base.GetHashCode(), Status, VnicId, Mtu, Mac, _addresses.Length, ErrorText);
+
+    private protected override void WritePayload(ref PayloadWriter w)
+    {
+        w.U16((ushort)Status);
+        w.Reserved(2);
+        if (Status != AttachStatus.Ok)
+        {
+            w.String(ErrorText, MaxErrorTextBytes, nameof(ErrorText));
+            return;
+        }
+        if (Mtu < MinMtu)
+            throw new ArgumentException($"an MTU of {Mtu} is below {MinMtu}", nameof(Mtu));
+        if (_addresses.Length > MaxAddresses)
+            throw new ArgumentException($"{_addresses.Length} addresses; the protocol carries at most {MaxAddresses}", nameof(Addresses));
+        w.U32(VnicId);
+        w.U16(Mtu);
+        w.Mac(Mac);
+        w.U8((byte)_addresses.Length);
+        w.Reserved(1);
+        foreach (var a in _addresses)
+        {
+            if (a.PrefixLength > 32)
+                throw new ArgumentException($"a prefix length of {a.PrefixLength}", nameof(Addresses));
+            w.Ipv4(a.Address);
+            w.U8(a.PrefixLength);
+        }
+    }
+
+    internal static AttachReply Read(ref PayloadReader r)
+    {
+        var status = (AttachStatus)r.U16();
+        if (!Enum.IsDefined(status))
+            r.Fail(DecodeError.UnknownEnumValue);
+        r.Reserved(2);
+        if (status != AttachStatus.Ok)
+            return new AttachReply(status, 0, 0, MacAddress.Zero, [], r.String(MaxErrorTextBytes));
+        uint vnicId = r.U32();
+        ushort mtu = r.U16();
+        if (mtu < MinMtu)
+            r.Fail(DecodeError.BadValue);
+        var mac = r.Mac();
+        int count = r.U8();
+        r.Reserved(1);
+        if (count > MaxAddresses)
+        {
+            r.Fail(DecodeError.BadValue);
+            count = 0;
+        }
+        var addresses = new InterfaceAddress[count];
+        for (int i = 0; i < count; i++)
+        {
+            uint address = r.Ipv4();
+            byte prefix = r.U8();
+            if (prefix > 32)
+                r.Fail(DecodeError.BadValue);
+            addresses[i] = new InterfaceAddress(address, prefix);
+        }
+        return new AttachReply(AttachStatus.Ok, vnicId, mtu, mac, addresses, "");
+    }
+}
+
+/// <summary>Remove, asked by the client: gives back a VNIC and its filters. Payload: VNIC id (4). No reply.</summary>
+public sealed record Detach(uint VnicId) : Message
+{
+    public override MessageKind Kind => MessageKind.Detach;
+
+    private protected override void WritePayload(ref PayloadWriter w) => w.U32(VnicId);
+
+    internal static Detach Read(ref PayloadReader r) => new(r.U32());
+}

@@ -1,0 +1,32 @@
+using Onload.Driverlink;
+using Onload.Vnic;
+
+namespace Onload.Tests.Driverlink;
+
+/// <summary>One valid message of every kind, with every optional part both present and absent.</summary>
+internal static class SampleMessages
+{
+    public static readonly Message[] All =
+    [
+        new Hello(PeerRole.Client, "onload 0.6.0") { RequestId = 1 },
+        new Hello(PeerRole.Daemon, "onload-driverd 0.6.0 (é)") { RequestId = 1 },
+        new AttachRequest("veth0", VnicMode.Shared, 512, 512, 4096) { RequestId = 2 },
+        new AttachRequest("enp1s0f0np0abcd", VnicMode.Exclusive, 2048, 1024, 8192) { RequestId = 3 },
+        AttachReply.Success(7, 1500, MacAddress.Parse("02:00:00:00:00:01"),
+            [new InterfaceAddress(0x0A000001, 24), new InterfaceAddress(0xC0A80102, 32)]) with { RequestId = 2 },
+        AttachReply.Success(8, 9000, MacAddress.Parse("0e:11:22:33:44:55"), []) with { RequestId = 4 },
+        AttachReply.Failure(AttachStatus.NoResources, "no VNIC left: 8 of 8 in use (--max-vnics)") with { RequestId = 3 },
+        new Detach(7) { RequestId = 5 },
+        new FilterInsert(7, new FilterSpec(FilterProtocol.Tcp, 0x0A000001, 8080)) { RequestId = 6 },
+        new FilterInsert(7, new FilterSpec(FilterProtocol.Udp, 0, 53, new FilterRemote(0x0A000002, 40000))) { RequestId = 7 },
+        new FilterRemove(7, new FilterSpec(FilterProtocol.Tcp, 0x0A000001, 8080, new FilterRemote(0x0A000002, 1))) { RequestId = 8 },
+        new FilterReply(FilterStatus.Ok) { RequestId = 6 },
+        new FilterReply(FilterStatus.Conflict) { RequestId = 7 },
+        new LinkStateEvent(7, false),
+        new LinkStateEvent(7, true),
+        new MtuChangedEvent(7, 1280),
+        new SuspendEvent(7),
+        new ResumeEvent(7),
+        new RemoveEvent(7),
+    ];
+}
