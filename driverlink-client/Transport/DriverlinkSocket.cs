@@ -1,5 +1,5 @@
 using System.Text;
-using Onload.Driverlink.Native;
+using Onload.Vnic.Native;
 
 namespace Onload.Driverlink;
 
@@ -35,9 +35,9 @@ public sealed unsafe class DriverlinkSocket : IDisposable
         {
             uint length = AbstractAddress(name, out var addr);
             if (Libc.Bind(s._fd, &addr, length) != 0)
-                throw new DriverlinkSocketException($"bind to @{name}", Libc.LastErrno);
+                throw new DriverlinkSocketException($"bind to @{name}", Errno.Last);
             if (Libc.Listen(s._fd, backlog) != 0)
-                throw new DriverlinkSocketException("listen", Libc.LastErrno);
+                throw new DriverlinkSocketException("listen", Errno.Last);
             return s;
         }
         catch
@@ -57,9 +57,9 @@ public sealed unsafe class DriverlinkSocket : IDisposable
             int rc;
             do
                 rc = Libc.Connect(s._fd, &addr, length);
-            while (rc != 0 && Libc.LastErrno == Libc.EINTR);
+            while (rc != 0 && Errno.Last == Errno.EINTR);
             if (rc != 0)
-                throw new DriverlinkSocketException($"connect to @{name}", Libc.LastErrno);
+                throw new DriverlinkSocketException($"connect to @{name}", Errno.Last);
             return s;
         }
         catch
@@ -74,10 +74,10 @@ public sealed unsafe class DriverlinkSocket : IDisposable
     {
         int fd;
         do
-            fd = Libc.Accept4(Fd, null, null, Libc.SOCK_CLOEXEC);
-        while (fd < 0 && Libc.LastErrno == Libc.EINTR);
+            fd = Libc.Accept4(Fd, null, null, LinuxConstants.SOCK_CLOEXEC);
+        while (fd < 0 && Errno.Last == Errno.EINTR);
         if (fd < 0)
-            throw new DriverlinkSocketException("accept", Libc.LastErrno);
+            throw new DriverlinkSocketException("accept", Errno.Last);
         return new DriverlinkSocket(fd);
     }
 
@@ -85,8 +85,8 @@ public sealed unsafe class DriverlinkSocket : IDisposable
     public static (DriverlinkSocket, DriverlinkSocket) CreatePair()
     {
         int* sv = stackalloc int[2];
-        if (Libc.SocketPair(Libc.AF_UNIX, Libc.SOCK_SEQPACKET | Libc.SOCK_CLOEXEC, 0, sv) != 0)
-            throw new DriverlinkSocketException("socketpair", Libc.LastErrno);
+        if (Libc.SocketPair(UnixIpcConstants.AF_UNIX, UnixIpcConstants.SOCK_SEQPACKET | LinuxConstants.SOCK_CLOEXEC, 0, sv) != 0)
+            throw new DriverlinkSocketException("socketpair", Errno.Last);
         return (new DriverlinkSocket(sv[0]), new DriverlinkSocket(sv[1]));
     }
 
@@ -95,8 +95,8 @@ public sealed unsafe class DriverlinkSocket : IDisposable
     {
         UCred cred;
         uint length = (uint)sizeof(UCred);
-        if (Libc.GetSockOpt(Fd, Libc.SOL_SOCKET, Libc.SO_PEERCRED, &cred, &length) != 0)
-            throw new DriverlinkSocketException("getsockopt(SO_PEERCRED)", Libc.LastErrno);
+        if (Libc.GetSockOpt(Fd, UnixIpcConstants.SOL_SOCKET, UnixIpcConstants.SO_PEERCRED, &cred, &length) != 0)
+            throw new DriverlinkSocketException("getsockopt(SO_PEERCRED)", Errno.Last);
         return new PeerCredentials(cred.Pid, cred.Uid, cred.Gid);
     }
 
@@ -119,8 +119,8 @@ public sealed unsafe class DriverlinkSocket : IDisposable
                 int dataBytes = descriptors.Length * sizeof(int);
                 var cmsg = (CmsgHdr*)control;
                 cmsg->Length = (nuint)CmsgHdr.Len(dataBytes);
-                cmsg->Level = Libc.SOL_SOCKET;
-                cmsg->Type = Libc.SCM_RIGHTS;
+                cmsg->Level = UnixIpcConstants.SOL_SOCKET;
+                cmsg->Type = UnixIpcConstants.SCM_RIGHTS;
                 descriptors.CopyTo(new Span<int>((byte*)control + CmsgHdr.Size, descriptors.Length));
                 header.Control = control;
                 header.ControlLength = (nuint)CmsgHdr.Space(dataBytes);
@@ -128,10 +128,10 @@ public sealed unsafe class DriverlinkSocket : IDisposable
             while (true)
             {
                 // MSG_NOSIGNAL: a vanished peer is EPIPE, not a SIGPIPE that kills the process.
-                if (Libc.SendMsg(Fd, &header, Libc.MSG_NOSIGNAL) >= 0)
+                if (Libc.SendMsg(Fd, &header, UnixIpcConstants.MSG_NOSIGNAL) >= 0)
                     return 0;
-                int errno = Libc.LastErrno;
-                if (errno != Libc.EINTR)
+                int errno = Errno.Last;
+                if (errno != Errno.EINTR)
                     return errno;
             }
         }
@@ -163,19 +163,19 @@ public sealed unsafe class DriverlinkSocket : IDisposable
                 header.Control = control;
                 header.ControlLength = (nuint)CmsgHdr.Space(capacity * sizeof(int));
             }
-            int flags = Libc.MSG_CMSG_CLOEXEC | (dontWait ? Libc.MSG_DONTWAIT : 0);
+            int flags = UnixIpcConstants.MSG_CMSG_CLOEXEC | (dontWait ? UnixIpcConstants.MSG_DONTWAIT : 0);
             nint n;
             while ((n = Libc.RecvMsg(Fd, &header, flags)) < 0)
             {
-                int errno = Libc.LastErrno;
-                if (errno == Libc.EAGAIN)
+                int errno = Errno.Last;
+                if (errno == Errno.EAGAIN)
                     return new ReceiveResult(ReceiveStatus.WouldBlock, 0, 0, errno);
-                if (errno != Libc.EINTR)
+                if (errno != Errno.EINTR)
                     return new ReceiveResult(ReceiveStatus.Error, 0, 0, errno);
             }
             int count = TakeDescriptors(&header, descriptors);
-            var status = (header.Flags & Libc.MSG_TRUNC) != 0 ? ReceiveStatus.MessageTruncated
-                : (header.Flags & Libc.MSG_CTRUNC) != 0 ? ReceiveStatus.DescriptorsTruncated
+            var status = (header.Flags & UnixIpcConstants.MSG_TRUNC) != 0 ? ReceiveStatus.MessageTruncated
+                : (header.Flags & UnixIpcConstants.MSG_CTRUNC) != 0 ? ReceiveStatus.DescriptorsTruncated
                 : n == 0 && count == 0 ? ReceiveStatus.PeerClosed
                 : ReceiveStatus.Ok;
             return new ReceiveResult(status, (int)n, count, 0);
@@ -214,7 +214,7 @@ public sealed unsafe class DriverlinkSocket : IDisposable
             var cmsg = (CmsgHdr*)c;
             if (cmsg->Length < CmsgHdr.Size || c + cmsg->Length > end)
                 break;
-            if (cmsg->Level == Libc.SOL_SOCKET && cmsg->Type == Libc.SCM_RIGHTS)
+            if (cmsg->Level == UnixIpcConstants.SOL_SOCKET && cmsg->Type == UnixIpcConstants.SCM_RIGHTS)
             {
                 int n = (int)(cmsg->Length - CmsgHdr.Size) / sizeof(int);
                 var fds = new ReadOnlySpan<int>(c + CmsgHdr.Size, n);
@@ -233,9 +233,9 @@ public sealed unsafe class DriverlinkSocket : IDisposable
 
     private static int NewSocket()
     {
-        int fd = Libc.Socket(Libc.AF_UNIX, Libc.SOCK_SEQPACKET | Libc.SOCK_CLOEXEC, 0);
+        int fd = Libc.Socket(UnixIpcConstants.AF_UNIX, UnixIpcConstants.SOCK_SEQPACKET | LinuxConstants.SOCK_CLOEXEC, 0);
         if (fd < 0)
-            throw new DriverlinkSocketException("socket(AF_UNIX, SOCK_SEQPACKET)", Libc.LastErrno);
+            throw new DriverlinkSocketException("socket(AF_UNIX, SOCK_SEQPACKET)", Errno.Last);
         return fd;
     }
 
@@ -247,12 +247,12 @@ public sealed unsafe class DriverlinkSocket : IDisposable
     {
         ArgumentException.ThrowIfNullOrEmpty(name);
         int length = Encoding.UTF8.GetByteCount(name);
-        if (length > Libc.SunPathLength - 1)
-            throw new ArgumentException($"an abstract socket name has at most {Libc.SunPathLength - 1} bytes", nameof(name));
+        if (length > UnixIpcConstants.SunPathLength - 1)
+            throw new ArgumentException($"an abstract socket name has at most {UnixIpcConstants.SunPathLength - 1} bytes", nameof(name));
         addr = default;
-        addr.Family = Libc.AF_UNIX;
+        addr.Family = UnixIpcConstants.AF_UNIX;
         fixed (byte* p = addr.Path)
-            Encoding.UTF8.GetBytes(name, new Span<byte>(p + 1, Libc.SunPathLength - 1));
+            Encoding.UTF8.GetBytes(name, new Span<byte>(p + 1, UnixIpcConstants.SunPathLength - 1));
         return (uint)(sizeof(ushort) + 1 + length);
     }
 

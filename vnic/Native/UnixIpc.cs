@@ -23,6 +23,9 @@ internal static unsafe partial class Libc
     [LibraryImport(Lib, EntryPoint = "eventfd", SetLastError = true)]
     internal static partial int EventFd(uint initval, int flags);
 
+    [LibraryImport(Lib, EntryPoint = "socketpair", SetLastError = true)]
+    internal static partial int SocketPair(int domain, int type, int protocol, int* sv);
+
     [LibraryImport(Lib, EntryPoint = "connect", SetLastError = true)]
     internal static partial int Connect(int fd, void* addr, uint addrlen);
 
@@ -55,6 +58,7 @@ internal static class UnixIpcConstants
     public const int MSG_NOSIGNAL = 0x4000;
     public const int MSG_CMSG_CLOEXEC = 0x40000000;
     public const int MSG_CTRUNC = 0x8;
+    public const int MSG_TRUNC = 0x20;
 
     // uapi/linux/memfd.h, uapi/linux/fcntl.h
     public const uint MFD_CLOEXEC = 0x1;
