@@ -62,7 +62,6 @@ public sealed partial class NetStack
         t.Iss = iss;
         t.SndUna = iss;
         t.SndNxt = iss + 1;
-        t.SndMax = t.SndNxt;
         t.Recover = iss; // no recovery yet: RFC 6582's guard lets the first one start
         t.RackFack = iss + 1;
     }

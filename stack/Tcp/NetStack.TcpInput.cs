@@ -335,9 +335,7 @@ public sealed partial class NetStack
             int dataAcked = (int)Math.Min(acked, (uint)t.SndQueued);
             t.SndQueued -= dataAcked;
             int records = AckSentSegments(c, ack, out long measured);
-            t.SndUna = ack;
-            if (Seq.Lt(t.SndNxt, t.SndUna))
-                t.SndNxt = t.SndUna;
+            t.SndUna = ack; // never past SND.NXT: an ACK beyond SND.MAX was refused above
             SampleRtt(c, measured, options);
             t.Backoff = 0;
             t.RetransmitStartedAt = 0;

@@ -79,7 +79,6 @@ public sealed partial class NetStack
         if (t.InRecovery && !t.RtoRecovery)
             t.PrrOut += (uint)length + (finNow ? 1u : 0u);
         t.SndNxt += (uint)length + (finNow ? 1u : 0u);
-        t.SndMax = t.SndNxt;
         if (finNow)
             t.FinSent = true;
         ArmAfterNewData(c);

@@ -24,7 +24,7 @@ public sealed partial class NetStack
         r.SentAt = _now;
         r.Flags = fin ? SentFlags.Fin : SentFlags.None;
         t.SentCount++;
-        t.Pipe += r.Length;
+        Account(ref t, r, +1);
     }
 
     private static bool WaitsForRetransmit(SentFlags f) => (f & (SentFlags.Lost | SentFlags.Resent | SentFlags.Sacked)) == SentFlags.Lost;
@@ -33,25 +33,25 @@ public sealed partial class NetStack
     private void SetSentFlags(int c, ref TcpSentSegment r, SentFlags flags)
     {
         ref var t = ref _tcp[c];
-        if (r.InPipe)
-            t.Pipe -= r.Length;
-        if ((r.Flags & SentFlags.Sacked) != 0)
-        {
-            t.SackedCount--;
-            t.SackedBytes -= r.Length;
-        }
-        if (WaitsForRetransmit(r.Flags))
-            t.LostCount--;
+        Account(ref t, r, -1);
         r.Flags = flags;
+        Account(ref t, r, +1);
+    }
+
+    /// <summary>Adds (<paramref name="sign"/> +1) or takes away (−1) a record's share of the pipe, of the SACKed
+    /// records and bytes, and of the records waiting to be sent again: the one place those totals change.</summary>
+    private static void Account(ref TcpConnection t, in TcpSentSegment r, int sign)
+    {
+        long length = sign * (long)r.Length;
         if (r.InPipe)
-            t.Pipe += r.Length;
+            t.Pipe = (uint)(t.Pipe + length);
         if ((r.Flags & SentFlags.Sacked) != 0)
         {
-            t.SackedCount++;
-            t.SackedBytes += r.Length;
+            t.SackedCount += sign;
+            t.SackedBytes = (uint)(t.SackedBytes + length);
         }
         if (WaitsForRetransmit(r.Flags))
-            t.LostCount++;
+            t.LostCount += sign;
     }
 
     private void MarkLost(int c, ref TcpSentSegment r)
@@ -82,8 +82,7 @@ public sealed partial class NetStack
                     ambiguous = true;
                 else
                     rtt = _now - r.SentAt;
-                SetSentFlags(c, ref r, SentFlags.None);
-                t.Pipe -= r.Length;
+                Account(ref t, r, -1);
                 t.SentHead = (t.SentHead + 1) & (_tcp.SentCapacity - 1);
                 t.SentCount--;
                 removed++;
@@ -91,11 +90,10 @@ public sealed partial class NetStack
             }
             if (Seq.Gt(ack, r.Start))
             {
-                uint trimmed = ack - r.Start;
-                if (r.InPipe)
-                    t.Pipe -= trimmed;
+                Account(ref t, r, -1);
+                r.Length -= ack - r.Start;
                 r.Start = ack;
-                r.Length -= trimmed;
+                Account(ref t, r, +1);
             }
             break;
         }

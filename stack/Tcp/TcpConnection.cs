@@ -88,9 +88,9 @@ public struct TcpConnection
     // Send sequence space (RFC 9293 §3.3.1).
     public uint Iss;
     public uint SndUna;
+    /// <summary>The next new sequence number to send. Retransmissions resend recorded segments
+    /// (<see cref="TcpSentSegment"/>) and never move it back.</summary>
     public uint SndNxt;
-    /// <summary>The highest sequence number sent (SND.NXT can move back on retransmission).</summary>
-    public uint SndMax;
     public uint SndWnd;
     public uint SndWl1;
     public uint SndWl2;
@@ -224,6 +224,9 @@ public struct TcpConnection
     public int KeepProbes;
     public long UserTimeoutNs;
     public long LastReceivedAt;
+
+    /// <summary>The highest sequence number sent: SND.NXT itself, since SND.NXT never moves back.</summary>
+    public readonly uint SndMax => SndNxt;
 
     /// <summary>Bytes readable now.</summary>
     public readonly int Readable => (int)(RcvNxt - RcvRead) - (FinReceived ? 1 : 0);
