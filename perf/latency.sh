@@ -62,29 +62,13 @@ PINGPONG=${PINGPONG:-dist/bin/onload-pingpong}
 CLIENT_CPU=${CLIENT_CPU:-0}
 SERVER_CPU=${SERVER_CPU:-1}
 
-quick=0
-seconds=""
 sizes=""
-out=perf/results
-while (($#)); do
-    case $1 in
-        --quick) quick=1 ;;
-        --seconds) seconds=${2:?--seconds needs a value}; shift ;;
-        --sizes) sizes=${2:?--sizes needs a value}; shift ;;
-        --out) out=${2:?--out needs a value}; shift ;;
-        -h|--help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-        *) echo "latency: unknown argument '$1' (try --help)" >&2; exit 2 ;;
-    esac
-    shift
-done
+parse_args sizes -- "$@"
 if ((quick)); then
-    seconds=${seconds:-2}
     sizes=${sizes:-64}
 else
-    seconds=${seconds:-10}
     sizes=${sizes:-64 1024}
 fi
-[[ $seconds =~ ^[0-9]+$ && $seconds -ge 1 ]] || { echo "latency: --seconds must be a whole number >= 1" >&2; exit 2; }
 
 check_host bench-latency ip ethtool taskset
 install_missing sockperf

@@ -5,7 +5,7 @@
 #   NS_K NS_C IF_K IF_C      the kernel-server and client namespaces and the veth ends in them
 #   ADDR_K ADDR_C PREFIX     the kernel's addresses on those ends
 #   PINGPONG CLIENT_CPU SERVER_CPU
-# and then calls check_host, set_pinning and start_workdir (which installs the cleanup traps).
+# and then calls parse_args, check_host, set_pinning and start_workdir (which installs the cleanup traps).
 
 die() { echo "$NAME: $*" >&2; exit 1; }
 say() { printf '\n== %s\n' "$*"; }
@@ -60,6 +60,44 @@ start_workdir() {  # mktemp-prefix
 }
 
 nap() { read -r -t "$1" -u "$nap_fd" _ || true; }
+
+# The options every benchmark takes: --quick, --seconds N, --out DIR, --help (the script's head comment), and
+# the valued options of its own named before "--": `parse_args sizes -- "$@"` takes --sizes L into $sizes.
+# Sets quick, out (default perf/results) and seconds (default 10, quick 2; a whole number >= 1).
+parse_args() {  # own-option... -- argument...
+    local own=()
+    while [[ $1 != -- ]]; do
+        own+=("$1")
+        shift
+    done
+    shift
+    quick=0
+    seconds=""
+    out=perf/results
+    while (($#)); do
+        case $1 in
+            --quick) quick=1 ;;
+            --seconds) seconds=${2:?--seconds needs a value}; shift ;;
+            --out) out=${2:?--out needs a value}; shift ;;
+            -h|--help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[-1]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+            *)
+                if [[ $1 == --* && " ${own[*]} " == *" ${1#--} "* ]]; then
+                    printf -v "${1#--}" '%s' "${2:?$1 needs a value}"
+                    shift
+                else
+                    echo "$NAME: unknown argument '$1' (try --help)" >&2
+                    exit 2
+                fi ;;
+        esac
+        shift
+    done
+    if ((quick)); then
+        seconds=${seconds:-2}
+    else
+        seconds=${seconds:-10}
+    fi
+    [[ $seconds =~ ^[0-9]+$ && $seconds -ge 1 ]] || { echo "$NAME: --seconds must be a whole number >= 1" >&2; exit 2; }
+}
 
 # ---------------------------------------------------------------------------------------------
 # Cleanup: kill what we started (by pid: TERM, then KILL), then delete the namespaces.

@@ -61,25 +61,7 @@ CLIENT_CPU=${CLIENT_CPU:-0}
 SERVER_CPU=${SERVER_CPU:-1}
 NAME=tcp
 
-quick=0
-seconds=""
-out=perf/results
-while (($#)); do
-    case $1 in
-        --quick) quick=1 ;;
-        --seconds) seconds=${2:?--seconds needs a value}; shift ;;
-        --out) out=${2:?--out needs a value}; shift ;;
-        -h|--help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-        *) echo "$NAME: unknown argument '$1' (try --help)" >&2; exit 2 ;;
-    esac
-    shift
-done
-if ((quick)); then
-    seconds=${seconds:-2}
-else
-    seconds=${seconds:-10}
-fi
-[[ $seconds =~ ^[0-9]+$ && $seconds -ge 1 ]] || { echo "$NAME: --seconds must be a whole number >= 1" >&2; exit 2; }
+parse_args -- "$@"
 
 check_host bench-tcp ip ethtool taskset ss gcc
 install_missing sockperf iperf3 socat

@@ -53,9 +53,7 @@ public sealed record AttachRequest(string InterfaceName, VnicMode Mode, uint RxR
 
     internal static AttachRequest Read(ref PayloadReader r)
     {
-        var mode = (VnicMode)r.U8();
-        if (!Enum.IsDefined(mode))
-            r.Fail(DecodeError.UnknownEnumValue);
+        var mode = r.Enum<VnicMode>();
         r.Reserved(3);
         uint rx = r.U32(), tx = r.U32(), buffers = r.U32();
         string name = r.String(MaxInterfaceNameBytes);
@@ -148,9 +146,7 @@ public sealed record AttachReply : Message
 
     internal static AttachReply Read(ref PayloadReader r)
     {
-        var status = (AttachStatus)r.U16();
-        if (!Enum.IsDefined(status))
-            r.Fail(DecodeError.UnknownEnumValue);
+        var status = r.Enum<AttachStatus>();
         r.Reserved(2);
         if (status != AttachStatus.Ok)
             return new AttachReply(status, 0, 0, MacAddress.Zero, [], r.String(MaxErrorTextBytes));

@@ -53,9 +53,7 @@ public readonly record struct FilterSpec(FilterProtocol Protocol, uint LocalAddr
     internal static FilterSpec Read(ref PayloadReader r, out uint vnicId)
     {
         vnicId = r.U32();
-        var protocol = (FilterProtocol)r.U8();
-        if (!Enum.IsDefined(protocol))
-            r.Fail(DecodeError.UnknownEnumValue);
+        var protocol = r.Enum<FilterProtocol>();
         bool hasRemote = r.Bool();
         r.Reserved(2);
         uint local = r.Ipv4();
@@ -109,9 +107,7 @@ public sealed record FilterReply(FilterStatus Status) : Message
 
     internal static FilterReply Read(ref PayloadReader r)
     {
-        var status = (FilterStatus)r.U16();
-        if (!Enum.IsDefined(status))
-            r.Fail(DecodeError.UnknownEnumValue);
+        var status = r.Enum<FilterStatus>();
         r.Reserved(2);
         return new FilterReply(status);
     }

@@ -46,9 +46,7 @@ public sealed record Hello(PeerRole Role, string SoftwareVersion) : Message
 
     internal static Hello Read(ref PayloadReader r)
     {
-        var role = (PeerRole)r.U8();
-        if (!Enum.IsDefined(role))
-            r.Fail(DecodeError.UnknownEnumValue);
+        var role = r.Enum<PeerRole>();
         r.Reserved(3);
         return new Hello(role, r.String(MaxSoftwareVersionBytes));
     }

@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using System.Runtime.CompilerServices;
 using System.Text;
 using System.Text.Unicode;
 using Onload.Vnic;
@@ -68,6 +69,15 @@ internal ref struct PayloadReader
     {
         var s = Take(6);
         return s.IsEmpty ? MacAddress.Zero : MacAddress.Read(s);
+    }
+
+    /// <summary>An enum as wide as its underlying type (one or two bytes), whose value must be one it names.</summary>
+    public TEnum Enum<TEnum>() where TEnum : struct, System.Enum
+    {
+        var v = Unsafe.SizeOf<TEnum>() == 1 ? Unsafe.BitCast<byte, TEnum>(U8()) : Unsafe.BitCast<ushort, TEnum>(U16());
+        if (!System.Enum.IsDefined(v))
+            Fail(DecodeError.UnknownEnumValue);
+        return v;
     }
 
     /// <summary>A byte that must be 0 or 1.</summary>

@@ -69,6 +69,11 @@ public static class Checksum
     public static ulong PseudoHeader(Ipv4Address source, Ipv4Address destination, byte protocol, int length) =>
         Add(Add(Add(0UL, source.Value), destination.Value), (uint)(protocol + length));
 
+    /// <summary>The checksum of a whole UDP or TCP message over IPv4, pseudo-header included: the field value
+    /// to send, or 0 on receipt when the message (its checksum field included) is intact.</summary>
+    public static ushort ComputeWithPseudoHeader(Ipv4Address source, Ipv4Address destination, byte protocol, ReadOnlySpan<byte> message) =>
+        Finish(Add(PseudoHeader(source, destination, protocol, message.Length), message));
+
     /// <summary>RFC 1624 eqn. 3: the new checksum after one 16-bit word of the covered data changes from
     /// <paramref name="oldWord"/> to <paramref name="newWord"/>.</summary>
     public static ushort Update(ushort checksum, ushort oldWord, ushort newWord)

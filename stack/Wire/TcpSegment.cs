@@ -127,12 +127,8 @@ public readonly ref struct TcpSegment
         int headerLength = (segment[12] >> 4) * 4;
         if (headerLength < MinHeaderLength || headerLength > segment.Length)
             return DropReason.TcpBadHeaderLength;
-        if (!checksumTrusted)
-        {
-            ulong sum = Wire.Checksum.PseudoHeader(source, destination, IpProtocol.Tcp, segment.Length);
-            if (Wire.Checksum.Finish(Wire.Checksum.Add(sum, segment)) != 0)
-                return DropReason.TcpBadChecksum;
-        }
+        if (!checksumTrusted && Wire.Checksum.ComputeWithPseudoHeader(source, destination, IpProtocol.Tcp, segment) != 0)
+            return DropReason.TcpBadChecksum;
         return DropReason.None;
     }
 
@@ -205,8 +201,7 @@ public readonly ref struct TcpSegment
     public void FillChecksum(Ipv4Address source, Ipv4Address destination, int length)
     {
         Checksum = 0;
-        ulong sum = Wire.Checksum.PseudoHeader(source, destination, IpProtocol.Tcp, length);
-        Checksum = Wire.Checksum.Finish(Wire.Checksum.Add(sum, _b[..length]));
+        Checksum = Wire.Checksum.ComputeWithPseudoHeader(source, destination, IpProtocol.Tcp, _b[..length]);
     }
 }
 
