@@ -330,6 +330,7 @@ public class TcpScaleInteropTests(string kind)
         Assert.That(stack.Counters.TcpCurrEstab, Is.Zero);
         Poll.Until(() => server.Served == Connections || server.Errors.Count > 0, Deadline, "the kernel to finish every connection");
         Assert.That(server.Errors, Is.Empty);
+        Assert.That(server.Served, Is.EqualTo(Connections), "the kernel served every connection");
 
         // Every port of the range can be bound again: none is still held by a connection that is gone.
         var held = new List<int>();
