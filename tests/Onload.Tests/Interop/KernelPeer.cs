@@ -119,6 +119,23 @@ public sealed class KernelPeer : IDisposable
         return stack;
     }
 
+    /// <summary>Polls <paramref name="stack"/> until <paramref name="condition"/> holds, sleeping on the VNIC only while
+    /// no frame comes (a 1 ms bound keeps the stack's timers running); fails the test after <paramref name="deadline"/>.</summary>
+    public static void Drive(NetStack stack, Func<bool> condition, TimeSpan deadline, Func<string> what)
+    {
+        ArgumentNullException.ThrowIfNull(stack);
+        ArgumentNullException.ThrowIfNull(condition);
+        ArgumentNullException.ThrowIfNull(what);
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        while (!condition())
+        {
+            if (clock.Elapsed > deadline)
+                Assert.Fail($"timed out after {deadline.TotalSeconds:0.#} s waiting for {what()}");
+            if (stack.Poll() == 0)
+                VnicWait.Wait(stack.Vnic, 1);
+        }
+    }
+
     /// <summary>Called once the stack has opened its VNIC: a TAP exists only from then on, and gets the kernel's address.</summary>
     public void StackIsUp()
     {

@@ -160,19 +160,9 @@ public class LossyPathBulkTests(string kind)
         return c;
     }
 
-    /// <summary>Polls the stack until <paramref name="condition"/> holds, sleeping on the VNIC only while no frame
-    /// comes (a 1 ms bound keeps the stack's timers running); fails the test after <see cref="Deadline"/>.</summary>
-    private static void Drive(NetStack stack, Func<bool> condition, Func<string> what)
-    {
-        var clock = Stopwatch.StartNew();
-        while (!condition())
-        {
-            if (clock.Elapsed > Deadline)
-                Assert.Fail($"timed out after {Deadline.TotalSeconds:0.#} s waiting for {what()}");
-            if (stack.Poll() == 0)
-                VnicWait.Wait(stack.Vnic, 1);
-        }
-    }
+    /// <summary><see cref="KernelPeer.Drive"/> with this fixture's <see cref="Deadline"/>.</summary>
+    private static void Drive(NetStack stack, Func<bool> condition, Func<string> what) =>
+        KernelPeer.Drive(stack, condition, Deadline, what);
 
     private static void Report(KernelPeer peer, NetStack stack, string direction, long bytes, TimeSpan elapsed)
     {

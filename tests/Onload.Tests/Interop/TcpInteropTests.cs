@@ -142,7 +142,7 @@ public class TcpInteropTests(string kind)
         var stack = _peer.OpenStack();
         Poll.Until(() => _peer.KernelNs.Exec("ss -tln").Contains($":{port}", StringComparison.Ordinal), Deadline, "the kernel server");
         int c = stack.TcpOpen();
-        stack.TcpConnect(c, new Ipv4Endpoint(Ipv4Address.Parse(_peer.KernelAddress), port));
+        Assert.That(stack.TcpConnect(c, new Ipv4Endpoint(Ipv4Address.Parse(_peer.KernelAddress), port)), Is.EqualTo(-(int)Errno.EINPROGRESS));
         Poll.Until(() => { stack.Poll(); return stack.TcpIsConnected(c); }, Deadline, "connected");
         return (stack, c);
     }
@@ -195,7 +195,7 @@ public class TcpInteropTests(string kind)
         var victim = _peer.KernelNs.Start("sh", "-c", "socat -u SYSTEM:'sleep 37' TCP-LISTEN:9302,reuseaddr");
         Poll.Until(() => _peer.KernelNs.Exec("ss -tln").Contains(":9302", StringComparison.Ordinal), Deadline, "the second server");
         int d = stack.TcpOpen();
-        stack.TcpConnect(d, new Ipv4Endpoint(Ipv4Address.Parse(_peer.KernelAddress), 9302));
+        Assert.That(stack.TcpConnect(d, new Ipv4Endpoint(Ipv4Address.Parse(_peer.KernelAddress), 9302)), Is.EqualTo(-(int)Errno.EINPROGRESS));
         Poll.Until(() => { stack.Poll(); return stack.TcpIsConnected(d); }, Deadline, "connected to the second server");
         Assert.That(stack.TcpSend(d, "never read"u8), Is.EqualTo(10));
         Poll.Until(() => { stack.Poll(); return stack.TcpConnections[d].SndUna == stack.TcpConnections[d].SndMax; }, Deadline, "the data acknowledged");
@@ -232,7 +232,7 @@ public class TcpInteropTests(string kind)
     {
         var stack = _peer.OpenStack();
         int c = stack.TcpOpen();
-        stack.TcpConnect(c, new Ipv4Endpoint(Ipv4Address.Parse(_peer.KernelAddress), 4444));
+        Assert.That(stack.TcpConnect(c, new Ipv4Endpoint(Ipv4Address.Parse(_peer.KernelAddress), 4444)), Is.EqualTo(-(int)Errno.EINPROGRESS));
         Poll.Until(() => { stack.Poll(); return stack.TcpStateOf(c) == Onload.Stack.Tcp.TcpState.Closed; }, Deadline, "the kernel's RST");
         Assert.That(stack.TcpTakeError(c), Is.EqualTo((int)Errno.ECONNREFUSED));
     }

@@ -28,20 +28,6 @@ public class TcpScaleInteropTests(string kind)
     [TearDown]
     public void RemovePeer() => _peer?.Dispose();
 
-    /// <summary>Polls the stack until <paramref name="condition"/> holds, sleeping on the VNIC only while no frame
-    /// comes (a 1 ms bound keeps the stack's timers running); fails the test after <paramref name="deadline"/>.</summary>
-    private static void Drive(NetStack stack, Func<bool> condition, TimeSpan deadline, Func<string> what)
-    {
-        var clock = Stopwatch.StartNew();
-        while (!condition())
-        {
-            if (clock.Elapsed > deadline)
-                Assert.Fail($"timed out after {deadline.TotalSeconds:0.#} s waiting for {what()}");
-            if (stack.Poll() == 0)
-                VnicWait.Wait(stack.Vnic, 1);
-        }
-    }
-
     private sealed class Stream(int socket, byte[] data)
     {
         public int Socket { get; } = socket;
@@ -80,12 +66,12 @@ public class TcpScaleInteropTests(string kind)
             Assert.That(stack.TcpConnect(c, remote), Is.EqualTo(-(int)Errno.EINPROGRESS), $"connect {i}");
             streams[i] = new Stream(c, TestData.Random(1000 + i, 20_000 + 97 * i));
             if (i == 0) // the first resolves the kernel's MAC, so the other SYNs do not queue behind ARP
-                Drive(stack, () => stack.TcpIsConnected(c), Deadline, () => "the first connection");
+                KernelPeer.Drive(stack, () => stack.TcpIsConnected(c), Deadline, () => "the first connection");
         }
 
         var scratch = new byte[65536];
         int ended = 0;
-        Drive(stack, () =>
+        KernelPeer.Drive(stack, () =>
         {
             foreach (var s in streams)
             {
@@ -139,7 +125,7 @@ public class TcpScaleInteropTests(string kind)
         // Every connection is in TIME_WAIT now (the stack sent the first FIN): closed, they go after 2MSL.
         foreach (var s in streams)
             Assert.That(stack.TcpClose(s.Socket), Is.Zero);
-        Drive(stack, () => stack.TcpConnections.Open == baseline, TimeSpan.FromSeconds(10),
+        KernelPeer.Drive(stack, () => stack.TcpConnections.Open == baseline, TimeSpan.FromSeconds(10),
             () => $"every row to be freed ({stack.TcpConnections.Open - baseline} left)");
         Assert.That(server.Served, Is.EqualTo(Connections));
         Assert.That(stack.Counters.TcpActiveOpens, Is.EqualTo(Connections));
@@ -179,7 +165,7 @@ public class TcpScaleInteropTests(string kind)
             var buffer = new byte[64 * 1024];
             int finished = 0;
             bool othersStarted = false;
-            Drive(stack, () =>
+            KernelPeer.Drive(stack, () =>
             {
                 int c;
                 while ((c = stack.TcpAccept(listener, out _)) >= 0)
@@ -230,7 +216,7 @@ public class TcpScaleInteropTests(string kind)
 
             var damaged = clients.Select(t => t.Result).Where(r => r is not null).ToList();
             Assert.That(damaged, Is.Empty);
-            Drive(stack, () => stack.TcpConnections.Open == baseline, TimeSpan.FromSeconds(10),
+            KernelPeer.Drive(stack, () => stack.TcpConnections.Open == baseline, TimeSpan.FromSeconds(10),
                 () => $"every accepted row to be freed: {StackDump.Connections(stack)}; {StackDump.TcpCounters(stack)}");
             Assert.That(stack.Counters.TcpPassiveOpens, Is.EqualTo(Connections));
             Assert.That(stack.Counters.TcpCurrEstab, Is.Zero);
@@ -307,7 +293,7 @@ public class TcpScaleInteropTests(string kind)
                 Assert.Fail($"connect {i}: {(Errno)(-rc)} (ports {FirstPort}-{FirstPort + Ports - 1} ran out?); " +
                     $"{stack.TcpConnections.Open} rows in use");
             peakOpen = Math.Max(peakOpen, stack.TcpConnections.Open);
-            Drive(stack, () => stack.TcpIsConnected(c) || stack.TcpStateOf(c) == Onload.Stack.Tcp.TcpState.Closed, Deadline,
+            KernelPeer.Drive(stack, () => stack.TcpIsConnected(c) || stack.TcpStateOf(c) == Onload.Stack.Tcp.TcpState.Closed, Deadline,
                 () => $"connection {i} to be established; {StackDump.Connection(stack, c)}");
             Assert.That(stack.TcpIsConnected(c), Is.True, () => $"connection {i}: {(Errno)stack.TcpTakeError(c)}");
 
@@ -315,7 +301,7 @@ public class TcpScaleInteropTests(string kind)
             BinaryPrimitives.WriteInt32BigEndian(request.AsSpan(4), kernelClosesFirst ? 1 : 0);
             Assert.That(stack.TcpSend(c, request), Is.EqualTo(Request));
             int got = 0;
-            Drive(stack, () =>
+            KernelPeer.Drive(stack, () =>
             {
                 int r = stack.TcpReceive(c, reply.AsSpan(got));
                 if (r > 0)
@@ -329,7 +315,7 @@ public class TcpScaleInteropTests(string kind)
             if (kernelClosesFirst)
             {
                 int end = -1;
-                Drive(stack, () => (end = stack.TcpReceive(c, reply)) != -(int)Errno.EAGAIN, Deadline,
+                KernelPeer.Drive(stack, () => (end = stack.TcpReceive(c, reply)) != -(int)Errno.EAGAIN, Deadline,
                     () => $"the kernel's FIN on connection {i}; {StackDump.Connection(stack, c)}");
                 Assert.That(end, Is.Zero, $"connection {i}: end of stream");
             }
@@ -337,13 +323,14 @@ public class TcpScaleInteropTests(string kind)
         }
         var opened = clock.Elapsed;
 
-        Drive(stack, () => stack.TcpConnections.Open == baseline, TimeSpan.FromSeconds(10),
+        KernelPeer.Drive(stack, () => stack.TcpConnections.Open == baseline, TimeSpan.FromSeconds(10),
             () => $"every row to be freed ({stack.TcpConnections.Open - baseline} left)");
         Assert.That(stack.Counters.TcpActiveOpens, Is.EqualTo(Connections));
         Assert.That(stack.Counters.TcpAttemptFails, Is.Zero);
         Assert.That(stack.Counters.TcpCurrEstab, Is.Zero);
         Poll.Until(() => server.Served == Connections || server.Errors.Count > 0, Deadline, "the kernel to finish every connection");
         Assert.That(server.Errors, Is.Empty);
+        Assert.That(server.Served, Is.EqualTo(Connections), "the kernel served every connection");
 
         // Every port of the range can be bound again: none is still held by a connection that is gone.
         var held = new List<int>();

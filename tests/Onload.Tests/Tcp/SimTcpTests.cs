@@ -146,7 +146,7 @@ public class SimTcpTests
     {
         using var pair = new SimPair(seed: 31);
         int c = pair.A.TcpOpen();
-        pair.A.TcpConnect(c, new(SimPair.AddressB.Address, 81));
+        Assert.That(pair.A.TcpConnect(c, new(SimPair.AddressB.Address, 81)), Is.EqualTo(-(int)Errno.EINPROGRESS));
         pair.RunFor(100 * Ms);
         Assert.That(pair.A.TcpTakeError(c), Is.EqualTo((int)Errno.ECONNREFUSED));
         Assert.That(pair.A.TcpStateOf(c), Is.EqualTo(TcpState.Closed));
@@ -158,7 +158,7 @@ public class SimTcpTests
     {
         using var pair = new SimPair(seed: 32);
         var (c, s) = Connect(pair);
-        pair.A.TcpSend(c, "unread"u8);
+        Assert.That(pair.A.TcpSend(c, "unread"u8), Is.EqualTo(6));
         pair.RunFor(100 * Ms);
         Assert.That(pair.B.TcpClose(s), Is.Zero);
         pair.RunFor(100 * Ms);

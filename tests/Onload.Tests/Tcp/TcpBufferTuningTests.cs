@@ -117,22 +117,24 @@ public class TcpBufferTuningTests
 
         var data = TestData.Random(3, 4_000_000);
         var buf = new byte[1 << 20];
+        var received = new MemoryStream();
         int sent = 0;
         int largest = 0;
         uint largestCwnd = 0;
-        for (int i = 0; i < 20_000 && sent < data.Length; i++)
+        for (int i = 0; i < 20_000 && received.Length < data.Length; i++)
         {
-            int n = pair.A.TcpSend(client, data.AsSpan(sent));
+            int n = sent < data.Length ? pair.A.TcpSend(client, data.AsSpan(sent)) : 0;
             if (n > 0)
                 sent += n;
             pair.RunFor(Ms / 10);
-            while (pair.B.TcpReceive(server, buf) > 0)
-            {
-            }
+            int r;
+            while ((r = pair.B.TcpReceive(server, buf)) > 0)
+                received.Write(buf, 0, r);
             largest = Math.Max(largest, pair.A.TcpGetSendBuffer(client));
             largestCwnd = Math.Max(largestCwnd, pair.A.TcpConnections[client].Cwnd);
         }
         Assert.That(sent, Is.EqualTo(data.Length));
+        Assert.That(received.ToArray(), Is.EqualTo(data), "every byte arrived, in order");
         Assert.That(largest, Is.GreaterThan(256 * 1024), "grown with cwnd");
         Assert.That(largest, Is.LessThanOrEqualTo(2 * (largestCwnd / 1448 + 1) * 4352), "twice cwnd, in Linux's segment memory, at most");
         Assert.That(pair.A.TcpGetSendBuffer(pinned), Is.EqualTo(32 * 1024));

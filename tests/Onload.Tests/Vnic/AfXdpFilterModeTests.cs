@@ -83,6 +83,8 @@ public sealed class AfXdpFilterModeTests
             TestFrames.Drain(vnic, received);
             return received.Exists(f => IsTo(f, ProtocolType.Udp, UdpPort));
         }, Deadline, $"a UDP datagram to port {UdpPort} on the socket");
+        Assert.That(received.Where(f => IsTo(f, ProtocolType.Udp, UdpPort)).Select(UdpPayload), Is.All.EqualTo("to-the-stack\n"),
+            "the datagram as the kernel sent it");
         using (pair.Start(pair.KernelNs, "socat", "-u", "/dev/null", $"TCP4:{pair.StackAddress}:{TcpPort},connect-timeout=3"))
         {
             Poll.Until(() =>
@@ -130,6 +132,7 @@ public sealed class AfXdpFilterModeTests
             TestFrames.Drain(vnic, received);
             return received.Exists(f => IsTo(f, ProtocolType.Udp, port) && SourcePort(f) == 7777);
         }, Deadline, "the datagram from port 7777 on the socket");
+        Assert.That(received.Where(f => SourcePort(f) == 7777).Select(UdpPayload), Is.All.EqualTo("from-7777\n"));
         Poll.Until(() =>
         {
             SendUdp(pair, pair.StackAddress, port, "from-7778", sourcePort: 7778);
@@ -250,6 +253,14 @@ public sealed class AfXdpFilterModeTests
     {
         int l4 = TransportOffset(f);
         return l4 > 0 ? BinaryPrimitives.ReadUInt16BigEndian(f.AsSpan(l4)) : -1;
+    }
+
+    /// <summary>The UDP payload, as text (what <see cref="SendUdp"/> wrote, with echo's newline).</summary>
+    private static string UdpPayload(byte[] f)
+    {
+        int l4 = TransportOffset(f);
+        int length = BinaryPrimitives.ReadUInt16BigEndian(f.AsSpan(l4 + 4)) - 8;
+        return System.Text.Encoding.ASCII.GetString(f, l4 + 8, length);
     }
 
     private static int TransportOffset(byte[] f)
