@@ -347,7 +347,7 @@ public sealed unsafe class AfXdpVnic : IVnic
             return -Errno.EBADF;
         if ((group >> 28) != 0xE)
             return -Errno.EINVAL;
-        uint key = SteeringProgram.Wire(group);
+        uint key = XdpProgramParts.Wire(group);
         byte value = 1;
         return Bpf.MapUpdate(_groupsMap, &key, &value);
     }
@@ -359,7 +359,7 @@ public sealed unsafe class AfXdpVnic : IVnic
             return _disposed ? -Errno.EBADF : -Errno.EOPNOTSUPP;
         if (_groupsMap < 0)
             return -Errno.EBADF;
-        uint key = SteeringProgram.Wire(group);
+        uint key = XdpProgramParts.Wire(group);
         int rc = Bpf.MapDelete(_groupsMap, &key);
         return rc == -Errno.ENOENT ? -Errno.EADDRNOTAVAIL : rc;
     }
@@ -593,13 +593,13 @@ public sealed unsafe class AfXdpVnic : IVnic
             name = SteeringProgram.Name;
         }
 
-        _prog = Bpf.ProgLoadXdp(insns, SteeringProgram.License, name, default);
+        _prog = Bpf.ProgLoadXdp(insns, XdpProgramParts.License, name, default);
         if (_prog >= 0)
             return;
         int err = -_prog;
         // Load again with the verifier's log (libbpf does the same): it says which instruction it refused and why.
         var log = new byte[1 << 20];
-        int again = Bpf.ProgLoadXdp(insns, SteeringProgram.License, name, log);
+        int again = Bpf.ProgLoadXdp(insns, XdpProgramParts.License, name, log);
         if (again >= 0)
         {
             _prog = again;

@@ -1,7 +1,6 @@
-using System.Buffers.Binary;
 using System.Runtime.InteropServices;
 using Onload.Vnic.Native;
-using static Onload.Vnic.Native.Bpf;
+using static Onload.Vnic.AfXdp.XdpProgramParts;
 
 namespace Onload.Vnic.AfXdp;
 
@@ -26,14 +25,7 @@ internal static class FlowFilterProgram
 {
     public const string Name = "onload_flows";
 
-    // struct xdp_md (include/uapi/linux/bpf.h).
-    private const short XdpMdData = 0;
-    private const short XdpMdDataEnd = 4;
-    private const short XdpMdRxQueueIndex = 16;
-
     // Offsets in the frame (RFC 791), no VLAN tag.
-    private const int EthHeader = 14;
-    private const short EthType = 12;
     private const short Ipv4VersionIhl = EthHeader + 0;
     private const short Ipv4FlagsFragment = EthHeader + 6;
     private const short Ipv4Protocol = EthHeader + 9;
@@ -55,35 +47,31 @@ internal static class FlowFilterProgram
     {
         var a = new BpfAssembler();
 
-        a.Mov64(Reg.R6, Reg.R1);
-        a.Load(Size.W, Reg.R2, Reg.R6, XdpMdData);
-        a.Load(Size.W, Reg.R3, Reg.R6, XdpMdDataEnd);
+        EmitLoadContext(a);
 
         // Ethernet and a minimal IPv4 header present, EtherType IPv4.
-        a.Mov64(Reg.R4, Reg.R2);
-        a.Add64(Reg.R4, Ipv4MinEnd);
-        a.If(Reg.R4, Jump.Gt, Reg.R3, "pass");
+        EmitPassIfShorterThan(a, Ipv4MinEnd);
         a.Load(Size.H, Reg.R5, Reg.R2, EthType);
-        a.If(Reg.R5, Jump.Ne, Wire16(0x0800), "pass");
+        a.If(Reg.R5, Jump.Ne, Wire16(0x0800), Pass);
 
         // Version 4, IHL 5..15: r5 = header length in bytes (20..60), a bounded scalar the verifier can follow.
         a.Load(Size.B, Reg.R5, Reg.R2, Ipv4VersionIhl);
         a.Mov64(Reg.R4, Reg.R5);
         a.And64(Reg.R4, 0xf0);
-        a.If(Reg.R4, Jump.Ne, 0x40, "pass");
+        a.If(Reg.R4, Jump.Ne, 0x40, Pass);
         a.And64(Reg.R5, 0x0f);
-        a.If(Reg.R5, Jump.Lt, 5, "pass");
+        a.If(Reg.R5, Jump.Lt, 5, Pass);
         a.Lsh64(Reg.R5, 2);
 
         // Any fragment (MF, or an offset) is the kernel's.
         a.Load(Size.H, Reg.R4, Reg.R2, Ipv4FlagsFragment);
         a.And64(Reg.R4, Wire16(0x3fff));
-        a.If(Reg.R4, Jump.Ne, 0, "pass");
+        a.If(Reg.R4, Jump.Ne, 0, Pass);
 
         // TCP or UDP only. r7..r9 (callee-saved) keep protocol and addresses, as loaded: wire byte order.
         a.Load(Size.B, Reg.R7, Reg.R2, Ipv4Protocol);
         a.If(Reg.R7, Jump.Eq, 6, "ports");
-        a.If(Reg.R7, Jump.Ne, 17, "pass");
+        a.If(Reg.R7, Jump.Ne, 17, Pass);
         a.Label("ports");
         a.Load(Size.W, Reg.R8, Reg.R2, Ipv4Daddr);
         a.Load(Size.W, Reg.R9, Reg.R2, Ipv4Saddr);
@@ -94,7 +82,7 @@ internal static class FlowFilterProgram
         a.Add64(Reg.R4, EthHeader);
         a.Mov64(Reg.R1, Reg.R4);
         a.Add64(Reg.R1, PortsLength);
-        a.If(Reg.R1, Jump.Gt, Reg.R3, "pass");
+        a.If(Reg.R1, Jump.Gt, Reg.R3, Pass);
         a.Load(Size.H, Reg.R5, Reg.R4, 0);            // source port
         a.Load(Size.H, Reg.R4, Reg.R4, 2);            // destination port
 
@@ -107,39 +95,20 @@ internal static class FlowFilterProgram
         a.Store(Size.W, Reg.R10, KeyRemoteAddress, Reg.R9);
         a.Store(Size.H, Reg.R10, KeyLocalPort, Reg.R4);
         a.Store(Size.H, Reg.R10, KeyRemotePort, Reg.R5);
-        a.LoadMapFd(Reg.R1, filtersMapFd);
-        a.Mov64(Reg.R2, Reg.R10);
-        a.Add64(Reg.R2, Key);
-        a.Call(BPF_FUNC_map_lookup_elem);
-        a.If(Reg.R0, Jump.Ne, 0, "redirect");
+        EmitLookup(a, filtersMapFd, Key);
+        a.If(Reg.R0, Jump.Ne, 0, Redirect);
 
         // Then the wild key: the remote half zero.
         a.Mov64(Reg.R1, 0);
         a.Store(Size.W, Reg.R10, KeyRemoteAddress, Reg.R1);
         a.Store(Size.H, Reg.R10, KeyRemotePort, Reg.R1);
-        a.LoadMapFd(Reg.R1, filtersMapFd);
-        a.Mov64(Reg.R2, Reg.R10);
-        a.Add64(Reg.R2, Key);
-        a.Call(BPF_FUNC_map_lookup_elem);
-        a.If(Reg.R0, Jump.Eq, 0, "pass");
+        EmitLookup(a, filtersMapFd, Key);
+        a.If(Reg.R0, Jump.Eq, 0, Pass);
 
-        // To the socket of this RX queue; XDP_PASS if the XSKMAP has none there.
-        a.Label("redirect");
-        a.Load(Size.W, Reg.R2, Reg.R6, XdpMdRxQueueIndex);
-        a.LoadMapFd(Reg.R1, xsksMapFd);
-        a.Mov64(Reg.R3, XDP_PASS);
-        a.Call(BPF_FUNC_redirect_map);
-        a.Exit();
-
-        a.Label("pass");
-        a.Mov64(Reg.R0, XDP_PASS);
-        a.Exit();
-
+        // To the socket of this RX queue, or to the kernel.
+        EmitRedirectOrPass(a, xsksMapFd);
         return a.Assemble();
     }
-
-    /// <summary>A 16-bit field as a 16-bit load from the packet yields it.</summary>
-    private static int Wire16(ushort hostOrder) => BitConverter.IsLittleEndian ? BinaryPrimitives.ReverseEndianness(hostOrder) : hostOrder;
 }
 
 /// <summary>
@@ -165,9 +134,9 @@ internal struct FlowFilterKey
     public static FlowFilterKey From(byte protocol, uint localAddress, ushort localPort, uint remoteAddress, ushort remotePort) => new()
     {
         Protocol = protocol,
-        LocalAddress = SteeringProgram.Wire(localAddress),
-        RemoteAddress = SteeringProgram.Wire(remoteAddress),
-        LocalPort = BitConverter.IsLittleEndian ? BinaryPrimitives.ReverseEndianness(localPort) : localPort,
-        RemotePort = BitConverter.IsLittleEndian ? BinaryPrimitives.ReverseEndianness(remotePort) : remotePort,
+        LocalAddress = Wire(localAddress),
+        RemoteAddress = Wire(remoteAddress),
+        LocalPort = Wire16(localPort),
+        RemotePort = Wire16(remotePort),
     };
 }

@@ -1,6 +1,5 @@
-using System.Buffers.Binary;
 using Onload.Vnic.Native;
-using static Onload.Vnic.Native.Bpf;
+using static Onload.Vnic.AfXdp.XdpProgramParts;
 
 namespace Onload.Vnic.AfXdp;
 
@@ -23,20 +22,9 @@ namespace Onload.Vnic.AfXdp;
 /// </remarks>
 internal static class SteeringProgram
 {
-    /// <summary>The license the kernel records for the program: GPL-compatible (which GPL-only helpers would need;
-    /// the two used here are not), and permissive for anyone reusing the bytecode.</summary>
-    public const string License = "Dual BSD/GPL";
-
     public const string Name = "onload_xsk";
 
-    // struct xdp_md (include/uapi/linux/bpf.h): the context in R1.
-    private const short XdpMdData = 0;
-    private const short XdpMdDataEnd = 4;
-    private const short XdpMdRxQueueIndex = 16;
-
     // Offsets in the frame (RFC 826 for ARP, RFC 791 for IPv4, no VLAN tag).
-    private const int EthHeader = 14;
-    private const short EthType = 12;
     private const short ArpPtype = EthHeader + 2;
     private const short ArpPlen = EthHeader + 5;
     private const short ArpTpa = EthHeader + 24;
@@ -49,69 +37,40 @@ internal static class SteeringProgram
         uint local = Wire(localIpv4HostOrder);
         var a = new BpfAssembler();
 
-        // r6 = ctx; r2 = data; r3 = data_end. The context survives calls in r6; r2 and r3 do not.
-        a.Mov64(Reg.R6, Reg.R1);
-        a.Load(Size.W, Reg.R2, Reg.R6, XdpMdData);
-        a.Load(Size.W, Reg.R3, Reg.R6, XdpMdDataEnd);
+        EmitLoadContext(a);
 
         // Ethernet header present? Then dispatch on EtherType: ARP, IPv4, anything else to the kernel.
-        a.Mov64(Reg.R4, Reg.R2);
-        a.Add64(Reg.R4, EthHeader);
-        a.If(Reg.R4, Jump.Gt, Reg.R3, "pass");
+        EmitPassIfShorterThan(a, EthHeader);
         a.Load(Size.H, Reg.R5, Reg.R2, EthType);
         a.If(Reg.R5, Jump.Eq, Wire16(0x0806), "arp");
-        a.If(Reg.R5, Jump.Ne, Wire16(0x0800), "pass");
+        a.If(Reg.R5, Jump.Ne, Wire16(0x0800), Pass);
 
         // IPv4: a whole minimal header present, destination = ours? (r7 keeps it across the map lookup.)
-        a.Mov64(Reg.R4, Reg.R2);
-        a.Add64(Reg.R4, Ipv4End);
-        a.If(Reg.R4, Jump.Gt, Reg.R3, "pass");
+        EmitPassIfShorterThan(a, Ipv4End);
         a.Load(Size.W, Reg.R7, Reg.R2, Ipv4Daddr);
-        a.If32(Reg.R7, Jump.Eq, local, "redirect");
+        a.If32(Reg.R7, Jump.Eq, local, Redirect);
 
         // IPv4 multicast (first octet 224..239)? Redirect if the group is in the groups map.
         a.Load(Size.B, Reg.R5, Reg.R2, Ipv4Daddr);
         a.And64(Reg.R5, 0xf0);
-        a.If(Reg.R5, Jump.Ne, 0xe0, "pass");
+        a.If(Reg.R5, Jump.Ne, 0xe0, Pass);
         a.Store(Size.W, Reg.R10, -4, Reg.R7);         // key on the stack: the group as on the wire
-        a.LoadMapFd(Reg.R1, groupsMapFd);
-        a.Mov64(Reg.R2, Reg.R10);
-        a.Add64(Reg.R2, -4);
-        a.Call(BPF_FUNC_map_lookup_elem);             // r0 = &value or NULL
-        a.If(Reg.R0, Jump.Eq, 0, "pass");
-        a.Goto("redirect");
+        EmitLookup(a, groupsMapFd, -4);
+        a.If(Reg.R0, Jump.Eq, 0, Pass);
+        a.Goto(Redirect);
 
         // ARP: the fixed 28-byte IPv4-over-Ethernet body present, protocol IPv4 with 4-byte addresses, target = ours?
         a.Label("arp");
-        a.Mov64(Reg.R4, Reg.R2);
-        a.Add64(Reg.R4, ArpEnd);
-        a.If(Reg.R4, Jump.Gt, Reg.R3, "pass");
+        EmitPassIfShorterThan(a, ArpEnd);
         a.Load(Size.H, Reg.R5, Reg.R2, ArpPtype);
-        a.If(Reg.R5, Jump.Ne, Wire16(0x0800), "pass");
+        a.If(Reg.R5, Jump.Ne, Wire16(0x0800), Pass);
         a.Load(Size.B, Reg.R5, Reg.R2, ArpPlen);
-        a.If(Reg.R5, Jump.Ne, 4, "pass");
+        a.If(Reg.R5, Jump.Ne, 4, Pass);
         a.Load(Size.W, Reg.R7, Reg.R2, ArpTpa);
-        a.If32(Reg.R7, Jump.Ne, local, "pass");
+        a.If32(Reg.R7, Jump.Ne, local, Pass);
 
-        // Redirect to the socket of this RX queue; if the XSKMAP has none there, XDP_PASS (the flags' low bits).
-        a.Label("redirect");
-        a.Load(Size.W, Reg.R2, Reg.R6, XdpMdRxQueueIndex);
-        a.LoadMapFd(Reg.R1, xsksMapFd);
-        a.Mov64(Reg.R3, XDP_PASS);
-        a.Call(BPF_FUNC_redirect_map);
-        a.Exit();
-
-        // Everything else belongs to the kernel.
-        a.Label("pass");
-        a.Mov64(Reg.R0, XDP_PASS);
-        a.Exit();
-
+        // Redirect to the socket of this RX queue; everything else belongs to the kernel.
+        EmitRedirectOrPass(a, xsksMapFd);
         return a.Assemble();
     }
-
-    /// <summary>An IPv4 address in host byte order as a 32-bit load from the packet yields it.</summary>
-    public static uint Wire(uint hostOrder) => BitConverter.IsLittleEndian ? BinaryPrimitives.ReverseEndianness(hostOrder) : hostOrder;
-
-    /// <summary>A 16-bit field (an EtherType) as a 16-bit load from the packet yields it.</summary>
-    private static int Wire16(ushort hostOrder) => BitConverter.IsLittleEndian ? BinaryPrimitives.ReverseEndianness(hostOrder) : hostOrder;
 }

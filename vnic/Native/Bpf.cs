@@ -59,21 +59,21 @@ internal static unsafe class Bpf
             MaxEntries = maxEntries,
         };
         Libc.CopyCString(name, new Span<byte>(attr.MapName, BPF_OBJ_NAME_LEN));
-        return Result(Libc.Bpf(BPF_MAP_CREATE, &attr, (uint)sizeof(MapCreateAttr)));
+        return Command(BPF_MAP_CREATE, ref attr);
     }
 
     /// <summary>BPF_MAP_UPDATE_ELEM. Returns 0 or -errno.</summary>
     public static int MapUpdate(int mapFd, void* key, void* value, ulong flags = BPF_ANY)
     {
         var attr = new MapElemAttr { MapFd = (uint)mapFd, Key = (ulong)key, Value = (ulong)value, Flags = flags };
-        return Result(Libc.Bpf(BPF_MAP_UPDATE_ELEM, &attr, (uint)sizeof(MapElemAttr)));
+        return Command(BPF_MAP_UPDATE_ELEM, ref attr);
     }
 
     /// <summary>BPF_MAP_DELETE_ELEM. Returns 0 or -errno (-ENOENT when the key is absent).</summary>
     public static int MapDelete(int mapFd, void* key)
     {
         var attr = new MapElemAttr { MapFd = (uint)mapFd, Key = (ulong)key };
-        return Result(Libc.Bpf(BPF_MAP_DELETE_ELEM, &attr, (uint)sizeof(MapElemAttr)));
+        return Command(BPF_MAP_DELETE_ELEM, ref attr);
     }
 
     /// <summary>
@@ -100,7 +100,7 @@ internal static unsafe class Bpf
                 ExpectedAttachType = BPF_XDP,
             };
             Libc.CopyCString(name, new Span<byte>(attr.ProgName, BPF_OBJ_NAME_LEN));
-            return Result(Libc.Bpf(BPF_PROG_LOAD, &attr, (uint)sizeof(ProgLoadAttr)));
+            return Command(BPF_PROG_LOAD, ref attr);
         }
     }
 
@@ -114,10 +114,19 @@ internal static unsafe class Bpf
             AttachType = BPF_XDP,
             Flags = xdpFlags,
         };
-        return Result(Libc.Bpf(BPF_LINK_CREATE, &attr, (uint)sizeof(LinkCreateAttr)));
+        return Command(BPF_LINK_CREATE, ref attr);
     }
 
-    private static int Result(int rc) => rc >= 0 ? rc : -Errno.Last;
+    /// <summary>bpf(<paramref name="cmd"/>, &amp;attr, sizeof(attr)): the size is always the variant's own, so the
+    /// kernel never reads past it. Returns what the kernel returns, or -errno.</summary>
+    private static int Command<TAttr>(int cmd, ref TAttr attr) where TAttr : unmanaged
+    {
+        fixed (TAttr* p = &attr)
+        {
+            int rc = Libc.Bpf(cmd, p, (uint)sizeof(TAttr));
+            return rc >= 0 ? rc : -Errno.Last;
+        }
+    }
 
     /// <summary>The BPF_MAP_CREATE variant: map_type .. map_name (44 bytes).</summary>
     [StructLayout(LayoutKind.Explicit, Size = 44)]
