@@ -14,12 +14,23 @@ internal static unsafe class Bpf
     public const int BPF_MAP_CREATE = 0;
     public const int BPF_MAP_UPDATE_ELEM = 2;
     public const int BPF_MAP_DELETE_ELEM = 3;
+    public const int BPF_MAP_GET_NEXT_KEY = 4;
     public const int BPF_PROG_LOAD = 5;
+    public const int BPF_OBJ_PIN = 6;
+    public const int BPF_OBJ_GET = 7;
+    public const int BPF_OBJ_GET_INFO_BY_FD = 15;
     public const int BPF_LINK_CREATE = 28;
+    public const int BPF_LINK_DETACH = 34;
 
     // enum bpf_map_type.
     public const uint BPF_MAP_TYPE_HASH = 1;
     public const uint BPF_MAP_TYPE_XSKMAP = 17;
+
+    // enum bpf_link_type.
+    public const uint BPF_LINK_TYPE_XDP = 6;
+
+    /// <summary>statfs(2)'s f_type of a bpffs mount (include/uapi/linux/magic.h).</summary>
+    public const uint BPF_FS_MAGIC = 0xcafe4a11;
 
     // enum bpf_prog_type.
     public const uint BPF_PROG_TYPE_XDP = 6;
@@ -74,6 +85,83 @@ internal static unsafe class Bpf
     {
         var attr = new MapElemAttr { MapFd = (uint)mapFd, Key = (ulong)key };
         return Command(BPF_MAP_DELETE_ELEM, ref attr);
+    }
+
+    /// <summary>BPF_MAP_GET_NEXT_KEY: the key after <paramref name="key"/> (the first key when it is null) into
+    /// <paramref name="nextKey"/>. Returns 0, -ENOENT after the last key, or another -errno.</summary>
+    public static int MapGetNextKey(int mapFd, void* key, void* nextKey)
+    {
+        var attr = new MapElemAttr { MapFd = (uint)mapFd, Key = (ulong)key, Value = (ulong)nextKey };
+        return Command(BPF_MAP_GET_NEXT_KEY, ref attr);
+    }
+
+    /// <summary>BPF_OBJ_PIN: makes <paramref name="fd"/> (a map, program or link) a file at <paramref name="path"/>
+    /// on a bpffs, which keeps the object alive after every fd is closed. Returns 0 or -errno (-EEXIST if the path
+    /// exists; -EPERM if it is not on a bpffs).</summary>
+    public static int ObjPin(int fd, string path)
+    {
+        byte[] pathC = CString(path);
+        fixed (byte* p = pathC)
+        {
+            var attr = new ObjAttr { Pathname = (ulong)p, BpfFd = (uint)fd };
+            return Command(BPF_OBJ_PIN, ref attr);
+        }
+    }
+
+    /// <summary>BPF_OBJ_GET: a new fd for the object pinned at <paramref name="path"/>, or -errno (-ENOENT).</summary>
+    public static int ObjGet(string path)
+    {
+        byte[] pathC = CString(path);
+        fixed (byte* p = pathC)
+        {
+            var attr = new ObjAttr { Pathname = (ulong)p };
+            return Command(BPF_OBJ_GET, ref attr);
+        }
+    }
+
+    /// <summary>BPF_OBJ_GET_INFO_BY_FD of a link: its type, its program's id and, for an XDP link, the ifindex of
+    /// the interface it is attached to (0 once the interface is gone or the link detached). Returns 0 or -errno.</summary>
+    public static int LinkInfo(int linkFd, out uint type, out uint progId, out int xdpIfIndex)
+    {
+        LinkInfoXdp info = default;
+        int rc = ObjInfo(linkFd, &info, (uint)sizeof(LinkInfoXdp));
+        type = info.Type;
+        progId = info.ProgId;
+        xdpIfIndex = (int)info.XdpIfIndex;
+        return rc;
+    }
+
+    /// <summary>BPF_OBJ_GET_INFO_BY_FD of a map: its type, key and value sizes and capacity. Returns 0 or -errno.</summary>
+    public static int MapInfo(int mapFd, out uint type, out uint keySize, out uint valueSize, out uint maxEntries)
+    {
+        MapInfoHead info = default;
+        int rc = ObjInfo(mapFd, &info, (uint)sizeof(MapInfoHead));
+        (type, keySize, valueSize, maxEntries) = (info.Type, info.KeySize, info.ValueSize, info.MaxEntries);
+        return rc;
+    }
+
+    /// <summary>BPF_LINK_DETACH: detaches the link's program now, whoever else holds the link (its fds and pins
+    /// stay valid, defunct). Returns 0 or -errno.</summary>
+    public static int LinkDetach(int linkFd)
+    {
+        uint attr = (uint)linkFd; // link_detach { __u32 link_fd; }
+        return Command(BPF_LINK_DETACH, ref attr);
+    }
+
+    /// <summary>The kernel fills at most <paramref name="length"/> bytes of its info struct (it takes a shorter one
+    /// than its own, kernel/bpf/syscall.c).</summary>
+    private static int ObjInfo(int fd, void* info, uint length)
+    {
+        var attr = new InfoAttr { BpfFd = (uint)fd, InfoLen = length, Info = (ulong)info };
+        return Command(BPF_OBJ_GET_INFO_BY_FD, ref attr);
+    }
+
+    /// <summary>A path or name as a NUL-terminated UTF-8 string, for the calls that take a <c>char *</c>.</summary>
+    public static byte[] CString(string s)
+    {
+        byte[] bytes = new byte[System.Text.Encoding.UTF8.GetByteCount(s) + 1];
+        System.Text.Encoding.UTF8.GetBytes(s, bytes);
+        return bytes;
     }
 
     /// <summary>
@@ -170,6 +258,46 @@ internal static unsafe class Bpf
         [FieldOffset(48)] public fixed byte ProgName[BPF_OBJ_NAME_LEN];
         [FieldOffset(64)] public uint ProgIfIndex;
         [FieldOffset(68)] public uint ExpectedAttachType;
+    }
+
+    /// <summary>The BPF_OBJ_PIN and BPF_OBJ_GET variant: pathname, bpf_fd, file_flags (16 bytes).</summary>
+    [StructLayout(LayoutKind.Explicit, Size = 16)]
+    private struct ObjAttr
+    {
+        [FieldOffset(0)] public ulong Pathname;
+        [FieldOffset(8)] public uint BpfFd;
+        [FieldOffset(12)] public uint FileFlags;
+    }
+
+    /// <summary>The BPF_OBJ_GET_INFO_BY_FD variant (16 bytes).</summary>
+    [StructLayout(LayoutKind.Explicit, Size = 16)]
+    private struct InfoAttr
+    {
+        [FieldOffset(0)] public uint BpfFd;
+        [FieldOffset(4)] public uint InfoLen;
+        [FieldOffset(8)] public ulong Info;
+    }
+
+    /// <summary><c>struct bpf_link_info</c> up to the XDP member of its union, which starts at 16 (the union holds
+    /// u64s, so it is 8-aligned).</summary>
+    [StructLayout(LayoutKind.Explicit, Size = 24)]
+    private struct LinkInfoXdp
+    {
+        [FieldOffset(0)] public uint Type;
+        [FieldOffset(4)] public uint Id;
+        [FieldOffset(8)] public uint ProgId;
+        [FieldOffset(16)] public uint XdpIfIndex;
+    }
+
+    /// <summary>The head of <c>struct bpf_map_info</c>: type .. max_entries.</summary>
+    [StructLayout(LayoutKind.Explicit, Size = 20)]
+    private struct MapInfoHead
+    {
+        [FieldOffset(0)] public uint Type;
+        [FieldOffset(4)] public uint Id;
+        [FieldOffset(8)] public uint KeySize;
+        [FieldOffset(12)] public uint ValueSize;
+        [FieldOffset(16)] public uint MaxEntries;
     }
 
     /// <summary>The BPF_LINK_CREATE variant for XDP (16 bytes).</summary>

@@ -2,9 +2,18 @@ using System.Runtime.InteropServices;
 
 namespace Onload.Vnic.Native;
 
-/// <summary>The libc calls the AF_XDP backend adds: recvfrom (to wake the driver's RX) and syscall (for bpf(2)).</summary>
+/// <summary>The libc calls the AF_XDP backend adds: recvfrom (to wake the driver's RX), syscall (for bpf(2)), and
+/// statfs and mount (to find or mount the bpffs that pins live on).</summary>
 internal static unsafe partial class Libc
 {
+    /// <summary>statfs(2) into <paramref name="buf"/>, a <c>struct statfs</c> (120 bytes on x86-64 and arm64,
+    /// f_type, a long, first).</summary>
+    [LibraryImport(Lib, EntryPoint = "statfs", SetLastError = true)]
+    internal static partial int StatFs(byte* path, void* buf);
+
+    [LibraryImport(Lib, EntryPoint = "mount", SetLastError = true)]
+    internal static partial int Mount(byte* source, byte* target, byte* fsType, nuint flags, void* data);
+
     [LibraryImport(Lib, EntryPoint = "recvfrom", SetLastError = true)]
     internal static partial nint RecvFrom(int fd, void* buf, nuint len, int flags, void* srcAddr, uint* addrlen);
 

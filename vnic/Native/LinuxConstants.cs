@@ -16,6 +16,10 @@ internal static class LinuxConstants
     // include/linux/socket.h
     public const int MSG_DONTWAIT = 0x40;
 
+    // asm-generic/socket.h: the socket's address family, read back (to check a socket passed in).
+    public const int SOL_SOCKET = 1;
+    public const int SO_DOMAIN = 39;
+
     // asm-generic/fcntl.h
     public const int O_RDWR = 2;
     public const int O_NONBLOCK = 0x800;
