@@ -2,7 +2,6 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Numerics;
 using System.Runtime.InteropServices;
-using System.Text;
 using Onload.Vnic.Native;
 using static Onload.Vnic.Native.IfXdp;
 using static Onload.Vnic.Native.LinuxConstants;
@@ -15,6 +14,12 @@ namespace Onload.Vnic.AfXdp;
 /// TCP and UDP flows added with <see cref="AddFilter"/> (filter mode, <see cref="FlowFilterProgram"/>); the kernel
 /// keeps the rest. Raw system calls, no libxdp or libbpf (Documentation/networking/af_xdp.rst).
 /// </summary>
+/// <remarks>
+/// <para><b>Who owns the program.</b> <see cref="Open"/> owns everything: in filter mode an
+/// <see cref="XdpFilterSteering"/> (program, maps, link) beside its socket. <see cref="OpenOnSocket"/> owns only the
+/// socket, its UMEM and rings: the steering belongs to another process (onload-driverd), which created the socket
+/// with <see cref="CreateSocket"/>, passed it over, and puts it in its XSKMAP once this side has bound it.</para>
+/// </remarks>
 /// <remarks>
 /// <para><b>The UMEM is the buffer pool.</b> The packet area registered with the kernel (XDP_UMEM_REG) is one
 /// shared anonymous mapping of <c>BufferCount</c> chunks; <see cref="Buffers"/> is a <see cref="BufferPool"/> over it, buffer
@@ -40,7 +45,7 @@ public sealed unsafe class AfXdpVnic : IVnic
 
     /// <summary>How long Open retries a bind or an attach that finds the queue or the interface busy: the previous
     /// owner's socket is released by a kernel work item shortly after its process dies (MACHINE-NOTES.md).</summary>
-    private static readonly TimeSpan BusyRetry = TimeSpan.FromSeconds(1);
+    private static readonly TimeSpan BusyRetry = XdpAttach.BusyRetry;
 
     /// <summary>Refill the fill ring once this many of its target entries are missing (a quarter of the target if
     /// that is less).</summary>
@@ -62,11 +67,12 @@ public sealed unsafe class AfXdpVnic : IVnic
     private nuint _umemLength;
     private byte* _where;
     private int _xsk = -1;
+    // Direct mode's program and maps; filter mode's are in _steering; a VNIC on another's socket has neither.
     private int _xsksMap = -1;
     private int _groupsMap = -1;
-    private int _filtersMap = -1;
     private int _prog = -1;
     private int _link = -1;
+    private XdpFilterSteering? _steering;
     private XskRing _fill;
     private XskRing _completion;
     private XskRing _rx;
@@ -81,8 +87,9 @@ public sealed unsafe class AfXdpVnic : IVnic
     private XdpStatistics _statistics;
 
     private AfXdpVnic(string spec, string ifName, int ifIndex, int queue, MacAddress mac, int mtu, uint localIpv4,
-        int chunkSize, int bufferCount, int ringSize, int maxFilters)
+        int chunkSize, int bufferCount, int ringSize, bool filterMode, int maxFilters)
     {
+        FilterMode = filterMode;
         MaxFilters = maxFilters;
         Spec = spec;
         _ifName = ifName;
@@ -122,19 +129,22 @@ public sealed unsafe class AfXdpVnic : IVnic
     /// <see cref="VnicOptions.LocalIpv4"/> said, or 0.</summary>
     public uint LocalIpv4 { get; }
 
-    /// <summary>Whether the program steers only added flows (<see cref="VnicOptions.FilterMode"/>).</summary>
-    public bool FilterMode => MaxFilters > 0;
+    /// <summary>Whether the program steers only added flows (<see cref="VnicOptions.FilterMode"/>); always true on a
+    /// socket from elsewhere (<see cref="OpenOnSocket"/>), whose owner's <see cref="XdpFilterSteering"/> feeds it.</summary>
+    public bool FilterMode { get; }
 
-    /// <summary>Capacity of the filters map in filter mode; 0 in direct mode.</summary>
+    /// <summary>Capacity of the filters map in filter mode; 0 in direct mode and on a socket from elsewhere (whose
+    /// filters are the steering owner's).</summary>
     public int MaxFilters { get; }
 
-    /// <summary>Filters in the map now.</summary>
-    public int FilterCount { get; private set; }
+    /// <summary>Filters in the map now (0 where this VNIC has no filters map).</summary>
+    public int FilterCount => _steering?.FilterCount ?? 0;
 
     /// <summary>Whether the kernel bound the socket in zero-copy mode (the NIC's DMA writes into the UMEM).</summary>
     public bool ZeroCopy { get; private set; }
 
-    /// <summary>Whether the XDP program runs in the driver (native) rather than on the skb path (generic).</summary>
+    /// <summary>Whether the XDP program runs in the driver (native) rather than on the skb path (generic); false on
+    /// a socket from elsewhere (the program is not ours to know).</summary>
     public bool NativeXdp { get; private set; }
 
     /// <summary>"copy, drv", "zero-copy, drv", "copy, skb": socket mode, then where the XDP program runs.</summary>
@@ -182,30 +192,91 @@ public sealed unsafe class AfXdpVnic : IVnic
         uint local = options.LocalIpv4 ?? 0;
         if (!options.FilterMode && options.LocalIpv4 is null)
             throw new ArgumentException($"{spec}: af_xdp needs VnicOptions.LocalIpv4, the stack's address, which its XDP program steers to the socket", nameof(options));
-        if (options.RingSize < 2 || !BitOperations.IsPow2(options.RingSize))
-            throw new ArgumentException($"{spec}: RingSize {options.RingSize} is not a power of two >= 2", nameof(options));
+        CheckSizes(spec, options);
         if (options.FilterMode && options.MaxFilters < 1)
             throw new ArgumentException($"{spec}: MaxFilters {options.MaxFilters} is below 1", nameof(options));
-        if (options.BufferCount < 4)
-            throw new ArgumentException($"{spec}: BufferCount {options.BufferCount} is below 4", nameof(options));
 
         int ifIndex = NetInterface.Index(spec, ifname);
         var (mac, mtu) = ReadInterface(spec, ifname);
         int chunk = ChooseChunkSize(spec, mtu, options.BufferSize);
 
         var vnic = new AfXdpVnic(spec, ifname, ifIndex, queue, mac, mtu, local, chunk, options.BufferCount, options.RingSize,
-            options.FilterMode ? options.MaxFilters : 0);
+            options.FilterMode, options.FilterMode ? options.MaxFilters : 0);
         try
         {
-            vnic.CreateMapsAndProgram();
-            vnic.CreateSocket();
+            // Program and maps, socket, bind, the socket into the XSKMAP, attach: in this order since the backend was
+            // written, so a busy queue is reported before a taken XDP hook.
+            if (options.FilterMode)
+                vnic._steering = XdpFilterSteering.Create(spec, ifname, ifIndex, options.MaxFilters, queue + 1);
+            else
+                vnic.CreateMapsAndProgram();
+            vnic._xsk = NetInterface.OpenSocket(spec, AF_XDP, SOCK_RAW);
+            vnic.SetUpUmemAndRings();
             vnic.Bind();
+            vnic.InsertIntoXskMap();
             vnic.Attach();
             return vnic;
         }
         catch
         {
             vnic.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// socket(AF_XDP, SOCK_RAW | SOCK_CLOEXEC): a socket for <see cref="OpenOnSocket"/>, in the calling thread's
+    /// network namespace, which is the one its bind looks the interface up in. Needs CAP_NET_RAW.
+    /// </summary>
+    /// <returns>The fd; the caller owns it.</returns>
+    /// <exception cref="IOException">The message says why (no CAP_NET_RAW, no AF_XDP in this kernel, errno).</exception>
+    public static int CreateSocket() => NetInterface.OpenSocket("af_xdp", AF_XDP, SOCK_RAW);
+
+    /// <summary>
+    /// Opens <c>IF[:QUEUE]</c> on an AF_XDP socket created elsewhere (by <see cref="CreateSocket"/>, e.g. in a daemon
+    /// that passed it over SCM_RIGHTS): registers the UMEM, maps the four rings and binds to the queue (zero-copy,
+    /// else copy; need_wakeup; EBUSY retried) — none of which the kernel checks capabilities for, though the UMEM
+    /// counts against RLIMIT_MEMLOCK without CAP_IPC_LOCK. Loads no program and touches no map: frames arrive once
+    /// the owner of the interface's <see cref="XdpFilterSteering"/> calls <see cref="XdpFilterSteering.SetSocket"/>
+    /// with this socket (the kernel takes only a bound socket into an XSKMAP).
+    /// </summary>
+    /// <param name="nameAndQueue"><c>IF[:QUEUE]</c>, the interface named in the calling thread's network namespace,
+    /// which must be the socket's (bind resolves the index in the namespace the socket was created in).</param>
+    /// <param name="xskFd">The socket; this VNIC owns it from the call on: closed on Dispose, or before an exception.</param>
+    /// <param name="options">Ring and buffer sizes; <see cref="VnicOptions.LocalIpv4"/> is only reported back, and
+    /// the filter options are the steering owner's business.</param>
+    /// <exception cref="ArgumentException">Bad spec or options, or a negative fd.</exception>
+    /// <exception cref="IOException">A system call failed, or the fd is no AF_XDP socket; the message names it and errno.</exception>
+    public static AfXdpVnic OpenOnSocket(string nameAndQueue, int xskFd, VnicOptions options)
+    {
+        AfXdpVnic? vnic = null;
+        try
+        {
+            ArgumentNullException.ThrowIfNull(nameAndQueue);
+            ArgumentNullException.ThrowIfNull(options);
+            string spec = "af_xdp:" + nameAndQueue;
+            var (ifname, queue) = ParseNameAndQueue(spec, nameAndQueue);
+            if (xskFd < 0)
+                throw new ArgumentException($"{spec}: socket fd {xskFd} is negative", nameof(xskFd));
+            CheckSizes(spec, options);
+            CheckIsXdpSocket(spec, xskFd);
+
+            int ifIndex = NetInterface.Index(spec, ifname);
+            var (mac, mtu) = ReadInterface(spec, ifname);
+            int chunk = ChooseChunkSize(spec, mtu, options.BufferSize);
+            vnic = new AfXdpVnic(spec, ifname, ifIndex, queue, mac, mtu, options.LocalIpv4 ?? 0, chunk, options.BufferCount,
+                options.RingSize, filterMode: true, maxFilters: 0);
+            vnic._xsk = xskFd;
+            vnic.SetUpUmemAndRings();
+            vnic.Bind();
+            return vnic;
+        }
+        catch
+        {
+            if (vnic is not null)
+                vnic.Dispose();
+            else if (xskFd >= 0)
+                Libc.Close(xskFd);
             throw;
         }
     }
@@ -369,65 +440,28 @@ public sealed unsafe class AfXdpVnic : IVnic
     /// <paramref name="localAddress"/>:<paramref name="localPort"/>, from anyone (a wild filter: remote address and
     /// port both 0) or only from <paramref name="remoteAddress"/>:<paramref name="remotePort"/> (a full filter, tried
     /// first). Addresses and ports in host byte order. Takes effect for the next frame.
+    /// See <see cref="XdpFilterSteering.AddFilter"/>, which this VNIC's steering does it with.
     /// </summary>
     /// <returns>0; or a negated errno: EADDRINUSE if that exact filter exists, ENOSPC if the map holds
     /// <see cref="MaxFilters"/> already, EINVAL for another protocol, a zero local address or port, or a remote half
-    /// given in part; EOPNOTSUPP in direct mode; EBADF once disposed.</returns>
-    public int AddFilter(System.Net.Sockets.ProtocolType protocol, uint localAddress, ushort localPort, uint remoteAddress = 0, ushort remotePort = 0)
-    {
-        if (!TryFilterKey(protocol, localAddress, localPort, remoteAddress, remotePort, out var key, out int error))
-            return error;
-        byte value = 1;
-        int rc = Bpf.MapUpdate(_filtersMap, &key, &value, Bpf.BPF_NOEXIST);
-        switch (rc)
-        {
-            case 0:
-                FilterCount++;
-                return 0;
-            case -Errno.EEXIST:
-                return -Errno.EADDRINUSE;
-            case -Errno.E2BIG: // a full hash map (kernel/bpf/hashtab.c)
-            case -Errno.ENOMEM:
-                return -Errno.ENOSPC;
-            default:
-                return rc;
-        }
-    }
+    /// given in part; EOPNOTSUPP in direct mode and on a socket from elsewhere (<see cref="OpenOnSocket"/>: the
+    /// filters are its steering owner's); EBADF once disposed.</returns>
+    public int AddFilter(System.Net.Sockets.ProtocolType protocol, uint localAddress, ushort localPort, uint remoteAddress = 0, ushort remotePort = 0) =>
+        _disposed ? -Errno.EBADF
+        : _steering is null ? -Errno.EOPNOTSUPP
+        : _steering.AddFilter(protocol, localAddress, localPort, remoteAddress, remotePort);
 
     /// <summary>Removes a filter <see cref="AddFilter"/> added (same arguments): its frames go to the kernel again.
     /// Returns 0, or a negated errno: ENOENT if there is no such filter, else as AddFilter.</summary>
-    public int RemoveFilter(System.Net.Sockets.ProtocolType protocol, uint localAddress, ushort localPort, uint remoteAddress = 0, ushort remotePort = 0)
-    {
-        if (!TryFilterKey(protocol, localAddress, localPort, remoteAddress, remotePort, out var key, out int error))
-            return error;
-        int rc = Bpf.MapDelete(_filtersMap, &key);
-        if (rc == 0)
-            FilterCount--;
-        return rc;
-    }
-
-    private bool TryFilterKey(System.Net.Sockets.ProtocolType protocol, uint localAddress, ushort localPort,
-        uint remoteAddress, ushort remotePort, out FlowFilterKey key, out int error)
-    {
-        key = default;
-        error = _disposed ? -Errno.EBADF : !FilterMode ? -Errno.EOPNOTSUPP : 0;
-        if (error != 0)
-            return false;
-        bool wild = remoteAddress == 0 && remotePort == 0;
-        bool full = remoteAddress != 0 && remotePort != 0;
-        if (protocol is not (System.Net.Sockets.ProtocolType.Tcp or System.Net.Sockets.ProtocolType.Udp)
-            || localAddress == 0 || localPort == 0 || !(wild || full))
-        {
-            error = -Errno.EINVAL;
-            return false;
-        }
-        key = FlowFilterKey.From((byte)protocol, localAddress, localPort, remoteAddress, remotePort);
-        return true;
-    }
+    public int RemoveFilter(System.Net.Sockets.ProtocolType protocol, uint localAddress, ushort localPort, uint remoteAddress = 0, ushort remotePort = 0) =>
+        _disposed ? -Errno.EBADF
+        : _steering is null ? -Errno.EOPNOTSUPP
+        : _steering.RemoveFilter(protocol, localAddress, localPort, remoteAddress, remotePort);
 
     /// <summary>
     /// Detaches the program (closing the link), closes the maps and the socket, unmaps the rings and the UMEM.
-    /// Buffers the caller still holds become invalid. Idempotent.
+    /// Buffers the caller still holds become invalid. Idempotent. (On a socket from elsewhere there is no program:
+    /// closing the socket takes it out of its owner's XSKMAP.)
     /// </summary>
     public void Dispose()
     {
@@ -438,7 +472,7 @@ public sealed unsafe class AfXdpVnic : IVnic
         CloseFd(ref _prog);
         CloseFd(ref _xsksMap);
         CloseFd(ref _groupsMap);
-        CloseFd(ref _filtersMap);
+        _steering?.Dispose();
         _rx.Unmap();
         _tx.Unmap();
         _fill.Unmap();
@@ -567,53 +601,22 @@ public sealed unsafe class AfXdpVnic : IVnic
 
     // ------------------------------------------------------------------------------------------------ open
 
-    /// <summary>The XSKMAP (queue → socket), the groups hash map (direct mode) or the filters hash map (filter
-    /// mode), and the program that uses them.</summary>
+    /// <summary>Direct mode: the XSKMAP (queue → socket), the groups hash map and the program that uses them.
+    /// (Filter mode's are an <see cref="XdpFilterSteering"/>'s.)</summary>
     private void CreateMapsAndProgram()
     {
         _xsksMap = Bpf.MapCreate(Bpf.BPF_MAP_TYPE_XSKMAP, 4, 4, (uint)Queue + 1, "onload_xsks");
         if (_xsksMap < 0)
-            throw BpfFailure("bpf(BPF_MAP_CREATE, XSKMAP)", -_xsksMap);
-        BpfInsn[] insns;
-        string name;
-        if (FilterMode)
-        {
-            _filtersMap = Bpf.MapCreate(Bpf.BPF_MAP_TYPE_HASH, FlowFilterKey.Size, 1, (uint)MaxFilters, "onload_filters");
-            if (_filtersMap < 0)
-                throw BpfFailure($"bpf(BPF_MAP_CREATE, HASH of {MaxFilters} filters)", -_filtersMap);
-            insns = FlowFilterProgram.Build(_xsksMap, _filtersMap);
-            name = FlowFilterProgram.Name;
-        }
-        else
-        {
-            _groupsMap = Bpf.MapCreate(Bpf.BPF_MAP_TYPE_HASH, 4, 1, GroupsMapEntries, "onload_groups");
-            if (_groupsMap < 0)
-                throw BpfFailure("bpf(BPF_MAP_CREATE, HASH)", -_groupsMap);
-            insns = SteeringProgram.Build(_xsksMap, _groupsMap, LocalIpv4);
-            name = SteeringProgram.Name;
-        }
-
-        _prog = Bpf.ProgLoadXdp(insns, XdpProgramParts.License, name, default);
-        if (_prog >= 0)
-            return;
-        int err = -_prog;
-        // Load again with the verifier's log (libbpf does the same): it says which instruction it refused and why.
-        var log = new byte[1 << 20];
-        int again = Bpf.ProgLoadXdp(insns, XdpProgramParts.License, name, log);
-        if (again >= 0)
-        {
-            _prog = again;
-            return;
-        }
-        int end = Array.IndexOf(log, (byte)0);
-        string text = Encoding.ASCII.GetString(log, 0, end < 0 ? log.Length : end).Trim();
-        if (text.Length > 8000)
-            text = "..." + text[^8000..];
-        throw BpfFailure("bpf(BPF_PROG_LOAD, XDP)", err, text.Length > 0 ? "; verifier log:\n" + text : "");
+            throw XdpAttach.Failure(Spec, "bpf(BPF_MAP_CREATE, XSKMAP)", -_xsksMap);
+        _groupsMap = Bpf.MapCreate(Bpf.BPF_MAP_TYPE_HASH, 4, 1, GroupsMapEntries, "onload_groups");
+        if (_groupsMap < 0)
+            throw XdpAttach.Failure(Spec, "bpf(BPF_MAP_CREATE, HASH)", -_groupsMap);
+        _prog = XdpAttach.LoadProgram(Spec, SteeringProgram.Build(_xsksMap, _groupsMap, LocalIpv4), SteeringProgram.Name);
     }
 
-    /// <summary>The UMEM and the socket with its four rings mapped; the fill ring primed.</summary>
-    private void CreateSocket()
+    /// <summary>The UMEM registered on the socket (<see cref="_xsk"/>, opened by the caller), its four rings mapped;
+    /// the fill ring primed.</summary>
+    private void SetUpUmemAndRings()
     {
         // Shared anonymous memory, page aligned: a forked child then sees the same UMEM as the parent and the kernel
         // (private memory the kernel has pinned is copied for the child at fork, which would read stale frames).
@@ -624,8 +627,6 @@ public sealed unsafe class AfXdpVnic : IVnic
         _umem = umem;
         Buffers = new BufferPool(umem + XDP_PACKET_HEADROOM, BufferCount, _chunkSize - XDP_PACKET_HEADROOM, _chunkSize);
         _where = (byte*)NativeMemory.AllocZeroed((nuint)BufferCount);
-
-        _xsk = NetInterface.OpenSocket(Spec, AF_XDP, SOCK_RAW);
 
         var reg = new XdpUmemReg { Addr = (ulong)umem, Len = _umemLength, ChunkSize = (uint)_chunkSize };
         if (Libc.SetSockOpt(_xsk, SOL_XDP, XDP_UMEM_REG, &reg, XdpUmemReg.Size) != 0)
@@ -687,11 +688,22 @@ public sealed unsafe class AfXdpVnic : IVnic
         // Best effort (Linux 6.17+): let one copy-mode sendto send a whole TX ring rather than 32 frames.
         int budget = RingSize;
         Libc.SetSockOpt(_xsk, SOL_XDP, XDP_MAX_TX_SKB_BUDGET, &budget, sizeof(int));
+    }
 
-        // The socket goes into the XSKMAP at its queue's index: from now on the program can redirect to it.
-        uint key = (uint)Queue;
-        int fd = _xsk;
-        int rc = Bpf.MapUpdate(_xsksMap, &key, &fd);
+    /// <summary>The bound socket into the XSKMAP at its queue's index: from now on the program can redirect to it.</summary>
+    private void InsertIntoXskMap()
+    {
+        int rc;
+        if (_steering is not null)
+        {
+            rc = _steering.SetSocket(Queue, _xsk);
+        }
+        else
+        {
+            uint key = (uint)Queue;
+            int fd = _xsk;
+            rc = Bpf.MapUpdate(_xsksMap, &key, &fd);
+        }
         if (rc < 0)
             throw OpenFailure.Call(Spec, "bpf(BPF_MAP_UPDATE_ELEM) of the XSKMAP", -rc);
     }
@@ -702,54 +714,23 @@ public sealed unsafe class AfXdpVnic : IVnic
         return Libc.Bind(_xsk, &sa, SockaddrXdp.Size) == 0 ? 0 : Errno.Last;
     }
 
-    /// <summary>
-    /// Attaches the program through a bpf_link (BPF_LINK_CREATE): it goes away when the last fd of the link
-    /// closes, including when the process dies, and nothing is pinned. Native (driver) mode first, else generic
-    /// (skb) mode. An interface whose XDP slot is taken (EBUSY, EEXIST) is retried for <see cref="BusyRetry"/>, for
-    /// an owner that is dying, then refused.
-    /// </summary>
+    /// <summary>Attaches the program (<see cref="XdpAttach.Attach"/>: a bpf_link, nothing pinned; native mode, else
+    /// generic; a taken hook retried for <see cref="BusyRetry"/>).</summary>
     private void Attach()
     {
-        var clock = Stopwatch.StartNew();
-        while (true)
+        int retries = 0;
+        bool native;
+        if (_steering is not null)
         {
-            int rc = Bpf.LinkCreateXdp(_prog, IfIndex, Bpf.XDP_FLAGS_DRV_MODE);
-            if (rc >= 0)
-            {
-                _link = rc;
-                NativeXdp = true;
-                return;
-            }
-            int drvErr = -rc;
-            int skbErr = drvErr;
-            if (!IsTaken(drvErr))
-            {
-                rc = Bpf.LinkCreateXdp(_prog, IfIndex, Bpf.XDP_FLAGS_SKB_MODE);
-                if (rc >= 0)
-                {
-                    _link = rc;
-                    NativeXdp = false;
-                    return;
-                }
-                skbErr = -rc;
-            }
-            if (IsTaken(skbErr) && clock.Elapsed < BusyRetry)
-            {
-                OpenBusyRetries++;
-                Thread.Sleep(10);
-                continue;
-            }
-            if (IsTaken(skbErr))
-                throw OpenFailure.Message(Spec,
-                    $"{_ifName} already has an XDP program attached by someone else ({Errno.Describe(skbErr)}): an af_xdp VNIC " +
-                    $"needs the interface's XDP hook to itself. Stop the process that holds it (another af_xdp stack), or " +
-                    $"detach a program attached with ip link: 'ip link set dev {_ifName} xdp off'", skbErr);
-            throw skbErr is Errno.EPERM or Errno.EACCES
-                ? OpenFailure.Message(Spec, $"attaching an XDP program needs CAP_NET_ADMIN and CAP_BPF (run as root): {Errno.Describe(skbErr)}", skbErr)
-                : OpenFailure.Call(Spec, $"bpf(BPF_LINK_CREATE, BPF_XDP) (driver mode: {Errno.Describe(drvErr)}; skb mode)", skbErr);
+            _steering.Attach(ref retries);
+            native = _steering.NativeXdp;
         }
-
-        static bool IsTaken(int e) => e is Errno.EBUSY or Errno.EEXIST;
+        else
+        {
+            _link = XdpAttach.Attach(Spec, _ifName, IfIndex, _prog, ref retries, out native);
+        }
+        OpenBusyRetries += retries;
+        NativeXdp = native;
     }
 
     private void SetRingSize(int option, int size, string what)
@@ -765,18 +746,25 @@ public sealed unsafe class AfXdpVnic : IVnic
             throw OpenFailure.Call(Spec, $"mmap of the {what} ring", err);
     }
 
-    private IOException BpfFailure(string call, int err, string detail = "") => err switch
-    {
-        Errno.EPERM or Errno.EACCES when detail.Length == 0 => OpenFailure.Message(Spec,
-            $"{call} failed: {Errno.Describe(err)}: BPF needs CAP_BPF and CAP_NET_ADMIN (run as root)", err),
-        _ => OpenFailure.Message(Spec, $"{call} failed: {Errno.Describe(err)}{detail}", err),
-    };
+    private static void CloseFd(ref int fd) => XdpAttach.CloseFd(ref fd);
 
-    private static void CloseFd(ref int fd)
+    private static void CheckSizes(string spec, VnicOptions options)
     {
-        if (fd >= 0)
-            Libc.Close(fd);
-        fd = -1;
+        if (options.RingSize < 2 || !BitOperations.IsPow2(options.RingSize))
+            throw new ArgumentException($"{spec}: RingSize {options.RingSize} is not a power of two >= 2", nameof(options));
+        if (options.BufferCount < 4)
+            throw new ArgumentException($"{spec}: BufferCount {options.BufferCount} is below 4", nameof(options));
+    }
+
+    /// <summary>getsockopt(SO_DOMAIN): a socket passed in that is not AF_XDP would fail later with a less telling errno.</summary>
+    private static void CheckIsXdpSocket(string spec, int fd)
+    {
+        int domain = 0;
+        uint len = sizeof(int);
+        if (Libc.GetSockOpt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) != 0)
+            throw OpenFailure.Call(spec, $"getsockopt(fd {fd}, SO_DOMAIN)", Errno.Last);
+        if (domain != AF_XDP)
+            throw OpenFailure.Message(spec, $"fd {fd} is not an AF_XDP socket (domain {domain})", Errno.EAFNOSUPPORT);
     }
 
     private static (string IfName, int Queue) ParseNameAndQueue(string spec, string nameAndQueue)
