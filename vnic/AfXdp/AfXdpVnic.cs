@@ -238,7 +238,8 @@ public sealed unsafe class AfXdpVnic : IVnic
     /// else copy; need_wakeup; EBUSY retried) — none of which the kernel checks capabilities for, though the UMEM
     /// counts against RLIMIT_MEMLOCK without CAP_IPC_LOCK. Loads no program and touches no map: frames arrive once
     /// the owner of the interface's <see cref="XdpFilterSteering"/> calls <see cref="XdpFilterSteering.SetSocket"/>
-    /// with this socket (the kernel takes only a bound socket into an XSKMAP).
+    /// with this socket — after this returns: the kernel would take an unbound socket into an XSKMAP, and drop the
+    /// frames it redirects there.
     /// </summary>
     /// <param name="nameAndQueue"><c>IF[:QUEUE]</c>, the interface named in the calling thread's network namespace,
     /// which must be the socket's (bind resolves the index in the namespace the socket was created in).</param>

@@ -10,9 +10,10 @@ namespace Onload.Vnic.AfXdp;
 /// <remarks>
 /// <para>The kernel checks no capability when a socket is bound or its UMEM registered (net/xdp/xsk.c; the UMEM is
 /// charged to RLIMIT_MEMLOCK unless the process has CAP_IPC_LOCK), nor when an XSKMAP is updated through an fd the
-/// owner already holds; but it only takes a socket that is bound (net/xdp/xskmap.c, xsk_map_update_elem:
-/// EOPNOTSUPP otherwise). So a client binds the socket the daemon created for it, then the daemon calls
-/// <see cref="SetSocket"/>.</para>
+/// owner already holds. Since Linux 5.10 it also takes an unbound socket into an XSKMAP ("xsk: fix possible
+/// segfault at xskmap entry insertion" removed the check), but a frame redirected to a socket that is not bound, or
+/// bound to another queue, is dropped (xsk_rcv_check: ENXIO, EINVAL), not passed. So a client binds the socket the
+/// daemon created for it, and only then does the daemon call <see cref="SetSocket"/>.</para>
 /// <para>With a pin directory the link and both maps are also files on the bpffs, which keep them alive when this
 /// process dies or calls <see cref="Release"/>; the next <see cref="AttachOrAdopt"/> on that directory takes them
 /// over (<see cref="Adopted"/>) without the interface ever being without its program, and the clients' sockets stay
@@ -133,9 +134,10 @@ public sealed unsafe class XdpFilterSteering : IDisposable
     }
 
     /// <summary>XSKMAP[<paramref name="queue"/>] = <paramref name="xskFd"/>: frames of that RX queue that match a
-    /// filter go to that socket from now on. The socket must be bound to <see cref="IfIndex"/> and that queue.</summary>
-    /// <returns>0; or a negated errno: EOPNOTSUPP if the fd is not a bound AF_XDP socket, E2BIG for a queue beyond
-    /// the map, EBADF once disposed or released (or for a bad fd).</returns>
+    /// filter go to that socket from now on. The socket must already be bound to <see cref="IfIndex"/> and that
+    /// queue: the kernel does not check (Linux 5.10 on), and drops the matching frames of a socket that is not.</summary>
+    /// <returns>0; or a negated errno: EOPNOTSUPP if the fd is not an AF_XDP socket, E2BIG for a queue beyond the
+    /// map, EBADF once disposed or released (or for a bad fd).</returns>
     public int SetSocket(int queue, int xskFd)
     {
         if (_closed)

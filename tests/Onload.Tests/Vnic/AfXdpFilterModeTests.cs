@@ -35,7 +35,7 @@ public sealed class AfXdpFilterModeTests
     };
 
     /// <summary>A pair whose stack side's kernel holds <see cref="NamespacePair.StackAddress"/>, as in driverlink mode.</summary>
-    private static NamespacePair KernelHoldsTheAddress()
+    internal static NamespacePair KernelHoldsTheAddress()
     {
         var pair = new NamespacePair();
         pair.Stack.Ip($"addr add {pair.StackAddress}/{pair.PrefixLength} dev {pair.StackIf}");
@@ -238,12 +238,12 @@ public sealed class AfXdpFilterModeTests
         return r.Stdout.Trim();
     }
 
-    private static void SendUdp(NamespacePair pair, string to, ushort port, string text, ushort? sourcePort = null) =>
+    internal static void SendUdp(NamespacePair pair, string to, ushort port, string text, ushort? sourcePort = null) =>
         Netns.Sh($"echo {text} | ip netns exec {pair.KernelNs} socat -u - UDP4-DATAGRAM:{to}:{port}" +
             (sourcePort is ushort p ? $",bind=:{p},reuseaddr" : ""));
 
     /// <summary>IPv4 of <paramref name="protocol"/> to <paramref name="port"/>, the header's options skipped.</summary>
-    private static bool IsTo(byte[] f, ProtocolType protocol, ushort port)
+    internal static bool IsTo(byte[] f, ProtocolType protocol, ushort port)
     {
         int l4 = TransportOffset(f);
         return l4 > 0 && f[23] == (byte)protocol && BinaryPrimitives.ReadUInt16BigEndian(f.AsSpan(l4 + 2)) == port;
@@ -256,7 +256,7 @@ public sealed class AfXdpFilterModeTests
     }
 
     /// <summary>The UDP payload, as text (what <see cref="SendUdp"/> wrote, with echo's newline).</summary>
-    private static string UdpPayload(byte[] f)
+    internal static string UdpPayload(byte[] f)
     {
         int l4 = TransportOffset(f);
         int length = BinaryPrimitives.ReadUInt16BigEndian(f.AsSpan(l4 + 4)) - 8;
@@ -301,6 +301,6 @@ public sealed class AfXdpFilterModeTests
         return f;
     }
 
-    private static uint HostOrder(string address) =>
+    internal static uint HostOrder(string address) =>
         BinaryPrimitives.ReadUInt32BigEndian(IPAddress.Parse(address).GetAddressBytes());
 }
