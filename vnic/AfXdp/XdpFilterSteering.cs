@@ -373,6 +373,8 @@ public sealed unsafe class XdpFilterSteering : IDisposable
     {
         string path = PinPath(name);
         int rc = Bpf.ObjPin(fd, path);
+        if (rc == -Errno.EPERM)
+            throw OpenFailure.Message(_spec, $"bpf(BPF_OBJ_PIN, {path}) failed: {Errno.Describe(Errno.EPERM)}: pins live on a bpffs ({BpfFs.MountPoint})", Errno.EPERM);
         if (rc < 0)
             throw XdpAttach.Failure(_spec, $"bpf(BPF_OBJ_PIN, {path})", -rc);
     }
