@@ -6,7 +6,9 @@ namespace Onload.Stack;
 /// and MAC and does ARP; onload-driverd steers to the stack's VNIC only the TCP and UDP ports reserved here.
 /// </summary>
 /// <remarks>The stack calls every member on its own thread; implementations must not call back into it except
-/// from <see cref="ApplyEvents"/>.</remarks>
+/// from <see cref="ApplyEvents"/>, and must expect <see cref="ReleasePort"/> and <see cref="ResolveNeighbour"/>
+/// from inside it (an event that ends a connection frees its port; one that forgets a neighbour may start
+/// resolving it again).</remarks>
 public interface IStackControl
 {
     /// <summary>
