@@ -38,6 +38,8 @@ public sealed partial class NetStack : IDisposable
     private readonly Ipv4Address _address;
     private readonly Ipv4Cidr _subnet;
     private readonly MacAddress _mac;
+    /// <summary>The driverlink control plane, or null in direct mode.</summary>
+    private readonly IStackControl? _control;
     private TokenBucket _icmpErrorLimit;
     private int _txCount;
     private ushort _ipIdentification;
@@ -57,6 +59,13 @@ public sealed partial class NetStack : IDisposable
         _address = options.Address.Address;
         _subnet = options.Address;
         _mac = vnic.MacAddress;
+        _control = options.Control;
+        _mtu = vnic.Mtu;
+        if (_control != null)
+        {
+            _tcpAcceptedOnPort = new ushort[65536];
+            _tcpReleasePending = new bool[65536];
+        }
         _rxBatch = new PacketDescriptor[options.RxBatch];
         _txBatch = new PacketDescriptor[64];
         _arp = new ArpCache(options.ArpEntries, options.ArpQueueTotal);
@@ -80,7 +89,7 @@ public sealed partial class NetStack : IDisposable
         _icmpErrorLimit = new TokenBucket(options.IcmpErrorsPerSecond, options.IcmpErrorBurst);
         _ipIdentification = (ushort)_random.NextUInt64();
         _now = _clock.NowNanoseconds;
-        if (options.GratuitousArp)
+        if (options.GratuitousArp && _control == null)
         {
             SendGratuitousArp();
             Flush();
@@ -103,13 +112,16 @@ public sealed partial class NetStack : IDisposable
     public long NextTimerNs => _timers.NextExpiry;
 
     /// <summary>
-    /// Takes one batch of frames from the VNIC and processes them, runs timers that are due, and sends what that
-    /// produced in one batch. Returns the number of frames received.
+    /// Applies waiting control events (driverlink mode), takes one batch of frames from the VNIC and processes
+    /// them, runs timers that are due, and sends what that produced in one batch. Returns the number of frames
+    /// received. While <see cref="Suspended"/> it receives and sends nothing, but timers still run.
     /// </summary>
     public int Poll()
     {
         _now = _clock.NowNanoseconds;
-        int n = _vnic.Receive(_rxBatch);
+        if (_control is { EventsPending: true })
+            _control.ApplyEvents(this);
+        int n = _suspended ? 0 : _vnic.Receive(_rxBatch);
         for (int i = 0; i < n; i++)
         {
             ref var d = ref _rxBatch[i];
@@ -128,6 +140,11 @@ public sealed partial class NetStack : IDisposable
     {
         if (_txCount == 0)
             return;
+        if (_txBlocked)
+        {
+            FlushBlocked();
+            return;
+        }
         int sent = _vnic.Transmit(_txBatch.AsSpan(0, _txCount));
         for (int i = sent; i < _txCount; i++)
         {
@@ -180,7 +197,16 @@ public sealed partial class NetStack : IDisposable
     private void Transmit(int buffer, int length)
     {
         if (_txCount == _txBatch.Length)
+        {
             Flush();
+            if (_txCount == _txBatch.Length)
+            {
+                // Suspended, the batch full: this frame goes (TCP sends it again).
+                _pool.Release(buffer);
+                Counters.Count(DropReason.TxSuspended);
+                return;
+            }
+        }
         Trace?.Invoke(true, _pool.Span(buffer)[..length]);
         _txBatch[_txCount++] = new PacketDescriptor(buffer, length);
         Counters.TxFrames++;
@@ -192,9 +218,12 @@ public sealed partial class NetStack : IDisposable
             return;
         _disposed = true;
         Flush();
+        DropQueuedTransmits(DropReason.TxSuspended);
         for (int s = 0; s < _udp.Capacity; s++)
             if (_udp.IsValid(s))
                 UdpClose(s);
+        if (_control != null)
+            ReleaseAllReserved();
         _tcp.Dispose();
         for (int i = 0; i < _arp.Capacity; i++)
             if (_arp[i].State != NeighbourState.Free)

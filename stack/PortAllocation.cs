@@ -11,6 +11,13 @@ internal interface IPortTable
 
 public sealed partial class NetStack
 {
+    /// <summary>Driverlink mode only (else null): by port, the connections accepted on it that still have a row.
+    /// They share the listener's reservation, so it goes back only when the last of them and the listener are gone,
+    /// as Linux's children hold the listener's bind bucket.</summary>
+    private readonly ushort[]? _tcpAcceptedOnPort;
+    /// <summary>Driverlink mode only: the reserving row was freed while accepted connections still used the port.</summary>
+    private readonly bool[]? _tcpReleasePending;
+
     /// <summary>
     /// An unused port from net.ipv4.ip_local_port_range, searched from a random offset (RFC 6056 §3.3.1,
     /// algorithm 1, as Linux does for bind() and UDP); <paramref name="exhausted"/> (a negated errno) when every
@@ -47,6 +54,74 @@ public sealed partial class NetStack
                 return port;
         }
         return -(int)exhausted;
+    }
+
+    /// <summary>
+    /// Driverlink mode: reserves <paramref name="port"/> (0: an ephemeral one, which the kernel picks and which is
+    /// returned in <paramref name="port"/>) through the control plane, so the daemon steers it to our VNIC. A port
+    /// the stack itself still holds is given back at once and refused, never shared. Returns 0 or a negated errno;
+    /// on failure nothing stays reserved.
+    /// </summary>
+    private int ReserveControlPort<TTable>(TTable table, byte protocol, ref ushort port, Errno exhausted) where TTable : IPortTable
+    {
+        bool ephemeral = port == 0;
+        int rc = _control!.ReservePort(protocol, ref port);
+        if (rc != 0)
+            return rc < 0 ? rc : -rc;
+        if (port != 0 && !table.PortInUse(port))
+            return 0;
+        if (port != 0)
+            _control.ReleasePort(protocol, port);
+        return -(int)(ephemeral ? exhausted : Errno.EADDRINUSE);
+    }
+
+    /// <summary>Driverlink mode: binds TCP row <paramref name="c"/> to <paramref name="port"/> (0: ephemeral)
+    /// reserved through the control plane; a reservation still held for connections accepted on the port passes to
+    /// the new row instead.</summary>
+    private int TcpBindReserved(int c, ushort port)
+    {
+        if (port != 0 && _tcpReleasePending![port])
+            _tcpReleasePending[port] = false;
+        else
+        {
+            int rc = ReserveControlPort(_tcp, IpProtocol.Tcp, ref port, Errno.EADDRNOTAVAIL);
+            if (rc != 0)
+                return rc;
+        }
+        _tcp.BindPort(c, port);
+        _tcp[c].PortReserved = true;
+        return 0;
+    }
+
+    /// <summary>Driverlink mode, a TCP row being freed: gives its port back once no row uses it.</summary>
+    private void TcpReleaseReserved(ref TcpConnection t)
+    {
+        ushort port = t.LocalPort;
+        if (t.PortReserved)
+        {
+            t.PortReserved = false;
+            if (_tcpAcceptedOnPort![port] > 0)
+                _tcpReleasePending![port] = true;
+            else
+                _control!.ReleasePort(IpProtocol.Tcp, port);
+        }
+        else if (!t.Bound && port != 0 && --_tcpAcceptedOnPort![port] == 0 && _tcpReleasePending![port])
+        {
+            // Accepted on a listener's port (bound rows reserve their own), the last one there.
+            _tcpReleasePending[port] = false;
+            _control!.ReleasePort(IpProtocol.Tcp, port);
+        }
+    }
+
+    /// <summary>Driverlink mode, the stack going away: every reservation still held goes back.</summary>
+    private void ReleaseAllReserved()
+    {
+        for (int c = 0; c < _tcp.Capacity; c++)
+            if (_tcp.IsValid(c) && _tcp[c].PortReserved)
+                _control!.ReleasePort(IpProtocol.Tcp, _tcp[c].LocalPort);
+        for (int port = 1; port < _tcpReleasePending!.Length; port++)
+            if (_tcpReleasePending[port])
+                _control!.ReleasePort(IpProtocol.Tcp, (ushort)port);
     }
 
     /// <summary>Reports a pending asynchronous error once and clears it, as the kernel's sock_error() does.</summary>

@@ -16,6 +16,9 @@ public sealed class StackCounters
     public long ArpInReplies;
     public long ArpOutRequests;
     public long ArpOutReplies;
+    /// <summary>Neighbour resolutions asked of the control plane in driverlink mode, where direct mode would send
+    /// an ARP request (<see cref="IStackControl.ResolveNeighbour"/>).</summary>
+    public long ArpOutControlResolves;
     public long IpInReceives;
     public long IpInDelivers;
     public long IpOutRequests;
@@ -85,6 +88,7 @@ public sealed class StackCounters
         yield return new(nameof(ArpInReplies), ArpInReplies);
         yield return new(nameof(ArpOutRequests), ArpOutRequests);
         yield return new(nameof(ArpOutReplies), ArpOutReplies);
+        yield return new(nameof(ArpOutControlResolves), ArpOutControlResolves);
         yield return new(nameof(IpInReceives), IpInReceives);
         yield return new(nameof(IpInDelivers), IpInDelivers);
         yield return new(nameof(IpOutRequests), IpOutRequests);

@@ -37,8 +37,16 @@ public sealed record StackOptions
     /// <summary>Frames held for all unresolved neighbours together.</summary>
     public int ArpQueueTotal { get; init; } = 256;
 
-    /// <summary>Send a gratuitous ARP when the stack starts, so neighbours that cached an old MAC update.</summary>
+    /// <summary>Send a gratuitous ARP when the stack starts, so neighbours that cached an old MAC update (never in
+    /// driverlink mode, where the kernel owns the address).</summary>
     public bool GratuitousArp { get; init; } = true;
+
+    /// <summary>
+    /// The control plane of driverlink mode, or null for direct mode. With it, local ports are reserved through it
+    /// (the kernel picks ephemeral ports), neighbours are resolved through it instead of by ARP, and the stack never
+    /// sends an ARP frame.
+    /// </summary>
+    public IStackControl? Control { get; init; }
 
     /// <summary>Datagrams being reassembled at once.</summary>
     public int ReassemblyQueues { get; init; } = 256;

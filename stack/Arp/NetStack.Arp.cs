@@ -1,10 +1,13 @@
 using Onload.Stack.Arp;
+using Onload.Stack.Tcp;
 using Onload.Stack.Wire;
 using Onload.Vnic;
 
 namespace Onload.Stack;
 
 // ARP (RFC 826) in direct mode: answer for our address, resolve next hops with retries, queue frames meanwhile.
+// In driverlink mode the kernel does ARP: the same neighbour table and timers ask the control plane instead of
+// sending requests, and its answers come in through SetNeighbour.
 public sealed partial class NetStack
 {
     /// <summary>How long an unused neighbour is kept after its last confirmation (gc_stale_time = 60 s).</summary>
@@ -12,6 +15,8 @@ public sealed partial class NetStack
 
     private bool ArpInput(int buffer, Span<byte> frame)
     {
+        if (_control != null)
+            return Dropped(DropReason.ArpInDriverlinkMode); // the kernel owns the address and answers for it
         var payload = frame[EthernetFrame.HeaderLength..];
         var reason = ArpPacket.Validate(payload);
         if (reason != DropReason.None)
@@ -146,7 +151,7 @@ public sealed partial class NetStack
             e.Probes = 1;
             e.ProbeAt = _now + Options.ArpRetransmitNs;
             ScheduleNeighbourTimer(i);
-            SendArpRequest(nextHop, MacAddress.Broadcast);
+            Solicit(nextHop, MacAddress.Broadcast);
         }
         if (!_arp.Enqueue(i, buffer, length, Options.ArpQueuePerEntry, out int evicted))
         {
@@ -158,6 +163,19 @@ public sealed partial class NetStack
             _pool.Release(evicted);
             Counters.Count(DropReason.ArpQueueOverflow);
         }
+    }
+
+    /// <summary>Asks for <paramref name="target"/>'s MAC: an ARP request to <paramref name="to"/> (broadcast while
+    /// resolving, the known MAC when re-probing), or in driverlink mode the control plane.</summary>
+    private void Solicit(Ipv4Address target, MacAddress to)
+    {
+        if (_control == null)
+        {
+            SendArpRequest(target, to);
+            return;
+        }
+        Counters.ArpOutControlResolves++;
+        _control.ResolveNeighbour(target.Value);
     }
 
     private void SendArpRequest(Ipv4Address target, MacAddress to)
@@ -194,7 +212,7 @@ public sealed partial class NetStack
             }
             e.Probes++;
             e.ProbeAt = _now + Options.ArpRetransmitNs;
-            SendArpRequest(e.Address, e.State == NeighbourState.Incomplete ? MacAddress.Broadcast : e.Mac);
+            Solicit(e.Address, e.State == NeighbourState.Incomplete ? MacAddress.Broadcast : e.Mac);
         }
         else if (e.State != NeighbourState.Incomplete && e.ProbeAt == 0 &&
             _now - Math.Max(e.UsedAt, e.ConfirmedAt) > NeighbourGcNs)
@@ -211,18 +229,81 @@ public sealed partial class NetStack
         _timers.Schedule(ArpTimerId(i), e.ProbeAt != 0 ? e.ProbeAt : Math.Max(e.UsedAt, e.ConfirmedAt) + NeighbourGcNs + 1);
     }
 
+    /// <summary>Drops an entry and the frames waiting on it. When resolution failed, each frame counts as
+    /// <see cref="DropReason.ArpResolutionFailed"/> and its sender hears of it (<see cref="NeighbourUnreachable"/>).</summary>
     private void DiscardNeighbour(int index, bool countAsFailure)
     {
         while (true)
         {
-            int buffer = _arp.Dequeue(index, out _);
+            int buffer = _arp.Dequeue(index, out int length);
             if (buffer < 0)
                 break;
-            _pool.Release(buffer);
             if (countAsFailure)
+            {
                 Counters.Count(DropReason.ArpResolutionFailed);
+                NeighbourUnreachable(_pool.Span(buffer)[..length]);
+            }
+            _pool.Release(buffer);
         }
         _arp.Remove(index);
         _timers.Cancel(ArpTimerId(index));
+    }
+
+    /// <summary>
+    /// A frame we built could not be sent because its next hop never answered. Linux reports that as a host
+    /// unreachable to the sender (ipv4_link_failure), which ends a connect in SYN-SENT with EHOSTUNREACH
+    /// (tcp_v4_err); to an established connection or a UDP socket it is a soft error, which they do not report.
+    /// </summary>
+    private void NeighbourUnreachable(Span<byte> frame)
+    {
+        if (frame.Length < IpPayloadOffset + TcpSegment.MinHeaderLength)
+            return;
+        var ip = new Ipv4Packet(frame[EthernetFrame.HeaderLength..]);
+        if (ip.Protocol != IpProtocol.Tcp || ip.HeaderLength != Ipv4Packet.MinHeaderLength)
+            return;
+        var tcp = new TcpSegment(frame[IpPayloadOffset..]);
+        int c = _tcp.Find(tcp.SourcePort, ip.Destination, tcp.DestinationPort);
+        if (c >= 0 && _tcp[c].State == TcpState.SynSent)
+            TcpFail(c, (int)Errno.EHOSTUNREACH);
+    }
+
+    /// <summary>
+    /// The MAC of <paramref name="address"/>, as if a valid ARP reply had come from it: the entry
+    /// becomes reachable and frames waiting for it are sent. How the control plane answers
+    /// <see cref="IStackControl.ResolveNeighbour"/> in driverlink mode; usable in direct mode too (a static entry
+    /// that ages like a learnt one). On the stack's thread.
+    /// </summary>
+    /// <exception cref="ArgumentException"><paramref name="mac"/> is zero or a group address, or
+    /// <paramref name="address"/> cannot be a neighbour.</exception>
+    public void SetNeighbour(Ipv4Address address, MacAddress mac)
+    {
+        if (mac.IsGroup || mac == MacAddress.Zero)
+            throw new ArgumentException($"{mac} cannot be a neighbour's MAC", nameof(mac));
+        if (address.IsAny || address.IsMulticast || address.IsLimitedBroadcast || address == _address)
+            throw new ArgumentException($"{address} cannot be a neighbour", nameof(address));
+        int i = _arp.Find(address);
+        if (i < 0)
+        {
+            i = _arp.Add(address, NeighbourState.Reachable, _now);
+            if (i < 0)
+                return; // every entry has frames waiting: this neighbour is learnt when next needed
+            Learn(i, mac, confirmed: true);
+            ScheduleNeighbourTimer(i);
+        }
+        else
+            Learn(i, mac, confirmed: true);
+        Flush();
+    }
+
+    /// <summary>
+    /// Forgets <paramref name="address"/>'s MAC (the kernel's entry went, or its resolution failed). Frames
+    /// waiting for it are dropped as a failed resolution (a connect waiting on it fails with EHOSTUNREACH); the
+    /// next frame to it starts resolving again. On the stack's thread.
+    /// </summary>
+    public void ForgetNeighbour(Ipv4Address address)
+    {
+        int i = _arp.Find(address);
+        if (i >= 0)
+            DiscardNeighbour(i, countAsFailure: true);
     }
 }

@@ -25,6 +25,11 @@ public sealed partial class NetStack
                 // net.ipv4.icmp_echo_ignore_broadcasts = 1 (RFC 1122 §3.2.2.6 allows either).
                 if (broadcast)
                     return Dropped(DropReason.IcmpEchoToBroadcast);
+                if (Ipv4Packet.MinHeaderLength + message.Length > _mtu)
+                {
+                    EchoReplyInPieces(ip); // the MTU fell below the request's size (SetMtu)
+                    return false;
+                }
                 EchoReplyInPlace(buffer, frame, ip);
                 return true;
             case IcmpType.DestinationUnreachable:
@@ -66,6 +71,22 @@ public sealed partial class NetStack
         Counters.IcmpOutMsgs++;
         Counters.IcmpOutEchoReps++;
         Transmit(buffer, IpPayloadOffset + length);
+    }
+
+    /// <summary>An echo reply too large for the MTU: copied out of the request into fragments.</summary>
+    private void EchoReplyInPieces(Ipv4Packet request)
+    {
+        var message = request.Payload;
+        var icmp = new IcmpPacket(message);
+        ushort oldWord = (ushort)(icmp.Type << 8 | icmp.Code);
+        icmp.Type = IcmpType.EchoReply;
+        icmp.Checksum = Checksum.Update(icmp.Checksum, oldWord, (ushort)(IcmpType.EchoReply << 8 | icmp.Code));
+        if (Ipv4OutputPieces(request.Source, IpProtocol.Icmp, default, message, dontFragment: false, Options.DefaultTtl,
+                request.TypeOfService) == 0)
+        {
+            Counters.IcmpOutMsgs++;
+            Counters.IcmpOutEchoReps++;
+        }
     }
 
     /// <summary>
@@ -132,7 +153,7 @@ public sealed partial class NetStack
         int buffer = AllocateTx();
         if (buffer < 0)
             return;
-        int room = Math.Min(IcmpErrorMaxPacket, _vnic.Mtu) - Ipv4Packet.MinHeaderLength - IcmpPacket.HeaderLength;
+        int room = Math.Min(IcmpErrorMaxPacket, _mtu) - Ipv4Packet.MinHeaderLength - IcmpPacket.HeaderLength;
         var quoted = offending.Bytes[..offending.TotalLength];
         if (quoted.Length > room)
             quoted = quoted[..room];

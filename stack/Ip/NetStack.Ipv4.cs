@@ -192,7 +192,7 @@ public sealed partial class NetStack
         int rc = Route(destination, out var nextHop, out var linkDestination);
         if (rc != 0)
             return rc;
-        int mtuPayload = _vnic.Mtu - Ipv4Packet.MinHeaderLength;
+        int mtuPayload = _mtu - Ipv4Packet.MinHeaderLength;
         bool fits = total <= mtuPayload;
         if (!fits && dontFragment)
             return -(int)Errno.EMSGSIZE;

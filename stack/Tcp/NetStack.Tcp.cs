@@ -87,6 +87,10 @@ public sealed partial class NetStack
         if (!local.Address.IsAny && local.Address != _address)
             return -(int)Errno.EADDRNOTAVAIL;
         ushort port = local.Port;
+        if (port != 0 && _tcp.PortInUse(port))
+            return -(int)Errno.EADDRINUSE;
+        if (_control != null)
+            return TcpBindReserved(c, port);
         if (port == 0)
         {
             int picked = PickEphemeralPort(_tcp, Errno.EADDRNOTAVAIL); // what Linux's connect() gives when none is left
@@ -94,8 +98,6 @@ public sealed partial class NetStack
                 return picked;
             port = (ushort)picked;
         }
-        else if (_tcp.PortInUse(port))
-            return -(int)Errno.EADDRINUSE;
         _tcp.BindPort(c, port);
         return 0;
     }
@@ -201,10 +203,20 @@ public sealed partial class NetStack
             return rc;
         if (!t.Bound)
         {
-            int port = PickConnectPort(remote);
-            if (port < 0)
-                return port;
-            _tcp.BindPort(c, (ushort)port);
+            if (_control != null)
+            {
+                // The kernel picks the port in driverlink mode (its own connect-time choice).
+                rc = TcpBindReserved(c, 0);
+                if (rc != 0)
+                    return rc;
+            }
+            else
+            {
+                int port = PickConnectPort(remote);
+                if (port < 0)
+                    return port;
+                _tcp.BindPort(c, (ushort)port);
+            }
         }
         if (_tcp.Find(t.LocalPort, remote.Address, remote.Port) >= 0)
             return -(int)Errno.EADDRNOTAVAIL;
@@ -453,8 +465,9 @@ public sealed partial class NetStack
         }
         CancelTcpTimers(c);
         SetState(ref t, TcpState.Closed);
+        if (_control != null)
+            TcpReleaseReserved(ref t);
         _tcp.Free(c); // a child shares its listener's port without owning it: Free leaves that port alone
-
     }
 
     private void RemoveFromAcceptQueue(int listener, int c)

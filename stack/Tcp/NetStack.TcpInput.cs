@@ -95,6 +95,8 @@ public sealed partial class NetStack
         t.RemoteAddress = remote;
         t.RemotePort = seg.SourcePort;
         t.Listener = listener;
+        if (_tcpAcceptedOnPort != null)
+            _tcpAcceptedOnPort[t.LocalPort]++;
         SetState(ref t, TcpState.SynReceived);
         t.Irs = seg.SequenceNumber;
         t.RcvNxt = t.Irs + 1;
@@ -125,7 +127,8 @@ public sealed partial class NetStack
             t.TsRecent = options.TsVal;
             t.TsRecentAge = _now;
         }
-        t.SndMss = (ushort)(Math.Min(peerMss, TcpOwnMss) - (t.Timestamps ? TcpTimestampOptionBytes : 0));
+        t.PeerMss = (ushort)peerMss;
+        TcpSyncMss(c);
         t.SndWnd = seg.Window; // a SYN's window is never scaled
         t.SndWl1 = seg.SequenceNumber;
         t.SndWl2 = seg.AcknowledgmentNumber;

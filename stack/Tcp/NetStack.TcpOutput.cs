@@ -217,7 +217,18 @@ public sealed partial class NetStack
     private uint TcpTimestampNow => (uint)(_now / 1_000_000) + _tcpTimestampOffset;
 
     /// <summary>Our MSS: what fits the MTU after the IPv4 and TCP headers.</summary>
-    private int TcpOwnMss => _vnic.Mtu - Ipv4Packet.MinHeaderLength - TcpSegment.MinHeaderLength;
+    private int TcpOwnMss => _mtu - Ipv4Packet.MinHeaderLength - TcpSegment.MinHeaderLength;
+
+    /// <summary>The send MSS from the peer's MSS and the MTU as it is now, less the timestamp option every segment
+    /// then carries (Linux's tcp_sync_mss); nothing before the peer's SYN told its MSS.</summary>
+    private void TcpSyncMss(int c)
+    {
+        ref var t = ref _tcp[c];
+        if (t.PeerMss == 0)
+            return;
+        int mss = Math.Min(t.PeerMss, TcpOwnMss) - (t.Timestamps ? TcpTimestampOptionBytes : 0);
+        t.SndMss = (ushort)Math.Max(mss, 8);
+    }
 
     /// <summary>
     /// The window to advertise (RFC 9293 §3.8.6.2.2): free receive buffer, never shrinking the right edge already

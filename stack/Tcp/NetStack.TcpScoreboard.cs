@@ -196,12 +196,12 @@ public sealed partial class NetStack
         return false;
     }
 
-    /// <summary>Sends a recorded segment again, as it was.</summary>
+    /// <summary>Sends a recorded segment again, as it was; in pieces if the MSS fell since (<see cref="SetMtu"/>).</summary>
     private bool Resend(int c, ref TcpSentSegment r)
     {
         ref var t = ref _tcp[c];
         var flags = TcpFlags.Ack | ((r.Flags & SentFlags.Fin) != 0 ? TcpFlags.Fin : 0);
-        if (!TcpSendSegment(c, r.Start, r.DataLength, flags))
+        if (r.DataLength <= t.SndMss ? !TcpSendSegment(c, r.Start, r.DataLength, flags) : !ResendInPieces(c, in r, flags))
             return false;
         r.SentAt = _now;
         var now = r.Flags | SentFlags.Retransmitted;
@@ -213,6 +213,26 @@ public sealed partial class NetStack
         {
             Counters.TcpExtTCPFastRetrans++;
             t.PrrOut += r.Length;
+        }
+        return true;
+    }
+
+    /// <summary>A record larger than the MSS now is: sent as segments of at most an MSS (the FIN on the last), as
+    /// Linux's tcp_fragment splits an skb on retransmit. It stays one record: a SACK covering part of it leaves it
+    /// unacknowledged, and the cumulative ACK trims it. Returns false when not even the first piece went.</summary>
+    private bool ResendInPieces(int c, in TcpSentSegment r, TcpFlags flags)
+    {
+        ref var t = ref _tcp[c];
+        uint seq = r.Start;
+        int left = r.DataLength;
+        while (left > 0)
+        {
+            int n = Math.Min(left, (int)t.SndMss);
+            var pieceFlags = n == left ? flags : flags & ~TcpFlags.Fin;
+            if (!TcpSendSegment(c, seq, n, pieceFlags))
+                return seq != r.Start; // the rest goes with the next retransmission
+            seq += (uint)n;
+            left -= n;
         }
         return true;
     }

@@ -60,6 +60,9 @@ public struct TcpConnection
     public TcpState State;
     /// <summary>Bound to a local port (by bind, listen or connect).</summary>
     public bool Bound;
+    /// <summary>The local port was reserved through <see cref="IStackControl.ReservePort"/> by this row (driverlink
+    /// mode): freeing the row gives it back. Connections accepted from a listener share its port and never do.</summary>
+    public bool PortReserved;
     /// <summary>A child of a listener not yet handed out by accept, or -1.</summary>
     public int Listener;
     /// <summary>Next connection in the listener's accept queue, or -1.</summary>
@@ -104,7 +107,11 @@ public struct TcpConnection
     public bool SndBufLocked;
     /// <summary>Shift the peer applies to the windows it advertises (its Window Scale option).</summary>
     public byte SndWndShift;
+    /// <summary>The payload of a full segment we send: the peer's MSS and ours (from the MTU), less the options
+    /// every segment carries.</summary>
     public ushort SndMss;
+    /// <summary>The MSS the peer offered on its SYN (536 if none); 0 before it is known.</summary>
+    public ushort PeerMss;
 
     // Receive sequence space.
     public uint Irs;

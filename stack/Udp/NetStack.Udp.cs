@@ -9,7 +9,7 @@ namespace Onload.Stack;
 public sealed partial class NetStack
 {
     /// <summary>The largest UDP payload one frame carries without fragmenting (fragmentation arrives with issue 3).</summary>
-    public int UdpMaxPayload => _vnic.Mtu - Ipv4Packet.MinHeaderLength - UdpDatagram.HeaderLength;
+    public int UdpMaxPayload => _mtu - Ipv4Packet.MinHeaderLength - UdpDatagram.HeaderLength;
 
     private bool UdpInput(in PacketDescriptor d, Ipv4Packet ip, bool broadcast)
     {
@@ -128,15 +128,22 @@ public sealed partial class NetStack
         if (!local.Address.IsAny && local.Address != _address && !local.Address.IsMulticast)
             return -(int)Errno.EADDRNOTAVAIL;
         ushort port = local.Port;
-        if (port == 0)
+        if (port != 0 && _udp.PortInUse(port))
+            return -(int)Errno.EADDRINUSE;
+        if (_control != null)
+        {
+            int rc = ReserveControlPort(_udp, IpProtocol.Udp, ref port, Errno.EAGAIN);
+            if (rc != 0)
+                return rc;
+            socket.PortReserved = true;
+        }
+        else if (port == 0)
         {
             int picked = PickEphemeralPort(_udp, Errno.EAGAIN); // EAGAIN: what udp_v4_get_port gives
             if (picked < 0)
                 return picked;
             port = (ushort)picked;
         }
-        else if (_udp.PortInUse(port))
-            return -(int)Errno.EADDRINUSE;
         socket.Bound = true;
         socket.LocalAddress = local.Address;
         socket.LocalPort = port;
@@ -336,6 +343,8 @@ public sealed partial class NetStack
         }
         while (_groups.TryFirstMembership(s, out var group))
             UdpLeaveGroup(s, group);
+        if (_udp[s].PortReserved)
+            _control!.ReleasePort(IpProtocol.Udp, _udp[s].LocalPort);
         _udp.Free(s);
         return 0;
     }

@@ -8,6 +8,9 @@ public struct UdpSocket
 {
     public bool InUse;
     public bool Bound;
+    /// <summary>The port was reserved through <see cref="IStackControl.ReservePort"/> (driverlink mode): close
+    /// gives it back.</summary>
+    public bool PortReserved;
     public bool Connected;
     /// <summary>SO_BROADCAST: may send to broadcast addresses.</summary>
     public bool Broadcast;

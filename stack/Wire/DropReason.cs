@@ -20,6 +20,8 @@ public enum DropReason
     ArpBogusSender,
     ArpQueueOverflow,
     ArpResolutionFailed,
+    /// <summary>An ARP frame reached a stack in driverlink mode, where the kernel answers ARP.</summary>
+    ArpInDriverlinkMode,
 
     // IPv4 (RFC 791, RFC 1122 §3.2.1)
     IpTruncated,
@@ -76,4 +78,8 @@ public enum DropReason
     // Transmit
     TxNoBuffer,
     TxRingFull,
+    /// <summary>Sent while the link was down (<see cref="NetStack.SetLinkUp"/>).</summary>
+    TxLinkDown,
+    /// <summary>Sent while the stack was suspended and its transmit batch was full (<see cref="NetStack.Suspend"/>).</summary>
+    TxSuspended,
 }

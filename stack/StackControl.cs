@@ -1,0 +1,43 @@
+namespace Onload.Stack;
+
+/// <summary>
+/// The control plane of a stack in driverlink mode (implemented by Onload.Driverlink's client; null in
+/// <see cref="StackOptions.Control"/> = direct mode). In driverlink mode the kernel owns the interface's IPv4 address
+/// and MAC and does ARP; onload-driverd steers to the stack's VNIC only the TCP and UDP ports reserved here.
+/// </summary>
+/// <remarks>The stack calls every member on its own thread; implementations must not call back into it except
+/// from <see cref="ApplyEvents"/>, and must expect <see cref="ReleasePort"/> and <see cref="ResolveNeighbour"/>
+/// from inside it (an event that ends a connection frees its port; one that forgets a neighbour may start
+/// resolving it again).</remarks>
+public interface IStackControl
+{
+    /// <summary>
+    /// Reserves a local port for <paramref name="protocol"/> (6 = TCP, 17 = UDP) on the stack's address.
+    /// <paramref name="port"/> 0 asks for an ephemeral port and is set to the one chosen. Returns 0 or a negated
+    /// errno (EADDRINUSE, EADDRNOTAVAIL, EAGAIN, ENOBUFS...), which the socket call returns as its own.
+    /// </summary>
+    int ReservePort(byte protocol, ref ushort port);
+
+    /// <summary>
+    /// Gives back a port <see cref="ReservePort"/> reserved: the stack calls it once per successful ReservePort,
+    /// when the port leaves the stack: the UDP socket is closed, or the TCP row that reserved it is freed (after
+    /// TIME_WAIT ends, as Linux keeps the port through TIME_WAIT) and no connection accepted on it is left.
+    /// </summary>
+    void ReleasePort(byte protocol, ushort port);
+
+    /// <summary>
+    /// Asks for the MAC of an on-link IPv4 address (<paramref name="address"/> in host byte order), where a stack
+    /// in direct mode would send an ARP request. The answer arrives later through <see cref="NetStack.SetNeighbour"/>,
+    /// or never: the stack's ARP retransmit and give-up timing then ends resolution as in direct mode, failing
+    /// queued sends (a connect with EHOSTUNREACH).
+    /// </summary>
+    void ResolveNeighbour(uint address);
+
+    /// <summary>True when <see cref="ApplyEvents"/> has work; read on every <see cref="NetStack.Poll"/>, so it must
+    /// be a cheap volatile read.</summary>
+    bool EventsPending { get; }
+
+    /// <summary>Applies waiting control events (neighbours, MTU, link state, suspend) to
+    /// <paramref name="stack"/>, on the stack's own thread: <see cref="NetStack.Poll"/> calls it.</summary>
+    void ApplyEvents(NetStack stack);
+}
