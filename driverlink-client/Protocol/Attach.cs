@@ -65,9 +65,11 @@ public sealed record AttachRequest(string InterfaceName, VnicMode Mode, uint RxR
 
 /// <summary>
 /// The answer to <see cref="AttachRequest"/>. Payload: status (2), reserved (2), then on success VNIC id (4),
-/// MTU (2), MAC (6, network order), address count (1, at most 16), reserved (1), and per address the IPv4 address
-/// (4, network order) and prefix length (1, at most 32); on failure only the error text (string, at most 255 bytes).
-/// The ring memory and queue fds travel beside it as SCM_RIGHTS.
+/// MTU (2), MAC (6, network order), address count (1, at most 16), mode (1), queue (2), reserved (2), default
+/// gateway (4, network order, 0 for none), per address the IPv4 address (4, network order) and prefix length (1,
+/// at most 32), and the shared-memory endpoint name (string, at most 64 bytes: non-empty exactly in shared mode);
+/// on failure only the error text (string, at most 255 bytes). In exclusive mode the queue's AF_XDP socket travels
+/// beside it as SCM_RIGHTS.
 /// </summary>
 public sealed record AttachReply : Message
 {
@@ -76,8 +78,15 @@ public sealed record AttachReply : Message
     /// <summary>RFC 791: every IPv4 host handles datagrams of 68 bytes.</summary>
     public const int MinMtu = 68;
 
-    private AttachReply(AttachStatus status, uint vnicId, ushort mtu, MacAddress mac, InterfaceAddress[] addresses, string errorText)
+    public const int MaxShmNameBytes = 64;
+
+    private AttachReply(AttachStatus status, uint vnicId, ushort mtu, MacAddress mac, InterfaceAddress[] addresses, string errorText,
+        VnicMode mode = VnicMode.Shared, ushort queue = 0, uint gateway = 0, string shmName = "")
     {
+        Mode = mode;
+        Queue = queue;
+        Gateway = gateway;
+        ShmName = shmName;
         Status = status;
         VnicId = vnicId;
         Mtu = mtu;
@@ -93,15 +102,24 @@ public sealed record AttachReply : Message
     public ushort Mtu { get; }
     public MacAddress Mac { get; }
     public IReadOnlyList<InterfaceAddress> Addresses => _addresses;
+    public VnicMode Mode { get; }
+    /// <summary>The interface queue the VNIC serves (exclusive mode binds its AF_XDP socket to it).</summary>
+    public ushort Queue { get; }
+    /// <summary>The main table's default gateway on this interface (host byte order), 0 for none.</summary>
+    public uint Gateway { get; }
+    /// <summary>Shared mode: the <c>shm:</c> endpoint name the daemon listens on for this client's rings.</summary>
+    public string ShmName { get; }
     /// <summary>Empty on success.</summary>
     public string ErrorText { get; }
 
     public override MessageKind Kind => MessageKind.AttachReply;
 
-    public static AttachReply Success(uint vnicId, ushort mtu, MacAddress mac, IEnumerable<InterfaceAddress> addresses)
+    public static AttachReply Success(uint vnicId, ushort mtu, MacAddress mac, IEnumerable<InterfaceAddress> addresses,
+        VnicMode mode = VnicMode.Shared, ushort queue = 0, uint gateway = 0, string shmName = "")
     {
         ArgumentNullException.ThrowIfNull(addresses);
-        return new AttachReply(AttachStatus.Ok, vnicId, mtu, mac, addresses.ToArray(), "");
+        ArgumentNullException.ThrowIfNull(shmName);
+        return new AttachReply(AttachStatus.Ok, vnicId, mtu, mac, addresses.ToArray(), "", mode, queue, gateway, shmName);
     }
 
     public static AttachReply Failure(AttachStatus status, string errorText)
@@ -113,7 +131,8 @@ public sealed record AttachReply : Message
 
     public bool Equals(AttachReply? other) =>
         other is not null && base.Equals(other) && Status == other.Status && VnicId == other.VnicId && Mtu == other.Mtu &&
-        Mac == other.Mac && _addresses.AsSpan().SequenceEqual(other._addresses) && ErrorText == other.ErrorText;
+        Mac == other.Mac && _addresses.AsSpan().SequenceEqual(other._addresses) && ErrorText == other.ErrorText &&
+        Mode == other.Mode && Queue == other.Queue && Gateway == other.Gateway && ShmName == other.ShmName;
 
     public override int GetHashCode() => HashCode.Combine(base.GetHashCode(), Status, VnicId, Mtu, Mac, _addresses.Length, ErrorText);
 
@@ -134,7 +153,10 @@ public sealed record AttachReply : Message
         w.U16(Mtu);
         w.Mac(Mac);
         w.U8((byte)_addresses.Length);
-        w.Reserved(1);
+        w.U8((byte)Mode);
+        w.U16(Queue);
+        w.Reserved(2);
+        w.Ipv4(Gateway);
         foreach (var a in _addresses)
         {
             if (a.PrefixLength > 32)
@@ -142,6 +164,9 @@ public sealed record AttachReply : Message
             w.Ipv4(a.Address);
             w.U8(a.PrefixLength);
         }
+        if ((Mode == VnicMode.Shared) != (ShmName.Length > 0))
+            throw new ArgumentException("a shared-mode VNIC names its shm endpoint, an exclusive one does not", nameof(ShmName));
+        w.String(ShmName, MaxShmNameBytes, nameof(ShmName));
     }
 
     internal static AttachReply Read(ref PayloadReader r)
@@ -156,7 +181,10 @@ public sealed record AttachReply : Message
             r.Fail(DecodeError.BadValue);
         var mac = r.Mac();
         int count = r.U8();
-        r.Reserved(1);
+        var mode = r.Enum<VnicMode>();
+        ushort queue = r.U16();
+        r.Reserved(2);
+        uint gateway = r.Ipv4();
         if (count > MaxAddresses)
         {
             r.Fail(DecodeError.BadValue);
@@ -171,7 +199,10 @@ public sealed record AttachReply : Message
                 r.Fail(DecodeError.BadValue);
             addresses[i] = new InterfaceAddress(address, prefix);
         }
-        return new AttachReply(AttachStatus.Ok, vnicId, mtu, mac, addresses, "");
+        string shmName = r.String(MaxShmNameBytes);
+        if ((mode == VnicMode.Shared) != (shmName.Length > 0))
+            r.Fail(DecodeError.BadValue);
+        return new AttachReply(AttachStatus.Ok, vnicId, mtu, mac, addresses, "", mode, queue, gateway, shmName);
     }
 }
 

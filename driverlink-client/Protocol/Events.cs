@@ -62,6 +62,18 @@ public sealed record SuspendEvent(uint VnicId) : Message
     internal static SuspendEvent Read(ref PayloadReader r) => new(r.U32());
 }
 
+/// <summary>The client's answer to <see cref="SuspendEvent"/>: it has stopped touching the VNIC's rings (and will
+/// not until <see cref="ResumeEvent"/>). The daemon reconfigures once every client has answered, or after a deadline.
+/// Payload: VNIC id (4).</summary>
+public sealed record Suspended(uint VnicId) : Message
+{
+    public override MessageKind Kind => MessageKind.Suspended;
+
+    private protected override void WritePayload(ref PayloadWriter w) => w.U32(VnicId);
+
+    internal static Suspended Read(ref PayloadReader r) => new(r.U32());
+}
+
 /// <summary>The reconfiguration is over: the rings may be used again. Payload: VNIC id (4).</summary>
 public sealed record ResumeEvent(uint VnicId) : Message
 {

@@ -64,11 +64,14 @@ public abstract record Message
             MessageKind.FilterInsert => FilterInsert.Read(ref r),
             MessageKind.FilterRemove => FilterRemove.Read(ref r),
             MessageKind.FilterReply => FilterReply.Read(ref r),
+            MessageKind.ResolveNeighbour => ResolveNeighbour.Read(ref r),
+            MessageKind.Suspended => Suspended.Read(ref r),
             MessageKind.LinkState => LinkStateEvent.Read(ref r),
             MessageKind.MtuChanged => MtuChangedEvent.Read(ref r),
             MessageKind.Suspend => SuspendEvent.Read(ref r),
             MessageKind.Resume => ResumeEvent.Read(ref r),
             MessageKind.Remove => RemoveEvent.Read(ref r),
+            MessageKind.Neighbour => NeighbourEvent.Read(ref r),
             // Validate refused every other kind.
             _ => throw new InvalidOperationException($"kind {header.Kind} passed validation without a decoder"),
         };

@@ -11,12 +11,15 @@ public enum MessageKind : ushort
     FilterInsert = 5,
     FilterRemove = 6,
     FilterReply = 7,
+    ResolveNeighbour = 8,
+    Suspended = 9,
 
     LinkState = 32,
     MtuChanged = 33,
     Suspend = 34,
     Resume = 35,
     Remove = 36,
+    Neighbour = 37,
 }
 
 /// <summary>Header flags (bytes 8-9). Version 1.0 defines none: every bit must be zero.</summary>

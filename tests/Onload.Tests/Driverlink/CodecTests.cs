@@ -118,9 +118,11 @@ public class CodecTests
         yield return new TestCaseData(Patched(new AttachRequest("veth0", VnicMode.Shared, 1, 1, 1), 16, 3), DecodeError.UnknownEnumValue).SetName("mode 3: UnknownEnumValue");
         yield return new TestCaseData(Patched(new AttachRequest("veth0", VnicMode.Shared, 1, 1, 1), 17, 1), DecodeError.BadValue).SetName("reserved byte set: BadValue");
         yield return new TestCaseData(Patched(new Hello(PeerRole.Client, "x"), 16, 0), DecodeError.UnknownEnumValue).SetName("role 0: UnknownEnumValue");
-        var reply = AttachReply.Success(1, 1500, MacAddress.Zero, [new InterfaceAddress(1, 8)]);
+        var reply = AttachReply.Success(1, 1500, MacAddress.Zero, [new InterfaceAddress(1, 8)], VnicMode.Exclusive);
         yield return new TestCaseData(Patched(reply, 32, 17), DecodeError.BadValue).SetName("17 addresses: BadValue");
-        yield return new TestCaseData(Patched(reply, 38, 33), DecodeError.BadValue).SetName("prefix 33: BadValue");
+        yield return new TestCaseData(Patched(reply, 46, 33), DecodeError.BadValue).SetName("prefix 33: BadValue");
+        yield return new TestCaseData(Patched(reply, 33, 3), DecodeError.UnknownEnumValue).SetName("reply mode 3: UnknownEnumValue");
+        yield return new TestCaseData(Patched(reply, 33, (byte)VnicMode.Shared), DecodeError.BadValue).SetName("shared mode without an shm name: BadValue");
         yield return new TestCaseData(Patched(reply, 24, 67, 0), DecodeError.BadValue).SetName("MTU 67: BadValue");
         yield return new TestCaseData(Patched(reply, 16, 99, 0), DecodeError.UnknownEnumValue).SetName("attach status 99: UnknownEnumValue");
         var filter = new FilterInsert(1, new FilterSpec(FilterProtocol.Tcp, 1, 80));

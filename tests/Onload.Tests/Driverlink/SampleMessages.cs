@@ -13,8 +13,9 @@ internal static class SampleMessages
         new AttachRequest("veth0", VnicMode.Shared, 512, 512, 4096) { RequestId = 2 },
         new AttachRequest("enp1s0f0np0abcd", VnicMode.Exclusive, 2048, 1024, 8192) { RequestId = 3 },
         AttachReply.Success(7, 1500, MacAddress.Parse("02:00:00:00:00:01"),
-            [new InterfaceAddress(0x0A000001, 24), new InterfaceAddress(0xC0A80102, 32)]) with { RequestId = 2 },
-        AttachReply.Success(8, 9000, MacAddress.Parse("0e:11:22:33:44:55"), []) with { RequestId = 4 },
+            [new InterfaceAddress(0x0A000001, 24), new InterfaceAddress(0xC0A80102, 32)], VnicMode.Shared, 0, 0x0A0000FE,
+            "driverd-1234-7-0123456789abcdef") with { RequestId = 2 },
+        AttachReply.Success(8, 9000, MacAddress.Parse("0e:11:22:33:44:55"), [], VnicMode.Exclusive, 3) with { RequestId = 4 },
         AttachReply.Failure(AttachStatus.NoResources, "no VNIC left: 8 of 8 in use (--max-vnics)") with { RequestId = 3 },
         new Detach(7) { RequestId = 5 },
         new FilterInsert(7, new FilterSpec(FilterProtocol.Tcp, 0x0A000001, 8080)) { RequestId = 6 },
@@ -27,6 +28,10 @@ internal static class SampleMessages
         new MtuChangedEvent(7, 1280),
         new SuspendEvent(7),
         new ResumeEvent(7),
+        new Suspended(7) { RequestId = 0 },
         new RemoveEvent(7),
+        new ResolveNeighbour(7, 0x0A000002),
+        new NeighbourEvent(7, 0x0A000002, MacAddress.Parse("02:00:00:00:00:02"), true),
+        new NeighbourEvent(7, 0x0A000002, MacAddress.Zero, false),
     ];
 }

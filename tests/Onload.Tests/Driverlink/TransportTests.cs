@@ -26,7 +26,7 @@ public partial class TransportTests
         using (var mine = new SafeFileHandle(memfd, ownsHandle: true))
         {
             RandomAccess.Write(mine, "ring memory"u8, 0);
-            var reply = AttachReply.Success(3, 1500, Onload.Vnic.MacAddress.Parse("02:00:00:00:00:03"), []) with { RequestId = 42 };
+            var reply = AttachReply.Success(3, 1500, Onload.Vnic.MacAddress.Parse("02:00:00:00:00:03"), [], VnicMode.Exclusive) with { RequestId = 42 };
             Assert.That(a.Send(reply, [memfd]), Is.EqualTo(0));
         } // the sender's copy is closed: what arrives is the kernel's duplicate
 
