@@ -259,6 +259,31 @@ public sealed unsafe class XdpFilterSteering : IDisposable
         XdpAttach.CloseFd(ref _filtersMap);
     }
 
+    /// <summary>
+    /// Loads the program afresh on the same maps and swaps it in through the link (BPF_LINK_UPDATE): filters and
+    /// sockets stay, and no frame finds the interface without a program. What a daemon does when asked to reload.
+    /// Returns 0 or a negated errno.
+    /// </summary>
+    public int Reload()
+    {
+        ObjectDisposedException.ThrowIf(_closed, this);
+        int prog = XdpAttach.LoadProgram(_spec, FlowFilterProgram.Build(_xsksMap, _filtersMap), FlowFilterProgram.Name);
+        int rc = Bpf.LinkUpdate(_link, prog);
+        if (rc < 0)
+        {
+            Libc.Close(prog);
+            return rc;
+        }
+        if (_prog >= 0)
+            Libc.Close(_prog);
+        _prog = prog;
+        Reloads++;
+        return 0;
+    }
+
+    /// <summary>Programs swapped in by <see cref="Reload"/>.</summary>
+    public int Reloads { get; private set; }
+
     // ------------------------------------------------------------------------------------------------ attach
 
     private void CreateMapsAndProgram(int xskMapEntries)

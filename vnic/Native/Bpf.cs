@@ -20,6 +20,7 @@ internal static unsafe class Bpf
     public const int BPF_OBJ_GET = 7;
     public const int BPF_OBJ_GET_INFO_BY_FD = 15;
     public const int BPF_LINK_CREATE = 28;
+    public const int BPF_LINK_UPDATE = 29;
     public const int BPF_LINK_DETACH = 34;
 
     // enum bpf_map_type.
@@ -205,6 +206,14 @@ internal static unsafe class Bpf
         return Command(BPF_LINK_CREATE, ref attr);
     }
 
+    /// <summary>BPF_LINK_UPDATE: the link runs <paramref name="newProgFd"/> from the next packet on, with no moment
+    /// where the interface has no program. Returns 0 or -errno.</summary>
+    public static int LinkUpdate(int linkFd, int newProgFd)
+    {
+        var attr = new LinkUpdateAttr { LinkFd = (uint)linkFd, NewProgFd = (uint)newProgFd };
+        return Command(BPF_LINK_UPDATE, ref attr);
+    }
+
     /// <summary>bpf(<paramref name="cmd"/>, &amp;attr, sizeof(attr)): the size is always the variant's own, so the
     /// kernel never reads past it. Returns what the kernel returns, or -errno.</summary>
     private static int Command<TAttr>(int cmd, ref TAttr attr) where TAttr : unmanaged
@@ -298,6 +307,16 @@ internal static unsafe class Bpf
         [FieldOffset(8)] public uint KeySize;
         [FieldOffset(12)] public uint ValueSize;
         [FieldOffset(16)] public uint MaxEntries;
+    }
+
+    /// <summary>The BPF_LINK_UPDATE variant (16 bytes).</summary>
+    [StructLayout(LayoutKind.Explicit, Size = 16)]
+    private struct LinkUpdateAttr
+    {
+        [FieldOffset(0)] public uint LinkFd;
+        [FieldOffset(4)] public uint NewProgFd;
+        [FieldOffset(8)] public uint Flags;
+        [FieldOffset(12)] public uint OldProgFd;
     }
 
     /// <summary>The BPF_LINK_CREATE variant for XDP (16 bytes).</summary>

@@ -93,6 +93,9 @@ internal static class Netlink
     public const int NdMsgSize = 12;
     public const ushort NDA_DST = 1;
     public const ushort NDA_LLADDR = 2;
+    /// <summary>ndm_flags: "use" the entry, as a sent packet would (neigh_event_send): resolve it if need be.</summary>
+    public const byte NTF_USE = 0x01;
+    public const ushort NLM_F_CREATE = 0x400;
 }
 
 /// <summary><c>struct sockaddr_nl</c> from netlink(7).</summary>

@@ -114,6 +114,39 @@ public sealed unsafe class RtnetlinkSocket : IDisposable
     }
 
     /// <summary>
+    /// Has the kernel resolve <paramref name="ipv4"/> (host byte order) on interface <paramref name="ifIndex"/> as
+    /// if a packet were going there: RTM_NEWNEIGH with NTF_USE creates the entry if need be and sends the ARP
+    /// request (neigh_event_send). The answer shows as a neighbour notification. Returns 0 or the kernel's errno.
+    /// Needs CAP_NET_ADMIN.
+    /// </summary>
+    public int ResolveNeighbour(int ifIndex, uint ipv4)
+    {
+        Span<byte> request = stackalloc byte[64];
+        var w = new NetlinkWriter(request);
+        uint seq = ++_sequence;
+        w.BeginMessage(RTM_NEWNEIGH, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE, seq);
+        var ndmsg = w.Reserve(NdMsgSize);
+        ndmsg[0] = (byte)LinuxConstants.AF_INET;
+        System.Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(ndmsg[4..], ifIndex);
+        ndmsg[10] = NTF_USE;
+        w.AttributeIpv4(NDA_DST, ipv4);
+        w.EndMessage();
+        Send(request[..w.Length]);
+        while (true)
+        {
+            int n = Receive(ReplyTimeout);
+            if (n <= 0)
+                continue;
+            var reader = new NetlinkMessageReader(_buffer.AsSpan(0, Math.Min(n, BufferBytes)));
+            while (reader.TryNext(out var m))
+            {
+                if (m.Sequence == seq && m.Type == NLMSG_ERROR && m.Error is int error)
+                    return -error;
+            }
+        }
+    }
+
+    /// <summary>
     /// Sends a dump request and gathers the multi-part reply up to NLMSG_DONE. A reply the kernel marks
     /// NLM_F_DUMP_INTR (the table changed mid-walk), a lost or cut datagram, is redone from the start; NLMSG_ERROR
     /// becomes an <see cref="IOException"/> carrying errno.
@@ -201,12 +234,17 @@ public sealed unsafe class RtnetlinkSocket : IDisposable
         w.BeginMessage(type, flags, seq);
         w.Write(familyHeader);
         w.EndMessage();
+        Send(request[..w.Length]);
+    }
+
+    private void Send(ReadOnlySpan<byte> message)
+    {
         var kernel = new SockAddrNl { Family = AF_NETLINK };
-        fixed (byte* p = request)
+        fixed (byte* p = message)
         {
             nint sent;
             do
-                sent = Libc.SendTo(Fd, p, (nuint)w.Length, 0, &kernel, (uint)sizeof(SockAddrNl));
+                sent = Libc.SendTo(Fd, p, (nuint)message.Length, 0, &kernel, (uint)sizeof(SockAddrNl));
             while (sent < 0 && Errno.Last == Errno.EINTR);
             if (sent < 0)
                 throw OpenFailure.Call("rtnetlink", "sendto", Errno.Last);

@@ -224,7 +224,13 @@ public sealed unsafe class ShmVnic : IVnic
     /// Moves up to <c>batch.Length</c> frames from the receive ring into pool buffers. Frames that find the pool
     /// empty, or whose length is impossible, are dropped and counted.
     /// </summary>
-    public int Receive(Span<PacketDescriptor> batch)
+    public int Receive(Span<PacketDescriptor> batch) => Receive(batch, Buffers);
+
+    /// <summary>
+    /// As <see cref="Receive(Span{PacketDescriptor})"/>, but into buffers of <paramref name="pool"/>: a forwarder
+    /// (the driver daemon in shared mode) copies frames straight into the buffers of the VNIC that sends them on.
+    /// </summary>
+    public int Receive(Span<PacketDescriptor> batch, BufferPool pool)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         if (Volatile.Read(ref _peerLosses) != _peerLossesSeen)
@@ -248,7 +254,7 @@ public sealed unsafe class ShmVnic : IVnic
 
         int n = 0;
         long consumer = _rxConsumer;
-        int bufferSize = Buffers.BufferSize;
+        int bufferSize = pool.BufferSize;
         while (n < batch.Length && consumer != producer)
         {
             byte* slot = ShmLayout.Slot(_rx, consumer, _slotMask, _slotSize);
@@ -259,12 +265,12 @@ public sealed unsafe class ShmVnic : IVnic
                 Counters.RxDropTooLong++;
                 continue;
             }
-            if (!Buffers.TryAllocate(out int buffer))
+            if (!pool.TryAllocate(out int buffer))
             {
                 Counters.RxDropNoBuffer++;
                 continue;
             }
-            Buffer.MemoryCopy(slot + ShmLayout.SlotDataOffset, Buffers.Pointer(buffer), bufferSize, length);
+            Buffer.MemoryCopy(slot + ShmLayout.SlotDataOffset, pool.Pointer(buffer), bufferSize, length);
             batch[n++] = new PacketDescriptor(buffer, length);
             Counters.RxFrames++;
             Counters.RxBytes += length;
@@ -281,7 +287,13 @@ public sealed unsafe class ShmVnic : IVnic
     /// counted as TxDropRingFull). Frames shorter than an Ethernet header or longer than MTU + 14 are dropped as
     /// TxErrors. With no peer connected, every frame is accepted, dropped and counted in <see cref="TxDropPeerGone"/>.
     /// </summary>
-    public int Transmit(ReadOnlySpan<PacketDescriptor> batch)
+    public int Transmit(ReadOnlySpan<PacketDescriptor> batch) => Transmit(batch, Buffers);
+
+    /// <summary>
+    /// As <see cref="Transmit(ReadOnlySpan{PacketDescriptor})"/> for buffers of <paramref name="pool"/> (released
+    /// to it once copied): a forwarder hands on frames that another VNIC received without copying them twice.
+    /// </summary>
+    public int Transmit(ReadOnlySpan<PacketDescriptor> batch, BufferPool pool)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         if (Volatile.Read(ref _peerLosses) != _peerLossesSeen)
@@ -289,7 +301,7 @@ public sealed unsafe class ShmVnic : IVnic
         if (Volatile.Read(ref _connected) == 0)
         {
             foreach (ref readonly var d in batch)
-                Buffers.Release(d.Buffer);
+                pool.Release(d.Buffer);
             _txDropPeerGone += batch.Length;
             return batch.Length;
         }
@@ -303,7 +315,7 @@ public sealed unsafe class ShmVnic : IVnic
             if (d.Length < EthHeader || d.Length > _maxFrame)
             {
                 Counters.TxErrors++;
-                Buffers.Release(d.Buffer);
+                pool.Release(d.Buffer);
                 continue;
             }
             if (producer >= limit)
@@ -319,9 +331,9 @@ public sealed unsafe class ShmVnic : IVnic
             }
             byte* slot = ShmLayout.Slot(_tx, producer, _slotMask, _slotSize);
             *(int*)slot = d.Length;
-            Buffer.MemoryCopy(Buffers.Pointer(d.Buffer), slot + ShmLayout.SlotDataOffset, _slotSize - ShmLayout.SlotDataOffset, d.Length);
+            Buffer.MemoryCopy(pool.Pointer(d.Buffer), slot + ShmLayout.SlotDataOffset, _slotSize - ShmLayout.SlotDataOffset, d.Length);
             producer++;
-            Buffers.Release(d.Buffer);
+            pool.Release(d.Buffer);
             Counters.TxFrames++;
             Counters.TxBytes += d.Length;
         }
