@@ -22,6 +22,8 @@
 # dist/ after `make`:
 #   dist/bin/onload-echo            NativeAOT build of apps/echo
 #   dist/bin/onload-pingpong        NativeAOT build of apps/pingpong (the latency client and server)
+#   dist/bin/onload-driverd         NativeAOT build of apps/driverd (the primary driver daemon)
+#   dist/lib/systemd/system/onload-driverd.service   its unit for a service manager
 #   dist/bin/abi_smoke              C program that dlopen()s the stack library and checks its exports
 #   dist/lib/libonload_stack.so     the stack as a C shared library (NativeAOT build of preload/native)
 #   dist/include/onload_stack.h     its header
@@ -69,11 +71,14 @@ dotnet_inputs = $(shell find $(1) \( -name bin -o -name obj \) -prune -o \
 ROOT_INPUTS   := $(wildcard Directory.Build.props Directory.Build.targets Directory.Packages.props \
 	global.json nuget.config NuGet.config)
 STACK_INPUTS  := $(call dotnet_inputs,stack vnic) $(ROOT_INPUTS)
-ECHO_INPUTS   := $(STACK_INPUTS) $(call dotnet_inputs,apps/echo)
-PINGPONG_INPUTS := $(STACK_INPUTS) $(call dotnet_inputs,apps/pingpong)
+DRIVERLINK_INPUTS := $(STACK_INPUTS) $(call dotnet_inputs,driverlink-client)
+ECHO_INPUTS   := $(DRIVERLINK_INPUTS) $(call dotnet_inputs,apps/echo)
+PINGPONG_INPUTS := $(DRIVERLINK_INPUTS) $(call dotnet_inputs,apps/pingpong)
+DRIVERD_INPUTS := $(DRIVERLINK_INPUTS) $(call dotnet_inputs,apps/driverd)
 NATIVE_INPUTS := $(STACK_INPUTS) $(call dotnet_inputs,preload/native)
 
-DIST_FILES := $(DIST)/bin/onload-echo $(DIST)/bin/onload-pingpong $(DIST)/lib/libonload_stack.so $(DIST)/include/onload_stack.h \
+DIST_FILES := $(DIST)/bin/onload-echo $(DIST)/bin/onload-pingpong $(DIST)/bin/onload-driverd \
+	$(DIST)/lib/systemd/system/onload-driverd.service $(DIST)/lib/libonload_stack.so $(DIST)/include/onload_stack.h \
 	$(DIST)/bin/abi_smoke
 
 .PHONY: all deps restore build publish test check-header demo bench bench-quick bench-latency bench-tcp sweep install clean
@@ -133,6 +138,18 @@ $(DIST)/bin/onload-pingpong: $(PINGPONG_INPUTS) | restore
 	  -o $(PUBLISH)/pingpong -v minimal; \
 	install -D -m 0755 $(PUBLISH)/pingpong/onload-pingpong $@; \
 	echo "publish: $@ took $$(( $$(date +%s) - start ))s"
+
+$(DIST)/bin/onload-driverd: $(DRIVERD_INPUTS) | restore
+	@echo "publish: apps/driverd -> $@ (NativeAOT)"
+	@start=$$(date +%s); \
+	rm -rf $(PUBLISH)/driverd; \
+	$(DOTNET) publish apps/driverd/Onload.Driverd.csproj $(DOTNET_FLAGS) -r $(RID) --no-restore \
+	  -o $(PUBLISH)/driverd -v minimal; \
+	install -D -m 0755 $(PUBLISH)/driverd/onload-driverd $@; \
+	echo "publish: $@ took $$(( $$(date +%s) - start ))s"
+
+$(DIST)/lib/systemd/system/onload-driverd.service: apps/driverd/onload-driverd.service
+	install -D -m 0644 $< $@
 
 $(DIST)/lib/libonload_stack.so: $(NATIVE_INPUTS) | restore
 	@echo "publish: preload/native -> $@ (NativeAOT shared library)"
@@ -198,7 +215,8 @@ sweep: build
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include
 	install -m 0755 $(DIST)/bin/* $(DESTDIR)$(PREFIX)/bin/
-	install -m 0755 $(DIST)/lib/* $(DESTDIR)$(PREFIX)/lib/
+	install -m 0755 $(DIST)/lib/*.so $(DESTDIR)$(PREFIX)/lib/
+	install -D -m 0644 $(DIST)/lib/systemd/system/onload-driverd.service $(DESTDIR)$(PREFIX)/lib/systemd/system/onload-driverd.service
 	install -m 0644 $(DIST)/include/* $(DESTDIR)$(PREFIX)/include/
 
 clean:

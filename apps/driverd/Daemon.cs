@@ -1,0 +1,627 @@
+using System.Diagnostics;
+using System.Net.Sockets;
+using System.Runtime.InteropServices;
+using System.Security.Cryptography;
+using Onload.Driverlink;
+using Onload.Vnic;
+using Onload.Vnic.AfXdp;
+using Onload.Vnic.Netlink;
+using Onload.Vnic.Shm;
+
+namespace Onload.Apps.Driverd;
+
+/// <summary>
+/// The primary driver of one network namespace: owns the accelerated interfaces (their XDP program and filters),
+/// gives clients VNICs on them, installs the filters they prove they own, forwards the kernel's link, MTU and
+/// neighbour changes to them, and takes everything back from a client the moment its connection ends (a dead
+/// process's socket is closed by the kernel, which the daemon sees as a hang-up).
+/// </summary>
+/// <remarks>One thread runs the control loop (this class); each shared-mode interface has a forwarding thread.</remarks>
+internal sealed unsafe partial class Daemon : IDisposable
+{
+    private readonly DaemonOptions _options;
+    private readonly DriverlinkSocket _listener;
+    private readonly RtnetlinkMonitor _monitor;
+    private readonly RtnetlinkSocket _rtnl;
+    private readonly Dictionary<string, AcceleratedInterface> _interfaces = [];
+    private readonly List<ClientSession> _clients = [];
+    private readonly Dictionary<uint, VnicRecord> _vnics = [];
+    private readonly VnicRecord?[] _slots;
+    private readonly Hello _hello = new(PeerRole.Daemon, "onload-driverd " + DriverlinkClient.SoftwareVersion[7..]);
+    private readonly string _pinDirectory;
+    private readonly byte[] _buffer = new byte[MessageHeader.MaxMessageLength];
+    private readonly List<NetlinkEvent> _events = [];
+    private uint _nextVnicId = 1;
+    private volatile bool _stopping;
+    private long _idleSince = Stopwatch.GetTimestamp();
+
+    public long MalformedMessages;
+    public long RefusedClients;
+
+    public Daemon(DaemonOptions options)
+    {
+        _options = options;
+        _slots = new VnicRecord?[options.MaxVnics];
+        _listener = DriverlinkSocket.Listen(options.SocketName);
+        try
+        {
+            _monitor = RtnetlinkMonitor.Open(1 << 20);
+            _rtnl = RtnetlinkSocket.Open();
+        }
+        catch
+        {
+            _listener.Dispose();
+            throw;
+        }
+        // Pins are per namespace: the namespace's inode names its directory.
+        string ns = new FileInfo("/proc/self/ns/net").LinkTarget ?? "net:[0]";
+        _pinDirectory = options.PinRoot is null ? "" : Path.Combine(options.PinRoot, ns[5..^1]);
+    }
+
+    public void Stop() => _stopping = true;
+
+    /// <summary>Asks for a reconfiguration (SIGHUP): every VNIC is suspended, each interface's program reloaded,
+    /// then every VNIC resumed.</summary>
+    public void RequestReload() => _reloadRequested = true;
+
+    private volatile bool _reloadRequested;
+    // A reconfiguration under way: the VNICs still to answer their Suspend, and when to stop waiting for them.
+    private HashSet<uint>? _awaitingSuspend;
+    private long _suspendDeadline;
+    private static readonly TimeSpan SuspendTimeout = TimeSpan.FromSeconds(2);
+
+    /// <summary>Runs until stopped or, with a grace period, until that long after the last client left.</summary>
+    public void Run()
+    {
+        Log($"listening on @{_options.SocketName}; interfaces: {(_options.Interfaces.Count == 0 ? "any" : string.Join(", ", _options.Interfaces))}");
+        var fds = new PollFd[2 + 256];
+        while (!_stopping)
+        {
+            if (fds.Length < 2 + _clients.Count)
+                fds = new PollFd[2 + _clients.Count * 2];
+            fds[0] = new PollFd { Fd = _listener.Fd, Events = POLLIN };
+            fds[1] = new PollFd { Fd = _monitor.Fd, Events = POLLIN };
+            for (int i = 0; i < _clients.Count; i++)
+                fds[2 + i] = new PollFd { Fd = _clients[i].Socket.Fd, Events = POLLIN };
+            int count = 2 + _clients.Count;
+            int rc;
+            fixed (PollFd* p = fds)
+                rc = Poll(p, (nuint)count, 200);
+            if (rc < 0 && Marshal.GetLastPInvokeError() != EINTR)
+                throw new IOException($"poll: errno {Marshal.GetLastPInvokeError()}");
+            if (rc > 0)
+            {
+                // Clients first (from the end: a client may leave), then the kernel's news, then newcomers.
+                for (int i = count - 1; i >= 2; i--)
+                    if (fds[i].Revents != 0)
+                        Serve(_clients[i - 2]);
+                if (fds[1].Revents != 0)
+                    ReadNetlink();
+                if (fds[0].Revents != 0)
+                    AcceptClient();
+            }
+            StepReload();
+            if (_clients.Count > 0)
+                _idleSince = Stopwatch.GetTimestamp();
+            else if (_options.Grace is { } grace && Stopwatch.GetElapsedTime(_idleSince) >= grace)
+            {
+                Log($"no client for {grace.TotalSeconds:0.#} s: exiting");
+                break;
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------------------------------------ clients
+
+    private void AcceptClient()
+    {
+        DriverlinkSocket s;
+        try
+        {
+            s = _listener.Accept();
+        }
+        catch (DriverlinkSocketException e)
+        {
+            Log(e.Message);
+            return;
+        }
+        var creds = s.PeerCredentials();
+        _clients.Add(new ClientSession(s, creds));
+    }
+
+    private void Serve(ClientSession client)
+    {
+        Span<int> fds = stackalloc int[DriverlinkSocket.MaxDescriptors];
+        var r = client.Socket.Receive(fds, out var message, dontWait: true);
+        var received = fds[..r.DescriptorCount];
+        try
+        {
+            switch (r.Status)
+            {
+                case ReceiveStatus.WouldBlock:
+                    return;
+                case ReceiveStatus.PeerClosed:
+                case ReceiveStatus.Error:
+                    Drop(client, null);
+                    return;
+                case ReceiveStatus.Ok:
+                    break;
+                default:
+                    MalformedMessages++;
+                    Drop(client, $"malformed message ({r.Status}{(r.DecodeError != DecodeError.None ? ", " + r.DecodeError : "")})");
+                    return;
+            }
+            if (!client.Greeted)
+            {
+                Greet(client, message!);
+                return;
+            }
+            switch (message)
+            {
+                case AttachRequest a:
+                    Attach(client, a);
+                    break;
+                case Detach d:
+                    if (_vnics.TryGetValue(d.VnicId, out var v) && v.Client == client)
+                        Release(v);
+                    break;
+                case FilterInsert f:
+                    Reply(client, new FilterReply(InsertFilter(client, f, received)) { RequestId = f.RequestId });
+                    break;
+                case FilterRemove f:
+                    Reply(client, new FilterReply(RemoveFilter(client, f)) { RequestId = f.RequestId });
+                    break;
+                case Suspended s:
+                    _awaitingSuspend?.Remove(s.VnicId);
+                    break;
+                case ResolveNeighbour n:
+                    if (_vnics.TryGetValue(n.VnicId, out var rv) && rv.Client == client)
+                        _ = _rtnl.ResolveNeighbour(rv.Interface.IfIndex, n.Address);
+                    break;
+                default:
+                    MalformedMessages++;
+                    Drop(client, $"a {message!.Kind} is not a client's message");
+                    break;
+            }
+        }
+        finally
+        {
+            // Descriptors a handler kept were replaced by -1.
+            foreach (int fd in received)
+                BackingSocket.Release(fd);
+        }
+    }
+
+    private void Greet(ClientSession client, Message message)
+    {
+        if (message is not Hello hello || hello.Role != PeerRole.Client)
+        {
+            MalformedMessages++;
+            Drop(client, $"sent {message.Kind} before Hello");
+            return;
+        }
+        // Our Hello goes back whatever theirs said: an incompatible client can then say which versions differ.
+        Reply(client, _hello with { RequestId = hello.RequestId });
+        if (Hello.Incompatibility(_hello, hello) is { } refusal)
+        {
+            RefusedClients++;
+            Drop(client, refusal);
+            return;
+        }
+        client.Greeted = true;
+    }
+
+    private void Reply(ClientSession client, Message message, ReadOnlySpan<int> fds = default)
+    {
+        int e = client.Socket.Send(message, fds);
+        if (e != 0 && e != EPIPE)
+            Log($"client pid {client.Credentials.Pid}: send {message.Kind}: errno {e}");
+    }
+
+    /// <summary>Ends a client: every VNIC and filter it had goes, at once.</summary>
+    private void Drop(ClientSession client, string? why)
+    {
+        if (why is not null)
+            Log($"client pid {client.Credentials.Pid}: {why}: disconnected");
+        foreach (var v in client.Vnics.ToArray())
+            Release(v);
+        _clients.Remove(client);
+        client.Socket.Dispose();
+    }
+
+    // ------------------------------------------------------------------------------------------------ reconfiguration
+
+    /// <summary>
+    /// Suspend, reconfigure, resume: first every VNIC is told to stop touching its rings; once each has said so (or
+    /// after <see cref="SuspendTimeout"/>, for a client too busy or too broken to answer) each interface's program is
+    /// reloaded (BPF_LINK_UPDATE on the same maps: filters and sockets stay, and no frame finds no program), then
+    /// every VNIC is resumed. The control loop keeps serving meanwhile.
+    /// </summary>
+    private void StepReload()
+    {
+        if (_awaitingSuspend is null)
+        {
+            if (!_reloadRequested)
+                return;
+            _reloadRequested = false;
+            _awaitingSuspend = [.. _vnics.Keys];
+            _suspendDeadline = Stopwatch.GetTimestamp() + (long)(SuspendTimeout.TotalSeconds * Stopwatch.Frequency);
+            Log($"reconfiguring: suspending {_awaitingSuspend.Count} VNICs");
+            foreach (var v in _vnics.Values)
+                Reply(v.Client, new SuspendEvent(v.Id));
+        }
+        _awaitingSuspend.IntersectWith(_vnics.Keys); // a client that left answers no more
+        bool late = Stopwatch.GetTimestamp() >= _suspendDeadline;
+        if (_awaitingSuspend.Count > 0 && !late)
+            return;
+        if (late && _awaitingSuspend.Count > 0)
+            Log($"reconfiguring: {_awaitingSuspend.Count} VNICs did not answer their suspend within {SuspendTimeout.TotalSeconds:0.#} s; going on");
+        foreach (var i in _interfaces.Values)
+        {
+            int rc = i.Steering.Reload();
+            Log(rc == 0 ? $"{i.Name}: XDP program reloaded" : $"{i.Name}: reloading the XDP program failed: errno {-rc}; the old one stays");
+        }
+        foreach (var v in _vnics.Values)
+            Reply(v.Client, new ResumeEvent(v.Id));
+        Log("reconfigured: VNICs resumed");
+        _awaitingSuspend = null;
+    }
+
+    // ------------------------------------------------------------------------------------------------ VNICs
+
+    private void Attach(ClientSession client, AttachRequest a)
+    {
+        var reply = TryAttach(client, a, out int xskFd);
+        if (xskFd >= 0)
+        {
+            Reply(client, reply, [xskFd]);
+        }
+        else
+            Reply(client, reply);
+        if (reply.Status == AttachStatus.Ok)
+            SendNeighbours(_vnics[reply.VnicId]);
+    }
+
+    private AttachReply TryAttach(ClientSession client, AttachRequest a, out int xskFd)
+    {
+        xskFd = -1;
+        AttachReply Fail(AttachStatus s, string text) => AttachReply.Failure(s, text) with { RequestId = a.RequestId };
+        if (_options.Interfaces.Count > 0 && !_options.Interfaces.Contains(a.InterfaceName))
+            return Fail(AttachStatus.NotAccelerated, $"{a.InterfaceName} is not accelerated (--interface / ONLOAD_INTERFACES: {string.Join(", ", _options.Interfaces)})");
+        if (a.InterfaceName == "lo")
+            return Fail(AttachStatus.NotAccelerated, "loopback is not accelerated");
+        int ring = a.RxRingSize == 0 ? _options.DefaultRingSize : (int)Math.Min(a.RxRingSize, int.MaxValue);
+        int txRing = a.TxRingSize == 0 ? _options.DefaultRingSize : (int)Math.Min(a.TxRingSize, int.MaxValue);
+        int buffers = a.BufferCount == 0 ? _options.DefaultBuffers : (int)Math.Min(a.BufferCount, int.MaxValue);
+        if (ring > _options.MaxRingSize || txRing > _options.MaxRingSize || buffers > _options.MaxBuffers)
+            return Fail(AttachStatus.NoResources, $"asked for rings of {ring}/{txRing} and {buffers} buffers; the most is {_options.MaxRingSize} and {_options.MaxBuffers} (--max-ring-size, --max-buffers)");
+        if (!IsPow2(ring) || !IsPow2(txRing) || ring < 64 || txRing < 64 || buffers < 2 * ring)
+            return Fail(AttachStatus.InvalidRequest, $"rings of {ring}/{txRing} and {buffers} buffers: rings are powers of two from 64, with at least twice the RX ring in buffers");
+        int slot = Array.IndexOf(_slots, null);
+        if (slot < 0)
+            return Fail(AttachStatus.NoResources, $"no VNIC left: {_options.MaxVnics} of {_options.MaxVnics} in use (--max-vnics)");
+
+        AcceleratedInterface iface;
+        try
+        {
+            iface = Interface(a.InterfaceName);
+        }
+        catch (Exception e) when (e is IOException or ArgumentException)
+        {
+            return Fail(e.Message.Contains("No such device", StringComparison.Ordinal) || e is ArgumentException
+                ? AttachStatus.NoSuchInterface : AttachStatus.NotAccelerated, e.Message);
+        }
+        if (iface.Addresses.Count == 0)
+            return Fail(AttachStatus.NotAccelerated, $"{iface.Name} has no IPv4 address: give it one (driverlink mode uses the kernel's)");
+
+        uint id = _nextVnicId++;
+        var v = new VnicRecord(id, client, iface, a.Mode, slot);
+        try
+        {
+            if (a.Mode == VnicMode.Exclusive)
+            {
+                if (iface.Exclusive is not null || iface.SharedCount > 0)
+                    return Fail(AttachStatus.Busy, $"{iface.Name} queue 0 is in use ({(iface.Exclusive is not null ? "exclusively, by pid " + iface.Exclusive.Client.Credentials.Pid : iface.SharedCount + " shared VNICs")})");
+                v.XskFd = AfXdpVnic.CreateSocket();
+                iface.Exclusive = v;
+                xskFd = v.XskFd;
+            }
+            else
+            {
+                if (iface.Exclusive is not null)
+                    return Fail(AttachStatus.Busy, $"{iface.Name} queue 0 is held exclusively by pid {iface.Exclusive.Client.Credentials.Pid}");
+                var forwarder = iface.Forwarder ??= StartForwarder(iface);
+                v.ShmName = $"driverd-{Environment.ProcessId}-{id}-{Convert.ToHexString(RandomNumberGenerator.GetBytes(8)).ToLowerInvariant()}";
+                var endpoint = ShmVnic.Open(v.ShmName, new VnicOptions { RingSize = ring, BufferCount = 64 });
+                forwarder.AddEndpoint(slot, endpoint, client.Credentials.Pid);
+                iface.SharedCount++;
+            }
+        }
+        catch (Exception e) when (e is IOException or ArgumentException or InvalidOperationException)
+        {
+            if (iface.Exclusive == v)
+                iface.Exclusive = null;
+            BackingSocket.Release(v.XskFd);
+            return Fail(AttachStatus.NoResources, $"{iface.Name}: {e.Message}");
+        }
+        _slots[slot] = v;
+        _vnics[id] = v;
+        client.Vnics.Add(v);
+        Log($"client pid {client.Credentials.Pid}: VNIC {id} on {iface.Name} ({a.Mode})");
+        return AttachReply.Success(id, (ushort)iface.Mtu, iface.Mac, iface.Addresses, a.Mode, 0, iface.Gateway, v.ShmName) with { RequestId = a.RequestId };
+    }
+
+    private SharedForwarder StartForwarder(AcceleratedInterface iface)
+    {
+        int fd = AfXdpVnic.CreateSocket();
+        var xsk = AfXdpVnic.OpenOnSocket(iface.Name + ":0", fd,
+            new VnicOptions { RingSize = _options.MaxRingSize, BufferCount = 4 * _options.MaxRingSize });
+        int rc = iface.Steering.SetSocket(0, xsk.WaitHandle);
+        if (rc < 0)
+        {
+            xsk.Dispose();
+            throw new IOException($"{iface.Name}: putting the forwarder's socket in the XSKMAP: errno {-rc}");
+        }
+        return new SharedForwarder(xsk, iface.Mac, _options.MaxVnics, _options.ForwarderSpin);
+    }
+
+    /// <summary>Gives back a VNIC: its filters first (so nothing more is steered to it), then its rings or socket.</summary>
+    private void Release(VnicRecord v)
+    {
+        foreach (var f in v.Filters.ToArray())
+            UninstallFilter(v, f);
+        var iface = v.Interface;
+        if (v.Mode == VnicMode.Exclusive)
+        {
+            if (v.SocketInstalled)
+                _ = iface.Steering.ClearSocket(0);
+            BackingSocket.Release(v.XskFd);
+            if (iface.Exclusive == v)
+                iface.Exclusive = null;
+        }
+        else
+        {
+            iface.Forwarder?.RemoveEndpoint(v.Slot);
+            iface.SharedCount--;
+        }
+        _slots[v.Slot] = null;
+        _vnics.Remove(v.Id);
+        v.Client.Vnics.Remove(v);
+        Log($"client pid {v.Client.Credentials.Pid}: VNIC {v.Id} on {iface.Name} released");
+    }
+
+    // ------------------------------------------------------------------------------------------------ filters
+
+    private FilterStatus InsertFilter(ClientSession client, FilterInsert f, Span<int> received)
+    {
+        if (!_vnics.TryGetValue(f.VnicId, out var v) || v.Client != client)
+            return FilterStatus.NoSuchVnic;
+        var spec = f.Filter;
+        var iface = v.Interface;
+        if (!iface.Addresses.Any(a => a.Address == spec.LocalAddress))
+            return FilterStatus.InvalidRequest;
+        if (received.Length != 1 || !BackingSocket.Holds(received[0], spec.Protocol, spec.LocalAddress, spec.LocalPort))
+            return FilterStatus.NotOwner;
+        if (v.Filters.Count >= _options.MaxFiltersPerVnic)
+            return FilterStatus.TableFull;
+        if (iface.Filters.ContainsKey(Key(spec)))
+            return FilterStatus.Conflict;
+        if (v.Mode == VnicMode.Exclusive && !v.SocketInstalled)
+        {
+            // The client has bound the socket by now; the XSKMAP refuses one that is not.
+            if (iface.Steering.SetSocket(0, v.XskFd) < 0)
+                return FilterStatus.InvalidRequest;
+            v.SocketInstalled = true;
+        }
+        var protocol = (byte)spec.Protocol;
+        iface.Forwarder?.SetOwner(protocol, spec.LocalPort, v.Slot);
+        int rc = iface.Steering.AddFilter((ProtocolType)protocol, spec.LocalAddress, spec.LocalPort,
+            spec.Remote?.Address ?? 0, spec.Remote?.Port ?? 0);
+        if (rc < 0)
+        {
+            iface.Forwarder?.ClearOwner(protocol, spec.LocalPort);
+            return rc == -ENOSPC ? FilterStatus.TableFull : rc == -EADDRINUSE ? FilterStatus.Conflict : FilterStatus.InvalidRequest;
+        }
+        var installed = new InstalledFilter(spec, received[0]);
+        received[0] = -1; // kept: the port stays reserved while the filter steers it
+        v.Filters.Add(installed);
+        iface.Filters[Key(spec)] = v;
+        return FilterStatus.Ok;
+    }
+
+    private FilterStatus RemoveFilter(ClientSession client, FilterRemove f)
+    {
+        if (!_vnics.TryGetValue(f.VnicId, out var v) || v.Client != client)
+            return FilterStatus.NoSuchVnic;
+        var installed = v.Filters.Find(x => x.Spec == f.Filter);
+        if (installed is null)
+            return FilterStatus.NotFound;
+        UninstallFilter(v, installed);
+        return FilterStatus.Ok;
+    }
+
+    private static void UninstallFilter(VnicRecord v, InstalledFilter f)
+    {
+        var spec = f.Spec;
+        var iface = v.Interface;
+        _ = iface.Steering.RemoveFilter((ProtocolType)(byte)spec.Protocol, spec.LocalAddress, spec.LocalPort,
+            spec.Remote?.Address ?? 0, spec.Remote?.Port ?? 0);
+        iface.Forwarder?.ClearOwner((byte)spec.Protocol, spec.LocalPort);
+        iface.Filters.Remove(Key(spec));
+        BackingSocket.Release(f.BackingSocket);
+        v.Filters.Remove(f);
+    }
+
+    private static (FilterProtocol, uint, ushort) Key(FilterSpec s) => (s.Protocol, s.LocalAddress, s.LocalPort);
+
+    // ------------------------------------------------------------------------------------------------ interfaces
+
+    /// <summary>The interface, attached on first use: the XDP program (adopted from its pins if a previous daemon
+    /// left it), its link, addresses and default gateway from the kernel.</summary>
+    private AcceleratedInterface Interface(string name)
+    {
+        if (_interfaces.TryGetValue(name, out var known))
+            return known;
+        var link = _rtnl.DumpLinks().FirstOrDefault(l => l.Name == name)
+            ?? throw new ArgumentException($"no interface {name} in this namespace");
+        var steering = XdpFilterSteering.AttachOrAdopt(name, _options.MaxVnics * _options.MaxFiltersPerVnic,
+            _pinDirectory.Length == 0 ? null : Path.Combine(_pinDirectory, name));
+        if (steering.Adopted)
+        {
+            // Whatever the previous daemon's clients had is theirs no longer: their sockets died with it.
+            steering.ClearFilters();
+            Log($"{name}: adopted the pinned XDP program");
+        }
+        var iface = new AcceleratedInterface(name, link.Index, link.Mac, link.Mtu, link.CanCarry, steering);
+        RefreshAddresses(iface);
+        _interfaces[name] = iface;
+        return iface;
+    }
+
+    private void RefreshAddresses(AcceleratedInterface iface)
+    {
+        iface.Addresses = _rtnl.DumpAddresses().Where(a => a.InterfaceIndex == iface.IfIndex)
+            .Select(a => new InterfaceAddress(a.Ipv4, (byte)a.PrefixLength)).Take(AttachReply.MaxAddresses).ToList();
+        iface.Gateway = _rtnl.DumpRoutes().FirstOrDefault(r => r.PrefixLength == 0 && r.InterfaceIndex == iface.IfIndex && r.Gateway != 0)?.Gateway ?? 0;
+    }
+
+    private void SendNeighbours(VnicRecord v)
+    {
+        foreach (var n in _rtnl.DumpNeighbours())
+            if (n.InterfaceIndex == v.Interface.IfIndex && NeighbourEventFor(v.Id, n) is { } e && e.Reachable)
+                Reply(v.Client, e);
+    }
+
+    private static NeighbourEvent? NeighbourEventFor(uint vnicId, Neighbour n, bool removed = false)
+    {
+        bool usable = !removed && n.Mac != MacAddress.Zero &&
+            (n.State & (NeighbourState.Incomplete | NeighbourState.Failed | NeighbourState.None)) == 0 && n.State != NeighbourState.None;
+        if (usable)
+            return new NeighbourEvent(vnicId, n.Ipv4, n.Mac, true);
+        if (removed || (n.State & NeighbourState.Failed) != 0)
+            return new NeighbourEvent(vnicId, n.Ipv4, MacAddress.Zero, false);
+        return null; // INCOMPLETE: resolution under way, nothing to say yet
+    }
+
+    private void ReadNetlink()
+    {
+        _events.Clear();
+        _monitor.Poll(_events);
+        foreach (var e in _events)
+        {
+            switch (e)
+            {
+                case LinkUp up:
+                    ForEachVnic(up.Link.Index, (i, v) => { i.Up = true; return new LinkStateEvent(v.Id, true); });
+                    break;
+                case LinkDown down:
+                    ForEachVnic(down.Link.Index, (i, v) => { i.Up = false; return new LinkStateEvent(v.Id, false); });
+                    break;
+                case MtuChanged m:
+                    ForEachVnic(m.Link.Index, (i, v) => { i.Mtu = m.Link.Mtu; return new MtuChangedEvent(v.Id, (ushort)Math.Max(AttachReply.MinMtu, m.Link.Mtu)); });
+                    break;
+                case NeighbourChanged n:
+                    ForEachVnic(n.Neighbour.InterfaceIndex, (_, v) => NeighbourEventFor(v.Id, n.Neighbour));
+                    break;
+                case NeighbourRemoved n:
+                    ForEachVnic(n.Neighbour.InterfaceIndex, (_, v) => NeighbourEventFor(v.Id, n.Neighbour, removed: true));
+                    break;
+                case AddressAdded or AddressRemoved or RouteAdded or RouteRemoved:
+                    foreach (var i in _interfaces.Values)
+                        RefreshAddresses(i);
+                    break;
+                case ResyncNeeded r:
+                    Log($"rtnetlink: {r.Reason}: re-reading addresses and routes");
+                    foreach (var i in _interfaces.Values)
+                        RefreshAddresses(i);
+                    break;
+            }
+        }
+    }
+
+    private void ForEachVnic(int ifIndex, Func<AcceleratedInterface, VnicRecord, Message?> make)
+    {
+        foreach (var v in _vnics.Values)
+            if (v.Interface.IfIndex == ifIndex && make(v.Interface, v) is { } m)
+                Reply(v.Client, m);
+    }
+
+    public void Dispose()
+    {
+        foreach (var c in _clients.ToArray())
+        {
+            foreach (var v in c.Vnics)
+                Reply(c, new RemoveEvent(v.Id));
+            Drop(c, null);
+        }
+        foreach (var i in _interfaces.Values)
+        {
+            i.Forwarder?.Dispose();
+            i.Steering.Dispose();
+        }
+        _listener.Dispose();
+        _monitor.Dispose();
+        _rtnl.Dispose();
+    }
+
+    public static void Log(string line) =>
+        Console.Error.WriteLine($"onload-driverd[{Environment.ProcessId}] {DateTime.UtcNow:HH:mm:ss.fff} {line}");
+
+    private static bool IsPow2(int v) => v > 0 && (v & (v - 1)) == 0;
+
+    [StructLayout(LayoutKind.Sequential)]
+    private struct PollFd
+    {
+        public int Fd;
+        public short Events;
+        public short Revents;
+    }
+
+    private const short POLLIN = 1;
+    private const int EINTR = 4;
+    private const int EPIPE = 32;
+    private const int ENOSPC = 28;
+    private const int EADDRINUSE = 98;
+
+    [LibraryImport("libc", EntryPoint = "poll", SetLastError = true)]
+    private static partial int Poll(PollFd* fds, nuint count, int timeoutMs);
+}
+
+internal sealed class ClientSession(DriverlinkSocket socket, PeerCredentials credentials)
+{
+    public DriverlinkSocket Socket { get; } = socket;
+    public PeerCredentials Credentials { get; } = credentials;
+    public bool Greeted { get; set; }
+    public List<VnicRecord> Vnics { get; } = [];
+}
+
+internal sealed record InstalledFilter(FilterSpec Spec, int BackingSocket);
+
+internal sealed class VnicRecord(uint id, ClientSession client, AcceleratedInterface iface, VnicMode mode, int slot)
+{
+    public uint Id { get; } = id;
+    public ClientSession Client { get; } = client;
+    public AcceleratedInterface Interface { get; } = iface;
+    public VnicMode Mode { get; } = mode;
+    public int Slot { get; } = slot;
+    public int XskFd { get; set; } = -1;
+    public bool SocketInstalled { get; set; }
+    public string ShmName { get; set; } = "";
+    public List<InstalledFilter> Filters { get; } = [];
+}
+
+internal sealed class AcceleratedInterface(string name, int ifIndex, MacAddress mac, int mtu, bool up, XdpFilterSteering steering)
+{
+    public string Name { get; } = name;
+    public int IfIndex { get; } = ifIndex;
+    public MacAddress Mac { get; } = mac;
+    public int Mtu { get; set; } = mtu;
+    public bool Up { get; set; } = up;
+    public XdpFilterSteering Steering { get; } = steering;
+    public List<InterfaceAddress> Addresses { get; set; } = [];
+    public uint Gateway { get; set; }
+    public SharedForwarder? Forwarder { get; set; }
+    public VnicRecord? Exclusive { get; set; }
+    public int SharedCount { get; set; }
+    public Dictionary<(FilterProtocol, uint, ushort), VnicRecord> Filters { get; } = [];
+}

@@ -1,0 +1,36 @@
+namespace Onload.Apps.Driverd;
+
+/// <summary>What the daemon accelerates and how much it hands out (flags, then ONLOAD_INTERFACES).</summary>
+public sealed record DaemonOptions
+{
+    /// <summary>The interfaces clients may attach to; empty: any interface but loopback.</summary>
+    public IReadOnlyList<string> Interfaces { get; init; } = [];
+
+    public string SocketName { get; init; } = Onload.Driverlink.DriverlinkSocket.DefaultName;
+
+    /// <summary>Stay attached to the terminal (a service manager's child) instead of starting a session of its own.</summary>
+    public bool Foreground { get; init; }
+
+    /// <summary>Exit this long after the last client left; null: never (the default in the foreground).</summary>
+    public TimeSpan? Grace { get; init; }
+
+    /// <summary>VNICs in all, over every client and interface.</summary>
+    public int MaxVnics { get; init; } = 64;
+
+    /// <summary>Filters (ports) per VNIC.</summary>
+    public int MaxFiltersPerVnic { get; init; } = 1024;
+
+    /// <summary>The largest RX or TX ring a client may ask for, and the default.</summary>
+    public int MaxRingSize { get; init; } = 4096;
+    public int DefaultRingSize { get; init; } = 1024;
+
+    /// <summary>The most packet buffers per VNIC, and the default.</summary>
+    public int MaxBuffers { get; init; } = 65536;
+    public int DefaultBuffers { get; init; } = 8192;
+
+    /// <summary>Where the XDP program's link and maps are pinned, per namespace and interface; null: not pinned.</summary>
+    public string? PinRoot { get; init; } = "/sys/fs/bpf/onload";
+
+    /// <summary>How long the shared-mode forwarder busy-polls an idle interface before it sleeps.</summary>
+    public TimeSpan ForwarderSpin { get; init; } = TimeSpan.FromMicroseconds(200);
+}

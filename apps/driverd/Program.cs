@@ -1,0 +1,80 @@
+using System.CommandLine;
+using System.Runtime.InteropServices;
+using Onload.Apps.Driverd;
+using Onload.Driverlink;
+
+var interfaceOption = new Option<string[]>("--interface") { Description = "an interface clients may accelerate (repeatable; also ONLOAD_INTERFACES, comma-separated; none: any but lo)", AllowMultipleArgumentsPerToken = false };
+var socketOption = new Option<string>("--socket-name") { Description = "abstract socket name (per network namespace)", DefaultValueFactory = _ => DriverlinkSocket.DefaultName };
+var foregroundOption = new Option<bool>("--foreground") { Description = "stay in the foreground (for a service manager); never exits for lack of clients unless --grace is given" };
+var graceOption = new Option<double?>("--grace") { Description = "exit this many seconds after the last client left (default 10 when started on demand)" };
+var maxVnicsOption = new Option<int>("--max-vnics") { Description = "VNICs in all", DefaultValueFactory = _ => 64 };
+var maxFiltersOption = new Option<int>("--max-filters") { Description = "filters (ports) per VNIC", DefaultValueFactory = _ => 1024 };
+var maxRingOption = new Option<int>("--max-ring-size") { Description = "largest RX/TX ring a client may ask for", DefaultValueFactory = _ => 4096 };
+var maxBuffersOption = new Option<int>("--max-buffers") { Description = "most packet buffers per VNIC", DefaultValueFactory = _ => 65536 };
+var pinOption = new Option<string?>("--pin-root") { Description = "bpffs directory for the XDP program's pins ('none': do not pin)", DefaultValueFactory = _ => "/sys/fs/bpf/onload" };
+
+var root = new RootCommand("onload-driverd: the primary driver of a network namespace: owns the accelerated interfaces and gives each process its own VNIC")
+{
+    interfaceOption, socketOption, foregroundOption, graceOption, maxVnicsOption, maxFiltersOption, maxRingOption, maxBuffersOption, pinOption,
+};
+
+root.SetAction(parse =>
+{
+    var interfaces = (parse.GetValue(interfaceOption) ?? []).ToList();
+    if (Environment.GetEnvironmentVariable("ONLOAD_INTERFACES") is { Length: > 0 } fromEnv)
+        interfaces.AddRange(fromEnv.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
+    bool foreground = parse.GetValue(foregroundOption);
+    double? grace = parse.GetValue(graceOption) ?? (foreground ? null : 10);
+    string? pin = parse.GetValue(pinOption);
+    var options = new DaemonOptions
+    {
+        Interfaces = interfaces.Distinct().ToList(),
+        SocketName = parse.GetValue(socketOption)!,
+        Foreground = foreground,
+        Grace = grace is { } g ? TimeSpan.FromSeconds(g) : null,
+        MaxVnics = parse.GetValue(maxVnicsOption),
+        MaxFiltersPerVnic = parse.GetValue(maxFiltersOption),
+        MaxRingSize = parse.GetValue(maxRingOption),
+        MaxBuffers = parse.GetValue(maxBuffersOption),
+        PinRoot = pin is null or "none" ? null : pin,
+    };
+    if (options.MaxVnics < 1 || options.MaxFiltersPerVnic < 1 || options.MaxRingSize < 64 || options.MaxBuffers < 128)
+    {
+        Console.Error.WriteLine("onload-driverd: --max-vnics and --max-filters are at least 1, --max-ring-size 64, --max-buffers 128");
+        return 2;
+    }
+    if (!foreground)
+        _ = NativeSession.Start();
+
+    Daemon daemon;
+    try
+    {
+        daemon = new Daemon(options);
+    }
+    catch (DriverlinkSocketException e) when (e.Errno == 98) // EADDRINUSE: another daemon listens here already
+    {
+        Console.Error.WriteLine($"onload-driverd: a daemon already listens on @{options.SocketName} in this namespace");
+        return 0;
+    }
+    catch (IOException e)
+    {
+        Console.Error.WriteLine($"onload-driverd: {e.Message}");
+        return 1;
+    }
+    using var stopInt = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; daemon.Stop(); });
+    using var stopTerm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; daemon.Stop(); });
+    using var reload = PosixSignalRegistration.Create(PosixSignal.SIGHUP, c => { c.Cancel = true; daemon.RequestReload(); });
+    using (daemon)
+        daemon.Run();
+    Daemon.Log("stopped");
+    return 0;
+});
+
+return root.Parse(args).Invoke();
+
+internal static partial class NativeSession
+{
+    /// <summary>setsid(2): a session of its own, so the terminal's signals and its starter's exit leave it be.</summary>
+    [LibraryImport("libc", EntryPoint = "setsid")]
+    public static partial int Start();
+}

@@ -1,0 +1,306 @@
+using System.Buffers.Binary;
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+using Onload.Vnic;
+using Onload.Vnic.AfXdp;
+using Onload.Vnic.Shm;
+
+namespace Onload.Apps.Driverd;
+
+/// <summary>
+/// Shared mode on one interface: the daemon owns the queue's AF_XDP socket and moves each client's frames between
+/// it and that client's own shared-memory rings, so no client maps another's packets. One thread per interface;
+/// the control loop changes its tables only through <see cref="Post"/>, so the data path takes no lock.
+/// </summary>
+/// <remarks>
+/// <para>Receive: a frame from the socket is classified by protocol and destination port (the filters are per
+/// port: each is backed by a kernel socket holding the port, so a port has one owner) and copied once, into a slot
+/// of its owner's RX ring. Frames that belong to nobody (a filter removed while they were in flight) are dropped
+/// and counted: XDP cannot hand a frame back to the kernel once redirected, and by then the kernel's socket for the
+/// port is gone or never expected it.</para>
+/// <para>Transmit: a client's frame is copied once, from its TX ring into a buffer of the socket's UMEM, and sent
+/// only if it is IPv4 TCP or UDP from the interface's MAC and from a port the client owns; anything else is
+/// dropped and counted, so a client cannot send as another.</para>
+/// </remarks>
+internal sealed unsafe class SharedForwarder : IDisposable
+{
+    private const int Batch = 64;
+    private const int EthHeader = 14;
+
+    private readonly AfXdpVnic _xsk;
+    private readonly MacAddress _mac;
+    private readonly Endpoint?[] _endpoints;
+    // Owner slot + 1 per port, per protocol; 0: nobody. Written only by the forwarder thread (via Post).
+    private readonly int[] _tcpOwner = new int[65536];
+    private readonly int[] _udpOwner = new int[65536];
+    private readonly ConcurrentQueue<Action> _commands = new();
+    private readonly int _wakeFd;
+    private readonly long _spinTicks;
+    private readonly Thread _thread;
+    private volatile bool _stop;
+    private int _active;
+
+    public long RxForwarded;
+    public long RxDroppedNoOwner;
+    public long RxDroppedRingFull;
+    public long TxForwarded;
+    public long TxRefused;
+    public long TxDroppedRingFull;
+
+    private sealed class Endpoint(ShmVnic vnic, int expectedPid)
+    {
+        public readonly ShmVnic Vnic = vnic;
+        public readonly int ExpectedPid = expectedPid;
+        public bool Verified;
+        public bool Refused;
+    }
+
+    public SharedForwarder(AfXdpVnic xsk, MacAddress mac, int maxEndpoints, TimeSpan spin)
+    {
+        _xsk = xsk;
+        _mac = mac;
+        _endpoints = new Endpoint?[maxEndpoints];
+        _spinTicks = (long)(spin.TotalSeconds * Stopwatch.Frequency);
+        _wakeFd = EventFd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        if (_wakeFd < 0)
+            throw new IOException($"eventfd: errno {Marshal.GetLastPInvokeError()}");
+        _thread = new Thread(Run) { IsBackground = true, Name = $"forwarder {xsk.Spec}" };
+        _thread.Start();
+    }
+
+    public AfXdpVnic Socket => _xsk;
+
+    /// <summary>Runs <paramref name="command"/> on the forwarder thread and waits for it.</summary>
+    public void Post(Action command)
+    {
+        using var done = new ManualResetEventSlim();
+        Exception? failure = null;
+        _commands.Enqueue(() =>
+        {
+            try { command(); }
+            catch (Exception e) { failure = e; }
+            finally { done.Set(); }
+        });
+        ulong one = 1;
+        _ = Write(_wakeFd, &one, 8);
+        done.Wait();
+        if (failure is not null)
+            throw new InvalidOperationException("forwarder command failed", failure);
+    }
+
+    /// <summary>Adds a client's rings at <paramref name="slot"/>; frames reach it once the peer that joins is
+    /// <paramref name="clientPid"/> (SO_PEERCRED), and never if another process joined first.</summary>
+    public void AddEndpoint(int slot, ShmVnic vnic, int clientPid) => Post(() =>
+    {
+        _endpoints[slot] = new Endpoint(vnic, clientPid);
+        _active++;
+    });
+
+    /// <summary>Removes a client's rings (its ports' owners must have been cleared first) and closes them.</summary>
+    public void RemoveEndpoint(int slot) => Post(() =>
+    {
+        var e = _endpoints[slot];
+        if (e is null)
+            return;
+        _endpoints[slot] = null;
+        _active--;
+        e.Vnic.Dispose();
+    });
+
+    public void SetOwner(byte protocol, ushort port, int slot) => Post(() => Owners(protocol)[port] = slot + 1);
+
+    public void ClearOwner(byte protocol, ushort port) => Post(() => Owners(protocol)[port] = 0);
+
+    private int[] Owners(byte protocol) => protocol == 6 ? _tcpOwner : _udpOwner;
+
+    private void Run()
+    {
+        Span<PacketDescriptor> batch = stackalloc PacketDescriptor[Batch];
+        long lastWork = Stopwatch.GetTimestamp();
+        while (!_stop)
+        {
+            while (_commands.TryDequeue(out var command))
+                command();
+            int work = ForwardReceived(batch) + ForwardSent(batch);
+            long now = Stopwatch.GetTimestamp();
+            if (work > 0)
+            {
+                lastWork = now;
+                continue;
+            }
+            if (now - lastWork < _spinTicks)
+                continue;
+            Sleep();
+            lastWork = Stopwatch.GetTimestamp();
+        }
+    }
+
+    private int ForwardReceived(Span<PacketDescriptor> batch)
+    {
+        int n = _xsk.Receive(batch);
+        var pool = _xsk.Buffers;
+        int i = 0;
+        while (i < n)
+        {
+            int slot = Classify(pool, batch[i], destination: true);
+            var e = slot >= 0 ? _endpoints[slot] : null;
+            int run = 1;
+            while (i + run < n && Classify(pool, batch[i + run], destination: true) == slot)
+                run++;
+            var frames = batch.Slice(i, run);
+            if (e is null || !Usable(e))
+            {
+                foreach (var d in frames)
+                    pool.Release(d.Buffer);
+                RxDroppedNoOwner += run;
+            }
+            else
+            {
+                int sent = e.Vnic.Transmit(frames, pool);
+                for (int k = sent; k < run; k++)
+                    pool.Release(frames[k].Buffer);
+                RxForwarded += sent;
+                RxDroppedRingFull += run - sent;
+            }
+            i += run;
+        }
+        return n;
+    }
+
+    private int ForwardSent(Span<PacketDescriptor> batch)
+    {
+        if (_active == 0)
+            return 0;
+        int total = 0;
+        var pool = _xsk.Buffers;
+        for (int slot = 0; slot < _endpoints.Length; slot++)
+        {
+            var e = _endpoints[slot];
+            if (e is null || !Usable(e))
+                continue;
+            int n = e.Vnic.Receive(batch, pool);
+            if (n == 0)
+                continue;
+            total += n;
+            int kept = 0;
+            for (int k = 0; k < n; k++)
+            {
+                if (Classify(pool, batch[k], destination: false) == slot && SourceMacIsOurs(pool, batch[k]))
+                    batch[kept++] = batch[k];
+                else
+                {
+                    pool.Release(batch[k].Buffer);
+                    TxRefused++;
+                }
+            }
+            int sent = _xsk.Transmit(batch[..kept]);
+            for (int k = sent; k < kept; k++)
+                pool.Release(batch[k].Buffer);
+            TxForwarded += sent;
+            TxDroppedRingFull += kept - sent;
+        }
+        return total;
+    }
+
+    /// <summary>A client's rings carry frames once the process that joined them is the one that attached.</summary>
+    private static bool Usable(Endpoint e)
+    {
+        if (e.Verified)
+            return e.Vnic.PeerConnected;
+        if (e.Refused || !e.Vnic.PeerConnected)
+            return false;
+        if (e.Vnic.PeerProcessId == e.ExpectedPid)
+            e.Verified = true;
+        else
+            e.Refused = true;
+        return e.Verified;
+    }
+
+    /// <summary>
+    /// The owner slot of an IPv4 TCP or UDP frame by its destination (received) or source (sent) port; -1 for
+    /// anything else (other EtherTypes and protocols, fragments after the first, short or bad headers).
+    /// </summary>
+    private int Classify(BufferPool pool, in PacketDescriptor d, bool destination)
+    {
+        var f = new ReadOnlySpan<byte>(pool.Pointer(d.Buffer), d.Length);
+        if (f.Length < EthHeader + 20 || BinaryPrimitives.ReadUInt16BigEndian(f[12..]) != 0x0800)
+            return -1;
+        var ip = f[EthHeader..];
+        int ihl = (ip[0] & 0x0F) * 4;
+        if ((ip[0] >> 4) != 4 || ihl < 20 || ip.Length < ihl + 4)
+            return -1;
+        if ((BinaryPrimitives.ReadUInt16BigEndian(ip[6..]) & 0x1FFF) != 0)
+            return -1;
+        byte protocol = ip[9];
+        if (protocol is not (6 or 17))
+            return -1;
+        ushort port = BinaryPrimitives.ReadUInt16BigEndian(ip[(ihl + (destination ? 2 : 0))..]);
+        return Owners(protocol)[port] - 1;
+    }
+
+    private bool SourceMacIsOurs(BufferPool pool, in PacketDescriptor d) =>
+        MacAddress.Read(new ReadOnlySpan<byte>(pool.Pointer(d.Buffer) + 6, 6)) == _mac;
+
+    /// <summary>Sleeps until the socket or a client's ring has frames, or a command comes (at most 100 ms).</summary>
+    private void Sleep()
+    {
+        Span<PollFd> fds = stackalloc PollFd[2 + _endpoints.Length];
+        int count = 0;
+        fds[count++] = new PollFd { Fd = _xsk.WaitHandle, Events = POLLIN };
+        fds[count++] = new PollFd { Fd = _wakeFd, Events = POLLIN };
+        foreach (var e in _endpoints)
+        {
+            if (e is null || !Usable(e))
+                continue;
+            if (!e.Vnic.PrepareToSleep())
+                return;
+            fds[count++] = new PollFd { Fd = e.Vnic.WaitHandle, Events = POLLIN };
+        }
+        if (!((IVnic)_xsk).PrepareToSleep() || !_commands.IsEmpty)
+            return;
+        fixed (PollFd* p = fds)
+            _ = Poll(p, (nuint)count, 100);
+        ulong drained;
+        _ = Read(_wakeFd, &drained, 8);
+    }
+
+    public void Dispose()
+    {
+        _stop = true;
+        ulong one = 1;
+        _ = Write(_wakeFd, &one, 8);
+        _thread.Join();
+        foreach (var e in _endpoints)
+            e?.Vnic.Dispose();
+        _xsk.Dispose();
+        _ = Close(_wakeFd);
+    }
+
+    [StructLayout(LayoutKind.Sequential)]
+    private struct PollFd
+    {
+        public int Fd;
+        public short Events;
+        public short Revents;
+    }
+
+    private const short POLLIN = 1;
+    private const int EFD_NONBLOCK = 0x800;
+    private const int EFD_CLOEXEC = 0x80000;
+
+    [DllImport("libc", EntryPoint = "poll", SetLastError = true)]
+    private static extern int Poll(PollFd* fds, nuint count, int timeoutMs);
+
+    [DllImport("libc", EntryPoint = "eventfd", SetLastError = true)]
+    private static extern int EventFd(uint initval, int flags);
+
+    [DllImport("libc", EntryPoint = "read", SetLastError = true)]
+    private static extern nint Read(int fd, void* buffer, nuint count);
+
+    [DllImport("libc", EntryPoint = "write", SetLastError = true)]
+    private static extern nint Write(int fd, void* buffer, nuint count);
+
+    [DllImport("libc", EntryPoint = "close", SetLastError = true)]
+    private static extern int Close(int fd);
+}

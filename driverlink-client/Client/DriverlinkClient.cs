@@ -1,0 +1,366 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Reflection;
+using System.Runtime.InteropServices;
+
+namespace Onload.Driverlink;
+
+/// <summary>How a client finds (and if need be starts) its namespace's daemon.</summary>
+public sealed record DriverlinkClientOptions
+{
+    /// <summary>The daemon's abstract socket name (<c>ONLOAD_DRIVERD_SOCKET</c>, else <see cref="DriverlinkSocket.DefaultName"/>).</summary>
+    public string SocketName { get; init; } = Environment.GetEnvironmentVariable("ONLOAD_DRIVERD_SOCKET") is { Length: > 0 } n ? n : DriverlinkSocket.DefaultName;
+
+    /// <summary>Start <c>onload-driverd</c> when none answers (<c>ONLOAD_DRIVERD_AUTOSTART</c>, default on).</summary>
+    public bool StartDaemon { get; init; } = Environment.GetEnvironmentVariable("ONLOAD_DRIVERD_AUTOSTART") != "0";
+
+    /// <summary>The daemon program: <c>ONLOAD_DRIVERD</c>, else <c>onload-driverd</c> beside this program, else on PATH.</summary>
+    public string? DaemonPath { get; init; } = Environment.GetEnvironmentVariable("ONLOAD_DRIVERD");
+
+    /// <summary>How long to wait for a daemon this client started to answer.</summary>
+    public TimeSpan StartTimeout { get; init; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>How long a request waits for its reply.</summary>
+    public TimeSpan ReplyTimeout { get; init; } = TimeSpan.FromSeconds(10);
+}
+
+/// <summary>A driverlink request the daemon refused or could not answer.</summary>
+public sealed class DriverlinkException(string message, int errno = 0) : IOException(message, errno)
+{
+    public int Errno { get; } = errno;
+}
+
+/// <summary>
+/// The client side of a driverlink connection: says Hello, makes requests (one at a time, each waiting for its
+/// reply) and collects the daemon's events. A reader thread takes every message off the socket: replies go to the
+/// waiting request, events into a queue that <see cref="TryTakeEvent"/> empties, with <see cref="EventFd"/> written
+/// so that a sleeping stack wakes for them.
+/// </summary>
+public sealed partial class DriverlinkClient : IDisposable
+{
+    /// <summary>This library's software version, as Hello carries it.</summary>
+    public static readonly string SoftwareVersion =
+        "onload " + (typeof(DriverlinkClient).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion ?? "0");
+
+    private readonly DriverlinkSocket _socket;
+    private readonly DriverlinkClientOptions _options;
+    private readonly Thread _reader;
+    private readonly Lock _requestLock = new();
+    private readonly ConcurrentQueue<Message> _events = new();
+    private readonly int _eventFd;
+    private uint _nextRequestId = 1;
+    // The one request in flight: its id, and the reply with the descriptors that came with it.
+    private uint _awaiting;
+    private Message? _reply;
+    private int[] _replyFds = [];
+    private readonly SemaphoreSlim _replied = new(0);
+    private volatile bool _closed;
+    private volatile string? _closeReason;
+    private int _eventsPending;
+
+    private DriverlinkClient(DriverlinkSocket socket, DriverlinkClientOptions options, Hello daemon)
+    {
+        _socket = socket;
+        _options = options;
+        DaemonHello = daemon;
+        _eventFd = EventFdCreate(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        if (_eventFd < 0)
+            throw new DriverlinkException("driverlink: eventfd failed", Marshal.GetLastPInvokeError());
+        _reader = new Thread(ReadLoop) { IsBackground = true, Name = "driverlink reader" };
+        _reader.Start();
+    }
+
+    /// <summary>The daemon's Hello: its software and protocol versions.</summary>
+    public Hello DaemonHello { get; }
+
+    /// <summary>Readable while events wait (an eventfd; <see cref="TryTakeEvent"/> clears it when the queue empties).</summary>
+    public int EventFd => _eventFd;
+
+    /// <summary>True while events wait: a volatile read, cheap enough for every poll of a stack.</summary>
+    public bool EventsPending => Volatile.Read(ref _eventsPending) != 0;
+
+    /// <summary>Null while connected; why the connection ended otherwise.</summary>
+    public string? CloseReason => _closeReason;
+
+    /// <summary>
+    /// Connects to the namespace's daemon, starting one if none answers and <see cref="DriverlinkClientOptions.StartDaemon"/>,
+    /// and exchanges Hellos. Throws <see cref="DriverlinkException"/> naming what failed (no daemon, incompatible
+    /// versions, ...).
+    /// </summary>
+    public static DriverlinkClient Connect(DriverlinkClientOptions? options = null)
+    {
+        options ??= new DriverlinkClientOptions();
+        var socket = ConnectOrStart(options);
+        try
+        {
+            var hello = new Hello(PeerRole.Client, SoftwareVersion) { RequestId = 1 };
+            int e = socket.Send(hello);
+            if (e != 0)
+                throw new DriverlinkException($"driverlink: sending Hello to @{options.SocketName}: errno {e}", e);
+            Span<int> fds = stackalloc int[DriverlinkSocket.MaxDescriptors];
+            var r = socket.Receive(fds, out var message);
+            CloseAll(fds[..r.DescriptorCount]);
+            if (r.Status != ReceiveStatus.Ok || message is not Hello daemon)
+                throw new DriverlinkException($"driverlink: the daemon at @{options.SocketName} did not answer Hello ({r.Status}{(r.DecodeError != DecodeError.None ? ", " + r.DecodeError : "")})");
+            if (Hello.Incompatibility(hello, daemon) is { } refusal)
+                throw new DriverlinkException(refusal);
+            return new DriverlinkClient(socket, options, daemon);
+        }
+        catch
+        {
+            socket.Dispose();
+            throw;
+        }
+    }
+
+    private static DriverlinkSocket ConnectOrStart(DriverlinkClientOptions options)
+    {
+        try
+        {
+            return DriverlinkSocket.Connect(options.SocketName);
+        }
+        catch (DriverlinkSocketException e) when (e.Errno == ECONNREFUSED && options.StartDaemon)
+        {
+        }
+        StartDaemon(options);
+        var deadline = Stopwatch.StartNew();
+        int delayMs = 2;
+        while (true)
+        {
+            try
+            {
+                return DriverlinkSocket.Connect(options.SocketName);
+            }
+            catch (DriverlinkSocketException e) when (e.Errno == ECONNREFUSED && deadline.Elapsed < options.StartTimeout)
+            {
+                Thread.Sleep(delayMs);
+                delayMs = Math.Min(delayMs * 2, 100);
+            }
+            catch (DriverlinkSocketException e) when (e.Errno == ECONNREFUSED)
+            {
+                throw new DriverlinkException($"driverlink: started {DaemonPath(options)} but nothing answered at @{options.SocketName} " +
+                    $"within {options.StartTimeout.TotalSeconds:0.#} s (see ONLOAD_DRIVERD_LOG)", e.Errno);
+            }
+        }
+    }
+
+    private static string DaemonPath(DriverlinkClientOptions options)
+    {
+        if (options.DaemonPath is { Length: > 0 } configured)
+            return configured;
+        string beside = Path.Combine(AppContext.BaseDirectory, "onload-driverd");
+        return File.Exists(beside) ? beside : "onload-driverd";
+    }
+
+    /// <summary>
+    /// Starts the daemon detached: through sh, with its output to <c>ONLOAD_DRIVERD_LOG</c> (else /dev/null), so
+    /// that it holds none of our pipes; it calls setsid itself. A second daemon racing this one finds the name taken
+    /// and exits; either way the connect loop finds whichever listens.
+    /// </summary>
+    private static void StartDaemon(DriverlinkClientOptions options)
+    {
+        string path = DaemonPath(options);
+        var start = new ProcessStartInfo("/bin/sh") { UseShellExecute = false };
+        start.ArgumentList.Add("-c");
+        start.ArgumentList.Add("exec \"$0\" \"$@\" </dev/null >>\"${ONLOAD_DRIVERD_LOG:-/dev/null}\" 2>&1 &");
+        start.ArgumentList.Add(path);
+        start.ArgumentList.Add("--socket-name");
+        start.ArgumentList.Add(options.SocketName);
+        try
+        {
+            using var sh = Process.Start(start) ?? throw new DriverlinkException("driverlink: could not start /bin/sh");
+            sh.WaitForExit();
+        }
+        catch (System.ComponentModel.Win32Exception e)
+        {
+            throw new DriverlinkException($"driverlink: could not start {path}: {e.Message}", e.NativeErrorCode);
+        }
+    }
+
+    /// <summary>
+    /// Asks for a VNIC on <paramref name="interfaceName"/>. On success the reply and the descriptors that came with
+    /// it (the AF_XDP socket in exclusive mode), which the caller now owns. A refusal throws
+    /// <see cref="DriverlinkException"/> with the daemon's words.
+    /// </summary>
+    public AttachReply Attach(AttachRequest request, out int[] descriptors)
+    {
+        var reply = Request(request, out descriptors);
+        if (reply is not AttachReply attach)
+        {
+            CloseAll(descriptors);
+            throw new DriverlinkException($"driverlink: the daemon answered an attach with {reply.Kind}");
+        }
+        if (attach.Status != AttachStatus.Ok)
+        {
+            CloseAll(descriptors);
+            throw new DriverlinkException($"driverlink: attach to {request.InterfaceName} refused ({attach.Status}): {attach.ErrorText}");
+        }
+        return attach;
+    }
+
+    /// <summary>Inserts a filter, proving the port with <paramref name="backingSocket"/> (passed, not given away).</summary>
+    public FilterStatus InsertFilter(uint vnicId, FilterSpec filter, int backingSocket) =>
+        FilterRequest(new FilterInsert(vnicId, filter), backingSocket);
+
+    public FilterStatus RemoveFilter(uint vnicId, FilterSpec filter) => FilterRequest(new FilterRemove(vnicId, filter), -1);
+
+    private FilterStatus FilterRequest(Message request, int fd)
+    {
+        var reply = fd >= 0 ? Request(request, out var extra, fd) : Request(request, out extra);
+        CloseAll(extra);
+        return reply is FilterReply f ? f.Status : throw new DriverlinkException($"driverlink: the daemon answered a filter request with {reply.Kind}");
+    }
+
+    /// <summary>Asks the daemon to have the kernel resolve an address; the answer comes as a <see cref="NeighbourEvent"/>.</summary>
+    public void ResolveNeighbour(uint vnicId, uint address) => Post(new ResolveNeighbour(vnicId, address));
+
+    /// <summary>Tells the daemon this client has stopped touching a suspended VNIC's rings.</summary>
+    public void AcknowledgeSuspend(uint vnicId) => Post(new Suspended(vnicId));
+
+    /// <summary>Gives a VNIC back.</summary>
+    public void Detach(uint vnicId) => Post(new Detach(vnicId));
+
+    private void Post(Message message)
+    {
+        if (_closed)
+            return;
+        _socket.Send(message);
+    }
+
+    /// <summary>Takes the next event, if any.</summary>
+    public bool TryTakeEvent(out Message? message)
+    {
+        if (_events.TryDequeue(out message))
+            return true;
+        // Empty: clear the flag and the eventfd, then look once more (an event queued in between keeps both set).
+        Volatile.Write(ref _eventsPending, 0);
+        ulong drained;
+        unsafe { _ = Read(_eventFd, &drained, 8); }
+        if (_events.TryDequeue(out message))
+        {
+            Volatile.Write(ref _eventsPending, 1);
+            return true;
+        }
+        return false;
+    }
+
+    private Message Request(Message request, out int[] descriptors, int fd = -1)
+    {
+        lock (_requestLock)
+        {
+            if (_closed)
+                throw new DriverlinkException($"driverlink: the connection to the daemon is closed ({_closeReason})");
+            uint id = _nextRequestId++;
+            if (_nextRequestId == 0)
+                _nextRequestId = 1;
+            Volatile.Write(ref _awaiting, id);
+            int e = fd >= 0 ? _socket.Send(request with { RequestId = id }, [fd]) : _socket.Send(request with { RequestId = id });
+            if (e != 0)
+                throw new DriverlinkException($"driverlink: sending {request.Kind}: errno {e}", e);
+            if (!_replied.Wait(_options.ReplyTimeout))
+            {
+                Volatile.Write(ref _awaiting, 0);
+                throw new DriverlinkException($"driverlink: no reply to {request.Kind} within {_options.ReplyTimeout.TotalSeconds:0.#} s", ETIMEDOUT);
+            }
+            var reply = _reply;
+            descriptors = _replyFds;
+            _reply = null;
+            _replyFds = [];
+            if (reply is null)
+                throw new DriverlinkException($"driverlink: the connection to the daemon closed during {request.Kind} ({_closeReason})");
+            return reply;
+        }
+    }
+
+    private void ReadLoop()
+    {
+        var fds = new int[DriverlinkSocket.MaxDescriptors];
+        while (!_closed)
+        {
+            var r = _socket.Receive(fds, out var message);
+            var got = fds.AsSpan(0, r.DescriptorCount).ToArray();
+            if (r.Status is ReceiveStatus.PeerClosed or ReceiveStatus.Error)
+            {
+                CloseAll(got);
+                Close(r.Status == ReceiveStatus.PeerClosed ? "the daemon closed the connection" : $"recvmsg: errno {r.Errno}");
+                return;
+            }
+            if (r.Status != ReceiveStatus.Ok || message is null)
+            {
+                CloseAll(got); // a malformed message from the daemon: nothing to act on
+                continue;
+            }
+            if (message.RequestId != 0 && message.RequestId == Volatile.Read(ref _awaiting))
+            {
+                _reply = message;
+                _replyFds = got;
+                Volatile.Write(ref _awaiting, 0);
+                _replied.Release();
+                continue;
+            }
+            CloseAll(got);
+            if (message.RequestId == 0)
+                Enqueue(message);
+        }
+    }
+
+    private void Enqueue(Message message)
+    {
+        _events.Enqueue(message);
+        Volatile.Write(ref _eventsPending, 1);
+        ulong one = 1;
+        unsafe { _ = Write(_eventFd, &one, 8); }
+    }
+
+    private void Close(string reason)
+    {
+        _closeReason ??= reason;
+        _closed = true;
+        if (Volatile.Read(ref _awaiting) != 0)
+        {
+            Volatile.Write(ref _awaiting, 0);
+            _replied.Release();
+        }
+        Enqueue(new RemoveEvent(0)); // every VNIC of this connection is gone
+    }
+
+    public void Dispose()
+    {
+        if (_closed && !_reader.IsAlive)
+            return;
+        _closed = true;
+        _closeReason ??= "closed by the client";
+        // shutdown wakes the reader blocked in recvmsg; it sees _closed and returns.
+        _ = Shutdown(_socket.Fd, 2);
+        _reader.Join();
+        _socket.Dispose();
+        _ = CloseFd(_eventFd);
+        _replied.Dispose();
+    }
+
+    private static void CloseAll(ReadOnlySpan<int> fds)
+    {
+        foreach (int fd in fds)
+            _ = CloseFd(fd);
+    }
+
+    private const int ECONNREFUSED = 111;
+    private const int ETIMEDOUT = 110;
+    private const int EFD_NONBLOCK = 0x800;
+    private const int EFD_CLOEXEC = 0x80000;
+
+    [LibraryImport("libc", EntryPoint = "eventfd", SetLastError = true)]
+    private static partial int EventFdCreate(uint initval, int flags);
+
+    [LibraryImport("libc", EntryPoint = "read", SetLastError = true)]
+    private static unsafe partial nint Read(int fd, void* buffer, nuint count);
+
+    [LibraryImport("libc", EntryPoint = "write", SetLastError = true)]
+    private static unsafe partial nint Write(int fd, void* buffer, nuint count);
+
+    [LibraryImport("libc", EntryPoint = "close", SetLastError = true)]
+    private static partial int CloseFd(int fd);
+
+    [LibraryImport("libc", EntryPoint = "shutdown", SetLastError = true)]
+    private static partial int Shutdown(int fd, int how);
+}

@@ -1,0 +1,217 @@
+using Onload.Stack;
+using Onload.Stack.Wire;
+using Onload.Vnic;
+using Onload.Vnic.AfXdp;
+using Onload.Vnic.Shm;
+
+namespace Onload.Driverlink;
+
+/// <summary>
+/// One process's VNIC on one interface in driverlink mode, and the control plane of the stack that runs on it
+/// (<see cref="IStackControl"/>): ports are reserved by kernel sockets and steered by the daemon's filters,
+/// neighbours come from the kernel's table, and the daemon's link, MTU and suspend events reach the stack.
+/// </summary>
+/// <example>
+/// <code>
+/// using var session = DriverlinkSession.Open("eth0");
+/// using var stack = new NetStack(session.Vnic, session.StackOptions());
+/// </code>
+/// </example>
+public sealed class DriverlinkSession : IStackControl, IDisposable
+{
+    private readonly DriverlinkClient _client;
+    private readonly AttachReply _attachment;
+    private readonly Dictionary<(byte Protocol, ushort Port), int> _backing = [];
+    private bool _disposed;
+
+    private DriverlinkSession(DriverlinkClient client, AttachReply attachment, DriverlinkVnic vnic)
+    {
+        _client = client;
+        _attachment = attachment;
+        Vnic = vnic;
+        var first = attachment.Addresses[0];
+        Address = new Ipv4Cidr(new Ipv4Address(first.Address), first.PrefixLength);
+    }
+
+    public DriverlinkVnic Vnic { get; }
+
+    /// <summary>The interface's first IPv4 address (the kernel's): the stack's address.</summary>
+    public Ipv4Cidr Address { get; }
+
+    public uint VnicId => _attachment.VnicId;
+
+    public VnicMode Mode => _attachment.Mode;
+
+    public DriverlinkClient Client => _client;
+
+    /// <summary>Ports reserved and steered to this VNIC now.</summary>
+    public int Filters => _backing.Count;
+
+    /// <summary>Whether the daemon's connection ended (the daemon stopped or died); the VNIC carries nothing more.</summary>
+    public bool Removed { get; private set; }
+
+    /// <summary>
+    /// Connects to the namespace's daemon (starting it if need be) and attaches to <paramref name="interfaceName"/>.
+    /// Throws <see cref="DriverlinkException"/> with the daemon's reason when refused.
+    /// </summary>
+    public static DriverlinkSession Open(string interfaceName, VnicMode mode = VnicMode.Shared, DriverlinkClientOptions? options = null,
+        int ringSize = 0, int bufferCount = 0)
+    {
+        ArgumentNullException.ThrowIfNull(interfaceName);
+        var client = DriverlinkClient.Connect(options);
+        try
+        {
+            var reply = client.Attach(new AttachRequest(interfaceName, mode, (uint)ringSize, (uint)ringSize, (uint)bufferCount), out var fds);
+            IVnic? inner = null;
+            try
+            {
+                if (reply.Addresses.Count == 0)
+                    throw new DriverlinkException($"driverlink: {interfaceName} has no IPv4 address");
+                var vnicOptions = new VnicOptions
+                {
+                    MacAddress = reply.Mac,
+                    RingSize = ringSize == 0 ? 1024 : ringSize,
+                    BufferCount = bufferCount == 0 ? 8192 : bufferCount,
+                };
+                if (reply.Mode == VnicMode.Exclusive)
+                {
+                    if (fds.Length != 1)
+                        throw new DriverlinkException($"driverlink: an exclusive attach came with {fds.Length} descriptors, not the one socket");
+                    int xsk = fds[0];
+                    fds = [];
+                    inner = AfXdpVnic.OpenOnSocket($"{interfaceName}:{reply.Queue}", xsk, vnicOptions);
+                }
+                else
+                    inner = ShmVnic.Open(reply.ShmName, vnicOptions);
+                var vnic = new DriverlinkVnic(interfaceName, inner, reply.Mac, reply.Mtu, client.EventFd);
+                return new DriverlinkSession(client, reply, vnic);
+            }
+            catch
+            {
+                inner?.Dispose();
+                foreach (int fd in fds)
+                    BackingSocket.Release(fd);
+                client.Detach(reply.VnicId);
+                throw;
+            }
+        }
+        catch
+        {
+            client.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Stack options for this VNIC: the kernel's address and gateway, this control plane, no ARP of our own.</summary>
+    public StackOptions StackOptions(StackOptions? template = null)
+    {
+        var gateway = _attachment.Gateway != 0 ? new Ipv4Address(_attachment.Gateway) : (Ipv4Address?)null;
+        return template is null
+            ? new StackOptions { Address = Address, Gateway = gateway, Control = this, GratuitousArp = false }
+            : template with { Address = Address, Gateway = gateway, Control = this, GratuitousArp = false };
+    }
+
+    // ------------------------------------------------------------------------------------------------ IStackControl
+
+    public int ReservePort(byte protocol, ref ushort port)
+    {
+        if (protocol is not (6 or 17))
+            return -(int)Onload.Stack.Errno.EINVAL;
+        if (Removed)
+            return -(int)Onload.Stack.Errno.ENETDOWN;
+        var p = (FilterProtocol)protocol;
+        int fd = BackingSocket.Open(p, Address.Address.Value, ref port);
+        if (fd < 0)
+            return fd;
+        FilterStatus status;
+        try
+        {
+            status = _client.InsertFilter(VnicId, new FilterSpec(p, Address.Address.Value, port), fd);
+        }
+        catch (DriverlinkException)
+        {
+            BackingSocket.Release(fd);
+            return -(int)Onload.Stack.Errno.ENOBUFS;
+        }
+        if (status != FilterStatus.Ok)
+        {
+            BackingSocket.Release(fd);
+            return status switch
+            {
+                FilterStatus.Conflict or FilterStatus.NotOwner => -(int)Onload.Stack.Errno.EADDRINUSE,
+                FilterStatus.TableFull => -(int)Onload.Stack.Errno.ENOBUFS,
+                _ => -(int)Onload.Stack.Errno.EINVAL,
+            };
+        }
+        _backing[(protocol, port)] = fd;
+        return 0;
+    }
+
+    public void ReleasePort(byte protocol, ushort port)
+    {
+        if (!_backing.Remove((protocol, port), out int fd))
+            return;
+        try
+        {
+            if (!Removed)
+                _client.RemoveFilter(VnicId, new FilterSpec((FilterProtocol)protocol, Address.Address.Value, port));
+        }
+        catch (DriverlinkException)
+        {
+            // The daemon is gone and took the filter with it.
+        }
+        BackingSocket.Release(fd);
+    }
+
+    public void ResolveNeighbour(uint address) => _client.ResolveNeighbour(VnicId, address);
+
+    public bool EventsPending => _client.EventsPending;
+
+    public void ApplyEvents(NetStack stack)
+    {
+        while (_client.TryTakeEvent(out var message))
+        {
+            switch (message)
+            {
+                case NeighbourEvent n when n.VnicId == VnicId:
+                    if (n.Reachable)
+                        stack.SetNeighbour(new Ipv4Address(n.Address), n.Mac);
+                    else
+                        stack.ForgetNeighbour(new Ipv4Address(n.Address));
+                    break;
+                case MtuChangedEvent m when m.VnicId == VnicId:
+                    Vnic.SetMtu(m.Mtu);
+                    stack.SetMtu(Vnic.Mtu);
+                    break;
+                case LinkStateEvent l when l.VnicId == VnicId:
+                    stack.SetLinkUp(l.Up);
+                    break;
+                case SuspendEvent s when s.VnicId == VnicId:
+                    stack.Suspend();
+                    _client.AcknowledgeSuspend(VnicId);
+                    break;
+                case ResumeEvent r when r.VnicId == VnicId:
+                    stack.Resume();
+                    break;
+                case RemoveEvent r when r.VnicId == VnicId || r.VnicId == 0:
+                    Removed = true;
+                    stack.SetLinkUp(false);
+                    break;
+            }
+        }
+    }
+
+    public void Dispose()
+    {
+        if (_disposed)
+            return;
+        _disposed = true;
+        foreach (var ((protocol, port), fd) in _backing)
+            BackingSocket.Release(fd);
+        _backing.Clear();
+        if (!Removed)
+            _client.Detach(VnicId);
+        Vnic.Dispose();
+        _client.Dispose();
+    }
+}

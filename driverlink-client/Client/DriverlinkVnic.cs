@@ -1,0 +1,96 @@
+using System.Runtime.InteropServices;
+using Onload.Vnic;
+
+namespace Onload.Driverlink;
+
+/// <summary>
+/// The VNIC a driverlink client gets: the rings the daemon gave it (its own shared-memory rings in shared mode,
+/// the queue's AF_XDP socket in exclusive mode) with the interface's MAC and MTU, as the kernel reports them.
+/// </summary>
+/// <remarks>
+/// Frames go straight to the inner VNIC; this adds no work per frame. <see cref="WaitHandle"/> is an epoll
+/// descriptor holding the inner VNIC's handle and the client's event descriptor, so a stack asleep on it wakes for
+/// the daemon's events (a neighbour resolved, the link gone down) as for frames.
+/// </remarks>
+public sealed partial class DriverlinkVnic : IVnic
+{
+    private readonly IVnic _inner;
+    private readonly int _epoll;
+
+    internal DriverlinkVnic(string interfaceName, IVnic inner, MacAddress mac, int mtu, int eventFd)
+    {
+        _inner = inner;
+        Spec = "driverlink:" + interfaceName;
+        MacAddress = mac;
+        Mtu = Math.Min(mtu, inner.Buffers.BufferSize - 14);
+        _epoll = EpollCreate1(EPOLL_CLOEXEC);
+        if (_epoll < 0 || !Add(inner.WaitHandle) || !Add(eventFd))
+        {
+            int e = Marshal.GetLastPInvokeError();
+            if (_epoll >= 0)
+                _ = Close(_epoll);
+            throw new IOException($"{Spec}: epoll: errno {e}", e);
+        }
+    }
+
+    private unsafe bool Add(int fd)
+    {
+        if (fd < 0)
+            return true;
+        var ev = new EpollEvent { Events = EPOLLIN, Data = (ulong)fd };
+        return EpollCtl(_epoll, EPOLL_CTL_ADD, fd, &ev) == 0;
+    }
+
+    /// <summary>The backend underneath (ShmVnic or AfXdpVnic), for inspection.</summary>
+    public IVnic Inner => _inner;
+
+    public string Spec { get; }
+    public MacAddress MacAddress { get; }
+
+    /// <summary>The interface's MTU, lowered or raised by the daemon's MTU events (never past the buffers).</summary>
+    public int Mtu { get; internal set; }
+
+    public BufferPool Buffers => _inner.Buffers;
+    public VnicCounters Counters => _inner.Counters;
+    public int WaitHandle => _epoll;
+
+    public int Receive(Span<PacketDescriptor> batch) => _inner.Receive(batch);
+
+    public int Transmit(ReadOnlySpan<PacketDescriptor> batch) => _inner.Transmit(batch);
+
+    public bool PrepareToSleep() => _inner.PrepareToSleep();
+
+    internal void SetMtu(int mtu) => Mtu = Math.Min(mtu, _inner.Buffers.BufferSize - 14);
+
+    private bool _disposed;
+
+    /// <summary>Closes the rings or socket and the epoll descriptor. Idempotent.</summary>
+    public void Dispose()
+    {
+        if (_disposed)
+            return;
+        _disposed = true;
+        _inner.Dispose();
+        _ = Close(_epoll);
+    }
+
+    [StructLayout(LayoutKind.Sequential, Pack = 4)]
+    private struct EpollEvent
+    {
+        public uint Events;
+        public ulong Data;
+    }
+
+    private const int EPOLL_CLOEXEC = 0x80000;
+    private const int EPOLL_CTL_ADD = 1;
+    private const uint EPOLLIN = 1;
+
+    [LibraryImport("libc", EntryPoint = "epoll_create1", SetLastError = true)]
+    private static partial int EpollCreate1(int flags);
+
+    [LibraryImport("libc", EntryPoint = "epoll_ctl", SetLastError = true)]
+    private static unsafe partial int EpollCtl(int epfd, int op, int fd, EpollEvent* ev);
+
+    [LibraryImport("libc", EntryPoint = "close", SetLastError = true)]
+    private static partial int Close(int fd);
+}

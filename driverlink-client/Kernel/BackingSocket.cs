@@ -1,0 +1,115 @@
+using System.Buffers.Binary;
+using System.Runtime.InteropServices;
+
+namespace Onload.Driverlink;
+
+/// <summary>
+/// The kernel socket behind each accelerated port. Bound to the port the stack uses, it reserves that port against
+/// every kernel program, lets the kernel choose ephemeral ports (it never hands one out twice), is freed by the
+/// kernel when its process dies, and proves to the daemon that the port is the client's: the client passes it with
+/// its filter insert, and the daemon reads with getsockname what it holds.
+/// </summary>
+public static unsafe partial class BackingSocket
+{
+    private const int AF_INET = 2;
+    private const int SOCK_STREAM = 1;
+    private const int SOCK_DGRAM = 2;
+    private const int SOCK_CLOEXEC = 0x80000;
+    private const int SOL_SOCKET = 1;
+    private const int SO_TYPE = 3;
+    private const int SO_DOMAIN = 39;
+
+    /// <summary>
+    /// Opens a kernel socket of <paramref name="protocol"/> bound to <paramref name="localAddress"/> (host order; 0
+    /// for any) and <paramref name="port"/> (0: the kernel chooses, and <paramref name="port"/> is set to its
+    /// choice). Returns the descriptor, or a negated errno (EADDRINUSE, EACCES for a privileged port, ...).
+    /// </summary>
+    public static int Open(FilterProtocol protocol, uint localAddress, ref ushort port)
+    {
+        int type = protocol == FilterProtocol.Tcp ? SOCK_STREAM : SOCK_DGRAM;
+        int fd = Socket(AF_INET, type | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+            return -Marshal.GetLastPInvokeError();
+        var addr = Encode(localAddress, port);
+        if (Bind(fd, &addr, (uint)sizeof(SockAddrIn)) != 0 || !TryLocal(fd, out _, out ushort bound))
+        {
+            int e = Marshal.GetLastPInvokeError();
+            Close(fd);
+            return -e;
+        }
+        port = bound;
+        return fd;
+    }
+
+    /// <summary>
+    /// Whether <paramref name="fd"/> is an IPv4 socket of <paramref name="protocol"/> bound to
+    /// <paramref name="port"/> on <paramref name="localAddress"/> (or on any address): what the daemon checks before
+    /// steering a port to the client that passed it.
+    /// </summary>
+    public static bool Holds(int fd, FilterProtocol protocol, uint localAddress, ushort port)
+    {
+        int domain = 0, type = 0;
+        uint length = sizeof(int);
+        if (GetSockOpt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &length) != 0 || domain != AF_INET)
+            return false;
+        length = sizeof(int);
+        if (GetSockOpt(fd, SOL_SOCKET, SO_TYPE, &type, &length) != 0)
+            return false;
+        if (type != (protocol == FilterProtocol.Tcp ? SOCK_STREAM : SOCK_DGRAM))
+            return false;
+        return TryLocal(fd, out uint address, out ushort bound) && bound == port && (address == 0 || address == localAddress);
+    }
+
+    /// <summary>Closes a descriptor this class opened or the daemon received.</summary>
+    public static void Release(int fd)
+    {
+        if (fd >= 0)
+            Close(fd);
+    }
+
+    private static bool TryLocal(int fd, out uint address, out ushort port)
+    {
+        SockAddrIn a;
+        uint length = (uint)sizeof(SockAddrIn);
+        if (GetSockName(fd, &a, &length) != 0 || a.Family != AF_INET)
+        {
+            address = 0;
+            port = 0;
+            return false;
+        }
+        address = BinaryPrimitives.ReverseEndianness(a.Address);
+        port = BinaryPrimitives.ReverseEndianness(a.Port);
+        return true;
+    }
+
+    private static SockAddrIn Encode(uint address, ushort port) => new()
+    {
+        Family = AF_INET,
+        Port = BinaryPrimitives.ReverseEndianness(port),
+        Address = BinaryPrimitives.ReverseEndianness(address),
+    };
+
+    [StructLayout(LayoutKind.Sequential)]
+    private struct SockAddrIn
+    {
+        public ushort Family;
+        public ushort Port;
+        public uint Address;
+        public ulong Zero;
+    }
+
+    [LibraryImport("libc", EntryPoint = "socket", SetLastError = true)]
+    private static partial int Socket(int domain, int type, int protocol);
+
+    [LibraryImport("libc", EntryPoint = "bind", SetLastError = true)]
+    private static partial int Bind(int fd, void* addr, uint length);
+
+    [LibraryImport("libc", EntryPoint = "getsockname", SetLastError = true)]
+    private static partial int GetSockName(int fd, void* addr, uint* length);
+
+    [LibraryImport("libc", EntryPoint = "getsockopt", SetLastError = true)]
+    private static partial int GetSockOpt(int fd, int level, int name, void* value, uint* length);
+
+    [LibraryImport("libc", EntryPoint = "close", SetLastError = true)]
+    private static partial int Close(int fd);
+}
