@@ -1,12 +1,15 @@
 using System.CommandLine;
 using System.Runtime.InteropServices;
 using Onload.Apps.Echo;
+using Onload.Driverlink;
 using Onload.Stack;
 using Onload.Stack.Wire;
 using Onload.Vnic;
 
-var vnicOption = new Option<string>("--vnic") { Description = "VNIC spec KIND:NAME (af_packet:IF, af_xdp:IF[:QUEUE], tap:NAME, shm:NAME)", Required = true };
-var addrOption = new Option<string>("--addr") { Description = "the stack's own address, IP/PREFIX (direct mode)", Required = true };
+var interfaceOption = new Option<string?>("--interface") { Description = "driverlink mode: accelerate IF, whose address the kernel holds, through onload-driverd (the default mode)" };
+var modeOption = new Option<string>("--mode") { Description = "driverlink mode: shared (the daemon forwards into our own rings) or exclusive (our own AF_XDP socket)", DefaultValueFactory = _ => "shared" };
+var vnicOption = new Option<string?>("--vnic") { Description = "direct mode: VNIC spec KIND:NAME (af_packet:IF, af_xdp:IF[:QUEUE], tap:NAME, shm:NAME)" };
+var addrOption = new Option<string?>("--addr") { Description = "direct mode: the stack's own address, IP/PREFIX, which the kernel does not hold" };
 var gatewayOption = new Option<string?>("--gateway") { Description = "default gateway for destinations off the subnet" };
 var udpOption = new Option<int[]>("--udp") { Description = "UDP port to echo (repeatable)", AllowMultipleArgumentsPerToken = false };
 var tcpOption = new Option<int[]>("--tcp") { Description = "TCP port to echo (repeatable)", AllowMultipleArgumentsPerToken = false };
@@ -14,15 +17,45 @@ var sinkOption = new Option<int[]>("--tcp-sink") { Description = "TCP port that 
 var httpOption = new Option<int[]>("--http") { Description = "TCP port with a minimal HTTP/1.1 responder: GET /bytes/N answers N bytes", AllowMultipleArgumentsPerToken = false };
 var statsOption = new Option<bool>("--stats-on-exit") { Description = "print the stack's counters on exit (always on for SIGINT/SIGTERM)" };
 
-var root = new RootCommand("onload-echo: answers ping and echoes UDP and TCP on the user-level stack, in direct mode")
+var root = new RootCommand("onload-echo: echoes UDP and TCP on the user-level stack (and answers ping in direct mode)")
 {
-    vnicOption, addrOption, gatewayOption, udpOption, tcpOption, sinkOption, httpOption, statsOption,
+    interfaceOption, modeOption, vnicOption, addrOption, gatewayOption, udpOption, tcpOption, sinkOption, httpOption, statsOption,
 };
 
 root.SetAction(parse =>
 {
     StackOptions options;
     var settings = Settings.FromEnvironment();
+    string? interfaceName = parse.GetValue(interfaceOption);
+    string? vnicSpec = parse.GetValue(vnicOption);
+    string? addr = parse.GetValue(addrOption);
+    if ((interfaceName is null) == (vnicSpec is null) || (vnicSpec is null) != (addr is null))
+    {
+        Console.Error.WriteLine("onload-echo: give either --interface IF (driverlink mode) or --vnic SPEC --addr IP/PREFIX (direct mode)");
+        return 2;
+    }
+    VnicMode vnicMode;
+    switch (parse.GetValue(modeOption))
+    {
+        case "shared": vnicMode = VnicMode.Shared; break;
+        case "exclusive": vnicMode = VnicMode.Exclusive; break;
+        default:
+            Console.Error.WriteLine($"onload-echo: --mode {parse.GetValue(modeOption)}: expected shared or exclusive");
+            return 2;
+    }
+    DriverlinkSession? session = null;
+    if (interfaceName is not null)
+    {
+        try
+        {
+            session = DriverlinkSession.Open(interfaceName, vnicMode);
+        }
+        catch (IOException e)
+        {
+            Console.Error.WriteLine($"onload-echo: {e.Message}");
+            return 1;
+        }
+    }
     if (!NetStack.TryParseCongestionControl(settings.TcpCongestion, out var congestion))
     {
         Console.Error.WriteLine($"onload-echo: ONLOAD_TCP_CONGESTION={settings.TcpCongestion}: expected cubic or reno");
@@ -32,11 +65,13 @@ root.SetAction(parse =>
     {
         options = new StackOptions
         {
-            Address = Ipv4Cidr.Parse(parse.GetValue(addrOption)!),
+            Address = session?.Address ?? Ipv4Cidr.Parse(addr!),
             Gateway = parse.GetValue(gatewayOption) is { } g ? Ipv4Address.Parse(g) : null,
             TcpSack = settings.TcpSack,
             TcpCongestionControl = congestion,
         };
+        if (session is not null)
+            options = session.StackOptions(options);
         options.Validate();
     }
     catch (Exception e) when (e is FormatException or ArgumentException)
@@ -58,7 +93,7 @@ root.SetAction(parse =>
     IVnic vnic;
     try
     {
-        vnic = VnicFactory.Open(parse.GetValue(vnicOption)!, new VnicOptions { LocalIpv4 = options.Address.Address.Value });
+        vnic = session?.Vnic ?? VnicFactory.Open(vnicSpec!, new VnicOptions { LocalIpv4 = options.Address.Address.Value });
     }
     catch (Exception e) when (e is ArgumentException or IOException or UnauthorizedAccessException or InvalidOperationException)
     {
@@ -66,6 +101,7 @@ root.SetAction(parse =>
         return 1;
     }
 
+    using (session)
     using (vnic)
     using (var stack = new NetStack(vnic, options))
     {

@@ -1,0 +1,101 @@
+using System.Security.Cryptography;
+using Onload.Tests.Netns;
+
+namespace Onload.Tests.Driverlink;
+
+/// <summary>
+/// Accelerated processes on an interface whose address the kernel holds, through onload-driverd: each gets its own
+/// ports' traffic while the kernel keeps serving everything else on the same address.
+/// </summary>
+[Category("netns")]
+[NonParallelizable]
+public class DriverlinkEchoTests
+{
+    private static readonly TimeSpan Deadline = DriverlinkPair.Deadline;
+
+    /// <summary>Sends <paramref name="data"/> from the kernel side and returns what came back: TCP until the server
+    /// closes after our half-close; UDP for a second after the datagram (socat would wait its -t otherwise).</summary>
+    private static byte[] Echo(DriverlinkPair dl, string target, byte[] data) =>
+        dl.Peer.Pipe(target.StartsWith("UDP", StringComparison.Ordinal) ? $"socat -t 1 -T 3 - {target}" : $"socat -b 65536 -t 30 - {target}", data, Deadline);
+
+    private static NsProcess StartEcho(DriverlinkPair dl, string mode, params string[] ports)
+    {
+        var p = dl.StartClient("onload-echo", ["--interface", dl.Interface, "--mode", mode, .. ports]);
+        p.WaitForOutput("onload-echo: ready", Deadline);
+        return p;
+    }
+
+    [Test]
+    public void Two_processes_each_get_only_their_own_ports_while_the_kernel_serves_the_rest()
+    {
+        using var dl = new DriverlinkPair();
+        var a = StartEcho(dl, "shared", "--udp", "7001", "--tcp", "7002");
+        var b = StartEcho(dl, "shared", "--udp", "7003", "--tcp", "7004");
+        Assert.That(dl.KernelPortHeld("tcp", 7002) && dl.KernelPortHeld("udp", 7003), Is.True, "the backing sockets hold the ports against kernel programs");
+        // Kernel services on other ports of the same address.
+        dl.Host.Start("socat", "UDP-LISTEN:7005,fork", "SYSTEM:echo kernel-udp");
+        dl.Host.Start("socat", "TCP-LISTEN:7006,fork,reuseaddr", "SYSTEM:echo kernel-tcp");
+        Poll.Until(() => dl.Host.Exec("ss -ulnt").Contains(":7006", StringComparison.Ordinal), Deadline, "the kernel's services listening");
+
+        var blob = RandomNumberGenerator.GetBytes(300_000);
+        foreach (var (port, who) in new[] { (7002, "a"), (7004, "b") })
+        {
+            var back = Echo(dl, $"TCP:{dl.HostAddress}:{port}", blob);
+            Assert.That(back, Is.EqualTo(blob), $"process {who} echoes its TCP port byte for byte");
+        }
+        foreach (var port in new[] { 7001, 7003 })
+        {
+            var msg = System.Text.Encoding.ASCII.GetBytes($"datagram to {port}\n");
+            Assert.That(Echo(dl, $"UDP:{dl.HostAddress}:{port}", msg), Is.EqualTo(msg), $"UDP {port} echoed");
+        }
+        Assert.That(System.Text.Encoding.ASCII.GetString(Echo(dl, $"UDP:{dl.HostAddress}:7005", "hi\n"u8.ToArray())).Trim(), Is.EqualTo("kernel-udp"));
+        Assert.That(System.Text.Encoding.ASCII.GetString(Echo(dl, $"TCP:{dl.HostAddress}:7006", [])).Trim(), Is.EqualTo("kernel-tcp"));
+        Assert.That(dl.Peer.Exec($"ping -c 10 -i 0.01 -W 2 -q {dl.HostAddress}"), Does.Contain("10 packets transmitted, 10 received"),
+            "the kernel still answers ping on the shared address");
+
+        a.Kill();
+        Assert.That(Echo(dl, $"TCP:{dl.HostAddress}:7004", blob), Is.EqualTo(blob), "b carries on after a is gone");
+        Poll.Until(() => !dl.KernelPortHeld("tcp", 7002) && !dl.KernelPortHeld("udp", 7001), Deadline, "a's ports given back to the kernel");
+        Assert.That(dl.Daemon.HasExited, Is.False);
+        b.Kill();
+    }
+
+    [Test]
+    public void An_exclusive_client_has_the_queue_to_itself_and_the_kernel_keeps_its_services()
+    {
+        using var dl = new DriverlinkPair();
+        StartEcho(dl, "exclusive", "--udp", "7101", "--tcp", "7102");
+        dl.Host.Start("socat", "TCP-LISTEN:7106,fork,reuseaddr", "SYSTEM:echo kernel-tcp");
+        Poll.Until(() => dl.Host.Exec("ss -lnt").Contains(":7106", StringComparison.Ordinal), Deadline, "the kernel's server listening");
+        var blob = RandomNumberGenerator.GetBytes(1_000_000);
+        Assert.That(Echo(dl, $"TCP:{dl.HostAddress}:7102", blob), Is.EqualTo(blob));
+        var msg = "exclusive\n"u8.ToArray();
+        Assert.That(Echo(dl, $"UDP:{dl.HostAddress}:7101", msg), Is.EqualTo(msg));
+        Assert.That(System.Text.Encoding.ASCII.GetString(Echo(dl, $"TCP:{dl.HostAddress}:7106", [])).Trim(), Is.EqualTo("kernel-tcp"));
+        var second = dl.StartClient("onload-echo", "--interface", dl.Interface, "--mode", "shared", "--udp", "7107");
+        Assert.That(second.WaitForExit(Deadline), Is.True);
+        Assert.That(second.Stderr, Does.Contain("Busy"), "a shared client is refused while one holds the queue");
+    }
+
+    [Test]
+    public void Kill_minus_9_frees_the_clients_ports_its_peer_sees_the_end_and_a_new_client_attaches()
+    {
+        using var dl = new DriverlinkPair();
+        var a = StartEcho(dl, "shared", "--tcp", "7202");
+        Assert.That(dl.KernelPortHeld("tcp", 7202), Is.True, "the backing socket holds the port in the kernel");
+        // A kernel client streaming into the echo when it dies.
+        var stream = dl.Peer.Start("sh", "-c", $"head -c 100000000 /dev/zero | socat -b 65536 - TCP:{dl.HostAddress}:7202 > /dev/null");
+        Poll.Until(() => dl.Peer.Exec("ss -tn").Contains($"{dl.HostAddress}:7202", StringComparison.Ordinal), Deadline, "the stream connected");
+        Thread.Sleep(200); // let bytes flow: mid-transfer is the point
+        Netns.Netns.Run($"kill -9 {a.Pid}");
+        Poll.Until(() => dl.Daemon.Stderr.Contains("released", StringComparison.Ordinal), Deadline, "the daemon noticing the death");
+        Assert.That(stream.WaitForExit(Deadline), Is.True, "the peer's connection ended (reset by the kernel once the port is no longer steered)");
+        Assert.That(stream.ExitCode, Is.Not.EqualTo(0), stream.Stderr);
+        Poll.Until(() => !dl.KernelPortHeld("tcp", 7202), Deadline, "the port free in the kernel");
+
+        var b = StartEcho(dl, "shared", "--tcp", "7202");
+        var blob = RandomNumberGenerator.GetBytes(100_000);
+        Assert.That(Echo(dl, $"TCP:{dl.HostAddress}:7202", blob), Is.EqualTo(blob), "a new client serves the same port");
+        Assert.That(dl.Daemon.HasExited, Is.False);
+    }
+}

@@ -1,0 +1,94 @@
+using Onload.Driverlink;
+using Onload.Tests.Interop;
+using Onload.Tests.Netns;
+
+namespace Onload.Tests.Driverlink;
+
+/// <summary>
+/// Driverlink mode between two namespaces: the stack side's kernel holds <see cref="HostAddress"/> on its veth end,
+/// and a test's own <c>onload-driverd</c> runs there on an abstract name of its own (so parallel fixtures never
+/// share a daemon). Dispose kills the clients and the daemon by pid, then deletes the namespaces.
+/// </summary>
+public sealed class DriverlinkPair : IDisposable
+{
+    public static readonly TimeSpan Deadline = TimeSpan.FromSeconds(20);
+
+    private readonly NamespacePair _pair;
+
+    public DriverlinkPair(params string[] daemonArgs)
+    {
+        Netns.Netns.RequireRoot();
+        _pair = new NamespacePair();
+        try
+        {
+            _pair.Stack.Ip($"addr add {HostAddress}/{_pair.PrefixLength} dev {Interface}");
+            _pair.Stack.Exec($"ethtool -K {Interface} tx off tso off gso off gro off");
+            SocketName = $"onload-test-{Environment.ProcessId}-{_pair.Instance}";
+            Daemon = StartDaemon(daemonArgs);
+        }
+        catch
+        {
+            _pair.Dispose();
+            throw;
+        }
+    }
+
+    public NamespacePair Pair => _pair;
+
+    /// <summary>The accelerated interface (the stack side's veth end).</summary>
+    public string Interface => _pair.StackIf;
+
+    /// <summary>The stack side's address, held by its kernel and used by every client's stack.</summary>
+    public string HostAddress => _pair.StackAddress;
+
+    public string PeerAddress => _pair.KernelAddress;
+
+    public string SocketName { get; }
+
+    public NsProcess Daemon { get; private set; }
+
+    public TestNamespace Host => _pair.Stack;
+
+    public TestNamespace Peer => _pair.Kernel;
+
+    public NsProcess StartDaemon(params string[] extra)
+    {
+        var d = Host.Start(Dist.Bin("onload-driverd"), ["--foreground", "--interface", Interface, "--socket-name", SocketName,
+            "--pin-root", "none", .. extra]);
+        d.WaitForOutput("listening on", Deadline);
+        Daemon = d;
+        return d;
+    }
+
+    /// <summary>Starts an accelerated program on the stack side, talking to this fixture's daemon only.</summary>
+    public NsProcess StartClient(string program, params string[] args) =>
+        Host.Start("env", [$"ONLOAD_DRIVERD_SOCKET={SocketName}", "ONLOAD_DRIVERD_AUTOSTART=0", Dist.Bin(program), .. args]);
+
+    public DriverlinkClientOptions ClientOptions => new() { SocketName = SocketName, StartDaemon = false };
+
+    /// <summary>Runs <paramref name="f"/> on a thread in the stack side's namespace (sockets made there stay there).</summary>
+    public T InHost<T>(Func<T> f) => Host.Run(f);
+
+    /// <summary>
+    /// Whether a kernel program on the stack side would find <paramref name="port"/> taken: a bound kernel socket
+    /// that is not listening shows in no <c>ss</c> table, so this tries to bind it (socat, half a second).
+    /// </summary>
+    public bool KernelPortHeld(string protocol, int port)
+    {
+        string address = protocol == "tcp" ? $"TCP-LISTEN:{port},bind={HostAddress}" : $"UDP-RECV:{port},bind={HostAddress}";
+        var r = Netns.Netns.Exec("ip", ["netns", "exec", Host.Name, "timeout", "0.5", "socat", "-u", address, "/dev/null"], Deadline);
+        return r.Stderr.Contains("Address already in use", StringComparison.Ordinal);
+    }
+
+    /// <summary>The daemon's resident memory and open descriptors.</summary>
+    public (long RssKiB, int Fds) DaemonFootprint()
+    {
+        long rss = 0;
+        foreach (string line in File.ReadLines($"/proc/{Daemon.Pid}/status"))
+            if (line.StartsWith("VmRSS:", StringComparison.Ordinal))
+                rss = long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], System.Globalization.CultureInfo.InvariantCulture);
+        return (rss, Directory.GetFiles($"/proc/{Daemon.Pid}/fd").Length);
+    }
+
+    public void Dispose() => _pair.Dispose();
+}

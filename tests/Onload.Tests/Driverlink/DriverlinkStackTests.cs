@@ -1,0 +1,108 @@
+using System.Security.Cryptography;
+using Onload.Driverlink;
+using Onload.Stack;
+using Onload.Stack.Wire;
+using Onload.Tests.Netns;
+
+namespace Onload.Tests.Driverlink;
+
+/// <summary>
+/// A stack in this process on a driverlink VNIC: the kernel's address and MAC, ports reserved by kernel sockets and
+/// steered by the daemon, neighbours resolved by the kernel. Its TCP client talks to a kernel server.
+/// </summary>
+[TestFixture("shared")]
+[TestFixture("exclusive")]
+[Category("netns")]
+[NonParallelizable]
+public class DriverlinkStackTests(string mode)
+{
+    private static readonly TimeSpan Deadline = DriverlinkPair.Deadline;
+
+    [Test]
+    public void The_stacks_tcp_client_gets_a_megabyte_echoed_by_a_kernel_server()
+    {
+        using var dl = new DriverlinkPair();
+        dl.Peer.Start("socat", "-b", "4096", "TCP-LISTEN:9300,reuseaddr", "PIPE");
+        Poll.Until(() => dl.Peer.Exec("ss -tln").Contains(":9300", StringComparison.Ordinal), Deadline, "socat listening");
+        var data = RandomNumberGenerator.GetBytes(1 << 20);
+        dl.InHost(() =>
+        {
+            using var session = DriverlinkSession.Open(dl.Interface, mode == "shared" ? VnicMode.Shared : VnicMode.Exclusive, dl.ClientOptions);
+            using var stack = new NetStack(session.Vnic, session.StackOptions());
+            Assert.That(session.Address.Address.ToString(), Is.EqualTo(dl.HostAddress));
+            int c = stack.TcpOpen();
+            Assert.That(stack.TcpConnect(c, new Ipv4Endpoint(Ipv4Address.Parse(dl.PeerAddress), 9300)), Is.EqualTo(-(int)Errno.EINPROGRESS));
+            Assert.That(session.Filters, Is.EqualTo(1), "connect reserved its port through the daemon");
+            ushort port = stack.TcpLocalEndpoint(c).Port;
+            Assert.That(dl.KernelPortHeld("tcp", port), Is.True, "the kernel holds the connection's port for us");
+            Poll.Until(() => { stack.Poll(); return stack.TcpIsConnected(c); }, Deadline, "connected through the kernel's ARP");
+
+            var back = new byte[data.Length];
+            int sent = 0, received = 0;
+            Poll.Until(() =>
+            {
+                stack.Poll();
+                if (sent < data.Length)
+                {
+                    int n = stack.TcpSend(c, data.AsSpan(sent, Math.Min(65536, data.Length - sent)));
+                    if (n > 0)
+                        sent += n;
+                }
+                int r = stack.TcpReceive(c, back.AsSpan(received));
+                if (r > 0)
+                    received += r;
+                return received == data.Length;
+            }, Deadline, $"the echo ({StackDump.Connection(stack, c)})");
+            Assert.That(back, Is.EqualTo(data));
+            Assert.That(stack.TcpClose(c), Is.Zero);
+            return 0;
+        });
+    }
+
+    [Test]
+    public void A_reconfiguration_suspends_and_resumes_the_stack_and_loses_no_connection()
+    {
+        using var dl = new DriverlinkPair();
+        dl.Peer.Start("socat", "-b", "4096", "TCP-LISTEN:9301,reuseaddr", "PIPE");
+        Poll.Until(() => dl.Peer.Exec("ss -tln").Contains(":9301", StringComparison.Ordinal), Deadline, "socat listening");
+        var data = RandomNumberGenerator.GetBytes(8 << 20);
+        dl.InHost(() =>
+        {
+            using var session = DriverlinkSession.Open(dl.Interface, mode == "shared" ? VnicMode.Shared : VnicMode.Exclusive, dl.ClientOptions);
+            using var stack = new NetStack(session.Vnic, session.StackOptions());
+            int c = stack.TcpOpen();
+            stack.TcpConnect(c, new Ipv4Endpoint(Ipv4Address.Parse(dl.PeerAddress), 9301));
+            Poll.Until(() => { stack.Poll(); return stack.TcpIsConnected(c); }, Deadline, "connected");
+            var back = new byte[data.Length];
+            int sent = 0, received = 0, reloadsSeen = 0;
+            bool wasSuspended = false;
+            Poll.Until(() =>
+            {
+                stack.Poll();
+                wasSuspended |= stack.Suspended;
+                if (received > data.Length / 4 && reloadsSeen == 0)
+                {
+                    // Mid-transfer: the daemon suspends every VNIC, reloads its program and resumes them.
+                    Netns.Netns.Run($"kill -HUP {dl.Daemon.Pid}");
+                    reloadsSeen = 1;
+                }
+                if (sent < data.Length)
+                {
+                    int n = stack.TcpSend(c, data.AsSpan(sent, Math.Min(65536, data.Length - sent)));
+                    if (n > 0)
+                        sent += n;
+                }
+                int r = stack.TcpReceive(c, back.AsSpan(received));
+                if (r > 0)
+                    received += r;
+                return received == data.Length;
+            }, TimeSpan.FromSeconds(60), $"the echo ({StackDump.Connection(stack, c)})");
+            Assert.That(back, Is.EqualTo(data), "every byte, in order, across the reconfiguration");
+            Assert.That(wasSuspended, Is.True, "the stack was suspended for it");
+            Assert.That(stack.Suspended, Is.False, "and resumed");
+            return 0;
+        });
+        Poll.Until(() => dl.Daemon.Stderr.Contains("reconfigured", StringComparison.Ordinal), Deadline, "the daemon's reconfiguration");
+        Assert.That(dl.Daemon.Stderr, Does.Contain("XDP program reloaded").And.Not.Contain("did not answer"));
+    }
+}
