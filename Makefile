@@ -12,6 +12,8 @@
 #   make bench-tcp       TCP against the kernel over one veth pair: ping-pong latency, bulk throughput and
 #                        connection set-up rate, kernel beside stack with ratios (perf/tcp.sh, root);
 #                        table in perf/results/tcp.md
+#   make bench-driverlink  UDP ping-pong latency of driverlink's exclusive and shared modes beside the kernel and
+#                        direct AF_XDP (perf/driverlink.sh, root); table in perf/results/driverlink.md
 #   make sweep           the deterministic simulation sweep: 2,000 seeds of lossy, reordering, corrupting links
 #                        x {SACK + CUBIC, NewReno without SACK}, every byte checked (tests/Onload.Sweep; not part
 #                        of `make test`); report in perf/results/sweep.md. SWEEP_ARGS="--seeds 10000",
@@ -81,7 +83,7 @@ DIST_FILES := $(DIST)/bin/onload-echo $(DIST)/bin/onload-pingpong $(DIST)/bin/on
 	$(DIST)/lib/systemd/system/onload-driverd.service $(DIST)/lib/libonload_stack.so $(DIST)/include/onload_stack.h \
 	$(DIST)/bin/abi_smoke
 
-.PHONY: all deps restore build publish test check-header demo bench bench-quick bench-latency bench-tcp sweep install clean
+.PHONY: all deps restore build publish test check-header demo bench bench-quick bench-latency bench-tcp bench-driverlink sweep install clean
 
 all: deps build publish
 
@@ -187,22 +189,28 @@ demo: all
 # (perf/latency.sh --help). perf/tcp.sh runs the TCP rows likewise; TCP_ARGS passes options to it.
 LATENCY_ARGS ?=
 TCP_ARGS ?=
+DRIVERLINK_ARGS ?=
 
 bench: all
 	$(DOTNET) run -c $(CONFIG) --no-restore --project perf/Onload.Perf.csproj -- $(BENCH_ARGS)
 	PINGPONG=$(DIST)/bin/onload-pingpong perf/latency.sh $(LATENCY_ARGS)
 	PINGPONG=$(DIST)/bin/onload-pingpong perf/tcp.sh $(TCP_ARGS)
+	PINGPONG=$(DIST)/bin/onload-pingpong DRIVERD=$(DIST)/bin/onload-driverd perf/driverlink.sh $(DRIVERLINK_ARGS)
 
 bench-quick: all
 	$(DOTNET) run -c $(CONFIG) --no-restore --project perf/Onload.Perf.csproj -- --quick $(BENCH_ARGS)
 	PINGPONG=$(DIST)/bin/onload-pingpong perf/latency.sh --quick $(LATENCY_ARGS)
 	PINGPONG=$(DIST)/bin/onload-pingpong perf/tcp.sh --quick $(TCP_ARGS)
+	PINGPONG=$(DIST)/bin/onload-pingpong DRIVERD=$(DIST)/bin/onload-driverd perf/driverlink.sh --quick $(DRIVERLINK_ARGS)
 
 bench-latency: all
 	PINGPONG=$(DIST)/bin/onload-pingpong perf/latency.sh $(LATENCY_ARGS)
 
 bench-tcp: all
 	PINGPONG=$(DIST)/bin/onload-pingpong perf/tcp.sh $(TCP_ARGS)
+
+bench-driverlink: all
+	PINGPONG=$(DIST)/bin/onload-pingpong DRIVERD=$(DIST)/bin/onload-driverd perf/driverlink.sh $(DRIVERLINK_ARGS)
 
 # The sweep is in virtual time and needs only the IL build. Exits non-zero when a transfer was damaged,
 # stalled or failed other than with ETIMEDOUT.

@@ -7,36 +7,54 @@ var interfaceOption = new Option<string[]>("--interface") { Description = "an in
 var socketOption = new Option<string>("--socket-name") { Description = "abstract socket name (per network namespace)", DefaultValueFactory = _ => DriverlinkSocket.DefaultName };
 var foregroundOption = new Option<bool>("--foreground") { Description = "stay in the foreground (for a service manager); never exits for lack of clients unless --grace is given" };
 var graceOption = new Option<double?>("--grace") { Description = "exit this many seconds after the last client left (default 10 when started on demand)" };
-var maxVnicsOption = new Option<int>("--max-vnics") { Description = "VNICs in all", DefaultValueFactory = _ => 64 };
-var maxFiltersOption = new Option<int>("--max-filters") { Description = "filters (ports) per VNIC", DefaultValueFactory = _ => 1024 };
-var maxRingOption = new Option<int>("--max-ring-size") { Description = "largest RX/TX ring a client may ask for", DefaultValueFactory = _ => 4096 };
-var maxBuffersOption = new Option<int>("--max-buffers") { Description = "most packet buffers per VNIC", DefaultValueFactory = _ => 65536 };
-var pinOption = new Option<string?>("--pin-root") { Description = "bpffs directory for the XDP program's pins ('none': do not pin)", DefaultValueFactory = _ => "/sys/fs/bpf/onload" };
+var maxVnicsOption = new Option<int?>("--max-vnics") { Description = "VNICs in all (default 64)" };
+var maxFiltersOption = new Option<int?>("--max-filters") { Description = "filters (ports) per VNIC (default 1024)" };
+var maxRingOption = new Option<int?>("--max-ring-size") { Description = "largest RX/TX ring a client may ask for (default 4096)" };
+var maxBuffersOption = new Option<int?>("--max-buffers") { Description = "most packet buffers per VNIC (default 65536)" };
+var pinOption = new Option<string?>("--pin-root") { Description = "bpffs directory for the XDP program's pins ('none': do not pin; default /sys/fs/bpf/onload)" };
+var configOption = new Option<string?>("--config") { Description = "a file of 'key = value' settings (the flags' names without '--'; 'interfaces' comma-separated); flags override it" };
 
 var root = new RootCommand("onload-driverd: the primary driver of a network namespace: owns the accelerated interfaces and gives each process its own VNIC")
 {
     interfaceOption, socketOption, foregroundOption, graceOption, maxVnicsOption, maxFiltersOption, maxRingOption, maxBuffersOption, pinOption,
+    configOption,
 };
 
 root.SetAction(parse =>
 {
-    var interfaces = (parse.GetValue(interfaceOption) ?? []).ToList();
+    bool foreground = parse.GetValue(foregroundOption);
+    var options = new DaemonOptions { Foreground = foreground, Grace = foreground ? null : TimeSpan.FromSeconds(10) };
+    if (parse.GetValue(configOption) is { } config)
+    {
+        try
+        {
+            options = DaemonConfig.Apply(config, options);
+        }
+        catch (Exception e) when (e is FormatException or IOException or UnauthorizedAccessException)
+        {
+            Console.Error.WriteLine($"onload-driverd: {e.Message}");
+            return 2;
+        }
+    }
+    var interfaces = options.Interfaces.Concat(parse.GetValue(interfaceOption) ?? []).ToList();
     if (Environment.GetEnvironmentVariable("ONLOAD_INTERFACES") is { Length: > 0 } fromEnv)
         interfaces.AddRange(fromEnv.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
-    bool foreground = parse.GetValue(foregroundOption);
-    double? grace = parse.GetValue(graceOption) ?? (foreground ? null : 10);
     string? pin = parse.GetValue(pinOption);
-    var options = new DaemonOptions
+    options = options with
     {
         Interfaces = interfaces.Distinct().ToList(),
         SocketName = parse.GetValue(socketOption)!,
-        Foreground = foreground,
-        Grace = grace is { } g ? TimeSpan.FromSeconds(g) : null,
-        MaxVnics = parse.GetValue(maxVnicsOption),
-        MaxFiltersPerVnic = parse.GetValue(maxFiltersOption),
-        MaxRingSize = parse.GetValue(maxRingOption),
-        MaxBuffers = parse.GetValue(maxBuffersOption),
-        PinRoot = pin is null or "none" ? null : pin,
+        Grace = parse.GetValue(graceOption) is { } g ? TimeSpan.FromSeconds(g) : options.Grace,
+        MaxVnics = parse.GetValue(maxVnicsOption) ?? options.MaxVnics,
+        MaxFiltersPerVnic = parse.GetValue(maxFiltersOption) ?? options.MaxFiltersPerVnic,
+        MaxRingSize = parse.GetValue(maxRingOption) ?? options.MaxRingSize,
+        MaxBuffers = parse.GetValue(maxBuffersOption) ?? options.MaxBuffers,
+        PinRoot = pin is null ? options.PinRoot : pin == "none" ? null : pin,
+    };
+    options = options with
+    {
+        DefaultRingSize = Math.Min(options.DefaultRingSize, options.MaxRingSize),
+        DefaultBuffers = Math.Min(options.DefaultBuffers, options.MaxBuffers),
     };
     if (options.MaxVnics < 1 || options.MaxFiltersPerVnic < 1 || options.MaxRingSize < 64 || options.MaxBuffers < 128)
     {

@@ -4,10 +4,13 @@ using System.Runtime.InteropServices;
 using Onload.Apps.PingPong;
 using Onload.Stack;
 using Onload.Stack.Wire;
+using Onload.Driverlink;
 using Onload.Vnic;
 
 const int TcpMaxMessage = 65536; // TcpPingPongServer's framing buffer
 
+var interfaceOption = new Option<string?>("--interface") { Description = "driverlink mode: IF, whose address the kernel holds, through onload-driverd (instead of --vnic/--addr)" };
+var modeOption = new Option<string>("--mode") { Description = "driverlink mode: shared or exclusive", DefaultValueFactory = _ => "exclusive" };
 var vnicOption = new Option<string?>("--vnic") { Description = "VNIC spec KIND:NAME (af_packet:IF, af_xdp:IF, shm:NAME, tap:NAME)" };
 var addrOption = new Option<string?>("--addr") { Description = "the stack's own address, IP/PREFIX (direct mode)" };
 var gatewayOption = new Option<string?>("--gateway") { Description = "default gateway for destinations off the subnet" };
@@ -33,7 +36,7 @@ var root = new RootCommand(
     "reports half round trips). --server-mode answers instead; with --tcp, --stream measures bulk throughput and " +
     "--connect-rate connections per second.")
 {
-    vnicOption, addrOption, gatewayOption, serverOption, sizeOption, warmupOption, countOption, secondsOption,
+    interfaceOption, modeOption, vnicOption, addrOption, gatewayOption, serverOption, sizeOption, warmupOption, countOption, secondsOption,
     timeoutOption, sockperfOption, jsonOption, labelOption, localPortOption, serverModeOption, portOption, tcpOption,
     streamOption, connectRateOption, kindsOption,
 };
@@ -60,8 +63,27 @@ root.SetAction(parse =>
         return Usage("--stream or --connect-rate, not both");
     if (tcp && size > TcpMaxMessage)
         return Usage($"--size {size}: at most {TcpMaxMessage} bytes per TCP message");
-    if (spec == null || addr == null)
-        return Usage("--vnic and --addr are required");
+    string? interfaceName = parse.GetValue(interfaceOption);
+    if (interfaceName is null && (spec == null || addr == null))
+        return Usage("--interface IF (driverlink mode), or --vnic and --addr (direct mode), is required");
+    if (interfaceName is not null && (spec != null || addr != null))
+        return Usage("--interface or --vnic/--addr, not both");
+    if (parse.GetValue(modeOption) is not ("shared" or "exclusive"))
+        return Usage($"--mode {parse.GetValue(modeOption)}: shared or exclusive");
+    DriverlinkSession? session = null;
+    if (interfaceName is not null)
+    {
+        try
+        {
+            session = DriverlinkSession.Open(interfaceName, parse.GetValue(modeOption) == "shared" ? VnicMode.Shared : VnicMode.Exclusive);
+        }
+        catch (IOException e)
+        {
+            Console.Error.WriteLine($"onload-pingpong: {e.Message}");
+            return 1;
+        }
+        addr = session.Address.ToString();
+    }
 
     StackOptions options;
     Ipv4Endpoint server = default;
@@ -69,9 +91,11 @@ root.SetAction(parse =>
     {
         options = new StackOptions
         {
-            Address = Ipv4Cidr.Parse(addr),
+            Address = Ipv4Cidr.Parse(addr!),
             Gateway = parse.GetValue(gatewayOption) is { } g ? Ipv4Address.Parse(g) : null,
         };
+        if (session is not null)
+            options = session.StackOptions(options);
         options.Validate();
         if (!serverMode)
         {
@@ -99,7 +123,7 @@ root.SetAction(parse =>
     IVnic vnic;
     try
     {
-        vnic = VnicFactory.Open(spec, new VnicOptions { LocalIpv4 = options.Address.Address.Value });
+        vnic = session?.Vnic ?? VnicFactory.Open(spec!, new VnicOptions { LocalIpv4 = options.Address.Address.Value });
     }
     catch (Exception e) when (e is ArgumentException or IOException or UnauthorizedAccessException or InvalidOperationException)
     {
@@ -107,6 +131,7 @@ root.SetAction(parse =>
         return 1;
     }
 
+    using (session)
     using (vnic)
     using (var stack = new NetStack(vnic, options))
     {

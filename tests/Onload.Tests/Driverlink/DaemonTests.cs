@@ -63,6 +63,49 @@ public class DaemonTests
     }
 
     [Test]
+    public void Limits_come_from_the_config_file_and_a_request_beyond_them_is_refused_whole()
+    {
+        string config = Path.Combine(TestContext.CurrentContext.WorkDirectory, $"driverd-{Environment.ProcessId}.conf");
+        File.WriteAllText(config, "# test limits\nmax-vnics = 1\nmax-filters = 2   # per VNIC\n");
+        try
+        {
+            using var dl = new DriverlinkPair("--config", config);
+            dl.InHost(() =>
+            {
+                using var client = DriverlinkClient.Connect(dl.ClientOptions);
+                var vnic = client.Attach(new AttachRequest(dl.Interface, VnicMode.Exclusive, 0, 0, 0), out var fds);
+                foreach (int fd in fds)
+                    BackingSocket.Release(fd);
+                var e = Assert.Throws<DriverlinkException>(() => client.Attach(new AttachRequest(dl.Interface, VnicMode.Exclusive, 0, 0, 0), out _));
+                Assert.That(e!.Message, Does.Contain("NoResources").And.Contain("--max-vnics"));
+                // Two filters fit; the third is refused, and the first two still stand.
+                uint host = Ipv4(dl.HostAddress);
+                var held = new List<int>();
+                try
+                {
+                    for (int i = 0; i < 3; i++)
+                    {
+                        ushort port = 0;
+                        int fd = BackingSocket.Open(FilterProtocol.Udp, host, ref port);
+                        held.Add(fd);
+                        var status = client.InsertFilter(vnic.VnicId, new FilterSpec(FilterProtocol.Udp, host, port), fd);
+                        Assert.That(status, Is.EqualTo(i < 2 ? FilterStatus.Ok : FilterStatus.TableFull), $"filter {i + 1}");
+                    }
+                }
+                finally
+                {
+                    held.ForEach(BackingSocket.Release);
+                }
+                return 0;
+            });
+        }
+        finally
+        {
+            File.Delete(config);
+        }
+    }
+
+    [Test]
     public void Malformed_out_of_order_and_unauthorised_messages_are_refused_and_the_daemon_carries_on()
     {
         using var dl = new DriverlinkPair();

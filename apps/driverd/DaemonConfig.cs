@@ -1,0 +1,53 @@
+using System.Globalization;
+
+namespace Onload.Apps.Driverd;
+
+/// <summary>
+/// The daemon's config file (<c>--config FILE</c>): one <c>key = value</c> per line, <c>#</c> comments, the same
+/// settings as the flags (which override it): <c>interfaces</c> (comma-separated), <c>max-vnics</c>,
+/// <c>max-filters</c>, <c>max-ring-size</c>, <c>default-ring-size</c>, <c>max-buffers</c>, <c>default-buffers</c>,
+/// <c>grace</c> (seconds), <c>pin-root</c> (a bpffs directory or <c>none</c>), <c>forwarder-spin-us</c>.
+/// </summary>
+internal static class DaemonConfig
+{
+    /// <summary>Applies the file's settings to <paramref name="options"/>; a bad line throws FormatException naming it.</summary>
+    public static DaemonOptions Apply(string path, DaemonOptions options)
+    {
+        int number = 0;
+        foreach (string raw in File.ReadLines(path))
+        {
+            number++;
+            string line = raw.Split('#', 2)[0].Trim();
+            if (line.Length == 0)
+                continue;
+            int eq = line.IndexOf('=', StringComparison.Ordinal);
+            if (eq <= 0)
+                throw new FormatException($"{path}:{number}: expected 'key = value', got '{raw.Trim()}'");
+            string key = line[..eq].Trim();
+            string value = line[(eq + 1)..].Trim();
+            int Int(int min)
+            {
+                if (!int.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out int v) || v < min)
+                    throw new FormatException($"{path}:{number}: {key} = '{value}': expected a whole number of at least {min}");
+                return v;
+            }
+            options = key switch
+            {
+                "interfaces" => options with { Interfaces = value.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries) },
+                "max-vnics" => options with { MaxVnics = Int(1) },
+                "max-filters" => options with { MaxFiltersPerVnic = Int(1) },
+                "max-ring-size" => options with { MaxRingSize = Int(64) },
+                "default-ring-size" => options with { DefaultRingSize = Int(64) },
+                "max-buffers" => options with { MaxBuffers = Int(128) },
+                "default-buffers" => options with { DefaultBuffers = Int(128) },
+                "grace" => options with { Grace = TimeSpan.FromSeconds(Int(0)) },
+                "pin-root" => options with { PinRoot = value == "none" ? null : value },
+                "forwarder-spin-us" => options with { ForwarderSpin = TimeSpan.FromMicroseconds(Int(0)) },
+                _ => throw new FormatException($"{path}:{number}: unknown setting '{key}'"),
+            };
+        }
+        if (options.DefaultRingSize > options.MaxRingSize || options.DefaultBuffers > options.MaxBuffers)
+            throw new FormatException($"{path}: the default ring size and buffers must not exceed their maxima");
+        return options;
+    }
+}
