@@ -22,6 +22,8 @@
 # dist/ after `make`:
 #   dist/bin/onload-echo            NativeAOT build of apps/echo
 #   dist/bin/onload-pingpong        NativeAOT build of apps/pingpong (the latency client and server)
+#   dist/bin/onload-tcpdump         NativeAOT build of apps/tcpdump: runs a program with its stack's frames captured
+#                                   to pcap (ONLOAD_CAPTURE) and vetoed by rules (ONLOAD_VETO); -r prints a capture
 #   dist/bin/abi_smoke              C program that dlopen()s the stack library and checks its exports
 #   dist/lib/libonload_stack.so     the stack as a C shared library (NativeAOT build of preload/native)
 #   dist/include/onload_stack.h     its header
@@ -52,7 +54,7 @@ PUBLISH   := obj/publish
 SLN       := Onload.sln
 
 # Debian packages the build, the tests and the demo use (the .NET SDK is not one of them).
-DEB_PACKAGES := iproute2 iputils-ping socat ethtool tcpdump sockperf gcc g++ make nftables curl iperf3
+DEB_PACKAGES := iproute2 iputils-ping socat ethtool tcpdump tshark sockperf gcc g++ make nftables curl iperf3
 
 export DOTNET_CLI_TELEMETRY_OPTOUT := 1
 export DOTNET_NOLOGO := 1
@@ -71,9 +73,10 @@ ROOT_INPUTS   := $(wildcard Directory.Build.props Directory.Build.targets Direct
 STACK_INPUTS  := $(call dotnet_inputs,stack vnic) $(ROOT_INPUTS)
 ECHO_INPUTS   := $(STACK_INPUTS) $(call dotnet_inputs,apps/echo)
 PINGPONG_INPUTS := $(STACK_INPUTS) $(call dotnet_inputs,apps/pingpong)
+TCPDUMP_INPUTS := $(STACK_INPUTS) $(call dotnet_inputs,apps/tcpdump)
 NATIVE_INPUTS := $(STACK_INPUTS) $(call dotnet_inputs,preload/native)
 
-DIST_FILES := $(DIST)/bin/onload-echo $(DIST)/bin/onload-pingpong $(DIST)/lib/libonload_stack.so $(DIST)/include/onload_stack.h \
+DIST_FILES := $(DIST)/bin/onload-echo $(DIST)/bin/onload-pingpong $(DIST)/bin/onload-tcpdump $(DIST)/lib/libonload_stack.so $(DIST)/include/onload_stack.h \
 	$(DIST)/bin/abi_smoke
 
 .PHONY: all deps restore build publish test check-header demo bench bench-quick bench-latency bench-tcp sweep install clean
@@ -132,6 +135,15 @@ $(DIST)/bin/onload-pingpong: $(PINGPONG_INPUTS) | restore
 	$(DOTNET) publish apps/pingpong/Onload.PingPong.csproj $(DOTNET_FLAGS) -r $(RID) --no-restore \
 	  -o $(PUBLISH)/pingpong -v minimal; \
 	install -D -m 0755 $(PUBLISH)/pingpong/onload-pingpong $@; \
+	echo "publish: $@ took $$(( $$(date +%s) - start ))s"
+
+$(DIST)/bin/onload-tcpdump: $(TCPDUMP_INPUTS) | restore
+	@echo "publish: apps/tcpdump -> $@ (NativeAOT)"
+	@start=$$(date +%s); \
+	rm -rf $(PUBLISH)/tcpdump; \
+	$(DOTNET) publish apps/tcpdump/Onload.Tcpdump.csproj $(DOTNET_FLAGS) -r $(RID) --no-restore \
+	  -o $(PUBLISH)/tcpdump -v minimal; \
+	install -D -m 0755 $(PUBLISH)/tcpdump/onload-tcpdump $@; \
 	echo "publish: $@ took $$(( $$(date +%s) - start ))s"
 
 $(DIST)/lib/libonload_stack.so: $(NATIVE_INPUTS) | restore
