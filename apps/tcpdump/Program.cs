@@ -7,15 +7,16 @@ using Onload.Vnic.Inspect;
 
 var (ours, program) = CommandSplit.Split(args);
 
-var writeOption = new Option<string?>("-w", "--write") { Description = "the pcap file the program's stack writes (%p becomes its pid)" };
-var readOption = new Option<string?>("-r", "--read") { Description = "print a pcap file one line a frame, instead of running a program" };
+var writeOption = new Option<string?>("-w", "--write") { Description = "the pcap file the program's stack writes (%p becomes its pid)", HelpName = "FILE" };
+var readOption = new Option<string?>("-r", "--read") { Description = "print a pcap file one line a frame, instead of running a program", HelpName = "FILE" };
 var snapOption = new Option<int>("-s", "--snaplen")
 {
     Description = $"bytes kept of each frame (1..{PcapFormat.MaxSnapLength})",
+    HelpName = "SNAPLEN",
     DefaultValueFactory = _ => PcapFormat.DefaultSnapLength,
 };
-var countOption = new Option<long>("-c", "--count") { Description = "stop after this many frames (0: no limit)" };
-var vetoOption = new Option<string?>("--veto") { Description = "veto rules for the program's stack, e.g. \"drop rx udp dport 7001; drop any icmp\"" };
+var countOption = new Option<long>("-c", "--count") { Description = "stop after this many frames (0: no limit)", HelpName = "COUNT" };
+var vetoOption = new Option<string?>("--veto") { Description = "veto rules for the program's stack, e.g. \"drop rx udp dport 7001; drop any icmp\"", HelpName = "RULES" };
 
 var root = new RootCommand(
     "onload-tcpdump: runs an accelerated PROGRAM (onload-echo, onload-pingpong) so that its stack writes every frame " +
