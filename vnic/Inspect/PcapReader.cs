@@ -30,20 +30,41 @@ public sealed class PcapReader : IDisposable
         ArgumentNullException.ThrowIfNull(stream);
         _stream = stream;
         _ownsStream = ownsStream;
+        try
+        {
+            _swapped = ReadFileHeader(out bool nanosecond, out ushort major, out ushort minor, out int snap, out uint link);
+            Nanosecond = nanosecond;
+            VersionMajor = major;
+            VersionMinor = minor;
+            SnapLength = snap;
+            LinkType = link;
+        }
+        catch when (ownsStream)
+        {
+            stream.Dispose();
+            throw;
+        }
+    }
+
+    private bool ReadFileHeader(out bool nanosecond, out ushort major, out ushort minor, out int snap, out uint link)
+    {
         Span<byte> h = stackalloc byte[PcapFormat.FileHeaderLength];
         if (!ReadFully(h))
             throw Fail("shorter than a pcap file header");
         uint magic = BinaryPrimitives.ReadUInt32LittleEndian(h);
-        _swapped = magic is not (PcapFormat.MagicMicroseconds or PcapFormat.MagicNanoseconds);
-        if (_swapped)
+        bool swapped = magic is not (PcapFormat.MagicMicroseconds or PcapFormat.MagicNanoseconds);
+        if (swapped)
             magic = BinaryPrimitives.ReverseEndianness(magic);
         if (magic is not (PcapFormat.MagicMicroseconds or PcapFormat.MagicNanoseconds))
             throw Fail($"magic 0x{BinaryPrimitives.ReadUInt32LittleEndian(h):x8} is not pcap's (pcapng is not read)");
-        Nanosecond = magic == PcapFormat.MagicNanoseconds;
-        VersionMajor = U16(h[4..]);
-        VersionMinor = U16(h[6..]);
-        SnapLength = (int)Math.Min(U32(h[16..]), int.MaxValue);
-        LinkType = U32(h[20..]) & 0x0fff_ffff; // the top bits carry the FCS length, not the link type
+        nanosecond = magic == PcapFormat.MagicNanoseconds;
+        major = swapped ? BinaryPrimitives.ReadUInt16BigEndian(h[4..]) : BinaryPrimitives.ReadUInt16LittleEndian(h[4..]);
+        minor = swapped ? BinaryPrimitives.ReadUInt16BigEndian(h[6..]) : BinaryPrimitives.ReadUInt16LittleEndian(h[6..]);
+        uint snapField = swapped ? BinaryPrimitives.ReadUInt32BigEndian(h[16..]) : BinaryPrimitives.ReadUInt32LittleEndian(h[16..]);
+        uint linkField = swapped ? BinaryPrimitives.ReadUInt32BigEndian(h[20..]) : BinaryPrimitives.ReadUInt32LittleEndian(h[20..]);
+        snap = (int)Math.Min(snapField, int.MaxValue);
+        link = linkField & 0x0fff_ffff; // the top bits carry the FCS length, not the link type
+        return swapped;
     }
 
     public bool Nanosecond { get; }
@@ -104,7 +125,6 @@ public sealed class PcapReader : IDisposable
             _stream.Dispose();
     }
 
-    private ushort U16(ReadOnlySpan<byte> b) => _swapped ? BinaryPrimitives.ReadUInt16BigEndian(b) : BinaryPrimitives.ReadUInt16LittleEndian(b);
     private uint U32(ReadOnlySpan<byte> b) => _swapped ? BinaryPrimitives.ReadUInt32BigEndian(b) : BinaryPrimitives.ReadUInt32LittleEndian(b);
 
     private bool ReadFully(Span<byte> into) => ReadSome(into) == into.Length;

@@ -124,6 +124,34 @@ public sealed class PcapWriterTests
     }
 
     [Test]
+    public void The_reader_takes_a_big_endian_file_and_refuses_what_is_not_pcap()
+    {
+        byte[] frame = Udp("10.0.0.1", 1, "10.0.0.2", 2);
+        var big = new MemoryStream();
+        Span<byte> h = stackalloc byte[24 + 16];
+        BinaryPrimitives.WriteUInt32BigEndian(h, 0xa1b2c3d4);
+        BinaryPrimitives.WriteUInt16BigEndian(h[4..], 2);
+        BinaryPrimitives.WriteUInt16BigEndian(h[6..], 4);
+        BinaryPrimitives.WriteUInt32BigEndian(h[16..], 1500);
+        BinaryPrimitives.WriteUInt32BigEndian(h[20..], 1);
+        BinaryPrimitives.WriteUInt32BigEndian(h[24..], 10);
+        BinaryPrimitives.WriteUInt32BigEndian(h[28..], 20);
+        BinaryPrimitives.WriteUInt32BigEndian(h[32..], (uint)frame.Length);
+        BinaryPrimitives.WriteUInt32BigEndian(h[36..], (uint)frame.Length);
+        big.Write(h);
+        big.Write(frame);
+        big.Position = 0;
+        using (var reader = new PcapReader(big, false))
+        {
+            Assert.That((reader.SnapLength, reader.LinkType, reader.VersionMajor), Is.EqualTo((1500, 1u, (ushort)2)));
+            Assert.That(reader.ReadAll().Single(), Is.EqualTo(new PcapRecord(10_000_020_000, frame.Length, frame)).Using<PcapRecord>(
+                (a, b) => a.TimestampNs == b.TimestampNs && a.OriginalLength == b.OriginalLength && a.Data.SequenceEqual(b.Data)));
+        }
+        Assert.Throws<InvalidDataException>(() => _ = new PcapReader(new MemoryStream(new byte[24]), false));
+        Assert.Throws<InvalidDataException>(() => _ = new PcapReader(new MemoryStream(new byte[10]), false));
+    }
+
+    [Test]
     public void Tshark_and_tcpdump_read_the_file()
     {
         string path = Path.Combine(_dir, "tools.pcap");
