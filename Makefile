@@ -26,6 +26,8 @@
 #   dist/bin/onload-pingpong        NativeAOT build of apps/pingpong (the latency client and server)
 #   dist/bin/onload-driverd         NativeAOT build of apps/driverd (the primary driver daemon)
 #   dist/lib/systemd/system/onload-driverd.service   its unit for a service manager
+#   dist/bin/onload-tcpdump         NativeAOT build of apps/tcpdump: runs a program with its stack's frames captured
+#                                   to pcap (ONLOAD_CAPTURE) and vetoed by rules (ONLOAD_VETO); -r prints a capture
 #   dist/bin/abi_smoke              C program that dlopen()s the stack library and checks its exports
 #   dist/lib/libonload_stack.so     the stack as a C shared library (NativeAOT build of preload/native)
 #   dist/include/onload_stack.h     its header
@@ -56,7 +58,7 @@ PUBLISH   := obj/publish
 SLN       := Onload.sln
 
 # Debian packages the build, the tests and the demo use (the .NET SDK is not one of them).
-DEB_PACKAGES := iproute2 iputils-ping socat ethtool tcpdump sockperf gcc g++ make nftables curl iperf3
+DEB_PACKAGES := iproute2 iputils-ping socat ethtool tcpdump tshark sockperf gcc g++ make nftables curl iperf3
 
 export DOTNET_CLI_TELEMETRY_OPTOUT := 1
 export DOTNET_NOLOGO := 1
@@ -77,9 +79,10 @@ DRIVERLINK_INPUTS := $(STACK_INPUTS) $(call dotnet_inputs,driverlink-client)
 ECHO_INPUTS   := $(DRIVERLINK_INPUTS) $(call dotnet_inputs,apps/echo)
 PINGPONG_INPUTS := $(DRIVERLINK_INPUTS) $(call dotnet_inputs,apps/pingpong)
 DRIVERD_INPUTS := $(DRIVERLINK_INPUTS) $(call dotnet_inputs,apps/driverd)
+TCPDUMP_INPUTS := $(STACK_INPUTS) $(call dotnet_inputs,apps/tcpdump)
 NATIVE_INPUTS := $(STACK_INPUTS) $(call dotnet_inputs,preload/native)
 
-DIST_FILES := $(DIST)/bin/onload-echo $(DIST)/bin/onload-pingpong $(DIST)/bin/onload-driverd \
+DIST_FILES := $(DIST)/bin/onload-echo $(DIST)/bin/onload-pingpong $(DIST)/bin/onload-driverd $(DIST)/bin/onload-tcpdump \
 	$(DIST)/lib/systemd/system/onload-driverd.service $(DIST)/lib/libonload_stack.so $(DIST)/include/onload_stack.h \
 	$(DIST)/bin/abi_smoke
 
@@ -152,6 +155,15 @@ $(DIST)/bin/onload-driverd: $(DRIVERD_INPUTS) | restore
 
 $(DIST)/lib/systemd/system/onload-driverd.service: apps/driverd/onload-driverd.service
 	install -D -m 0644 $< $@
+
+$(DIST)/bin/onload-tcpdump: $(TCPDUMP_INPUTS) | restore
+	@echo "publish: apps/tcpdump -> $@ (NativeAOT)"
+	@start=$$(date +%s); \
+	rm -rf $(PUBLISH)/tcpdump; \
+	$(DOTNET) publish apps/tcpdump/Onload.Tcpdump.csproj $(DOTNET_FLAGS) -r $(RID) --no-restore \
+	  -o $(PUBLISH)/tcpdump -v minimal; \
+	install -D -m 0755 $(PUBLISH)/tcpdump/onload-tcpdump $@; \
+	echo "publish: $@ took $$(( $$(date +%s) - start ))s"
 
 $(DIST)/lib/libonload_stack.so: $(NATIVE_INPUTS) | restore
 	@echo "publish: preload/native -> $@ (NativeAOT shared library)"

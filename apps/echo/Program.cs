@@ -5,6 +5,7 @@ using Onload.Driverlink;
 using Onload.Stack;
 using Onload.Stack.Wire;
 using Onload.Vnic;
+using Onload.Vnic.Inspect;
 
 var interfaceOption = new Option<string?>("--interface") { Description = "driverlink mode: accelerate IF, whose address the kernel holds, through onload-driverd (the default mode)" };
 var modeOption = new Option<string>("--mode") { Description = "driverlink mode: shared (the daemon forwards into our own rings) or exclusive (our own AF_XDP socket)", DefaultValueFactory = _ => "shared" };
@@ -101,7 +102,21 @@ root.SetAction(parse =>
         return 1;
     }
 
+    IDisposable? capture;
+    try
+    {
+        // ONLOAD_CAPTURE and ONLOAD_VETO (onload-tcpdump sets them): the capture closes after the VNIC, flushing last.
+        vnic = InspectionSettings.Apply(vnic, out capture);
+    }
+    catch (Exception e) when (e is FormatException or IOException or UnauthorizedAccessException)
+    {
+        vnic.Dispose();
+        Console.Error.WriteLine($"onload-echo: {e.Message}");
+        return 2;
+    }
+
     using (session)
+    using (capture)
     using (vnic)
     using (var stack = new NetStack(vnic, options))
     {

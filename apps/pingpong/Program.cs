@@ -6,6 +6,7 @@ using Onload.Stack;
 using Onload.Stack.Wire;
 using Onload.Driverlink;
 using Onload.Vnic;
+using Onload.Vnic.Inspect;
 
 const int TcpMaxMessage = 65536; // TcpPingPongServer's framing buffer
 
@@ -121,6 +122,7 @@ root.SetAction(parse =>
         return Usage("--timeout-ms must be at least 1");
 
     IVnic vnic;
+    IDisposable? capture;
     try
     {
         vnic = session?.Vnic ?? VnicFactory.Open(spec!, new VnicOptions { LocalIpv4 = options.Address.Address.Value });
@@ -130,8 +132,20 @@ root.SetAction(parse =>
         Console.Error.WriteLine($"onload-pingpong: {e.Message}");
         return 1;
     }
+    try
+    {
+        // ONLOAD_CAPTURE and ONLOAD_VETO (onload-tcpdump sets them): the capture closes after the VNIC, flushing last.
+        vnic = InspectionSettings.Apply(vnic, out capture);
+    }
+    catch (Exception e) when (e is FormatException or IOException or UnauthorizedAccessException)
+    {
+        vnic.Dispose();
+        Console.Error.WriteLine($"onload-pingpong: {e.Message}");
+        return 2;
+    }
 
     using (session)
+    using (capture)
     using (vnic)
     using (var stack = new NetStack(vnic, options))
     {
