@@ -144,6 +144,8 @@ public sealed class DriverlinkSession : IStackControl, IDisposable
             };
         }
         _backing[(protocol, port)] = fd;
+        if (p == FilterProtocol.Udp)
+            Vnic.AddKernelSocket(fd, Address.Address.Value, port);
         return 0;
     }
 
@@ -151,6 +153,8 @@ public sealed class DriverlinkSession : IStackControl, IDisposable
     {
         if (!_backing.Remove((protocol, port), out int fd))
             return;
+        if (protocol == (byte)FilterProtocol.Udp)
+            Vnic.RemoveKernelSocket(fd);
         try
         {
             if (!Removed)

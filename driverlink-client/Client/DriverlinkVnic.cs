@@ -54,7 +54,36 @@ public sealed partial class DriverlinkVnic : IVnic
     public VnicCounters Counters => _inner.Counters;
     public int WaitHandle => _epoll;
 
-    public int Receive(Span<PacketDescriptor> batch) => _inner.Receive(batch);
+    public int Receive(Span<PacketDescriptor> batch)
+    {
+        int n = _inner.Receive(batch);
+        if (_side is { Pending: true } side && n < batch.Length)
+            n += side.Drain(batch[n..], _inner.Buffers, Mtu);
+        return n;
+    }
+
+    private KernelSideChannel? _side;
+
+    /// <summary>Datagrams that reached a UDP port's kernel socket (fragments, local senders) and were handed on.</summary>
+    public long KernelDelivered => _side?.Delivered ?? 0;
+
+    /// <summary>Has the datagrams that reach <paramref name="fd"/>, a UDP port's backing socket, delivered to the stack too.</summary>
+    internal void AddKernelSocket(int fd, uint address, ushort port)
+    {
+        if (_side is null)
+        {
+            var side = new KernelSideChannel(MacAddress);
+            if (!Add(side.WaitHandle))
+            {
+                side.Dispose();
+                throw new IOException($"{Spec}: epoll_ctl: errno {Marshal.GetLastPInvokeError()}");
+            }
+            _side = side;
+        }
+        _side.Add(fd, address, port);
+    }
+
+    internal void RemoveKernelSocket(int fd) => _side?.Remove(fd);
 
     public int Transmit(ReadOnlySpan<PacketDescriptor> batch) => _inner.Transmit(batch);
 
@@ -70,6 +99,7 @@ public sealed partial class DriverlinkVnic : IVnic
         if (_disposed)
             return;
         _disposed = true;
+        _side?.Dispose();
         _inner.Dispose();
         _ = Close(_epoll);
     }

@@ -1,0 +1,273 @@
+using System.Buffers.Binary;
+using System.Runtime.InteropServices;
+using Onload.Stack.Wire;
+using Onload.Vnic;
+
+namespace Onload.Driverlink;
+
+/// <summary>
+/// UDP datagrams that reach a port's backing kernel socket instead of the VNIC: what port filters cannot steer.
+/// The XDP program passes every IPv4 fragment to the kernel (only the first carries the ports), and traffic a local
+/// program sends to the host's own address never crosses the interface; the kernel delivers both, whole, to the
+/// kernel socket bound to the port. This reads them there and hands them to the stack as received frames (one, or
+/// IPv4 fragments the stack reassembles as any others), so a socket on the stack sees every datagram sent to it.
+/// </summary>
+/// <remarks>
+/// A watcher thread waits on an epoll set of the UDP backing sockets (edge-triggered) and raises a flag that
+/// <see cref="Drain"/> (called from the VNIC's Receive, on the stack's thread) reads with one volatile load: the
+/// busy-polling path costs nothing more until a datagram comes this way. The thread also writes an eventfd that
+/// is part of the VNIC's wait set, so a sleeping stack wakes for it.
+/// </remarks>
+internal sealed unsafe partial class KernelSideChannel : IDisposable
+{
+    private const int MaxDatagram = 65_535;
+    private const int EthHeader = 14;
+    private const int IpHeader = 20;
+    private const int UdpHeader = 8;
+    /// <summary>The source MAC of the frames made here: locally administered, never a real neighbour's.</summary>
+    private static readonly MacAddress KernelMac = MacAddress.Parse("02:00:00:00:00:00");
+
+    private readonly MacAddress _mac;
+    private readonly int _epoll;
+    private readonly int _wake;
+    private readonly int _stop;
+    private readonly Thread _watcher;
+    private readonly Dictionary<int, (uint Address, ushort Port)> _sockets = [];
+    private readonly byte[] _datagram = new byte[MaxDatagram];
+    private int[] _fds = [];
+    private volatile int _pending;
+    private volatile bool _stopping;
+    private ushort _ipId;
+
+    /// <summary>Datagrams taken from the kernel sockets and handed to the stack.</summary>
+    public long Delivered;
+    /// <summary>Datagrams dropped because the VNIC's pool had too few buffers for their frames.</summary>
+    public long DroppedNoBuffer;
+
+    public KernelSideChannel(MacAddress mac)
+    {
+        _mac = mac;
+        _epoll = EpollCreate1(EPOLL_CLOEXEC);
+        _wake = EventFd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        _stop = EventFd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        if (_epoll < 0 || _wake < 0 || _stop < 0 || !Control(EPOLL_CTL_ADD, _stop, EPOLLIN))
+            throw new IOException($"driverlink: kernel side channel: errno {Marshal.GetLastPInvokeError()}");
+        _watcher = new Thread(Watch) { IsBackground = true, Name = "driverlink kernel sockets" };
+        _watcher.Start();
+    }
+
+    /// <summary>Readable while datagrams wait: part of the VNIC's wait set.</summary>
+    public int WaitHandle => _wake;
+
+    public bool Pending => _pending != 0;
+
+    /// <summary>Watches a UDP backing socket bound to <paramref name="address"/>:<paramref name="port"/>.</summary>
+    public void Add(int fd, uint address, ushort port)
+    {
+        if (!Control(EPOLL_CTL_ADD, fd, EPOLLIN | EPOLLET))
+            throw new IOException($"driverlink: epoll_ctl(ADD) of a backing socket: errno {Marshal.GetLastPInvokeError()}");
+        _sockets[fd] = (address, port);
+        _fds = [.. _sockets.Keys];
+        _pending = 1; // something may have come before the socket was watched
+    }
+
+    public void Remove(int fd)
+    {
+        if (_sockets.Remove(fd))
+        {
+            _ = Control(EPOLL_CTL_DEL, fd, 0);
+            _fds = [.. _sockets.Keys];
+        }
+    }
+
+    /// <summary>
+    /// Moves waiting datagrams into <paramref name="batch"/> as frames in <paramref name="pool"/>'s buffers; returns
+    /// how many frames. A datagram needing more frames than the batch has room for goes out over several calls,
+    /// the flag staying up meanwhile.
+    /// </summary>
+    public int Drain(Span<PacketDescriptor> batch, BufferPool pool, int mtu)
+    {
+        _pending = 0;
+        ulong drained;
+        _ = Read(_wake, &drained, 8);
+        int n = 0;
+        int perFragment = (mtu - IpHeader) & ~7;
+        while (n < batch.Length)
+        {
+            if (_stagedLength < 0 && !TakeNext())
+                return n;
+            n += EmitStaged(batch[n..], pool, perFragment);
+        }
+        _pending = 1; // the batch is full: there may be more
+        return n;
+    }
+
+    // The datagram being handed on: its bytes in _datagram, and the next fragment to emit.
+    private int _stagedLength = -1;
+    private int _stagedOffset;
+    private ushort _stagedId;
+    private Ipv4Endpoint _stagedSource;
+    private Ipv4Endpoint _stagedDestination;
+    private int _cursor;
+
+    /// <summary>Reads the next datagram from the sockets in turn into <see cref="_datagram"/>; false when all are empty.</summary>
+    private bool TakeNext()
+    {
+        var fds = _fds;
+        for (int tried = 0; tried < fds.Length; tried++)
+        {
+            int fd = fds[_cursor % fds.Length];
+            SockAddrIn from;
+            uint fromLength = (uint)sizeof(SockAddrIn);
+            nint got;
+            fixed (byte* p = _datagram)
+                got = RecvFrom(fd, p, (nuint)_datagram.Length, MSG_DONTWAIT, &from, &fromLength);
+            if (got < 0)
+            {
+                _cursor++; // EAGAIN: this socket is empty (an edge comes with its next datagram)
+                continue;
+            }
+            var (address, port) = _sockets[fd];
+            _stagedLength = (int)got;
+            _stagedOffset = 0;
+            _stagedId = ++_ipId;
+            _stagedSource = new Ipv4Endpoint(new Ipv4Address(BinaryPrimitives.ReverseEndianness(from.Address)),
+                BinaryPrimitives.ReverseEndianness(from.Port));
+            _stagedDestination = new Ipv4Endpoint(new Ipv4Address(address), port);
+            Delivered++;
+            return true;
+        }
+        return false;
+    }
+
+    /// <summary>
+    /// Emits the staged datagram's next frames: one frame if it fits the MTU, else IPv4 fragments of
+    /// <paramref name="perFragment"/> bytes, which the stack reassembles as any others. UDP checksum 0 (none, valid
+    /// for IPv4): the kernel has checked it already.
+    /// </summary>
+    private int EmitStaged(Span<PacketDescriptor> batch, BufferPool pool, int perFragment)
+    {
+        int ipPayload = UdpHeader + _stagedLength;
+        var payload = _datagram.AsSpan(0, _stagedLength);
+        int n = 0;
+        while (n < batch.Length && _stagedOffset < ipPayload)
+        {
+            if (!pool.TryAllocate(out int buffer))
+            {
+                // The rest of this datagram is lost; fragments already handed on time out in reassembly.
+                DroppedNoBuffer++;
+                _stagedLength = -1;
+                return n;
+            }
+            int offset = _stagedOffset;
+            int length = Math.Min(perFragment, ipPayload - offset);
+            bool last = offset + length == ipPayload;
+            var frame = pool.Span(buffer);
+            new EthernetFrame(frame).WriteHeader(_mac, KernelMac, EtherType.Ipv4);
+            var ipBytes = frame[EthHeader..];
+            var data = ipBytes[IpHeader..];
+            int copy = length;
+            int payloadStart = offset - UdpHeader;
+            if (offset == 0)
+            {
+                // The UDP header travels in the first fragment; the payload's bytes follow it across the others.
+                BinaryPrimitives.WriteUInt16BigEndian(data, _stagedSource.Port);
+                BinaryPrimitives.WriteUInt16BigEndian(data[2..], _stagedDestination.Port);
+                BinaryPrimitives.WriteUInt16BigEndian(data[4..], (ushort)ipPayload);
+                BinaryPrimitives.WriteUInt16BigEndian(data[6..], 0);
+                data = data[UdpHeader..];
+                copy -= UdpHeader;
+                payloadStart = 0;
+            }
+            payload.Slice(payloadStart, copy).CopyTo(data);
+            ushort flagsAndOffset = (ushort)((offset / 8) | (last ? 0 : 0x2000));
+            new Ipv4Packet(ipBytes).WriteHeader(_stagedSource.Address, _stagedDestination.Address, IpProtocol.Udp, length,
+                _stagedId, 64, flagsAndOffset, 0, optionWords: 0);
+            batch[n++] = new PacketDescriptor(buffer, EthHeader + IpHeader + length);
+            _stagedOffset += length;
+        }
+        if (_stagedOffset >= ipPayload)
+            _stagedLength = -1;
+        return n;
+    }
+
+    private void Watch()
+    {
+        var events = stackalloc EpollEvent[16];
+        while (!_stopping)
+        {
+            int n = EpollWait(_epoll, events, 16, -1);
+            if (n <= 0 || _stopping)
+                continue;
+            _pending = 1;
+            ulong one = 1;
+            _ = Write(_wake, &one, 8);
+        }
+    }
+
+    private bool Control(int op, int fd, uint events)
+    {
+        var ev = new EpollEvent { Events = events, Data = (ulong)fd };
+        return EpollCtl(_epoll, op, fd, &ev) == 0;
+    }
+
+    public void Dispose()
+    {
+        _stopping = true;
+        ulong one = 1;
+        _ = Write(_stop, &one, 8);
+        _watcher.Join();
+        _ = Close(_epoll);
+        _ = Close(_wake);
+        _ = Close(_stop);
+    }
+
+    [StructLayout(LayoutKind.Sequential, Pack = 4)]
+    private struct EpollEvent
+    {
+        public uint Events;
+        public ulong Data;
+    }
+
+    [StructLayout(LayoutKind.Sequential)]
+    private struct SockAddrIn
+    {
+        public ushort Family;
+        public ushort Port;
+        public uint Address;
+        public ulong Zero;
+    }
+
+    private const int EPOLL_CLOEXEC = 0x80000;
+    private const int EPOLL_CTL_ADD = 1;
+    private const int EPOLL_CTL_DEL = 2;
+    private const uint EPOLLIN = 1;
+    private const uint EPOLLET = 1u << 31;
+    private const int EFD_NONBLOCK = 0x800;
+    private const int EFD_CLOEXEC = 0x80000;
+    private const int MSG_DONTWAIT = 0x40;
+
+    [LibraryImport("libc", EntryPoint = "epoll_create1", SetLastError = true)]
+    private static partial int EpollCreate1(int flags);
+
+    [LibraryImport("libc", EntryPoint = "epoll_ctl", SetLastError = true)]
+    private static partial int EpollCtl(int epfd, int op, int fd, EpollEvent* ev);
+
+    [LibraryImport("libc", EntryPoint = "epoll_wait", SetLastError = true)]
+    private static partial int EpollWait(int epfd, EpollEvent* events, int max, int timeoutMs);
+
+    [LibraryImport("libc", EntryPoint = "eventfd", SetLastError = true)]
+    private static partial int EventFd(uint initval, int flags);
+
+    [LibraryImport("libc", EntryPoint = "recvfrom", SetLastError = true)]
+    private static partial nint RecvFrom(int fd, void* buffer, nuint length, int flags, void* from, uint* fromLength);
+
+    [LibraryImport("libc", EntryPoint = "read", SetLastError = true)]
+    private static partial nint Read(int fd, void* buffer, nuint count);
+
+    [LibraryImport("libc", EntryPoint = "write", SetLastError = true)]
+    private static partial nint Write(int fd, void* buffer, nuint count);
+
+    [LibraryImport("libc", EntryPoint = "close", SetLastError = true)]
+    private static partial int Close(int fd);
+}
