@@ -83,6 +83,8 @@ public sealed partial class NetStack : IDisposable
         _tcpTimestampOffset = (uint)_random.NextUInt64();
         _isnKey0 = _random.NextUInt64();
         _isnKey1 = _random.NextUInt64();
+        _mirror = options.ConnectionMirror;
+        _mirror?.Attach(_mac, _address, _tcpTimestampOffset);
         _challengeAcks = new TokenBucket(options.TcpChallengeAcksPerSecond, options.TcpChallengeAcksPerSecond);
         if (_pool.BufferSize < EthernetFrame.HeaderLength + vnic.Mtu)
             throw new ArgumentException($"{vnic.Spec}: buffers of {_pool.BufferSize} bytes cannot hold a {vnic.Mtu}-byte MTU frame");

@@ -48,6 +48,13 @@ public sealed record StackOptions
     /// </summary>
     public IStackControl? Control { get; init; }
 
+    /// <summary>
+    /// Where the stack keeps a copy of its TCP connections' state for another process (the driverlink daemon) to
+    /// close them if this one dies (<see cref="Tcp.ConnectionMirror"/>); null, the default, keeps none. It must
+    /// have at least <see cref="TcpConnections"/> records and belong to one stack only.
+    /// </summary>
+    public ConnectionMirror? ConnectionMirror { get; init; }
+
     /// <summary>Datagrams being reassembled at once.</summary>
     public int ReassemblyQueues { get; init; } = 256;
 
@@ -160,5 +167,7 @@ public sealed record StackOptions
         ArgumentOutOfRangeException.ThrowIfLessThan(ArpEntries, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(UdpSockets, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(UdpQueueDatagrams, 1);
+        if (ConnectionMirror is { } mirror && mirror.Records < TcpConnections)
+            throw new ArgumentException($"the connection mirror has {mirror.Records} records for {TcpConnections} TCP connections");
     }
 }

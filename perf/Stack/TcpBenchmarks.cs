@@ -1,5 +1,7 @@
+using System.Runtime.InteropServices;
 using BenchmarkDotNet.Attributes;
 using Onload.Stack;
+using Onload.Stack.Tcp;
 using Onload.Stack.Wire;
 using Onload.Vnic;
 using Onload.Vnic.Sim;
@@ -11,7 +13,7 @@ namespace Onload.Perf.Stack;
 /// acknowledged. The "Allocated" column must read 0 B: no allocation per segment.
 /// </summary>
 [MemoryDiagnoser]
-public class TcpBenchmarks
+public unsafe class TcpBenchmarks
 {
     private VirtualClock _clock = null!;
     private SimLink _link = null!;
@@ -21,14 +23,30 @@ public class TcpBenchmarks
     private int _server;
     private readonly byte[] _segment = new byte[1448];
     private readonly byte[] _read = new byte[65536];
+    private byte* _mirrorA;
+    private byte* _mirrorB;
+
+    /// <summary>Both stacks keep a <see cref="ConnectionMirror"/> (driverlink mode's copy for the daemon).</summary>
+    [Params(false, true)]
+    public bool Mirror { get; set; }
+
+    private ConnectionMirror? NewMirror(ref byte* region)
+    {
+        if (!Mirror)
+            return null;
+        const int connections = 256;
+        nuint size = ConnectionMirror.RegionSize(connections);
+        region = (byte*)NativeMemory.AlignedAlloc(size, 64);
+        return new ConnectionMirror(region, size, connections);
+    }
 
     [GlobalSetup]
     public void Setup()
     {
         _clock = new VirtualClock();
         _link = new SimLink(1, _clock);
-        _a = new NetStack(_link.A, new StackOptions { Address = Ipv4Cidr.Parse("10.4.0.1/24") }, _clock, new SeededRandom(1));
-        _b = new NetStack(_link.B, new StackOptions { Address = Ipv4Cidr.Parse("10.4.0.2/24") }, _clock, new SeededRandom(2));
+        _a = new NetStack(_link.A, new StackOptions { Address = Ipv4Cidr.Parse("10.4.0.1/24"), ConnectionMirror = NewMirror(ref _mirrorA) }, _clock, new SeededRandom(1));
+        _b = new NetStack(_link.B, new StackOptions { Address = Ipv4Cidr.Parse("10.4.0.2/24"), ConnectionMirror = NewMirror(ref _mirrorB) }, _clock, new SeededRandom(2));
         int listener = _b.TcpOpen();
         _b.TcpBind(listener, new Ipv4Endpoint(Ipv4Address.Any, 80));
         _b.TcpListen(listener, 4);
@@ -59,6 +77,9 @@ public class TcpBenchmarks
         _a.Dispose();
         _b.Dispose();
         _link.Dispose();
+        NativeMemory.AlignedFree(_mirrorA);
+        NativeMemory.AlignedFree(_mirrorB);
+        _mirrorA = _mirrorB = null;
     }
 
     [Benchmark(Description = "TCP 1448 B segment: send, receive, read, ACK back")]

@@ -84,6 +84,8 @@ public sealed partial class NetStack
         bool wasIncomplete = e.State == NeighbourState.Incomplete;
         bool changed = e.Mac != mac;
         e.Mac = mac;
+        if (changed || wasIncomplete)
+            _neighbourGeneration++;
         if (confirmed)
         {
             e.State = NeighbourState.Reachable;
@@ -246,6 +248,7 @@ public sealed partial class NetStack
             _pool.Release(buffer);
         }
         _arp.Remove(index);
+        _neighbourGeneration++;
         _timers.Cancel(ArpTimerId(index));
     }
 

@@ -1,8 +1,11 @@
+using System.Runtime.CompilerServices;
+using Onload.Stack.Arp;
 using Onload.Stack.Icmp;
 using Onload.Stack.Memory;
 using Onload.Stack.Tcp;
 using Onload.Stack.Timers;
 using Onload.Stack.Wire;
+using Onload.Vnic;
 
 namespace Onload.Stack;
 
@@ -16,6 +19,10 @@ public sealed partial class NetStack
     private readonly ulong _isnKey1;
     private uint _connectPortCounter;
     private TokenBucket _challengeAcks;
+    private readonly ConnectionMirror? _mirror;
+    /// <summary>Moves whenever a neighbour's MAC is learnt, changes or goes: the mirror looks a peer's MAC up
+    /// again only then.</summary>
+    private uint _neighbourGeneration = 1;
 
     public TcpTable TcpConnections => _tcp;
 
@@ -182,6 +189,7 @@ public sealed partial class NetStack
         t.AcceptNext = -1;
         t.Listener = -1;
         remote = new Ipv4Endpoint(t.RemoteAddress, t.RemotePort);
+        Mirror(c);
         return c;
     }
 
@@ -228,6 +236,7 @@ public sealed partial class NetStack
         Counters.TcpActiveOpens++;
         TcpSendFlags(c, t.Iss, TcpFlags.Syn);
         ScheduleRetransmit(c, RetransmitKind.Rto, _now + BackedOffRto(c));
+        Mirror(c);
         Flush();
         return -(int)Errno.EINPROGRESS;
     }
@@ -282,6 +291,7 @@ public sealed partial class NetStack
         ByteRing.Write(_tcp.SendRing(c), t.SndUna + (uint)t.SndQueued - t.Iss - 1, data[..n]);
         t.SndQueued += n;
         TcpOutput(c);
+        Mirror(c);
         Flush();
         return n;
     }
@@ -309,6 +319,7 @@ public sealed partial class NetStack
                 TcpOutput(c);
                 Flush();
             }
+            Mirror(c); // RCV.NXT - the read point: unread data may be gone
             return n;
         }
         if (t.Error != 0)
@@ -338,6 +349,7 @@ public sealed partial class NetStack
             else if (t.State == TcpState.CloseWait)
                 SetState(ref t, TcpState.LastAck);
             TcpOutput(c);
+            Mirror(c);
             Flush();
         }
         return 0;
@@ -467,7 +479,8 @@ public sealed partial class NetStack
         SetState(ref t, TcpState.Closed);
         if (_control != null)
             TcpReleaseReserved(ref t);
-        _tcp.Free(c); // a child shares its listener's port without owning it: Free leaves that port alone
+        _tcp.Free(c);
+        _mirror?.Clear(c); // a child shares its listener's port without owning it: Free leaves that port alone
     }
 
     private void RemoveFromAcceptQueue(int listener, int c)
@@ -514,7 +527,68 @@ public sealed partial class NetStack
     private void PushPending(int c)
     {
         TcpOutput(c);
+        Mirror(c);
         Flush();
+    }
+
+    /// <summary>Publishes connection <paramref name="c"/>'s state to the mirror, if there is one: called where a
+    /// step of the state machine ends (a segment processed, a socket call, a timer), so one update covers every
+    /// field that step changed.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void Mirror(int c)
+    {
+        if (_mirror != null)
+            MirrorUpdate(c);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void MirrorUpdate(int c)
+    {
+        ref var t = ref _tcp[c];
+        if (!t.InUse)
+        {
+            _mirror!.Clear(c);
+            return;
+        }
+        var r = default(ConnectionMirrorLayout.Copy);
+        r.State = t.State;
+        r.LocalPort = t.LocalPort;
+        r.RemoteAddress = t.RemoteAddress.Value;
+        r.RemotePort = t.RemotePort;
+        r.SndNxt = t.SndNxt;
+        r.RcvNxt = t.RcvNxt;
+        r.SndUna = t.SndUna;
+        r.TsRecent = t.TsRecent;
+        r.TsVal = TcpTimestampNow;
+        r.RcvWndShift = t.RcvWndShift;
+        long window = Seq.Gt(t.RcvAdv, t.RcvNxt) ? (long)(t.RcvAdv - t.RcvNxt) >> t.RcvWndShift : 0;
+        r.Window = (ushort)Math.Min(window, ushort.MaxValue);
+        var flags = MirrorFlags.None;
+        if (t.Readable > 0)
+            flags |= MirrorFlags.Unread;
+        if ((int)(t.SndUna + (uint)t.SndQueued - t.SndNxt) > 0)
+            flags |= MirrorFlags.Unsent;
+        if (t.SndUna != t.SndNxt)
+            flags |= MirrorFlags.Unacked;
+        if (t.Timestamps)
+            flags |= MirrorFlags.Timestamps;
+        if (t.Listener >= 0)
+            flags |= MirrorFlags.NotAccepted;
+        if (t.FinSent)
+            flags |= MirrorFlags.FinSent;
+        if (t.Dead)
+            flags |= MirrorFlags.Dead;
+        r.Flags = flags;
+        var nextHop = _subnet.Contains(t.RemoteAddress) || Options.Gateway is not { } gateway ? t.RemoteAddress : gateway;
+        r.NextHop = nextHop.Value;
+        if (!_mirror!.TryCachedMac(c, t.RemoteAddress, _neighbourGeneration, out var mac))
+        {
+            int i = _arp.Find(nextHop);
+            mac = i >= 0 && _arp[i].State != NeighbourState.Incomplete ? _arp[i].Mac : MacAddress.Zero;
+            _mirror.CacheMac(c, t.RemoteAddress, _neighbourGeneration, mac);
+        }
+        r.RemoteMac = mac.Value;
+        _mirror.Write(c, r);
     }
 
     /// <summary>TCP_CONGESTION: "cubic" or "reno", as Linux names them; -ENOENT for any other, as Linux.</summary>

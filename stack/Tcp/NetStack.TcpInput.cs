@@ -33,6 +33,7 @@ public sealed partial class NetStack
             TimeWaitAcceptsNewSyn(c, seg, options))
         {
             TcpClosed(c); // a new incarnation may reuse the tuple (RFC 9293 §3.6.1, RFC 6191); an unclosed row stays the application's
+            Mirror(c);
             c = -1;
         }
         if (c < 0)
@@ -52,7 +53,10 @@ public sealed partial class NetStack
         else
             SynchronizedInput(c, seg, options);
         if (_tcp.IsValid(c))
+        {
             TcpOutput(c);
+            Mirror(c);
+        }
         return false;
     }
 
@@ -109,6 +113,7 @@ public sealed partial class NetStack
         Counters.TcpPassiveOpens++;
         TcpSendFlags(c, t.Iss, TcpFlags.Syn | TcpFlags.Ack);
         ScheduleRetransmit(c, RetransmitKind.Rto, _now + BackedOffRto(c));
+        Mirror(c);
     }
 
     /// <summary>What a SYN says: the peer's MSS, window scale, SACK and timestamps, and its window.</summary>

@@ -26,6 +26,8 @@ public sealed partial class NetStack
                 KeepaliveTimer(c);
                 break;
         }
+        if (_tcp.IsValid(c))
+            Mirror(c);
     }
 
     /// <summary>The RTO with its exponential backoff (RFC 6298 §5.5). The estimate itself is kept apart, as Linux
