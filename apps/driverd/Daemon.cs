@@ -3,6 +3,7 @@ using System.Net.Sockets;
 using System.Runtime.InteropServices;
 using System.Security.Cryptography;
 using Onload.Driverlink;
+using Onload.Stack.Tcp;
 using Onload.Vnic;
 using Onload.Vnic.AfXdp;
 using Onload.Vnic.Netlink;
@@ -159,7 +160,7 @@ internal sealed unsafe partial class Daemon : IDisposable
             switch (message)
             {
                 case AttachRequest a:
-                    Attach(client, a);
+                    Attach(client, a, received);
                     break;
                 case Detach d:
                     if (_vnics.TryGetValue(d.VnicId, out var v) && v.Client == client)
@@ -269,9 +270,16 @@ internal sealed unsafe partial class Daemon : IDisposable
 
     // ------------------------------------------------------------------------------------------------ VNICs
 
-    private void Attach(ClientSession client, AttachRequest a)
+    private void Attach(ClientSession client, AttachRequest a, Span<int> received)
     {
+        if (received.Length > 1)
+        {
+            Reply(client, AttachReply.Failure(AttachStatus.InvalidRequest, $"an attach carries at most one descriptor (the connection mirror), not {received.Length}") with { RequestId = a.RequestId });
+            return;
+        }
         var reply = TryAttach(client, a, out int xskFd);
+        if (reply.Status == AttachStatus.Ok && received.Length == 1)
+            MapMirror(_vnics[reply.VnicId], received[0]);
         if (xskFd >= 0)
         {
             Reply(client, reply, [xskFd]);
@@ -365,12 +373,15 @@ internal sealed unsafe partial class Daemon : IDisposable
         return new SharedForwarder(xsk, iface.Mac, _options.MaxVnics, _options.ForwarderSpin);
     }
 
-    /// <summary>Gives back a VNIC: its filters first (so nothing more is steered to it), then its rings or socket.</summary>
+    /// <summary>Gives back a VNIC: its filters first (so nothing more is steered to it), then its connections are
+    /// closed toward their peers as the kernel closes a dead process's (a live client has closed them already), then
+    /// its rings or socket go.</summary>
     private void Release(VnicRecord v)
     {
         foreach (var f in v.Filters.ToArray())
             UninstallFilter(v, f);
         var iface = v.Interface;
+        CloseOrphans(v);
         if (v.Mode == VnicMode.Exclusive)
         {
             if (v.SocketInstalled)
@@ -388,6 +399,86 @@ internal sealed unsafe partial class Daemon : IDisposable
         _vnics.Remove(v.Id);
         v.Client.Vnics.Remove(v);
         Log($"client pid {v.Client.Credentials.Pid}: VNIC {v.Id} on {iface.Name} released");
+    }
+
+    // ------------------------------------------------------------------------------------------------ orphans
+
+    /// <summary>The largest connection mirror the daemon maps (65,536 TCP rows).</summary>
+    private const long MaxMirrorBytes = 64 + 65_536L * 128;
+
+    /// <summary>Maps a client's connection mirror read-only (the memfd it passed with its attach; the mapping
+    /// outlives the descriptor and the client).</summary>
+    private static void MapMirror(VnicRecord v, int fd)
+    {
+        long length = Lseek(fd, 0, SEEK_END);
+        if (length <= 0 || length > MaxMirrorBytes)
+        {
+            Log($"client pid {v.Client.Credentials.Pid}: a connection mirror of {length} bytes ignored");
+            return;
+        }
+        void* region = Mmap(null, (nuint)length, PROT_READ, MAP_SHARED, fd, 0);
+        if (region == (void*)-1)
+        {
+            Log($"client pid {v.Client.Credentials.Pid}: mmap of its connection mirror: errno {Marshal.GetLastPInvokeError()}");
+            return;
+        }
+        v.Mirror = (nint)region;
+        v.MirrorLength = (nuint)length;
+    }
+
+    /// <summary>
+    /// Sends for each of the VNIC's TCP connections what Linux sends when the process owning a socket exits with
+    /// it open (FIN, or RST where data was left unread or unsent), from the connection mirror, on the interface.
+    /// The peer's answer then reaches the kernel, which has no socket there and resets it at the exact sequence.
+    /// </summary>
+    private void CloseOrphans(VnicRecord v)
+    {
+        if (v.Mirror == 0)
+            return;
+        var actions = OrphanCloser.Plan((byte*)v.Mirror, v.MirrorLength);
+        _ = Munmap((void*)v.Mirror, v.MirrorLength);
+        v.Mirror = 0;
+        if (actions.Count == 0)
+            return;
+        int fins = 0, resets = 0, unresolved = 0, failed = 0;
+        Span<byte> frame = stackalloc byte[OrphanCloser.MaxFrameLength];
+        try
+        {
+            var sender = v.Interface.RawSender ??= new RawFrameSender(v.Interface.Name);
+            IReadOnlyList<Neighbour>? neighbours = null;
+            foreach (var planned in actions)
+            {
+                var a = planned;
+                if (a.NeedsNeighbour)
+                {
+                    neighbours ??= _rtnl.DumpNeighbours();
+                    var n = neighbours.FirstOrDefault(x => x.InterfaceIndex == v.Interface.IfIndex && x.Ipv4 == a.NextHop.Value && x.Mac != MacAddress.Zero);
+                    if (n is null)
+                    {
+                        unresolved++;
+                        continue;
+                    }
+                    a = a with { RemoteMac = n.Mac };
+                }
+                int length = OrphanCloser.BuildFrame(in a, frame);
+                if (length == 0 || sender.Send(frame[..length]) != 0)
+                {
+                    failed++;
+                    continue;
+                }
+                if (a.Kind == OrphanKind.Fin)
+                    fins++;
+                else
+                    resets++;
+            }
+        }
+        catch (IOException e)
+        {
+            Log($"{v.Interface.Name}: raw socket for closing connections: {e.Message}");
+            return;
+        }
+        Log($"client pid {v.Client.Credentials.Pid}: closed {fins + resets} TCP connections toward their peers ({fins} FIN, {resets} RST" +
+            (unresolved + failed > 0 ? $"; {unresolved} without a neighbour, {failed} not sent" : "") + ")");
     }
 
     // ------------------------------------------------------------------------------------------------ filters
@@ -556,6 +647,7 @@ internal sealed unsafe partial class Daemon : IDisposable
         }
         foreach (var i in _interfaces.Values)
         {
+            i.RawSender?.Dispose();
             i.Forwarder?.Dispose();
             i.Steering.Dispose();
         }
@@ -583,6 +675,19 @@ internal sealed unsafe partial class Daemon : IDisposable
     private const int ENOSPC = 28;
     private const int EADDRINUSE = 98;
 
+    private const int SEEK_END = 2;
+    private const int PROT_READ = 1;
+    private const int MAP_SHARED = 1;
+
+    [LibraryImport("libc", EntryPoint = "lseek", SetLastError = true)]
+    private static partial long Lseek(int fd, long offset, int whence);
+
+    [LibraryImport("libc", EntryPoint = "mmap", SetLastError = true)]
+    private static partial void* Mmap(void* address, nuint length, int protection, int flags, int fd, nint offset);
+
+    [LibraryImport("libc", EntryPoint = "munmap", SetLastError = true)]
+    private static partial int Munmap(void* address, nuint length);
+
     [LibraryImport("libc", EntryPoint = "poll", SetLastError = true)]
     private static partial int Poll(PollFd* fds, nuint count, int timeoutMs);
 }
@@ -605,6 +710,9 @@ internal sealed class VnicRecord(uint id, ClientSession client, AcceleratedInter
     public VnicMode Mode { get; } = mode;
     public int Slot { get; } = slot;
     public int XskFd { get; set; } = -1;
+    /// <summary>The client's connection mirror, mapped read-only; 0 if it passed none.</summary>
+    public nint Mirror { get; set; }
+    public nuint MirrorLength { get; set; }
     public bool SocketInstalled { get; set; }
     public string ShmName { get; set; } = "";
     public List<InstalledFilter> Filters { get; } = [];
@@ -621,6 +729,8 @@ internal sealed class AcceleratedInterface(string name, int ifIndex, MacAddress 
     public List<InterfaceAddress> Addresses { get; set; } = [];
     public uint Gateway { get; set; }
     public SharedForwarder? Forwarder { get; set; }
+    /// <summary>For the frames that close a dead client's connections (opened on first need).</summary>
+    public RawFrameSender? RawSender { get; set; }
     public VnicRecord? Exclusive { get; set; }
     public int SharedCount { get; set; }
     public Dictionary<(FilterProtocol, uint, ushort), VnicRecord> Filters { get; } = [];

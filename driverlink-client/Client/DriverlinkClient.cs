@@ -178,13 +178,15 @@ public sealed partial class DriverlinkClient : IDisposable
     }
 
     /// <summary>
-    /// Asks for a VNIC on <paramref name="interfaceName"/>. On success the reply and the descriptors that came with
-    /// it (the AF_XDP socket in exclusive mode), which the caller now owns. A refusal throws
-    /// <see cref="DriverlinkException"/> with the daemon's words.
+    /// Asks for a VNIC. On success the reply and the descriptors that came with it (the AF_XDP socket in exclusive
+    /// mode), which the caller now owns. A refusal throws <see cref="DriverlinkException"/> with the daemon's words.
+    /// <paramref name="connectionMirror"/>, when given, is the memfd of the stack's connection mirror
+    /// (<see cref="Onload.Stack.Tcp.ConnectionMirror"/>), which the daemon maps to close the stack's connections
+    /// toward their peers if this process dies.
     /// </summary>
-    public AttachReply Attach(AttachRequest request, out int[] descriptors)
+    public AttachReply Attach(AttachRequest request, out int[] descriptors, int connectionMirror = -1)
     {
-        var reply = Request(request, out descriptors);
+        var reply = Request(request, out descriptors, connectionMirror);
         if (reply is not AttachReply attach)
         {
             CloseAll(descriptors);

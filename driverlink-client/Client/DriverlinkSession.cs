@@ -1,4 +1,6 @@
+using System.Runtime.InteropServices;
 using Onload.Stack;
+using Onload.Stack.Tcp;
 using Onload.Stack.Wire;
 using Onload.Vnic;
 using Onload.Vnic.AfXdp;
@@ -17,15 +19,24 @@ namespace Onload.Driverlink;
 /// using var stack = new NetStack(session.Vnic, session.StackOptions());
 /// </code>
 /// </example>
-public sealed class DriverlinkSession : IStackControl, IDisposable
+public sealed unsafe partial class DriverlinkSession : IStackControl, IDisposable
 {
+    /// <summary>TCP rows the connection mirror has room for, unless <see cref="Open"/> is told otherwise
+    /// (<see cref="Onload.Stack.StackOptions.TcpConnections"/>'s default).</summary>
+    public const int DefaultTcpConnections = 256;
+
     private readonly DriverlinkClient _client;
     private readonly AttachReply _attachment;
     private readonly Dictionary<(byte Protocol, ushort Port), int> _backing = [];
     private bool _disposed;
 
-    private DriverlinkSession(DriverlinkClient client, AttachReply attachment, DriverlinkVnic vnic)
+    private readonly ConnectionMirror _mirror;
+    private readonly int _mirrorFd;
+
+    private DriverlinkSession(DriverlinkClient client, AttachReply attachment, DriverlinkVnic vnic, ConnectionMirror mirror, int mirrorFd)
     {
+        _mirror = mirror;
+        _mirrorFd = mirrorFd;
         _client = client;
         _attachment = attachment;
         Vnic = vnic;
@@ -55,13 +66,42 @@ public sealed class DriverlinkSession : IStackControl, IDisposable
     /// Throws <see cref="DriverlinkException"/> with the daemon's reason when refused.
     /// </summary>
     public static DriverlinkSession Open(string interfaceName, VnicMode mode = VnicMode.Shared, DriverlinkClientOptions? options = null,
-        int ringSize = 0, int bufferCount = 0)
+        int ringSize = 0, int bufferCount = 0, int tcpConnections = DefaultTcpConnections)
     {
         ArgumentNullException.ThrowIfNull(interfaceName);
-        var client = DriverlinkClient.Connect(options);
+        ArgumentOutOfRangeException.ThrowIfLessThan(tcpConnections, 1);
+        // The connection mirror lives in a memfd the daemon maps too: if this process dies, the daemon closes its
+        // TCP connections toward their peers from it.
+        nuint mirrorBytes = ConnectionMirror.RegionSize(tcpConnections);
+        int mirrorFd = MemfdCreate("onload-connection-mirror", MFD_CLOEXEC);
+        if (mirrorFd < 0 || Ftruncate(mirrorFd, (nint)mirrorBytes) != 0)
+        {
+            int e = Marshal.GetLastPInvokeError();
+            if (mirrorFd >= 0)
+                _ = CloseFd(mirrorFd);
+            throw new DriverlinkException($"driverlink: memfd for the connection mirror: errno {e}", e);
+        }
+        void* region = Mmap(null, mirrorBytes, PROT_READ | PROT_WRITE, MAP_SHARED, mirrorFd, 0);
+        if (region == (void*)-1)
+        {
+            int e = Marshal.GetLastPInvokeError();
+            _ = CloseFd(mirrorFd);
+            throw new DriverlinkException($"driverlink: mmap of the connection mirror: errno {e}", e);
+        }
+        DriverlinkClient client;
         try
         {
-            var reply = client.Attach(new AttachRequest(interfaceName, mode, (uint)ringSize, (uint)ringSize, (uint)bufferCount), out var fds);
+            client = DriverlinkClient.Connect(options);
+        }
+        catch
+        {
+            _ = Munmap(region, mirrorBytes);
+            _ = CloseFd(mirrorFd);
+            throw;
+        }
+        try
+        {
+            var reply = client.Attach(new AttachRequest(interfaceName, mode, (uint)ringSize, (uint)ringSize, (uint)bufferCount), out var fds, mirrorFd);
             IVnic? inner = null;
             try
             {
@@ -84,7 +124,7 @@ public sealed class DriverlinkSession : IStackControl, IDisposable
                 else
                     inner = ShmVnic.Open(reply.ShmName, vnicOptions);
                 var vnic = new DriverlinkVnic(interfaceName, inner, reply.Mac, reply.Mtu, client.EventFd);
-                return new DriverlinkSession(client, reply, vnic);
+                return new DriverlinkSession(client, reply, vnic, new ConnectionMirror((byte*)region, mirrorBytes, tcpConnections), mirrorFd);
             }
             catch
             {
@@ -98,6 +138,8 @@ public sealed class DriverlinkSession : IStackControl, IDisposable
         catch
         {
             client.Dispose();
+            _ = Munmap(region, mirrorBytes);
+            _ = CloseFd(mirrorFd);
             throw;
         }
     }
@@ -106,9 +148,13 @@ public sealed class DriverlinkSession : IStackControl, IDisposable
     public StackOptions StackOptions(StackOptions? template = null)
     {
         var gateway = _attachment.Gateway != 0 ? new Ipv4Address(_attachment.Gateway) : (Ipv4Address?)null;
-        return template is null
-            ? new StackOptions { Address = Address, Gateway = gateway, Control = this, GratuitousArp = false }
-            : template with { Address = Address, Gateway = gateway, Control = this, GratuitousArp = false };
+        var options = template is null
+            ? new StackOptions { Address = Address, Gateway = gateway, Control = this, GratuitousArp = false, ConnectionMirror = _mirror }
+            : template with { Address = Address, Gateway = gateway, Control = this, GratuitousArp = false, ConnectionMirror = _mirror };
+        if (options.TcpConnections > _mirror.Records)
+            throw new ArgumentException($"the stack has {options.TcpConnections} TCP rows and the connection mirror {_mirror.Records}: " +
+                "open the session with tcpConnections set to the stack's", nameof(template));
+        return options;
     }
 
     // ------------------------------------------------------------------------------------------------ IStackControl
@@ -217,5 +263,27 @@ public sealed class DriverlinkSession : IStackControl, IDisposable
             _client.Detach(VnicId);
         Vnic.Dispose();
         _client.Dispose();
+        _ = Munmap(_mirror.Region, ConnectionMirror.RegionSize(_mirror.Records));
+        _ = CloseFd(_mirrorFd);
     }
+
+    private const uint MFD_CLOEXEC = 1;
+    private const int PROT_READ = 1;
+    private const int PROT_WRITE = 2;
+    private const int MAP_SHARED = 1;
+
+    [LibraryImport("libc", EntryPoint = "memfd_create", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+    private static partial int MemfdCreate(string name, uint flags);
+
+    [LibraryImport("libc", EntryPoint = "ftruncate", SetLastError = true)]
+    private static partial int Ftruncate(int fd, nint length);
+
+    [LibraryImport("libc", EntryPoint = "mmap", SetLastError = true)]
+    private static partial void* Mmap(void* address, nuint length, int protection, int flags, int fd, nint offset);
+
+    [LibraryImport("libc", EntryPoint = "munmap", SetLastError = true)]
+    private static partial int Munmap(void* address, nuint length);
+
+    [LibraryImport("libc", EntryPoint = "close", SetLastError = true)]
+    private static partial int CloseFd(int fd);
 }

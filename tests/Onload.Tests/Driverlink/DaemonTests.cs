@@ -125,7 +125,9 @@ public class DaemonTests
                 var r = raw.Receive(new int[4], out _);
                 Assert.That(r.Status, Is.EqualTo(ReceiveStatus.PeerClosed), "the daemon hangs up on a broken client");
             }
-            Assert.That(dl.Daemon.Stderr, Does.Contain("malformed message").And.Contain("before Hello"));
+            // The log comes through a pipe the test reads asynchronously: wait for it rather than race it.
+            Poll.Until(() => dl.Daemon.Stderr.Contains("malformed message", StringComparison.Ordinal) &&
+                dl.Daemon.Stderr.Contains("before Hello", StringComparison.Ordinal), Deadline, "the daemon's log of the refusals");
 
             using var owner = DriverlinkClient.Connect(dl.ClientOptions);
             var vnic = owner.Attach(new AttachRequest(dl.Interface, VnicMode.Exclusive, 0, 0, 0), out var fds);
@@ -180,7 +182,8 @@ public class DaemonTests
             Assert.That(raw.Receive(new int[4], out _).Status, Is.EqualTo(ReceiveStatus.PeerClosed));
             return 0;
         });
-        Assert.That(dl.Daemon.Stderr, Does.Contain("incompatible protocol versions"));
+        Poll.Until(() => dl.Daemon.Stderr.Contains("incompatible protocol versions", StringComparison.Ordinal), Deadline,
+            "the daemon's log of the refusal");
     }
 
     [Test]

@@ -102,4 +102,20 @@ public class DriverlinkEchoTests
         Assert.That(Echo(dl, $"TCP:{dl.HostAddress}:7202", blob), Is.EqualTo(blob), "a new client serves the same port");
         Assert.That(dl.Daemon.HasExited, Is.False);
     }
+
+    [Test]
+    public void A_peer_waiting_to_read_sees_the_end_when_the_client_is_killed([Values("shared", "exclusive")] string mode)
+    {
+        using var dl = new DriverlinkPair();
+        var a = StartEcho(dl, mode, "--tcp", "7302");
+        // The kernel's client sends nothing and only reads: nothing it does would ever reach the kernel's RST.
+        var reader = dl.Peer.Start("socat", "-u", $"TCP:{dl.HostAddress}:7302", "STDOUT");
+        Poll.Until(() => dl.Peer.Exec("ss -tn state established").Contains($"{dl.HostAddress}:7302", StringComparison.Ordinal),
+            Deadline, "the reader connected");
+        Netns.Netns.Run($"kill -9 {a.Pid}");
+        Assert.That(reader.WaitForExit(Deadline), Is.True, "the reader saw its connection end");
+        Assert.That(reader.ExitCode, Is.EqualTo(0), "with an orderly end of stream (FIN): nothing was left unread " + reader.Stderr);
+        Poll.Until(() => dl.Daemon.Stderr.Contains("closed 1 TCP connections toward their peers (1 FIN, 0 RST)", StringComparison.Ordinal),
+            Deadline, "the daemon closing the dead client's connection: " + dl.Daemon.Stderr);
+    }
 }
