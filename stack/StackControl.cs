@@ -40,4 +40,12 @@ public interface IStackControl
     /// <summary>Applies waiting control events (neighbours, MTU, link state, suspend) to
     /// <paramref name="stack"/>, on the stack's own thread: <see cref="NetStack.Poll"/> calls it.</summary>
     void ApplyEvents(NetStack stack);
+
+    /// <summary>
+    /// Sends a UDP datagram from the stack's <paramref name="localPort"/> (reserved through <see cref="ReservePort"/>)
+    /// to the host's own address, which only the kernel can deliver (its programs listen there): through the port's
+    /// kernel socket. Returns the payload length or a negated errno; by default -ENETUNREACH, as a stack without
+    /// loopback answers.
+    /// </summary>
+    int SendToKernel(ushort localPort, Wire.Ipv4Endpoint destination, ReadOnlySpan<byte> payload) => -(int)Errno.ENETUNREACH;
 }

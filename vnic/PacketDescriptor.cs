@@ -26,4 +26,10 @@ public enum PacketFlags
     /// checksum left for offload (AF_PACKET's TP_STATUS_CSUMNOTREADY) or already verified by hardware.
     /// </summary>
     ChecksumTrusted = 1,
+
+    /// <summary>
+    /// Made from a datagram the host's kernel delivered to a port's kernel socket (driverlink), not received from
+    /// the wire: its source may be the host's own address, which from the wire would be a martian. No backend sets it.
+    /// </summary>
+    FromHostKernel = 2,
 }

@@ -44,7 +44,7 @@ root.SetAction(parse =>
     {
         Interfaces = interfaces.Distinct().ToList(),
         SocketName = parse.GetValue(socketOption)!,
-        Grace = parse.GetValue(graceOption) is { } g ? TimeSpan.FromSeconds(g) : options.Grace,
+        Grace = (parse.GetValue(graceOption) ?? GraceFromEnvironment()) is { } g ? TimeSpan.FromSeconds(g) : options.Grace,
         MaxVnics = parse.GetValue(maxVnicsOption) ?? options.MaxVnics,
         MaxFiltersPerVnic = parse.GetValue(maxFiltersOption) ?? options.MaxFiltersPerVnic,
         MaxRingSize = parse.GetValue(maxRingOption) ?? options.MaxRingSize,
@@ -89,6 +89,11 @@ root.SetAction(parse =>
 });
 
 return root.Parse(args).Invoke();
+
+// ONLOAD_DRIVERD_GRACE: the grace period of a daemon a client started (it passes no flags but the socket name).
+static double? GraceFromEnvironment() =>
+    double.TryParse(Environment.GetEnvironmentVariable("ONLOAD_DRIVERD_GRACE"), System.Globalization.NumberStyles.Float,
+        System.Globalization.CultureInfo.InvariantCulture, out double g) && g >= 0 ? g : null;
 
 internal static partial class NativeSession
 {

@@ -215,6 +215,11 @@ public sealed unsafe partial class DriverlinkSession : IStackControl, IDisposabl
 
     public void ResolveNeighbour(uint address) => _client.ResolveNeighbour(VnicId, address);
 
+    public int SendToKernel(ushort localPort, Ipv4Endpoint destination, ReadOnlySpan<byte> payload) =>
+        _backing.TryGetValue(((byte)FilterProtocol.Udp, localPort), out int fd)
+            ? BackingSocket.SendTo(fd, payload, destination.Address.Value, destination.Port)
+            : -(int)Onload.Stack.Errno.ENETUNREACH;
+
     public bool EventsPending => _client.EventsPending;
 
     public void ApplyEvents(NetStack stack)

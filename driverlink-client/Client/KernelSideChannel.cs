@@ -183,7 +183,7 @@ internal sealed unsafe partial class KernelSideChannel : IDisposable
             ushort flagsAndOffset = (ushort)((offset / 8) | (last ? 0 : 0x2000));
             new Ipv4Packet(ipBytes).WriteHeader(_stagedSource.Address, _stagedDestination.Address, IpProtocol.Udp, length,
                 _stagedId, 64, flagsAndOffset, 0, optionWords: 0);
-            batch[n++] = new PacketDescriptor(buffer, EthHeader + IpHeader + length);
+            batch[n++] = new PacketDescriptor(buffer, EthHeader + IpHeader + length, PacketFlags.FromHostKernel);
             _stagedOffset += length;
         }
         if (_stagedOffset >= ipPayload)

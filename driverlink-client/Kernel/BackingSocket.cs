@@ -60,6 +60,22 @@ public static unsafe partial class BackingSocket
         return TryLocal(fd, out uint address, out ushort bound) && bound == port && (address == 0 || address == localAddress);
     }
 
+    /// <summary>sendto(2) of one datagram on a UDP backing socket (MSG_DONTWAIT). Returns the bytes sent or a
+    /// negated errno.</summary>
+    public static int SendTo(int fd, ReadOnlySpan<byte> payload, uint address, ushort port)
+    {
+        var to = Encode(address, port);
+        nint sent;
+        fixed (byte* p = payload)
+            sent = SendToNative(fd, p, (nuint)payload.Length, MSG_DONTWAIT, &to, (uint)sizeof(SockAddrIn));
+        return sent >= 0 ? (int)sent : -Marshal.GetLastPInvokeError();
+    }
+
+    private const int MSG_DONTWAIT = 0x40;
+
+    [LibraryImport("libc", EntryPoint = "sendto", SetLastError = true)]
+    private static partial nint SendToNative(int fd, void* buffer, nuint length, int flags, void* to, uint toLength);
+
     /// <summary>Closes a descriptor this class opened or the daemon received.</summary>
     public static void Release(int fd)
     {

@@ -237,13 +237,22 @@ public sealed partial class NetStack
             return -(int)Errno.EINVAL;
         if (payload.Length > MaxIpPayload - UdpDatagram.HeaderLength)
             return -(int)Errno.EMSGSIZE;
+        int rc0;
         var dst = destination.Address;
         if (dst.IsAny)
             dst = _address; // Linux sends to INADDR_ANY as to itself; with no loopback here that is unreachable
         if ((dst.IsLimitedBroadcast || dst == _subnet.DirectedBroadcast) && !socket.Broadcast)
             return -(int)Errno.EACCES;
         if (dst == _address)
-            return -(int)Errno.ENETUNREACH; // sending to our own address needs loopback, which the stack lacks yet
+        {
+            // In driverlink mode our address is the host's, where the kernel's programs listen: the kernel delivers
+            // it, through the port's own kernel socket. In direct mode this needs loopback, which the stack lacks.
+            if (_control is null)
+                return -(int)Errno.ENETUNREACH;
+            if (!socket.Bound && (rc0 = UdpBind(s, new Ipv4Endpoint(Ipv4Address.Any, 0))) != 0)
+                return rc0;
+            return _control.SendToKernel(_udp[s].LocalPort, new Ipv4Endpoint(dst, destination.Port), payload);
+        }
         int rc = Route(dst, out _, out _);
         if (rc != 0)
             return rc;

@@ -75,6 +75,11 @@ public class DriverlinkEchoTests
         // backing socket, and the client hands the datagram to its stack, which answers in fragments of its own.
         var big = RandomNumberGenerator.GetBytes(8000);
         Assert.That(Echo(dl, $"UDP:{dl.HostAddress}:7101", big), Is.EqualTo(big), "a fragmented datagram echoed whole");
+        // A kernel program on the same host, sending to the host's own address: only the kernel can carry that,
+        // both ways, through the port's kernel socket.
+        var local = "from this host\n"u8.ToArray();
+        Assert.That(dl.Host.Pipe($"socat -t 1 -T 3 - UDP:{dl.HostAddress}:7101", local, Deadline), Is.EqualTo(local),
+            "a local program's datagram answered through the kernel");
         Assert.That(System.Text.Encoding.ASCII.GetString(Echo(dl, $"TCP:{dl.HostAddress}:7106", [])).Trim(), Is.EqualTo("kernel-tcp"));
         var second = dl.StartClient("onload-echo", "--interface", dl.Interface, "--mode", "shared", "--udp", "7107");
         Assert.That(second.WaitForExit(Deadline), Is.True);

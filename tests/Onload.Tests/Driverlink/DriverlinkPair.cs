@@ -15,7 +15,15 @@ public sealed class DriverlinkPair : IDisposable
 
     private readonly NamespacePair _pair;
 
+    /// <summary>The pair with no daemon: for tests of a client starting one on demand.</summary>
+    public static DriverlinkPair WithoutDaemon() => new(startDaemon: false, []);
+
     public DriverlinkPair(params string[] daemonArgs)
+        : this(startDaemon: true, daemonArgs)
+    {
+    }
+
+    private DriverlinkPair(bool startDaemon, string[] daemonArgs)
     {
         Netns.Netns.RequireRoot();
         _pair = new NamespacePair();
@@ -24,7 +32,8 @@ public sealed class DriverlinkPair : IDisposable
             _pair.Stack.Ip($"addr add {HostAddress}/{_pair.PrefixLength} dev {Interface}");
             _pair.Stack.Exec($"ethtool -K {Interface} tx off tso off gso off gro off");
             SocketName = $"onload-test-{Environment.ProcessId}-{_pair.Instance}";
-            Daemon = StartDaemon(daemonArgs);
+            if (startDaemon)
+                Daemon = StartDaemon(daemonArgs);
         }
         catch
         {
@@ -45,7 +54,7 @@ public sealed class DriverlinkPair : IDisposable
 
     public string SocketName { get; }
 
-    public NsProcess Daemon { get; private set; }
+    public NsProcess Daemon { get; private set; } = null!;
 
     public TestNamespace Host => _pair.Stack;
 
@@ -53,11 +62,19 @@ public sealed class DriverlinkPair : IDisposable
 
     public NsProcess StartDaemon(params string[] extra)
     {
+        string[] pins = extra.Contains("--pin-root") ? [] : ["--pin-root", "none"];
         var d = Host.Start(Dist.Bin("onload-driverd"), ["--foreground", "--interface", Interface, "--socket-name", SocketName,
-            "--pin-root", "none", .. extra]);
+            .. pins, .. extra]);
         d.WaitForOutput("listening on", Deadline);
         Daemon = d;
         return d;
+    }
+
+    /// <summary>The XDP programs attached to the accelerated interface, by id, as <c>ip -d link</c> shows them.</summary>
+    public string[] XdpProgramIds()
+    {
+        string link = Host.Ip($"-d link show dev {Interface}");
+        return System.Text.RegularExpressions.Regex.Matches(link, @"prog/xdp id (\d+)").Select(m => m.Groups[1].Value).ToArray();
     }
 
     /// <summary>Starts an accelerated program on the stack side, talking to this fixture's daemon only.</summary>

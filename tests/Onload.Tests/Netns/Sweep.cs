@@ -42,6 +42,16 @@ public static partial class Netns
                     removed.Add("link " + name);
             }
         }
+
+        // bpffs mounts a driverlink test made for its daemon's pins: /run/onload-test-bpf-PID.
+        foreach (string dir in Directory.GetDirectories("/run", "onload-test-bpf-*"))
+        {
+            if (int.TryParse(dir[(dir.LastIndexOf('-') + 1)..], out int pid) && Directory.Exists($"/proc/{pid}"))
+                continue;
+            TryRun($"umount -l {dir}");
+            if (TryRun($"rmdir {dir}").Succeeded)
+                removed.Add("bpffs " + dir);
+        }
         return removed;
     }
 
