@@ -48,4 +48,16 @@ public interface IStackControl
     /// loopback answers.
     /// </summary>
     int SendToKernel(ushort localPort, Wire.Ipv4Endpoint destination, ReadOnlySpan<byte> payload) => -(int)Errno.ENETUNREACH;
+
+    /// <summary>
+    /// Makes the host's kernel a member of <paramref name="group"/> for the bound UDP <paramref name="localPort"/>:
+    /// in driverlink mode the kernel does IGMP, and the group's datagrams, which port filters do not steer (they
+    /// match the host's address), reach the stack through the port's kernel socket. Returns 0 or a negated errno.
+    /// </summary>
+    int JoinGroup(ushort localPort, Wire.Ipv4Address group) => 0;
+
+    /// <summary>Undoes <see cref="JoinGroup"/>.</summary>
+    void LeaveGroup(ushort localPort, Wire.Ipv4Address group)
+    {
+    }
 }

@@ -166,7 +166,9 @@ public sealed unsafe partial class DriverlinkSession : IStackControl, IDisposabl
         if (Removed)
             return -(int)Onload.Stack.Errno.ENETDOWN;
         var p = (FilterProtocol)protocol;
-        int fd = BackingSocket.Open(p, Address.Address.Value, ref port);
+        // A UDP port's kernel socket is bound to every address, so that it also receives the datagrams of the
+        // groups the stack joins (a socket bound to one unicast address hears no multicast).
+        int fd = BackingSocket.Open(p, p == FilterProtocol.Udp ? 0 : Address.Address.Value, ref port);
         if (fd < 0)
             return fd;
         FilterStatus status;
@@ -214,6 +216,17 @@ public sealed unsafe partial class DriverlinkSession : IStackControl, IDisposabl
     }
 
     public void ResolveNeighbour(uint address) => _client.ResolveNeighbour(VnicId, address);
+
+    public int JoinGroup(ushort localPort, Ipv4Address group) =>
+        _backing.TryGetValue(((byte)FilterProtocol.Udp, localPort), out int fd)
+            ? BackingSocket.Membership(fd, group.Value, Address.Address.Value, join: true)
+            : -(int)Onload.Stack.Errno.EINVAL;
+
+    public void LeaveGroup(ushort localPort, Ipv4Address group)
+    {
+        if (_backing.TryGetValue(((byte)FilterProtocol.Udp, localPort), out int fd))
+            _ = BackingSocket.Membership(fd, group.Value, Address.Address.Value, join: false);
+    }
 
     public int SendToKernel(ushort localPort, Ipv4Endpoint destination, ReadOnlySpan<byte> payload) =>
         _backing.TryGetValue(((byte)FilterProtocol.Udp, localPort), out int fd)

@@ -72,6 +72,22 @@ public static unsafe partial class BackingSocket
     }
 
     private const int MSG_DONTWAIT = 0x40;
+    private const int IPPROTO_IP = 0;
+    private const int IP_ADD_MEMBERSHIP = 35;
+    private const int IP_DROP_MEMBERSHIP = 36;
+
+    /// <summary>IP_ADD_MEMBERSHIP or IP_DROP_MEMBERSHIP of <paramref name="group"/> on the interface holding
+    /// <paramref name="localAddress"/> (host order both). Returns 0 or a negated errno.</summary>
+    public static int Membership(int fd, uint group, uint localAddress, bool join)
+    {
+        uint* mreq = stackalloc uint[2];
+        mreq[0] = BinaryPrimitives.ReverseEndianness(group);
+        mreq[1] = BinaryPrimitives.ReverseEndianness(localAddress);
+        return SetSockOpt(fd, IPPROTO_IP, join ? IP_ADD_MEMBERSHIP : IP_DROP_MEMBERSHIP, mreq, 8) == 0 ? 0 : -Marshal.GetLastPInvokeError();
+    }
+
+    [LibraryImport("libc", EntryPoint = "setsockopt", SetLastError = true)]
+    private static partial int SetSockOpt(int fd, int level, int name, void* value, uint length);
 
     [LibraryImport("libc", EntryPoint = "sendto", SetLastError = true)]
     private static partial nint SendToNative(int fd, void* buffer, nuint length, int flags, void* to, uint toLength);

@@ -31,8 +31,8 @@ public sealed partial class NetStack
     {
         ref var e = ref _groups[g];
         _vnic.JoinMulticast(e.Group.Value);
-        if (e.Group == IgmpMessage.AllHosts)
-            return; // RFC 3376 §5: never reported
+        if (e.Group == IgmpMessage.AllHosts || _control is not null)
+            return; // RFC 3376 §5: never reported; in driverlink mode the kernel reports for the host
         e.ReportType = IgmpRecordType.ChangeToExcludeMode;
         e.ReportsLeft = IgmpRobustness;
         e.ReportAt = _now;
@@ -43,7 +43,7 @@ public sealed partial class NetStack
     {
         _timers.Cancel(IgmpTimerId(g));
         _vnic.LeaveMulticast(group.Value);
-        if (group == IgmpMessage.AllHosts)
+        if (group == IgmpMessage.AllHosts || _control is not null)
             return;
         if (IgmpV2Compatibility)
             SendIgmp(IgmpMessage.AllRouters, IgmpType.V2LeaveGroup, 0, group);

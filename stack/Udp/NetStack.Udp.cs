@@ -148,6 +148,11 @@ public sealed partial class NetStack
         socket.LocalAddress = local.Address;
         socket.LocalPort = port;
         _udp.BindPort(s, port);
+        // Groups joined before the bind: the kernel joins them now that the port's kernel socket exists.
+        if (_control != null && socket.Memberships > 0)
+            for (int g = 0; g < _groups.Capacity; g++)
+                if (_groups[g].InUse && _groups.IsMember(s, _groups[g].Group))
+                    _ = _control.JoinGroup(port, _groups[g].Group);
         return 0;
     }
 
@@ -369,9 +374,19 @@ public sealed partial class NetStack
             return -(int)Errno.EADDRINUSE;
         if (_udp[s].Memberships >= MaxMembershipsPerSocket)
             return -(int)Errno.ENOBUFS;
+        if (_control is not null && _udp[s].Bound)
+        {
+            int rc = _control.JoinGroup(_udp[s].LocalPort, group);
+            if (rc < 0)
+                return rc;
+        }
         int g = _groups.Join(s, group, out bool first);
         if (g < 0)
+        {
+            if (_control is not null && _udp[s].Bound)
+                _control.LeaveGroup(_udp[s].LocalPort, group);
             return -(int)Errno.ENOBUFS;
+        }
         _udp[s].Memberships++;
         if (first)
             StackJoinedGroup(g);
@@ -387,6 +402,8 @@ public sealed partial class NetStack
         int g = _groups.Leave(s, group, out bool last);
         if (g < 0)
             return -(int)Errno.EADDRNOTAVAIL;
+        if (_control is not null && _udp[s].Bound)
+            _control.LeaveGroup(_udp[s].LocalPort, group);
         _udp[s].Memberships--;
         if (last)
             StackLeftGroup(g, group);

@@ -105,4 +105,39 @@ public class DriverlinkStackTests(string mode)
         Poll.Until(() => dl.Daemon.Stderr.Contains("reconfigured", StringComparison.Ordinal), Deadline, "the daemon's reconfiguration");
         Assert.That(dl.Daemon.Stderr, Does.Contain("XDP program reloaded").And.Not.Contain("did not answer"));
     }
+
+    [Test]
+    public void A_joined_socket_hears_a_kernel_multicast_sender_through_the_hosts_membership()
+    {
+        using var dl = new DriverlinkPair();
+        dl.Peer.Ip($"route add 224.0.0.0/4 dev {dl.Pair.KernelIf}");
+        var group = Ipv4Address.Parse("239.7.7.8");
+        dl.InHost(() =>
+        {
+            using var session = DriverlinkSession.Open(dl.Interface, mode == "shared" ? VnicMode.Shared : VnicMode.Exclusive, dl.ClientOptions);
+            using var stack = new NetStack(session.Vnic, session.StackOptions());
+            int s = stack.UdpOpen();
+            Assert.That(stack.UdpBind(s, new Ipv4Endpoint(Ipv4Address.Any, 5008)), Is.Zero);
+            Assert.That(stack.UdpJoinGroup(s, group), Is.Zero);
+            Assert.That(dl.Host.Ip($"maddr show dev {dl.Interface}"), Does.Contain("239.7.7.8"), "the host's kernel is a member (and does IGMP)");
+            var buf = new byte[2048];
+            int n = 0;
+            Poll.Until(() =>
+            {
+                Netns.Netns.Exec("ip", ["netns", "exec", dl.Peer.Name, "sh", "-c",
+                    $"echo to-the-group | socat -u - UDP-DATAGRAM:239.7.7.8:5008,ip-multicast-if={dl.PeerAddress}"], Deadline);
+                for (int i = 0; i < 200 && n <= 0; i++)
+                {
+                    stack.Poll();
+                    n = stack.UdpReceiveFrom(s, buf, out _);
+                }
+                return n > 0;
+            }, Deadline, "a datagram sent to the group");
+            Assert.That(System.Text.Encoding.ASCII.GetString(buf, 0, n), Is.EqualTo("to-the-group\n"));
+            Assert.That(stack.UdpLeaveGroup(s, group), Is.Zero);
+            Poll.Until(() => !dl.Host.Ip($"maddr show dev {dl.Interface}").Contains("239.7.7.8", StringComparison.Ordinal), Deadline,
+                "the host's kernel leaving the group");
+            return 0;
+        });
+    }
 }
