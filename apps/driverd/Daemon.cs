@@ -6,6 +6,7 @@ using Onload.Driverlink;
 using Onload.Stack.Tcp;
 using Onload.Vnic;
 using Onload.Vnic.AfXdp;
+using Onload.Vnic.Native;
 using Onload.Vnic.Netlink;
 using Onload.Vnic.Shm;
 
@@ -18,7 +19,7 @@ namespace Onload.Apps.Driverd;
 /// process's socket is closed by the kernel, which the daemon sees as a hang-up).
 /// </summary>
 /// <remarks>One thread runs the control loop (this class); each shared-mode interface has a forwarding thread.</remarks>
-internal sealed unsafe partial class Daemon : IDisposable
+internal sealed unsafe class Daemon : IDisposable
 {
     private readonly DaemonOptions _options;
     private readonly DriverlinkSocket _listener;
@@ -80,15 +81,15 @@ internal sealed unsafe partial class Daemon : IDisposable
         {
             if (fds.Length < 2 + _clients.Count)
                 fds = new PollFd[2 + _clients.Count * 2];
-            fds[0] = new PollFd { Fd = _listener.Fd, Events = POLLIN };
-            fds[1] = new PollFd { Fd = _monitor.Fd, Events = POLLIN };
+            fds[0] = new PollFd { Fd = _listener.Fd, Events = LinuxConstants.POLLIN };
+            fds[1] = new PollFd { Fd = _monitor.Fd, Events = LinuxConstants.POLLIN };
             for (int i = 0; i < _clients.Count; i++)
-                fds[2 + i] = new PollFd { Fd = _clients[i].Socket.Fd, Events = POLLIN };
+                fds[2 + i] = new PollFd { Fd = _clients[i].Socket.Fd, Events = LinuxConstants.POLLIN };
             int count = 2 + _clients.Count;
             int rc;
             fixed (PollFd* p = fds)
-                rc = Poll(p, (nuint)count, 200);
-            if (rc < 0 && Marshal.GetLastPInvokeError() != EINTR)
+                rc = Libc.Poll(p, (nuint)count, 200);
+            if (rc < 0 && Marshal.GetLastPInvokeError() != Errno.EINTR)
                 throw new IOException($"poll: errno {Marshal.GetLastPInvokeError()}");
             if (rc > 0)
             {
@@ -215,7 +216,7 @@ internal sealed unsafe partial class Daemon : IDisposable
     private void Reply(ClientSession client, Message message, ReadOnlySpan<int> fds = default)
     {
         int e = client.Socket.Send(message, fds);
-        if (e != 0 && e != EPIPE)
+        if (e != 0 && e != Errno.EPIPE)
             Log($"client pid {client.Credentials.Pid}: send {message.Kind}: errno {e}");
     }
 
@@ -410,13 +411,13 @@ internal sealed unsafe partial class Daemon : IDisposable
     /// outlives the descriptor and the client).</summary>
     private static void MapMirror(VnicRecord v, int fd)
     {
-        long length = Lseek(fd, 0, SEEK_END);
+        long length = Libc.Lseek(fd, 0, UnixIpcConstants.SEEK_END);
         if (length <= 0 || length > MaxMirrorBytes)
         {
             Log($"client pid {v.Client.Credentials.Pid}: a connection mirror of {length} bytes ignored");
             return;
         }
-        void* region = Mmap(null, (nuint)length, PROT_READ, MAP_SHARED, fd, 0);
+        void* region = Libc.Mmap(null, (nuint)length, LinuxConstants.PROT_READ, LinuxConstants.MAP_SHARED, fd, 0);
         if (region == (void*)-1)
         {
             Log($"client pid {v.Client.Credentials.Pid}: mmap of its connection mirror: errno {Marshal.GetLastPInvokeError()}");
@@ -436,7 +437,7 @@ internal sealed unsafe partial class Daemon : IDisposable
         if (v.Mirror == 0)
             return;
         var actions = OrphanCloser.Plan((byte*)v.Mirror, v.MirrorLength);
-        _ = Munmap((void*)v.Mirror, v.MirrorLength);
+        _ = Libc.Munmap((void*)v.Mirror, v.MirrorLength);
         v.Mirror = 0;
         if (actions.Count == 0)
             return;
@@ -511,7 +512,7 @@ internal sealed unsafe partial class Daemon : IDisposable
         if (rc < 0)
         {
             iface.Forwarder?.ClearOwner(protocol, spec.LocalPort);
-            return rc == -ENOSPC ? FilterStatus.TableFull : rc == -EADDRINUSE ? FilterStatus.Conflict : FilterStatus.InvalidRequest;
+            return rc == -Errno.ENOSPC ? FilterStatus.TableFull : rc == -Errno.EADDRINUSE ? FilterStatus.Conflict : FilterStatus.InvalidRequest;
         }
         var installed = new InstalledFilter(spec, received[0]);
         received[0] = -1; // kept: the port stays reserved while the filter steers it
@@ -661,35 +662,7 @@ internal sealed unsafe partial class Daemon : IDisposable
 
     private static bool IsPow2(int v) => v > 0 && (v & (v - 1)) == 0;
 
-    [StructLayout(LayoutKind.Sequential)]
-    private struct PollFd
-    {
-        public int Fd;
-        public short Events;
-        public short Revents;
-    }
 
-    private const short POLLIN = 1;
-    private const int EINTR = 4;
-    private const int EPIPE = 32;
-    private const int ENOSPC = 28;
-    private const int EADDRINUSE = 98;
-
-    private const int SEEK_END = 2;
-    private const int PROT_READ = 1;
-    private const int MAP_SHARED = 1;
-
-    [LibraryImport("libc", EntryPoint = "lseek", SetLastError = true)]
-    private static partial long Lseek(int fd, long offset, int whence);
-
-    [LibraryImport("libc", EntryPoint = "mmap", SetLastError = true)]
-    private static partial void* Mmap(void* address, nuint length, int protection, int flags, int fd, nint offset);
-
-    [LibraryImport("libc", EntryPoint = "munmap", SetLastError = true)]
-    private static partial int Munmap(void* address, nuint length);
-
-    [LibraryImport("libc", EntryPoint = "poll", SetLastError = true)]
-    private static partial int Poll(PollFd* fds, nuint count, int timeoutMs);
 }
 
 internal sealed class ClientSession(DriverlinkSocket socket, PeerCredentials credentials)

@@ -4,6 +4,7 @@ using System.Diagnostics;
 using System.Runtime.InteropServices;
 using Onload.Vnic;
 using Onload.Vnic.AfXdp;
+using Onload.Vnic.Native;
 using Onload.Vnic.Shm;
 
 namespace Onload.Apps.Driverd;
@@ -62,7 +63,7 @@ internal sealed unsafe class SharedForwarder : IDisposable
         _mac = mac;
         _endpoints = new Endpoint?[maxEndpoints];
         _spinTicks = (long)(spin.TotalSeconds * Stopwatch.Frequency);
-        _wakeFd = EventFd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        _wakeFd = Libc.EventFd(0, UnixIpcConstants.EFD_NONBLOCK | UnixIpcConstants.EFD_CLOEXEC);
         if (_wakeFd < 0)
             throw new IOException($"eventfd: errno {Marshal.GetLastPInvokeError()}");
         _thread = new Thread(Run) { IsBackground = true, Name = $"forwarder {xsk.Spec}" };
@@ -82,8 +83,7 @@ internal sealed unsafe class SharedForwarder : IDisposable
             catch (Exception e) { failure = e; }
             finally { done.Set(); }
         });
-        ulong one = 1;
-        _ = Write(_wakeFd, &one, 8);
+        Libc.SignalEventFd(_wakeFd);
         done.Wait();
         if (failure is not null)
             throw new InvalidOperationException("forwarder command failed", failure);
@@ -247,60 +247,31 @@ internal sealed unsafe class SharedForwarder : IDisposable
     {
         Span<PollFd> fds = stackalloc PollFd[2 + _endpoints.Length];
         int count = 0;
-        fds[count++] = new PollFd { Fd = _xsk.WaitHandle, Events = POLLIN };
-        fds[count++] = new PollFd { Fd = _wakeFd, Events = POLLIN };
+        fds[count++] = new PollFd { Fd = _xsk.WaitHandle, Events = LinuxConstants.POLLIN };
+        fds[count++] = new PollFd { Fd = _wakeFd, Events = LinuxConstants.POLLIN };
         foreach (var e in _endpoints)
         {
             if (e is null || !Usable(e))
                 continue;
             if (!e.Vnic.PrepareToSleep())
                 return;
-            fds[count++] = new PollFd { Fd = e.Vnic.WaitHandle, Events = POLLIN };
+            fds[count++] = new PollFd { Fd = e.Vnic.WaitHandle, Events = LinuxConstants.POLLIN };
         }
         if (!((IVnic)_xsk).PrepareToSleep() || !_commands.IsEmpty)
             return;
         fixed (PollFd* p = fds)
-            _ = Poll(p, (nuint)count, 100);
-        ulong drained;
-        _ = Read(_wakeFd, &drained, 8);
+            _ = Libc.Poll(p, (nuint)count, 100);
+        Libc.DrainEventFd(_wakeFd);
     }
 
     public void Dispose()
     {
         _stop = true;
-        ulong one = 1;
-        _ = Write(_wakeFd, &one, 8);
+        Libc.SignalEventFd(_wakeFd);
         _thread.Join();
         foreach (var e in _endpoints)
             e?.Vnic.Dispose();
         _xsk.Dispose();
-        _ = Close(_wakeFd);
+        _ = Libc.Close(_wakeFd);
     }
-
-    [StructLayout(LayoutKind.Sequential)]
-    private struct PollFd
-    {
-        public int Fd;
-        public short Events;
-        public short Revents;
-    }
-
-    private const short POLLIN = 1;
-    private const int EFD_NONBLOCK = 0x800;
-    private const int EFD_CLOEXEC = 0x80000;
-
-    [DllImport("libc", EntryPoint = "poll", SetLastError = true)]
-    private static extern int Poll(PollFd* fds, nuint count, int timeoutMs);
-
-    [DllImport("libc", EntryPoint = "eventfd", SetLastError = true)]
-    private static extern int EventFd(uint initval, int flags);
-
-    [DllImport("libc", EntryPoint = "read", SetLastError = true)]
-    private static extern nint Read(int fd, void* buffer, nuint count);
-
-    [DllImport("libc", EntryPoint = "write", SetLastError = true)]
-    private static extern nint Write(int fd, void* buffer, nuint count);
-
-    [DllImport("libc", EntryPoint = "close", SetLastError = true)]
-    private static extern int Close(int fd);
 }

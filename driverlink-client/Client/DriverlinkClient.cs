@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Reflection;
 using System.Runtime.InteropServices;
+using Onload.Vnic.Native;
 
 namespace Onload.Driverlink;
 
@@ -36,7 +37,7 @@ public sealed class DriverlinkException(string message, int errno = 0) : IOExcep
 /// waiting request, events into a queue that <see cref="TryTakeEvent"/> empties, with <see cref="EventFd"/> written
 /// so that a sleeping stack wakes for them.
 /// </summary>
-public sealed partial class DriverlinkClient : IDisposable
+public sealed class DriverlinkClient : IDisposable
 {
     /// <summary>This library's software version, as Hello carries it.</summary>
     public static readonly string SoftwareVersion =
@@ -63,7 +64,7 @@ public sealed partial class DriverlinkClient : IDisposable
         _socket = socket;
         _options = options;
         DaemonHello = daemon;
-        _eventFd = EventFdCreate(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        _eventFd = Libc.EventFd(0, UnixIpcConstants.EFD_NONBLOCK | UnixIpcConstants.EFD_CLOEXEC);
         if (_eventFd < 0)
             throw new DriverlinkException("driverlink: eventfd failed", Marshal.GetLastPInvokeError());
         _reader = new Thread(ReadLoop) { IsBackground = true, Name = "driverlink reader" };
@@ -236,8 +237,7 @@ public sealed partial class DriverlinkClient : IDisposable
             return true;
         // Empty: clear the flag and the eventfd, then look once more (an event queued in between keeps both set).
         Volatile.Write(ref _eventsPending, 0);
-        ulong drained;
-        unsafe { _ = Read(_eventFd, &drained, 8); }
+        Libc.DrainEventFd(_eventFd);
         if (_events.TryDequeue(out message))
         {
             Volatile.Write(ref _eventsPending, 1);
@@ -310,8 +310,7 @@ public sealed partial class DriverlinkClient : IDisposable
     {
         _events.Enqueue(message);
         Volatile.Write(ref _eventsPending, 1);
-        ulong one = 1;
-        unsafe { _ = Write(_eventFd, &one, 8); }
+        Libc.SignalEventFd(_eventFd);
     }
 
     private void Close(string reason)
@@ -333,36 +332,24 @@ public sealed partial class DriverlinkClient : IDisposable
         _closed = true;
         _closeReason ??= "closed by the client";
         // shutdown wakes the reader blocked in recvmsg; it sees _closed and returns.
-        _ = Shutdown(_socket.Fd, 2);
+        _ = Libc.Shutdown(_socket.Fd, 2);
         _reader.Join();
         _socket.Dispose();
-        _ = CloseFd(_eventFd);
+        _ = Libc.Close(_eventFd);
         _replied.Dispose();
     }
 
     private static void CloseAll(ReadOnlySpan<int> fds)
     {
         foreach (int fd in fds)
-            _ = CloseFd(fd);
+            _ = Libc.Close(fd);
     }
 
     private const int ECONNREFUSED = 111;
     private const int ETIMEDOUT = 110;
-    private const int EFD_NONBLOCK = 0x800;
-    private const int EFD_CLOEXEC = 0x80000;
 
-    [LibraryImport("libc", EntryPoint = "eventfd", SetLastError = true)]
-    private static partial int EventFdCreate(uint initval, int flags);
 
-    [LibraryImport("libc", EntryPoint = "read", SetLastError = true)]
-    private static unsafe partial nint Read(int fd, void* buffer, nuint count);
 
-    [LibraryImport("libc", EntryPoint = "write", SetLastError = true)]
-    private static unsafe partial nint Write(int fd, void* buffer, nuint count);
 
-    [LibraryImport("libc", EntryPoint = "close", SetLastError = true)]
-    private static partial int CloseFd(int fd);
 
-    [LibraryImport("libc", EntryPoint = "shutdown", SetLastError = true)]
-    private static partial int Shutdown(int fd, int how);
 }

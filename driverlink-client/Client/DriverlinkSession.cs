@@ -4,6 +4,7 @@ using Onload.Stack.Tcp;
 using Onload.Stack.Wire;
 using Onload.Vnic;
 using Onload.Vnic.AfXdp;
+using Onload.Vnic.Native;
 using Onload.Vnic.Shm;
 
 namespace Onload.Driverlink;
@@ -19,7 +20,7 @@ namespace Onload.Driverlink;
 /// using var stack = new NetStack(session.Vnic, session.StackOptions());
 /// </code>
 /// </example>
-public sealed unsafe partial class DriverlinkSession : IStackControl, IDisposable
+public sealed unsafe class DriverlinkSession : IStackControl, IDisposable
 {
     /// <summary>TCP rows the connection mirror has room for, unless <see cref="Open"/> is told otherwise
     /// (<see cref="Onload.Stack.StackOptions.TcpConnections"/>'s default).</summary>
@@ -73,19 +74,21 @@ public sealed unsafe partial class DriverlinkSession : IStackControl, IDisposabl
         // The connection mirror lives in a memfd the daemon maps too: if this process dies, the daemon closes its
         // TCP connections toward their peers from it.
         nuint mirrorBytes = ConnectionMirror.RegionSize(tcpConnections);
-        int mirrorFd = MemfdCreate("onload-connection-mirror", MFD_CLOEXEC);
-        if (mirrorFd < 0 || Ftruncate(mirrorFd, (nint)mirrorBytes) != 0)
+        int mirrorFd;
+        fixed (byte* name = "onload-connection-mirror\0"u8)
+            mirrorFd = Libc.MemfdCreate(name, UnixIpcConstants.MFD_CLOEXEC);
+        if (mirrorFd < 0 || Libc.Ftruncate(mirrorFd, (nint)mirrorBytes) != 0)
         {
             int e = Marshal.GetLastPInvokeError();
             if (mirrorFd >= 0)
-                _ = CloseFd(mirrorFd);
+                _ = Libc.Close(mirrorFd);
             throw new DriverlinkException($"driverlink: memfd for the connection mirror: errno {e}", e);
         }
-        void* region = Mmap(null, mirrorBytes, PROT_READ | PROT_WRITE, MAP_SHARED, mirrorFd, 0);
+        void* region = Libc.Mmap(null, mirrorBytes, LinuxConstants.PROT_READ | LinuxConstants.PROT_WRITE, LinuxConstants.MAP_SHARED, mirrorFd, 0);
         if (region == (void*)-1)
         {
             int e = Marshal.GetLastPInvokeError();
-            _ = CloseFd(mirrorFd);
+            _ = Libc.Close(mirrorFd);
             throw new DriverlinkException($"driverlink: mmap of the connection mirror: errno {e}", e);
         }
         DriverlinkClient client;
@@ -95,8 +98,8 @@ public sealed unsafe partial class DriverlinkSession : IStackControl, IDisposabl
         }
         catch
         {
-            _ = Munmap(region, mirrorBytes);
-            _ = CloseFd(mirrorFd);
+            _ = Libc.Munmap(region, mirrorBytes);
+            _ = Libc.Close(mirrorFd);
             throw;
         }
         try
@@ -138,8 +141,8 @@ public sealed unsafe partial class DriverlinkSession : IStackControl, IDisposabl
         catch
         {
             client.Dispose();
-            _ = Munmap(region, mirrorBytes);
-            _ = CloseFd(mirrorFd);
+            _ = Libc.Munmap(region, mirrorBytes);
+            _ = Libc.Close(mirrorFd);
             throw;
         }
     }
@@ -281,27 +284,7 @@ public sealed unsafe partial class DriverlinkSession : IStackControl, IDisposabl
             _client.Detach(VnicId);
         Vnic.Dispose();
         _client.Dispose();
-        _ = Munmap(_mirror.Region, ConnectionMirror.RegionSize(_mirror.Records));
-        _ = CloseFd(_mirrorFd);
+        _ = Libc.Munmap(_mirror.Region, ConnectionMirror.RegionSize(_mirror.Records));
+        _ = Libc.Close(_mirrorFd);
     }
-
-    private const uint MFD_CLOEXEC = 1;
-    private const int PROT_READ = 1;
-    private const int PROT_WRITE = 2;
-    private const int MAP_SHARED = 1;
-
-    [LibraryImport("libc", EntryPoint = "memfd_create", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
-    private static partial int MemfdCreate(string name, uint flags);
-
-    [LibraryImport("libc", EntryPoint = "ftruncate", SetLastError = true)]
-    private static partial int Ftruncate(int fd, nint length);
-
-    [LibraryImport("libc", EntryPoint = "mmap", SetLastError = true)]
-    private static partial void* Mmap(void* address, nuint length, int protection, int flags, int fd, nint offset);
-
-    [LibraryImport("libc", EntryPoint = "munmap", SetLastError = true)]
-    private static partial int Munmap(void* address, nuint length);
-
-    [LibraryImport("libc", EntryPoint = "close", SetLastError = true)]
-    private static partial int CloseFd(int fd);
 }

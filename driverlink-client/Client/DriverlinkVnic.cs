@@ -1,5 +1,6 @@
 using System.Runtime.InteropServices;
 using Onload.Vnic;
+using Onload.Vnic.Native;
 
 namespace Onload.Driverlink;
 
@@ -12,7 +13,7 @@ namespace Onload.Driverlink;
 /// descriptor holding the inner VNIC's handle and the client's event descriptor, so a stack asleep on it wakes for
 /// the daemon's events (a neighbour resolved, the link gone down) as for frames.
 /// </remarks>
-public sealed partial class DriverlinkVnic : IVnic
+public sealed class DriverlinkVnic : IVnic
 {
     private readonly IVnic _inner;
     private readonly int _epoll;
@@ -23,23 +24,17 @@ public sealed partial class DriverlinkVnic : IVnic
         Spec = "driverlink:" + interfaceName;
         MacAddress = mac;
         Mtu = Math.Min(mtu, inner.Buffers.BufferSize - 14);
-        _epoll = EpollCreate1(EPOLL_CLOEXEC);
+        _epoll = Libc.EpollCreate1(EpollConstants.EPOLL_CLOEXEC);
         if (_epoll < 0 || !Add(inner.WaitHandle) || !Add(eventFd))
         {
             int e = Marshal.GetLastPInvokeError();
             if (_epoll >= 0)
-                _ = Close(_epoll);
+                _ = Libc.Close(_epoll);
             throw new IOException($"{Spec}: epoll: errno {e}", e);
         }
     }
 
-    private unsafe bool Add(int fd)
-    {
-        if (fd < 0)
-            return true;
-        var ev = new EpollEvent { Events = EPOLLIN, Data = (ulong)fd };
-        return EpollCtl(_epoll, EPOLL_CTL_ADD, fd, &ev) == 0;
-    }
+    private bool Add(int fd) => fd < 0 || Libc.EpollAdd(_epoll, fd, EpollConstants.EPOLLIN) == 0;
 
     /// <summary>The backend underneath (ShmVnic or AfXdpVnic), for inspection.</summary>
     public IVnic Inner => _inner;
@@ -101,26 +96,6 @@ public sealed partial class DriverlinkVnic : IVnic
         _disposed = true;
         _side?.Dispose();
         _inner.Dispose();
-        _ = Close(_epoll);
+        _ = Libc.Close(_epoll);
     }
-
-    [StructLayout(LayoutKind.Sequential, Pack = 4)]
-    private struct EpollEvent
-    {
-        public uint Events;
-        public ulong Data;
-    }
-
-    private const int EPOLL_CLOEXEC = 0x80000;
-    private const int EPOLL_CTL_ADD = 1;
-    private const uint EPOLLIN = 1;
-
-    [LibraryImport("libc", EntryPoint = "epoll_create1", SetLastError = true)]
-    private static partial int EpollCreate1(int flags);
-
-    [LibraryImport("libc", EntryPoint = "epoll_ctl", SetLastError = true)]
-    private static unsafe partial int EpollCtl(int epfd, int op, int fd, EpollEvent* ev);
-
-    [LibraryImport("libc", EntryPoint = "close", SetLastError = true)]
-    private static partial int Close(int fd);
 }

@@ -2,6 +2,7 @@ using System.Buffers.Binary;
 using System.Runtime.InteropServices;
 using Onload.Stack.Wire;
 using Onload.Vnic;
+using Onload.Vnic.Native;
 
 namespace Onload.Driverlink;
 
@@ -18,7 +19,7 @@ namespace Onload.Driverlink;
 /// busy-polling path costs nothing more until a datagram comes this way. The thread also writes an eventfd that
 /// is part of the VNIC's wait set, so a sleeping stack wakes for it.
 /// </remarks>
-internal sealed unsafe partial class KernelSideChannel : IDisposable
+internal sealed unsafe class KernelSideChannel : IDisposable
 {
     private const int MaxDatagram = 65_535;
     private const int EthHeader = 14;
@@ -47,10 +48,10 @@ internal sealed unsafe partial class KernelSideChannel : IDisposable
     public KernelSideChannel(MacAddress mac)
     {
         _mac = mac;
-        _epoll = EpollCreate1(EPOLL_CLOEXEC);
-        _wake = EventFd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-        _stop = EventFd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-        if (_epoll < 0 || _wake < 0 || _stop < 0 || !Control(EPOLL_CTL_ADD, _stop, EPOLLIN))
+        _epoll = Libc.EpollCreate1(EpollConstants.EPOLL_CLOEXEC);
+        _wake = Libc.EventFd(0, UnixIpcConstants.EFD_NONBLOCK | UnixIpcConstants.EFD_CLOEXEC);
+        _stop = Libc.EventFd(0, UnixIpcConstants.EFD_NONBLOCK | UnixIpcConstants.EFD_CLOEXEC);
+        if (_epoll < 0 || _wake < 0 || _stop < 0 || Libc.EpollAdd(_epoll, _stop, EpollConstants.EPOLLIN) != 0)
             throw new IOException($"driverlink: kernel side channel: errno {Marshal.GetLastPInvokeError()}");
         _watcher = new Thread(Watch) { IsBackground = true, Name = "driverlink kernel sockets" };
         _watcher.Start();
@@ -64,7 +65,7 @@ internal sealed unsafe partial class KernelSideChannel : IDisposable
     /// <summary>Watches a UDP backing socket bound to <paramref name="address"/>:<paramref name="port"/>.</summary>
     public void Add(int fd, uint address, ushort port)
     {
-        if (!Control(EPOLL_CTL_ADD, fd, EPOLLIN | EPOLLET))
+        if (Libc.EpollAdd(_epoll, fd, EpollConstants.EPOLLIN | EpollConstants.EPOLLET) != 0)
             throw new IOException($"driverlink: epoll_ctl(ADD) of a backing socket: errno {Marshal.GetLastPInvokeError()}");
         _sockets[fd] = (address, port);
         _fds = [.. _sockets.Keys];
@@ -75,7 +76,7 @@ internal sealed unsafe partial class KernelSideChannel : IDisposable
     {
         if (_sockets.Remove(fd))
         {
-            _ = Control(EPOLL_CTL_DEL, fd, 0);
+            _ = Libc.EpollCtl(_epoll, EpollConstants.EPOLL_CTL_DEL, fd, null);
             _fds = [.. _sockets.Keys];
         }
     }
@@ -88,8 +89,7 @@ internal sealed unsafe partial class KernelSideChannel : IDisposable
     public int Drain(Span<PacketDescriptor> batch, BufferPool pool, int mtu)
     {
         _pending = 0;
-        ulong drained;
-        _ = Read(_wake, &drained, 8);
+        Libc.DrainEventFd(_wake);
         int n = 0;
         int perFragment = (mtu - IpHeader) & ~7;
         while (n < batch.Length)
@@ -121,7 +121,7 @@ internal sealed unsafe partial class KernelSideChannel : IDisposable
             uint fromLength = (uint)sizeof(SockAddrIn);
             nint got;
             fixed (byte* p = _datagram)
-                got = RecvFrom(fd, p, (nuint)_datagram.Length, MSG_DONTWAIT, &from, &fromLength);
+                got = Libc.RecvFrom(fd, p, (nuint)_datagram.Length, LinuxConstants.MSG_DONTWAIT, &from, &fromLength);
             if (got < 0)
             {
                 _cursor++; // EAGAIN: this socket is empty (an edge comes with its next datagram)
@@ -131,8 +131,7 @@ internal sealed unsafe partial class KernelSideChannel : IDisposable
             _stagedLength = (int)got;
             _stagedOffset = 0;
             _stagedId = ++_ipId;
-            _stagedSource = new Ipv4Endpoint(new Ipv4Address(BinaryPrimitives.ReverseEndianness(from.Address)),
-                BinaryPrimitives.ReverseEndianness(from.Port));
+            _stagedSource = new Ipv4Endpoint(new Ipv4Address(from.Address), from.Port);
             _stagedDestination = new Ipv4Endpoint(new Ipv4Address(address), port);
             Delivered++;
             return true;
@@ -196,78 +195,21 @@ internal sealed unsafe partial class KernelSideChannel : IDisposable
         var events = stackalloc EpollEvent[16];
         while (!_stopping)
         {
-            int n = EpollWait(_epoll, events, 16, -1);
+            int n = Libc.EpollWait(_epoll, events, 16, -1);
             if (n <= 0 || _stopping)
                 continue;
             _pending = 1;
-            ulong one = 1;
-            _ = Write(_wake, &one, 8);
+            Libc.SignalEventFd(_wake);
         }
-    }
-
-    private bool Control(int op, int fd, uint events)
-    {
-        var ev = new EpollEvent { Events = events, Data = (ulong)fd };
-        return EpollCtl(_epoll, op, fd, &ev) == 0;
     }
 
     public void Dispose()
     {
         _stopping = true;
-        ulong one = 1;
-        _ = Write(_stop, &one, 8);
+        Libc.SignalEventFd(_stop);
         _watcher.Join();
-        _ = Close(_epoll);
-        _ = Close(_wake);
-        _ = Close(_stop);
+        _ = Libc.Close(_epoll);
+        _ = Libc.Close(_wake);
+        _ = Libc.Close(_stop);
     }
-
-    [StructLayout(LayoutKind.Sequential, Pack = 4)]
-    private struct EpollEvent
-    {
-        public uint Events;
-        public ulong Data;
-    }
-
-    [StructLayout(LayoutKind.Sequential)]
-    private struct SockAddrIn
-    {
-        public ushort Family;
-        public ushort Port;
-        public uint Address;
-        public ulong Zero;
-    }
-
-    private const int EPOLL_CLOEXEC = 0x80000;
-    private const int EPOLL_CTL_ADD = 1;
-    private const int EPOLL_CTL_DEL = 2;
-    private const uint EPOLLIN = 1;
-    private const uint EPOLLET = 1u << 31;
-    private const int EFD_NONBLOCK = 0x800;
-    private const int EFD_CLOEXEC = 0x80000;
-    private const int MSG_DONTWAIT = 0x40;
-
-    [LibraryImport("libc", EntryPoint = "epoll_create1", SetLastError = true)]
-    private static partial int EpollCreate1(int flags);
-
-    [LibraryImport("libc", EntryPoint = "epoll_ctl", SetLastError = true)]
-    private static partial int EpollCtl(int epfd, int op, int fd, EpollEvent* ev);
-
-    [LibraryImport("libc", EntryPoint = "epoll_wait", SetLastError = true)]
-    private static partial int EpollWait(int epfd, EpollEvent* events, int max, int timeoutMs);
-
-    [LibraryImport("libc", EntryPoint = "eventfd", SetLastError = true)]
-    private static partial int EventFd(uint initval, int flags);
-
-    [LibraryImport("libc", EntryPoint = "recvfrom", SetLastError = true)]
-    private static partial nint RecvFrom(int fd, void* buffer, nuint length, int flags, void* from, uint* fromLength);
-
-    [LibraryImport("libc", EntryPoint = "read", SetLastError = true)]
-    private static partial nint Read(int fd, void* buffer, nuint count);
-
-    [LibraryImport("libc", EntryPoint = "write", SetLastError = true)]
-    private static partial nint Write(int fd, void* buffer, nuint count);
-
-    [LibraryImport("libc", EntryPoint = "close", SetLastError = true)]
-    private static partial int Close(int fd);
 }

@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.Runtime.InteropServices;
+using Onload.Vnic.Native;
 
 namespace Onload.Driverlink;
 
@@ -9,7 +10,7 @@ namespace Onload.Driverlink;
 /// kernel when its process dies, and proves to the daemon that the port is the client's: the client passes it with
 /// its filter insert, and the daemon reads with getsockname what it holds.
 /// </summary>
-public static unsafe partial class BackingSocket
+public static unsafe class BackingSocket
 {
     private const int AF_INET = 2;
     private const int SOCK_STREAM = 1;
@@ -27,14 +28,14 @@ public static unsafe partial class BackingSocket
     public static int Open(FilterProtocol protocol, uint localAddress, ref ushort port)
     {
         int type = protocol == FilterProtocol.Tcp ? SOCK_STREAM : SOCK_DGRAM;
-        int fd = Socket(AF_INET, type | SOCK_CLOEXEC, 0);
+        int fd = Libc.Socket(AF_INET, type | SOCK_CLOEXEC, 0);
         if (fd < 0)
             return -Marshal.GetLastPInvokeError();
-        var addr = Encode(localAddress, port);
-        if (Bind(fd, &addr, (uint)sizeof(SockAddrIn)) != 0 || !TryLocal(fd, out _, out ushort bound))
+        var addr = SockAddrIn.Create(localAddress, port);
+        if (Libc.Bind(fd, &addr, (uint)sizeof(SockAddrIn)) != 0 || !TryLocal(fd, out _, out ushort bound))
         {
             int e = Marshal.GetLastPInvokeError();
-            Close(fd);
+            Libc.Close(fd);
             return -e;
         }
         port = bound;
@@ -50,10 +51,10 @@ public static unsafe partial class BackingSocket
     {
         int domain = 0, type = 0;
         uint length = sizeof(int);
-        if (GetSockOpt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &length) != 0 || domain != AF_INET)
+        if (Libc.GetSockOpt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &length) != 0 || domain != AF_INET)
             return false;
         length = sizeof(int);
-        if (GetSockOpt(fd, SOL_SOCKET, SO_TYPE, &type, &length) != 0)
+        if (Libc.GetSockOpt(fd, SOL_SOCKET, SO_TYPE, &type, &length) != 0)
             return false;
         if (type != (protocol == FilterProtocol.Tcp ? SOCK_STREAM : SOCK_DGRAM))
             return false;
@@ -64,10 +65,10 @@ public static unsafe partial class BackingSocket
     /// negated errno.</summary>
     public static int SendTo(int fd, ReadOnlySpan<byte> payload, uint address, ushort port)
     {
-        var to = Encode(address, port);
+        var to = SockAddrIn.Create(address, port);
         nint sent;
         fixed (byte* p = payload)
-            sent = SendToNative(fd, p, (nuint)payload.Length, MSG_DONTWAIT, &to, (uint)sizeof(SockAddrIn));
+            sent = Libc.SendTo(fd, p, (nuint)payload.Length, MSG_DONTWAIT, &to, (uint)sizeof(SockAddrIn));
         return sent >= 0 ? (int)sent : -Marshal.GetLastPInvokeError();
     }
 
@@ -83,65 +84,30 @@ public static unsafe partial class BackingSocket
         uint* mreq = stackalloc uint[2];
         mreq[0] = BinaryPrimitives.ReverseEndianness(group);
         mreq[1] = BinaryPrimitives.ReverseEndianness(localAddress);
-        return SetSockOpt(fd, IPPROTO_IP, join ? IP_ADD_MEMBERSHIP : IP_DROP_MEMBERSHIP, mreq, 8) == 0 ? 0 : -Marshal.GetLastPInvokeError();
+        return Libc.SetSockOpt(fd, IPPROTO_IP, join ? IP_ADD_MEMBERSHIP : IP_DROP_MEMBERSHIP, mreq, 8) == 0 ? 0 : -Marshal.GetLastPInvokeError();
     }
 
-    [LibraryImport("libc", EntryPoint = "setsockopt", SetLastError = true)]
-    private static partial int SetSockOpt(int fd, int level, int name, void* value, uint length);
 
-    [LibraryImport("libc", EntryPoint = "sendto", SetLastError = true)]
-    private static partial nint SendToNative(int fd, void* buffer, nuint length, int flags, void* to, uint toLength);
 
     /// <summary>Closes a descriptor this class opened or the daemon received.</summary>
     public static void Release(int fd)
     {
         if (fd >= 0)
-            Close(fd);
+            Libc.Close(fd);
     }
 
     private static bool TryLocal(int fd, out uint address, out ushort port)
     {
         SockAddrIn a;
         uint length = (uint)sizeof(SockAddrIn);
-        if (GetSockName(fd, &a, &length) != 0 || a.Family != AF_INET)
+        if (Libc.GetSockName(fd, &a, &length) != 0 || a.Family != AF_INET)
         {
             address = 0;
             port = 0;
             return false;
         }
-        address = BinaryPrimitives.ReverseEndianness(a.Address);
-        port = BinaryPrimitives.ReverseEndianness(a.Port);
+        address = a.Address;
+        port = a.Port;
         return true;
     }
-
-    private static SockAddrIn Encode(uint address, ushort port) => new()
-    {
-        Family = AF_INET,
-        Port = BinaryPrimitives.ReverseEndianness(port),
-        Address = BinaryPrimitives.ReverseEndianness(address),
-    };
-
-    [StructLayout(LayoutKind.Sequential)]
-    private struct SockAddrIn
-    {
-        public ushort Family;
-        public ushort Port;
-        public uint Address;
-        public ulong Zero;
-    }
-
-    [LibraryImport("libc", EntryPoint = "socket", SetLastError = true)]
-    private static partial int Socket(int domain, int type, int protocol);
-
-    [LibraryImport("libc", EntryPoint = "bind", SetLastError = true)]
-    private static partial int Bind(int fd, void* addr, uint length);
-
-    [LibraryImport("libc", EntryPoint = "getsockname", SetLastError = true)]
-    private static partial int GetSockName(int fd, void* addr, uint* length);
-
-    [LibraryImport("libc", EntryPoint = "getsockopt", SetLastError = true)]
-    private static partial int GetSockOpt(int fd, int level, int name, void* value, uint* length);
-
-    [LibraryImport("libc", EntryPoint = "close", SetLastError = true)]
-    private static partial int Close(int fd);
 }

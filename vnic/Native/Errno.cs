@@ -20,6 +20,7 @@ internal static class Errno
     public const int ENODEV = 19;
     public const int EINVAL = 22;
     public const int ENOSPC = 28;
+    public const int EPIPE = 32;
     public const int EMSGSIZE = 90;
     public const int EOPNOTSUPP = 95;
     public const int EAFNOSUPPORT = 97;
