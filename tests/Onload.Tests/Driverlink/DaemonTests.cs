@@ -52,9 +52,7 @@ public class DaemonTests
             Assert.That(e!.Message, Does.Contain("NotAccelerated"));
             e = Assert.Throws<DriverlinkException>(() => client.Attach(new AttachRequest(dl.Interface, VnicMode.Exclusive, 2048, 512, 8192), out _));
             Assert.That(e!.Message, Does.Contain("NoResources").And.Contain("--max-ring-size"));
-            var first = client.Attach(new AttachRequest(dl.Interface, VnicMode.Exclusive, 0, 0, 0), out var fds);
-            foreach (int fd in fds)
-                BackingSocket.Release(fd);
+            var first = AttachExclusive(client, dl);
             e = Assert.Throws<DriverlinkException>(() => client.Attach(new AttachRequest(dl.Interface, VnicMode.Shared, 0, 0, 0), out _));
             Assert.That(e!.Message, Does.Contain("Busy").And.Contain("exclusively"));
             client.Detach(first.VnicId);
@@ -73,9 +71,7 @@ public class DaemonTests
             dl.InHost(() =>
             {
                 using var client = DriverlinkClient.Connect(dl.ClientOptions);
-                var vnic = client.Attach(new AttachRequest(dl.Interface, VnicMode.Exclusive, 0, 0, 0), out var fds);
-                foreach (int fd in fds)
-                    BackingSocket.Release(fd);
+                var vnic = AttachExclusive(client, dl);
                 var e = Assert.Throws<DriverlinkException>(() => client.Attach(new AttachRequest(dl.Interface, VnicMode.Exclusive, 0, 0, 0), out _));
                 Assert.That(e!.Message, Does.Contain("NoResources").And.Contain("--max-vnics"));
                 // Two filters fit; the third is refused, and the first two still stand.
@@ -203,9 +199,7 @@ public class DaemonTests
                     TestContext.Out.WriteLine($"after {i} cycles: {dl.DaemonFootprint()}");
                 if (i == Warmup)
                     before = dl.DaemonFootprint();
-                var reply = client.Attach(new AttachRequest(dl.Interface, VnicMode.Exclusive, 0, 0, 0), out var fds);
-                foreach (int fd in fds)
-                    BackingSocket.Release(fd);
+                var reply = AttachExclusive(client, dl);
                 client.Detach(reply.VnicId);
             }
             return 0;
@@ -223,9 +217,7 @@ public class DaemonTests
         dl.InHost(() =>
         {
             using var client = DriverlinkClient.Connect(dl.ClientOptions);
-            var reply = client.Attach(new AttachRequest(dl.Interface, VnicMode.Exclusive, 0, 0, 0), out var fds);
-            foreach (int fd in fds)
-                BackingSocket.Release(fd);
+            var reply = AttachExclusive(client, dl);
             var seen = new List<Message>();
             Message Expect(Func<Message, bool> what, string description)
             {
@@ -257,9 +249,7 @@ public class DaemonTests
         dl.InHost(() =>
         {
             using var client = DriverlinkClient.Connect(dl.ClientOptions);
-            var reply = client.Attach(new AttachRequest(dl.Interface, VnicMode.Exclusive, 0, 0, 0), out var fds);
-            foreach (int fd in fds)
-                BackingSocket.Release(fd);
+            var reply = AttachExclusive(client, dl);
             client.ResolveNeighbour(reply.VnicId, Ipv4(dl.PeerAddress));
             NeighbourEvent? answer = null;
             Poll.Until(() =>
@@ -272,6 +262,15 @@ public class DaemonTests
             Assert.That(answer!.Mac.ToString(), Is.EqualTo(dl.Pair.KernelMac));
             return 0;
         });
+    }
+
+    /// <summary>Attaches in exclusive mode and closes the AF_XDP socket that comes with it (these tests never bind it).</summary>
+    private static AttachReply AttachExclusive(DriverlinkClient client, DriverlinkPair dl)
+    {
+        var reply = client.Attach(new AttachRequest(dl.Interface, VnicMode.Exclusive, 0, 0, 0), out var fds);
+        foreach (int fd in fds)
+            BackingSocket.Release(fd);
+        return reply;
     }
 
     internal static uint Ipv4(string dotted) => Onload.Stack.Wire.Ipv4Address.Parse(dotted).Value;

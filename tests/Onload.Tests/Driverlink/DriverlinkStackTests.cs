@@ -18,16 +18,25 @@ public class DriverlinkStackTests(string mode)
 {
     private static readonly TimeSpan Deadline = DriverlinkPair.Deadline;
 
+    private DriverlinkSession Open(DriverlinkPair dl) =>
+        DriverlinkSession.Open(dl.Interface, mode == "shared" ? VnicMode.Shared : VnicMode.Exclusive, dl.ClientOptions);
+
+    /// <summary>A kernel echo server (socat) on the peer; 4 KiB blocks keep PIPE from blocking on itself.</summary>
+    private static void StartKernelEcho(DriverlinkPair dl, int port)
+    {
+        dl.Peer.Start("socat", "-b", "4096", $"TCP-LISTEN:{port},reuseaddr", "PIPE");
+        Poll.Until(() => dl.Peer.Exec("ss -tln").Contains($":{port}", StringComparison.Ordinal), Deadline, "socat listening");
+    }
+
     [Test]
     public void The_stacks_tcp_client_gets_a_megabyte_echoed_by_a_kernel_server()
     {
         using var dl = new DriverlinkPair();
-        dl.Peer.Start("socat", "-b", "4096", "TCP-LISTEN:9300,reuseaddr", "PIPE");
-        Poll.Until(() => dl.Peer.Exec("ss -tln").Contains(":9300", StringComparison.Ordinal), Deadline, "socat listening");
+        StartKernelEcho(dl, 9300);
         var data = RandomNumberGenerator.GetBytes(1 << 20);
         dl.InHost(() =>
         {
-            using var session = DriverlinkSession.Open(dl.Interface, mode == "shared" ? VnicMode.Shared : VnicMode.Exclusive, dl.ClientOptions);
+            using var session = Open(dl);
             using var stack = new NetStack(session.Vnic, session.StackOptions());
             Assert.That(session.Address.Address.ToString(), Is.EqualTo(dl.HostAddress));
             int c = stack.TcpOpen();
@@ -63,12 +72,11 @@ public class DriverlinkStackTests(string mode)
     public void A_reconfiguration_suspends_and_resumes_the_stack_and_loses_no_connection()
     {
         using var dl = new DriverlinkPair();
-        dl.Peer.Start("socat", "-b", "4096", "TCP-LISTEN:9301,reuseaddr", "PIPE");
-        Poll.Until(() => dl.Peer.Exec("ss -tln").Contains(":9301", StringComparison.Ordinal), Deadline, "socat listening");
+        StartKernelEcho(dl, 9301);
         var data = RandomNumberGenerator.GetBytes(8 << 20);
         dl.InHost(() =>
         {
-            using var session = DriverlinkSession.Open(dl.Interface, mode == "shared" ? VnicMode.Shared : VnicMode.Exclusive, dl.ClientOptions);
+            using var session = Open(dl);
             using var stack = new NetStack(session.Vnic, session.StackOptions());
             int c = stack.TcpOpen();
             stack.TcpConnect(c, new Ipv4Endpoint(Ipv4Address.Parse(dl.PeerAddress), 9301));
@@ -114,7 +122,7 @@ public class DriverlinkStackTests(string mode)
         var group = Ipv4Address.Parse("239.7.7.8");
         dl.InHost(() =>
         {
-            using var session = DriverlinkSession.Open(dl.Interface, mode == "shared" ? VnicMode.Shared : VnicMode.Exclusive, dl.ClientOptions);
+            using var session = Open(dl);
             using var stack = new NetStack(session.Vnic, session.StackOptions());
             int s = stack.UdpOpen();
             Assert.That(stack.UdpBind(s, new Ipv4Endpoint(Ipv4Address.Any, 5008)), Is.Zero);
