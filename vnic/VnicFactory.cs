@@ -32,6 +32,10 @@ public sealed record VnicOptions
     /// <summary>AF_XDP filter mode: entries in the filters map; an AddFilter beyond them is refused (ENOSPC).</summary>
     public int MaxFilters { get; init; } = 1024;
 
+    /// <summary>shm only: a user besides our own whose process may join an endpoint we create (onload-driverd names
+    /// the client it made the endpoint for); null: our own user only.</summary>
+    public uint? ShmPeerUid { get; init; }
+
     /// <summary>Bytes per packet buffer; null lets the backend choose one that fits its MTU.</summary>
     public int? BufferSize { get; init; }
 }

@@ -34,6 +34,7 @@ internal sealed unsafe class Daemon : IDisposable
     private readonly byte[] _buffer = new byte[MessageHeader.MaxMessageLength];
     private readonly List<NetlinkEvent> _events = [];
     private uint _nextVnicId = 1;
+    private readonly uint _ownUid = Libc.GetEuid();
     private volatile bool _stopping;
     private long _idleSince = Stopwatch.GetTimestamp();
 
@@ -299,6 +300,9 @@ internal sealed unsafe class Daemon : IDisposable
             return Fail(AttachStatus.NotAccelerated, $"{a.InterfaceName} is not accelerated (--interface / ONLOAD_INTERFACES: {string.Join(", ", _options.Interfaces)})");
         if (a.InterfaceName == "lo")
             return Fail(AttachStatus.NotAccelerated, "loopback is not accelerated");
+        uint uid = client.Credentials.Uid;
+        if (uid != 0 && uid != _ownUid && !_options.Grants.Any(g => g.Uid == uid && (g.Interface is null || g.Interface == a.InterfaceName)))
+            return Fail(AttachStatus.NotPermitted, $"uid {uid} is not granted {a.InterfaceName} (onload-driverd --allow {uid}@{a.InterfaceName})");
         int ring = a.RxRingSize == 0 ? _options.DefaultRingSize : (int)Math.Min(a.RxRingSize, int.MaxValue);
         int txRing = a.TxRingSize == 0 ? _options.DefaultRingSize : (int)Math.Min(a.TxRingSize, int.MaxValue);
         int buffers = a.BufferCount == 0 ? _options.DefaultBuffers : (int)Math.Min(a.BufferCount, int.MaxValue);
@@ -341,7 +345,7 @@ internal sealed unsafe class Daemon : IDisposable
                     return Fail(AttachStatus.Busy, $"{iface.Name} queue 0 is held exclusively by pid {iface.Exclusive.Client.Credentials.Pid}");
                 var forwarder = iface.Forwarder ??= StartForwarder(iface);
                 v.ShmName = $"driverd-{Environment.ProcessId}-{id}-{Convert.ToHexString(RandomNumberGenerator.GetBytes(8)).ToLowerInvariant()}";
-                var endpoint = ShmVnic.Open(v.ShmName, new VnicOptions { RingSize = ring, BufferCount = 64 });
+                var endpoint = ShmVnic.Open(v.ShmName, new VnicOptions { RingSize = ring, BufferCount = 64, ShmPeerUid = client.Credentials.Uid });
                 forwarder.AddEndpoint(slot, endpoint, client.Credentials.Pid);
                 iface.SharedCount++;
             }

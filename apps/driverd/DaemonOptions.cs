@@ -31,6 +31,12 @@ public sealed record DaemonOptions
     /// <summary>Where the XDP program's link and maps are pinned, per namespace and interface; null: not pinned.</summary>
     public string? PinRoot { get; init; } = "/sys/fs/bpf/onload";
 
+    /// <summary>
+    /// Who may attach besides root and the daemon's own user: (uid, interface) grants, interface null for every
+    /// interface (<c>--allow UID[@IF]</c>, config <c>allow = UID[@IF], ...</c>).
+    /// </summary>
+    public IReadOnlyList<(uint Uid, string? Interface)> Grants { get; init; } = [];
+
     /// <summary>How long the shared-mode forwarder busy-polls an idle interface before it sleeps.</summary>
     public TimeSpan ForwarderSpin { get; init; } = TimeSpan.FromMicroseconds(200);
 }

@@ -12,12 +12,13 @@ var maxFiltersOption = new Option<int?>("--max-filters") { Description = "filter
 var maxRingOption = new Option<int?>("--max-ring-size") { Description = "largest RX/TX ring a client may ask for (default 4096)" };
 var maxBuffersOption = new Option<int?>("--max-buffers") { Description = "most packet buffers per VNIC (default 65536)" };
 var pinOption = new Option<string?>("--pin-root") { Description = "bpffs directory for the XDP program's pins ('none': do not pin; default /sys/fs/bpf/onload)" };
+var allowOption = new Option<string[]>("--allow") { Description = "let user UID attach (to interface IF only with UID@IF); root and the daemon's own user always may (repeatable)", AllowMultipleArgumentsPerToken = false };
 var configOption = new Option<string?>("--config") { Description = "a file of 'key = value' settings (the flags' names without '--'; 'interfaces' comma-separated); flags override it" };
 
 var root = new RootCommand("onload-driverd: the primary driver of a network namespace: owns the accelerated interfaces and gives each process its own VNIC")
 {
     interfaceOption, socketOption, foregroundOption, graceOption, maxVnicsOption, maxFiltersOption, maxRingOption, maxBuffersOption, pinOption,
-    configOption,
+    configOption, allowOption,
 };
 
 root.SetAction(parse =>
@@ -51,6 +52,16 @@ root.SetAction(parse =>
         MaxBuffers = parse.GetValue(maxBuffersOption) ?? options.MaxBuffers,
         PinRoot = pin is null ? options.PinRoot : pin == "none" ? null : pin,
     };
+    try
+    {
+        var grants = (parse.GetValue(allowOption) ?? []).SelectMany(g => DaemonConfig.ParseGrants(g, "--allow")).ToList();
+        options = options with { Grants = [.. options.Grants, .. grants] };
+    }
+    catch (FormatException e)
+    {
+        Console.Error.WriteLine($"onload-driverd: {e.Message}");
+        return 2;
+    }
     options = options with
     {
         DefaultRingSize = Math.Min(options.DefaultRingSize, options.MaxRingSize),

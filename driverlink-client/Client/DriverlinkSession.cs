@@ -265,6 +265,9 @@ public sealed unsafe class DriverlinkSession : IStackControl, IDisposable
                     stack.Resume();
                     break;
                 case RemoveEvent r when r.VnicId == VnicId || r.VnicId == 0:
+                    if (!Removed)
+                        Console.Error.WriteLine($"onload: {Vnic.Spec}: the VNIC is gone ({_client.CloseReason ?? "removed by onload-driverd"}); " +
+                            "its sockets now see the link down");
                     Removed = true;
                     stack.SetLinkUp(false);
                     break;

@@ -81,6 +81,8 @@ public sealed unsafe class ShmVnic : IVnic
 
     // The monitor thread's own (Dispose closes them after joining it). _listenFd is read by IsListener.
     private int _listenFd = -1;
+    // The other user a listener accepts besides its own (VnicOptions.ShmPeerUid); set before the monitor starts.
+    private uint _peerUid;
     private int _connFd = -1;
     private Thread? _monitor;
 
@@ -546,6 +548,7 @@ public sealed unsafe class ShmVnic : IVnic
             {
                 _listenFd = listenFd,
             };
+            vnic._peerUid = options.ShmPeerUid ?? Libc.GetEuid();
             vnic.StartMonitor();
             return vnic;
         }
@@ -575,7 +578,8 @@ public sealed unsafe class ShmVnic : IVnic
         try
         {
             var cred = PeerCredentials(fd);
-            if (cred.Uid != Libc.GetEuid())
+            // Our own user's endpoint, or root's (onload-driverd's shared mode, which names us its peer).
+            if (cred.Uid != Libc.GetEuid() && cred.Uid != 0)
             {
                 Send(fd, MessageKind.Refused, 0, 0, []);
                 throw OpenFailure.Message(spec, $"the endpoint listening (pid {cred.Pid}) runs as uid {cred.Uid}, we as {Libc.GetEuid()}", Errno.EACCES);
@@ -646,6 +650,7 @@ public sealed unsafe class ShmVnic : IVnic
             vnic._connected = 1;
             vnic._peerPid = cred.Pid;
             vnic._peerMac = (long)peerMac.Value;
+            vnic._peerUid = options.ShmPeerUid ?? Libc.GetEuid();
             vnic.StartMonitor();
             handedOver = true;
             return vnic;
@@ -946,7 +951,7 @@ public sealed unsafe class ShmVnic : IVnic
         try
         {
             var cred = PeerCredentials(fd);
-            if (cred.Uid != Libc.GetEuid())
+            if (cred.Uid != Libc.GetEuid() && cred.Uid != _peerUid)
             {
                 Send(fd, MessageKind.Refused, 0, 0, []);
                 return;

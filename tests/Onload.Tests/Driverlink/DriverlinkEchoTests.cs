@@ -1,4 +1,5 @@
 using System.Security.Cryptography;
+using Onload.Tests.Interop;
 using Onload.Tests.Netns;
 
 namespace Onload.Tests.Driverlink;
@@ -122,5 +123,27 @@ public class DriverlinkEchoTests
         Assert.That(reader.ExitCode, Is.EqualTo(0), "with an orderly end of stream (FIN): nothing was left unread " + reader.Stderr);
         Poll.Until(() => dl.Daemon.Stderr.Contains("closed 1 TCP connections toward their peers (1 FIN, 0 RST)", StringComparison.Ordinal),
             Deadline, "the daemon closing the dead client's connection: " + dl.Daemon.Stderr);
+    }
+
+    [Test]
+    public void An_unprivileged_user_attaches_only_where_granted_and_then_runs_accelerated_in_shared_mode()
+    {
+        // nobody (65534): no capabilities, so no AF_XDP socket or BPF of its own; shared mode needs neither.
+        string[] asNobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"];
+        using (var refused = new DriverlinkPair())
+        {
+            var p = refused.Host.Start("env", [$"ONLOAD_DRIVERD_SOCKET={refused.SocketName}", "ONLOAD_DRIVERD_AUTOSTART=0",
+                .. asNobody, Dist.Bin("onload-echo"), "--interface", refused.Interface, "--tcp", "7602"]);
+            Assert.That(p.WaitForExit(Deadline), Is.True);
+            Assert.That(p.ExitCode, Is.Not.EqualTo(0));
+            Assert.That(p.Stderr, Does.Contain("NotPermitted").And.Contain("uid 65534 is not granted"), p.Stderr);
+        }
+        using var dl = new DriverlinkPair("--allow", "65534");
+        var echo = dl.Host.Start("env", [$"ONLOAD_DRIVERD_SOCKET={dl.SocketName}", "ONLOAD_DRIVERD_AUTOSTART=0",
+            .. asNobody, Dist.Bin("onload-echo"), "--interface", dl.Interface, "--mode", "shared", "--tcp", "7602"]);
+        echo.WaitForOutput("onload-echo: ready", Deadline);
+        Assert.That(Netns.Netns.Run($"ps -o uid= -p {echo.Pid}").Trim(), Is.EqualTo("65534"), "the echo runs as nobody");
+        var blob = RandomNumberGenerator.GetBytes(200_000);
+        Assert.That(Echo(dl, $"TCP:{dl.HostAddress}:7602", blob), Is.EqualTo(blob), "accelerated for a granted user");
     }
 }
