@@ -103,6 +103,8 @@ internal sealed unsafe class Daemon : IDisposable
                 if (fds[0].Revents != 0)
                     AcceptClient();
             }
+            foreach (var stalled in _clients.Where(c => c.Stalled).ToArray())
+                Drop(stalled, "does not read its messages (its socket buffer is full)");
             StepReload();
             if (_clients.Count > 0)
                 _idleSince = Stopwatch.GetTimestamp();
@@ -214,10 +216,18 @@ internal sealed unsafe class Daemon : IDisposable
         client.Greeted = true;
     }
 
+    /// <summary>
+    /// Sends without waiting: a client that lets its socket buffer fill (it reads neither replies nor events) would
+    /// otherwise stall the daemon for everyone. Such a client is marked and dropped at the end of the loop's turn.
+    /// </summary>
     private void Reply(ClientSession client, Message message, ReadOnlySpan<int> fds = default)
     {
-        int e = client.Socket.Send(message, fds);
-        if (e != 0 && e != Errno.EPIPE)
+        if (client.Stalled)
+            return;
+        int e = client.Socket.Send(message, fds, dontWait: true);
+        if (e == Errno.EAGAIN)
+            client.Stalled = true;
+        else if (e != 0 && e != Errno.EPIPE)
             Log($"client pid {client.Credentials.Pid}: send {message.Kind}: errno {e}");
     }
 
@@ -674,6 +684,8 @@ internal sealed class ClientSession(DriverlinkSocket socket, PeerCredentials cre
     public DriverlinkSocket Socket { get; } = socket;
     public PeerCredentials Credentials { get; } = credentials;
     public bool Greeted { get; set; }
+    /// <summary>Its socket buffer was full: it is dropped at the end of the loop's turn.</summary>
+    public bool Stalled { get; set; }
     public List<VnicRecord> Vnics { get; } = [];
 }
 

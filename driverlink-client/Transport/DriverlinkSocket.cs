@@ -103,8 +103,9 @@ public sealed unsafe class DriverlinkSocket : IDisposable
     /// <summary>
     /// Sends one message with <paramref name="descriptors"/> attached (the kernel duplicates them into the
     /// receiver; the caller keeps its own). Returns 0, or the errno (EPIPE when the peer has gone, EMSGSIZE, ...).
+    /// With <paramref name="dontWait"/>, a full socket buffer (a peer that does not read) is EAGAIN, not a wait.
     /// </summary>
-    public int Send(ReadOnlySpan<byte> message, ReadOnlySpan<int> descriptors = default)
+    public int Send(ReadOnlySpan<byte> message, ReadOnlySpan<int> descriptors = default, bool dontWait = false)
     {
         if (descriptors.Length > MaxDescriptors)
             throw new ArgumentException($"at most {MaxDescriptors} descriptors per message", nameof(descriptors));
@@ -128,7 +129,7 @@ public sealed unsafe class DriverlinkSocket : IDisposable
             while (true)
             {
                 // MSG_NOSIGNAL: a vanished peer is EPIPE, not a SIGPIPE that kills the process.
-                if (Libc.SendMsg(Fd, &header, UnixIpcConstants.MSG_NOSIGNAL) >= 0)
+                if (Libc.SendMsg(Fd, &header, UnixIpcConstants.MSG_NOSIGNAL | (dontWait ? UnixIpcConstants.MSG_DONTWAIT : 0)) >= 0)
                     return 0;
                 int errno = Errno.Last;
                 if (errno != Errno.EINTR)
@@ -138,11 +139,11 @@ public sealed unsafe class DriverlinkSocket : IDisposable
     }
 
     /// <summary>Encodes and sends <paramref name="message"/>; see <see cref="Send(ReadOnlySpan{byte}, ReadOnlySpan{int})"/>.</summary>
-    public int Send(Message message, ReadOnlySpan<int> descriptors = default)
+    public int Send(Message message, ReadOnlySpan<int> descriptors = default, bool dontWait = false)
     {
         ArgumentNullException.ThrowIfNull(message);
         Span<byte> buffer = stackalloc byte[MessageHeader.MaxMessageLength];
-        return Send(buffer[..message.Encode(buffer)], descriptors);
+        return Send(buffer[..message.Encode(buffer)], descriptors, dontWait);
     }
 
     /// <summary>

@@ -163,6 +163,39 @@ public class DaemonTests
     }
 
     [Test]
+    public void A_client_that_never_reads_is_dropped_and_the_others_are_still_served()
+    {
+        using var dl = new DriverlinkPair();
+        string batch = Path.Combine(TestContext.CurrentContext.WorkDirectory, $"neigh-{Environment.ProcessId}-{dl.Pair.Instance}.batch");
+        try
+        {
+            dl.InHost(() =>
+            {
+                using var stalled = DriverlinkSocket.Connect(dl.SocketName);
+                Assert.That(stalled.Send(new Hello(PeerRole.Client, "onload stalled") { RequestId = 1 }), Is.EqualTo(0));
+                var fds = new int[4];
+                Assert.That(stalled.Receive(fds, out _).Status, Is.EqualTo(ReceiveStatus.Ok));
+                Assert.That(stalled.Send(new AttachRequest(dl.Interface, VnicMode.Exclusive, 0, 0, 0) { RequestId = 2 }), Is.EqualTo(0));
+                // From here it reads nothing. Thousands of neighbour changes become as many events for its VNIC.
+                File.WriteAllLines(batch, Enumerable.Range(0, 4000).Select(i =>
+                    $"neigh replace 10.200.{i / 250}.{i % 250 + 1} lladdr 02:00:00:00:{i / 256:x2}:{i % 256:x2} dev {dl.Interface} nud permanent"));
+                dl.Host.Ip($"-batch {batch}");
+                Poll.Until(() => dl.Daemon.Stderr.Contains("does not read its messages", StringComparison.Ordinal), Deadline,
+                    "the daemon dropping the client that does not read");
+                var clock = System.Diagnostics.Stopwatch.StartNew();
+                using var client = DriverlinkClient.Connect(dl.ClientOptions);
+                AttachExclusive(client, dl);
+                Assert.That(clock.Elapsed, Is.LessThan(TimeSpan.FromSeconds(5)), "another client is served meanwhile");
+                return 0;
+            });
+        }
+        finally
+        {
+            File.Delete(batch);
+        }
+    }
+
+    [Test]
     public void An_incompatible_client_is_refused_with_both_versions_named()
     {
         using var dl = new DriverlinkPair();
