@@ -185,9 +185,9 @@ $(DIST)/bin/abi_smoke: preload/tests/abi_smoke.c preload/include/onload_stack.h
 
 # The interposer is plain C with GNU extensions (statement expressions, __typeof__), hence gnu11 and no -pedantic.
 # Only the interposed functions are exported (-fvisibility=hidden).
-$(DIST)/lib/libonload.so: preload/shim/onload_preload.c
+$(DIST)/lib/libonload.so: preload/shim/onload_preload.c preload/include/onload_stack.h
 	@mkdir -p $(@D)
-	$(CC) -std=gnu11 -Wall -Wextra -Werror -O2 -fPIC -shared -fvisibility=hidden -o $@ $< -ldl -lpthread
+	$(CC) -std=gnu11 -Wall -Wextra -Werror -O2 -fPIC -shared -fvisibility=hidden -Ipreload/include -o $@ $< -ldl -lpthread
 
 $(DIST)/bin/onload-run: apps/onload-run/onload-run
 	install -D -m 0755 $< $@

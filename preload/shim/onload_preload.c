@@ -42,6 +42,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "onload_stack.h"
+
 #define EXPORT __attribute__((visibility("default")))
 
 /* ------------------------------------------------------------------------------------ libc */
@@ -137,24 +139,25 @@ static inline int handle_of(const struct fd_entry *e) { return e->handle_plus1 -
 
 /* ---------------------------------------------------------------------------- the stack */
 
-typedef int (*init_fn)(void);
-typedef int (*start_failure_fn)(char *, int);
-typedef uint32_t (*local_address_fn)(void);
-typedef int (*open_fn)(void);
-typedef int (*bind_fn)(int, uint32_t, uint16_t);
-typedef int (*listen_fn)(int, int);
-typedef int (*accept_fn)(int, uint32_t *, uint16_t *);
-typedef int (*connect_fn)(int, uint32_t, uint16_t);
-typedef int (*send_fn)(int, const void *, intptr_t);
-typedef int (*recv_fn)(int, void *, intptr_t);
-typedef int (*shutdown_fn)(int, int);
-typedef int (*close_fn)(int);
-typedef int (*name_fn)(int, int, uint32_t *, uint16_t *);
-typedef int (*take_error_fn)(int);
-typedef int (*set_nodelay_fn)(int, int);
-typedef int (*poll_fn)(const int *, const short *, short *, int);
-typedef int (*prepare_wait_fn)(int *);
-typedef int (*drain_fn)(int);
+/* The stack's C ABI: preload/include/onload_stack.h (signatures checked against it here). */
+typedef onload_sock_init_fn init_fn;
+typedef onload_sock_start_failure_fn start_failure_fn;
+typedef onload_sock_local_address_fn local_address_fn;
+typedef onload_sock_open_fn open_fn;
+typedef onload_sock_bind_fn bind_fn;
+typedef onload_sock_listen_fn listen_fn;
+typedef onload_sock_accept_fn accept_fn;
+typedef onload_sock_connect_fn connect_fn;
+typedef onload_sock_send_fn send_fn;
+typedef onload_sock_recv_fn recv_fn;
+typedef onload_sock_shutdown_fn shutdown_fn;
+typedef onload_sock_close_fn close_fn;
+typedef onload_sock_name_fn name_fn;
+typedef onload_sock_take_error_fn take_error_fn;
+typedef onload_sock_set_nodelay_fn set_nodelay_fn;
+typedef onload_sock_poll_fn poll_fn;
+typedef onload_sock_prepare_wait_fn prepare_wait_fn;
+typedef onload_sock_drain_fn drain_fn;
 
 static struct {
 	init_fn init;
