@@ -31,6 +31,8 @@
 #   dist/bin/abi_smoke              C program that dlopen()s the stack library and checks its exports
 #   dist/lib/libonload_stack.so     the stack as a C shared library (NativeAOT build of preload/native)
 #   dist/include/onload_stack.h     its header
+#   dist/lib/libonload.so           the LD_PRELOAD interposer (preload/shim): TCP of unmodified programs on the stack
+#   dist/bin/onload-run             runs a program with libonload.so preloaded (apps/onload-run)
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -80,11 +82,11 @@ ECHO_INPUTS   := $(DRIVERLINK_INPUTS) $(call dotnet_inputs,apps/echo)
 PINGPONG_INPUTS := $(DRIVERLINK_INPUTS) $(call dotnet_inputs,apps/pingpong)
 DRIVERD_INPUTS := $(DRIVERLINK_INPUTS) $(call dotnet_inputs,apps/driverd)
 TCPDUMP_INPUTS := $(STACK_INPUTS) $(call dotnet_inputs,apps/tcpdump)
-NATIVE_INPUTS := $(STACK_INPUTS) $(call dotnet_inputs,preload/native)
+NATIVE_INPUTS := $(DRIVERLINK_INPUTS) $(call dotnet_inputs,preload/native)
 
 DIST_FILES := $(DIST)/bin/onload-echo $(DIST)/bin/onload-pingpong $(DIST)/bin/onload-driverd $(DIST)/bin/onload-tcpdump \
 	$(DIST)/lib/systemd/system/onload-driverd.service $(DIST)/lib/libonload_stack.so $(DIST)/include/onload_stack.h \
-	$(DIST)/bin/abi_smoke
+	$(DIST)/bin/abi_smoke $(DIST)/lib/libonload.so $(DIST)/bin/onload-run
 
 .PHONY: all deps restore build publish test check-header demo bench bench-quick bench-latency bench-tcp bench-driverlink sweep install clean
 
@@ -180,6 +182,15 @@ $(DIST)/include/onload_stack.h: preload/include/onload_stack.h
 $(DIST)/bin/abi_smoke: preload/tests/abi_smoke.c preload/include/onload_stack.h
 	@mkdir -p $(@D)
 	$(CC) -std=c11 $(C_WARN) -O2 -Ipreload/include -o $@ $< -ldl
+
+# The interposer is plain C with GNU extensions (statement expressions, __typeof__), hence gnu11 and no -pedantic.
+# Only the interposed functions are exported (-fvisibility=hidden).
+$(DIST)/lib/libonload.so: preload/shim/onload_preload.c preload/include/onload_stack.h
+	@mkdir -p $(@D)
+	$(CC) -std=gnu11 -Wall -Wextra -Werror -O2 -fPIC -shared -fvisibility=hidden -Ipreload/include -o $@ $< -ldl -lpthread
+
+$(DIST)/bin/onload-run: apps/onload-run/onload-run
+	install -D -m 0755 $< $@
 
 # ---------------------------------------------------------------------------------------------
 test: all check-header

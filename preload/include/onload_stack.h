@@ -46,6 +46,51 @@ typedef int (*onload_stack_version_fn)(char *buf, int len);
 int onload_stack_selftest(uint64_t seed, int datagrams);
 typedef int (*onload_stack_selftest_fn)(uint64_t seed, int datagrams);
 
+/*
+ * The socket layer (preload/native/SocketExports.cs), which the preload shim libonload.so
+ * calls: IPv4 TCP on one process-wide stack in driverlink mode, on the interface named by
+ * ONLOAD_INTERFACE, started at the first call. Handles are the stack's connections;
+ * addresses and ports are in host byte order; results are counts, handles or 0, or a
+ * negated Linux errno. No call blocks: a caller that must wait polls (onload_sock_poll)
+ * and sleeps on the fd onload_sock_prepare_wait returns.
+ */
+int onload_sock_init(void);
+typedef int (*onload_sock_init_fn)(void);
+int onload_sock_start_failure(char *buf, int len);          /* why init failed, snprintf-style */
+typedef int (*onload_sock_start_failure_fn)(char *buf, int len);
+uint32_t onload_sock_local_address(void);
+typedef uint32_t (*onload_sock_local_address_fn)(void);
+int onload_sock_open(void);
+typedef int (*onload_sock_open_fn)(void);
+int onload_sock_bind(int h, uint32_t address, uint16_t port);
+typedef int (*onload_sock_bind_fn)(int h, uint32_t address, uint16_t port);
+int onload_sock_listen(int h, int backlog);
+typedef int (*onload_sock_listen_fn)(int h, int backlog);
+int onload_sock_accept(int h, uint32_t *address, uint16_t *port); /* -EAGAIN when none waits */
+typedef int (*onload_sock_accept_fn)(int h, uint32_t *address, uint16_t *port);
+int onload_sock_connect(int h, uint32_t address, uint16_t port);  /* -EINPROGRESS when the SYN went */
+typedef int (*onload_sock_connect_fn)(int h, uint32_t address, uint16_t port);
+int onload_sock_send(int h, const void *data, intptr_t len);
+typedef int (*onload_sock_send_fn)(int h, const void *data, intptr_t len);
+int onload_sock_recv(int h, void *buf, intptr_t len);
+typedef int (*onload_sock_recv_fn)(int h, void *buf, intptr_t len);
+int onload_sock_shutdown(int h, int how);                  /* SHUT_RD, SHUT_WR, SHUT_RDWR */
+typedef int (*onload_sock_shutdown_fn)(int h, int how);
+int onload_sock_close(int h);
+typedef int (*onload_sock_close_fn)(int h);
+int onload_sock_name(int h, int peer, uint32_t *address, uint16_t *port);
+typedef int (*onload_sock_name_fn)(int h, int peer, uint32_t *address, uint16_t *port);
+int onload_sock_take_error(int h);                          /* SO_ERROR: positive errno or 0 */
+typedef int (*onload_sock_take_error_fn)(int h);
+int onload_sock_set_nodelay(int h, int on);
+typedef int (*onload_sock_set_nodelay_fn)(int h, int on);
+int onload_sock_poll(const int *handles, const short *events, short *revents, int n);
+typedef int (*onload_sock_poll_fn)(const int *handles, const short *events, short *revents, int n);
+int onload_sock_prepare_wait(int *timeout_ms);              /* wait fd, or -EAGAIN: work waiting */
+typedef int (*onload_sock_prepare_wait_fn)(int *timeout_ms);
+int onload_sock_drain(int timeout_ms);                      /* at exit: connections still sending */
+typedef int (*onload_sock_drain_fn)(int timeout_ms);
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif

@@ -138,6 +138,24 @@ static int check_selftest(void)
     return 0;
 }
 
+/* The socket layer's exports are there (calling them would start a stack: the preload tests do). */
+static int check_socket_exports(void)
+{
+    static const char *const names[] = {
+        "onload_sock_init", "onload_sock_start_failure", "onload_sock_local_address", "onload_sock_open",
+        "onload_sock_bind", "onload_sock_listen", "onload_sock_accept", "onload_sock_connect",
+        "onload_sock_send", "onload_sock_recv", "onload_sock_shutdown", "onload_sock_close",
+        "onload_sock_name", "onload_sock_take_error", "onload_sock_set_nodelay", "onload_sock_poll",
+        "onload_sock_prepare_wait", "onload_sock_drain",
+    };
+    size_t i;
+    int missing = 0;
+
+    for (i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        missing += lookup(names[i]) == NULL;
+    return missing;
+}
+
 static const struct {
     const char *name;
     int (*run)(void);
@@ -145,6 +163,7 @@ static const struct {
     { "abi_version", check_abi_version },
     { "version", check_version },
     { "selftest", check_selftest },
+    { "sock_exports", check_socket_exports },
 };
 
 int main(int argc, char **argv)

@@ -1,0 +1,233 @@
+using System.Runtime.InteropServices;
+using System.Text;
+using Onload.Stack;
+using Onload.Stack.Wire;
+
+namespace Onload.Native;
+
+/// <summary>
+/// The socket layer's C ABI (<c>onload_sock_*</c> in onload_stack.h), which the preload shim calls: TCP over the
+/// process's one driverlink stack (<see cref="SocketLayer"/>). Handles are the stack's connection rows; addresses
+/// and ports are in host byte order; results are counts or negated Linux errnos. Every call is non-blocking.
+/// </summary>
+public static unsafe class SocketExports
+{
+    private const int EIO = 5;
+
+    /// <summary><c>int onload_sock_init(void)</c>: starts the stack if need be. 0, or -errno when it cannot start
+    /// (<c>onload_sock_start_failure</c> says why).</summary>
+    [UnmanagedCallersOnly(EntryPoint = "onload_sock_init")]
+    public static int Init()
+    {
+        try
+        {
+            return SocketLayer.Get(out int errno) is null ? -errno : 0;
+        }
+        catch (Exception)
+        {
+            return -EIO;
+        }
+    }
+
+    /// <summary><c>int onload_sock_start_failure(char *buf, int len)</c>: why the stack did not start, snprintf-style.</summary>
+    [UnmanagedCallersOnly(EntryPoint = "onload_sock_start_failure")]
+    public static int StartFailure(byte* buf, int len)
+    {
+        try
+        {
+            byte[] text = Encoding.UTF8.GetBytes(SocketLayer.StartFailure);
+            if (buf != null && len > 0)
+            {
+                int n = Math.Min(text.Length, len - 1);
+                text.AsSpan(0, n).CopyTo(new Span<byte>(buf, n));
+                buf[n] = 0;
+            }
+            return text.Length;
+        }
+        catch (Exception)
+        {
+            return -EIO;
+        }
+    }
+
+    /// <summary><c>uint32_t onload_sock_local_address(void)</c>: the stack's IPv4 address (0 before init).</summary>
+    [UnmanagedCallersOnly(EntryPoint = "onload_sock_local_address")]
+    public static uint LocalAddress()
+    {
+        try
+        {
+            return SocketLayer.Get(out _)?.Address.Value ?? 0;
+        }
+        catch (Exception)
+        {
+            return 0;
+        }
+    }
+
+    [UnmanagedCallersOnly(EntryPoint = "onload_sock_open")]
+    public static int Open() => Call(l => l.Open());
+
+    [UnmanagedCallersOnly(EntryPoint = "onload_sock_bind")]
+    public static int Bind(int h, uint address, ushort port) =>
+        Call(l => l.Bind(h, new Ipv4Endpoint(new Ipv4Address(address), port)));
+
+    [UnmanagedCallersOnly(EntryPoint = "onload_sock_listen")]
+    public static int Listen(int h, int backlog) => Call(l => l.Listen(h, backlog));
+
+    /// <summary><c>int onload_sock_accept(int h, uint32_t *address, uint16_t *port)</c>: the new connection's handle
+    /// and its peer, or -EAGAIN.</summary>
+    [UnmanagedCallersOnly(EntryPoint = "onload_sock_accept")]
+    public static int Accept(int h, uint* address, ushort* port)
+    {
+        try
+        {
+            var layer = SocketLayer.Get(out int errno);
+            if (layer is null)
+                return -errno;
+            int c = layer.Accept(h, out var remote);
+            if (c >= 0)
+            {
+                if (address != null)
+                    *address = remote.Address.Value;
+                if (port != null)
+                    *port = remote.Port;
+            }
+            return c;
+        }
+        catch (Exception)
+        {
+            return -EIO;
+        }
+    }
+
+    /// <summary>-EINPROGRESS when the SYN went out; then poll for POLLOUT and take the error.</summary>
+    [UnmanagedCallersOnly(EntryPoint = "onload_sock_connect")]
+    public static int Connect(int h, uint address, ushort port) =>
+        Call(l => l.Connect(h, new Ipv4Endpoint(new Ipv4Address(address), port)));
+
+    [UnmanagedCallersOnly(EntryPoint = "onload_sock_send")]
+    public static int Send(int h, byte* data, nint length)
+    {
+        try
+        {
+            var layer = SocketLayer.Get(out int errno);
+            if (layer is null)
+                return -errno;
+            return layer.Send(h, new ReadOnlySpan<byte>(data, (int)Math.Min(length, int.MaxValue)));
+        }
+        catch (Exception)
+        {
+            return -EIO;
+        }
+    }
+
+    [UnmanagedCallersOnly(EntryPoint = "onload_sock_recv")]
+    public static int Receive(int h, byte* buffer, nint length)
+    {
+        try
+        {
+            var layer = SocketLayer.Get(out int errno);
+            if (layer is null)
+                return -errno;
+            return layer.Receive(h, new Span<byte>(buffer, (int)Math.Min(length, int.MaxValue)));
+        }
+        catch (Exception)
+        {
+            return -EIO;
+        }
+    }
+
+    /// <summary><c>how</c> as shutdown(2)'s: SHUT_RD 0, SHUT_WR 1, SHUT_RDWR 2.</summary>
+    [UnmanagedCallersOnly(EntryPoint = "onload_sock_shutdown")]
+    public static int Shutdown(int h, int how) =>
+        how is < 0 or > 2 ? -(int)Errno.EINVAL : Call(l => l.Shutdown(h, how != 1, how != 0));
+
+    [UnmanagedCallersOnly(EntryPoint = "onload_sock_close")]
+    public static int Close(int h) => Call(l => l.Close(h));
+
+    /// <summary><c>int onload_sock_name(int h, int peer, uint32_t *address, uint16_t *port)</c>.</summary>
+    [UnmanagedCallersOnly(EntryPoint = "onload_sock_name")]
+    public static int Name(int h, int peer, uint* address, ushort* port)
+    {
+        try
+        {
+            var layer = SocketLayer.Get(out int errno);
+            if (layer is null)
+                return -errno;
+            int rc = layer.Name(h, peer != 0, out var e);
+            if (rc == 0)
+            {
+                *address = e.Address.Value;
+                *port = e.Port;
+            }
+            return rc;
+        }
+        catch (Exception)
+        {
+            return -EIO;
+        }
+    }
+
+    /// <summary>getsockopt(SO_ERROR): the pending errno (positive), cleared; 0 when none.</summary>
+    [UnmanagedCallersOnly(EntryPoint = "onload_sock_take_error")]
+    public static int TakeError(int h) => Call(l => l.TakeError(h));
+
+    [UnmanagedCallersOnly(EntryPoint = "onload_sock_set_nodelay")]
+    public static int SetNoDelay(int h, int on) => Call(l => l.SetNoDelay(h, on != 0));
+
+    /// <summary><c>int onload_sock_poll(const int *handles, const short *events, short *revents, int n)</c>: polls the
+    /// stack once and reports each handle's events (poll(2)'s bits); returns how many have some.</summary>
+    [UnmanagedCallersOnly(EntryPoint = "onload_sock_poll")]
+    public static int PollSockets(int* handles, short* events, short* revents, int n)
+    {
+        try
+        {
+            if (n < 0)
+                return -(int)Errno.EINVAL;
+            var layer = SocketLayer.Get(out int errno);
+            if (layer is null)
+                return -errno;
+            return layer.PollSockets(new ReadOnlySpan<int>(handles, n), new ReadOnlySpan<short>(events, n), new Span<short>(revents, n));
+        }
+        catch (Exception)
+        {
+            return -EIO;
+        }
+    }
+
+    /// <summary><c>int onload_sock_prepare_wait(int *timeout_ms)</c>: the fd to sleep on (readable when the VNIC has
+    /// work), with *timeout_ms cut to the next timer; -EAGAIN when there is work already.</summary>
+    [UnmanagedCallersOnly(EntryPoint = "onload_sock_prepare_wait")]
+    public static int PrepareWait(int* timeoutMs)
+    {
+        try
+        {
+            var layer = SocketLayer.Get(out int errno);
+            if (layer is null)
+                return -errno;
+            return layer.PrepareWait(ref *timeoutMs);
+        }
+        catch (Exception)
+        {
+            return -EIO;
+        }
+    }
+
+    /// <summary><c>int onload_sock_drain(int timeout_ms)</c>: at exit, runs the stack until closed connections have
+    /// sent everything (see SocketLayer.Drain); returns how many had not. 0 when the stack never started.</summary>
+    [UnmanagedCallersOnly(EntryPoint = "onload_sock_drain")]
+    public static int Drain(int timeoutMs) => Call(l => l.Drain(timeoutMs));
+
+    private static int Call(Func<SocketLayer, int> op)
+    {
+        try
+        {
+            var layer = SocketLayer.Get(out int errno);
+            return layer is null ? -errno : op(layer);
+        }
+        catch (Exception)
+        {
+            return -EIO;
+        }
+    }
+}

@@ -1,0 +1,317 @@
+using Onload.Driverlink;
+using Onload.Stack;
+using Onload.Stack.Tcp;
+using Onload.Stack.Wire;
+using Onload.Vnic;
+
+namespace Onload.Native;
+
+/// <summary>
+/// The process-wide stack behind the preload shim: one <see cref="NetStack"/> on one <see cref="DriverlinkSession"/>
+/// (the interface in <c>ONLOAD_INTERFACE</c>), made at the first accelerated socket and guarded by one lock.
+/// </summary>
+/// <remarks>
+/// Every call here is non-blocking: it polls the stack once and then acts. The shim does the waiting (spin, then
+/// sleep on <see cref="WaitFd"/> together with the kernel's fds), so one wait loop serves blocking calls, poll and
+/// select alike. Nothing runs the stack while the program is not in a socket call: timers (retransmits, delayed
+/// ACKs) wait for the next call or wake a sleeping one; a background thread would fix that (see docs/PRELOAD-NOTES.md).
+/// </remarks>
+internal sealed partial class SocketLayer : IDisposable
+{
+    private static readonly Lock s_startLock = new();
+    private static SocketLayer? s_instance;
+    private static int s_startError;
+
+    private readonly Lock _lock = new();
+    private readonly DriverlinkSession _session;
+    private readonly NetStack _stack;
+
+    private SocketLayer(DriverlinkSession session, NetStack stack)
+    {
+        _session = session;
+        _stack = stack;
+    }
+
+    /// <summary>Why the stack could not start, for the shim's one warning line.</summary>
+    public static string StartFailure { get; private set; } = "";
+
+    /// <summary>The layer, started on first use; null (with <see cref="StartFailure"/> and <paramref name="errno"/>)
+    /// when it cannot start. A failure is remembered: the process asks the daemon once.</summary>
+    public static SocketLayer? Get(out int errno)
+    {
+        errno = 0;
+        if (Volatile.Read(ref s_instance) is { } ready)
+            return ready;
+        lock (s_startLock)
+        {
+            if (s_instance is not null)
+                return s_instance;
+            if (s_startError != 0)
+            {
+                errno = s_startError;
+                return null;
+            }
+            try
+            {
+                s_instance = Start();
+                return s_instance;
+            }
+            catch (Exception e)
+            {
+                s_startError = e is DriverlinkException { Errno: > 0 } d ? d.Errno : (int)Errno.ENETDOWN;
+                StartFailure = e.Message;
+                errno = s_startError;
+                return null;
+            }
+        }
+    }
+
+    private static SocketLayer Start()
+    {
+        string? name = Environment.GetEnvironmentVariable("ONLOAD_INTERFACE");
+        if (string.IsNullOrEmpty(name))
+            throw new InvalidOperationException("ONLOAD_INTERFACE is not set (the interface to accelerate)");
+        var mode = Environment.GetEnvironmentVariable("ONLOAD_VNIC_MODE") == "exclusive" ? VnicMode.Exclusive : VnicMode.Shared;
+        var session = DriverlinkSession.Open(name, mode);
+        try
+        {
+            var options = session.StackOptions();
+            options.Validate();
+            return new SocketLayer(session, new NetStack(session.Vnic, options));
+        }
+        catch
+        {
+            session.Dispose();
+            throw;
+        }
+    }
+
+    public Ipv4Address Address => _stack.Address;
+
+    public int Open()
+    {
+        lock (_lock)
+            return _stack.TcpOpen();
+    }
+
+    public int Bind(int c, Ipv4Endpoint local)
+    {
+        lock (_lock)
+            return _stack.TcpBind(c, local);
+    }
+
+    public int Listen(int c, int backlog)
+    {
+        lock (_lock)
+        {
+            _stack.Poll();
+            return _stack.TcpListen(c, backlog);
+        }
+    }
+
+    public int Accept(int c, out Ipv4Endpoint remote)
+    {
+        lock (_lock)
+        {
+            _stack.Poll();
+            return _stack.TcpAccept(c, out remote);
+        }
+    }
+
+    public int Connect(int c, Ipv4Endpoint remote)
+    {
+        lock (_lock)
+        {
+            _stack.Poll();
+            return _stack.TcpConnect(c, remote);
+        }
+    }
+
+    public int Send(int c, ReadOnlySpan<byte> data)
+    {
+        lock (_lock)
+        {
+            _stack.Poll();
+            return _stack.TcpSend(c, data);
+        }
+    }
+
+    public int Receive(int c, Span<byte> buffer)
+    {
+        lock (_lock)
+        {
+            _stack.Poll();
+            return _stack.TcpReceive(c, buffer);
+        }
+    }
+
+    public int Shutdown(int c, bool read, bool write)
+    {
+        lock (_lock)
+        {
+            _stack.Poll();
+            return _stack.TcpShutdown(c, read, write);
+        }
+    }
+
+    public int Close(int c)
+    {
+        lock (_lock)
+        {
+            int rc = _stack.TcpClose(c);
+            _stack.Poll();
+            return rc;
+        }
+    }
+
+    /// <summary>getsockname (peer false) or getpeername (peer true).</summary>
+    public int Name(int c, bool peer, out Ipv4Endpoint endpoint)
+    {
+        endpoint = default;
+        lock (_lock)
+        {
+            var table = _stack.TcpConnections;
+            if (!table.IsValid(c))
+                return -(int)Errno.EBADF;
+            ref var t = ref table[c];
+            if (!peer)
+            {
+                endpoint = t.Bound ? _stack.TcpLocalEndpoint(c) : default;
+                return 0;
+            }
+            if (!_stack.TcpIsConnected(c) && t.State != TcpState.SynReceived)
+                return -(int)Errno.ENOTCONN;
+            endpoint = new Ipv4Endpoint(t.RemoteAddress, t.RemotePort);
+            return 0;
+        }
+    }
+
+    /// <summary>getsockopt(SO_ERROR): the pending error, cleared (0 when none).</summary>
+    public int TakeError(int c)
+    {
+        lock (_lock)
+            return _stack.TcpTakeError(c);
+    }
+
+    public int SetNoDelay(int c, bool on)
+    {
+        lock (_lock)
+            return _stack.TcpSetNoDelay(c, on);
+    }
+
+    /// <summary>
+    /// poll() over stack sockets: polls the stack once, then fills <paramref name="revents"/> for each handle
+    /// (POLLIN, POLLOUT, POLLERR, POLLHUP as Linux's tcp_poll sets them). Returns how many have events.
+    /// </summary>
+    public int PollSockets(ReadOnlySpan<int> handles, ReadOnlySpan<short> events, Span<short> revents)
+    {
+        const short PollIn = 0x001, PollOut = 0x004, PollErr = 0x008, PollHup = 0x010, PollNval = 0x020;
+        int ready = 0;
+        lock (_lock)
+        {
+            _stack.Poll();
+            var table = _stack.TcpConnections;
+            for (int i = 0; i < handles.Length; i++)
+            {
+                int c = handles[i];
+                short r = 0;
+                if (!table.IsValid(c))
+                    r = PollNval;
+                else
+                {
+                    ref var t = ref table[c];
+                    if (_stack.TcpReadable(c))
+                        r |= PollIn;
+                    if (_stack.TcpWritable(c))
+                        r |= PollOut;
+                    if (t.Error != 0)
+                        r |= PollErr;
+                    if (t.Dead || (t.FinReceived && t.FinQueued))
+                        r |= PollHup;
+                    r &= (short)(events[i] | PollErr | PollHup | PollNval);
+                }
+                revents[i] = r;
+                if (r != 0)
+                    ready++;
+            }
+        }
+        return ready;
+    }
+
+    /// <summary>
+    /// Gets ready to sleep: returns the fd that turns readable when the VNIC has work (to poll with the lock
+    /// released), with <paramref name="timeoutMs"/> cut to the stack's next timer; -EAGAIN when frames are already
+    /// waiting (poll again instead of sleeping).
+    /// </summary>
+    public int PrepareWait(ref int timeoutMs)
+    {
+        lock (_lock)
+        {
+            long next = _stack.NextTimerNs;
+            if (next != long.MaxValue)
+            {
+                long untilMs = Math.Max(0, (next - MonotonicClock.Instance.NowNanoseconds + 999_999) / 1_000_000);
+                if (timeoutMs < 0 || untilMs < timeoutMs)
+                    timeoutMs = (int)Math.Min(untilMs, int.MaxValue);
+            }
+            if (!_stack.Vnic.PrepareToSleep())
+                return -(int)Errno.EAGAIN;
+            return _stack.Vnic.WaitHandle;
+        }
+    }
+
+    /// <summary>
+    /// At exit: runs the stack until every closed connection has had its data and FIN acknowledged (FIN-WAIT-2 or
+    /// later), or <paramref name="timeoutMs"/> passes. The kernel keeps sending a closed socket's data after its
+    /// process is gone; this stack lives in the process, so it finishes before the process does. Returns how many
+    /// connections were still sending.
+    /// </summary>
+    public int Drain(int timeoutMs)
+    {
+        long deadline = MonotonicClock.Instance.NowNanoseconds + timeoutMs * 1_000_000L;
+        while (true)
+        {
+            int pending = 0, waitFd;
+            lock (_lock)
+            {
+                _stack.Poll();
+                var table = _stack.TcpConnections;
+                for (int c = 0; c < table.Capacity; c++)
+                    if (table.IsValid(c) && table[c].State is TcpState.SynReceived or TcpState.Established or TcpState.CloseWait
+                            or TcpState.FinWait1 or TcpState.Closing or TcpState.LastAck)
+                        pending++;
+                waitFd = pending > 0 && _stack.Vnic.PrepareToSleep() ? _stack.Vnic.WaitHandle : -1;
+            }
+            long now = MonotonicClock.Instance.NowNanoseconds;
+            if (pending == 0 || now >= deadline)
+                return pending;
+            if (waitFd >= 0)
+                WaitReadable(waitFd, (int)Math.Clamp((Math.Min(deadline, _stack.NextTimerNs) - now) / 1_000_000, 1, 10));
+        }
+    }
+
+    private static unsafe void WaitReadable(int fd, int timeoutMs)
+    {
+        var p = new PollFd { Fd = fd, Events = 1 };
+        _ = PollFd.Poll(&p, 1, timeoutMs);
+    }
+
+    private partial struct PollFd
+    {
+        public int Fd;
+        public short Events;
+        public short Revents;
+
+        [System.Runtime.InteropServices.LibraryImport("libc", EntryPoint = "poll")]
+        public static unsafe partial int Poll(PollFd* fds, nuint count, int timeoutMs);
+    }
+
+    public void Dispose()
+    {
+        lock (_lock)
+        {
+            _stack.Dispose();
+            _session.Dispose();
+        }
+    }
+}

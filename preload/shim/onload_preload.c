@@ -1,0 +1,889 @@
+/*
+ * onload_preload.c: libonload.so, the LD_PRELOAD interposer.
+ *
+ * Intercepts the POSIX socket calls of an unmodified program and carries its AF_INET
+ * SOCK_STREAM sockets on the user-level stack (libonload_stack.so, the NativeAOT build
+ * of preload/native, loaded at the first such socket). Everything else (UDP, AF_INET6,
+ * AF_UNIX, files, pipes) goes to libc untouched. See docs/PRELOAD-NOTES.md.
+ *
+ * An accelerated socket owns a real kernel fd: socket() makes a kernel socket of the same
+ * type (the placeholder) and returns its number, and fd_table[fd] names the stack's
+ * connection. The placeholder carries fd flags, fcntl and setsockopt state, and becomes the
+ * real socket when a call hands the socket to the kernel (a loopback bind or connect, or a
+ * destination the stack cannot route). The stack keeps its own backing kernel socket for
+ * the port (driverlink-client/Kernel/BackingSocket.cs); unifying the two is later work.
+ *
+ * The stack's own calls (the .NET runtime inside libonload_stack.so uses read, write,
+ * close, socket and poll) must reach libc: a thread-local guard is set around every call
+ * into the stack, and every intercepted function passes straight through while it is.
+ *
+ * Every call into the stack is non-blocking; blocking calls, poll and select wait here:
+ * poll the stack and the kernel fds, spin for ONLOAD_SPIN_US, then sleep in the real poll()
+ * on the kernel fds plus the VNIC's wait fd, no longer than the stack's next timer.
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/select.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "onload_stack.h"
+
+#define EXPORT __attribute__((visibility("default")))
+
+/* ------------------------------------------------------------------------------------ libc */
+
+static int (*real_socket)(int, int, int);
+static int (*real_bind)(int, const struct sockaddr *, socklen_t);
+static int (*real_listen)(int, int);
+static int (*real_accept)(int, struct sockaddr *, socklen_t *);
+static int (*real_accept4)(int, struct sockaddr *, socklen_t *, int);
+static int (*real_connect)(int, const struct sockaddr *, socklen_t);
+static ssize_t (*real_read)(int, void *, size_t);
+static ssize_t (*real_write)(int, const void *, size_t);
+static ssize_t (*real_recv)(int, void *, size_t, int);
+static ssize_t (*real_send)(int, const void *, size_t, int);
+static ssize_t (*real_recvfrom)(int, void *, size_t, int, struct sockaddr *, socklen_t *);
+static ssize_t (*real_sendto)(int, const void *, size_t, int, const struct sockaddr *, socklen_t);
+static int (*real_close)(int);
+static int (*real_shutdown)(int, int);
+static int (*real_getsockname)(int, struct sockaddr *, socklen_t *);
+static int (*real_getpeername)(int, struct sockaddr *, socklen_t *);
+static int (*real_setsockopt)(int, int, int, const void *, socklen_t);
+static int (*real_getsockopt)(int, int, int, void *, socklen_t *);
+static int (*real_fcntl)(int, int, ...);
+static int (*real_fcntl64)(int, int, ...);
+static int (*real_poll)(struct pollfd *, nfds_t, int);
+static int (*real_select)(int, fd_set *, fd_set *, fd_set *, struct timeval *);
+
+#define RESOLVE(name) (real_##name = (__typeof__(real_##name))dlsym(RTLD_NEXT, #name))
+
+static void resolve_libc(void)
+{
+	RESOLVE(socket); RESOLVE(bind); RESOLVE(listen); RESOLVE(accept); RESOLVE(accept4);
+	RESOLVE(connect); RESOLVE(read); RESOLVE(write); RESOLVE(recv); RESOLVE(send);
+	RESOLVE(recvfrom); RESOLVE(sendto); RESOLVE(close); RESOLVE(shutdown);
+	RESOLVE(getsockname); RESOLVE(getpeername); RESOLVE(setsockopt); RESOLVE(getsockopt);
+	RESOLVE(fcntl); RESOLVE(fcntl64); RESOLVE(poll); RESOLVE(select);
+	if (real_fcntl64 == NULL)
+		real_fcntl64 = real_fcntl;
+}
+
+static pthread_once_t libc_once = PTHREAD_ONCE_INIT;
+
+/* Resolved once, before main (the constructor) or at the first call, whichever comes first. */
+#define LIBC(name) (real_##name != NULL ? real_##name : (pthread_once(&libc_once, resolve_libc), real_##name))
+
+/* ------------------------------------------------------------------------------ settings */
+
+static int opt_no_fail = 1;     /* ONLOAD_NO_FAIL */
+static long opt_spin_ns = 50000; /* ONLOAD_SPIN_US */
+static int opt_debug;           /* ONLOAD_DEBUG */
+static int opt_exit_linger_ms = 10000; /* ONLOAD_EXIT_LINGER_MS */
+
+static void debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void debug(const char *fmt, ...)
+{
+	if (!opt_debug)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	fputs("onload: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+	va_end(ap);
+}
+
+/* ------------------------------------------------------------------- the reentrancy guard */
+
+/* Set while this thread is inside the stack: its calls go straight to libc. */
+static __thread int in_stack;
+
+#define STACK(expr) ({ in_stack++; __typeof__(expr) r_ = (expr); in_stack--; r_; })
+
+/* --------------------------------------------------------------------------- the fd table */
+
+#define FD_NONBLOCK 1
+
+struct fd_entry {
+	int handle_plus1; /* the stack's connection + 1; 0: not accelerated */
+	int flags;
+};
+
+static struct fd_entry *fd_table;
+static int fd_table_size;
+
+static inline struct fd_entry *accelerated(int fd)
+{
+	if (in_stack || fd < 0 || fd >= fd_table_size || fd_table[fd].handle_plus1 == 0)
+		return NULL;
+	return &fd_table[fd];
+}
+
+static inline int handle_of(const struct fd_entry *e) { return e->handle_plus1 - 1; }
+
+/* ---------------------------------------------------------------------------- the stack */
+
+/* The stack's C ABI: preload/include/onload_stack.h (signatures checked against it here). */
+typedef onload_sock_init_fn init_fn;
+typedef onload_sock_start_failure_fn start_failure_fn;
+typedef onload_sock_local_address_fn local_address_fn;
+typedef onload_sock_open_fn open_fn;
+typedef onload_sock_bind_fn bind_fn;
+typedef onload_sock_listen_fn listen_fn;
+typedef onload_sock_accept_fn accept_fn;
+typedef onload_sock_connect_fn connect_fn;
+typedef onload_sock_send_fn send_fn;
+typedef onload_sock_recv_fn recv_fn;
+typedef onload_sock_shutdown_fn shutdown_fn;
+typedef onload_sock_close_fn close_fn;
+typedef onload_sock_name_fn name_fn;
+typedef onload_sock_take_error_fn take_error_fn;
+typedef onload_sock_set_nodelay_fn set_nodelay_fn;
+typedef onload_sock_poll_fn poll_fn;
+typedef onload_sock_prepare_wait_fn prepare_wait_fn;
+typedef onload_sock_drain_fn drain_fn;
+
+static struct {
+	init_fn init;
+	start_failure_fn start_failure;
+	local_address_fn local_address;
+	open_fn open;
+	bind_fn bind;
+	listen_fn listen;
+	accept_fn accept;
+	connect_fn connect;
+	send_fn send;
+	recv_fn recv;
+	shutdown_fn shutdown;
+	close_fn close;
+	name_fn name;
+	take_error_fn take_error;
+	set_nodelay_fn set_nodelay;
+	poll_fn poll;
+	prepare_wait_fn prepare_wait;
+	drain_fn drain;
+} st;
+
+enum { STACK_UNTRIED, STACK_READY, STACK_FAILED };
+static int stack_state = STACK_UNTRIED;
+static uint32_t stack_address; /* host byte order */
+static pthread_mutex_t stack_load_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* The stack library: ONLOAD_STACK_LIB, else libonload_stack.so beside this library. */
+static void stack_library_path(char *path, size_t len)
+{
+	const char *env = getenv("ONLOAD_STACK_LIB");
+	if (env != NULL && *env != '\0') {
+		snprintf(path, len, "%s", env);
+		return;
+	}
+	Dl_info info;
+	if (dladdr((void *)stack_library_path, &info) && info.dli_fname != NULL) {
+		const char *slash = strrchr(info.dli_fname, '/');
+		if (slash != NULL) {
+			snprintf(path, len, "%.*s/libonload_stack.so", (int)(slash - info.dli_fname), info.dli_fname);
+			return;
+		}
+	}
+	snprintf(path, len, "libonload_stack.so");
+}
+
+/*
+ * exit(): the kernel would close the process's sockets and go on sending what they hold; this stack
+ * dies with the process, so it closes them and sends first (bounded by ONLOAD_EXIT_LINGER_MS).
+ * Connections the process still holds when it is killed are closed by the daemon, from the
+ * connection mirror. _exit() skips this.
+ */
+static void drain_at_exit(void)
+{
+	in_stack++;
+	for (int fd = 0; fd < fd_table_size; fd++)
+		if (fd_table[fd].handle_plus1 != 0) {
+			st.close(fd_table[fd].handle_plus1 - 1);
+			fd_table[fd].handle_plus1 = 0;
+		}
+	int left = st.drain(opt_exit_linger_ms);
+	in_stack--;
+	if (left > 0)
+		fprintf(stderr, "onload: exit: %d connections still sending after %d ms: their peers see them end\n",
+			left, opt_exit_linger_ms);
+	else
+		debug("exit: every connection sent its data");
+}
+
+static int load_stack_locked(char *why, size_t why_len)
+{
+	char path[4096];
+	stack_library_path(path, sizeof path);
+	void *lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+	if (lib == NULL) {
+		snprintf(why, why_len, "%s", dlerror());
+		return -1;
+	}
+#define SYM(field, name) \
+	if ((*(void **)&st.field = dlsym(lib, name)) == NULL) { \
+		snprintf(why, why_len, "the stack library has no %s (an older one?)", name); \
+		return -1; \
+	}
+	SYM(init, "onload_sock_init");
+	SYM(start_failure, "onload_sock_start_failure");
+	SYM(local_address, "onload_sock_local_address");
+	SYM(open, "onload_sock_open");
+	SYM(bind, "onload_sock_bind");
+	SYM(listen, "onload_sock_listen");
+	SYM(accept, "onload_sock_accept");
+	SYM(connect, "onload_sock_connect");
+	SYM(send, "onload_sock_send");
+	SYM(recv, "onload_sock_recv");
+	SYM(shutdown, "onload_sock_shutdown");
+	SYM(close, "onload_sock_close");
+	SYM(name, "onload_sock_name");
+	SYM(take_error, "onload_sock_take_error");
+	SYM(set_nodelay, "onload_sock_set_nodelay");
+	SYM(poll, "onload_sock_poll");
+	SYM(prepare_wait, "onload_sock_prepare_wait");
+	SYM(drain, "onload_sock_drain");
+#undef SYM
+	debug("loaded %s", path);
+	/* The first call into the library starts the .NET runtime (on this thread), then the stack. */
+	int rc = st.init();
+	if (rc < 0) {
+		char reason[512] = "";
+		st.start_failure(reason, (int)sizeof reason);
+		snprintf(why, why_len, "%s (%s)", reason, strerror(-rc));
+		return -1;
+	}
+	stack_address = st.local_address();
+	/* Registered after the stack library loaded, so it runs before that library's exit handlers. */
+	atexit(drain_at_exit);
+	return 0;
+}
+
+/* Whether the stack is up, loading it at the first call. Warns once when it cannot be. */
+static int stack_ready(void)
+{
+	if (__atomic_load_n(&stack_state, __ATOMIC_ACQUIRE) != STACK_UNTRIED)
+		return stack_state == STACK_READY;
+	pthread_mutex_lock(&stack_load_lock);
+	if (stack_state == STACK_UNTRIED) {
+		char why[1024] = "";
+		in_stack++;
+		int rc = load_stack_locked(why, sizeof why);
+		in_stack--;
+		if (rc != 0)
+			fprintf(stderr, "onload: cannot accelerate sockets, %s: %s\n",
+				opt_no_fail ? "using the kernel's" : "socket() fails", why);
+		__atomic_store_n(&stack_state, rc == 0 ? STACK_READY : STACK_FAILED, __ATOMIC_RELEASE);
+	}
+	pthread_mutex_unlock(&stack_load_lock);
+	return stack_state == STACK_READY;
+}
+
+/* ------------------------------------------------------------------------------- helpers */
+
+static inline int fail(int negative_errno)
+{
+	errno = -negative_errno;
+	return -1;
+}
+
+static long now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000000000L + ts.tv_nsec;
+}
+
+/* Hands an accelerated socket (not yet bound or connected on the stack) back to the kernel:
+ * from here on its placeholder is the real socket. */
+static void hand_to_kernel(int fd, struct fd_entry *e, const char *why)
+{
+	debug("fd %d handed to the kernel: %s", fd, why);
+	STACK(st.close(handle_of(e)));
+	e->handle_plus1 = 0;
+	e->flags = 0;
+}
+
+static int sockaddr_in_of(const struct sockaddr *addr, socklen_t len, uint32_t *address, uint16_t *port)
+{
+	if (addr == NULL || len < (socklen_t)sizeof(struct sockaddr_in))
+		return -EINVAL;
+	const struct sockaddr_in *sin = (const struct sockaddr_in *)addr;
+	if (sin->sin_family != AF_INET)
+		return -EAFNOSUPPORT;
+	*address = ntohl(sin->sin_addr.s_addr);
+	*port = ntohs(sin->sin_port);
+	return 0;
+}
+
+static void fill_sockaddr(struct sockaddr *addr, socklen_t *len, uint32_t address, uint16_t port)
+{
+	if (addr == NULL || len == NULL)
+		return;
+	struct sockaddr_in sin;
+	memset(&sin, 0, sizeof sin);
+	sin.sin_family = AF_INET;
+	sin.sin_addr.s_addr = htonl(address);
+	sin.sin_port = htons(port);
+	memcpy(addr, &sin, *len < sizeof sin ? *len : sizeof sin);
+	*len = sizeof sin;
+}
+
+static inline int is_loopback(uint32_t a) { return (a >> 24) == 127; }
+
+/* ------------------------------------------------------------------------ waiting: poll */
+
+#define SMALL 64
+
+/*
+ * poll() over a mix of accelerated and kernel fds. Checks both, spins for ONLOAD_SPIN_US, then
+ * sleeps in the real poll() on the kernel fds plus the VNIC's wait fd (bounded by the stack's next
+ * timer, so its retransmits and delayed ACKs run), and checks again.
+ */
+static int mixed_poll(struct pollfd *fds, nfds_t nfds, int timeout)
+{
+	int handles_small[SMALL], where_small[SMALL];
+	short events_small[SMALL], revents_small[SMALL];
+	struct pollfd kfds_small[SMALL + 1];
+	int *handles = handles_small, *where = where_small;
+	short *events = events_small, *revents = revents_small;
+	struct pollfd *kfds = kfds_small;
+	int *kwhere = NULL, kwhere_small[SMALL];
+	int result = -1;
+
+	if (nfds > SMALL) {
+		handles = malloc(nfds * sizeof *handles);
+		where = malloc(nfds * sizeof *where);
+		events = malloc(nfds * sizeof *events);
+		revents = malloc(nfds * sizeof *revents);
+		kfds = malloc((nfds + 1) * sizeof *kfds);
+		kwhere = malloc(nfds * sizeof *kwhere);
+		if (!handles || !where || !events || !revents || !kfds || !kwhere) {
+			errno = ENOMEM;
+			goto out;
+		}
+	} else
+		kwhere = kwhere_small;
+
+	int na = 0, nk = 0;
+	for (nfds_t i = 0; i < nfds; i++) {
+		fds[i].revents = 0;
+		struct fd_entry *e = accelerated(fds[i].fd);
+		if (e != NULL) {
+			handles[na] = handle_of(e);
+			events[na] = fds[i].events;
+			where[na++] = (int)i;
+		} else {
+			kfds[nk] = fds[i];
+			kwhere[nk++] = (int)i;
+		}
+	}
+
+	long start = now_ns();
+	long deadline = timeout < 0 ? -1 : start + timeout * 1000000L;
+	for (;;) {
+		int ready = 0;
+		int rc = STACK(st.poll(handles, events, revents, na));
+		if (rc < 0) {
+			errno = -rc;
+			goto out;
+		}
+		for (int i = 0; i < na; i++) {
+			fds[where[i]].revents = revents[i];
+			ready += revents[i] != 0;
+		}
+		if (nk > 0) {
+			rc = LIBC(poll)(kfds, (nfds_t)nk, 0);
+			if (rc < 0)
+				goto out;
+			for (int i = 0; i < nk; i++) {
+				fds[kwhere[i]].revents = kfds[i].revents;
+				ready += kfds[i].revents != 0;
+			}
+		}
+		long now = now_ns();
+		if (ready > 0 || timeout == 0 || (deadline >= 0 && now >= deadline)) {
+			result = ready;
+			goto out;
+		}
+		if (now - start < opt_spin_ns)
+			continue;
+		int sleep_ms = deadline < 0 ? -1 : (int)((deadline - now + 999999) / 1000000);
+		int wfd = STACK(st.prepare_wait(&sleep_ms));
+		if (wfd == -EAGAIN)
+			continue;
+		if (wfd < 0) {
+			errno = -wfd;
+			goto out;
+		}
+		kfds[nk].fd = wfd;
+		kfds[nk].events = POLLIN;
+		kfds[nk].revents = 0;
+		if (LIBC(poll)(kfds, (nfds_t)nk + 1, sleep_ms) < 0)
+			goto out; /* EINTR: a signal, as the kernel's poll would say */
+	}
+out:
+	if (nfds > SMALL) {
+		free(handles); free(where); free(events); free(revents); free(kfds); free(kwhere);
+	}
+	return result;
+}
+
+/* Blocks until an accelerated fd has one of `events`. 0, or -1 with errno (EINTR). */
+static int wait_for(int fd, short events)
+{
+	struct pollfd p = { .fd = fd, .events = events, .revents = 0 };
+	return mixed_poll(&p, 1, -1) < 0 ? -1 : 0;
+}
+
+/* ---------------------------------------------------------------------- the interceptors */
+
+EXPORT int socket(int domain, int type, int protocol)
+{
+	int fd = LIBC(socket)(domain, type, protocol);
+	if (fd < 0 || in_stack || domain != AF_INET || (type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC)) != SOCK_STREAM ||
+	    (protocol != 0 && protocol != IPPROTO_TCP))
+		return fd;
+	if (fd >= fd_table_size || !stack_ready()) {
+		if (opt_no_fail)
+			return fd;
+		LIBC(close)(fd);
+		return fail(fd >= fd_table_size ? -EMFILE : -ENETDOWN);
+	}
+	int h = STACK(st.open());
+	if (h < 0) {
+		if (opt_no_fail) {
+			debug("fd %d on the kernel: the stack has no room (%s)", fd, strerror(-h));
+			return fd;
+		}
+		LIBC(close)(fd);
+		return fail(h);
+	}
+	fd_table[fd].handle_plus1 = h + 1;
+	fd_table[fd].flags = (type & SOCK_NONBLOCK) ? FD_NONBLOCK : 0;
+	debug("fd %d accelerated (connection %d)", fd, h);
+	return fd;
+}
+
+EXPORT int bind(int fd, const struct sockaddr *addr, socklen_t len)
+{
+	struct fd_entry *e = accelerated(fd);
+	if (e == NULL)
+		return LIBC(bind)(fd, addr, len);
+	uint32_t address;
+	uint16_t port;
+	int rc = sockaddr_in_of(addr, len, &address, &port);
+	if (rc != 0)
+		return fail(rc);
+	if (is_loopback(address)) {
+		hand_to_kernel(fd, e, "bound to loopback");
+		return LIBC(bind)(fd, addr, len);
+	}
+	rc = STACK(st.bind(handle_of(e), address, port));
+	return rc < 0 ? fail(rc) : 0;
+}
+
+EXPORT int listen(int fd, int backlog)
+{
+	struct fd_entry *e = accelerated(fd);
+	if (e == NULL)
+		return LIBC(listen)(fd, backlog);
+	int rc = STACK(st.listen(handle_of(e), backlog));
+	if (rc < 0)
+		return fail(rc);
+	debug("fd %d listening", fd);
+	return 0;
+}
+
+static int accept_common(int fd, struct sockaddr *addr, socklen_t *len, int flags, struct fd_entry *e)
+{
+	uint32_t address;
+	uint16_t port;
+	int c;
+	for (;;) {
+		c = STACK(st.accept(handle_of(e), &address, &port));
+		if (c != -EAGAIN)
+			break;
+		if (e->flags & FD_NONBLOCK)
+			return fail(-EAGAIN);
+		if (wait_for(fd, POLLIN) < 0)
+			return -1;
+	}
+	if (c < 0)
+		return fail(c);
+	int nfd = LIBC(socket)(AF_INET, SOCK_STREAM | (flags & (SOCK_NONBLOCK | SOCK_CLOEXEC)), 0);
+	if (nfd < 0 || nfd >= fd_table_size) {
+		int err = nfd < 0 ? errno : EMFILE;
+		if (nfd >= 0)
+			LIBC(close)(nfd);
+		STACK(st.close(c));
+		return fail(-err);
+	}
+	fd_table[nfd].handle_plus1 = c + 1;
+	fd_table[nfd].flags = (flags & SOCK_NONBLOCK) ? FD_NONBLOCK : 0;
+	fill_sockaddr(addr, len, address, port);
+	debug("fd %d accepted on fd %d (connection %d)", nfd, fd, c);
+	return nfd;
+}
+
+EXPORT int accept(int fd, struct sockaddr *addr, socklen_t *len)
+{
+	struct fd_entry *e = accelerated(fd);
+	if (e == NULL)
+		return LIBC(accept)(fd, addr, len);
+	return accept_common(fd, addr, len, 0, e);
+}
+
+EXPORT int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
+{
+	struct fd_entry *e = accelerated(fd);
+	if (e == NULL)
+		return LIBC(accept4)(fd, addr, len, flags);
+	return accept_common(fd, addr, len, flags, e);
+}
+
+EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len)
+{
+	struct fd_entry *e = accelerated(fd);
+	if (e == NULL)
+		return LIBC(connect)(fd, addr, len);
+	uint32_t address;
+	uint16_t port;
+	int rc = sockaddr_in_of(addr, len, &address, &port);
+	if (rc != 0 || is_loopback(address) || address == stack_address) {
+		/* AF_UNSPEC (disconnect), loopback and this host's own address: only the kernel carries them. */
+		hand_to_kernel(fd, e, rc != 0 ? "not an AF_INET address" : "a local destination");
+		return LIBC(connect)(fd, addr, len);
+	}
+	int h = handle_of(e);
+	rc = STACK(st.connect(h, address, port));
+	if (rc == -ENETUNREACH || rc == -EHOSTUNREACH) {
+		hand_to_kernel(fd, e, "no route through the accelerated interface");
+		return LIBC(connect)(fd, addr, len);
+	}
+	if (rc != -EINPROGRESS)
+		return rc < 0 ? fail(rc) : 0;
+	debug("fd %d connecting (connection %d)", fd, h);
+	if (e->flags & FD_NONBLOCK)
+		return fail(-EINPROGRESS);
+	if (wait_for(fd, POLLOUT) < 0)
+		return -1;
+	int err = STACK(st.take_error(h));
+	return err > 0 ? fail(-err) : err < 0 ? fail(err) : 0;
+}
+
+static ssize_t stack_recv(int fd, struct fd_entry *e, void *buf, size_t len, int flags)
+{
+	if (flags & MSG_PEEK)
+		return fail(-EOPNOTSUPP); /* not in this slice: docs/PRELOAD-NOTES.md */
+	int nonblock = (e->flags & FD_NONBLOCK) || (flags & MSG_DONTWAIT);
+	size_t got = 0;
+	for (;;) {
+		int rc = STACK(st.recv(handle_of(e), (char *)buf + got, (intptr_t)(len - got)));
+		if (rc > 0) {
+			got += (size_t)rc;
+			if (!(flags & MSG_WAITALL) || got == len || nonblock)
+				return (ssize_t)got;
+			continue;
+		}
+		if (rc == 0 || (rc < 0 && rc != -EAGAIN))
+			return got > 0 ? (ssize_t)got : rc == 0 ? 0 : fail(rc);
+		if (nonblock)
+			return got > 0 ? (ssize_t)got : fail(-EAGAIN);
+		if (wait_for(fd, POLLIN) < 0)
+			return got > 0 ? (ssize_t)got : -1;
+	}
+}
+
+static ssize_t stack_send(int fd, struct fd_entry *e, const void *buf, size_t len, int flags)
+{
+	int nonblock = (e->flags & FD_NONBLOCK) || (flags & MSG_DONTWAIT);
+	size_t sent = 0;
+	for (;;) {
+		int rc = STACK(st.send(handle_of(e), (const char *)buf + sent, (intptr_t)(len - sent)));
+		if (rc >= 0) {
+			sent += (size_t)rc;
+			if (sent == len)
+				return (ssize_t)sent;
+			continue;
+		}
+		if (rc != -EAGAIN) {
+			if (sent > 0)
+				return (ssize_t)sent;
+			if (rc == -EPIPE && !(flags & MSG_NOSIGNAL))
+				raise(SIGPIPE);
+			return fail(rc);
+		}
+		if (nonblock)
+			return sent > 0 ? (ssize_t)sent : fail(-EAGAIN);
+		if (wait_for(fd, POLLOUT) < 0)
+			return sent > 0 ? (ssize_t)sent : -1;
+	}
+}
+
+EXPORT ssize_t read(int fd, void *buf, size_t len)
+{
+	struct fd_entry *e = accelerated(fd);
+	return e == NULL ? LIBC(read)(fd, buf, len) : stack_recv(fd, e, buf, len, 0);
+}
+
+EXPORT ssize_t write(int fd, const void *buf, size_t len)
+{
+	struct fd_entry *e = accelerated(fd);
+	return e == NULL ? LIBC(write)(fd, buf, len) : stack_send(fd, e, buf, len, 0);
+}
+
+EXPORT ssize_t recv(int fd, void *buf, size_t len, int flags)
+{
+	struct fd_entry *e = accelerated(fd);
+	return e == NULL ? LIBC(recv)(fd, buf, len, flags) : stack_recv(fd, e, buf, len, flags);
+}
+
+EXPORT ssize_t send(int fd, const void *buf, size_t len, int flags)
+{
+	struct fd_entry *e = accelerated(fd);
+	return e == NULL ? LIBC(send)(fd, buf, len, flags) : stack_send(fd, e, buf, len, flags);
+}
+
+EXPORT ssize_t recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *addr, socklen_t *alen)
+{
+	struct fd_entry *e = accelerated(fd);
+	if (e == NULL)
+		return LIBC(recvfrom)(fd, buf, len, flags, addr, alen);
+	ssize_t n = stack_recv(fd, e, buf, len, flags);
+	if (n >= 0 && addr != NULL && alen != NULL) {
+		uint32_t address;
+		uint16_t port;
+		if (STACK(st.name(handle_of(e), 1, &address, &port)) == 0)
+			fill_sockaddr(addr, alen, address, port);
+	}
+	return n;
+}
+
+EXPORT ssize_t sendto(int fd, const void *buf, size_t len, int flags, const struct sockaddr *addr, socklen_t alen)
+{
+	struct fd_entry *e = accelerated(fd);
+	if (e == NULL)
+		return LIBC(sendto)(fd, buf, len, flags, addr, alen);
+	return stack_send(fd, e, buf, len, flags); /* a stream socket ignores the address */
+}
+
+EXPORT int close(int fd)
+{
+	struct fd_entry *e = accelerated(fd);
+	if (e != NULL) {
+		int h = handle_of(e);
+		e->handle_plus1 = 0;
+		e->flags = 0;
+		STACK(st.close(h));
+		debug("fd %d closed (connection %d)", fd, h);
+	}
+	return LIBC(close)(fd);
+}
+
+EXPORT int shutdown(int fd, int how)
+{
+	struct fd_entry *e = accelerated(fd);
+	if (e == NULL)
+		return LIBC(shutdown)(fd, how);
+	int rc = STACK(st.shutdown(handle_of(e), how));
+	return rc < 0 ? fail(rc) : 0;
+}
+
+static int name_common(int fd, struct sockaddr *addr, socklen_t *len, int peer)
+{
+	struct fd_entry *e = accelerated(fd);
+	if (e == NULL)
+		return peer ? LIBC(getpeername)(fd, addr, len) : LIBC(getsockname)(fd, addr, len);
+	if (addr == NULL || len == NULL)
+		return fail(-EFAULT);
+	uint32_t address;
+	uint16_t port;
+	int rc = STACK(st.name(handle_of(e), peer, &address, &port));
+	if (rc < 0)
+		return fail(rc);
+	fill_sockaddr(addr, len, address, port);
+	return 0;
+}
+
+EXPORT int getsockname(int fd, struct sockaddr *addr, socklen_t *len) { return name_common(fd, addr, len, 0); }
+
+EXPORT int getpeername(int fd, struct sockaddr *addr, socklen_t *len) { return name_common(fd, addr, len, 1); }
+
+EXPORT int setsockopt(int fd, int level, int name, const void *value, socklen_t len)
+{
+	/* The placeholder takes every option (it checks them as Linux does, and keeps them should the
+	 * socket go to the kernel); the stack takes those it implements. */
+	int rc = LIBC(setsockopt)(fd, level, name, value, len);
+	struct fd_entry *e = accelerated(fd);
+	if (rc == 0 && e != NULL && level == IPPROTO_TCP && name == TCP_NODELAY && len >= (socklen_t)sizeof(int)) {
+		int r = STACK(st.set_nodelay(handle_of(e), *(const int *)value != 0));
+		if (r < 0)
+			return fail(r);
+	}
+	return rc;
+}
+
+EXPORT int getsockopt(int fd, int level, int name, void *value, socklen_t *len)
+{
+	struct fd_entry *e = accelerated(fd);
+	if (e == NULL || level != SOL_SOCKET || name != SO_ERROR)
+		return LIBC(getsockopt)(fd, level, name, value, len);
+	if (value == NULL || len == NULL || *len < (socklen_t)sizeof(int))
+		return fail(-EINVAL);
+	int err = STACK(st.take_error(handle_of(e)));
+	if (err < 0)
+		return fail(err);
+	*(int *)value = err;
+	*len = sizeof(int);
+	return 0;
+}
+
+/* fcntl: everything goes to the placeholder, so F_GETFL reads back what F_SETFL set; O_NONBLOCK is
+ * noted for the stack's calls. */
+static int fcntl_common(int (*real)(int, int, ...), int fd, int cmd, void *arg)
+{
+	int rc = real(fd, cmd, arg);
+	struct fd_entry *e = accelerated(fd);
+	if (rc == 0 && e != NULL && cmd == F_SETFL)
+		e->flags = ((intptr_t)arg & O_NONBLOCK) ? (e->flags | FD_NONBLOCK) : (e->flags & ~FD_NONBLOCK);
+	return rc;
+}
+
+EXPORT int fcntl(int fd, int cmd, ...)
+{
+	va_list ap;
+	va_start(ap, cmd);
+	void *arg = va_arg(ap, void *); /* as glibc does: one pointer-sized argument, whatever cmd takes */
+	va_end(ap);
+	return fcntl_common(LIBC(fcntl), fd, cmd, arg);
+}
+
+EXPORT int fcntl64(int fd, int cmd, ...)
+{
+	va_list ap;
+	va_start(ap, cmd);
+	void *arg = va_arg(ap, void *);
+	va_end(ap);
+	return fcntl_common(LIBC(fcntl64), fd, cmd, arg);
+}
+
+EXPORT int poll(struct pollfd *fds, nfds_t nfds, int timeout)
+{
+	if (!in_stack && fd_table != NULL)
+		for (nfds_t i = 0; i < nfds; i++)
+			if (accelerated(fds[i].fd) != NULL)
+				return mixed_poll(fds, nfds, timeout);
+	return LIBC(poll)(fds, nfds, timeout);
+}
+
+EXPORT int select(int nfds, fd_set *rd, fd_set *wr, fd_set *ex, struct timeval *tv)
+{
+	int any = 0;
+	if (!in_stack && fd_table != NULL)
+		for (int fd = 0; fd < nfds && fd < FD_SETSIZE && !any; fd++)
+			if (accelerated(fd) != NULL &&
+			    ((rd && FD_ISSET(fd, rd)) || (wr && FD_ISSET(fd, wr)) || (ex && FD_ISSET(fd, ex))))
+				any = 1;
+	if (!any)
+		return LIBC(select)(nfds, rd, wr, ex, tv);
+	if (nfds < 0 || nfds > FD_SETSIZE)
+		return fail(-EINVAL);
+	struct pollfd pfds[FD_SETSIZE];
+	nfds_t n = 0;
+	for (int fd = 0; fd < nfds; fd++) {
+		short ev = 0;
+		if (rd && FD_ISSET(fd, rd))
+			ev |= POLLIN;
+		if (wr && FD_ISSET(fd, wr))
+			ev |= POLLOUT;
+		if (ex && FD_ISSET(fd, ex))
+			ev |= POLLPRI;
+		if (ev != 0) {
+			pfds[n].fd = fd;
+			pfds[n].events = ev;
+			pfds[n++].revents = 0;
+		}
+	}
+	int timeout = tv == NULL ? -1 : (int)(tv->tv_sec * 1000 + (tv->tv_usec + 999) / 1000);
+	long start = now_ns();
+	int rc = mixed_poll(pfds, n, timeout);
+	if (rc < 0)
+		return -1;
+	if (tv != NULL) { /* Linux writes back the time left */
+		long left = timeout * 1000000L - (now_ns() - start);
+		if (left < 0)
+			left = 0;
+		tv->tv_sec = left / 1000000000L;
+		tv->tv_usec = (left % 1000000000L) / 1000;
+	}
+	int count = 0;
+	for (nfds_t i = 0; i < n; i++) {
+		int fd = pfds[i].fd;
+		short r = pfds[i].revents;
+		if (rd && FD_ISSET(fd, rd) && !(r & (POLLIN | POLLHUP | POLLERR)))
+			FD_CLR(fd, rd);
+		else if (rd && FD_ISSET(fd, rd))
+			count++;
+		if (wr && FD_ISSET(fd, wr) && !(r & (POLLOUT | POLLERR)))
+			FD_CLR(fd, wr);
+		else if (wr && FD_ISSET(fd, wr))
+			count++;
+		if (ex && FD_ISSET(fd, ex) && !(r & POLLPRI))
+			FD_CLR(fd, ex);
+		else if (ex && FD_ISSET(fd, ex))
+			count++;
+	}
+	return count;
+}
+
+/* ------------------------------------------------------------------------ load time */
+
+static long env_long(const char *name, long fallback)
+{
+	const char *v = getenv(name);
+	if (v == NULL || *v == '\0')
+		return fallback;
+	char *end;
+	long n = strtol(v, &end, 10);
+	return *end == '\0' ? n : fallback;
+}
+
+__attribute__((constructor)) static void onload_preload_init(void)
+{
+	pthread_once(&libc_once, resolve_libc);
+	opt_no_fail = env_long("ONLOAD_NO_FAIL", 1) != 0;
+	opt_spin_ns = env_long("ONLOAD_SPIN_US", 50) * 1000L;
+	opt_debug = env_long("ONLOAD_DEBUG", 0) != 0;
+	opt_exit_linger_ms = (int)env_long("ONLOAD_EXIT_LINGER_MS", 10000);
+	struct rlimit rl;
+	long size = 65536;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && (long)rl.rlim_cur > size)
+		size = rl.rlim_cur > (1u << 20) ? (1L << 20) : (long)rl.rlim_cur;
+	/* Pages are touched only where fds are: a large table costs address space, not memory. */
+	void *table = mmap(NULL, (size_t)size * sizeof(struct fd_entry), PROT_READ | PROT_WRITE,
+			   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (table == MAP_FAILED) {
+		fprintf(stderr, "onload: no memory for the fd table: sockets stay on the kernel\n");
+		return;
+	}
+	fd_table = table;
+	fd_table_size = (int)size;
+	debug("preloaded (pid %d, fd table %ld)", (int)getpid(), size);
+}

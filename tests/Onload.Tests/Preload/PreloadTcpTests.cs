@@ -1,0 +1,85 @@
+using System.Diagnostics;
+using System.Security.Cryptography;
+using Onload.Tests.Driverlink;
+using Onload.Tests.Interop;
+using Onload.Tests.Netns;
+
+namespace Onload.Tests.Preload;
+
+/// <summary>
+/// Unmodified programs under <c>onload-run</c> (LD_PRELOAD of libonload.so) in driverlink mode: their TCP runs on the
+/// user-level stack, against the kernel's TCP on the peer, and the stack side's kernel opens no connection of its own.
+/// </summary>
+[Category("netns")]
+[NonParallelizable]
+public class PreloadTcpTests
+{
+    private static readonly TimeSpan Deadline = DriverlinkPair.Deadline;
+
+    private static string[] Settings(DriverlinkPair dl) =>
+        [$"ONLOAD_INTERFACE={dl.Interface}", $"ONLOAD_DRIVERD_SOCKET={dl.SocketName}", "ONLOAD_DRIVERD_AUTOSTART=0", "ONLOAD_DEBUG=1"];
+
+    /// <summary>The kernel's TCP open counters in a namespace (/proc/net/snmp, as <c>nstat</c> reads them).</summary>
+    private static (long Active, long Passive) KernelOpens(TestNamespace ns)
+    {
+        var lines = ns.Exec("cat /proc/net/snmp").Split('\n').Where(l => l.StartsWith("Tcp:", StringComparison.Ordinal)).ToArray();
+        var names = lines[0].Split(' ', StringSplitOptions.RemoveEmptyEntries);
+        var values = lines[1].Split(' ', StringSplitOptions.RemoveEmptyEntries);
+        long Get(string name) => long.Parse(values[Array.IndexOf(names, name)], System.Globalization.CultureInfo.InvariantCulture);
+        return (Get("ActiveOpens"), Get("PassiveOpens"));
+    }
+
+    [Test]
+    public void Socat_listening_under_onload_run_echoes_a_megabyte_from_a_kernel_client_through_the_stack()
+    {
+        using var dl = new DriverlinkPair();
+        var before = KernelOpens(dl.Host);
+        var server = dl.Host.Start("env", [.. Settings(dl), Dist.Bin("onload-run"), "socat", "TCP-LISTEN:7402,reuseaddr", "PIPE"]);
+        server.WaitForOutput("listening", Deadline);
+
+        var blob = RandomNumberGenerator.GetBytes(1_000_000);
+        var back = dl.Peer.Pipe($"socat -b 65536 -t 30 - TCP:{dl.HostAddress}:7402", blob, Deadline);
+
+        Assert.That(back, Is.EqualTo(blob), "the accelerated socat echoed every byte");
+        Assert.That(server.Stderr, Does.Contain("accepted on fd"), "the connection was accepted on the stack");
+        Assert.That(KernelOpens(dl.Host).Passive, Is.EqualTo(before.Passive), "the stack side's kernel accepted no connection");
+        Assert.That(server.WaitForExit(Deadline), Is.True, "socat ends after its one connection");
+        Assert.That(server.ExitCode, Is.Zero, server.Stderr);
+    }
+
+    [Test]
+    public void Socat_connecting_under_onload_run_sends_a_megabyte_to_a_kernel_echo_server_and_reads_it_back()
+    {
+        using var dl = new DriverlinkPair();
+        dl.Peer.Start("socat", "TCP-LISTEN:7403,reuseaddr", "PIPE");
+        Poll.Until(() => dl.Peer.Exec("ss -lnt").Contains(":7403", StringComparison.Ordinal), Deadline, "the kernel's echo server listening");
+        var before = KernelOpens(dl.Host);
+        var peerBefore = KernelOpens(dl.Peer);
+
+        var blob = RandomNumberGenerator.GetBytes(1_000_000);
+        string env = string.Join(' ', Settings(dl));
+        var back = dl.Host.Pipe($"env {env} {Dist.Bin("onload-run")} socat -b 65536 -t 30 - TCP:{dl.PeerAddress}:7403", blob, Deadline);
+
+        Assert.That(back, Is.EqualTo(blob), "the echo came back byte for byte");
+        Assert.That(KernelOpens(dl.Host).Active, Is.EqualTo(before.Active), "the stack side's kernel opened no connection");
+        Assert.That(KernelOpens(dl.Peer).Passive, Is.EqualTo(peerBefore.Passive + 1), "the peer's kernel accepted the stack's one");
+    }
+
+    [Test]
+    public void A_program_that_opens_no_inet_stream_socket_never_loads_the_stack()
+    {
+        // No namespace needed: nothing here reaches the network.
+        var psi = new ProcessStartInfo(Dist.Bin("onload-run")) { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (string a in new[] { "sh", "-c", "cat /proc/$$/maps" })
+            psi.ArgumentList.Add(a);
+        psi.Environment["ONLOAD_DEBUG"] = "1";
+        using var p = Process.Start(psi)!;
+        string maps = p.StandardOutput.ReadToEnd();
+        string stderr = p.StandardError.ReadToEnd();
+        Assert.That(p.WaitForExit(Deadline), Is.True);
+        Assert.That(p.ExitCode, Is.Zero, stderr);
+        Assert.That(maps, Does.Contain("libonload.so"), "the interposer is preloaded");
+        Assert.That(maps, Does.Not.Contain("libonload_stack.so"), "the stack library is not");
+        Assert.That(stderr, Does.Contain("preloaded").And.Not.Contain("loaded /"), "nor was it loaded and unloaded");
+    }
+}
