@@ -92,7 +92,7 @@ static pthread_once_t libc_once = PTHREAD_ONCE_INIT;
 /* ------------------------------------------------------------------------------ settings */
 
 static int opt_no_fail = 1;     /* ONLOAD_NO_FAIL */
-static long opt_spin_ns = 50000; /* ONLOAD_SPIN_US */
+static long opt_spin_ns = 100000; /* ONLOAD_SPIN_US */
 static int opt_debug;           /* ONLOAD_DEBUG */
 static int opt_exit_linger_ms = 10000; /* ONLOAD_EXIT_LINGER_MS */
 
@@ -869,7 +869,7 @@ __attribute__((constructor)) static void onload_preload_init(void)
 {
 	pthread_once(&libc_once, resolve_libc);
 	opt_no_fail = env_long("ONLOAD_NO_FAIL", 1) != 0;
-	opt_spin_ns = env_long("ONLOAD_SPIN_US", 50) * 1000L;
+	opt_spin_ns = env_long("ONLOAD_SPIN_US", 100) * 1000L;
 	opt_debug = env_long("ONLOAD_DEBUG", 0) != 0;
 	opt_exit_linger_ms = (int)env_long("ONLOAD_EXIT_LINGER_MS", 10000);
 	struct rlimit rl;
