@@ -385,7 +385,7 @@ internal sealed unsafe class Daemon : IDisposable
             xsk.Dispose();
             throw new IOException($"{iface.Name}: putting the forwarder's socket in the XSKMAP: errno {-rc}");
         }
-        return new SharedForwarder(xsk, iface.Mac, _options.MaxVnics, _options.ForwarderSpin);
+        return new SharedForwarder(xsk, iface.Mac, iface.Addresses.Select(a => a.Address).ToArray(), _options.MaxVnics, _options.ForwarderSpin);
     }
 
     /// <summary>Gives back a VNIC: its filters first (so nothing more is steered to it), then its connections are
@@ -393,10 +393,15 @@ internal sealed unsafe class Daemon : IDisposable
     /// its rings or socket go.</summary>
     private void Release(VnicRecord v)
     {
+        // The TCP ports this VNIC proved it held: the only ones whose connections it may have closed for it.
+        var tcpPorts = new HashSet<ushort>();
+        foreach (var f in v.Filters)
+            if (f.Spec.Protocol == FilterProtocol.Tcp)
+                tcpPorts.Add(f.Spec.LocalPort);
         foreach (var f in v.Filters.ToArray())
             UninstallFilter(v, f);
         var iface = v.Interface;
-        CloseOrphans(v);
+        CloseOrphans(v, tcpPorts);
         if (v.Mode == VnicMode.Exclusive)
         {
             if (v.SocketInstalled)
@@ -408,7 +413,13 @@ internal sealed unsafe class Daemon : IDisposable
         else
         {
             iface.Forwarder?.RemoveEndpoint(v.Slot);
-            iface.SharedCount--;
+            if (--iface.SharedCount == 0 && iface.Forwarder is { } idle)
+            {
+                // The last shared VNIC: give the queue back (an exclusive client may bind it now) and the UMEM with it.
+                _ = iface.Steering.ClearSocket(0);
+                idle.Dispose();
+                iface.Forwarder = null;
+            }
         }
         _slots[v.Slot] = null;
         _vnics.Remove(v.Id);
@@ -425,6 +436,13 @@ internal sealed unsafe class Daemon : IDisposable
     /// outlives the descriptor and the client).</summary>
     private static void MapMirror(VnicRecord v, int fd)
     {
+        // Only a file sealed against shrinking: one the client could truncate under our mapping would fault us.
+        int seals = Libc.Fcntl(fd, UnixIpcConstants.F_GET_SEALS, 0);
+        if (seals < 0 || (seals & UnixIpcConstants.F_SEAL_SHRINK) == 0)
+        {
+            Log($"client pid {v.Client.Credentials.Pid}: a connection mirror not sealed against shrinking ignored");
+            return;
+        }
         long length = Libc.Lseek(fd, 0, UnixIpcConstants.SEEK_END);
         if (length <= 0 || length > MaxMirrorBytes)
         {
@@ -446,35 +464,41 @@ internal sealed unsafe class Daemon : IDisposable
     /// it open (FIN, or RST where data was left unread or unsent), from the connection mirror, on the interface.
     /// The peer's answer then reaches the kernel, which has no socket there and resets it at the exact sequence.
     /// </summary>
-    private void CloseOrphans(VnicRecord v)
+    private void CloseOrphans(VnicRecord v, HashSet<ushort> tcpPorts)
     {
         if (v.Mirror == 0)
             return;
         var actions = OrphanCloser.Plan((byte*)v.Mirror, v.MirrorLength);
         _ = Libc.Munmap((void*)v.Mirror, v.MirrorLength);
         v.Mirror = 0;
-        if (actions.Count == 0)
+        if (actions.Count == 0 || tcpPorts.Count == 0)
             return;
-        int fins = 0, resets = 0, unresolved = 0, failed = 0;
+        var iface = v.Interface;
+        // The client wrote the mirror: trust nothing in it but sequence state. A connection counts only on a port the
+        // VNIC proved it held; it goes out from the interface's own address and MAC, to the MAC the kernel knows for
+        // the next hop, and each connection at most once. So a client can end only its own connections.
+        Dictionary<uint, MacAddress>? neighbours = null;
+        var seen = new HashSet<(ushort, uint, ushort)>();
+        int fins = 0, resets = 0, refused = 0, unresolved = 0, failed = 0;
         Span<byte> frame = stackalloc byte[OrphanCloser.MaxFrameLength];
         try
         {
-            var sender = v.Interface.RawSender ??= new RawFrameSender(v.Interface.Name);
-            IReadOnlyList<Neighbour>? neighbours = null;
+            var sender = iface.RawSender ??= new RawFrameSender(iface.Name);
             foreach (var planned in actions)
             {
-                var a = planned;
-                if (a.NeedsNeighbour)
+                if (!tcpPorts.Contains(planned.LocalPort) || !iface.Addresses.Exists(a => a.Address == planned.LocalAddress.Value) ||
+                    !seen.Add((planned.LocalPort, planned.RemoteAddress.Value, planned.RemotePort)))
                 {
-                    neighbours ??= _rtnl.DumpNeighbours();
-                    var n = neighbours.FirstOrDefault(x => x.InterfaceIndex == v.Interface.IfIndex && x.Ipv4 == a.NextHop.Value && x.Mac != MacAddress.Zero);
-                    if (n is null)
-                    {
-                        unresolved++;
-                        continue;
-                    }
-                    a = a with { RemoteMac = n.Mac };
+                    refused++;
+                    continue;
                 }
+                neighbours ??= NeighbourTable(iface.IfIndex);
+                if (!neighbours.TryGetValue(planned.NextHop.Value, out var mac))
+                {
+                    unresolved++;
+                    continue;
+                }
+                var a = planned with { LocalMac = iface.Mac, RemoteMac = mac };
                 int length = OrphanCloser.BuildFrame(in a, frame);
                 if (length == 0 || sender.Send(frame[..length]) != 0)
                 {
@@ -489,11 +513,21 @@ internal sealed unsafe class Daemon : IDisposable
         }
         catch (IOException e)
         {
-            Log($"{v.Interface.Name}: raw socket for closing connections: {e.Message}");
+            Log($"{iface.Name}: raw socket for closing connections: {e.Message}");
             return;
         }
         Log($"client pid {v.Client.Credentials.Pid}: closed {fins + resets} TCP connections toward their peers ({fins} FIN, {resets} RST" +
-            (unresolved + failed > 0 ? $"; {unresolved} without a neighbour, {failed} not sent" : "") + ")");
+            (unresolved + failed + refused > 0 ? $"; {unresolved} without a neighbour, {failed} not sent, {refused} not its own" : "") + ")");
+    }
+
+    /// <summary>The kernel's usable neighbour entries on one interface, by IPv4 address.</summary>
+    private Dictionary<uint, MacAddress> NeighbourTable(int ifIndex)
+    {
+        var table = new Dictionary<uint, MacAddress>();
+        foreach (var n in _rtnl.DumpNeighbours())
+            if (n.InterfaceIndex == ifIndex && n.Mac != MacAddress.Zero)
+                table[n.Ipv4] = n.Mac;
+        return table;
     }
 
     // ------------------------------------------------------------------------------------------------ filters
@@ -511,6 +545,11 @@ internal sealed unsafe class Daemon : IDisposable
         if (v.Filters.Count >= _options.MaxFiltersPerVnic)
             return FilterStatus.TableFull;
         if (iface.Filters.ContainsKey(Key(spec)))
+            return FilterStatus.Conflict;
+        // One owner per (protocol, port) on an interface, whatever the address: shared mode's forwarder finds a
+        // frame's VNIC by its port, so a second owner on another address would take the first one's frames.
+        var portKey = (spec.Protocol, spec.LocalPort);
+        if (iface.PortOwners.TryGetValue(portKey, out var owner) && owner.Vnic != v)
             return FilterStatus.Conflict;
         if (v.Mode == VnicMode.Exclusive && !v.SocketInstalled)
         {
@@ -532,6 +571,7 @@ internal sealed unsafe class Daemon : IDisposable
         received[0] = -1; // kept: the port stays reserved while the filter steers it
         v.Filters.Add(installed);
         iface.Filters[Key(spec)] = v;
+        iface.PortOwners[portKey] = (v, owner.Vnic == v ? owner.Count + 1 : 1);
         return FilterStatus.Ok;
     }
 
@@ -552,7 +592,17 @@ internal sealed unsafe class Daemon : IDisposable
         var iface = v.Interface;
         _ = iface.Steering.RemoveFilter((ProtocolType)(byte)spec.Protocol, spec.LocalAddress, spec.LocalPort,
             spec.Remote?.Address ?? 0, spec.Remote?.Port ?? 0);
-        iface.Forwarder?.ClearOwner((byte)spec.Protocol, spec.LocalPort);
+        var portKey = (spec.Protocol, spec.LocalPort);
+        if (iface.PortOwners.TryGetValue(portKey, out var owner) && owner.Vnic == v)
+        {
+            if (owner.Count > 1)
+                iface.PortOwners[portKey] = (v, owner.Count - 1);
+            else
+            {
+                iface.PortOwners.Remove(portKey);
+                iface.Forwarder?.ClearOwner((byte)spec.Protocol, spec.LocalPort);
+            }
+        }
         iface.Filters.Remove(Key(spec));
         BackingSocket.Release(f.BackingSocket);
         v.Filters.Remove(f);
@@ -588,6 +638,7 @@ internal sealed unsafe class Daemon : IDisposable
     {
         iface.Addresses = _rtnl.DumpAddresses().Where(a => a.InterfaceIndex == iface.IfIndex)
             .Select(a => new InterfaceAddress(a.Ipv4, (byte)a.PrefixLength)).Take(AttachReply.MaxAddresses).ToList();
+        iface.Forwarder?.SetAddresses(iface.Addresses.Select(a => a.Address).ToArray());
         iface.Gateway = _rtnl.DumpRoutes().FirstOrDefault(r => r.PrefixLength == 0 && r.InterfaceIndex == iface.IfIndex && r.Gateway != 0)?.Gateway ?? 0;
     }
 
@@ -723,4 +774,6 @@ internal sealed class AcceleratedInterface(string name, int ifIndex, MacAddress 
     public VnicRecord? Exclusive { get; set; }
     public int SharedCount { get; set; }
     public Dictionary<(FilterProtocol, uint, ushort), VnicRecord> Filters { get; } = [];
+    /// <summary>Which VNIC owns each (protocol, port), and with how many filters (one per address it bound).</summary>
+    public Dictionary<(FilterProtocol, ushort), (VnicRecord Vnic, int Count)> PortOwners { get; } = [];
 }

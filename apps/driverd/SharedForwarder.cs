@@ -31,6 +31,8 @@ internal sealed unsafe class SharedForwarder : IDisposable
 
     private readonly AfXdpVnic _xsk;
     private readonly MacAddress _mac;
+    // The interface's IPv4 addresses (host order), the only sources a client may send from; swapped whole.
+    private volatile uint[] _addresses;
     private readonly Endpoint?[] _endpoints;
     // Owner slot + 1 per port, per protocol; 0: nobody. Written only by the forwarder thread (via Post).
     private readonly int[] _tcpOwner = new int[65536];
@@ -57,10 +59,11 @@ internal sealed unsafe class SharedForwarder : IDisposable
         public bool Refused;
     }
 
-    public SharedForwarder(AfXdpVnic xsk, MacAddress mac, int maxEndpoints, TimeSpan spin)
+    public SharedForwarder(AfXdpVnic xsk, MacAddress mac, uint[] addresses, int maxEndpoints, TimeSpan spin)
     {
         _xsk = xsk;
         _mac = mac;
+        _addresses = addresses;
         _endpoints = new Endpoint?[maxEndpoints];
         _spinTicks = (long)(spin.TotalSeconds * Stopwatch.Frequency);
         _wakeFd = Libc.EventFd(0, UnixIpcConstants.EFD_NONBLOCK | UnixIpcConstants.EFD_CLOEXEC);
@@ -107,6 +110,9 @@ internal sealed unsafe class SharedForwarder : IDisposable
         _active--;
         e.Vnic.Dispose();
     });
+
+    /// <summary>The interface's addresses changed (the kernel's, read again over rtnetlink).</summary>
+    public void SetAddresses(uint[] addresses) => _addresses = addresses;
 
     public void SetOwner(byte protocol, ushort port, int slot) => Post(() => Owners(protocol)[port] = slot + 1);
 
@@ -186,7 +192,7 @@ internal sealed unsafe class SharedForwarder : IDisposable
             int kept = 0;
             for (int k = 0; k < n; k++)
             {
-                if (Classify(pool, batch[k], destination: false) == slot && SourceMacIsOurs(pool, batch[k]))
+                if (Classify(pool, batch[k], destination: false) == slot && SourceIsOurs(pool, batch[k]))
                     batch[kept++] = batch[k];
                 else
                 {
@@ -239,8 +245,19 @@ internal sealed unsafe class SharedForwarder : IDisposable
         return Owners(protocol)[port] - 1;
     }
 
-    private bool SourceMacIsOurs(BufferPool pool, in PacketDescriptor d) =>
-        MacAddress.Read(new ReadOnlySpan<byte>(pool.Pointer(d.Buffer) + 6, 6)) == _mac;
+    /// <summary>Sent from the interface's MAC and one of its IPv4 addresses (Classify checked the rest of the
+    /// headers): a client cannot send as another host, as the kernel forbids without CAP_NET_RAW.</summary>
+    private bool SourceIsOurs(BufferPool pool, in PacketDescriptor d)
+    {
+        var f = new ReadOnlySpan<byte>(pool.Pointer(d.Buffer), d.Length);
+        if (MacAddress.Read(f.Slice(6, 6)) != _mac)
+            return false;
+        uint source = BinaryPrimitives.ReadUInt32BigEndian(f.Slice(EthHeader + 12, 4));
+        foreach (uint a in _addresses)
+            if (a == source)
+                return true;
+        return false;
+    }
 
     /// <summary>Sleeps until the socket or a client's ring has frames, or a command comes (at most 100 ms).</summary>
     private void Sleep()
@@ -249,8 +266,11 @@ internal sealed unsafe class SharedForwarder : IDisposable
         int count = 0;
         fds[count++] = new PollFd { Fd = _xsk.WaitHandle, Events = LinuxConstants.POLLIN };
         fds[count++] = new PollFd { Fd = _wakeFd, Events = LinuxConstants.POLLIN };
+        int timeoutMs = 100;
         foreach (var e in _endpoints)
         {
+            if (e is not null && !e.Verified && !e.Refused)
+                timeoutMs = 1; // a client joining: its doorbell is not armed yet, so look again soon
             if (e is null || !Usable(e))
                 continue;
             if (!e.Vnic.PrepareToSleep())
@@ -260,7 +280,7 @@ internal sealed unsafe class SharedForwarder : IDisposable
         if (!((IVnic)_xsk).PrepareToSleep() || !_commands.IsEmpty)
             return;
         fixed (PollFd* p = fds)
-            _ = Libc.Poll(p, (nuint)count, 100);
+            _ = Libc.Poll(p, (nuint)count, timeoutMs);
         Libc.DrainEventFd(_wakeFd);
     }
 

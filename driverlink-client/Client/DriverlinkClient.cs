@@ -50,11 +50,13 @@ public sealed class DriverlinkClient : IDisposable
     private readonly ConcurrentQueue<Message> _events = new();
     private readonly int _eventFd;
     private uint _nextRequestId = 1;
-    // The one request in flight: its id, and the reply with the descriptors that came with it.
+    // The one request in flight: its id, and the reply with the descriptors that came with it (under _replyLock).
     private uint _awaiting;
     private Message? _reply;
     private int[] _replyFds = [];
-    private readonly SemaphoreSlim _replied = new(0);
+    private readonly ManualResetEventSlim _replied = new();
+    private readonly Lock _replyLock = new();
+    private bool _disposed;
     private volatile bool _closed;
     private volatile string? _closeReason;
     private int _eventsPending;
@@ -225,9 +227,11 @@ public sealed class DriverlinkClient : IDisposable
 
     private void Post(Message message)
     {
-        if (_closed)
-            return;
-        _socket.Send(message);
+        lock (_requestLock)
+        {
+            if (!_closed)
+                _socket.Send(message);
+        }
     }
 
     /// <summary>Takes the next event, if any.</summary>
@@ -255,29 +259,42 @@ public sealed class DriverlinkClient : IDisposable
             uint id = _nextRequestId++;
             if (_nextRequestId == 0)
                 _nextRequestId = 1;
-            Volatile.Write(ref _awaiting, id);
+            lock (_replyLock)
+            {
+                _awaiting = id;
+                _reply = null;
+                _replyFds = [];
+                _replied.Reset();
+            }
             int e = fd >= 0 ? _socket.Send(request with { RequestId = id }, [fd]) : _socket.Send(request with { RequestId = id });
             if (e != 0)
                 throw new DriverlinkException($"driverlink: sending {request.Kind}: errno {e}", e);
-            if (!_replied.Wait(_options.ReplyTimeout))
+            bool answered = _replied.Wait(_options.ReplyTimeout);
+            Message? reply;
+            lock (_replyLock)
             {
-                Volatile.Write(ref _awaiting, 0);
-                throw new DriverlinkException($"driverlink: no reply to {request.Kind} within {_options.ReplyTimeout.TotalSeconds:0.#} s", ETIMEDOUT);
+                // Taken under the lock the reader fills it under: a reply that lands as the wait times out is still
+                // this request's, and one that comes later finds nothing awaiting it and is discarded.
+                reply = _reply;
+                descriptors = _replyFds;
+                _reply = null;
+                _replyFds = [];
+                _awaiting = 0;
             }
-            var reply = _reply;
-            descriptors = _replyFds;
-            _reply = null;
-            _replyFds = [];
+            if (reply is null && !answered && !_closed)
+                throw new DriverlinkException($"driverlink: no reply to {request.Kind} within {_options.ReplyTimeout.TotalSeconds:0.#} s", ETIMEDOUT);
             if (reply is null)
                 throw new DriverlinkException($"driverlink: the connection to the daemon closed during {request.Kind} ({_closeReason})");
             return reply;
         }
     }
 
+    /// <summary>Takes every message off the socket until the connection ends (by the daemon, or by
+    /// <see cref="Dispose"/>'s shutdown), and then always runs <see cref="Close"/>, which wakes a waiting request.</summary>
     private void ReadLoop()
     {
         var fds = new int[DriverlinkSocket.MaxDescriptors];
-        while (!_closed)
+        while (true)
         {
             var r = _socket.Receive(fds, out var message);
             var got = fds.AsSpan(0, r.DescriptorCount).ToArray();
@@ -292,15 +309,23 @@ public sealed class DriverlinkClient : IDisposable
                 CloseAll(got); // a malformed message from the daemon: nothing to act on
                 continue;
             }
-            if (message.RequestId != 0 && message.RequestId == Volatile.Read(ref _awaiting))
+            bool taken = false;
+            if (message.RequestId != 0)
             {
-                _reply = message;
-                _replyFds = got;
-                Volatile.Write(ref _awaiting, 0);
-                _replied.Release();
-                continue;
+                lock (_replyLock)
+                {
+                    if (message.RequestId == _awaiting && _reply is null)
+                    {
+                        _reply = message;
+                        _replyFds = got;
+                        taken = true;
+                        _replied.Set();
+                    }
+                }
             }
-            CloseAll(got);
+            if (taken)
+                continue;
+            CloseAll(got); // a reply nobody awaits any more (its request timed out)
             if (message.RequestId == 0)
                 Enqueue(message);
         }
@@ -317,24 +342,24 @@ public sealed class DriverlinkClient : IDisposable
     {
         _closeReason ??= reason;
         _closed = true;
-        if (Volatile.Read(ref _awaiting) != 0)
-        {
-            Volatile.Write(ref _awaiting, 0);
-            _replied.Release();
-        }
+        lock (_replyLock)
+            _awaiting = 0;
+        _replied.Set();
         Enqueue(new RemoveEvent(0)); // every VNIC of this connection is gone
     }
 
     public void Dispose()
     {
-        if (_closed && !_reader.IsAlive)
+        if (_disposed)
             return;
+        _disposed = true;
         _closed = true;
         _closeReason ??= "closed by the client";
-        // shutdown wakes the reader blocked in recvmsg; it sees _closed and returns.
+        // shutdown ends the reader's recvmsg; it runs Close, which wakes a request still waiting.
         _ = Libc.Shutdown(_socket.Fd, 2);
         _reader.Join();
-        _socket.Dispose();
+        lock (_requestLock)
+            _socket.Dispose(); // no request or post is sending on it now, and none will
         _ = Libc.Close(_eventFd);
         _replied.Dispose();
     }

@@ -76,8 +76,11 @@ public sealed unsafe class DriverlinkSession : IStackControl, IDisposable
         nuint mirrorBytes = ConnectionMirror.RegionSize(tcpConnections);
         int mirrorFd;
         fixed (byte* name = "onload-connection-mirror\0"u8)
-            mirrorFd = Libc.MemfdCreate(name, UnixIpcConstants.MFD_CLOEXEC);
-        if (mirrorFd < 0 || Libc.Ftruncate(mirrorFd, (nint)mirrorBytes) != 0)
+            mirrorFd = Libc.MemfdCreate(name, UnixIpcConstants.MFD_CLOEXEC | UnixIpcConstants.MFD_ALLOW_SEALING);
+        // Sealed at its size: the daemon maps it, and a file that shrank under a mapping would fault the daemon.
+        if (mirrorFd < 0 || Libc.Ftruncate(mirrorFd, (nint)mirrorBytes) != 0 ||
+            Libc.Fcntl(mirrorFd, UnixIpcConstants.F_ADD_SEALS,
+                UnixIpcConstants.F_SEAL_SHRINK | UnixIpcConstants.F_SEAL_GROW | UnixIpcConstants.F_SEAL_SEAL) != 0)
         {
             int e = Marshal.GetLastPInvokeError();
             if (mirrorFd >= 0)

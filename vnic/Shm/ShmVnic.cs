@@ -262,7 +262,7 @@ public sealed unsafe class ShmVnic : IVnic
             byte* slot = ShmLayout.Slot(_rx, consumer, _slotMask, _slotSize);
             consumer++;
             int length = *(int*)slot;
-            if (length <= 0 || length > _maxFrame)
+            if (length <= 0 || length > _maxFrame || length > bufferSize)
             {
                 Counters.RxDropTooLong++;
                 continue;
