@@ -34,6 +34,11 @@ internal sealed unsafe class Daemon : IDisposable
     private readonly byte[] _buffer = new byte[MessageHeader.MaxMessageLength];
     private readonly List<NetlinkEvent> _events = [];
     private uint _nextVnicId = 1;
+    private long _acceptPausedUntil;
+    /// <summary>Connections at once, and per user but root's: a local user cannot exhaust the daemon's descriptors.</summary>
+    private const int MaxClients = 1024;
+    private const int MaxClientsPerUser = 256;
+    private static readonly long HelloTimeoutTicks = 2 * Stopwatch.Frequency;
     private readonly uint _ownUid = Libc.GetEuid();
     private volatile bool _stopping;
     private long _idleSince = Stopwatch.GetTimestamp();
@@ -82,7 +87,8 @@ internal sealed unsafe class Daemon : IDisposable
         {
             if (fds.Length < 2 + _clients.Count)
                 fds = new PollFd[2 + _clients.Count * 2];
-            fds[0] = new PollFd { Fd = _listener.Fd, Events = LinuxConstants.POLLIN };
+            bool accepting = Stopwatch.GetTimestamp() >= _acceptPausedUntil;
+            fds[0] = new PollFd { Fd = accepting ? _listener.Fd : -1, Events = LinuxConstants.POLLIN };
             fds[1] = new PollFd { Fd = _monitor.Fd, Events = LinuxConstants.POLLIN };
             for (int i = 0; i < _clients.Count; i++)
                 fds[2 + i] = new PollFd { Fd = _clients[i].Socket.Fd, Events = LinuxConstants.POLLIN };
@@ -103,8 +109,15 @@ internal sealed unsafe class Daemon : IDisposable
                 if (fds[0].Revents != 0)
                     AcceptClient();
             }
-            foreach (var stalled in _clients.Where(c => c.Stalled).ToArray())
-                Drop(stalled, "does not read its messages (its socket buffer is full)");
+            long now = Stopwatch.GetTimestamp();
+            for (int i = _clients.Count - 1; i >= 0; i--)
+            {
+                var c = _clients[i];
+                if (c.Stalled)
+                    Drop(c, "does not read its messages (its socket buffer is full)");
+                else if (!c.Greeted && now - c.Since > HelloTimeoutTicks)
+                    Drop(c, "said no Hello within 2 s");
+            }
             StepReload();
             if (_clients.Count > 0)
                 _idleSince = Stopwatch.GetTimestamp();
@@ -127,11 +140,26 @@ internal sealed unsafe class Daemon : IDisposable
         }
         catch (DriverlinkSocketException e)
         {
+            // EMFILE/ENFILE leave the connection queued and the listener readable: pause accepting briefly rather
+            // than spin on it.
             Log(e.Message);
+            _acceptPausedUntil = Stopwatch.GetTimestamp() + Stopwatch.Frequency / 10;
             return;
         }
         var creds = s.PeerCredentials();
-        _clients.Add(new ClientSession(s, creds));
+        int ofUser = 0;
+        foreach (var c in _clients)
+            if (c.Credentials.Uid == creds.Uid)
+                ofUser++;
+        if (_clients.Count >= MaxClients || (creds.Uid != 0 && ofUser >= MaxClientsPerUser))
+        {
+            RefusedClients++;
+            Log($"client pid {creds.Pid} (uid {creds.Uid}): refused: {_clients.Count} connections, {ofUser} of this user's " +
+                $"(at most {MaxClients}, {MaxClientsPerUser} per user)");
+            s.Dispose();
+            return;
+        }
+        _clients.Add(new ClientSession(s, creds) { Since = Stopwatch.GetTimestamp() });
     }
 
     private void Serve(ClientSession client)
@@ -735,6 +763,8 @@ internal sealed class ClientSession(DriverlinkSocket socket, PeerCredentials cre
     public DriverlinkSocket Socket { get; } = socket;
     public PeerCredentials Credentials { get; } = credentials;
     public bool Greeted { get; set; }
+    /// <summary>When it connected (Stopwatch ticks): it must say Hello soon after.</summary>
+    public long Since { get; init; }
     /// <summary>Its socket buffer was full: it is dropped at the end of the loop's turn.</summary>
     public bool Stalled { get; set; }
     public List<VnicRecord> Vnics { get; } = [];

@@ -57,6 +57,8 @@ internal sealed unsafe class SharedForwarder : IDisposable
         public readonly int ExpectedPid = expectedPid;
         public bool Verified;
         public bool Refused;
+        /// <summary>The endpoint's join count when its peer was verified.</summary>
+        public long VerifiedJoins;
     }
 
     public SharedForwarder(AfXdpVnic xsk, MacAddress mac, uint[] addresses, int maxEndpoints, TimeSpan spin)
@@ -212,14 +214,14 @@ internal sealed unsafe class SharedForwarder : IDisposable
     /// <summary>A client's rings carry frames once the process that joined them is the one that attached.</summary>
     private static bool Usable(Endpoint e)
     {
-        if (e.Verified)
+        // A peer that left and a new one that joined (the endpoint listens again) is checked afresh.
+        if (e.Verified && e.Vnic.Joins == e.VerifiedJoins)
             return e.Vnic.PeerConnected;
         if (e.Refused || !e.Vnic.PeerConnected)
             return false;
-        if (e.Vnic.PeerProcessId == e.ExpectedPid)
-            e.Verified = true;
-        else
-            e.Refused = true;
+        e.VerifiedJoins = e.Vnic.Joins;
+        e.Verified = e.Vnic.PeerProcessId == e.ExpectedPid;
+        e.Refused = !e.Verified;
         return e.Verified;
     }
 

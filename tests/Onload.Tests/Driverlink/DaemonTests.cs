@@ -121,6 +121,13 @@ public class DaemonTests
                 var r = raw.Receive(new int[4], out _);
                 Assert.That(r.Status, Is.EqualTo(ReceiveStatus.PeerClosed), "the daemon hangs up on a broken client");
             }
+            // A client that says nothing at all is hung up on too, after a short while.
+            using (var silent = DriverlinkSocket.Connect(dl.SocketName))
+            {
+                var clock = System.Diagnostics.Stopwatch.StartNew();
+                Assert.That(silent.Receive(new int[4], out _).Status, Is.EqualTo(ReceiveStatus.PeerClosed));
+                Assert.That(clock.Elapsed, Is.LessThan(TimeSpan.FromSeconds(10)), "dropped for saying no Hello");
+            }
             // The log comes through a pipe the test reads asynchronously: wait for it rather than race it.
             Poll.Until(() => dl.Daemon.Stderr.Contains("malformed message", StringComparison.Ordinal) &&
                 dl.Daemon.Stderr.Contains("before Hello", StringComparison.Ordinal), Deadline, "the daemon's log of the refusals");
