@@ -648,7 +648,7 @@ internal sealed unsafe class Daemon : IDisposable
             return known;
         var link = _rtnl.DumpLinks().FirstOrDefault(l => l.Name == name)
             ?? throw new ArgumentException($"no interface {name} in this namespace");
-        var steering = XdpFilterSteering.AttachOrAdopt(name, _options.MaxVnics * _options.MaxFiltersPerVnic,
+        var steering = XdpFilterSteering.AttachOrAdopt(name, _options.MaxFiltersTotal,
             _pinDirectory.Length == 0 ? null : Path.Combine(_pinDirectory, name));
         if (steering.Adopted)
         {

@@ -5,7 +5,7 @@ namespace Onload.Apps.Driverd;
 /// <summary>
 /// The daemon's config file (<c>--config FILE</c>): one <c>key = value</c> per line, <c>#</c> comments, the same
 /// settings as the flags (which override it): <c>interfaces</c> (comma-separated), <c>max-vnics</c>,
-/// <c>max-filters</c>, <c>max-ring-size</c>, <c>default-ring-size</c>, <c>max-buffers</c>, <c>default-buffers</c>,
+/// <c>max-filters</c>, <c>max-filters-total</c>, <c>max-ring-size</c>, <c>default-ring-size</c>, <c>max-buffers</c>, <c>default-buffers</c>,
 /// <c>grace</c> (seconds), <c>pin-root</c> (a bpffs directory or <c>none</c>), <c>forwarder-spin-us</c>,
 /// <c>allow</c> (<c>UID[@IF]</c> grants, comma-separated; repeatable).
 /// </summary>
@@ -51,6 +51,7 @@ internal static class DaemonConfig
                 "interfaces" => options with { Interfaces = value.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries) },
                 "max-vnics" => options with { MaxVnics = Int(1) },
                 "max-filters" => options with { MaxFiltersPerVnic = Int(1) },
+                "max-filters-total" => options with { MaxFiltersTotal = Int(1) },
                 "max-ring-size" => options with { MaxRingSize = Int(64) },
                 "default-ring-size" => options with { DefaultRingSize = Int(64) },
                 "max-buffers" => options with { MaxBuffers = Int(128) },

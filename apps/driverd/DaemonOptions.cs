@@ -18,7 +18,10 @@ public sealed record DaemonOptions
     public int MaxVnics { get; init; } = 64;
 
     /// <summary>Filters (ports) per VNIC.</summary>
-    public int MaxFiltersPerVnic { get; init; } = 1024;
+    public int MaxFiltersPerVnic { get; init; } = 16384;
+
+    /// <summary>Filters per interface over all its VNICs: the XDP program's filter map (kernel memory, ~100 B each).</summary>
+    public int MaxFiltersTotal { get; init; } = 65536;
 
     /// <summary>The largest RX or TX ring a client may ask for, and the default.</summary>
     public int MaxRingSize { get; init; } = 4096;

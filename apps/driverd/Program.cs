@@ -8,7 +8,8 @@ var socketOption = new Option<string>("--socket-name") { Description = "abstract
 var foregroundOption = new Option<bool>("--foreground") { Description = "stay in the foreground (for a service manager); never exits for lack of clients unless --grace is given" };
 var graceOption = new Option<double?>("--grace") { Description = "exit this many seconds after the last client left (default 10 when started on demand)" };
 var maxVnicsOption = new Option<int?>("--max-vnics") { Description = "VNICs in all (default 64)" };
-var maxFiltersOption = new Option<int?>("--max-filters") { Description = "filters (ports) per VNIC (default 1024)" };
+var maxFiltersOption = new Option<int?>("--max-filters") { Description = "filters (ports) per VNIC (default 16384)" };
+var maxFiltersTotalOption = new Option<int?>("--max-filters-total") { Description = "filters per interface over all VNICs: the XDP filter map's size (default 65536)" };
 var maxRingOption = new Option<int?>("--max-ring-size") { Description = "largest RX/TX ring a client may ask for (default 4096)" };
 var maxBuffersOption = new Option<int?>("--max-buffers") { Description = "most packet buffers per VNIC (default 65536)" };
 var pinOption = new Option<string?>("--pin-root") { Description = "bpffs directory for the XDP program's pins ('none': do not pin; default /sys/fs/bpf/onload)" };
@@ -18,7 +19,7 @@ var configOption = new Option<string?>("--config") { Description = "a file of 'k
 var root = new RootCommand("onload-driverd: the primary driver of a network namespace: owns the accelerated interfaces and gives each process its own VNIC")
 {
     interfaceOption, socketOption, foregroundOption, graceOption, maxVnicsOption, maxFiltersOption, maxRingOption, maxBuffersOption, pinOption,
-    configOption, allowOption,
+    configOption, allowOption, maxFiltersTotalOption,
 };
 
 root.SetAction(parse =>
@@ -48,6 +49,7 @@ root.SetAction(parse =>
         Grace = (parse.GetValue(graceOption) ?? GraceFromEnvironment()) is { } g ? TimeSpan.FromSeconds(g) : options.Grace,
         MaxVnics = parse.GetValue(maxVnicsOption) ?? options.MaxVnics,
         MaxFiltersPerVnic = parse.GetValue(maxFiltersOption) ?? options.MaxFiltersPerVnic,
+        MaxFiltersTotal = parse.GetValue(maxFiltersTotalOption) ?? options.MaxFiltersTotal,
         MaxRingSize = parse.GetValue(maxRingOption) ?? options.MaxRingSize,
         MaxBuffers = parse.GetValue(maxBuffersOption) ?? options.MaxBuffers,
         PinRoot = pin is null ? options.PinRoot : pin == "none" ? null : pin,
@@ -67,9 +69,9 @@ root.SetAction(parse =>
         DefaultRingSize = Math.Min(options.DefaultRingSize, options.MaxRingSize),
         DefaultBuffers = Math.Min(options.DefaultBuffers, options.MaxBuffers),
     };
-    if (options.MaxVnics < 1 || options.MaxFiltersPerVnic < 1 || options.MaxRingSize < 64 || options.MaxBuffers < 128)
+    if (options.MaxVnics < 1 || options.MaxFiltersPerVnic < 1 || options.MaxFiltersTotal < 1 || options.MaxRingSize < 64 || options.MaxBuffers < 128)
     {
-        Console.Error.WriteLine("onload-driverd: --max-vnics and --max-filters are at least 1, --max-ring-size 64, --max-buffers 128");
+        Console.Error.WriteLine("onload-driverd: --max-vnics, --max-filters and --max-filters-total are at least 1, --max-ring-size 64, --max-buffers 128");
         return 2;
     }
     if (!foreground)
