@@ -37,6 +37,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/epoll.h>
 #include <sys/select.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -70,6 +71,12 @@ static int (*real_fcntl)(int, int, ...);
 static int (*real_fcntl64)(int, int, ...);
 static int (*real_poll)(struct pollfd *, nfds_t, int);
 static int (*real_select)(int, fd_set *, fd_set *, fd_set *, struct timeval *);
+static int (*real_ppoll)(struct pollfd *, nfds_t, const struct timespec *, const sigset_t *);
+static int (*real_epoll_create)(int);
+static int (*real_epoll_create1)(int);
+static int (*real_epoll_ctl)(int, int, int, struct epoll_event *);
+static int (*real_epoll_wait)(int, struct epoll_event *, int, int);
+static int (*real_epoll_pwait)(int, struct epoll_event *, int, int, const sigset_t *);
 
 #define RESOLVE(name) (real_##name = (__typeof__(real_##name))dlsym(RTLD_NEXT, #name))
 
@@ -79,7 +86,8 @@ static void resolve_libc(void)
 	RESOLVE(connect); RESOLVE(read); RESOLVE(write); RESOLVE(recv); RESOLVE(send);
 	RESOLVE(recvfrom); RESOLVE(sendto); RESOLVE(close); RESOLVE(shutdown);
 	RESOLVE(getsockname); RESOLVE(getpeername); RESOLVE(setsockopt); RESOLVE(getsockopt);
-	RESOLVE(fcntl); RESOLVE(fcntl64); RESOLVE(poll); RESOLVE(select);
+	RESOLVE(fcntl); RESOLVE(fcntl64); RESOLVE(poll); RESOLVE(select); RESOLVE(ppoll);
+	RESOLVE(epoll_create); RESOLVE(epoll_create1); RESOLVE(epoll_ctl); RESOLVE(epoll_wait); RESOLVE(epoll_pwait);
 	if (real_fcntl64 == NULL)
 		real_fcntl64 = real_fcntl;
 }
@@ -120,9 +128,15 @@ static __thread int in_stack;
 
 #define FD_NONBLOCK 1
 
+struct ep_set;
+
 struct fd_entry {
 	int handle_plus1; /* the stack's connection + 1; 0: not accelerated */
 	int flags;
+	uint32_t gen;       /* changes when the fd gets or loses a connection: epoll members hold the one they saw */
+	uint32_t rd_eagain; /* reads and accepts that found nothing, and writes that found no room: */
+	uint32_t wr_eagain; /* an EPOLLET member reports the same readiness again after one */
+	struct ep_set *ep;  /* this fd is an epoll fd with accelerated members (the shim's part of the set) */
 };
 
 static struct fd_entry *fd_table;
@@ -136,6 +150,18 @@ static inline struct fd_entry *accelerated(int fd)
 }
 
 static inline int handle_of(const struct fd_entry *e) { return e->handle_plus1 - 1; }
+
+/* fd now names stack connection h. */
+static void take_fd(int fd, int h, int flags)
+{
+	struct fd_entry *e = &fd_table[fd];
+	e->handle_plus1 = h + 1;
+	e->flags = flags;
+	e->gen++;
+}
+
+static void ep_hand_to_kernel(int fd, uint32_t gen);
+static void ep_forget(int epfd);
 
 /* ---------------------------------------------------------------------------- the stack */
 
@@ -318,6 +344,7 @@ static void hand_to_kernel(int fd, struct fd_entry *e, const char *why)
 	STACK(st.close(handle_of(e)));
 	e->handle_plus1 = 0;
 	e->flags = 0;
+	ep_hand_to_kernel(fd, e->gen);
 }
 
 static int sockaddr_in_of(const struct sockaddr *addr, socklen_t len, uint32_t *address, uint16_t *port)
@@ -475,8 +502,7 @@ EXPORT int socket(int domain, int type, int protocol)
 		LIBC(close)(fd);
 		return fail(h);
 	}
-	fd_table[fd].handle_plus1 = h + 1;
-	fd_table[fd].flags = (type & SOCK_NONBLOCK) ? FD_NONBLOCK : 0;
+	take_fd(fd, h, (type & SOCK_NONBLOCK) ? FD_NONBLOCK : 0);
 	debug("fd %d accelerated (connection %d)", fd, h);
 	return fd;
 }
@@ -520,8 +546,10 @@ static int accept_common(int fd, struct sockaddr *addr, socklen_t *len, int flag
 		c = STACK(st.accept(handle_of(e), &address, &port));
 		if (c != -EAGAIN)
 			break;
-		if (e->flags & FD_NONBLOCK)
+		if (e->flags & FD_NONBLOCK) {
+			e->rd_eagain++;
 			return fail(-EAGAIN);
+		}
 		if (wait_for(fd, POLLIN) < 0)
 			return -1;
 	}
@@ -535,8 +563,7 @@ static int accept_common(int fd, struct sockaddr *addr, socklen_t *len, int flag
 		STACK(st.close(c));
 		return fail(-err);
 	}
-	fd_table[nfd].handle_plus1 = c + 1;
-	fd_table[nfd].flags = (flags & SOCK_NONBLOCK) ? FD_NONBLOCK : 0;
+	take_fd(nfd, c, (flags & SOCK_NONBLOCK) ? FD_NONBLOCK : 0);
 	fill_sockaddr(addr, len, address, port);
 	debug("fd %d accepted on fd %d (connection %d)", nfd, fd, c);
 	return nfd;
@@ -604,8 +631,10 @@ static ssize_t stack_recv(int fd, struct fd_entry *e, void *buf, size_t len, int
 		}
 		if (rc == 0 || (rc < 0 && rc != -EAGAIN))
 			return got > 0 ? (ssize_t)got : rc == 0 ? 0 : fail(rc);
-		if (nonblock)
+		if (nonblock) {
+			e->rd_eagain++;
 			return got > 0 ? (ssize_t)got : fail(-EAGAIN);
+		}
 		if (wait_for(fd, POLLIN) < 0)
 			return got > 0 ? (ssize_t)got : -1;
 	}
@@ -630,8 +659,10 @@ static ssize_t stack_send(int fd, struct fd_entry *e, const void *buf, size_t le
 				raise(SIGPIPE);
 			return fail(rc);
 		}
-		if (nonblock)
+		if (nonblock) {
+			e->wr_eagain++;
 			return sent > 0 ? (ssize_t)sent : fail(-EAGAIN);
+		}
 		if (wait_for(fd, POLLOUT) < 0)
 			return sent > 0 ? (ssize_t)sent : -1;
 	}
@@ -687,10 +718,13 @@ EXPORT ssize_t sendto(int fd, const void *buf, size_t len, int flags, const stru
 EXPORT int close(int fd)
 {
 	struct fd_entry *e = accelerated(fd);
+	if (!in_stack && fd >= 0 && fd < fd_table_size && fd_table[fd].ep != NULL)
+		ep_forget(fd);
 	if (e != NULL) {
 		int h = handle_of(e);
 		e->handle_plus1 = 0;
 		e->flags = 0;
+		e->gen++;
 		STACK(st.close(h));
 		debug("fd %d closed (connection %d)", fd, h);
 	}
@@ -851,6 +885,339 @@ EXPORT int select(int nfds, fd_set *rd, fd_set *wr, fd_set *ex, struct timeval *
 			count++;
 	}
 	return count;
+}
+
+/* ------------------------------------------------------------------------------- epoll */
+
+/*
+ * An epoll fd stays a real kernel epoll fd holding the kernel fds. Its accelerated members (whose
+ * placeholders the kernel would report as unconnected sockets) live here instead, in an ep_set kept
+ * in the epoll fd's table entry. epoll_wait checks the members (onload_sock_poll), then the kernel set
+ * with timeout 0, spins ONLOAD_SPIN_US, then sleeps in the real poll() on the epoll fd itself (readable
+ * when the kernel set has events) and the VNIC's wait fd, no longer than the stack's next timer.
+ *
+ * EPOLLET is carried by edges of readiness: a member reports again when its readiness rose since the
+ * last look, or when the program has since met EAGAIN on it (the program drained it, as edge-triggered
+ * programs must). Unlike Linux, a second arrival while still readable and not drained is not an edge.
+ */
+struct ep_member {
+	int fd;
+	uint32_t gen;       /* fd_table[fd].gen when added: a member whose fd was closed is dropped */
+	uint32_t events;    /* as epoll_ctl gave them */
+	epoll_data_t data;
+	int armed;          /* 0: an EPOLLONESHOT member reported, until EPOLL_CTL_MOD */
+	short last;         /* EPOLLET: the readiness seen last */
+	uint32_t rd_seen, wr_seen;
+};
+
+struct ep_set {
+	pthread_mutex_t lock;
+	int epfd;
+	int n, cap;
+	struct ep_member *m;
+	/* Scratch for onload_sock_poll, cap long, used under the lock: no allocation per wait. */
+	int *handles, *which;
+	short *events, *revents;
+	int cursor;         /* where the next report starts, so that no member starves another */
+	int kernel_first;   /* the members filled the last call: the kernel set goes first in the next */
+	struct ep_set *next;
+};
+
+static struct ep_set *ep_sets; /* every set, for ep_hand_to_kernel */
+static pthread_mutex_t ep_sets_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static inline struct ep_set *ep_of(int epfd)
+{
+	if (in_stack || epfd < 0 || epfd >= fd_table_size)
+		return NULL;
+	return __atomic_load_n(&fd_table[epfd].ep, __ATOMIC_ACQUIRE);
+}
+
+static struct ep_set *ep_new(int epfd)
+{
+	struct ep_set *s = calloc(1, sizeof *s);
+	if (s == NULL)
+		return NULL;
+	pthread_mutex_init(&s->lock, NULL);
+	s->epfd = epfd;
+	pthread_mutex_lock(&ep_sets_lock);
+	s->next = ep_sets;
+	ep_sets = s;
+	__atomic_store_n(&fd_table[epfd].ep, s, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&ep_sets_lock);
+	return s;
+}
+
+/* The epoll fd is closing (or its number was reused): its set goes. */
+static void ep_forget(int epfd)
+{
+	pthread_mutex_lock(&ep_sets_lock);
+	struct ep_set *s = fd_table[epfd].ep;
+	fd_table[epfd].ep = NULL;
+	for (struct ep_set **p = &ep_sets; s != NULL && *p != NULL; p = &(*p)->next)
+		if (*p == s) {
+			*p = s->next;
+			break;
+		}
+	pthread_mutex_unlock(&ep_sets_lock);
+	if (s == NULL)
+		return;
+	free(s->m); free(s->handles); free(s->which); free(s->events); free(s->revents);
+	pthread_mutex_destroy(&s->lock);
+	free(s);
+}
+
+static int ep_grow(struct ep_set *s)
+{
+	int cap = s->cap == 0 ? 8 : s->cap * 2;
+	struct ep_member *m = realloc(s->m, (size_t)cap * sizeof *m);
+	if (m != NULL)
+		s->m = m;
+	int *h = realloc(s->handles, (size_t)cap * sizeof *h);
+	if (h != NULL)
+		s->handles = h;
+	int *w = realloc(s->which, (size_t)cap * sizeof *w);
+	if (w != NULL)
+		s->which = w;
+	short *ev = realloc(s->events, (size_t)cap * sizeof *ev);
+	if (ev != NULL)
+		s->events = ev;
+	short *rev = realloc(s->revents, (size_t)cap * sizeof *rev);
+	if (rev != NULL)
+		s->revents = rev;
+	if (m == NULL || h == NULL || w == NULL || ev == NULL || rev == NULL)
+		return -ENOMEM;
+	s->cap = cap;
+	return 0;
+}
+
+static inline void ep_remove_at(struct ep_set *s, int i) { s->m[i] = s->m[--s->n]; }
+
+/* An accelerated fd went to the kernel: in each set that holds it, it moves to the kernel's part. */
+static void ep_hand_to_kernel(int fd, uint32_t gen)
+{
+	pthread_mutex_lock(&ep_sets_lock);
+	for (struct ep_set *s = ep_sets; s != NULL; s = s->next) {
+		pthread_mutex_lock(&s->lock);
+		for (int i = 0; i < s->n; i++)
+			if (s->m[i].fd == fd && s->m[i].gen == gen) {
+				struct epoll_event ev = { .events = s->m[i].events, .data = s->m[i].data };
+				if (!s->m[i].armed)
+					ev.events &= ~(uint32_t)(EPOLLIN | EPOLLOUT | EPOLLPRI | EPOLLRDHUP);
+				LIBC(epoll_ctl)(s->epfd, EPOLL_CTL_ADD, fd, &ev);
+				ep_remove_at(s, i);
+				break;
+			}
+		pthread_mutex_unlock(&s->lock);
+	}
+	pthread_mutex_unlock(&ep_sets_lock);
+}
+
+#define EP_POLL_BITS (EPOLLIN | EPOLLPRI | EPOLLOUT | EPOLLERR | EPOLLHUP | EPOLLRDHUP)
+
+EXPORT int epoll_create(int size)
+{
+	int fd = LIBC(epoll_create)(size);
+	if (ep_of(fd) != NULL)
+		ep_forget(fd); /* a number closed behind our back (close_range, the kernel) */
+	return fd;
+}
+
+EXPORT int epoll_create1(int flags)
+{
+	int fd = LIBC(epoll_create1)(flags);
+	if (ep_of(fd) != NULL)
+		ep_forget(fd);
+	return fd;
+}
+
+EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *event)
+{
+	struct fd_entry *e = accelerated(fd);
+	if (e == NULL || epfd < 0 || epfd >= fd_table_size)
+		return LIBC(epoll_ctl)(epfd, op, fd, event);
+	if (epfd == fd)
+		return fail(-EINVAL);
+	/* Asks the kernel whether epfd is an epoll fd (EBADF, EINVAL otherwise); the placeholder is never in it. */
+	if (LIBC(epoll_ctl)(epfd, EPOLL_CTL_DEL, fd, NULL) < 0 && errno != ENOENT)
+		return -1;
+	if (op != EPOLL_CTL_ADD && op != EPOLL_CTL_MOD && op != EPOLL_CTL_DEL)
+		return fail(-EINVAL);
+	if (op != EPOLL_CTL_DEL && event == NULL)
+		return fail(-EFAULT);
+	struct ep_set *s = ep_of(epfd);
+	if (s == NULL) {
+		if (op != EPOLL_CTL_ADD)
+			return fail(-ENOENT);
+		if ((s = ep_new(epfd)) == NULL)
+			return fail(-ENOMEM);
+	}
+	int rc = 0;
+	pthread_mutex_lock(&s->lock);
+	int found = -1;
+	for (int i = 0; i < s->n; i++)
+		if (s->m[i].fd == fd) {
+			if (s->m[i].gen == e->gen) {
+				found = i;
+				break;
+			}
+			ep_remove_at(s, i--); /* a closed fd's member under the same number */
+		}
+	if (op == EPOLL_CTL_ADD && found >= 0)
+		rc = -EEXIST;
+	else if (op != EPOLL_CTL_ADD && found < 0)
+		rc = -ENOENT;
+	else if (op == EPOLL_CTL_DEL)
+		ep_remove_at(s, found);
+	else if (op == EPOLL_CTL_ADD && s->n == s->cap && (rc = ep_grow(s)) != 0)
+		;
+	else {
+		struct ep_member *m = op == EPOLL_CTL_ADD ? &s->m[s->n++] : &s->m[found];
+		m->fd = fd;
+		m->gen = e->gen;
+		m->events = event->events;
+		m->data = event->data;
+		m->armed = 1;
+		m->last = 0; /* MOD, as Linux, looks at the readiness afresh */
+		m->rd_seen = e->rd_eagain;
+		m->wr_seen = e->wr_eagain;
+	}
+	pthread_mutex_unlock(&s->lock);
+	if (rc == 0)
+		debug("epoll %d: fd %d %s", epfd, fd, op == EPOLL_CTL_ADD ? "added" : op == EPOLL_CTL_MOD ? "modified" : "removed");
+	return rc < 0 ? fail(rc) : 0;
+}
+
+/* The accelerated members' events, at most max of them; -errno. */
+static int ep_collect(struct ep_set *s, struct epoll_event *out, int max)
+{
+	pthread_mutex_lock(&s->lock);
+	int k = 0;
+	for (int i = 0; i < s->n; i++) {
+		struct ep_member *m = &s->m[i];
+		const struct fd_entry *e = &fd_table[m->fd];
+		if (e->gen != m->gen || e->handle_plus1 == 0) {
+			ep_remove_at(s, i--); /* closed: Linux drops it from every set */
+			continue;
+		}
+		if (!m->armed)
+			continue;
+		s->handles[k] = handle_of(e);
+		s->events[k] = (short)(m->events & EP_POLL_BITS);
+		s->which[k++] = i;
+	}
+	int count = 0;
+	if (k > 0) {
+		int rc = STACK(st.poll(s->handles, s->events, s->revents, k));
+		if (rc < 0) {
+			pthread_mutex_unlock(&s->lock);
+			return rc;
+		}
+		int start = s->cursor % k;
+		for (int j = 0; j < k && count < max; j++) {
+			int idx = (start + j) % k;
+			struct ep_member *m = &s->m[s->which[idx]];
+			short r = (short)(s->revents[idx] & EP_POLL_BITS);
+			if (m->events & EPOLLET) {
+				const struct fd_entry *e = &fd_table[m->fd];
+				if (e->rd_eagain != m->rd_seen) {
+					m->last &= (short)~(EPOLLIN | EPOLLRDHUP);
+					m->rd_seen = e->rd_eagain;
+				}
+				if (e->wr_eagain != m->wr_seen) {
+					m->last &= (short)~EPOLLOUT;
+					m->wr_seen = e->wr_eagain;
+				}
+				short rose = (short)(r & ~m->last);
+				m->last = r;
+				if (rose == 0)
+					continue;
+			}
+			if (r == 0)
+				continue;
+			uint32_t ev = (uint16_t)r;
+			if (ev & EPOLLIN)
+				ev |= m->events & EPOLLRDNORM;
+			if (ev & EPOLLOUT)
+				ev |= m->events & EPOLLWRNORM;
+			out[count].events = ev;
+			out[count].data = m->data;
+			count++;
+			if (m->events & EPOLLONESHOT)
+				m->armed = 0;
+			s->cursor = idx + 1;
+		}
+	}
+	s->kernel_first = count == max;
+	pthread_mutex_unlock(&s->lock);
+	return count;
+}
+
+static int ep_wait(int epfd, struct ep_set *s, struct epoll_event *out, int max, int timeout, const sigset_t *sigmask)
+{
+	if (out == NULL || max <= 0)
+		return fail(-EINVAL);
+	long start = now_ns();
+	long deadline = timeout < 0 ? -1 : start + timeout * 1000000L;
+	for (;;) {
+		int n = 0, rc;
+		if (s->kernel_first) {
+			if ((rc = LIBC(epoll_wait)(epfd, out, max, 0)) < 0)
+				return -1;
+			n = rc;
+			if (n < max) {
+				if ((rc = ep_collect(s, out + n, max - n)) < 0)
+					return n > 0 ? n : fail(rc);
+				n += rc;
+			}
+			s->kernel_first = 0;
+		} else {
+			if ((rc = ep_collect(s, out, max)) < 0)
+				return fail(rc);
+			n = rc;
+			if (n < max) {
+				if ((rc = LIBC(epoll_wait)(epfd, out + n, max - n, 0)) < 0)
+					return n > 0 ? n : -1;
+				n += rc;
+			}
+		}
+		long now = now_ns();
+		if (n > 0 || timeout == 0 || (deadline >= 0 && now >= deadline))
+			return n;
+		if (now - start < opt_spin_ns)
+			continue;
+		int sleep_ms = deadline < 0 ? -1 : (int)((deadline - now + 999999) / 1000000);
+		int wfd = STACK(st.prepare_wait(&sleep_ms));
+		if (wfd == -EAGAIN)
+			continue;
+		if (wfd < 0)
+			return fail(wfd);
+		struct pollfd p[2] = { { .fd = epfd, .events = POLLIN }, { .fd = wfd, .events = POLLIN } };
+		if (sigmask == NULL) {
+			if (LIBC(poll)(p, 2, sleep_ms) < 0)
+				return -1; /* EINTR */
+		} else {
+			struct timespec ts = { .tv_sec = sleep_ms / 1000, .tv_nsec = (sleep_ms % 1000) * 1000000L };
+			if (LIBC(ppoll)(p, 2, sleep_ms < 0 ? NULL : &ts, sigmask) < 0)
+				return -1;
+		}
+	}
+}
+
+EXPORT int epoll_wait(int epfd, struct epoll_event *events, int maxevents, int timeout)
+{
+	struct ep_set *s = ep_of(epfd);
+	if (s == NULL || s->n == 0)
+		return LIBC(epoll_wait)(epfd, events, maxevents, timeout);
+	return ep_wait(epfd, s, events, maxevents, timeout, NULL);
+}
+
+EXPORT int epoll_pwait(int epfd, struct epoll_event *events, int maxevents, int timeout, const sigset_t *sigmask)
+{
+	struct ep_set *s = ep_of(epfd);
+	if (s == NULL || s->n == 0)
+		return LIBC(epoll_pwait)(epfd, events, maxevents, timeout, sigmask);
+	return ep_wait(epfd, s, events, maxevents, timeout, sigmask);
 }
 
 /* ------------------------------------------------------------------------ load time */
