@@ -33,6 +33,10 @@
 #   dist/include/onload_stack.h     its header
 #   dist/lib/libonload.so           the LD_PRELOAD interposer (preload/shim): TCP of unmodified programs on the stack
 #   dist/bin/onload-run             runs a program with libonload.so preloaded (apps/onload-run)
+#   dist/tests/epoll_echo           test helper (preload/tests): an epoll echo server over sockets, a pipe, an
+#                                   eventfd and a timerfd, run under onload-run by the preload tests (not installed)
+#   dist/tests/io_calls             test helper: readv/writev, sendmsg/recvmsg, MSG_PEEK, ioctl, dup*, ppoll/pselect and
+#                                   the _FORTIFY_SOURCE __*_chk routes on one accelerated connection
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -86,7 +90,7 @@ NATIVE_INPUTS := $(DRIVERLINK_INPUTS) $(call dotnet_inputs,preload/native)
 
 DIST_FILES := $(DIST)/bin/onload-echo $(DIST)/bin/onload-pingpong $(DIST)/bin/onload-driverd $(DIST)/bin/onload-tcpdump \
 	$(DIST)/lib/systemd/system/onload-driverd.service $(DIST)/lib/libonload_stack.so $(DIST)/include/onload_stack.h \
-	$(DIST)/bin/abi_smoke $(DIST)/lib/libonload.so $(DIST)/bin/onload-run
+	$(DIST)/bin/abi_smoke $(DIST)/lib/libonload.so $(DIST)/bin/onload-run $(DIST)/tests/epoll_echo $(DIST)/tests/io_calls
 
 .PHONY: all deps restore build publish test check-header demo bench bench-quick bench-latency bench-tcp bench-driverlink sweep install clean
 
@@ -188,6 +192,15 @@ $(DIST)/bin/abi_smoke: preload/tests/abi_smoke.c preload/include/onload_stack.h
 $(DIST)/lib/libonload.so: preload/shim/onload_preload.c preload/include/onload_stack.h
 	@mkdir -p $(@D)
 	$(CC) -std=gnu11 -Wall -Wextra -Werror -O2 -fPIC -shared -fvisibility=hidden -Ipreload/include -o $@ $< -ldl -lpthread
+
+$(DIST)/tests/epoll_echo: preload/tests/epoll_echo.c
+	@mkdir -p $(@D)
+	$(CC) -std=gnu11 $(C_WARN) -O2 -o $@ $<
+
+# Fortified on purpose: read, recv, recvfrom, poll and ppoll then reach the shim as __*_chk.
+$(DIST)/tests/io_calls: preload/tests/io_calls.c
+	@mkdir -p $(@D)
+	$(CC) -std=gnu11 $(C_WARN) -O2 -D_FORTIFY_SOURCE=2 -o $@ $<
 
 $(DIST)/bin/onload-run: apps/onload-run/onload-run
 	install -D -m 0755 $< $@

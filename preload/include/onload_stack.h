@@ -74,6 +74,10 @@ int onload_sock_send(int h, const void *data, intptr_t len);
 typedef int (*onload_sock_send_fn)(int h, const void *data, intptr_t len);
 int onload_sock_recv(int h, void *buf, intptr_t len);
 typedef int (*onload_sock_recv_fn)(int h, void *buf, intptr_t len);
+int onload_sock_peek(int h, void *buf, intptr_t len);       /* recv(MSG_PEEK) */
+typedef int (*onload_sock_peek_fn)(int h, void *buf, intptr_t len);
+int onload_sock_queued(int h, int send);                    /* FIONREAD (0) or SIOCOUTQ (1) */
+typedef int (*onload_sock_queued_fn)(int h, int send);
 int onload_sock_shutdown(int h, int how);                  /* SHUT_RD, SHUT_WR, SHUT_RDWR */
 typedef int (*onload_sock_shutdown_fn)(int h, int how);
 int onload_sock_close(int h);
@@ -84,6 +88,7 @@ int onload_sock_take_error(int h);                          /* SO_ERROR: positiv
 typedef int (*onload_sock_take_error_fn)(int h);
 int onload_sock_set_nodelay(int h, int on);
 typedef int (*onload_sock_set_nodelay_fn)(int h, int on);
+/* poll(2)'s bits, and POLLRDHUP (0x2000) when the read side is shut. */
 int onload_sock_poll(const int *handles, const short *events, short *revents, int n);
 typedef int (*onload_sock_poll_fn)(const int *handles, const short *events, short *revents, int n);
 int onload_sock_prepare_wait(int *timeout_ms);              /* wait fd, or -EAGAIN: work waiting */

@@ -137,6 +137,28 @@ public static unsafe class SocketExports
         }
     }
 
+    /// <summary><c>int onload_sock_peek(int h, void *buf, intptr_t len)</c>: recv(MSG_PEEK), leaving the bytes
+    /// queued.</summary>
+    [UnmanagedCallersOnly(EntryPoint = "onload_sock_peek")]
+    public static int Peek(int h, byte* buffer, nint length)
+    {
+        try
+        {
+            var layer = SocketLayer.Get(out int errno);
+            if (layer is null)
+                return -errno;
+            return layer.Peek(h, new Span<byte>(buffer, (int)Math.Min(length, int.MaxValue)));
+        }
+        catch (Exception)
+        {
+            return -EIO;
+        }
+    }
+
+    /// <summary><c>int onload_sock_queued(int h, int send)</c>: FIONREAD (send 0) or SIOCOUTQ (send 1).</summary>
+    [UnmanagedCallersOnly(EntryPoint = "onload_sock_queued")]
+    public static int Queued(int h, int send) => Call(l => l.Queued(h, send != 0));
+
     /// <summary><c>how</c> as shutdown(2)'s: SHUT_RD 0, SHUT_WR 1, SHUT_RDWR 2.</summary>
     [UnmanagedCallersOnly(EntryPoint = "onload_sock_shutdown")]
     public static int Shutdown(int h, int how) =>

@@ -1,5 +1,6 @@
 using Onload.Driverlink;
 using Onload.Stack;
+using Onload.Stack.Memory;
 using Onload.Stack.Tcp;
 using Onload.Stack.Wire;
 using Onload.Vnic;
@@ -145,6 +146,51 @@ internal sealed partial class SocketLayer : IDisposable
         }
     }
 
+    /// <summary>recv(MSG_PEEK): copies what is readable without consuming it; otherwise as <see cref="Receive"/>
+    /// (0 at end of stream, a pending error taken, -EAGAIN).</summary>
+    public int Peek(int c, Span<byte> buffer)
+    {
+        lock (_lock)
+        {
+            _stack.Poll();
+            var table = _stack.TcpConnections;
+            if (!table.IsValid(c))
+                return -(int)Errno.EBADF;
+            ref var t = ref table[c];
+            int readable = t.Readable;
+            if (readable > 0 && buffer.Length > 0)
+            {
+                int n = Math.Min(readable, buffer.Length);
+                ByteRing.Read(table.ReceiveRing(c), t.RcvRead - t.Irs - 1, buffer[..n]);
+                return n;
+            }
+            if (t.Error != 0)
+                return -_stack.TcpTakeError(c);
+            if (t.FinReceived || t.Dead || t.ShutdownRead)
+                return 0;
+            if (t.State is TcpState.Closed or TcpState.Listen)
+                return -(int)Errno.ENOTCONN;
+            return -(int)Errno.EAGAIN;
+        }
+    }
+
+    /// <summary>ioctl FIONREAD (<paramref name="send"/> false: bytes readable; EINVAL on a listener, as Linux) and
+    /// SIOCOUTQ (true: bytes in the send queue, unsent and unacknowledged).</summary>
+    public int Queued(int c, bool send)
+    {
+        lock (_lock)
+        {
+            _stack.Poll();
+            var table = _stack.TcpConnections;
+            if (!table.IsValid(c))
+                return -(int)Errno.EBADF;
+            ref var t = ref table[c];
+            if (t.State == TcpState.Listen)
+                return -(int)Errno.EINVAL;
+            return send ? t.SndQueued : Math.Max(0, t.Readable);
+        }
+    }
+
     public int Shutdown(int c, bool read, bool write)
     {
         lock (_lock)
@@ -205,7 +251,7 @@ internal sealed partial class SocketLayer : IDisposable
     /// </summary>
     public int PollSockets(ReadOnlySpan<int> handles, ReadOnlySpan<short> events, Span<short> revents)
     {
-        const short PollIn = 0x001, PollOut = 0x004, PollErr = 0x008, PollHup = 0x010, PollNval = 0x020;
+        const short PollIn = 0x001, PollOut = 0x004, PollErr = 0x008, PollHup = 0x010, PollNval = 0x020, PollRdHup = 0x2000;
         int ready = 0;
         lock (_lock)
         {
@@ -228,6 +274,9 @@ internal sealed partial class SocketLayer : IDisposable
                         r |= PollErr;
                     if (t.Dead || (t.FinReceived && t.FinQueued))
                         r |= PollHup;
+                    // Linux's tcp_poll: the read side shut (a FIN, or shutdown(SHUT_RD)) is EPOLLRDHUP.
+                    if (t.State != TcpState.Listen && (t.FinReceived || t.ShutdownRead || t.Dead))
+                        r |= PollRdHup;
                     r &= (short)(events[i] | PollErr | PollHup | PollNval);
                 }
                 revents[i] = r;

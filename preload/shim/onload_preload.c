@@ -37,6 +37,11 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <linux/sockios.h>
+#include <limits.h>
+#include <sys/epoll.h>
+#include <sys/ioctl.h>
+#include <sys/uio.h>
 #include <sys/select.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -70,6 +75,21 @@ static int (*real_fcntl)(int, int, ...);
 static int (*real_fcntl64)(int, int, ...);
 static int (*real_poll)(struct pollfd *, nfds_t, int);
 static int (*real_select)(int, fd_set *, fd_set *, fd_set *, struct timeval *);
+static ssize_t (*real_readv)(int, const struct iovec *, int);
+static ssize_t (*real_writev)(int, const struct iovec *, int);
+static ssize_t (*real_recvmsg)(int, struct msghdr *, int);
+static ssize_t (*real_sendmsg)(int, const struct msghdr *, int);
+static int (*real_ioctl)(int, unsigned long, ...);
+static int (*real_dup)(int);
+static int (*real_dup2)(int, int);
+static int (*real_dup3)(int, int, int);
+static int (*real_pselect)(int, fd_set *, fd_set *, fd_set *, const struct timespec *, const sigset_t *);
+static int (*real_ppoll)(struct pollfd *, nfds_t, const struct timespec *, const sigset_t *);
+static int (*real_epoll_create)(int);
+static int (*real_epoll_create1)(int);
+static int (*real_epoll_ctl)(int, int, int, struct epoll_event *);
+static int (*real_epoll_wait)(int, struct epoll_event *, int, int);
+static int (*real_epoll_pwait)(int, struct epoll_event *, int, int, const sigset_t *);
 
 #define RESOLVE(name) (real_##name = (__typeof__(real_##name))dlsym(RTLD_NEXT, #name))
 
@@ -79,7 +99,10 @@ static void resolve_libc(void)
 	RESOLVE(connect); RESOLVE(read); RESOLVE(write); RESOLVE(recv); RESOLVE(send);
 	RESOLVE(recvfrom); RESOLVE(sendto); RESOLVE(close); RESOLVE(shutdown);
 	RESOLVE(getsockname); RESOLVE(getpeername); RESOLVE(setsockopt); RESOLVE(getsockopt);
-	RESOLVE(fcntl); RESOLVE(fcntl64); RESOLVE(poll); RESOLVE(select);
+	RESOLVE(fcntl); RESOLVE(fcntl64); RESOLVE(poll); RESOLVE(select); RESOLVE(ppoll); RESOLVE(pselect);
+	RESOLVE(readv); RESOLVE(writev); RESOLVE(recvmsg); RESOLVE(sendmsg); RESOLVE(ioctl);
+	RESOLVE(dup); RESOLVE(dup2); RESOLVE(dup3);
+	RESOLVE(epoll_create); RESOLVE(epoll_create1); RESOLVE(epoll_ctl); RESOLVE(epoll_wait); RESOLVE(epoll_pwait);
 	if (real_fcntl64 == NULL)
 		real_fcntl64 = real_fcntl;
 }
@@ -120,13 +143,30 @@ static __thread int in_stack;
 
 #define FD_NONBLOCK 1
 
+struct ep_set;
+
 struct fd_entry {
 	int handle_plus1; /* the stack's connection + 1; 0: not accelerated */
-	int flags;
+	uint32_t gen;       /* changes when the fd gets or loses a connection: epoll members hold the one they saw */
+	uint32_t rd_eagain; /* reads and accepts that found nothing, and writes that found no room: */
+	uint32_t wr_eagain; /* an EPOLLET member reports the same readiness again after one */
+	struct ep_set *ep;  /* this fd is an epoll fd with accelerated members (the shim's part of the set) */
 };
 
 static struct fd_entry *fd_table;
 static int fd_table_size;
+
+/*
+ * Per stack connection: how many fds name it (dup, dup2, dup3, F_DUPFD share it; the last close closes
+ * it), and O_NONBLOCK, which belongs to the open file description that dups share. Indexed by handle;
+ * as large as fd_table (a handle past it is not dup'd: EMFILE).
+ */
+struct conn_state {
+	int refs;
+	int flags;
+};
+
+static struct conn_state *conn_table;
 
 static inline struct fd_entry *accelerated(int fd)
 {
@@ -136,6 +176,46 @@ static inline struct fd_entry *accelerated(int fd)
 }
 
 static inline int handle_of(const struct fd_entry *e) { return e->handle_plus1 - 1; }
+
+static inline struct conn_state *conn_of(const struct fd_entry *e) { return &conn_table[handle_of(e)]; }
+
+static inline int nonblocking(const struct fd_entry *e) { return conn_of(e)->flags & FD_NONBLOCK; }
+
+/* fd now names stack connection h, new (flags given) or shared with another fd (flags < 0). */
+static void take_fd(int fd, int h, int flags)
+{
+	struct fd_entry *e = &fd_table[fd];
+	e->handle_plus1 = h + 1;
+	e->gen++;
+	if (flags >= 0) {
+		conn_table[h].refs = 1;
+		conn_table[h].flags = flags;
+	} else
+		conn_table[h].refs++;
+}
+
+/* fd no longer names its connection; returns how many fds still do (0: close it on the stack). */
+static int release_fd(struct fd_entry *e)
+{
+	int left = --conn_of(e)->refs;
+	e->handle_plus1 = 0;
+	e->gen++;
+	return left;
+}
+
+static void ep_hand_to_kernel(int fd, uint32_t gen);
+static void ep_forget(int epfd);
+static inline struct ep_set *ep_of(int epfd);
+
+/* nfd, a kernel dup of an accelerated fd's placeholder, names the same connection. */
+static void share_fd(int nfd, const struct fd_entry *e)
+{
+	if (nfd < 0 || nfd >= fd_table_size)
+		return; /* past the table: the kernel's dup of the placeholder, not accelerated */
+	if (fd_table[nfd].ep != NULL)
+		ep_forget(nfd);
+	take_fd(nfd, handle_of(e), -1);
+}
 
 /* ---------------------------------------------------------------------------- the stack */
 
@@ -158,6 +238,8 @@ typedef onload_sock_set_nodelay_fn set_nodelay_fn;
 typedef onload_sock_poll_fn poll_fn;
 typedef onload_sock_prepare_wait_fn prepare_wait_fn;
 typedef onload_sock_drain_fn drain_fn;
+typedef onload_sock_peek_fn peek_fn;
+typedef onload_sock_queued_fn queued_fn;
 
 static struct {
 	init_fn init;
@@ -178,6 +260,8 @@ static struct {
 	poll_fn poll;
 	prepare_wait_fn prepare_wait;
 	drain_fn drain;
+	peek_fn peek;
+	queued_fn queued;
 } st;
 
 enum { STACK_UNTRIED, STACK_READY, STACK_FAILED };
@@ -215,8 +299,9 @@ static void drain_at_exit(void)
 	in_stack++;
 	for (int fd = 0; fd < fd_table_size; fd++)
 		if (fd_table[fd].handle_plus1 != 0) {
-			st.close(fd_table[fd].handle_plus1 - 1);
-			fd_table[fd].handle_plus1 = 0;
+			int h = handle_of(&fd_table[fd]);
+			if (release_fd(&fd_table[fd]) == 0)
+				st.close(h);
 		}
 	int left = st.drain(opt_exit_linger_ms);
 	in_stack--;
@@ -259,6 +344,8 @@ static int load_stack_locked(char *why, size_t why_len)
 	SYM(poll, "onload_sock_poll");
 	SYM(prepare_wait, "onload_sock_prepare_wait");
 	SYM(drain, "onload_sock_drain");
+	SYM(peek, "onload_sock_peek");
+	SYM(queued, "onload_sock_queued");
 #undef SYM
 	debug("loaded %s", path);
 	/* The first call into the library starts the .NET runtime (on this thread), then the stack. */
@@ -315,9 +402,18 @@ static long now_ns(void)
 static void hand_to_kernel(int fd, struct fd_entry *e, const char *why)
 {
 	debug("fd %d handed to the kernel: %s", fd, why);
-	STACK(st.close(handle_of(e)));
+	int h = handle_of(e);
+	/* Dups share the placeholder's file, so they go to the kernel with it (a rare, cold path). */
+	for (int other = 0; conn_table[h].refs > 1 && other < fd_table_size; other++)
+		if (other != fd && fd_table[other].handle_plus1 == h + 1) {
+			conn_table[h].refs--;
+			fd_table[other].handle_plus1 = 0;
+			ep_hand_to_kernel(other, fd_table[other].gen);
+		}
+	conn_table[h].refs = 0;
 	e->handle_plus1 = 0;
-	e->flags = 0;
+	STACK(st.close(h));
+	ep_hand_to_kernel(fd, e->gen);
 }
 
 static int sockaddr_in_of(const struct sockaddr *addr, socklen_t len, uint32_t *address, uint16_t *port)
@@ -349,6 +445,19 @@ static inline int is_loopback(uint32_t a) { return (a >> 24) == 127; }
 
 /* ------------------------------------------------------------------------ waiting: poll */
 
+extern void __chk_fail(void) __attribute__((noreturn));
+
+/* Whether a select set names an accelerated fd. */
+static int select_any(int nfds, fd_set *rd, fd_set *wr, fd_set *ex)
+{
+	if (in_stack || fd_table == NULL)
+		return 0;
+	for (int fd = 0; fd < nfds && fd < FD_SETSIZE; fd++)
+		if (accelerated(fd) != NULL && ((rd && FD_ISSET(fd, rd)) || (wr && FD_ISSET(fd, wr)) || (ex && FD_ISSET(fd, ex))))
+			return 1;
+	return 0;
+}
+
 #define SMALL 64
 
 /*
@@ -356,7 +465,7 @@ static inline int is_loopback(uint32_t a) { return (a >> 24) == 127; }
  * sleeps in the real poll() on the kernel fds plus the VNIC's wait fd (bounded by the stack's next
  * timer, so its retransmits and delayed ACKs run), and checks again.
  */
-static int mixed_poll(struct pollfd *fds, nfds_t nfds, int timeout)
+static int mixed_poll(struct pollfd *fds, nfds_t nfds, int timeout, const sigset_t *sigmask)
 {
 	int handles_small[SMALL], where_small[SMALL];
 	short events_small[SMALL], revents_small[SMALL];
@@ -435,8 +544,11 @@ static int mixed_poll(struct pollfd *fds, nfds_t nfds, int timeout)
 		kfds[nk].fd = wfd;
 		kfds[nk].events = POLLIN;
 		kfds[nk].revents = 0;
-		if (LIBC(poll)(kfds, (nfds_t)nk + 1, sleep_ms) < 0)
-			goto out; /* EINTR: a signal, as the kernel's poll would say */
+		/* EINTR: a signal, as the kernel's poll would say. ppoll/pselect's mask holds while asleep (the spin
+		 * before runs under the thread's own mask, as glibc's emulation of them once did). */
+		if (sigmask == NULL ? LIBC(poll)(kfds, (nfds_t)nk + 1, sleep_ms) < 0
+				    : LIBC(ppoll)(kfds, (nfds_t)nk + 1, sleep_ms < 0 ? NULL : &(struct timespec){ sleep_ms / 1000, (sleep_ms % 1000) * 1000000L }, sigmask) < 0)
+			goto out;
 	}
 out:
 	if (nfds > SMALL) {
@@ -449,7 +561,7 @@ out:
 static int wait_for(int fd, short events)
 {
 	struct pollfd p = { .fd = fd, .events = events, .revents = 0 };
-	return mixed_poll(&p, 1, -1) < 0 ? -1 : 0;
+	return mixed_poll(&p, 1, -1, NULL) < 0 ? -1 : 0;
 }
 
 /* ---------------------------------------------------------------------- the interceptors */
@@ -467,6 +579,10 @@ EXPORT int socket(int domain, int type, int protocol)
 		return fail(fd >= fd_table_size ? -EMFILE : -ENETDOWN);
 	}
 	int h = STACK(st.open());
+	if (h >= fd_table_size) { /* past the connection table */
+		STACK(st.close(h));
+		h = -EMFILE;
+	}
 	if (h < 0) {
 		if (opt_no_fail) {
 			debug("fd %d on the kernel: the stack has no room (%s)", fd, strerror(-h));
@@ -475,8 +591,7 @@ EXPORT int socket(int domain, int type, int protocol)
 		LIBC(close)(fd);
 		return fail(h);
 	}
-	fd_table[fd].handle_plus1 = h + 1;
-	fd_table[fd].flags = (type & SOCK_NONBLOCK) ? FD_NONBLOCK : 0;
+	take_fd(fd, h, (type & SOCK_NONBLOCK) ? FD_NONBLOCK : 0);
 	debug("fd %d accelerated (connection %d)", fd, h);
 	return fd;
 }
@@ -520,23 +635,24 @@ static int accept_common(int fd, struct sockaddr *addr, socklen_t *len, int flag
 		c = STACK(st.accept(handle_of(e), &address, &port));
 		if (c != -EAGAIN)
 			break;
-		if (e->flags & FD_NONBLOCK)
+		if (nonblocking(e)) {
+			e->rd_eagain++;
 			return fail(-EAGAIN);
+		}
 		if (wait_for(fd, POLLIN) < 0)
 			return -1;
 	}
 	if (c < 0)
 		return fail(c);
 	int nfd = LIBC(socket)(AF_INET, SOCK_STREAM | (flags & (SOCK_NONBLOCK | SOCK_CLOEXEC)), 0);
-	if (nfd < 0 || nfd >= fd_table_size) {
+	if (nfd < 0 || nfd >= fd_table_size || c >= fd_table_size) {
 		int err = nfd < 0 ? errno : EMFILE;
 		if (nfd >= 0)
 			LIBC(close)(nfd);
 		STACK(st.close(c));
 		return fail(-err);
 	}
-	fd_table[nfd].handle_plus1 = c + 1;
-	fd_table[nfd].flags = (flags & SOCK_NONBLOCK) ? FD_NONBLOCK : 0;
+	take_fd(nfd, c, (flags & SOCK_NONBLOCK) ? FD_NONBLOCK : 0);
 	fill_sockaddr(addr, len, address, port);
 	debug("fd %d accepted on fd %d (connection %d)", nfd, fd, c);
 	return nfd;
@@ -580,7 +696,7 @@ EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len)
 	if (rc != -EINPROGRESS)
 		return rc < 0 ? fail(rc) : 0;
 	debug("fd %d connecting (connection %d)", fd, h);
-	if (e->flags & FD_NONBLOCK)
+	if (nonblocking(e))
 		return fail(-EINPROGRESS);
 	if (wait_for(fd, POLLOUT) < 0)
 		return -1;
@@ -590,9 +706,18 @@ EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len)
 
 static ssize_t stack_recv(int fd, struct fd_entry *e, void *buf, size_t len, int flags)
 {
-	if (flags & MSG_PEEK)
-		return fail(-EOPNOTSUPP); /* not in this slice: docs/PRELOAD-NOTES.md */
-	int nonblock = (e->flags & FD_NONBLOCK) || (flags & MSG_DONTWAIT);
+	int nonblock = nonblocking(e) || (flags & MSG_DONTWAIT);
+	while (flags & MSG_PEEK) {
+		int rc = STACK(st.peek(handle_of(e), buf, (intptr_t)len));
+		if (rc != -EAGAIN)
+			return rc < 0 ? fail(rc) : rc;
+		if (nonblock) {
+			e->rd_eagain++;
+			return fail(-EAGAIN);
+		}
+		if (wait_for(fd, POLLIN) < 0)
+			return -1;
+	}
 	size_t got = 0;
 	for (;;) {
 		int rc = STACK(st.recv(handle_of(e), (char *)buf + got, (intptr_t)(len - got)));
@@ -604,8 +729,10 @@ static ssize_t stack_recv(int fd, struct fd_entry *e, void *buf, size_t len, int
 		}
 		if (rc == 0 || (rc < 0 && rc != -EAGAIN))
 			return got > 0 ? (ssize_t)got : rc == 0 ? 0 : fail(rc);
-		if (nonblock)
+		if (nonblock) {
+			e->rd_eagain++;
 			return got > 0 ? (ssize_t)got : fail(-EAGAIN);
+		}
 		if (wait_for(fd, POLLIN) < 0)
 			return got > 0 ? (ssize_t)got : -1;
 	}
@@ -613,7 +740,7 @@ static ssize_t stack_recv(int fd, struct fd_entry *e, void *buf, size_t len, int
 
 static ssize_t stack_send(int fd, struct fd_entry *e, const void *buf, size_t len, int flags)
 {
-	int nonblock = (e->flags & FD_NONBLOCK) || (flags & MSG_DONTWAIT);
+	int nonblock = nonblocking(e) || (flags & MSG_DONTWAIT);
 	size_t sent = 0;
 	for (;;) {
 		int rc = STACK(st.send(handle_of(e), (const char *)buf + sent, (intptr_t)(len - sent)));
@@ -630,8 +757,10 @@ static ssize_t stack_send(int fd, struct fd_entry *e, const void *buf, size_t le
 				raise(SIGPIPE);
 			return fail(rc);
 		}
-		if (nonblock)
+		if (nonblock) {
+			e->wr_eagain++;
 			return sent > 0 ? (ssize_t)sent : fail(-EAGAIN);
+		}
 		if (wait_for(fd, POLLOUT) < 0)
 			return sent > 0 ? (ssize_t)sent : -1;
 	}
@@ -687,12 +816,15 @@ EXPORT ssize_t sendto(int fd, const void *buf, size_t len, int flags, const stru
 EXPORT int close(int fd)
 {
 	struct fd_entry *e = accelerated(fd);
+	if (!in_stack && fd >= 0 && fd < fd_table_size && fd_table[fd].ep != NULL)
+		ep_forget(fd);
 	if (e != NULL) {
 		int h = handle_of(e);
-		e->handle_plus1 = 0;
-		e->flags = 0;
-		STACK(st.close(h));
-		debug("fd %d closed (connection %d)", fd, h);
+		if (release_fd(e) == 0) {
+			STACK(st.close(h));
+			debug("fd %d closed (connection %d)", fd, h);
+		} else
+			debug("fd %d closed (connection %d stays with its other fds)", fd, h);
 	}
 	return LIBC(close)(fd);
 }
@@ -761,8 +893,10 @@ static int fcntl_common(int (*real)(int, int, ...), int fd, int cmd, void *arg)
 {
 	int rc = real(fd, cmd, arg);
 	struct fd_entry *e = accelerated(fd);
+	if (rc >= 0 && e != NULL && (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC))
+		share_fd(rc, e);
 	if (rc == 0 && e != NULL && cmd == F_SETFL)
-		e->flags = ((intptr_t)arg & O_NONBLOCK) ? (e->flags | FD_NONBLOCK) : (e->flags & ~FD_NONBLOCK);
+		conn_of(e)->flags = ((intptr_t)arg & O_NONBLOCK) ? (conn_of(e)->flags | FD_NONBLOCK) : (conn_of(e)->flags & ~FD_NONBLOCK);
 	return rc;
 }
 
@@ -784,25 +918,78 @@ EXPORT int fcntl64(int fd, int cmd, ...)
 	return fcntl_common(LIBC(fcntl64), fd, cmd, arg);
 }
 
-EXPORT int poll(struct pollfd *fds, nfds_t nfds, int timeout)
+static int any_accelerated(struct pollfd *fds, nfds_t nfds)
 {
 	if (!in_stack && fd_table != NULL)
 		for (nfds_t i = 0; i < nfds; i++)
 			if (accelerated(fds[i].fd) != NULL)
-				return mixed_poll(fds, nfds, timeout);
-	return LIBC(poll)(fds, nfds, timeout);
+				return 1;
+	return 0;
 }
+
+EXPORT int poll(struct pollfd *fds, nfds_t nfds, int timeout)
+{
+	return any_accelerated(fds, nfds) ? mixed_poll(fds, nfds, timeout, NULL) : LIBC(poll)(fds, nfds, timeout);
+}
+
+/* A timespec as poll's milliseconds, rounded up; -1 for none. */
+static int timespec_ms(const struct timespec *ts)
+{
+	if (ts == NULL)
+		return -1;
+	long long ms = (long long)ts->tv_sec * 1000 + (ts->tv_nsec + 999999) / 1000000;
+	return ms > INT_MAX ? INT_MAX : (int)ms;
+}
+
+EXPORT int ppoll(struct pollfd *fds, nfds_t nfds, const struct timespec *ts, const sigset_t *sigmask)
+{
+	if (!any_accelerated(fds, nfds))
+		return LIBC(ppoll)(fds, nfds, ts, sigmask);
+	if (ts != NULL && (ts->tv_sec < 0 || ts->tv_nsec < 0 || ts->tv_nsec >= 1000000000L))
+		return fail(-EINVAL);
+	return mixed_poll(fds, nfds, timespec_ms(ts), sigmask);
+}
+
+EXPORT int __ppoll_chk(struct pollfd *fds, nfds_t nfds, const struct timespec *ts, const sigset_t *sigmask, size_t fdslen)
+{
+	if (fdslen / sizeof *fds < nfds)
+		__chk_fail();
+	return ppoll(fds, nfds, ts, sigmask);
+}
+
+/* select and pselect over accelerated fds: as a poll. timeout_ms -1 for none. */
+static int select_common(int nfds, fd_set *rd, fd_set *wr, fd_set *ex, int timeout_ms, const sigset_t *sigmask);
 
 EXPORT int select(int nfds, fd_set *rd, fd_set *wr, fd_set *ex, struct timeval *tv)
 {
-	int any = 0;
-	if (!in_stack && fd_table != NULL)
-		for (int fd = 0; fd < nfds && fd < FD_SETSIZE && !any; fd++)
-			if (accelerated(fd) != NULL &&
-			    ((rd && FD_ISSET(fd, rd)) || (wr && FD_ISSET(fd, wr)) || (ex && FD_ISSET(fd, ex))))
-				any = 1;
-	if (!any)
+	if (!select_any(nfds, rd, wr, ex))
 		return LIBC(select)(nfds, rd, wr, ex, tv);
+	if (tv != NULL && (tv->tv_sec < 0 || tv->tv_usec < 0))
+		return fail(-EINVAL);
+	int timeout = tv == NULL ? -1 : (int)(tv->tv_sec * 1000 + (tv->tv_usec + 999) / 1000);
+	long start = now_ns();
+	int rc = select_common(nfds, rd, wr, ex, timeout, NULL);
+	if (rc >= 0 && tv != NULL) { /* Linux writes back the time left */
+		long left = timeout * 1000000L - (now_ns() - start);
+		if (left < 0)
+			left = 0;
+		tv->tv_sec = left / 1000000000L;
+		tv->tv_usec = (left % 1000000000L) / 1000;
+	}
+	return rc;
+}
+
+EXPORT int pselect(int nfds, fd_set *rd, fd_set *wr, fd_set *ex, const struct timespec *ts, const sigset_t *sigmask)
+{
+	if (!select_any(nfds, rd, wr, ex))
+		return LIBC(pselect)(nfds, rd, wr, ex, ts, sigmask);
+	if (ts != NULL && (ts->tv_sec < 0 || ts->tv_nsec < 0 || ts->tv_nsec >= 1000000000L))
+		return fail(-EINVAL);
+	return select_common(nfds, rd, wr, ex, timespec_ms(ts), sigmask); /* pselect leaves *ts as it was */
+}
+
+static int select_common(int nfds, fd_set *rd, fd_set *wr, fd_set *ex, int timeout, const sigset_t *sigmask)
+{
 	if (nfds < 0 || nfds > FD_SETSIZE)
 		return fail(-EINVAL);
 	struct pollfd pfds[FD_SETSIZE];
@@ -821,18 +1008,8 @@ EXPORT int select(int nfds, fd_set *rd, fd_set *wr, fd_set *ex, struct timeval *
 			pfds[n++].revents = 0;
 		}
 	}
-	int timeout = tv == NULL ? -1 : (int)(tv->tv_sec * 1000 + (tv->tv_usec + 999) / 1000);
-	long start = now_ns();
-	int rc = mixed_poll(pfds, n, timeout);
-	if (rc < 0)
+	if (mixed_poll(pfds, n, timeout, sigmask) < 0)
 		return -1;
-	if (tv != NULL) { /* Linux writes back the time left */
-		long left = timeout * 1000000L - (now_ns() - start);
-		if (left < 0)
-			left = 0;
-		tv->tv_sec = left / 1000000000L;
-		tv->tv_usec = (left % 1000000000L) / 1000;
-	}
 	int count = 0;
 	for (nfds_t i = 0; i < n; i++) {
 		int fd = pfds[i].fd;
@@ -851,6 +1028,543 @@ EXPORT int select(int nfds, fd_set *rd, fd_set *wr, fd_set *ex, struct timeval *
 			count++;
 	}
 	return count;
+}
+
+/* ------------------------------------------------------------ vectors and messages */
+
+/* readv/recvmsg on the stack: the first non-empty buffer as recv() would (blocking or not), then the
+ * next ones only with what is already there. One stack call per buffer. */
+static ssize_t stack_recv_iov(int fd, struct fd_entry *e, const struct iovec *iov, int iovcnt, int flags)
+{
+	if (iovcnt < 0 || iovcnt > IOV_MAX)
+		return fail(-EINVAL);
+	ssize_t total = 0;
+	for (int i = 0; i < iovcnt; i++) {
+		if (iov[i].iov_len == 0)
+			continue;
+		int err = errno;
+		ssize_t n = stack_recv(fd, e, iov[i].iov_base, iov[i].iov_len, total > 0 && !(flags & MSG_WAITALL) ? flags | MSG_DONTWAIT : flags);
+		if (n < 0) {
+			if (total > 0)
+				errno = err;
+			return total > 0 ? total : -1;
+		}
+		total += n;
+		if ((size_t)n < iov[i].iov_len || (flags & MSG_PEEK))
+			break; /* MSG_PEEK fills the first buffer only */
+	}
+	return total;
+}
+
+static ssize_t stack_send_iov(int fd, struct fd_entry *e, const struct iovec *iov, int iovcnt, int flags)
+{
+	if (iovcnt < 0 || iovcnt > IOV_MAX)
+		return fail(-EINVAL);
+	ssize_t total = 0;
+	for (int i = 0; i < iovcnt; i++) {
+		if (iov[i].iov_len == 0)
+			continue;
+		int err = errno;
+		/* After some bytes went, no more waiting and no SIGPIPE: the call reports what it sent. */
+		ssize_t n = stack_send(fd, e, iov[i].iov_base, iov[i].iov_len, total > 0 ? flags | MSG_DONTWAIT | MSG_NOSIGNAL : flags);
+		if (n < 0) {
+			if (total > 0)
+				errno = err;
+			return total > 0 ? total : -1;
+		}
+		total += n;
+		if ((size_t)n < iov[i].iov_len)
+			break;
+	}
+	return total;
+}
+
+EXPORT ssize_t readv(int fd, const struct iovec *iov, int iovcnt)
+{
+	struct fd_entry *e = accelerated(fd);
+	return e == NULL ? LIBC(readv)(fd, iov, iovcnt) : stack_recv_iov(fd, e, iov, iovcnt, 0);
+}
+
+EXPORT ssize_t writev(int fd, const struct iovec *iov, int iovcnt)
+{
+	struct fd_entry *e = accelerated(fd);
+	return e == NULL ? LIBC(writev)(fd, iov, iovcnt) : stack_send_iov(fd, e, iov, iovcnt, 0);
+}
+
+EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
+{
+	struct fd_entry *e = accelerated(fd);
+	if (e == NULL)
+		return LIBC(recvmsg)(fd, msg, flags);
+	if (msg == NULL || msg->msg_iovlen > IOV_MAX)
+		return fail(msg == NULL ? -EFAULT : -EMSGSIZE);
+	ssize_t n = stack_recv_iov(fd, e, msg->msg_iov, (int)msg->msg_iovlen, flags);
+	if (n >= 0) {
+		msg->msg_namelen = 0;   /* TCP gives no address, as Linux's tcp_recvmsg */
+		msg->msg_controllen = 0; /* nor control messages (none are implemented) */
+		msg->msg_flags = 0;
+	}
+	return n;
+}
+
+EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
+{
+	struct fd_entry *e = accelerated(fd);
+	if (e == NULL)
+		return LIBC(sendmsg)(fd, msg, flags);
+	if (msg == NULL)
+		return fail(-EFAULT);
+	if (msg->msg_controllen > 0)
+		return fail(-EOPNOTSUPP); /* no control messages on the stack yet */
+	if (msg->msg_iovlen > IOV_MAX)
+		return fail(-EMSGSIZE);
+	return stack_send_iov(fd, e, msg->msg_iov, (int)msg->msg_iovlen, flags); /* a stream socket ignores msg_name */
+}
+
+/* --------------------------------------------------------------------------- ioctl */
+
+EXPORT int ioctl(int fd, unsigned long request, ...)
+{
+	va_list ap;
+	va_start(ap, request);
+	void *arg = va_arg(ap, void *);
+	va_end(ap);
+	struct fd_entry *e = accelerated(fd);
+	if (e == NULL)
+		return LIBC(ioctl)(fd, request, arg);
+	switch (request) {
+	case FIONBIO: {
+		/* The placeholder takes it too, so that F_GETFL reads it back. */
+		int rc = LIBC(ioctl)(fd, request, arg);
+		if (rc == 0)
+			conn_of(e)->flags = *(const int *)arg ? (conn_of(e)->flags | FD_NONBLOCK) : (conn_of(e)->flags & ~FD_NONBLOCK);
+		return rc;
+	}
+	case FIONREAD:   /* SIOCINQ */
+	case SIOCOUTQ: {
+		if (arg == NULL)
+			return fail(-EFAULT);
+		int n = STACK(st.queued(handle_of(e), request == SIOCOUTQ));
+		if (n < 0)
+			return fail(n);
+		*(int *)arg = n;
+		return 0;
+	}
+	default:
+		return LIBC(ioctl)(fd, request, arg);
+	}
+}
+
+/* ------------------------------------------------------------------------------ dup */
+
+/* newfd is about to be replaced by dup2/dup3: as close() would, it lets go of its connection or set. */
+static void before_replacing(int newfd)
+{
+	if (in_stack || newfd < 0 || newfd >= fd_table_size)
+		return;
+	if (fd_table[newfd].ep != NULL)
+		ep_forget(newfd);
+	struct fd_entry *e = accelerated(newfd);
+	if (e != NULL) {
+		int h = handle_of(e);
+		if (release_fd(e) == 0)
+			STACK(st.close(h));
+		debug("fd %d replaced by dup2/dup3 (connection %d)", newfd, h);
+	}
+}
+
+EXPORT int dup(int fd)
+{
+	int nfd = LIBC(dup)(fd);
+	struct fd_entry *e = accelerated(fd);
+	if (nfd >= 0 && e != NULL)
+		share_fd(nfd, e);
+	return nfd;
+}
+
+static int dup3_common(int oldfd, int newfd, int flags, int three)
+{
+	struct fd_entry *e = accelerated(oldfd);
+	if (oldfd == newfd || (e == NULL && accelerated(newfd) == NULL && ep_of(newfd) == NULL))
+		return three ? LIBC(dup3)(oldfd, newfd, flags) : LIBC(dup2)(oldfd, newfd);
+	/* The kernel closes newfd only if the dup can happen: check oldfd first (EBADF) so newfd is kept then. */
+	if (LIBC(fcntl)(oldfd, F_GETFD) < 0)
+		return -1;
+	before_replacing(newfd);
+	int rc = three ? LIBC(dup3)(oldfd, newfd, flags) : LIBC(dup2)(oldfd, newfd);
+	if (rc >= 0 && e != NULL && e->handle_plus1 != 0)
+		share_fd(rc, e);
+	return rc;
+}
+
+EXPORT int dup2(int oldfd, int newfd) { return dup3_common(oldfd, newfd, 0, 0); }
+
+EXPORT int dup3(int oldfd, int newfd, int flags) { return dup3_common(oldfd, newfd, flags, 1); }
+
+/* ------------------------------------------------------------- the fortified variants */
+
+/* With -D_FORTIFY_SOURCE glibc's headers route these calls here; the check first, as glibc's. */
+
+EXPORT ssize_t __read_chk(int fd, void *buf, size_t len, size_t buflen)
+{
+	if (len > buflen)
+		__chk_fail();
+	return read(fd, buf, len);
+}
+
+EXPORT ssize_t __recv_chk(int fd, void *buf, size_t len, size_t buflen, int flags)
+{
+	if (len > buflen)
+		__chk_fail();
+	return recv(fd, buf, len, flags);
+}
+
+EXPORT ssize_t __recvfrom_chk(int fd, void *buf, size_t len, size_t buflen, int flags, struct sockaddr *addr,
+			      socklen_t *alen)
+{
+	if (len > buflen)
+		__chk_fail();
+	return recvfrom(fd, buf, len, flags, addr, alen);
+}
+
+EXPORT int __poll_chk(struct pollfd *fds, nfds_t nfds, int timeout, size_t fdslen)
+{
+	if (fdslen / sizeof *fds < nfds)
+		__chk_fail();
+	return poll(fds, nfds, timeout);
+}
+
+/* ------------------------------------------------------------------------------- epoll */
+
+/*
+ * An epoll fd stays a real kernel epoll fd holding the kernel fds. Its accelerated members (whose
+ * placeholders the kernel would report as unconnected sockets) live here instead, in an ep_set kept
+ * in the epoll fd's table entry. epoll_wait checks the members (onload_sock_poll), then the kernel set
+ * with timeout 0, spins ONLOAD_SPIN_US, then sleeps in the real poll() on the epoll fd itself (readable
+ * when the kernel set has events) and the VNIC's wait fd, no longer than the stack's next timer.
+ *
+ * EPOLLET is carried by edges of readiness: a member reports again when its readiness rose since the
+ * last look, or when the program has since met EAGAIN on it (the program drained it, as edge-triggered
+ * programs must). Unlike Linux, a second arrival while still readable and not drained is not an edge.
+ */
+struct ep_member {
+	int fd;
+	uint32_t gen;       /* fd_table[fd].gen when added: a member whose fd was closed is dropped */
+	uint32_t events;    /* as epoll_ctl gave them */
+	epoll_data_t data;
+	int armed;          /* 0: an EPOLLONESHOT member reported, until EPOLL_CTL_MOD */
+	short last;         /* EPOLLET: the readiness seen last */
+	uint32_t rd_seen, wr_seen;
+};
+
+struct ep_set {
+	pthread_mutex_t lock;
+	int epfd;
+	int n, cap;
+	struct ep_member *m;
+	/* Scratch for onload_sock_poll, cap long, used under the lock: no allocation per wait. */
+	int *handles, *which;
+	short *events, *revents;
+	int cursor;         /* where the next report starts, so that no member starves another */
+	int kernel_first;   /* the members filled the last call: the kernel set goes first in the next */
+	struct ep_set *next;
+};
+
+static struct ep_set *ep_sets; /* every set, for ep_hand_to_kernel */
+static pthread_mutex_t ep_sets_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static inline struct ep_set *ep_of(int epfd)
+{
+	if (in_stack || epfd < 0 || epfd >= fd_table_size)
+		return NULL;
+	return __atomic_load_n(&fd_table[epfd].ep, __ATOMIC_ACQUIRE);
+}
+
+static struct ep_set *ep_new(int epfd)
+{
+	struct ep_set *s = calloc(1, sizeof *s);
+	if (s == NULL)
+		return NULL;
+	pthread_mutex_init(&s->lock, NULL);
+	s->epfd = epfd;
+	pthread_mutex_lock(&ep_sets_lock);
+	s->next = ep_sets;
+	ep_sets = s;
+	__atomic_store_n(&fd_table[epfd].ep, s, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&ep_sets_lock);
+	return s;
+}
+
+/* The epoll fd is closing (or its number was reused): its set goes. */
+static void ep_forget(int epfd)
+{
+	pthread_mutex_lock(&ep_sets_lock);
+	struct ep_set *s = fd_table[epfd].ep;
+	fd_table[epfd].ep = NULL;
+	for (struct ep_set **p = &ep_sets; s != NULL && *p != NULL; p = &(*p)->next)
+		if (*p == s) {
+			*p = s->next;
+			break;
+		}
+	pthread_mutex_unlock(&ep_sets_lock);
+	if (s == NULL)
+		return;
+	free(s->m); free(s->handles); free(s->which); free(s->events); free(s->revents);
+	pthread_mutex_destroy(&s->lock);
+	free(s);
+}
+
+static int ep_grow(struct ep_set *s)
+{
+	int cap = s->cap == 0 ? 8 : s->cap * 2;
+	struct ep_member *m = realloc(s->m, (size_t)cap * sizeof *m);
+	if (m != NULL)
+		s->m = m;
+	int *h = realloc(s->handles, (size_t)cap * sizeof *h);
+	if (h != NULL)
+		s->handles = h;
+	int *w = realloc(s->which, (size_t)cap * sizeof *w);
+	if (w != NULL)
+		s->which = w;
+	short *ev = realloc(s->events, (size_t)cap * sizeof *ev);
+	if (ev != NULL)
+		s->events = ev;
+	short *rev = realloc(s->revents, (size_t)cap * sizeof *rev);
+	if (rev != NULL)
+		s->revents = rev;
+	if (m == NULL || h == NULL || w == NULL || ev == NULL || rev == NULL)
+		return -ENOMEM;
+	s->cap = cap;
+	return 0;
+}
+
+static inline void ep_remove_at(struct ep_set *s, int i) { s->m[i] = s->m[--s->n]; }
+
+/* An accelerated fd went to the kernel: in each set that holds it, it moves to the kernel's part. */
+static void ep_hand_to_kernel(int fd, uint32_t gen)
+{
+	pthread_mutex_lock(&ep_sets_lock);
+	for (struct ep_set *s = ep_sets; s != NULL; s = s->next) {
+		pthread_mutex_lock(&s->lock);
+		for (int i = 0; i < s->n; i++)
+			if (s->m[i].fd == fd && s->m[i].gen == gen) {
+				struct epoll_event ev = { .events = s->m[i].events, .data = s->m[i].data };
+				if (!s->m[i].armed)
+					ev.events &= ~(uint32_t)(EPOLLIN | EPOLLOUT | EPOLLPRI | EPOLLRDHUP);
+				LIBC(epoll_ctl)(s->epfd, EPOLL_CTL_ADD, fd, &ev);
+				ep_remove_at(s, i);
+				break;
+			}
+		pthread_mutex_unlock(&s->lock);
+	}
+	pthread_mutex_unlock(&ep_sets_lock);
+}
+
+#define EP_POLL_BITS (EPOLLIN | EPOLLPRI | EPOLLOUT | EPOLLERR | EPOLLHUP | EPOLLRDHUP)
+
+EXPORT int epoll_create(int size)
+{
+	int fd = LIBC(epoll_create)(size);
+	if (ep_of(fd) != NULL)
+		ep_forget(fd); /* a number closed behind our back (close_range, the kernel) */
+	return fd;
+}
+
+EXPORT int epoll_create1(int flags)
+{
+	int fd = LIBC(epoll_create1)(flags);
+	if (ep_of(fd) != NULL)
+		ep_forget(fd);
+	return fd;
+}
+
+EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *event)
+{
+	struct fd_entry *e = accelerated(fd);
+	if (e == NULL || epfd < 0 || epfd >= fd_table_size)
+		return LIBC(epoll_ctl)(epfd, op, fd, event);
+	if (epfd == fd)
+		return fail(-EINVAL);
+	/* Asks the kernel whether epfd is an epoll fd (EBADF, EINVAL otherwise); the placeholder is never in it. */
+	if (LIBC(epoll_ctl)(epfd, EPOLL_CTL_DEL, fd, NULL) < 0 && errno != ENOENT)
+		return -1;
+	if (op != EPOLL_CTL_ADD && op != EPOLL_CTL_MOD && op != EPOLL_CTL_DEL)
+		return fail(-EINVAL);
+	if (op != EPOLL_CTL_DEL && event == NULL)
+		return fail(-EFAULT);
+	struct ep_set *s = ep_of(epfd);
+	if (s == NULL) {
+		if (op != EPOLL_CTL_ADD)
+			return fail(-ENOENT);
+		if ((s = ep_new(epfd)) == NULL)
+			return fail(-ENOMEM);
+	}
+	int rc = 0;
+	pthread_mutex_lock(&s->lock);
+	int found = -1;
+	for (int i = 0; i < s->n; i++)
+		if (s->m[i].fd == fd) {
+			if (s->m[i].gen == e->gen) {
+				found = i;
+				break;
+			}
+			ep_remove_at(s, i--); /* a closed fd's member under the same number */
+		}
+	if (op == EPOLL_CTL_ADD && found >= 0)
+		rc = -EEXIST;
+	else if (op != EPOLL_CTL_ADD && found < 0)
+		rc = -ENOENT;
+	else if (op == EPOLL_CTL_DEL)
+		ep_remove_at(s, found);
+	else if (op == EPOLL_CTL_ADD && s->n == s->cap && (rc = ep_grow(s)) != 0)
+		;
+	else {
+		struct ep_member *m = op == EPOLL_CTL_ADD ? &s->m[s->n++] : &s->m[found];
+		m->fd = fd;
+		m->gen = e->gen;
+		m->events = event->events;
+		m->data = event->data;
+		m->armed = 1;
+		m->last = 0; /* MOD, as Linux, looks at the readiness afresh */
+		m->rd_seen = e->rd_eagain;
+		m->wr_seen = e->wr_eagain;
+	}
+	pthread_mutex_unlock(&s->lock);
+	if (rc == 0)
+		debug("epoll %d: fd %d %s", epfd, fd, op == EPOLL_CTL_ADD ? "added" : op == EPOLL_CTL_MOD ? "modified" : "removed");
+	return rc < 0 ? fail(rc) : 0;
+}
+
+/* The accelerated members' events, at most max of them; -errno. */
+static int ep_collect(struct ep_set *s, struct epoll_event *out, int max)
+{
+	pthread_mutex_lock(&s->lock);
+	int k = 0;
+	for (int i = 0; i < s->n; i++) {
+		struct ep_member *m = &s->m[i];
+		const struct fd_entry *e = &fd_table[m->fd];
+		if (e->gen != m->gen || e->handle_plus1 == 0) {
+			ep_remove_at(s, i--); /* closed: Linux drops it from every set */
+			continue;
+		}
+		if (!m->armed)
+			continue;
+		s->handles[k] = handle_of(e);
+		s->events[k] = (short)(m->events & EP_POLL_BITS);
+		s->which[k++] = i;
+	}
+	int count = 0;
+	if (k > 0) {
+		int rc = STACK(st.poll(s->handles, s->events, s->revents, k));
+		if (rc < 0) {
+			pthread_mutex_unlock(&s->lock);
+			return rc;
+		}
+		int start = s->cursor % k;
+		for (int j = 0; j < k && count < max; j++) {
+			int idx = (start + j) % k;
+			struct ep_member *m = &s->m[s->which[idx]];
+			short r = (short)(s->revents[idx] & EP_POLL_BITS);
+			if (m->events & EPOLLET) {
+				const struct fd_entry *e = &fd_table[m->fd];
+				if (e->rd_eagain != m->rd_seen) {
+					m->last &= (short)~(EPOLLIN | EPOLLRDHUP);
+					m->rd_seen = e->rd_eagain;
+				}
+				if (e->wr_eagain != m->wr_seen) {
+					m->last &= (short)~EPOLLOUT;
+					m->wr_seen = e->wr_eagain;
+				}
+				short rose = (short)(r & ~m->last);
+				m->last = r;
+				if (rose == 0)
+					continue;
+			}
+			if (r == 0)
+				continue;
+			uint32_t ev = (uint16_t)r;
+			if (ev & EPOLLIN)
+				ev |= m->events & EPOLLRDNORM;
+			if (ev & EPOLLOUT)
+				ev |= m->events & EPOLLWRNORM;
+			out[count].events = ev;
+			out[count].data = m->data;
+			count++;
+			if (m->events & EPOLLONESHOT)
+				m->armed = 0;
+			s->cursor = idx + 1;
+		}
+	}
+	s->kernel_first = count == max;
+	pthread_mutex_unlock(&s->lock);
+	return count;
+}
+
+static int ep_wait(int epfd, struct ep_set *s, struct epoll_event *out, int max, int timeout, const sigset_t *sigmask)
+{
+	if (out == NULL || max <= 0)
+		return fail(-EINVAL);
+	long start = now_ns();
+	long deadline = timeout < 0 ? -1 : start + timeout * 1000000L;
+	for (;;) {
+		int n = 0, rc;
+		if (s->kernel_first) {
+			if ((rc = LIBC(epoll_wait)(epfd, out, max, 0)) < 0)
+				return -1;
+			n = rc;
+			if (n < max) {
+				if ((rc = ep_collect(s, out + n, max - n)) < 0)
+					return n > 0 ? n : fail(rc);
+				n += rc;
+			}
+			s->kernel_first = 0;
+		} else {
+			if ((rc = ep_collect(s, out, max)) < 0)
+				return fail(rc);
+			n = rc;
+			if (n < max) {
+				if ((rc = LIBC(epoll_wait)(epfd, out + n, max - n, 0)) < 0)
+					return n > 0 ? n : -1;
+				n += rc;
+			}
+		}
+		long now = now_ns();
+		if (n > 0 || timeout == 0 || (deadline >= 0 && now >= deadline))
+			return n;
+		if (now - start < opt_spin_ns)
+			continue;
+		int sleep_ms = deadline < 0 ? -1 : (int)((deadline - now + 999999) / 1000000);
+		int wfd = STACK(st.prepare_wait(&sleep_ms));
+		if (wfd == -EAGAIN)
+			continue;
+		if (wfd < 0)
+			return fail(wfd);
+		struct pollfd p[2] = { { .fd = epfd, .events = POLLIN }, { .fd = wfd, .events = POLLIN } };
+		if (sigmask == NULL) {
+			if (LIBC(poll)(p, 2, sleep_ms) < 0)
+				return -1; /* EINTR */
+		} else {
+			struct timespec ts = { .tv_sec = sleep_ms / 1000, .tv_nsec = (sleep_ms % 1000) * 1000000L };
+			if (LIBC(ppoll)(p, 2, sleep_ms < 0 ? NULL : &ts, sigmask) < 0)
+				return -1;
+		}
+	}
+}
+
+EXPORT int epoll_wait(int epfd, struct epoll_event *events, int maxevents, int timeout)
+{
+	struct ep_set *s = ep_of(epfd);
+	if (s == NULL || s->n == 0)
+		return LIBC(epoll_wait)(epfd, events, maxevents, timeout);
+	return ep_wait(epfd, s, events, maxevents, timeout, NULL);
+}
+
+EXPORT int epoll_pwait(int epfd, struct epoll_event *events, int maxevents, int timeout, const sigset_t *sigmask)
+{
+	struct ep_set *s = ep_of(epfd);
+	if (s == NULL || s->n == 0)
+		return LIBC(epoll_pwait)(epfd, events, maxevents, timeout, sigmask);
+	return ep_wait(epfd, s, events, maxevents, timeout, sigmask);
 }
 
 /* ------------------------------------------------------------------------ load time */
@@ -883,6 +1597,13 @@ __attribute__((constructor)) static void onload_preload_init(void)
 		fprintf(stderr, "onload: no memory for the fd table: sockets stay on the kernel\n");
 		return;
 	}
+	void *conns = mmap(NULL, (size_t)size * sizeof(struct conn_state), PROT_READ | PROT_WRITE,
+			   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (conns == MAP_FAILED) {
+		fprintf(stderr, "onload: no memory for the connection table: sockets stay on the kernel\n");
+		return;
+	}
+	conn_table = conns;
 	fd_table = table;
 	fd_table_size = (int)size;
 	debug("preloaded (pid %d, fd table %ld)", (int)getpid(), size);
