@@ -1,6 +1,7 @@
 using System.Security.Cryptography;
 using Onload.Driverlink;
 using Onload.Stack;
+using Onload.Stack.Tcp;
 using Onload.Stack.Wire;
 using Onload.Tests.Netns;
 
@@ -147,5 +148,46 @@ public class DriverlinkStackTests(string mode)
                 "the host's kernel leaving the group");
             return 0;
         });
+    }
+
+    [Test]
+    public unsafe void A_forged_mirror_row_closes_nothing_that_is_not_the_clients_own()
+    {
+        using var dl = new DriverlinkPair();
+        StartKernelEcho(dl, 9302);
+        dl.InHost(() =>
+        {
+            var session = Open(dl);
+            var stack = new NetStack(session.Vnic, session.StackOptions());
+            int c = stack.TcpOpen();
+            stack.TcpConnect(c, new Ipv4Endpoint(Ipv4Address.Parse(dl.PeerAddress), 9302));
+            Poll.Until(() => { stack.Poll(); return stack.TcpIsConnected(c); }, Deadline, "connected");
+            // What a hostile client could write: a connection on a port it never held (22, say the host's sshd), in
+            // the last row of its mirror, whole and with a valid check word.
+            var mirror = stack.Options.ConnectionMirror!;
+            var record = ConnectionMirrorLayout.RecordAt(mirror.Region, mirror.Records - 1);
+            uint generation = ConnectionMirrorLayout.Next(record->Control);
+            var copy = ConnectionMirrorLayout.CopyOf(record, generation);
+            *copy = new ConnectionMirrorLayout.Copy
+            {
+                Generation = generation,
+                State = TcpState.Established,
+                LocalPort = 22,
+                RemoteAddress = Ipv4Address.Parse(dl.PeerAddress).Value,
+                RemotePort = 40000,
+                NextHop = Ipv4Address.Parse(dl.PeerAddress).Value,
+                SndNxt = 1,
+                RcvNxt = 1,
+            };
+            copy->Check = ConnectionMirrorLayout.CheckOf(copy);
+            Volatile.Write(ref record->Control, generation);
+            // The process "dies": the VNIC is released without its stack closing anything.
+            session.Dispose();
+            return 0;
+        });
+        Poll.Until(() => dl.Daemon.Stderr.Contains("TCP connections toward their peers", StringComparison.Ordinal), Deadline,
+            "the daemon closing the client's connections");
+        Assert.That(dl.Daemon.Stderr, Does.Contain("closed 1 TCP connections toward their peers (1 FIN, 0 RST; 0 without a neighbour, 0 not sent, 1 not its own)"),
+            "its real connection closed, the forged one refused");
     }
 }
