@@ -570,6 +570,10 @@ internal sealed unsafe class Daemon : IDisposable
             return FilterStatus.InvalidRequest;
         if (received.Length != 1 || !BackingSocket.Holds(received[0], spec.Protocol, spec.LocalAddress, spec.LocalPort))
             return FilterStatus.NotOwner;
+        // SO_REUSEADDR/SO_REUSEPORT let several UDP sockets hold one port (avahi on 5353 does), and the option can be
+        // cleared after bind: the passed socket must be the port's only one besides this VNIC's own.
+        if (spec.Protocol == FilterProtocol.Udp && UdpSocketsOnPort(spec.LocalPort) > 1 + FiltersOnPort(v, spec))
+            return FilterStatus.Conflict;
         if (v.Filters.Count >= _options.MaxFiltersPerVnic)
             return FilterStatus.TableFull;
         if (iface.Filters.ContainsKey(Key(spec)))
@@ -634,6 +638,37 @@ internal sealed unsafe class Daemon : IDisposable
         iface.Filters.Remove(Key(spec));
         BackingSocket.Release(f.BackingSocket);
         v.Filters.Remove(f);
+    }
+
+    /// <summary>The UDP sockets bound to <paramref name="port"/> in the daemon's namespace (/proc/net/udp: one line
+    /// per socket, local address as HEXADDR:HEXPORT).</summary>
+    private static int UdpSocketsOnPort(ushort port)
+    {
+        string suffix = ":" + port.ToString("X4", System.Globalization.CultureInfo.InvariantCulture);
+        int count = 0;
+        foreach (string line in File.ReadLines("/proc/net/udp"))
+        {
+            int start = 0;
+            while (start < line.Length && line[start] == ' ')
+                start++;
+            int sl = line.IndexOf(' ', start);           // "N:"
+            if (sl < 0)
+                continue;
+            int local = sl + 1;
+            int end = line.IndexOf(' ', local);          // "0100000A:14E9"
+            if (end > local && line.AsSpan(local, end - local).EndsWith(suffix, StringComparison.Ordinal))
+                count++;
+        }
+        return count;
+    }
+
+    private static int FiltersOnPort(VnicRecord v, FilterSpec spec)
+    {
+        int n = 0;
+        foreach (var f in v.Filters)
+            if (f.Spec.Protocol == spec.Protocol && f.Spec.LocalPort == spec.LocalPort)
+                n++;
+        return n;
     }
 
     private static (FilterProtocol, uint, ushort) Key(FilterSpec s) => (s.Protocol, s.LocalAddress, s.LocalPort);

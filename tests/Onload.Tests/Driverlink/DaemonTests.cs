@@ -203,6 +203,29 @@ public class DaemonTests
     }
 
     [Test]
+    public void A_udp_port_shared_with_SO_REUSEADDR_is_not_steered_to_a_client()
+    {
+        using var dl = new DriverlinkPair();
+        // A kernel service holding its UDP port with SO_REUSEADDR, as avahi does on 5353.
+        dl.Host.Start("socat", "-u", $"UDP-RECV:5353,bind={dl.HostAddress},reuseaddr", "STDOUT");
+        Poll.Until(() => dl.Host.Exec("ss -uln").Contains(":5353", StringComparison.Ordinal), Deadline, "the kernel service bound");
+        dl.InHost(() =>
+        {
+            using var client = DriverlinkClient.Connect(dl.ClientOptions);
+            var vnic = AttachExclusive(client, dl);
+            using var sharer = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.InterNetwork,
+                System.Net.Sockets.SocketType.Dgram, System.Net.Sockets.ProtocolType.Udp);
+            sharer.SetSocketOption(System.Net.Sockets.SocketOptionLevel.Socket, System.Net.Sockets.SocketOptionName.ReuseAddress, true);
+            sharer.Bind(new System.Net.IPEndPoint(System.Net.IPAddress.Parse(dl.HostAddress), 5353));
+            // Cleared after bind, so that getsockopt shows nothing: the daemon must still see the port is shared.
+            sharer.SetSocketOption(System.Net.Sockets.SocketOptionLevel.Socket, System.Net.Sockets.SocketOptionName.ReuseAddress, false);
+            var status = client.InsertFilter(vnic.VnicId, new FilterSpec(FilterProtocol.Udp, Ipv4(dl.HostAddress), 5353), (int)sharer.Handle);
+            Assert.That(status, Is.EqualTo(FilterStatus.Conflict), "the kernel service keeps its datagrams");
+            return 0;
+        });
+    }
+
+    [Test]
     public void An_incompatible_client_is_refused_with_both_versions_named()
     {
         using var dl = new DriverlinkPair();
