@@ -395,6 +395,7 @@ internal sealed unsafe class Daemon : IDisposable
             BackingSocket.Release(v.XskFd);
             return Fail(AttachStatus.NoResources, $"{iface.Name}: {e.Message}");
         }
+        v.Address = iface.Addresses[0].Address;
         _slots[slot] = v;
         _vnics[id] = v;
         client.Vnics.Add(v);
@@ -749,6 +750,7 @@ internal sealed unsafe class Daemon : IDisposable
                 case AddressAdded or AddressRemoved or RouteAdded or RouteRemoved:
                     foreach (var i in _interfaces.Values)
                         RefreshAddresses(i);
+                    RemoveVnicsWithoutAddress();
                     break;
                 case ResyncNeeded r:
                     Log($"rtnetlink: {r.Reason}: re-reading addresses and routes");
@@ -756,6 +758,22 @@ internal sealed unsafe class Daemon : IDisposable
                         RefreshAddresses(i);
                     break;
             }
+        }
+    }
+
+    /// <summary>
+    /// A VNIC whose stack address the kernel no longer holds cannot send or bind any more: it is removed (the client
+    /// sees its link go down and says so) rather than left to fail every bind with EINVAL.
+    /// </summary>
+    private void RemoveVnicsWithoutAddress()
+    {
+        foreach (var v in _vnics.Values.ToArray())
+        {
+            if (v.Interface.Addresses.Exists(a => a.Address == v.Address))
+                continue;
+            Log($"client pid {v.Client.Credentials.Pid}: VNIC {v.Id}: {v.Interface.Name} no longer holds {new Onload.Stack.Wire.Ipv4Address(v.Address)}: removed");
+            Reply(v.Client, new RemoveEvent(v.Id));
+            Release(v);
         }
     }
 
@@ -815,6 +833,8 @@ internal sealed class VnicRecord(uint id, ClientSession client, AcceleratedInter
     public VnicMode Mode { get; } = mode;
     public int Slot { get; } = slot;
     public int XskFd { get; set; } = -1;
+    /// <summary>The interface address the client's stack uses (the first at attach).</summary>
+    public uint Address { get; set; }
     /// <summary>The client's connection mirror, mapped read-only; 0 if it passed none.</summary>
     public nint Mirror { get; set; }
     public nuint MirrorLength { get; set; }

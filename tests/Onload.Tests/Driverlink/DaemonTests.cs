@@ -274,7 +274,7 @@ public class DaemonTests
     }
 
     [Test]
-    public void Link_down_up_and_mtu_changes_reach_the_client_as_events()
+    public void Link_down_up_mtu_and_address_changes_reach_the_client_as_events()
     {
         using var dl = new DriverlinkPair();
         dl.InHost(() =>
@@ -301,6 +301,9 @@ public class DaemonTests
             Expect(m => m is LinkStateEvent { Up: true }, "a link-up event");
             dl.Host.Ip($"link set {dl.Interface} mtu 1280");
             Expect(m => m is MtuChangedEvent { Mtu: 1280 }, "an MTU event");
+            // The kernel gives up the address the VNIC's stack uses: the VNIC is removed rather than left broken.
+            dl.Host.Ip($"addr del {dl.HostAddress}/{dl.Pair.PrefixLength} dev {dl.Interface}");
+            Expect(m => m is RemoveEvent r && r.VnicId == reply.VnicId, "the VNIC removed with its address");
             return 0;
         });
     }
