@@ -56,6 +56,8 @@ public sealed class DriverlinkClient : IDisposable
     private int[] _replyFds = [];
     private readonly ManualResetEventSlim _replied = new();
     private readonly Lock _replyLock = new();
+    // Requests that timed out whose grant must be undone if it comes after all (under _replyLock).
+    private readonly Dictionary<uint, Message> _abandoned = [];
     private bool _disposed;
     private volatile bool _closed;
     private volatile string? _closeReason;
@@ -257,7 +259,7 @@ public sealed class DriverlinkClient : IDisposable
             if (_closed)
                 throw new DriverlinkException($"driverlink: the connection to the daemon is closed ({_closeReason})");
             uint id = _nextRequestId++;
-            if (_nextRequestId == 0)
+            if (_nextRequestId is 0 or UnawaitedId)
                 _nextRequestId = 1;
             lock (_replyLock)
             {
@@ -282,7 +284,13 @@ public sealed class DriverlinkClient : IDisposable
                 _awaiting = 0;
             }
             if (reply is null && !answered && !_closed)
+            {
+                // If the daemon grants it after all, the reader gives it back (see Abandoned).
+                if (request is AttachRequest or FilterInsert)
+                    lock (_replyLock)
+                        _abandoned[id] = request;
                 throw new DriverlinkException($"driverlink: no reply to {request.Kind} within {_options.ReplyTimeout.TotalSeconds:0.#} s", ETIMEDOUT);
+            }
             if (reply is null)
                 throw new DriverlinkException($"driverlink: the connection to the daemon closed during {request.Kind} ({_closeReason})");
             return reply;
@@ -326,10 +334,35 @@ public sealed class DriverlinkClient : IDisposable
             if (taken)
                 continue;
             CloseAll(got); // a reply nobody awaits any more (its request timed out)
+            if (message.RequestId != 0)
+                Abandoned(message);
             if (message.RequestId == 0)
                 Enqueue(message);
         }
     }
+
+    /// <summary>
+    /// A reply to a request that timed out: what the daemon granted too late is given back at once, so that a VNIC or
+    /// a port the client no longer expects is not kept (an exclusive VNIC would hold the queue from everyone).
+    /// Sent from the reader's thread without the request lock, which a waiting request may hold.
+    /// </summary>
+    private void Abandoned(Message reply)
+    {
+        Message? request;
+        lock (_replyLock)
+            _abandoned.Remove(reply.RequestId, out request);
+        Message? undo = (request, reply) switch
+        {
+            (AttachRequest, AttachReply { Status: AttachStatus.Ok } granted) => new Detach(granted.VnicId),
+            (FilterInsert insert, FilterReply { Status: FilterStatus.Ok }) => new FilterRemove(insert.VnicId, insert.Filter) { RequestId = UnawaitedId },
+            _ => null,
+        };
+        if (undo is not null)
+            _socket.Send(undo);
+    }
+
+    /// <summary>The request id of a message whose reply nobody awaits (it is discarded when it comes).</summary>
+    private const uint UnawaitedId = uint.MaxValue;
 
     private void Enqueue(Message message)
     {

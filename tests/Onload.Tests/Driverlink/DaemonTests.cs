@@ -226,6 +226,50 @@ public class DaemonTests
     }
 
     [Test]
+    public void What_the_daemon_grants_after_the_client_stopped_waiting_is_given_back()
+    {
+        using var dl = new DriverlinkPair();
+        dl.InHost(() =>
+        {
+            // A client that waits no time at all: the attach reply always comes after it gave up (or, rarely, just
+            // as it looks: then try again).
+            using var impatient = DriverlinkClient.Connect(dl.ClientOptions with { ReplyTimeout = TimeSpan.Zero });
+            for (int attempt = 0; ; attempt++)
+            {
+                try
+                {
+                    var granted = impatient.Attach(new AttachRequest(dl.Interface, VnicMode.Exclusive, 0, 0, 0), out var fds);
+                    foreach (int fd in fds)
+                        BackingSocket.Release(fd);
+                    impatient.Detach(granted.VnicId);
+                    Assert.That(attempt, Is.LessThan(20), "the reply never came late");
+                }
+                catch (DriverlinkException e) when (e.Errno == 110)
+                {
+                    break; // ETIMEDOUT: the case under test
+                }
+            }
+            // The late VNIC is detached again, so the queue is free for the next exclusive client.
+            using var patient = DriverlinkClient.Connect(dl.ClientOptions);
+            AttachReply? reply = null;
+            Poll.Until(() =>
+            {
+                try
+                {
+                    reply = AttachExclusive(patient, dl);
+                    return true;
+                }
+                catch (DriverlinkException e) when (e.Message.Contains("Busy", StringComparison.Ordinal))
+                {
+                    return false;
+                }
+            }, Deadline, "the late-granted exclusive VNIC given back");
+            Assert.That(reply!.Status, Is.EqualTo(AttachStatus.Ok));
+            return 0;
+        });
+    }
+
+    [Test]
     public void An_incompatible_client_is_refused_with_both_versions_named()
     {
         using var dl = new DriverlinkPair();
