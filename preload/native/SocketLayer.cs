@@ -222,7 +222,9 @@ internal sealed partial class SocketLayer : IDisposable
             ref var t = ref table[c];
             if (!peer)
             {
-                endpoint = t.Bound ? _stack.TcpLocalEndpoint(c) : default;
+                // An accepted connection shares its listener's port without owning it (Bound stays false), but
+                // has a local address all the same: iperf3 prints it for every stream.
+                endpoint = t.Bound || t.LocalPort != 0 ? _stack.TcpLocalEndpoint(c) : default;
                 return 0;
             }
             if (!_stack.TcpIsConnected(c) && t.State != TcpState.SynReceived)

@@ -16,11 +16,11 @@ public class PreloadTcpTests
 {
     private static readonly TimeSpan Deadline = DriverlinkPair.Deadline;
 
-    private static string[] Settings(DriverlinkPair dl) =>
+    internal static string[] Settings(DriverlinkPair dl) =>
         [$"ONLOAD_INTERFACE={dl.Interface}", $"ONLOAD_DRIVERD_SOCKET={dl.SocketName}", "ONLOAD_DRIVERD_AUTOSTART=0", "ONLOAD_DEBUG=1"];
 
     /// <summary>The kernel's TCP open counters in a namespace (/proc/net/snmp, as <c>nstat</c> reads them).</summary>
-    private static (long Active, long Passive) KernelOpens(TestNamespace ns)
+    internal static (long Active, long Passive) KernelOpens(TestNamespace ns)
     {
         var lines = ns.Exec("cat /proc/net/snmp").Split('\n').Where(l => l.StartsWith("Tcp:", StringComparison.Ordinal)).ToArray();
         var names = lines[0].Split(' ', StringSplitOptions.RemoveEmptyEntries);
