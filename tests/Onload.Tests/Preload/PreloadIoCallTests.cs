@@ -27,7 +27,7 @@ public class PreloadIoCallTests
             Assert.That(symbols, Does.Contain(chk), $"the helper is built to call {chk}");
 
         using var dl = new DriverlinkPair();
-        dl.Peer.Start("socat", "TCP-LISTEN:7420,reuseaddr", "PIPE");
+        dl.Peer.Start("socat", "-b", "4096", "TCP-LISTEN:7420,reuseaddr", "PIPE");
         Poll.Until(() => dl.Peer.Exec("ss -lnt").Contains(":7420", StringComparison.Ordinal), Deadline, "the kernel's echo server listening");
 
         var p = dl.Host.Start("env", [$"ONLOAD_INTERFACE={dl.Interface}", $"ONLOAD_DRIVERD_SOCKET={dl.SocketName}",

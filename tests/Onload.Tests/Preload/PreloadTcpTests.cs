@@ -34,7 +34,7 @@ public class PreloadTcpTests
     {
         using var dl = new DriverlinkPair();
         var before = KernelOpens(dl.Host);
-        var server = dl.Host.Start("env", [.. Settings(dl), Dist.Bin("onload-run"), "socat", "TCP-LISTEN:7402,reuseaddr", "PIPE"]);
+        var server = dl.Host.Start("env", [.. Settings(dl), Dist.Bin("onload-run"), "socat", "-b", "4096", "TCP-LISTEN:7402,reuseaddr", "PIPE"]);
         server.WaitForOutput("listening", Deadline);
 
         var blob = RandomNumberGenerator.GetBytes(1_000_000);
@@ -51,7 +51,9 @@ public class PreloadTcpTests
     public void Socat_connecting_under_onload_run_sends_a_megabyte_to_a_kernel_echo_server_and_reads_it_back()
     {
         using var dl = new DriverlinkPair();
-        dl.Peer.Start("socat", "TCP-LISTEN:7403,reuseaddr", "PIPE");
+        // socat's PIPE echoes through its own pipe: blocks of at most PIPE_BUF (4096) keep it from blocking on itself,
+        // which under load it did with its default 8 KiB blocks (a test that timed out once).
+        dl.Peer.Start("socat", "-b", "4096", "TCP-LISTEN:7403,reuseaddr", "PIPE");
         Poll.Until(() => dl.Peer.Exec("ss -lnt").Contains(":7403", StringComparison.Ordinal), Deadline, "the kernel's echo server listening");
         var before = KernelOpens(dl.Host);
         var peerBefore = KernelOpens(dl.Peer);
