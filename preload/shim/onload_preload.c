@@ -40,6 +40,7 @@
 #include <linux/sockios.h>
 #include <limits.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/uio.h>
 #include <sys/select.h>
@@ -443,6 +444,78 @@ static void fill_sockaddr(struct sockaddr *addr, socklen_t *len, uint32_t addres
 
 static inline int is_loopback(uint32_t a) { return (a >> 24) == 127; }
 
+/* ------------------------------------------------------------------------ waiting: sleeping */
+
+/*
+ * Several threads may sleep on the one VNIC at once (a threaded server: the acceptor in poll, each handler in
+ * recv). The VNIC's wait fd wakes whichever looks first, and that thread's next stack poll takes every frame,
+ * including those another sleeper waits for, whose wake-up is then spent. So a thread that wakes for frames
+ * kicks the others: g_kick is an eventfd (semaphore mode) every sleeper also waits on; the waker adds one per
+ * other sleeper, and each kicked sleeper takes one and looks at its own sockets again. A count left over (a
+ * sleeper that left meanwhile) costs one spurious wake-up, never a lost one.
+ */
+static int g_kick = -1;
+static int g_sleepers;
+/*
+ * The kick cannot close every window: a thread between its last look at its sockets and its sleep can have its
+ * frames taken by another thread that was not asleep (so kicks nobody). Once two threads have slept on the stack
+ * at once, every sleep is cut to MULTI_SLEEP_MS, so such a loss costs at most that; a single-threaded program
+ * never pays it. Per-socket wake-ups (the stack waking exactly the thread whose socket became ready) would remove
+ * both the window and the cost.
+ */
+static int g_multi;
+#define MULTI_SLEEP_MS 1
+
+static int kick_fd(void)
+{
+	int fd = __atomic_load_n(&g_kick, __ATOMIC_ACQUIRE);
+	if (fd >= 0)
+		return fd;
+	int made = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC | EFD_SEMAPHORE);
+	int expected = -1;
+	if (made >= 0 && !__atomic_compare_exchange_n(&g_kick, &expected, made, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+		LIBC(close)(made);
+		return expected;
+	}
+	return made;
+}
+
+/*
+ * Sleeps in the real poll (or ppoll with `sigmask`) on k[0..n-1], which the caller filled and whose last entry
+ * is the VNIC's wait fd, plus the kick fd in k[n] (the caller leaves room). -1 with errno (EINTR) as poll.
+ */
+static int sleep_poll(struct pollfd *k, int n, int sleep_ms, const sigset_t *sigmask)
+{
+	int kick = kick_fd();
+	int m = n;
+	if (kick >= 0) {
+		k[m].fd = kick;
+		k[m].events = POLLIN;
+		k[m].revents = 0;
+		m++;
+	}
+	int before = __atomic_fetch_add(&g_sleepers, 1, __ATOMIC_ACQ_REL);
+	if (before > 0 && !__atomic_exchange_n(&g_multi, 1, __ATOMIC_ACQ_REL) && kick >= 0) {
+		uint64_t v = (uint64_t)before; /* the first time: wake those asleep without a bound, to take one */
+		(void)LIBC(write)(kick, &v, sizeof v);
+	}
+	if (__atomic_load_n(&g_multi, __ATOMIC_ACQUIRE) && (sleep_ms < 0 || sleep_ms > MULTI_SLEEP_MS))
+		sleep_ms = MULTI_SLEEP_MS;
+	int rc = sigmask == NULL ? LIBC(poll)(k, (nfds_t)m, sleep_ms)
+				 : LIBC(ppoll)(k, (nfds_t)m, sleep_ms < 0 ? NULL : &(struct timespec){ sleep_ms / 1000, (sleep_ms % 1000) * 1000000L }, sigmask);
+	int others = __atomic_sub_fetch(&g_sleepers, 1, __ATOMIC_ACQ_REL);
+	if (rc > 0 && kick >= 0) {
+		uint64_t v;
+		if (k[n].revents & POLLIN)
+			(void)LIBC(read)(kick, &v, sizeof v); /* kicked: take one */
+		else if (others > 0 && (k[n - 1].revents & POLLIN)) {
+			v = (uint64_t)others; /* woke for the VNIC: the others may wait for what it brought */
+			(void)LIBC(write)(kick, &v, sizeof v);
+		}
+	}
+	return rc;
+}
+
 /* ------------------------------------------------------------------------ waiting: poll */
 
 extern void __chk_fail(void) __attribute__((noreturn));
@@ -469,7 +542,7 @@ static int mixed_poll(struct pollfd *fds, nfds_t nfds, int timeout, const sigset
 {
 	int handles_small[SMALL], where_small[SMALL];
 	short events_small[SMALL], revents_small[SMALL];
-	struct pollfd kfds_small[SMALL + 1];
+	struct pollfd kfds_small[SMALL + 2]; /* + the VNIC's wait fd and the kick fd */
 	int *handles = handles_small, *where = where_small;
 	short *events = events_small, *revents = revents_small;
 	struct pollfd *kfds = kfds_small;
@@ -481,7 +554,7 @@ static int mixed_poll(struct pollfd *fds, nfds_t nfds, int timeout, const sigset
 		where = malloc(nfds * sizeof *where);
 		events = malloc(nfds * sizeof *events);
 		revents = malloc(nfds * sizeof *revents);
-		kfds = malloc((nfds + 1) * sizeof *kfds);
+		kfds = malloc((nfds + 2) * sizeof *kfds);
 		kwhere = malloc(nfds * sizeof *kwhere);
 		if (!handles || !where || !events || !revents || !kfds || !kwhere) {
 			errno = ENOMEM;
@@ -546,8 +619,7 @@ static int mixed_poll(struct pollfd *fds, nfds_t nfds, int timeout, const sigset
 		kfds[nk].revents = 0;
 		/* EINTR: a signal, as the kernel's poll would say. ppoll/pselect's mask holds while asleep (the spin
 		 * before runs under the thread's own mask, as glibc's emulation of them once did). */
-		if (sigmask == NULL ? LIBC(poll)(kfds, (nfds_t)nk + 1, sleep_ms) < 0
-				    : LIBC(ppoll)(kfds, (nfds_t)nk + 1, sleep_ms < 0 ? NULL : &(struct timespec){ sleep_ms / 1000, (sleep_ms % 1000) * 1000000L }, sigmask) < 0)
+		if (sleep_poll(kfds, nk + 1, sleep_ms, sigmask) < 0)
 			goto out;
 	}
 out:
@@ -1539,15 +1611,9 @@ static int ep_wait(int epfd, struct ep_set *s, struct epoll_event *out, int max,
 			continue;
 		if (wfd < 0)
 			return fail(wfd);
-		struct pollfd p[2] = { { .fd = epfd, .events = POLLIN }, { .fd = wfd, .events = POLLIN } };
-		if (sigmask == NULL) {
-			if (LIBC(poll)(p, 2, sleep_ms) < 0)
-				return -1; /* EINTR */
-		} else {
-			struct timespec ts = { .tv_sec = sleep_ms / 1000, .tv_nsec = (sleep_ms % 1000) * 1000000L };
-			if (LIBC(ppoll)(p, 2, sleep_ms < 0 ? NULL : &ts, sigmask) < 0)
-				return -1;
-		}
+		struct pollfd p[3] = { { .fd = epfd, .events = POLLIN }, { .fd = wfd, .events = POLLIN } };
+		if (sleep_poll(p, 2, sleep_ms, sigmask) < 0)
+			return -1; /* EINTR */
 	}
 }
 

@@ -64,6 +64,47 @@ public class RealProgramTests
         Assert.That(PreloadTcpTests.KernelOpens(dl.Host).Active, Is.EqualTo(before.Active), "the stack side's kernel opened no connection");
     }
 
+    [Test]
+    public void Python_http_server_under_onload_run_serves_kernel_curl_several_requests_in_a_row()
+    {
+        // --bind to the IPv4 address makes http.server open AF_INET (unbound, it opens a dual-stack AF_INET6 socket,
+        // which is not accelerated yet).
+        var files = new[] { ("big", Serve("big", 5_000_000)), ("small", Serve("small", 1_000)), ("mid", Serve("mid", 300_000)) };
+        using var dl = new DriverlinkPair();
+        var before = PreloadTcpTests.KernelOpens(dl.Host);
+        var server = dl.Host.Start("env", [.. PreloadTcpTests.Settings(dl), Dist.Bin("onload-run"),
+            "/usr/bin/python3", "-m", "http.server", "7431", "--bind", dl.HostAddress, "--directory", _www]);
+        server.WaitForOutput("listening", Deadline);
+
+        foreach (var (name, blob) in files.Append(files[0]))
+        {
+            byte[] body;
+            try
+            {
+                body = dl.Peer.Pipe($"curl -sS --max-time 15 http://{dl.HostAddress}:7431/{name}", [], Deadline);
+            }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                string where = "";
+                try
+                {
+                    foreach (var t in Directory.GetDirectories($"/proc/{server.Pid}/task"))
+                        where += $"{Path.GetFileName(t)}: {File.ReadAllText(t + "/syscall").Trim()} wchan {File.ReadAllText(t + "/wchan")}\n";
+                }
+                catch (IOException)
+                {
+                }
+                throw new AssertionException($"{e.Message}\nserver threads:\n{where}server stderr:\n{server.Stderr}\ndaemon:\n{dl.Daemon.Stderr}", e);
+            }
+            Assert.That(SHA256.HashData(body), Is.EqualTo(SHA256.HashData(blob)), $"{name} arrived whole");
+        }
+
+        Assert.That(Count(server.Stderr, "accepted on fd"), Is.EqualTo(4), "each request was accepted on the stack");
+        Assert.That(server.Stderr, Does.Not.Contain("handed to the kernel"));
+        Assert.That(PreloadTcpTests.KernelOpens(dl.Host).Passive, Is.EqualTo(before.Passive), "the stack side's kernel accepted no connection");
+        Assert.That(server.HasExited, Is.False, "the server is still serving");
+    }
+
     [TestCase(false, 7432, TestName = "Iperf3_server_under_onload_run_receives_from_a_kernel_iperf3_client_for_two_seconds")]
     [TestCase(true, 7433, TestName = "Iperf3_server_under_onload_run_sends_to_a_kernel_iperf3_client_in_reverse_mode_for_two_seconds")]
     public void Iperf3_server_under_onload_run_against_a_kernel_client(bool reverse, int port)
