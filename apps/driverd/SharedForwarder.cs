@@ -149,12 +149,14 @@ internal sealed unsafe class SharedForwarder : IDisposable
         int n = _xsk.Receive(batch);
         var pool = _xsk.Buffers;
         int i = 0;
+        // Each frame is classified once: the frame that ends a run starts the next one with its slot known.
+        int slot = n > 0 ? Classify(pool, batch[0], destination: true) : -1;
         while (i < n)
         {
-            int slot = Classify(pool, batch[i], destination: true);
             var e = slot >= 0 ? _endpoints[slot] : null;
             int run = 1;
-            while (i + run < n && Classify(pool, batch[i + run], destination: true) == slot)
+            int next = -1;
+            while (i + run < n && (next = Classify(pool, batch[i + run], destination: true)) == slot)
                 run++;
             var frames = batch.Slice(i, run);
             if (e is null || !Usable(e))
@@ -172,6 +174,7 @@ internal sealed unsafe class SharedForwarder : IDisposable
                 RxDroppedRingFull += run - sent;
             }
             i += run;
+            slot = next;
         }
         return n;
     }
