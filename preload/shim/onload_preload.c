@@ -1104,51 +1104,44 @@ static int select_common(int nfds, fd_set *rd, fd_set *wr, fd_set *ex, int timeo
 
 /* ------------------------------------------------------------ vectors and messages */
 
-/* readv/recvmsg on the stack: the first non-empty buffer as recv() would (blocking or not), then the
- * next ones only with what is already there. One stack call per buffer. */
-static ssize_t stack_recv_iov(int fd, struct fd_entry *e, const struct iovec *iov, int iovcnt, int flags)
+/*
+ * readv/recvmsg and writev/sendmsg on the stack: one stack call per buffer. The first non-empty buffer goes as
+ * recv()/send() would (blocking or not); once some bytes moved, the rest only with what is there at once (and a
+ * send raises no SIGPIPE), so the call reports what it moved. MSG_PEEK fills the first buffer only.
+ */
+static ssize_t stack_iov(int fd, struct fd_entry *e, const struct iovec *iov, int iovcnt, int flags, int sending)
 {
 	if (iovcnt < 0 || iovcnt > IOV_MAX)
 		return fail(-EINVAL);
+	int later = sending ? flags | MSG_DONTWAIT | MSG_NOSIGNAL : (flags & MSG_WAITALL) ? flags : flags | MSG_DONTWAIT;
 	ssize_t total = 0;
 	for (int i = 0; i < iovcnt; i++) {
 		if (iov[i].iov_len == 0)
 			continue;
 		int err = errno;
-		ssize_t n = stack_recv(fd, e, iov[i].iov_base, iov[i].iov_len, total > 0 && !(flags & MSG_WAITALL) ? flags | MSG_DONTWAIT : flags);
+		int f = total > 0 ? later : flags;
+		ssize_t n = sending ? stack_send(fd, e, iov[i].iov_base, iov[i].iov_len, f)
+				    : stack_recv(fd, e, iov[i].iov_base, iov[i].iov_len, f);
 		if (n < 0) {
 			if (total > 0)
 				errno = err;
 			return total > 0 ? total : -1;
 		}
 		total += n;
-		if ((size_t)n < iov[i].iov_len || (flags & MSG_PEEK))
-			break; /* MSG_PEEK fills the first buffer only */
+		if ((size_t)n < iov[i].iov_len || (!sending && (flags & MSG_PEEK)))
+			break;
 	}
 	return total;
 }
 
+static ssize_t stack_recv_iov(int fd, struct fd_entry *e, const struct iovec *iov, int iovcnt, int flags)
+{
+	return stack_iov(fd, e, iov, iovcnt, flags, 0);
+}
+
 static ssize_t stack_send_iov(int fd, struct fd_entry *e, const struct iovec *iov, int iovcnt, int flags)
 {
-	if (iovcnt < 0 || iovcnt > IOV_MAX)
-		return fail(-EINVAL);
-	ssize_t total = 0;
-	for (int i = 0; i < iovcnt; i++) {
-		if (iov[i].iov_len == 0)
-			continue;
-		int err = errno;
-		/* After some bytes went, no more waiting and no SIGPIPE: the call reports what it sent. */
-		ssize_t n = stack_send(fd, e, iov[i].iov_base, iov[i].iov_len, total > 0 ? flags | MSG_DONTWAIT | MSG_NOSIGNAL : flags);
-		if (n < 0) {
-			if (total > 0)
-				errno = err;
-			return total > 0 ? total : -1;
-		}
-		total += n;
-		if ((size_t)n < iov[i].iov_len)
-			break;
-	}
-	return total;
+	return stack_iov(fd, e, iov, iovcnt, flags, 1);
 }
 
 EXPORT ssize_t readv(int fd, const struct iovec *iov, int iovcnt)
