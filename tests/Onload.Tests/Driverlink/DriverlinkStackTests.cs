@@ -22,6 +22,33 @@ public class DriverlinkStackTests(string mode)
     private DriverlinkSession Open(DriverlinkPair dl) =>
         DriverlinkSession.Open(dl.Interface, mode == "shared" ? VnicMode.Shared : VnicMode.Exclusive, dl.ClientOptions);
 
+    /// <summary>
+    /// Sends <paramref name="data"/> on connection <paramref name="c"/> and reads the echo back, polling the stack
+    /// until all of it came or the deadline passes; <paramref name="afterPoll"/> runs after each poll with the bytes
+    /// received so far.
+    /// </summary>
+    private static byte[] EchoThrough(NetStack stack, int c, byte[] data, TimeSpan deadline, Action<int>? afterPoll = null)
+    {
+        var back = new byte[data.Length];
+        int sent = 0, received = 0;
+        Poll.Until(() =>
+        {
+            stack.Poll();
+            afterPoll?.Invoke(received);
+            if (sent < data.Length)
+            {
+                int n = stack.TcpSend(c, data.AsSpan(sent, Math.Min(65536, data.Length - sent)));
+                if (n > 0)
+                    sent += n;
+            }
+            int r = stack.TcpReceive(c, back.AsSpan(received));
+            if (r > 0)
+                received += r;
+            return received == data.Length;
+        }, deadline, $"the echo ({StackDump.Connection(stack, c)})");
+        return back;
+    }
+
     /// <summary>A kernel echo server (socat) on the peer; 4 KiB blocks keep PIPE from blocking on itself.</summary>
     private static void StartKernelEcho(DriverlinkPair dl, int port)
     {
@@ -47,23 +74,7 @@ public class DriverlinkStackTests(string mode)
             Assert.That(dl.KernelPortHeld("tcp", port), Is.True, "the kernel holds the connection's port for us");
             Poll.Until(() => { stack.Poll(); return stack.TcpIsConnected(c); }, Deadline, "connected through the kernel's ARP");
 
-            var back = new byte[data.Length];
-            int sent = 0, received = 0;
-            Poll.Until(() =>
-            {
-                stack.Poll();
-                if (sent < data.Length)
-                {
-                    int n = stack.TcpSend(c, data.AsSpan(sent, Math.Min(65536, data.Length - sent)));
-                    if (n > 0)
-                        sent += n;
-                }
-                int r = stack.TcpReceive(c, back.AsSpan(received));
-                if (r > 0)
-                    received += r;
-                return received == data.Length;
-            }, Deadline, $"the echo ({StackDump.Connection(stack, c)})");
-            Assert.That(back, Is.EqualTo(data));
+            Assert.That(EchoThrough(stack, c, data, Deadline), Is.EqualTo(data));
             Assert.That(stack.TcpClose(c), Is.Zero);
             return 0;
         });
@@ -82,30 +93,17 @@ public class DriverlinkStackTests(string mode)
             int c = stack.TcpOpen();
             stack.TcpConnect(c, new Ipv4Endpoint(Ipv4Address.Parse(dl.PeerAddress), 9301));
             Poll.Until(() => { stack.Poll(); return stack.TcpIsConnected(c); }, Deadline, "connected");
-            var back = new byte[data.Length];
-            int sent = 0, received = 0, reloadsSeen = 0;
-            bool wasSuspended = false;
-            Poll.Until(() =>
+            bool reloaded = false, wasSuspended = false;
+            var back = EchoThrough(stack, c, data, TimeSpan.FromSeconds(60), received =>
             {
-                stack.Poll();
                 wasSuspended |= stack.Suspended;
-                if (received > data.Length / 4 && reloadsSeen == 0)
+                if (received > data.Length / 4 && !reloaded)
                 {
                     // Mid-transfer: the daemon suspends every VNIC, reloads its program and resumes them.
                     Netns.Netns.Run($"kill -HUP {dl.Daemon.Pid}");
-                    reloadsSeen = 1;
+                    reloaded = true;
                 }
-                if (sent < data.Length)
-                {
-                    int n = stack.TcpSend(c, data.AsSpan(sent, Math.Min(65536, data.Length - sent)));
-                    if (n > 0)
-                        sent += n;
-                }
-                int r = stack.TcpReceive(c, back.AsSpan(received));
-                if (r > 0)
-                    received += r;
-                return received == data.Length;
-            }, TimeSpan.FromSeconds(60), $"the echo ({StackDump.Connection(stack, c)})");
+            });
             Assert.That(back, Is.EqualTo(data), "every byte, in order, across the reconfiguration");
             Assert.That(wasSuspended, Is.True, "the stack was suspended for it");
             Assert.That(stack.Suspended, Is.False, "and resumed");
