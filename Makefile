@@ -33,6 +33,8 @@
 #   dist/include/onload_stack.h     its header
 #   dist/lib/libonload.so           the LD_PRELOAD interposer (preload/shim): TCP of unmodified programs on the stack
 #   dist/bin/onload-run             runs a program with libonload.so preloaded (apps/onload-run)
+#   dist/lib/onload/profiles/*.opf  its --profile settings (latency, throughput, default)
+#   dist/share/man/man1/onload-run.1   its manual page
 #   dist/tests/epoll_echo           test helper (preload/tests): an epoll echo server over sockets, a pipe, an
 #                                   eventfd and a timerfd, run under onload-run by the preload tests (not installed)
 #   dist/tests/io_calls             test helper: readv/writev, sendmsg/recvmsg, MSG_PEEK, ioctl, dup*, ppoll/pselect and
@@ -91,6 +93,9 @@ NATIVE_INPUTS := $(DRIVERLINK_INPUTS) $(call dotnet_inputs,preload/native)
 DIST_FILES := $(DIST)/bin/onload-echo $(DIST)/bin/onload-pingpong $(DIST)/bin/onload-driverd $(DIST)/bin/onload-tcpdump \
 	$(DIST)/lib/systemd/system/onload-driverd.service $(DIST)/lib/libonload_stack.so $(DIST)/include/onload_stack.h \
 	$(DIST)/bin/abi_smoke $(DIST)/lib/libonload.so $(DIST)/bin/onload-run $(DIST)/tests/epoll_echo $(DIST)/tests/io_calls
+
+ONLOAD_RUN_PROFILES := $(patsubst apps/onload-run/profiles/%,$(DIST)/lib/onload/profiles/%,$(wildcard apps/onload-run/profiles/*.opf))
+DIST_FILES += $(ONLOAD_RUN_PROFILES) $(DIST)/share/man/man1/onload-run.1
 
 .PHONY: all deps restore build publish test check-header demo bench bench-quick bench-latency bench-tcp bench-driverlink sweep install clean
 
@@ -205,6 +210,12 @@ $(DIST)/tests/io_calls: preload/tests/io_calls.c
 $(DIST)/bin/onload-run: apps/onload-run/onload-run
 	install -D -m 0755 $< $@
 
+$(DIST)/lib/onload/profiles/%.opf: apps/onload-run/profiles/%.opf
+	install -D -m 0644 $< $@
+
+$(DIST)/share/man/man1/%.1: apps/onload-run/%.1
+	install -D -m 0644 $< $@
+
 # ---------------------------------------------------------------------------------------------
 test: all check-header
 	CONFIG=$(CONFIG) DIST=$(DIST) tests/run-tests.sh
@@ -262,6 +273,9 @@ install: all
 	install -m 0755 $(DIST)/lib/*.so $(DESTDIR)$(PREFIX)/lib/
 	install -D -m 0644 $(DIST)/lib/systemd/system/onload-driverd.service $(DESTDIR)$(PREFIX)/lib/systemd/system/onload-driverd.service
 	install -m 0644 $(DIST)/include/* $(DESTDIR)$(PREFIX)/include/
+	install -d $(DESTDIR)$(PREFIX)/lib/onload/profiles $(DESTDIR)$(PREFIX)/share/man/man1
+	install -m 0644 $(DIST)/lib/onload/profiles/*.opf $(DESTDIR)$(PREFIX)/lib/onload/profiles/
+	install -m 0644 $(DIST)/share/man/man1/* $(DESTDIR)$(PREFIX)/share/man/man1/
 
 clean:
 	rm -rf $(DIST) obj
