@@ -39,6 +39,9 @@
 #                                   eventfd and a timerfd, run under onload-run by the preload tests (not installed)
 #   dist/tests/io_calls             test helper: readv/writev, sendmsg/recvmsg, MSG_PEEK, ioctl, dup*, ppoll/pselect and
 #                                   the _FORTIFY_SOURCE __*_chk routes on one accelerated connection
+#   dist/tests/errno_probe          test helper: failing socket calls, one line each, compared between the kernel
+#                                   and onload-run (and its peer server)
+#   dist/tests/signal_writer        test helper: a signal handler writing to the socket the main thread streams through
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -95,7 +98,7 @@ DIST_FILES := $(DIST)/bin/onload-echo $(DIST)/bin/onload-pingpong $(DIST)/bin/on
 	$(DIST)/bin/abi_smoke $(DIST)/lib/libonload.so $(DIST)/bin/onload-run $(DIST)/tests/epoll_echo $(DIST)/tests/io_calls
 
 ONLOAD_RUN_PROFILES := $(patsubst apps/onload-run/profiles/%,$(DIST)/lib/onload/profiles/%,$(wildcard apps/onload-run/profiles/*.opf))
-DIST_FILES += $(ONLOAD_RUN_PROFILES) $(DIST)/share/man/man1/onload-run.1
+DIST_FILES += $(ONLOAD_RUN_PROFILES) $(DIST)/share/man/man1/onload-run.1 $(DIST)/tests/errno_probe $(DIST)/tests/signal_writer
 
 .PHONY: all deps restore build publish test check-header demo bench bench-quick bench-latency bench-tcp bench-driverlink sweep install clean
 
@@ -206,6 +209,14 @@ $(DIST)/tests/epoll_echo: preload/tests/epoll_echo.c
 $(DIST)/tests/io_calls: preload/tests/io_calls.c
 	@mkdir -p $(@D)
 	$(CC) -std=gnu11 $(C_WARN) -O2 -D_FORTIFY_SOURCE=2 -o $@ $<
+
+$(DIST)/tests/errno_probe: preload/tests/errno_probe.c
+	@mkdir -p $(@D)
+	$(CC) -std=gnu11 $(C_WARN) -O2 -o $@ $<
+
+$(DIST)/tests/signal_writer: preload/tests/signal_writer.c
+	@mkdir -p $(@D)
+	$(CC) -std=gnu11 $(C_WARN) -O2 -o $@ $<
 
 $(DIST)/bin/onload-run: apps/onload-run/onload-run
 	install -D -m 0755 $< $@

@@ -92,6 +92,7 @@ root.SetAction(parse =>
         Console.Error.WriteLine($"onload-driverd: {e.Message}");
         return 1;
     }
+    NativeSession.UnblockSignals();
     using var stopInt = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; daemon.Stop(); });
     using var stopTerm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; daemon.Stop(); });
     using var reload = PosixSignalRegistration.Create(PosixSignal.SIGHUP, c => { c.Cancel = true; daemon.RequestReload(); });
@@ -113,4 +114,20 @@ internal static partial class NativeSession
     /// <summary>setsid(2): a session of its own, so the terminal's signals and its starter's exit leave it be.</summary>
     [LibraryImport("libc", EntryPoint = "setsid")]
     public static partial int Start();
+
+    /// <summary>
+    /// Unblocks every signal on this thread. A daemon started on demand by a program under onload-run inherits the
+    /// mask the stack loaded under (libonload.so blocks the program's signals while the runtime starts its threads),
+    /// and would otherwise never see SIGTERM or SIGHUP.
+    /// </summary>
+    public static unsafe void UnblockSignals()
+    {
+        const int SIG_SETMASK = 2;
+        ulong* none = stackalloc ulong[16]; // sigset_t: 1024 bits
+        new Span<ulong>(none, 16).Clear();
+        _ = SigprocMask(SIG_SETMASK, none, null);
+    }
+
+    [LibraryImport("libc", EntryPoint = "pthread_sigmask")]
+    private static unsafe partial int SigprocMask(int how, ulong* set, ulong* old);
 }

@@ -162,25 +162,9 @@ public sealed class DriverlinkClient : IDisposable
     /// that it holds none of our pipes; it calls setsid itself. A second daemon racing this one finds the name taken
     /// and exits; either way the connect loop finds whichever listens.
     /// </summary>
-    private static void StartDaemon(DriverlinkClientOptions options)
-    {
-        string path = DaemonPath(options);
-        var start = new ProcessStartInfo("/bin/sh") { UseShellExecute = false };
-        start.ArgumentList.Add("-c");
-        start.ArgumentList.Add("exec \"$0\" \"$@\" </dev/null >>\"${ONLOAD_DRIVERD_LOG:-/dev/null}\" 2>&1 &");
-        start.ArgumentList.Add(path);
-        start.ArgumentList.Add("--socket-name");
-        start.ArgumentList.Add(options.SocketName);
-        try
-        {
-            using var sh = Process.Start(start) ?? throw new DriverlinkException("driverlink: could not start /bin/sh");
-            sh.WaitForExit();
-        }
-        catch (System.ComponentModel.Win32Exception e)
-        {
-            throw new DriverlinkException($"driverlink: could not start {path}: {e.Message}", e.NativeErrorCode);
-        }
-    }
+    private static void StartDaemon(DriverlinkClientOptions options) =>
+        DaemonLauncher.RunShell("exec \"$0\" \"$@\" </dev/null >>\"${ONLOAD_DRIVERD_LOG:-/dev/null}\" 2>&1 &",
+            DaemonPath(options), "--socket-name", options.SocketName);
 
     /// <summary>
     /// Asks for a VNIC. On success the reply and the descriptors that came with it (the AF_XDP socket in exclusive

@@ -91,6 +91,7 @@ static int (*real_epoll_create1)(int);
 static int (*real_epoll_ctl)(int, int, int, struct epoll_event *);
 static int (*real_epoll_wait)(int, struct epoll_event *, int, int);
 static int (*real_epoll_pwait)(int, struct epoll_event *, int, int, const sigset_t *);
+static int (*real_sigaction)(int, const struct sigaction *, struct sigaction *);
 
 #define RESOLVE(name) (real_##name = (__typeof__(real_##name))dlsym(RTLD_NEXT, #name))
 
@@ -104,6 +105,7 @@ static void resolve_libc(void)
 	RESOLVE(readv); RESOLVE(writev); RESOLVE(recvmsg); RESOLVE(sendmsg); RESOLVE(ioctl);
 	RESOLVE(dup); RESOLVE(dup2); RESOLVE(dup3);
 	RESOLVE(epoll_create); RESOLVE(epoll_create1); RESOLVE(epoll_ctl); RESOLVE(epoll_wait); RESOLVE(epoll_pwait);
+	RESOLVE(sigaction);
 	if (real_fcntl64 == NULL)
 		real_fcntl64 = real_fcntl;
 }
@@ -138,7 +140,18 @@ static void debug(const char *fmt, ...)
 /* Set while this thread is inside the stack: its calls go straight to libc. */
 static __thread int in_stack;
 
-#define STACK(expr) ({ in_stack++; __typeof__(expr) r_ = (expr); in_stack--; r_; })
+/* Signals that arrived while this thread was inside the stack, run when it leaves (see "signals" below). */
+static __thread uint32_t deferred_signals;
+static void run_deferred_signals(void);
+
+#define STACK(expr) ({ \
+	in_stack++; \
+	__typeof__(expr) r_ = (expr); \
+	if (--in_stack == 0 && deferred_signals != 0) { \
+		run_deferred_signals(); \
+	} \
+	r_; \
+})
 
 /* --------------------------------------------------------------------------- the fd table */
 
@@ -165,6 +178,8 @@ static int fd_table_size;
 struct conn_state {
 	int refs;
 	int flags;
+	int rcv_timeo_ms; /* SO_RCVTIMEO, SO_SNDTIMEO in ms (rounded up); 0: wait for ever */
+	int snd_timeo_ms;
 };
 
 static struct conn_state *conn_table;
@@ -191,6 +206,8 @@ static void take_fd(int fd, int h, int flags)
 	if (flags >= 0) {
 		conn_table[h].refs = 1;
 		conn_table[h].flags = flags;
+		conn_table[h].rcv_timeo_ms = 0;
+		conn_table[h].snd_timeo_ms = 0;
 	} else
 		conn_table[h].refs++;
 }
@@ -363,6 +380,32 @@ static int load_stack_locked(char *why, size_t why_len)
 	return 0;
 }
 
+/*
+ * The program's signal dispositions survive the stack's loading. Starting the .NET runtime sets some of its own:
+ * SIGPIPE to SIG_IGN (a program whose handler counted SIGPIPEs saw none, and one relying on the default was not
+ * stopped), and SIGINT, SIGQUIT, SIGCHLD and SIGCONT handlers once anything touches its process support. The
+ * runtime keeps what it needs to run managed code: SIGSEGV, SIGFPE, SIGBUS, SIGILL, SIGTRAP and SIGABRT (it turns
+ * faults in managed code into exceptions and chains the rest to the program's handler) and the real-time signals
+ * it uses to suspend threads for the garbage collector.
+ */
+static int runtime_keeps(int sig)
+{
+	return sig == SIGSEGV || sig == SIGFPE || sig == SIGBUS || sig == SIGILL || sig == SIGTRAP || sig == SIGABRT;
+}
+
+static void restore_program_signals(const struct sigaction *saved)
+{
+	for (int sig = 1; sig < 32; sig++) {
+		struct sigaction now;
+		if (sig == SIGKILL || sig == SIGSTOP || runtime_keeps(sig) || sigaction(sig, NULL, &now) != 0)
+			continue;
+		if (now.sa_handler != saved[sig].sa_handler || now.sa_flags != saved[sig].sa_flags) {
+			sigaction(sig, &saved[sig], NULL);
+			debug("signal %d: the program's disposition restored after the stack started", sig);
+		}
+	}
+}
+
 /* Whether the stack is up, loading it at the first call. Warns once when it cannot be. */
 static int stack_ready(void)
 {
@@ -371,9 +414,25 @@ static int stack_ready(void)
 	pthread_mutex_lock(&stack_load_lock);
 	if (stack_state == STACK_UNTRIED) {
 		char why[1024] = "";
+		struct sigaction saved[32];
+		for (int sig = 1; sig < 32; sig++)
+			sigaction(sig, NULL, &saved[sig]);
+		/* The threads the runtime and the stack start now inherit this mask: the program's asynchronous signals
+		 * are never delivered to them (a handler would run on a thread the program does not know, and a blocking
+		 * call the signal was meant to interrupt would go on waiting). */
+		sigset_t blocked, old_mask;
+		sigemptyset(&blocked);
+		for (int sig = 1; sig < 32; sig++)
+			if (sig != SIGKILL && sig != SIGSTOP && !runtime_keeps(sig))
+				sigaddset(&blocked, sig);
+		pthread_sigmask(SIG_BLOCK, &blocked, &old_mask);
 		in_stack++;
 		int rc = load_stack_locked(why, sizeof why);
 		in_stack--;
+		pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
+		restore_program_signals(saved);
+		if (deferred_signals != 0)
+			run_deferred_signals();
 		if (rc != 0)
 			fprintf(stderr, "onload: cannot accelerate sockets, %s: %s\n",
 				opt_no_fail ? "using the kernel's" : "socket() fails", why);
@@ -629,11 +688,38 @@ out:
 	return result;
 }
 
-/* Blocks until an accelerated fd has one of `events`. 0, or -1 with errno (EINTR). */
+/* The SA_RESTART flag of the last signal handler this thread ran (set by the trampoline). */
+static __thread int last_handler_restarts;
+
+/*
+ * Blocks until an accelerated fd has one of `events`: 0, or -1 with errno. EAGAIN when the socket's SO_RCVTIMEO
+ * (POLLIN) or SO_SNDTIMEO (POLLOUT) passes first. A signal whose handler was installed with SA_RESTART resumes the
+ * wait, as the kernel restarts the call; without it, or when the socket has a timeout (Linux's sock_intr_errno),
+ * the call fails with EINTR.
+ */
 static int wait_for(int fd, short events)
 {
-	struct pollfd p = { .fd = fd, .events = events, .revents = 0 };
-	return mixed_poll(&p, 1, -1, NULL) < 0 ? -1 : 0;
+	struct conn_state *c = conn_of(&fd_table[fd]);
+	int timeout_ms = (events & POLLOUT) ? c->snd_timeo_ms : c->rcv_timeo_ms;
+	long deadline = timeout_ms > 0 ? now_ns() + timeout_ms * 1000000L : 0;
+	for (;;) {
+		int left = -1;
+		if (deadline != 0) {
+			long ns = deadline - now_ns();
+			if (ns <= 0)
+				return fail(-EAGAIN);
+			left = (int)((ns + 999999) / 1000000);
+		}
+		struct pollfd p = { .fd = fd, .events = events, .revents = 0 };
+		last_handler_restarts = 0;
+		int rc = mixed_poll(&p, 1, left, NULL);
+		if (rc > 0)
+			return 0;
+		if (rc == 0)
+			continue; /* the deadline decides */
+		if (errno != EINTR || !last_handler_restarts || timeout_ms > 0)
+			return -1;
+	}
 }
 
 /* ---------------------------------------------------------------------- the interceptors */
@@ -698,6 +784,20 @@ EXPORT int listen(int fd, int backlog)
 	return 0;
 }
 
+/* An accepted socket starts with its listener's SO_RCVTIMEO and SO_SNDTIMEO, as Linux's clone of it does. */
+static void inherit_timeouts(int nfd, const struct conn_state *listener)
+{
+	struct conn_state *c = conn_of(&fd_table[nfd]);
+	c->rcv_timeo_ms = listener->rcv_timeo_ms;
+	c->snd_timeo_ms = listener->snd_timeo_ms;
+	struct timeval rcv = { listener->rcv_timeo_ms / 1000, (listener->rcv_timeo_ms % 1000) * 1000 };
+	struct timeval snd = { listener->snd_timeo_ms / 1000, (listener->snd_timeo_ms % 1000) * 1000 };
+	if (c->rcv_timeo_ms > 0)
+		LIBC(setsockopt)(nfd, SOL_SOCKET, SO_RCVTIMEO, &rcv, sizeof rcv);
+	if (c->snd_timeo_ms > 0)
+		LIBC(setsockopt)(nfd, SOL_SOCKET, SO_SNDTIMEO, &snd, sizeof snd);
+}
+
 static int accept_common(int fd, struct sockaddr *addr, socklen_t *len, int flags, struct fd_entry *e)
 {
 	uint32_t address;
@@ -725,6 +825,7 @@ static int accept_common(int fd, struct sockaddr *addr, socklen_t *len, int flag
 		return fail(-err);
 	}
 	take_fd(nfd, c, (flags & SOCK_NONBLOCK) ? FD_NONBLOCK : 0);
+	inherit_timeouts(nfd, conn_of(e));
 	fill_sockaddr(addr, len, address, port);
 	debug("fd %d accepted on fd %d (connection %d)", nfd, fd, c);
 	return nfd;
@@ -771,7 +872,7 @@ EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len)
 	if (nonblocking(e))
 		return fail(-EINPROGRESS);
 	if (wait_for(fd, POLLOUT) < 0)
-		return -1;
+		return errno == EAGAIN ? fail(-EINPROGRESS) : -1; /* SO_SNDTIMEO passed: Linux says EINPROGRESS */
 	int err = STACK(st.take_error(h));
 	return err > 0 ? fail(-err) : err < 0 ? fail(err) : 0;
 }
@@ -936,6 +1037,17 @@ EXPORT int setsockopt(int fd, int level, int name, const void *value, socklen_t 
 	 * socket go to the kernel); the stack takes those it implements. */
 	int rc = LIBC(setsockopt)(fd, level, name, value, len);
 	struct fd_entry *e = accelerated(fd);
+	if (rc == 0 && e != NULL && level == SOL_SOCKET && (name == SO_RCVTIMEO || name == SO_SNDTIMEO) &&
+	    len >= (socklen_t)sizeof(struct timeval)) {
+		/* The placeholder checked the value; the stack's waits keep it in ms, rounded up (as jiffies are). */
+		const struct timeval *tv = value;
+		long ms = tv->tv_sec * 1000L + (tv->tv_usec + 999) / 1000;
+		int capped = ms > INT_MAX ? INT_MAX : (int)ms;
+		if (name == SO_RCVTIMEO)
+			conn_of(e)->rcv_timeo_ms = capped;
+		else
+			conn_of(e)->snd_timeo_ms = capped;
+	}
 	if (rc == 0 && e != NULL && level == IPPROTO_TCP && name == TCP_NODELAY && len >= (socklen_t)sizeof(int)) {
 		int r = STACK(st.set_nodelay(handle_of(e), *(const int *)value != 0));
 		if (r < 0)
@@ -1636,6 +1748,115 @@ static long env_long(const char *name, long fallback)
 	char *end;
 	long n = strtol(v, &end, 10);
 	return *end == '\0' ? n : fallback;
+}
+
+/* ------------------------------------------------------------------------------- signals */
+
+/*
+ * The program's signal handlers run through a trampoline, for two reasons:
+ *  - A handler may make socket calls. Run while its thread is inside the stack (holding the stack's lock, or
+ *    waiting for it), it would deadlock on that lock or see the stack half-way through a change. The trampoline
+ *    defers it: the signal is noted, and the handler runs as the thread leaves the stack (STACK()), with the
+ *    siginfo it came with.
+ *  - A blocking call on an accelerated socket waits in poll(), which a signal always interrupts. The kernel would
+ *    restart the call when the handler was installed with SA_RESTART; the trampoline notes the flag so that the
+ *    shim's wait can do the same (wait_for).
+ * Only asynchronous signals are wrapped: faults (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS) and SIGABRT
+ * go straight to their handlers, and the .NET runtime inside the stack keeps its own (runtime_keeps).
+ */
+
+#define MAX_WRAPPED_SIGNAL 32
+
+static struct sigaction program_action[MAX_WRAPPED_SIGNAL]; /* what the program asked for, as it reads back */
+static unsigned char wrapped[MAX_WRAPPED_SIGNAL];            /* the kernel holds the trampoline for it */
+static __thread siginfo_t deferred_info[MAX_WRAPPED_SIGNAL];
+static pthread_mutex_t signal_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int wrappable(int sig)
+{
+	return sig > 0 && sig < MAX_WRAPPED_SIGNAL && sig != SIGKILL && sig != SIGSTOP && sig != SIGSYS &&
+	       !runtime_keeps(sig);
+}
+
+static void call_program_handler(int sig, siginfo_t *info, void *context)
+{
+	struct sigaction a = program_action[sig];
+	if (a.sa_flags & SA_RESETHAND) /* the kernel reset its disposition on delivery: so does the program's view */
+		program_action[sig].sa_handler = SIG_DFL;
+	last_handler_restarts = (a.sa_flags & SA_RESTART) != 0;
+	if (a.sa_flags & SA_SIGINFO)
+		a.sa_sigaction(sig, info, context);
+	else if (a.sa_handler != SIG_IGN && a.sa_handler != SIG_DFL)
+		a.sa_handler(sig);
+}
+
+static void trampoline(int sig, siginfo_t *info, void *context)
+{
+	if (in_stack) {
+		deferred_info[sig] = *info;
+		deferred_signals |= 1u << sig;
+		return;
+	}
+	int saved_errno = errno;
+	call_program_handler(sig, info, context);
+	errno = saved_errno;
+}
+
+static void run_deferred_signals(void)
+{
+	int saved_errno = errno;
+	while (deferred_signals != 0) {
+		int sig = __builtin_ctz(deferred_signals);
+		deferred_signals &= ~(1u << sig);
+		/* The handler runs with its own mask and the signal blocked, as if it had just been delivered. */
+		sigset_t mask = program_action[sig].sa_mask, old;
+		if (!(program_action[sig].sa_flags & SA_NODEFER))
+			sigaddset(&mask, sig);
+		pthread_sigmask(SIG_BLOCK, &mask, &old);
+		call_program_handler(sig, &deferred_info[sig], NULL);
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+	}
+	errno = saved_errno;
+}
+
+EXPORT int sigaction(int sig, const struct sigaction *act, struct sigaction *old)
+{
+	if (in_stack || !wrappable(sig))
+		return LIBC(sigaction)(sig, act, old);
+	pthread_mutex_lock(&signal_lock);
+	struct sigaction kernel_old;
+	int rc;
+	if (act != NULL && act->sa_handler != SIG_DFL && act->sa_handler != SIG_IGN) {
+		struct sigaction t = *act;
+		t.sa_sigaction = trampoline;
+		t.sa_flags = (act->sa_flags | SA_SIGINFO) & ~SA_RESETHAND; /* the trampoline resets the program's view */
+		program_action[sig] = *act;
+		rc = LIBC(sigaction)(sig, &t, &kernel_old);
+		if (rc == 0)
+			wrapped[sig] = 1;
+	} else {
+		rc = LIBC(sigaction)(sig, act, &kernel_old);
+		if (rc == 0 && act != NULL)
+			wrapped[sig] = 0;
+	}
+	if (rc == 0 && old != NULL) {
+		/* The program reads back what it set, not the trampoline. */
+		*old = kernel_old.sa_sigaction == trampoline ? program_action[sig] : kernel_old;
+	}
+	if (rc == 0 && act != NULL && !wrapped[sig])
+		program_action[sig] = *act;
+	pthread_mutex_unlock(&signal_lock);
+	return rc;
+}
+
+/* glibc's signal() reaches its own sigaction without the PLT: it is interposed too, with its BSD semantics. */
+EXPORT sighandler_t signal(int sig, sighandler_t handler)
+{
+	struct sigaction a = { .sa_handler = handler, .sa_flags = SA_RESTART }, old;
+	sigemptyset(&a.sa_mask);
+	if (sigaction(sig, &a, &old) != 0)
+		return SIG_ERR;
+	return old.sa_handler;
 }
 
 __attribute__((constructor)) static void onload_preload_init(void)

@@ -283,7 +283,7 @@ public sealed partial class NetStack
         if (t.State is TcpState.SynSent or TcpState.SynReceived)
             return -(int)Errno.EAGAIN;
         if (t.State is not (TcpState.Established or TcpState.CloseWait))
-            return -(int)Errno.ENOTCONN;
+            return -(int)Errno.EPIPE; // as Linux (sk_stream_wait_connect): never connected, or listening
         int room = t.SndBufSize - t.SndQueued;
         int n = Math.Min(room, data.Length);
         if (n == 0)
@@ -322,9 +322,13 @@ public sealed partial class NetStack
             Mirror(c); // RCV.NXT - the read point: unread data may be gone
             return n;
         }
+        // Linux's order (tcp_recvmsg): the peer's FIN ends the stream before a pending error is reported, so a
+        // reset after the FIN is left for send() to report.
+        if (t.FinReceived)
+            return 0;
         if (t.Error != 0)
             return -TakeError(ref t.Error);
-        if (t.FinReceived || t.Dead || t.ShutdownRead)
+        if (t.Dead || t.ShutdownRead)
             return 0;
         if (t.State is TcpState.Closed or TcpState.Listen)
             return -(int)Errno.ENOTCONN;

@@ -247,8 +247,14 @@ public sealed partial class NetStack
                 {
                     if (t.State is TcpState.Established or TcpState.CloseWait)
                         Counters.TcpEstabResets++;
-                    TcpFail(c, t.State == TcpState.SynReceived ? (int)Errno.ECONNREFUSED :
-                        t.State is TcpState.Closing or TcpState.LastAck or TcpState.TimeWait ? 0 : (int)Errno.ECONNRESET);
+                    // Linux's tcp_reset: a reset after the peer's FIN (CLOSE_WAIT) is EPIPE, not ECONNRESET.
+                    TcpFail(c, t.State switch
+                    {
+                        TcpState.SynReceived => (int)Errno.ECONNREFUSED,
+                        TcpState.CloseWait => (int)Errno.EPIPE,
+                        TcpState.Closing or TcpState.LastAck or TcpState.TimeWait => 0,
+                        _ => (int)Errno.ECONNRESET,
+                    });
                 }
             }
             else
