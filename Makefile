@@ -37,6 +37,7 @@
 #                                   eventfd and a timerfd, run under onload-run by the preload tests (not installed)
 #   dist/tests/io_calls             test helper: readv/writev, sendmsg/recvmsg, MSG_PEEK, ioctl, dup*, ppoll/pselect and
 #                                   the _FORTIFY_SOURCE __*_chk routes on one accelerated connection
+#   dist/tests/inet6_calls          test helper: AF_INET6 sockets, v4-mapped names, IPV6_V6ONLY and the IPv6 hand-off
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -90,7 +91,8 @@ NATIVE_INPUTS := $(DRIVERLINK_INPUTS) $(call dotnet_inputs,preload/native)
 
 DIST_FILES := $(DIST)/bin/onload-echo $(DIST)/bin/onload-pingpong $(DIST)/bin/onload-driverd $(DIST)/bin/onload-tcpdump \
 	$(DIST)/lib/systemd/system/onload-driverd.service $(DIST)/lib/libonload_stack.so $(DIST)/include/onload_stack.h \
-	$(DIST)/bin/abi_smoke $(DIST)/lib/libonload.so $(DIST)/bin/onload-run $(DIST)/tests/epoll_echo $(DIST)/tests/io_calls
+	$(DIST)/bin/abi_smoke $(DIST)/lib/libonload.so $(DIST)/bin/onload-run $(DIST)/tests/epoll_echo $(DIST)/tests/io_calls \
+	$(DIST)/tests/inet6_calls
 
 .PHONY: all deps restore build publish test check-header demo bench bench-quick bench-latency bench-tcp bench-driverlink sweep install clean
 
@@ -201,6 +203,10 @@ $(DIST)/tests/epoll_echo: preload/tests/epoll_echo.c
 $(DIST)/tests/io_calls: preload/tests/io_calls.c
 	@mkdir -p $(@D)
 	$(CC) -std=gnu11 $(C_WARN) -O2 -D_FORTIFY_SOURCE=2 -o $@ $<
+
+$(DIST)/tests/inet6_calls: preload/tests/inet6_calls.c
+	@mkdir -p $(@D)
+	$(CC) -std=gnu11 $(C_WARN) -O2 -o $@ $<
 
 $(DIST)/bin/onload-run: apps/onload-run/onload-run
 	install -D -m 0755 $< $@

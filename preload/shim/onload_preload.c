@@ -1,10 +1,12 @@
 /*
  * onload_preload.c: libonload.so, the LD_PRELOAD interposer.
  *
- * Intercepts the POSIX socket calls of an unmodified program and carries its AF_INET
- * SOCK_STREAM sockets on the user-level stack (libonload_stack.so, the NativeAOT build
- * of preload/native, loaded at the first such socket). Everything else (UDP, AF_INET6,
- * AF_UNIX, files, pipes) goes to libc untouched. See docs/PRELOAD-NOTES.md.
+ * Intercepts the POSIX socket calls of an unmodified program and carries its AF_INET and
+ * AF_INET6 SOCK_STREAM sockets on the user-level stack (libonload_stack.so, the NativeAOT
+ * build of preload/native, loaded at the first such socket). The stack speaks IPv4: an
+ * AF_INET6 socket stays on it while it talks to IPv4 through v4-mapped addresses, and goes
+ * to the kernel at its first IPv6 address. Everything else (UDP, AF_UNIX, files, pipes)
+ * goes to libc untouched. See docs/PRELOAD-NOTES.md.
  *
  * An accelerated socket owns a real kernel fd: socket() makes a kernel socket of the same
  * type (the placeholder) and returns its number, and fd_table[fd] names the stack's
@@ -165,6 +167,7 @@ static int fd_table_size;
 struct conn_state {
 	int refs;
 	int flags;
+	int family; /* AF_INET or AF_INET6: the form of every address the program gives and gets */
 };
 
 static struct conn_state *conn_table;
@@ -181,6 +184,8 @@ static inline int handle_of(const struct fd_entry *e) { return e->handle_plus1 -
 static inline struct conn_state *conn_of(const struct fd_entry *e) { return &conn_table[handle_of(e)]; }
 
 static inline int nonblocking(const struct fd_entry *e) { return conn_of(e)->flags & FD_NONBLOCK; }
+
+static inline int family_of(const struct fd_entry *e) { return conn_of(e)->family; }
 
 /* fd now names stack connection h, new (flags given) or shared with another fd (flags < 0). */
 static void take_fd(int fd, int h, int flags)
@@ -417,8 +422,40 @@ static void hand_to_kernel(int fd, struct fd_entry *e, const char *why)
 	ep_hand_to_kernel(fd, e->gen);
 }
 
-static int sockaddr_in_of(const struct sockaddr *addr, socklen_t len, uint32_t *address, uint16_t *port)
+/* What sockaddr_in_of found: an IPv4 address for the stack, or one only the kernel can carry. */
+enum { ADDR_IPV4, ADDR_KERNEL };
+
+/* Whether AF_INET6 socket fd is IPv6-only: its placeholder holds the option (default net.ipv6.bindv6only). */
+static int v6only(int fd)
 {
+	int on = 0;
+	socklen_t len = sizeof on;
+	return LIBC(getsockopt)(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, &len) == 0 && on;
+}
+
+/*
+ * The stack's IPv4 address and port for an address the program gave bind or connect on accelerated socket fd
+ * (of `family`): ADDR_IPV4; ADDR_KERNEL for an address only the kernel carries; or, for a malformed one, the
+ * errno Linux gives (inet_bind, inet6_bind). A dual-stack AF_INET6 socket (IPV6_V6ONLY off) reaches IPv4 through
+ * v4-mapped addresses, ::ffff:a.b.c.d, and its :: covers 0.0.0.0 (RFC 3493 3.7); IPv6 proper, and anything an
+ * IPv6-only socket is given, is the kernel's.
+ */
+static int sockaddr_in_of(int fd, int family, const struct sockaddr *addr, socklen_t len, uint32_t *address, uint16_t *port)
+{
+	if (family == AF_INET6) {
+		if (addr == NULL || len < 24) /* SIN6_LEN_RFC2133: Linux takes the old sockaddr_in6, without scope id */
+			return -EINVAL;
+		const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)addr;
+		if (sin6->sin6_family != AF_INET6)
+			return -EAFNOSUPPORT;
+		if (v6only(fd) || !(IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr) || IN6_IS_ADDR_UNSPECIFIED(&sin6->sin6_addr)))
+			return ADDR_KERNEL;
+		uint32_t mapped;
+		memcpy(&mapped, &sin6->sin6_addr.s6_addr[12], sizeof mapped); /* 0 for :: */
+		*address = ntohl(mapped);
+		*port = ntohs(sin6->sin6_port);
+		return ADDR_IPV4;
+	}
 	if (addr == NULL || len < (socklen_t)sizeof(struct sockaddr_in))
 		return -EINVAL;
 	const struct sockaddr_in *sin = (const struct sockaddr_in *)addr;
@@ -426,20 +463,42 @@ static int sockaddr_in_of(const struct sockaddr *addr, socklen_t len, uint32_t *
 		return -EAFNOSUPPORT;
 	*address = ntohl(sin->sin_addr.s_addr);
 	*port = ntohs(sin->sin_port);
-	return 0;
+	return ADDR_IPV4;
 }
 
-static void fill_sockaddr(struct sockaddr *addr, socklen_t *len, uint32_t address, uint16_t port)
+/*
+ * Gives the program an address of the stack's in its socket's family: for AF_INET6, ::ffff:a.b.c.d, and :: for
+ * 0.0.0.0 (what Linux's getsockname says of an unbound or wildcard dual-stack socket). As Linux, the address is
+ * cut to *len and *len set to its full length.
+ */
+static void fill_sockaddr(struct sockaddr *addr, socklen_t *len, int family, uint32_t address, uint16_t port)
 {
 	if (addr == NULL || len == NULL)
 		return;
-	struct sockaddr_in sin;
-	memset(&sin, 0, sizeof sin);
-	sin.sin_family = AF_INET;
-	sin.sin_addr.s_addr = htonl(address);
-	sin.sin_port = htons(port);
-	memcpy(addr, &sin, *len < sizeof sin ? *len : sizeof sin);
-	*len = sizeof sin;
+	union {
+		struct sockaddr_in v4;
+		struct sockaddr_in6 v6;
+	} sa;
+	socklen_t full;
+	memset(&sa, 0, sizeof sa);
+	if (family == AF_INET6) {
+		sa.v6.sin6_family = AF_INET6;
+		sa.v6.sin6_port = htons(port);
+		if (address != 0) {
+			sa.v6.sin6_addr.s6_addr[10] = 0xff;
+			sa.v6.sin6_addr.s6_addr[11] = 0xff;
+			uint32_t a = htonl(address);
+			memcpy(&sa.v6.sin6_addr.s6_addr[12], &a, sizeof a);
+		}
+		full = sizeof sa.v6;
+	} else {
+		sa.v4.sin_family = AF_INET;
+		sa.v4.sin_addr.s_addr = htonl(address);
+		sa.v4.sin_port = htons(port);
+		full = sizeof sa.v4;
+	}
+	memcpy(addr, &sa, *len < full ? *len : full);
+	*len = full;
 }
 
 static inline int is_loopback(uint32_t a) { return (a >> 24) == 127; }
@@ -641,7 +700,7 @@ static int wait_for(int fd, short events)
 EXPORT int socket(int domain, int type, int protocol)
 {
 	int fd = LIBC(socket)(domain, type, protocol);
-	if (fd < 0 || in_stack || domain != AF_INET || (type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC)) != SOCK_STREAM ||
+	if (fd < 0 || in_stack || (domain != AF_INET && domain != AF_INET6) || (type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC)) != SOCK_STREAM ||
 	    (protocol != 0 && protocol != IPPROTO_TCP))
 		return fd;
 	if (fd >= fd_table_size || !stack_ready()) {
@@ -664,7 +723,8 @@ EXPORT int socket(int domain, int type, int protocol)
 		return fail(h);
 	}
 	take_fd(fd, h, (type & SOCK_NONBLOCK) ? FD_NONBLOCK : 0);
-	debug("fd %d accelerated (connection %d)", fd, h);
+	conn_table[h].family = domain;
+	debug("fd %d accelerated (connection %d%s)", fd, h, domain == AF_INET6 ? ", AF_INET6" : "");
 	return fd;
 }
 
@@ -675,11 +735,11 @@ EXPORT int bind(int fd, const struct sockaddr *addr, socklen_t len)
 		return LIBC(bind)(fd, addr, len);
 	uint32_t address;
 	uint16_t port;
-	int rc = sockaddr_in_of(addr, len, &address, &port);
-	if (rc != 0)
+	int rc = sockaddr_in_of(fd, family_of(e), addr, len, &address, &port);
+	if (rc < 0)
 		return fail(rc);
-	if (is_loopback(address)) {
-		hand_to_kernel(fd, e, "bound to loopback");
+	if (rc == ADDR_KERNEL || is_loopback(address)) {
+		hand_to_kernel(fd, e, rc == ADDR_KERNEL ? "bound to an IPv6 address or IPv6-only" : "bound to loopback");
 		return LIBC(bind)(fd, addr, len);
 	}
 	rc = STACK(st.bind(handle_of(e), address, port));
@@ -716,7 +776,7 @@ static int accept_common(int fd, struct sockaddr *addr, socklen_t *len, int flag
 	}
 	if (c < 0)
 		return fail(c);
-	int nfd = LIBC(socket)(AF_INET, SOCK_STREAM | (flags & (SOCK_NONBLOCK | SOCK_CLOEXEC)), 0);
+	int nfd = LIBC(socket)(family_of(e), SOCK_STREAM | (flags & (SOCK_NONBLOCK | SOCK_CLOEXEC)), 0);
 	if (nfd < 0 || nfd >= fd_table_size || c >= fd_table_size) {
 		int err = nfd < 0 ? errno : EMFILE;
 		if (nfd >= 0)
@@ -725,7 +785,8 @@ static int accept_common(int fd, struct sockaddr *addr, socklen_t *len, int flag
 		return fail(-err);
 	}
 	take_fd(nfd, c, (flags & SOCK_NONBLOCK) ? FD_NONBLOCK : 0);
-	fill_sockaddr(addr, len, address, port);
+	conn_table[c].family = family_of(e);
+	fill_sockaddr(addr, len, family_of(e), address, port);
 	debug("fd %d accepted on fd %d (connection %d)", nfd, fd, c);
 	return nfd;
 }
@@ -753,10 +814,11 @@ EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len)
 		return LIBC(connect)(fd, addr, len);
 	uint32_t address;
 	uint16_t port;
-	int rc = sockaddr_in_of(addr, len, &address, &port);
-	if (rc != 0 || is_loopback(address) || address == stack_address) {
-		/* AF_UNSPEC (disconnect), loopback and this host's own address: only the kernel carries them. */
-		hand_to_kernel(fd, e, rc != 0 ? "not an AF_INET address" : "a local destination");
+	int rc = sockaddr_in_of(fd, family_of(e), addr, len, &address, &port);
+	if (rc != ADDR_IPV4 || is_loopback(address) || address == 0 || address == stack_address) {
+		/* AF_UNSPEC (disconnect), IPv6, loopback, 0.0.0.0 or :: (Linux's "this host") and this host's own
+		 * address: only the kernel carries them. */
+		hand_to_kernel(fd, e, rc != ADDR_IPV4 ? "not an IPv4 destination" : "a local destination");
 		return LIBC(connect)(fd, addr, len);
 	}
 	int h = handle_of(e);
@@ -872,7 +934,7 @@ EXPORT ssize_t recvfrom(int fd, void *buf, size_t len, int flags, struct sockadd
 		uint32_t address;
 		uint16_t port;
 		if (STACK(st.name(handle_of(e), 1, &address, &port)) == 0)
-			fill_sockaddr(addr, alen, address, port);
+			fill_sockaddr(addr, alen, family_of(e), address, port);
 	}
 	return n;
 }
@@ -922,7 +984,7 @@ static int name_common(int fd, struct sockaddr *addr, socklen_t *len, int peer)
 	int rc = STACK(st.name(handle_of(e), peer, &address, &port));
 	if (rc < 0)
 		return fail(rc);
-	fill_sockaddr(addr, len, address, port);
+	fill_sockaddr(addr, len, family_of(e), address, port);
 	return 0;
 }
 
