@@ -524,15 +524,22 @@ static int g_sleepers;
  */
 static int g_multi;
 #define MULTI_SLEEP_MS 1
+/*
+ * Written once, when g_multi is set, and never read: it stays readable, so a sleep that began without the bound
+ * (its thread in poll already, or about to be: preempted between reading g_multi and poll) ends at once, and the
+ * next is bounded. A kick would not do: a thread that sleeps bounded may take it first.
+ */
+static int g_multi_fd = -1;
 
-static int kick_fd(void)
+/* The eventfd in *slot, made at the first call (by whichever thread gets there first). */
+static int shared_eventfd(int *slot, int flags)
 {
-	int fd = __atomic_load_n(&g_kick, __ATOMIC_ACQUIRE);
+	int fd = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
 	if (fd >= 0)
 		return fd;
-	int made = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC | EFD_SEMAPHORE);
+	int made = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC | flags);
 	int expected = -1;
-	if (made >= 0 && !__atomic_compare_exchange_n(&g_kick, &expected, made, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+	if (made >= 0 && !__atomic_compare_exchange_n(slot, &expected, made, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
 		LIBC(close)(made);
 		return expected;
 	}
@@ -541,11 +548,13 @@ static int kick_fd(void)
 
 /*
  * Sleeps in the real poll (or ppoll with `sigmask`) on k[0..n-1], which the caller filled and whose last entry
- * is the VNIC's wait fd, plus the kick fd in k[n] (the caller leaves room). -1 with errno (EINTR) as poll.
+ * is the VNIC's wait fd, plus the kick fd in k[n] and g_multi_fd after it (the caller leaves room for two).
+ * -1 with errno (EINTR) as poll.
  */
 static int sleep_poll(struct pollfd *k, int n, int sleep_ms, const sigset_t *sigmask)
 {
-	int kick = kick_fd();
+	int kick = shared_eventfd(&g_kick, EFD_SEMAPHORE);
+	int multi = shared_eventfd(&g_multi_fd, 0);
 	int m = n;
 	if (kick >= 0) {
 		k[m].fd = kick;
@@ -553,13 +562,20 @@ static int sleep_poll(struct pollfd *k, int n, int sleep_ms, const sigset_t *sig
 		k[m].revents = 0;
 		m++;
 	}
-	int before = __atomic_fetch_add(&g_sleepers, 1, __ATOMIC_ACQ_REL);
-	if (before > 0 && !__atomic_exchange_n(&g_multi, 1, __ATOMIC_ACQ_REL) && kick >= 0) {
-		uint64_t v = (uint64_t)before; /* the first time: wake those asleep without a bound, to take one */
-		(void)LIBC(write)(kick, &v, sizeof v);
+	int before = __atomic_fetch_add(&g_sleepers, 1, __ATOMIC_SEQ_CST);
+	if (before > 0 && !__atomic_exchange_n(&g_multi, 1, __ATOMIC_SEQ_CST) && multi >= 0) {
+		uint64_t v = 1; /* the first time: end the sleeps that have no bound */
+		(void)LIBC(write)(multi, &v, sizeof v);
 	}
-	if (__atomic_load_n(&g_multi, __ATOMIC_ACQUIRE) && (sleep_ms < 0 || sleep_ms > MULTI_SLEEP_MS))
-		sleep_ms = MULTI_SLEEP_MS;
+	if (__atomic_load_n(&g_multi, __ATOMIC_SEQ_CST)) {
+		if (sleep_ms < 0 || sleep_ms > MULTI_SLEEP_MS)
+			sleep_ms = MULTI_SLEEP_MS;
+	} else if (multi >= 0) {
+		k[m].fd = multi;
+		k[m].events = POLLIN;
+		k[m].revents = 0;
+		m++;
+	}
 	int rc = sigmask == NULL ? LIBC(poll)(k, (nfds_t)m, sleep_ms)
 				 : LIBC(ppoll)(k, (nfds_t)m, sleep_ms < 0 ? NULL : &(struct timespec){ sleep_ms / 1000, (sleep_ms % 1000) * 1000000L }, sigmask);
 	int others = __atomic_sub_fetch(&g_sleepers, 1, __ATOMIC_ACQ_REL);
@@ -601,7 +617,7 @@ static int mixed_poll(struct pollfd *fds, nfds_t nfds, int timeout, const sigset
 {
 	int handles_small[SMALL], where_small[SMALL];
 	short events_small[SMALL], revents_small[SMALL];
-	struct pollfd kfds_small[SMALL + 2]; /* + the VNIC's wait fd and the kick fd */
+	struct pollfd kfds_small[SMALL + 3]; /* + the VNIC's wait fd, the kick fd and g_multi_fd */
 	int *handles = handles_small, *where = where_small;
 	short *events = events_small, *revents = revents_small;
 	struct pollfd *kfds = kfds_small;
@@ -613,7 +629,7 @@ static int mixed_poll(struct pollfd *fds, nfds_t nfds, int timeout, const sigset
 		where = malloc(nfds * sizeof *where);
 		events = malloc(nfds * sizeof *events);
 		revents = malloc(nfds * sizeof *revents);
-		kfds = malloc((nfds + 2) * sizeof *kfds);
+		kfds = malloc((nfds + 3) * sizeof *kfds);
 		kwhere = malloc(nfds * sizeof *kwhere);
 		if (!handles || !where || !events || !revents || !kfds || !kwhere) {
 			errno = ENOMEM;
@@ -1666,7 +1682,7 @@ static int ep_wait(int epfd, struct ep_set *s, struct epoll_event *out, int max,
 			continue;
 		if (wfd < 0)
 			return fail(wfd);
-		struct pollfd p[3] = { { .fd = epfd, .events = POLLIN }, { .fd = wfd, .events = POLLIN } };
+		struct pollfd p[4] = { { .fd = epfd, .events = POLLIN }, { .fd = wfd, .events = POLLIN } };
 		if (sleep_poll(p, 2, sleep_ms, sigmask) < 0)
 			return -1; /* EINTR */
 	}
