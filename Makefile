@@ -42,6 +42,7 @@
 #   dist/tests/errno_probe          test helper: failing socket calls, one line each, compared between the kernel
 #                                   and onload-run (and its peer server)
 #   dist/tests/signal_writer        test helper: a signal handler writing to the socket the main thread streams through
+#   dist/tests/inet6_calls          test helper: AF_INET6 sockets, v4-mapped names, IPV6_V6ONLY and the IPv6 hand-off
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -95,7 +96,8 @@ NATIVE_INPUTS := $(DRIVERLINK_INPUTS) $(call dotnet_inputs,preload/native)
 
 DIST_FILES := $(DIST)/bin/onload-echo $(DIST)/bin/onload-pingpong $(DIST)/bin/onload-driverd $(DIST)/bin/onload-tcpdump \
 	$(DIST)/lib/systemd/system/onload-driverd.service $(DIST)/lib/libonload_stack.so $(DIST)/include/onload_stack.h \
-	$(DIST)/bin/abi_smoke $(DIST)/lib/libonload.so $(DIST)/bin/onload-run $(DIST)/tests/epoll_echo $(DIST)/tests/io_calls
+	$(DIST)/bin/abi_smoke $(DIST)/lib/libonload.so $(DIST)/bin/onload-run $(DIST)/tests/epoll_echo $(DIST)/tests/io_calls \
+	$(DIST)/tests/inet6_calls
 
 ONLOAD_RUN_PROFILES := $(patsubst apps/onload-run/profiles/%,$(DIST)/lib/onload/profiles/%,$(wildcard apps/onload-run/profiles/*.opf))
 DIST_FILES += $(ONLOAD_RUN_PROFILES) $(DIST)/share/man/man1/onload-run.1 $(DIST)/tests/errno_probe $(DIST)/tests/signal_writer
@@ -215,6 +217,10 @@ $(DIST)/tests/errno_probe: preload/tests/errno_probe.c
 	$(CC) -std=gnu11 $(C_WARN) -O2 -o $@ $<
 
 $(DIST)/tests/signal_writer: preload/tests/signal_writer.c
+	@mkdir -p $(@D)
+	$(CC) -std=gnu11 $(C_WARN) -O2 -o $@ $<
+
+$(DIST)/tests/inet6_calls: preload/tests/inet6_calls.c
 	@mkdir -p $(@D)
 	$(CC) -std=gnu11 $(C_WARN) -O2 -o $@ $<
 

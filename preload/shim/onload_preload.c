@@ -1,10 +1,12 @@
 /*
  * onload_preload.c: libonload.so, the LD_PRELOAD interposer.
  *
- * Intercepts the POSIX socket calls of an unmodified program and carries its AF_INET
- * SOCK_STREAM sockets on the user-level stack (libonload_stack.so, the NativeAOT build
- * of preload/native, loaded at the first such socket). Everything else (UDP, AF_INET6,
- * AF_UNIX, files, pipes) goes to libc untouched. See docs/PRELOAD-NOTES.md.
+ * Intercepts the POSIX socket calls of an unmodified program and carries its AF_INET and
+ * AF_INET6 SOCK_STREAM sockets on the user-level stack (libonload_stack.so, the NativeAOT
+ * build of preload/native, loaded at the first such socket). The stack speaks IPv4: an
+ * AF_INET6 socket stays on it while it talks to IPv4 through v4-mapped addresses, and goes
+ * to the kernel at its first IPv6 address. Everything else (UDP, AF_UNIX, files, pipes)
+ * goes to libc untouched. See docs/PRELOAD-NOTES.md.
  *
  * An accelerated socket owns a real kernel fd: socket() makes a kernel socket of the same
  * type (the placeholder) and returns its number, and fd_table[fd] names the stack's
@@ -180,6 +182,7 @@ struct conn_state {
 	int flags;
 	int rcv_timeo_ms; /* SO_RCVTIMEO, SO_SNDTIMEO in ms (rounded up); 0: wait for ever */
 	int snd_timeo_ms;
+	int family; /* AF_INET or AF_INET6: the form of every address the program gives and gets */
 };
 
 static struct conn_state *conn_table;
@@ -196,6 +199,8 @@ static inline int handle_of(const struct fd_entry *e) { return e->handle_plus1 -
 static inline struct conn_state *conn_of(const struct fd_entry *e) { return &conn_table[handle_of(e)]; }
 
 static inline int nonblocking(const struct fd_entry *e) { return conn_of(e)->flags & FD_NONBLOCK; }
+
+static inline int family_of(const struct fd_entry *e) { return conn_of(e)->family; }
 
 /* fd now names stack connection h, new (flags given) or shared with another fd (flags < 0). */
 static void take_fd(int fd, int h, int flags)
@@ -476,8 +481,40 @@ static void hand_to_kernel(int fd, struct fd_entry *e, const char *why)
 	ep_hand_to_kernel(fd, e->gen);
 }
 
-static int sockaddr_in_of(const struct sockaddr *addr, socklen_t len, uint32_t *address, uint16_t *port)
+/* What sockaddr_in_of found: an IPv4 address for the stack, or one only the kernel can carry. */
+enum { ADDR_IPV4, ADDR_KERNEL };
+
+/* Whether AF_INET6 socket fd is IPv6-only: its placeholder holds the option (default net.ipv6.bindv6only). */
+static int v6only(int fd)
 {
+	int on = 0;
+	socklen_t len = sizeof on;
+	return LIBC(getsockopt)(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, &len) == 0 && on;
+}
+
+/*
+ * The stack's IPv4 address and port for an address the program gave bind or connect on accelerated socket fd
+ * (of `family`): ADDR_IPV4; ADDR_KERNEL for an address only the kernel carries; or, for a malformed one, the
+ * errno Linux gives (inet_bind, inet6_bind). A dual-stack AF_INET6 socket (IPV6_V6ONLY off) reaches IPv4 through
+ * v4-mapped addresses, ::ffff:a.b.c.d, and its :: covers 0.0.0.0 (RFC 3493 3.7); IPv6 proper, and anything an
+ * IPv6-only socket is given, is the kernel's.
+ */
+static int sockaddr_in_of(int fd, int family, const struct sockaddr *addr, socklen_t len, uint32_t *address, uint16_t *port)
+{
+	if (family == AF_INET6) {
+		if (addr == NULL || len < 24) /* SIN6_LEN_RFC2133: Linux takes the old sockaddr_in6, without scope id */
+			return -EINVAL;
+		const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)addr;
+		if (sin6->sin6_family != AF_INET6)
+			return -EAFNOSUPPORT;
+		if (v6only(fd) || !(IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr) || IN6_IS_ADDR_UNSPECIFIED(&sin6->sin6_addr)))
+			return ADDR_KERNEL;
+		uint32_t mapped;
+		memcpy(&mapped, &sin6->sin6_addr.s6_addr[12], sizeof mapped); /* 0 for :: */
+		*address = ntohl(mapped);
+		*port = ntohs(sin6->sin6_port);
+		return ADDR_IPV4;
+	}
 	if (addr == NULL || len < (socklen_t)sizeof(struct sockaddr_in))
 		return -EINVAL;
 	const struct sockaddr_in *sin = (const struct sockaddr_in *)addr;
@@ -485,20 +522,42 @@ static int sockaddr_in_of(const struct sockaddr *addr, socklen_t len, uint32_t *
 		return -EAFNOSUPPORT;
 	*address = ntohl(sin->sin_addr.s_addr);
 	*port = ntohs(sin->sin_port);
-	return 0;
+	return ADDR_IPV4;
 }
 
-static void fill_sockaddr(struct sockaddr *addr, socklen_t *len, uint32_t address, uint16_t port)
+/*
+ * Gives the program an address of the stack's in its socket's family: for AF_INET6, ::ffff:a.b.c.d, and :: for
+ * 0.0.0.0 (what Linux's getsockname says of an unbound or wildcard dual-stack socket). As Linux, the address is
+ * cut to *len and *len set to its full length.
+ */
+static void fill_sockaddr(struct sockaddr *addr, socklen_t *len, int family, uint32_t address, uint16_t port)
 {
 	if (addr == NULL || len == NULL)
 		return;
-	struct sockaddr_in sin;
-	memset(&sin, 0, sizeof sin);
-	sin.sin_family = AF_INET;
-	sin.sin_addr.s_addr = htonl(address);
-	sin.sin_port = htons(port);
-	memcpy(addr, &sin, *len < sizeof sin ? *len : sizeof sin);
-	*len = sizeof sin;
+	union {
+		struct sockaddr_in v4;
+		struct sockaddr_in6 v6;
+	} sa;
+	socklen_t full;
+	memset(&sa, 0, sizeof sa);
+	if (family == AF_INET6) {
+		sa.v6.sin6_family = AF_INET6;
+		sa.v6.sin6_port = htons(port);
+		if (address != 0) {
+			sa.v6.sin6_addr.s6_addr[10] = 0xff;
+			sa.v6.sin6_addr.s6_addr[11] = 0xff;
+			uint32_t a = htonl(address);
+			memcpy(&sa.v6.sin6_addr.s6_addr[12], &a, sizeof a);
+		}
+		full = sizeof sa.v6;
+	} else {
+		sa.v4.sin_family = AF_INET;
+		sa.v4.sin_addr.s_addr = htonl(address);
+		sa.v4.sin_port = htons(port);
+		full = sizeof sa.v4;
+	}
+	memcpy(addr, &sa, *len < full ? *len : full);
+	*len = full;
 }
 
 static inline int is_loopback(uint32_t a) { return (a >> 24) == 127; }
@@ -524,15 +583,22 @@ static int g_sleepers;
  */
 static int g_multi;
 #define MULTI_SLEEP_MS 1
+/*
+ * Written once, when g_multi is set, and never read: it stays readable, so a sleep that began without the bound
+ * (its thread in poll already, or about to be: preempted between reading g_multi and poll) ends at once, and the
+ * next is bounded. A kick would not do: a thread that sleeps bounded may take it first.
+ */
+static int g_multi_fd = -1;
 
-static int kick_fd(void)
+/* The eventfd in *slot, made at the first call (by whichever thread gets there first). */
+static int shared_eventfd(int *slot, int flags)
 {
-	int fd = __atomic_load_n(&g_kick, __ATOMIC_ACQUIRE);
+	int fd = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
 	if (fd >= 0)
 		return fd;
-	int made = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC | EFD_SEMAPHORE);
+	int made = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC | flags);
 	int expected = -1;
-	if (made >= 0 && !__atomic_compare_exchange_n(&g_kick, &expected, made, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+	if (made >= 0 && !__atomic_compare_exchange_n(slot, &expected, made, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
 		LIBC(close)(made);
 		return expected;
 	}
@@ -541,11 +607,13 @@ static int kick_fd(void)
 
 /*
  * Sleeps in the real poll (or ppoll with `sigmask`) on k[0..n-1], which the caller filled and whose last entry
- * is the VNIC's wait fd, plus the kick fd in k[n] (the caller leaves room). -1 with errno (EINTR) as poll.
+ * is the VNIC's wait fd, plus the kick fd in k[n] and g_multi_fd after it (the caller leaves room for two).
+ * -1 with errno (EINTR) as poll.
  */
 static int sleep_poll(struct pollfd *k, int n, int sleep_ms, const sigset_t *sigmask)
 {
-	int kick = kick_fd();
+	int kick = shared_eventfd(&g_kick, EFD_SEMAPHORE);
+	int multi = shared_eventfd(&g_multi_fd, 0);
 	int m = n;
 	if (kick >= 0) {
 		k[m].fd = kick;
@@ -553,13 +621,20 @@ static int sleep_poll(struct pollfd *k, int n, int sleep_ms, const sigset_t *sig
 		k[m].revents = 0;
 		m++;
 	}
-	int before = __atomic_fetch_add(&g_sleepers, 1, __ATOMIC_ACQ_REL);
-	if (before > 0 && !__atomic_exchange_n(&g_multi, 1, __ATOMIC_ACQ_REL) && kick >= 0) {
-		uint64_t v = (uint64_t)before; /* the first time: wake those asleep without a bound, to take one */
-		(void)LIBC(write)(kick, &v, sizeof v);
+	int before = __atomic_fetch_add(&g_sleepers, 1, __ATOMIC_SEQ_CST);
+	if (before > 0 && !__atomic_exchange_n(&g_multi, 1, __ATOMIC_SEQ_CST) && multi >= 0) {
+		uint64_t v = 1; /* the first time: end the sleeps that have no bound */
+		(void)LIBC(write)(multi, &v, sizeof v);
 	}
-	if (__atomic_load_n(&g_multi, __ATOMIC_ACQUIRE) && (sleep_ms < 0 || sleep_ms > MULTI_SLEEP_MS))
-		sleep_ms = MULTI_SLEEP_MS;
+	if (__atomic_load_n(&g_multi, __ATOMIC_SEQ_CST)) {
+		if (sleep_ms < 0 || sleep_ms > MULTI_SLEEP_MS)
+			sleep_ms = MULTI_SLEEP_MS;
+	} else if (multi >= 0) {
+		k[m].fd = multi;
+		k[m].events = POLLIN;
+		k[m].revents = 0;
+		m++;
+	}
 	int rc = sigmask == NULL ? LIBC(poll)(k, (nfds_t)m, sleep_ms)
 				 : LIBC(ppoll)(k, (nfds_t)m, sleep_ms < 0 ? NULL : &(struct timespec){ sleep_ms / 1000, (sleep_ms % 1000) * 1000000L }, sigmask);
 	int others = __atomic_sub_fetch(&g_sleepers, 1, __ATOMIC_ACQ_REL);
@@ -601,7 +676,7 @@ static int mixed_poll(struct pollfd *fds, nfds_t nfds, int timeout, const sigset
 {
 	int handles_small[SMALL], where_small[SMALL];
 	short events_small[SMALL], revents_small[SMALL];
-	struct pollfd kfds_small[SMALL + 2]; /* + the VNIC's wait fd and the kick fd */
+	struct pollfd kfds_small[SMALL + 3]; /* + the VNIC's wait fd, the kick fd and g_multi_fd */
 	int *handles = handles_small, *where = where_small;
 	short *events = events_small, *revents = revents_small;
 	struct pollfd *kfds = kfds_small;
@@ -613,7 +688,7 @@ static int mixed_poll(struct pollfd *fds, nfds_t nfds, int timeout, const sigset
 		where = malloc(nfds * sizeof *where);
 		events = malloc(nfds * sizeof *events);
 		revents = malloc(nfds * sizeof *revents);
-		kfds = malloc((nfds + 2) * sizeof *kfds);
+		kfds = malloc((nfds + 3) * sizeof *kfds);
 		kwhere = malloc(nfds * sizeof *kwhere);
 		if (!handles || !where || !events || !revents || !kfds || !kwhere) {
 			errno = ENOMEM;
@@ -727,7 +802,7 @@ static int wait_for(int fd, short events)
 EXPORT int socket(int domain, int type, int protocol)
 {
 	int fd = LIBC(socket)(domain, type, protocol);
-	if (fd < 0 || in_stack || domain != AF_INET || (type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC)) != SOCK_STREAM ||
+	if (fd < 0 || in_stack || (domain != AF_INET && domain != AF_INET6) || (type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC)) != SOCK_STREAM ||
 	    (protocol != 0 && protocol != IPPROTO_TCP))
 		return fd;
 	if (fd >= fd_table_size || !stack_ready()) {
@@ -750,7 +825,8 @@ EXPORT int socket(int domain, int type, int protocol)
 		return fail(h);
 	}
 	take_fd(fd, h, (type & SOCK_NONBLOCK) ? FD_NONBLOCK : 0);
-	debug("fd %d accelerated (connection %d)", fd, h);
+	conn_table[h].family = domain;
+	debug("fd %d accelerated (connection %d%s)", fd, h, domain == AF_INET6 ? ", AF_INET6" : "");
 	return fd;
 }
 
@@ -761,11 +837,11 @@ EXPORT int bind(int fd, const struct sockaddr *addr, socklen_t len)
 		return LIBC(bind)(fd, addr, len);
 	uint32_t address;
 	uint16_t port;
-	int rc = sockaddr_in_of(addr, len, &address, &port);
-	if (rc != 0)
+	int rc = sockaddr_in_of(fd, family_of(e), addr, len, &address, &port);
+	if (rc < 0)
 		return fail(rc);
-	if (is_loopback(address)) {
-		hand_to_kernel(fd, e, "bound to loopback");
+	if (rc == ADDR_KERNEL || is_loopback(address)) {
+		hand_to_kernel(fd, e, rc == ADDR_KERNEL ? "bound to an IPv6 address or IPv6-only" : "bound to loopback");
 		return LIBC(bind)(fd, addr, len);
 	}
 	rc = STACK(st.bind(handle_of(e), address, port));
@@ -816,7 +892,7 @@ static int accept_common(int fd, struct sockaddr *addr, socklen_t *len, int flag
 	}
 	if (c < 0)
 		return fail(c);
-	int nfd = LIBC(socket)(AF_INET, SOCK_STREAM | (flags & (SOCK_NONBLOCK | SOCK_CLOEXEC)), 0);
+	int nfd = LIBC(socket)(family_of(e), SOCK_STREAM | (flags & (SOCK_NONBLOCK | SOCK_CLOEXEC)), 0);
 	if (nfd < 0 || nfd >= fd_table_size || c >= fd_table_size) {
 		int err = nfd < 0 ? errno : EMFILE;
 		if (nfd >= 0)
@@ -825,8 +901,9 @@ static int accept_common(int fd, struct sockaddr *addr, socklen_t *len, int flag
 		return fail(-err);
 	}
 	take_fd(nfd, c, (flags & SOCK_NONBLOCK) ? FD_NONBLOCK : 0);
+	conn_table[c].family = family_of(e);
 	inherit_timeouts(nfd, conn_of(e));
-	fill_sockaddr(addr, len, address, port);
+	fill_sockaddr(addr, len, family_of(e), address, port);
 	debug("fd %d accepted on fd %d (connection %d)", nfd, fd, c);
 	return nfd;
 }
@@ -854,10 +931,11 @@ EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len)
 		return LIBC(connect)(fd, addr, len);
 	uint32_t address;
 	uint16_t port;
-	int rc = sockaddr_in_of(addr, len, &address, &port);
-	if (rc != 0 || is_loopback(address) || address == stack_address) {
-		/* AF_UNSPEC (disconnect), loopback and this host's own address: only the kernel carries them. */
-		hand_to_kernel(fd, e, rc != 0 ? "not an AF_INET address" : "a local destination");
+	int rc = sockaddr_in_of(fd, family_of(e), addr, len, &address, &port);
+	if (rc != ADDR_IPV4 || is_loopback(address) || address == 0 || address == stack_address) {
+		/* AF_UNSPEC (disconnect), IPv6, loopback, 0.0.0.0 or :: (Linux's "this host") and this host's own
+		 * address: only the kernel carries them. */
+		hand_to_kernel(fd, e, rc != ADDR_IPV4 ? "not an IPv4 destination" : "a local destination");
 		return LIBC(connect)(fd, addr, len);
 	}
 	int h = handle_of(e);
@@ -973,7 +1051,7 @@ EXPORT ssize_t recvfrom(int fd, void *buf, size_t len, int flags, struct sockadd
 		uint32_t address;
 		uint16_t port;
 		if (STACK(st.name(handle_of(e), 1, &address, &port)) == 0)
-			fill_sockaddr(addr, alen, address, port);
+			fill_sockaddr(addr, alen, family_of(e), address, port);
 	}
 	return n;
 }
@@ -1023,7 +1101,7 @@ static int name_common(int fd, struct sockaddr *addr, socklen_t *len, int peer)
 	int rc = STACK(st.name(handle_of(e), peer, &address, &port));
 	if (rc < 0)
 		return fail(rc);
-	fill_sockaddr(addr, len, address, port);
+	fill_sockaddr(addr, len, family_of(e), address, port);
 	return 0;
 }
 
@@ -1716,7 +1794,7 @@ static int ep_wait(int epfd, struct ep_set *s, struct epoll_event *out, int max,
 			continue;
 		if (wfd < 0)
 			return fail(wfd);
-		struct pollfd p[3] = { { .fd = epfd, .events = POLLIN }, { .fd = wfd, .events = POLLIN } };
+		struct pollfd p[4] = { { .fd = epfd, .events = POLLIN }, { .fd = wfd, .events = POLLIN } };
 		if (sleep_poll(p, 2, sleep_ms, sigmask) < 0)
 			return -1; /* EINTR */
 	}
