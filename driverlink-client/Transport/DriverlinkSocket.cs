@@ -101,6 +101,21 @@ public sealed unsafe class DriverlinkSocket : IDisposable
     }
 
     /// <summary>
+    /// Waits up to <paramref name="timeoutMs"/> (-1: no limit) until a receive (or, with <paramref name="writable"/>,
+    /// a send) would not block; false when the time ran out. An error or a hang-up counts as ready: the call that
+    /// follows reports it. For a caller that must not be held up by a peer that neither reads nor writes.
+    /// </summary>
+    public bool WaitReady(bool writable, int timeoutMs)
+    {
+        var p = new PollFd { Fd = Fd, Events = writable ? UnixIpcConstants.POLLOUT : UnixIpcConstants.POLLIN };
+        int rc;
+        do
+            rc = Libc.Poll(&p, 1, timeoutMs);
+        while (rc < 0 && Errno.Last == Errno.EINTR);
+        return rc > 0;
+    }
+
+    /// <summary>
     /// Sends one message with <paramref name="descriptors"/> attached (the kernel duplicates them into the
     /// receiver; the caller keeps its own). Returns 0, or the errno (EPIPE when the peer has gone, EMSGSIZE, ...).
     /// With <paramref name="dontWait"/>, a full socket buffer (a peer that does not read) is EAGAIN, not a wait.

@@ -1,0 +1,106 @@
+using Onload.Tests.Driverlink;
+using Onload.Tests.Interop;
+using Onload.Tests.Netns;
+
+namespace Onload.Tests.Preload;
+
+/// <summary>
+/// <c>onload-stackdump</c>, run as a separate process in the program's namespace while the program runs, shows the
+/// program's stack: its interface and VNIC, its listener and connections with the kernel peer, and its counters.
+/// </summary>
+[Category("netns")]
+[NonParallelizable]
+public class StackdumpTests
+{
+    private static readonly TimeSpan Deadline = DriverlinkPair.Deadline;
+
+    [Test]
+    public void Stackdump_shows_an_accelerated_iperf3_server_listening_and_connected_to_its_kernel_client()
+    {
+        using var dl = new DriverlinkPair();
+        const int port = 7440;
+        var server = dl.Host.Start("env", [.. PreloadTcpTests.Settings(dl), Dist.Bin("onload-run"),
+            "iperf3", "-s", "-1", "-p", $"{port}", "-B", dl.HostAddress]);
+        server.WaitForOutput("listening", Deadline);
+        var client = dl.Peer.Start("iperf3", "-c", dl.HostAddress, "-p", $"{port}", "-t", "4");
+
+        // iperf3 holds its listener, its control connection and (once the test starts) its data connection.
+        var stack = OnloadStackdump.WaitUntil(dl.Host, server.Pid, s => s.Established(port, dl.PeerAddress).Count == 2,
+            Deadline, "the control and data connections established");
+
+        Assert.That(OnloadStackdump.All(dl.Host).Select(s => s.Pid), Is.EqualTo(new[] { server.Pid }), "one stack in the namespace: iperf3's");
+        Assert.That(stack.Command, Does.StartWith("iperf3 -s"));
+        Assert.That(stack.Interface, Is.EqualTo(dl.Interface));
+        Assert.That(stack.Address, Does.StartWith(dl.HostAddress + "/"));
+        Assert.That(stack.LinkUp, Is.True);
+        Assert.That(stack.Vnic.Mode, Is.EqualTo("shared"));
+        Assert.That(stack.Vnic.RxFrames, Is.GreaterThan(0), "the VNIC received the client's frames");
+        var listener = stack.Listening(port);
+        Assert.That(listener, Is.Not.Null, "iperf3's listener is on the stack");
+        Assert.That(listener!.LocalAddress, Is.EqualTo(dl.HostAddress));
+        foreach (var c in stack.Established(port, dl.PeerAddress))
+        {
+            Assert.That(c.LocalAddress, Is.EqualTo(dl.HostAddress));
+            Assert.That(c.RemotePort, Is.Positive);
+            Assert.That(c.Mss, Is.Positive);
+            Assert.That(c.Cwnd, Is.Positive);
+        }
+        Assert.That(stack.Counters["TcpPassiveOpens"], Is.EqualTo(2), "the stack accepted both connections");
+        Assert.That(stack.Counters["TcpInSegs"], Is.Positive);
+
+        var human = OnloadStackdump.Run(dl.Host);
+        Assert.That(human.ExitCode, Is.Zero, human.Stderr);
+        Assert.That(human.Stdout, Does.Contain($"stack of pid {server.Pid}: iperf3 -s"));
+        Assert.That(human.Stdout, Does.Match($@"LISTEN +\d+ +\d+ +{dl.HostAddress}:{port} +\*:\*"), human.Stdout);
+        Assert.That(human.Stdout, Does.Match($@"ESTABLISHED +\d+ +\d+ +{dl.HostAddress}:{port} +{dl.PeerAddress}:\d+"), human.Stdout);
+        Assert.That(human.Stdout, Does.Contain($"interface {dl.Interface}"));
+
+        Assert.That(client.WaitForExit(Deadline), Is.True, "the kernel's iperf3 client finished");
+        Assert.That(client.ExitCode, Is.Zero, client.Stdout + client.Stderr);
+        Assert.That(server.WaitForExit(Deadline), Is.True, "iperf3 -s -1 ends after its one test");
+    }
+
+    [Test]
+    public void Stackdump_says_no_onload_stacks_in_a_namespace_without_any()
+    {
+        using var pair = new NamespacePair();
+
+        var human = OnloadStackdump.Run(pair.Stack);
+        var json = OnloadStackdump.Run(pair.Stack, "--json");
+        var one = OnloadStackdump.Run(pair.Stack, "--pid", "1");
+
+        Assert.That(human.ExitCode, Is.Zero, human.Stderr);
+        Assert.That(human.Stdout.Trim(), Is.EqualTo("no Onload stacks"));
+        Assert.That(json.ExitCode, Is.Zero, json.Stderr);
+        Assert.That(json.Stdout.Trim(), Is.EqualTo("[]"), "--json stays a JSON document");
+        Assert.That(one.ExitCode, Is.EqualTo(1), "asking for a stack that is not there is an error");
+        Assert.That(one.Stderr, Does.Contain("pid 1 has no Onload stack"));
+    }
+
+    [Test]
+    public void Stackdump_reports_a_stopped_program_after_its_deadline_instead_of_hanging()
+    {
+        using var dl = new DriverlinkPair();
+        var server = dl.Host.Start("env", [.. PreloadTcpTests.Settings(dl), Dist.Bin("onload-run"),
+            "socat", "TCP-LISTEN:7441,reuseaddr", "PIPE"]);
+        server.WaitForOutput("listening", Deadline);
+        OnloadStackdump.WaitUntil(dl.Host, server.Pid, s => s.Listening(7441) is not null, Deadline, "socat's listener");
+
+        Netns.Netns.Run($"kill -STOP {server.Pid}");
+        try
+        {
+            var started = DateTime.UtcNow;
+            var r = OnloadStackdump.Run(dl.Host);
+            var took = DateTime.UtcNow - started;
+
+            Assert.That(r.ExitCode, Is.EqualTo(1), "a stack that did not answer is an error");
+            Assert.That(r.Stderr, Does.Contain($"pid {server.Pid}: no answer within 1000 ms"));
+            Assert.That(took, Is.LessThan(TimeSpan.FromSeconds(10)), "the tool gave up on its own");
+        }
+        finally
+        {
+            Netns.Netns.Run($"kill -CONT {server.Pid}");
+        }
+        Assert.That(OnloadStackdump.Query(dl.Host, server.Pid)?.Listening(7441), Is.Not.Null, "once resumed it answers again");
+    }
+}
