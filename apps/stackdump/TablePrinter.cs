@@ -25,9 +25,14 @@ internal static class TablePrinter
             o.WriteLine("    {0,-12} {1,8} {2,8} {3,-22} {4,-22} {5,7} {6,9} {7,9} {8,5}", "State", "Recv-Q", "Send-Q",
                 "Local Address:Port", "Peer Address:Port", "Retrans", "RTT(us)", "Cwnd", "MSS");
             foreach (var t in s.Tcp)
+            {
+                // A listener sends nothing: its retransmits, RTT, cwnd and MSS would be the unused defaults.
+                bool listening = t.State == "LISTEN";
                 o.WriteLine(string.Format(Invariant, "    {0,-12} {1,8} {2,8} {3,-22} {4,-22} {5,7} {6,9} {7,9} {8,5}{9}",
-                    t.State, t.ReceiveQueue, t.SendQueue, Endpoint(t.LocalAddress, t.LocalPort),
-                    Endpoint(t.RemoteAddress, t.RemotePort), t.Retransmits, t.RttUs, t.Cwnd, t.Mss, t.Orphaned ? "  orphan" : ""));
+                    t.State, t.ReceiveQueue, t.SendQueue, Endpoint(t.LocalAddress, t.LocalPort), Endpoint(t.RemoteAddress, t.RemotePort),
+                    listening ? "-" : t.Retransmits, listening ? "-" : t.RttUs, listening ? "-" : t.Cwnd, listening ? "-" : t.Mss,
+                    t.Orphaned ? "  orphan" : ""));
+            }
         }
         o.WriteLine(string.Create(Invariant, $"  UDP: {s.Udp.Count} sockets"));
         if (s.Udp.Count > 0)

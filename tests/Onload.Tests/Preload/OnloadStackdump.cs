@@ -63,6 +63,14 @@ public static class OnloadStackdump
         return stack.Tcp.Where(t => t.State == "ESTABLISHED" && t.LocalPort == port && t.RemoteAddress == peer).ToList();
     }
 
+    /// <summary>The established TCP connections to <paramref name="peer"/>:<paramref name="peerPort"/> (a client
+    /// program's, from whatever local port it got).</summary>
+    public static IReadOnlyList<TcpSocketSnapshot> ConnectedTo(this StackSnapshot stack, string peer, int peerPort)
+    {
+        ArgumentNullException.ThrowIfNull(stack);
+        return stack.Tcp.Where(t => t.State == "ESTABLISHED" && t.RemoteAddress == peer && t.RemotePort == peerPort).ToList();
+    }
+
     private static List<StackSnapshot> Parse(CommandResult r)
     {
         Assert.That(r.ExitCode, Is.Zero, $"{r.CommandLine}: {r.Stderr}");

@@ -49,6 +49,7 @@ public class StackdumpTests
         Assert.That(stack.Counters["TcpInSegs"], Is.Positive);
 
         var human = OnloadStackdump.Run(dl.Host);
+        TestContext.Out.WriteLine(human.Stdout);
         Assert.That(human.ExitCode, Is.Zero, human.Stderr);
         Assert.That(human.Stdout, Does.Contain($"stack of pid {server.Pid}: iperf3 -s"));
         Assert.That(human.Stdout, Does.Match($@"LISTEN +\d+ +\d+ +{dl.HostAddress}:{port} +\*:\*"), human.Stdout);
@@ -58,6 +59,27 @@ public class StackdumpTests
         Assert.That(client.WaitForExit(Deadline), Is.True, "the kernel's iperf3 client finished");
         Assert.That(client.ExitCode, Is.Zero, client.Stdout + client.Stderr);
         Assert.That(server.WaitForExit(Deadline), Is.True, "iperf3 -s -1 ends after its one test");
+    }
+
+    [Test]
+    public void Stackdump_shows_an_accelerated_socat_client_connected_to_a_kernel_server()
+    {
+        using var dl = new DriverlinkPair();
+        const int port = 7442;
+        // The kernel's server holds the connection open, sending nothing, until the test ends.
+        dl.Peer.Start("socat", $"TCP-LISTEN:{port},reuseaddr", "SYSTEM:sleep 30");
+        Poll.Until(() => dl.Peer.Exec("ss -lnt").Contains($":{port} ", StringComparison.Ordinal), Deadline, "the kernel's server listening");
+        var client = dl.Host.Start("env", [.. PreloadTcpTests.Settings(dl), Dist.Bin("onload-run"),
+            "socat", "-u", $"TCP:{dl.PeerAddress}:{port}", "STDOUT"]);
+
+        var stack = OnloadStackdump.WaitUntil(dl.Host, client.Pid, s => s.ConnectedTo(dl.PeerAddress, port).Count == 1,
+            Deadline, "socat's connection to the kernel server");
+
+        var c = stack.ConnectedTo(dl.PeerAddress, port)[0];
+        Assert.That(c.LocalAddress, Is.EqualTo(dl.HostAddress));
+        Assert.That(c.LocalPort, Is.Positive, "an ephemeral port of the stack's");
+        Assert.That(stack.Tcp, Has.Count.EqualTo(1), "socat's one socket, no listener");
+        Assert.That(stack.Counters["TcpActiveOpens"], Is.EqualTo(1));
     }
 
     [Test]
