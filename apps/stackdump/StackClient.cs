@@ -7,8 +7,6 @@ namespace Onload.Apps.StackDump;
 /// <summary>Asks one process's stack for its snapshot (<see cref="StackDumpProtocol"/>).</summary>
 internal static class StackClient
 {
-    private const int ECONNREFUSED = 111;
-
     /// <summary>The snapshot of <paramref name="pid"/>'s stack, or null with <paramref name="error"/> saying why
     /// (no such stack, refused, no whole answer within <paramref name="timeoutMs"/>, a document that does not parse).</summary>
     public static StackSnapshot? Query(int pid, int timeoutMs, out string error)
@@ -22,7 +20,7 @@ internal static class StackClient
         }
         catch (DriverlinkSocketException e)
         {
-            error = e.Errno == ECONNREFUSED ? "no stack listens (the process ended?)" : e.Message;
+            error = e.Errno == (int)Onload.Stack.Errno.ECONNREFUSED ? "no stack listens (the process ended?)" : e.Message;
             return null;
         }
         using (socket)

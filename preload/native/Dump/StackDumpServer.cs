@@ -1,5 +1,6 @@
 using System.Text.Json;
 using Onload.Driverlink;
+using Onload.Stack;
 using Onload.StackDump;
 
 namespace Onload.Native.Dump;
@@ -63,6 +64,12 @@ internal sealed class StackDumpServer
             {
                 client = _listener.Accept();
             }
+            catch (DriverlinkSocketException e) when ((Errno)e.Errno is Errno.EBADF or Errno.ENOTSOCK or Errno.EINVAL)
+            {
+                // The program closed our listener (some close every fd they did not open): stop, or this thread
+                // could end up accepting on whatever the program opens next under the same number.
+                return;
+            }
             catch (DriverlinkSocketException)
             {
                 // EMFILE and the like: the program's trouble, not ours to add to. Try again later.
@@ -100,7 +107,7 @@ internal sealed class StackDumpServer
             int errno = client.Send(chunk, dontWait: true);
             if (errno == 0)
                 at += chunk.Length;
-            else if (errno != (int)Onload.Stack.Errno.EAGAIN
+            else if (errno != (int)Errno.EAGAIN
                 || !client.WaitReady(writable: true, (int)Math.Max(0, deadline - Environment.TickCount64)))
                 return; // gone, or not reading: the next client is not kept waiting for this one
         }

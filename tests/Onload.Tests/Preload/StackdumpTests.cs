@@ -100,6 +100,24 @@ public class StackdumpTests
     }
 
     [Test]
+    public void A_stack_refuses_a_stackdump_run_by_another_user()
+    {
+        using var dl = new DriverlinkPair();
+        var server = dl.Host.Start("env", [.. PreloadTcpTests.Settings(dl), Dist.Bin("onload-run"),
+            "socat", "TCP-LISTEN:7443,reuseaddr", "PIPE"]);
+        server.WaitForOutput("listening", Deadline);
+        OnloadStackdump.WaitUntil(dl.Host, server.Pid, s => s.Listening(7443) is not null, Deadline, "socat's listener");
+
+        // An abstract socket has no file permissions: anyone in the namespace can connect, so the stack checks who.
+        var r = Netns.Netns.Exec("ip", ["netns", "exec", dl.Host.Name, "setpriv", "--reuid", "65534", "--regid", "65534",
+            "--clear-groups", Dist.Bin("onload-stackdump"), "--json", "--pid", $"{server.Pid}"], Deadline);
+
+        Assert.That(r.ExitCode, Is.EqualTo(1), r.Stdout + r.Stderr);
+        Assert.That(r.Stderr, Does.Contain($"pid {server.Pid}: permission denied"));
+        Assert.That(r.Stdout.Trim(), Is.EqualTo("[]"), "nothing of the stack shown");
+    }
+
+    [Test]
     public void Stackdump_reports_a_stopped_program_after_its_deadline_instead_of_hanging()
     {
         using var dl = new DriverlinkPair();
