@@ -11,14 +11,13 @@ internal static class StackFinder
     private const int Listening = 0x10000;
 
     /// <summary>The pids with a stack, in ascending order.</summary>
-    public static IReadOnlyList<int> Pids(string procNetUnix = "/proc/net/unix") =>
-        Parse(File.ReadLines(procNetUnix));
+    public static IReadOnlyList<int> Pids() => Parse(File.ReadLines("/proc/net/unix"));
 
     /// <summary>
     /// Lines as <c>/proc/net/unix</c> writes them after its header:
     /// <c>Num: RefCount Protocol Flags Type St Inode [Path]</c>, numbers in hex but the inode, an abstract path as <c>@name</c>.
     /// </summary>
-    public static IReadOnlyList<int> Parse(IEnumerable<string> lines)
+    private static IReadOnlyList<int> Parse(IEnumerable<string> lines)
     {
         var pids = new SortedSet<int>();
         string prefix = "@" + StackDumpProtocol.NamePrefix;

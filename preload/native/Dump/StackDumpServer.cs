@@ -12,10 +12,10 @@ namespace Onload.Native.Dump;
 /// </summary>
 /// <remarks>
 /// The thread's socket calls never reach the stack, whichever way they go. <see cref="DriverlinkSocket"/> calls
-/// libc through <c>LibraryImport("libc")</c>, which the runtime should bind with <c>dlsym</c> on libc's own handle,
-/// past the LD_PRELOADed shim (docs/PRELOAD-NOTES.md: not yet traced); and where they do reach the shim (this thread
-/// never sets its reentrancy guard), it passes every call on an fd it did not accelerate straight to libc, and it
-/// accelerates internet sockets only, never this AF_UNIX one.
+/// libc through <c>LibraryImport("libc")</c>, which the runtime binds with <c>dlsym</c> on libc's own handle, past
+/// the LD_PRELOADed shim (seen with LD_DEBUG=bindings: docs/PRELOAD-NOTES.md); and were they to reach the shim (this
+/// thread never sets its reentrancy guard), it passes every call on an fd it did not accelerate straight to libc,
+/// and it accelerates internet sockets only, never this AF_UNIX one.
 /// </remarks>
 internal sealed class StackDumpServer
 {
