@@ -40,17 +40,16 @@ internal sealed class StackDumpServer
     public static void Start(SocketLayer layer)
     {
         string name = StackDumpProtocol.Name(Environment.ProcessId);
-        DriverlinkSocket listener;
+        StackDumpServer server;
         try
         {
-            listener = DriverlinkSocket.Listen(name, backlog: 8);
+            server = new StackDumpServer(layer, DriverlinkSocket.Listen(name, backlog: 8));
         }
         catch (DriverlinkSocketException e)
         {
             Console.Error.WriteLine($"onload: onload-stackdump will not see this process: {e.Message}");
             return;
         }
-        var server = new StackDumpServer(layer, listener);
         // A background thread: it never keeps the process alive, and dies with it (the listener with it).
         new Thread(server.Run) { IsBackground = true, Name = "onload-stackdump" }.Start();
     }
@@ -77,7 +76,17 @@ internal sealed class StackDumpServer
                 continue;
             }
             using (client)
-                Answer(client);
+            {
+                try
+                {
+                    Answer(client);
+                }
+                catch (Exception e)
+                {
+                    // Left to escape, it would end the program, which must outlive its dumps.
+                    Console.Error.WriteLine($"onload: onload-stackdump: {e.GetType().Name}: {e.Message}");
+                }
+            }
         }
     }
 
