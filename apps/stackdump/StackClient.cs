@@ -16,11 +16,16 @@ internal static class StackClient
         DriverlinkSocket socket;
         try
         {
-            socket = DriverlinkSocket.Connect(StackDumpProtocol.Name(pid));
+            socket = DriverlinkSocket.Connect(StackDumpProtocol.Name(pid), timeoutMs);
         }
         catch (DriverlinkSocketException e)
         {
-            error = e.Errno == (int)Onload.Stack.Errno.ECONNREFUSED ? "no stack listens (the process ended?)" : e.Message;
+            error = (Onload.Stack.Errno)e.Errno switch
+            {
+                Onload.Stack.Errno.ECONNREFUSED => "no stack listens (the process ended?)",
+                Onload.Stack.Errno.EAGAIN => $"no answer within {timeoutMs} ms (its queue of dump requests is full)",
+                _ => e.Message,
+            };
             return null;
         }
         using (socket)

@@ -1,3 +1,5 @@
+using Onload.Driverlink;
+using Onload.StackDump;
 using Onload.Tests.Driverlink;
 using Onload.Tests.Interop;
 using Onload.Tests.Netns;
@@ -118,7 +120,7 @@ public class StackdumpTests
     }
 
     [Test]
-    public void Stackdump_reports_a_stopped_program_after_its_deadline_instead_of_hanging()
+    public void Stackdump_reports_a_stopped_program_after_its_deadline_instead_of_hanging_even_with_its_backlog_full()
     {
         using var dl = new DriverlinkPair();
         var server = dl.Host.Start("env", [.. PreloadTcpTests.Settings(dl), Dist.Bin("onload-run"),
@@ -127,6 +129,7 @@ public class StackdumpTests
         OnloadStackdump.WaitUntil(dl.Host, server.Pid, s => s.Listening(7441) is not null, Deadline, "socat's listener");
 
         Netns.Netns.Run($"kill -STOP {server.Pid}");
+        var held = new List<DriverlinkSocket>();
         try
         {
             var started = DateTime.UtcNow;
@@ -136,9 +139,32 @@ public class StackdumpTests
             Assert.That(r.ExitCode, Is.EqualTo(1), "a stack that did not answer is an error");
             Assert.That(r.Stderr, Does.Contain($"pid {server.Pid}: no answer within 1000 ms"));
             Assert.That(took, Is.LessThan(TimeSpan.FromSeconds(10)), "the tool gave up on its own");
+
+            // Requests left unanswered fill the stack's listen backlog (8); a blocking connect would then wait for good.
+            bool full = dl.InHost(() =>
+            {
+                while (held.Count < 64)
+                {
+                    try
+                    {
+                        held.Add(DriverlinkSocket.Connect(StackDumpProtocol.Name(server.Pid), timeoutMs: 0));
+                    }
+                    catch (DriverlinkSocketException e) when (e.Errno == (int)Onload.Stack.Errno.EAGAIN)
+                    {
+                        return true;
+                    }
+                }
+                return false;
+            });
+            Assert.That(full, Is.True, "the backlog filled up");
+            started = DateTime.UtcNow;
+            r = OnloadStackdump.Run(dl.Host);
+            Assert.That(r.Stderr, Does.Contain($"pid {server.Pid}: no answer within 1000 ms (its queue of dump requests is full)"));
+            Assert.That(DateTime.UtcNow - started, Is.LessThan(TimeSpan.FromSeconds(10)), "the tool gave up on its own");
         }
         finally
         {
+            held.ForEach(h => h.Dispose());
             Netns.Netns.Run($"kill -CONT {server.Pid}");
         }
         Assert.That(OnloadStackdump.Query(dl.Host, server.Pid)?.Listening(7441), Is.Not.Null, "once resumed it answers again");
