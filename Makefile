@@ -28,6 +28,8 @@
 #   dist/lib/systemd/system/onload-driverd.service   its unit for a service manager
 #   dist/bin/onload-tcpdump         NativeAOT build of apps/tcpdump: runs a program with its stack's frames captured
 #                                   to pcap (ONLOAD_CAPTURE) and vetoed by rules (ONLOAD_VETO); -r prints a capture
+#   dist/bin/onload-stackdump       NativeAOT build of apps/stackdump: the stacks of the programs running under onload-run
+#                                   in this network namespace (VNIC, link, sockets, counters), human or --json
 #   dist/bin/abi_smoke              C program that dlopen()s the stack library and checks its exports
 #   dist/lib/libonload_stack.so     the stack as a C shared library (NativeAOT build of preload/native)
 #   dist/include/onload_stack.h     its header
@@ -92,9 +94,11 @@ ECHO_INPUTS   := $(DRIVERLINK_INPUTS) $(call dotnet_inputs,apps/echo)
 PINGPONG_INPUTS := $(DRIVERLINK_INPUTS) $(call dotnet_inputs,apps/pingpong)
 DRIVERD_INPUTS := $(DRIVERLINK_INPUTS) $(call dotnet_inputs,apps/driverd)
 TCPDUMP_INPUTS := $(STACK_INPUTS) $(call dotnet_inputs,apps/tcpdump)
+STACKDUMP_INPUTS := $(DRIVERLINK_INPUTS) $(call dotnet_inputs,apps/stackdump) preload/native/Dump/StackDumpDocument.cs
 NATIVE_INPUTS := $(DRIVERLINK_INPUTS) $(call dotnet_inputs,preload/native)
 
 DIST_FILES := $(DIST)/bin/onload-echo $(DIST)/bin/onload-pingpong $(DIST)/bin/onload-driverd $(DIST)/bin/onload-tcpdump \
+	$(DIST)/bin/onload-stackdump \
 	$(DIST)/lib/systemd/system/onload-driverd.service $(DIST)/lib/libonload_stack.so $(DIST)/include/onload_stack.h \
 	$(DIST)/bin/abi_smoke $(DIST)/lib/libonload.so $(DIST)/bin/onload-run $(DIST)/tests/epoll_echo $(DIST)/tests/io_calls \
 	$(DIST)/tests/inet6_calls
@@ -179,6 +183,15 @@ $(DIST)/bin/onload-tcpdump: $(TCPDUMP_INPUTS) | restore
 	$(DOTNET) publish apps/tcpdump/Onload.Tcpdump.csproj $(DOTNET_FLAGS) -r $(RID) --no-restore \
 	  -o $(PUBLISH)/tcpdump -v minimal; \
 	install -D -m 0755 $(PUBLISH)/tcpdump/onload-tcpdump $@; \
+	echo "publish: $@ took $$(( $$(date +%s) - start ))s"
+
+$(DIST)/bin/onload-stackdump: $(STACKDUMP_INPUTS) | restore
+	@echo "publish: apps/stackdump -> $@ (NativeAOT)"
+	@start=$$(date +%s); \
+	rm -rf $(PUBLISH)/stackdump; \
+	$(DOTNET) publish apps/stackdump/Onload.StackDump.csproj $(DOTNET_FLAGS) -r $(RID) --no-restore \
+	  -o $(PUBLISH)/stackdump -v minimal; \
+	install -D -m 0755 $(PUBLISH)/stackdump/onload-stackdump $@; \
 	echo "publish: $@ took $$(( $$(date +%s) - start ))s"
 
 $(DIST)/lib/libonload_stack.so: $(NATIVE_INPUTS) | restore

@@ -15,6 +15,7 @@ public enum Errno
     EMFILE = 24,
     EPIPE = 32,
     EPROTO = 71,
+    ENOTSOCK = 88,
     EDESTADDRREQ = 89,
     EMSGSIZE = 90,
     ENOPROTOOPT = 92,

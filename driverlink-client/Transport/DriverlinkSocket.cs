@@ -48,18 +48,31 @@ public sealed unsafe class DriverlinkSocket : IDisposable
     }
 
     /// <summary>Connects to the abstract <paramref name="name"/>; ECONNREFUSED (in the exception) means no daemon there.</summary>
-    public static DriverlinkSocket Connect(string name = DefaultName)
+    public static DriverlinkSocket Connect(string name = DefaultName) => Connect(name, timeoutMs: -1);
+
+    /// <summary>
+    /// Connects to the abstract <paramref name="name"/>, waiting at most <paramref name="timeoutMs"/> (-1: no limit)
+    /// for room in its listen backlog: a blocking connect waits as long as the listener does not accept, which is
+    /// forever when its process is stopped. EAGAIN (in the exception) when the time ran out. With a limit the socket
+    /// is non-blocking: pass dontWait to Send and Receive, and wait with <see cref="WaitReady"/>.
+    /// </summary>
+    public static DriverlinkSocket Connect(string name, int timeoutMs)
     {
-        var s = new DriverlinkSocket(NewSocket());
+        var s = new DriverlinkSocket(NewSocket(timeoutMs >= 0 ? LinuxConstants.SOCK_NONBLOCK : 0));
         try
         {
             uint length = AbstractAddress(name, out var addr);
-            int rc;
-            do
-                rc = Libc.Connect(s._fd, &addr, length);
-            while (rc != 0 && Errno.Last == Errno.EINTR);
-            if (rc != 0)
-                throw new DriverlinkSocketException($"connect to @{name}", Errno.Last);
+            long deadline = Environment.TickCount64 + timeoutMs;
+            while (Libc.Connect(s._fd, &addr, length) != 0)
+            {
+                int errno = Errno.Last;
+                // A full backlog gives a non-blocking AF_UNIX connect EAGAIN (not EINPROGRESS), and nothing to poll
+                // for: try again shortly.
+                if (errno == Errno.EAGAIN && Environment.TickCount64 < deadline)
+                    Thread.Sleep(10);
+                else if (errno != Errno.EINTR)
+                    throw new DriverlinkSocketException($"connect to @{name}", errno);
+            }
             return s;
         }
         catch
@@ -98,6 +111,21 @@ public sealed unsafe class DriverlinkSocket : IDisposable
         if (Libc.GetSockOpt(Fd, UnixIpcConstants.SOL_SOCKET, UnixIpcConstants.SO_PEERCRED, &cred, &length) != 0)
             throw new DriverlinkSocketException("getsockopt(SO_PEERCRED)", Errno.Last);
         return new PeerCredentials(cred.Pid, cred.Uid, cred.Gid);
+    }
+
+    /// <summary>
+    /// Waits up to <paramref name="timeoutMs"/> (-1: no limit) until a receive (or, with <paramref name="writable"/>,
+    /// a send) would not block; false when the time ran out. An error or a hang-up counts as ready: the call that
+    /// follows reports it. For a caller that must not be held up by a peer that neither reads nor writes.
+    /// </summary>
+    public bool WaitReady(bool writable, int timeoutMs)
+    {
+        var p = new PollFd { Fd = Fd, Events = writable ? UnixIpcConstants.POLLOUT : UnixIpcConstants.POLLIN };
+        int rc;
+        do
+            rc = Libc.Poll(&p, 1, timeoutMs);
+        while (rc < 0 && Errno.Last == Errno.EINTR);
+        return rc > 0;
     }
 
     /// <summary>
@@ -232,9 +260,9 @@ public sealed unsafe class DriverlinkSocket : IDisposable
         return count;
     }
 
-    private static int NewSocket()
+    private static int NewSocket(int flags = 0)
     {
-        int fd = Libc.Socket(UnixIpcConstants.AF_UNIX, UnixIpcConstants.SOCK_SEQPACKET | LinuxConstants.SOCK_CLOEXEC, 0);
+        int fd = Libc.Socket(UnixIpcConstants.AF_UNIX, UnixIpcConstants.SOCK_SEQPACKET | LinuxConstants.SOCK_CLOEXEC | flags, 0);
         if (fd < 0)
             throw new DriverlinkSocketException("socket(AF_UNIX, SOCK_SEQPACKET)", Errno.Last);
         return fd;

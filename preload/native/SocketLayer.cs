@@ -1,4 +1,5 @@
 using Onload.Driverlink;
+using Onload.Native.Dump;
 using Onload.Stack;
 using Onload.Stack.Memory;
 using Onload.Stack.Tcp;
@@ -16,6 +17,7 @@ namespace Onload.Native;
 /// sleep on <see cref="WaitFd"/> together with the kernel's fds), so one wait loop serves blocking calls, poll and
 /// select alike. Nothing runs the stack while the program is not in a socket call: timers (retransmits, delayed
 /// ACKs) wait for the next call or wake a sleeping one; a background thread would fix that (see docs/PRELOAD-NOTES.md).
+/// One thread of its own answers onload-stackdump (<see cref="Dump.StackDumpServer"/>) and takes the lock only to copy.
 /// </remarks>
 internal sealed partial class SocketLayer : IDisposable
 {
@@ -24,11 +26,13 @@ internal sealed partial class SocketLayer : IDisposable
     private static int s_startError;
 
     private readonly Lock _lock = new();
+    private readonly string _interface;
     private readonly DriverlinkSession _session;
     private readonly NetStack _stack;
 
-    private SocketLayer(DriverlinkSession session, NetStack stack)
+    private SocketLayer(string interfaceName, DriverlinkSession session, NetStack stack)
     {
+        _interface = interfaceName;
         _session = session;
         _stack = stack;
     }
@@ -55,7 +59,6 @@ internal sealed partial class SocketLayer : IDisposable
             try
             {
                 s_instance = Start();
-                return s_instance;
             }
             catch (Exception e)
             {
@@ -64,6 +67,9 @@ internal sealed partial class SocketLayer : IDisposable
                 errno = s_startError;
                 return null;
             }
+            // After the stack is up, and outside the try: a stack that cannot be dumped still carries the program.
+            StackDumpServer.Start(s_instance);
+            return s_instance;
         }
     }
 
@@ -78,7 +84,7 @@ internal sealed partial class SocketLayer : IDisposable
         {
             var options = session.StackOptions();
             options.Validate();
-            return new SocketLayer(session, new NetStack(session.Vnic, options));
+            return new SocketLayer(name, session, new NetStack(session.Vnic, options));
         }
         catch
         {

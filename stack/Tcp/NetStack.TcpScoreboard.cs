@@ -209,6 +209,7 @@ public sealed partial class NetStack
             now |= SentFlags.Resent;
         SetSentFlags(c, ref r, now);
         Counters.TcpRetransSegs++;
+        t.TotalRetrans++;
         if (t.InRecovery && !t.RtoRecovery)
         {
             Counters.TcpExtTCPFastRetrans++;

@@ -54,7 +54,10 @@ public sealed partial class NetStack
             t.Backoff++;
             Counters.TcpExtTCPTimeouts++;
             if (TcpSendFlags(c, t.Iss, t.State == TcpState.SynSent ? TcpFlags.Syn : TcpFlags.Syn | TcpFlags.Ack))
+            {
                 Counters.TcpRetransSegs++;
+                t.TotalRetrans++;
+            }
             ScheduleRetransmit(c, RetransmitKind.Rto, _now + BackedOffRto(c));
             return;
         }

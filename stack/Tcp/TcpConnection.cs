@@ -155,6 +155,9 @@ public struct TcpConnection
     public long Rto;
     public int Backoff;
     public long RetransmitStartedAt;
+    /// <summary>Segments this connection sent again, SYNs included (Linux's tcpi_total_retrans): its share of
+    /// <see cref="StackCounters.TcpRetransSegs"/>, for onload-stackdump and TCP_INFO.</summary>
+    public uint TotalRetrans;
 
     // The scoreboard: records of the segments in [SND.UNA, SND.MAX) (TcpTable.SentSegments).
     public int SentHead;

@@ -12,6 +12,7 @@ internal static class LinuxConstants
     public const int SOCK_DGRAM = 2;
     public const int SOCK_RAW = 3;
     public const int SOCK_CLOEXEC = 0x80000;
+    public const int SOCK_NONBLOCK = 0x800;
 
     // include/linux/socket.h
     public const int MSG_DONTWAIT = 0x40;

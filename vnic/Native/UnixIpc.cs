@@ -76,6 +76,7 @@ internal static class UnixIpcConstants
 
     // asm-generic/poll.h, uapi/linux/eventpoll.h
     public const short POLLIN = 0x1;
+    public const short POLLOUT = 0x4;
     public const short POLLERR = 0x8;
     public const short POLLHUP = 0x10;
     public const short POLLNVAL = 0x20;

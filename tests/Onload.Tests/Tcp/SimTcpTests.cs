@@ -106,6 +106,8 @@ public class SimTcpTests
         Assert.That(got.Length, Is.EqualTo(up.Length));
         Assert.That(SHA256.HashData(got), Is.EqualTo(SHA256.HashData(up)));
         Assert.That(pair.A.Counters.TcpRetransSegs, Is.GreaterThan(0));
+        Assert.That(pair.A.TcpConnections[c].TotalRetrans, Is.EqualTo(pair.A.Counters.TcpRetransSegs),
+            "A's one connection counts every segment its stack sent again (what onload-stackdump shows)");
     }
 
     /// <summary>The sweep: each seed its own mix of loss (up to 30%), duplication, reordering, corruption and delay.</summary>
