@@ -182,6 +182,7 @@ struct conn_state {
 	int flags;
 	int rcv_timeo_ms; /* SO_RCVTIMEO, SO_SNDTIMEO in ms (rounded up); 0: wait for ever */
 	int snd_timeo_ms;
+	int connecting;   /* a connect returned before the handshake ended (EINPROGRESS, EINTR, timeout) */
 	int family; /* AF_INET or AF_INET6: the form of every address the program gives and gets */
 };
 
@@ -213,6 +214,7 @@ static void take_fd(int fd, int h, int flags)
 		conn_table[h].flags = flags;
 		conn_table[h].rcv_timeo_ms = 0;
 		conn_table[h].snd_timeo_ms = 0;
+		conn_table[h].connecting = 0;
 	} else
 		conn_table[h].refs++;
 }
@@ -939,7 +941,13 @@ EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len)
 		return LIBC(connect)(fd, addr, len);
 	}
 	int h = handle_of(e);
+	struct conn_state *c = conn_of(e);
 	rc = STACK(st.connect(h, address, port));
+	if (rc == -EISCONN && c->connecting) {
+		/* Linux: the first connect after one that returned early reports the handshake's end with 0. */
+		c->connecting = 0;
+		return 0;
+	}
 	if (rc == -ENETUNREACH || rc == -EHOSTUNREACH) {
 		hand_to_kernel(fd, e, "no route through the accelerated interface");
 		return LIBC(connect)(fd, addr, len);
@@ -947,10 +955,12 @@ EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len)
 	if (rc != -EINPROGRESS)
 		return rc < 0 ? fail(rc) : 0;
 	debug("fd %d connecting (connection %d)", fd, h);
+	c->connecting = 1;
 	if (nonblocking(e))
 		return fail(-EINPROGRESS);
 	if (wait_for(fd, POLLOUT) < 0)
 		return errno == EAGAIN ? fail(-EINPROGRESS) : -1; /* SO_SNDTIMEO passed: Linux says EINPROGRESS */
+	c->connecting = 0;
 	int err = STACK(st.take_error(h));
 	return err > 0 ? fail(-err) : err < 0 ? fail(err) : 0;
 }
