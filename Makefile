@@ -31,10 +31,12 @@
 #   dist/bin/abi_smoke              C program that dlopen()s the stack library and checks its exports
 #   dist/lib/libonload_stack.so     the stack as a C shared library (NativeAOT build of preload/native)
 #   dist/include/onload_stack.h     its header
-#   dist/lib/libonload.so           the LD_PRELOAD interposer (preload/shim): TCP of unmodified programs on the stack
+#   dist/lib/libonload.so           the LD_PRELOAD interposer (preload/shim): TCP and UDP of unmodified programs on the stack
 #   dist/bin/onload-run             runs a program with libonload.so preloaded (apps/onload-run)
 #   dist/tests/epoll_echo           test helper (preload/tests): an epoll echo server over sockets, a pipe, an
 #                                   eventfd and a timerfd, run under onload-run by the preload tests (not installed)
+#   dist/tests/udp_calls            test helper: the UDP calls (sendmmsg/recvmmsg, MSG_TRUNC, MSG_PEEK, FIONREAD,
+#                                   ECONNREFUSED, multicast...) against a kernel echo server
 #   dist/tests/io_calls             test helper: readv/writev, sendmsg/recvmsg, MSG_PEEK, ioctl, dup*, ppoll/pselect and
 #                                   the _FORTIFY_SOURCE __*_chk routes on one accelerated connection
 
@@ -90,7 +92,8 @@ NATIVE_INPUTS := $(DRIVERLINK_INPUTS) $(call dotnet_inputs,preload/native)
 
 DIST_FILES := $(DIST)/bin/onload-echo $(DIST)/bin/onload-pingpong $(DIST)/bin/onload-driverd $(DIST)/bin/onload-tcpdump \
 	$(DIST)/lib/systemd/system/onload-driverd.service $(DIST)/lib/libonload_stack.so $(DIST)/include/onload_stack.h \
-	$(DIST)/bin/abi_smoke $(DIST)/lib/libonload.so $(DIST)/bin/onload-run $(DIST)/tests/epoll_echo $(DIST)/tests/io_calls
+	$(DIST)/bin/abi_smoke $(DIST)/lib/libonload.so $(DIST)/bin/onload-run $(DIST)/tests/epoll_echo $(DIST)/tests/io_calls \
+	$(DIST)/tests/udp_calls
 
 .PHONY: all deps restore build publish test check-header demo bench bench-quick bench-latency bench-tcp bench-driverlink sweep install clean
 
@@ -199,6 +202,11 @@ $(DIST)/tests/epoll_echo: preload/tests/epoll_echo.c
 
 # Fortified on purpose: read, recv, recvfrom, poll and ppoll then reach the shim as __*_chk.
 $(DIST)/tests/io_calls: preload/tests/io_calls.c
+	@mkdir -p $(@D)
+	$(CC) -std=gnu11 $(C_WARN) -O2 -D_FORTIFY_SOURCE=2 -o $@ $<
+
+# Fortified too: recv, recvfrom and poll reach the shim as __*_chk.
+$(DIST)/tests/udp_calls: preload/tests/udp_calls.c
 	@mkdir -p $(@D)
 	$(CC) -std=gnu11 $(C_WARN) -O2 -D_FORTIFY_SOURCE=2 -o $@ $<
 

@@ -10,7 +10,7 @@ namespace Onload.Native;
 /// process's one driverlink stack (<see cref="SocketLayer"/>). Handles are the stack's connection rows; addresses
 /// and ports are in host byte order; results are counts or negated Linux errnos. Every call is non-blocking.
 /// </summary>
-public static unsafe class SocketExports
+public static unsafe partial class SocketExports
 {
     private const int EIO = 5;
 

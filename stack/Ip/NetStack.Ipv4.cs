@@ -122,6 +122,12 @@ public sealed partial class NetStack
     {
         linkDestination = MacAddress.Zero;
         nextHop = destination;
+        // 127/8 never leaves a host (RFC 1122 3.2.1.3), not even through a gateway; the stack has no loopback.
+        if (destination.IsLoopback)
+        {
+            Counters.IpOutNoRoutes++;
+            return -(int)Errno.ENETUNREACH;
+        }
         if (destination.IsLimitedBroadcast || destination == _subnet.DirectedBroadcast)
         {
             linkDestination = MacAddress.Broadcast;

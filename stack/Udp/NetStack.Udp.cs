@@ -217,6 +217,10 @@ public sealed partial class NetStack
     public Ipv4Endpoint UdpLocalEndpoint(int s) =>
         _udp.IsValid(s) ? new Ipv4Endpoint(_udp[s].LocalAddress, _udp[s].LocalPort) : default;
 
+    /// <summary>ioctl FIONREAD on a UDP socket: the next datagram's payload length (0 when none), as Linux's.</summary>
+    public int UdpNextDatagramLength(int s) =>
+        _udp.IsValid(s) && _udp[s].QueueCount > 0 ? _udp.Peek(s).PayloadLength : 0;
+
     /// <summary>Whether a receive would not block: a datagram is queued or an error is pending.</summary>
     public bool UdpReadable(int s) => _udp.IsValid(s) && (_udp[s].QueueCount > 0 || _udp[s].Error != 0);
 
@@ -313,7 +317,8 @@ public sealed partial class NetStack
         UdpReceiveFrom(s, buffer, out from, out _);
 
     /// <param name="datagramLength">The datagram's full length, which MSG_TRUNC would return.</param>
-    public int UdpReceiveFrom(int s, Span<byte> buffer, out Ipv4Endpoint from, out int datagramLength)
+    /// <param name="peek">MSG_PEEK: the datagram stays queued.</param>
+    public int UdpReceiveFrom(int s, Span<byte> buffer, out Ipv4Endpoint from, out int datagramLength, bool peek = false)
     {
         from = default;
         datagramLength = 0;
@@ -332,6 +337,8 @@ public sealed partial class NetStack
             _pool.Span(q.Buffer).Slice(q.PayloadOffset, n).CopyTo(buffer);
         from = new Ipv4Endpoint(q.SourceAddress, q.SourcePort);
         datagramLength = q.PayloadLength;
+        if (peek)
+            return n;
         ReleaseQueued(in q);
         _udp.Pop(s);
         return n;
