@@ -101,7 +101,8 @@ public partial class PreloadUdpTests
             "s.sendto(b'multicast hello', ('239.1.2.3', 7453))";
         Poll.Until(() =>
         {
-            dl.Peer.Exec($"/usr/bin/python3 -c \"{send}\" {dl.PeerAddress}");
+            using var sender = dl.Peer.Start("/usr/bin/python3", "-c", send, dl.PeerAddress);
+            Assert.That(sender.WaitForExit(Deadline) && sender.ExitCode == 0, Is.True, sender.Stderr);
             return p.HasExited || p.Stdout.Contains("ok multicast", StringComparison.Ordinal);
         }, Deadline, "the program received a datagram sent to the group");
 
