@@ -76,7 +76,18 @@ public static unsafe partial class SocketExports
 
     /// <summary>FIONREAD: the next datagram's length, 0 when none.</summary>
     [UnmanagedCallersOnly(EntryPoint = "onload_sock_udp_next_length")]
-    public static int UdpNextLength(int h) => Call(l => l.UdpNextLength(h));
+    public static int UdpNextLength(int h)
+    {
+        try
+        {
+            var layer = SocketLayer.Get(out int errno);
+            return layer is null ? -errno : layer.UdpNextLength(h); // no closure: a program may ask before every read
+        }
+        catch (Exception)
+        {
+            return -EIO;
+        }
+    }
 
     [UnmanagedCallersOnly(EntryPoint = "onload_sock_udp_close")]
     public static int UdpClose(int h) => Call(l => l.UdpClose(h));

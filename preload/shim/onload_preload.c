@@ -2,9 +2,9 @@
  * onload_preload.c: libonload.so, the LD_PRELOAD interposer.
  *
  * Intercepts the POSIX socket calls of an unmodified program and carries its AF_INET
- * SOCK_STREAM sockets on the user-level stack (libonload_stack.so, the NativeAOT build
- * of preload/native, loaded at the first such socket). Everything else (UDP, AF_INET6,
- * AF_UNIX, files, pipes) goes to libc untouched. See docs/PRELOAD-NOTES.md.
+ * SOCK_STREAM and SOCK_DGRAM sockets on the user-level stack (libonload_stack.so, the
+ * NativeAOT build of preload/native, loaded at the first such socket). Everything else
+ * (AF_INET6, AF_UNIX, files, pipes) goes to libc untouched. See docs/PRELOAD-NOTES.md.
  *
  * An accelerated socket owns a real kernel fd: socket() makes a kernel socket of the same
  * type (the placeholder) and returns its number, and fd_table[fd] names the stack's
