@@ -700,8 +700,8 @@ static int wait_for(int fd, short events)
  * UDP sockets on the stack. A datagram moves whole in one stack call, from the caller's own buffers (a gather or
  * scatter list goes to the stack as is): nothing is allocated per datagram. A socket the stack has not bound yet
  * goes to the kernel, as a TCP socket does, when it is bound to 127/8 or sends or connects to a local destination
- * (127/8, INADDR_ANY, the stack's own address) or one the stack cannot route. Once bound it stays on the stack:
- * the stack sends to its own address through the port's backing kernel socket, and gives ENETUNREACH for 127/8.
+ * (127/8, INADDR_ANY, the stack's own address) or one the stack cannot route. Once bound it stays on the stack,
+ * which sends to those local destinations through the port's backing kernel socket and hears the answers there.
  */
 
 static inline int is_local_destination(uint32_t a) { return is_loopback(a) || a == 0 || a == stack_address; }

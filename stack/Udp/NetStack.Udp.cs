@@ -163,7 +163,7 @@ public sealed partial class NetStack
             return -(int)Errno.EBADF;
         if (remote.Port == 0 && !remote.Address.IsAny)
             return -(int)Errno.EINVAL;
-        int rc = Route(remote.Address, out _, out _);
+        int rc = KernelCarries(remote.Address) ? 0 : Route(remote.Address, out _, out _);
         if (rc != 0)
             return rc;
         ref var socket = ref _udp[s];
@@ -252,11 +252,12 @@ public sealed partial class NetStack
             dst = _address; // Linux sends to INADDR_ANY as to itself; with no loopback here that is unreachable
         if ((dst.IsLimitedBroadcast || dst == _subnet.DirectedBroadcast) && !socket.Broadcast)
             return -(int)Errno.EACCES;
-        if (dst == _address)
+        if (dst == _address || dst.IsLoopback)
         {
-            // In driverlink mode our address is the host's, where the kernel's programs listen: the kernel delivers
-            // it, through the port's own kernel socket. In direct mode this needs loopback, which the stack lacks.
-            if (_control is null)
+            // In driverlink mode our address is the host's, where the kernel's programs listen, and 127/8 the host's
+            // loopback: the kernel delivers both, through the port's own kernel socket (and the answers come back
+            // through it). In direct mode this needs loopback, which the stack lacks.
+            if (!KernelCarries(dst))
                 return -(int)Errno.ENETUNREACH;
             if (!socket.Bound && (rc0 = UdpBind(s, new Ipv4Endpoint(Ipv4Address.Any, 0))) != 0)
                 return rc0;
@@ -310,6 +311,12 @@ public sealed partial class NetStack
         if (!UdpDeliver(in queued, group, port, broadcast: true, buffer))
             _pool.Release(buffer);
     }
+
+    /// <summary>Whether datagrams to <paramref name="destination"/> go through the port's kernel socket instead of the
+    /// VNIC: the host's own address and loopback, in driverlink mode.</summary>
+    [System.Diagnostics.CodeAnalysis.MemberNotNullWhen(true, nameof(_control))]
+    private bool KernelCarries(Ipv4Address destination) =>
+        _control is not null && (destination == _address || destination.IsLoopback);
 
     /// <summary>recvfrom() without blocking: copies the next datagram (truncated to <paramref name="buffer"/>, as
     /// without MSG_TRUNC) and returns the bytes copied; -EAGAIN when none is queued; a pending error first.</summary>
