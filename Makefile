@@ -33,12 +33,14 @@
 #   dist/bin/abi_smoke              C program that dlopen()s the stack library and checks its exports
 #   dist/lib/libonload_stack.so     the stack as a C shared library (NativeAOT build of preload/native)
 #   dist/include/onload_stack.h     its header
-#   dist/lib/libonload.so           the LD_PRELOAD interposer (preload/shim): TCP of unmodified programs on the stack
+#   dist/lib/libonload.so           the LD_PRELOAD interposer (preload/shim): TCP and UDP of unmodified programs on the stack
 #   dist/bin/onload-run             runs a program with libonload.so preloaded (apps/onload-run)
 #   dist/lib/onload/profiles/*.opf  its --profile settings (latency, throughput, default)
 #   dist/share/man/man1/onload-run.1   its manual page
 #   dist/tests/epoll_echo           test helper (preload/tests): an epoll echo server over sockets, a pipe, an
 #                                   eventfd and a timerfd, run under onload-run by the preload tests (not installed)
+#   dist/tests/udp_calls            test helper: the UDP calls (sendmmsg/recvmmsg, MSG_TRUNC, MSG_PEEK, FIONREAD,
+#                                   ECONNREFUSED, multicast...) against a kernel echo server
 #   dist/tests/io_calls             test helper: readv/writev, sendmsg/recvmsg, MSG_PEEK, ioctl, dup*, ppoll/pselect and
 #                                   the _FORTIFY_SOURCE __*_chk routes on one accelerated connection
 #   dist/tests/errno_probe          test helper: failing socket calls, one line each, compared between the kernel
@@ -101,7 +103,7 @@ DIST_FILES := $(DIST)/bin/onload-echo $(DIST)/bin/onload-pingpong $(DIST)/bin/on
 	$(DIST)/bin/onload-stackdump \
 	$(DIST)/lib/systemd/system/onload-driverd.service $(DIST)/lib/libonload_stack.so $(DIST)/include/onload_stack.h \
 	$(DIST)/bin/abi_smoke $(DIST)/lib/libonload.so $(DIST)/bin/onload-run $(DIST)/tests/epoll_echo $(DIST)/tests/io_calls \
-	$(DIST)/tests/inet6_calls
+	$(DIST)/tests/inet6_calls $(DIST)/tests/udp_calls
 
 ONLOAD_RUN_PROFILES := $(patsubst apps/onload-run/profiles/%,$(DIST)/lib/onload/profiles/%,$(wildcard apps/onload-run/profiles/*.opf))
 DIST_FILES += $(ONLOAD_RUN_PROFILES) $(DIST)/share/man/man1/onload-run.1 $(DIST)/tests/errno_probe $(DIST)/tests/signal_writer
@@ -236,6 +238,11 @@ $(DIST)/tests/signal_writer: preload/tests/signal_writer.c
 $(DIST)/tests/inet6_calls: preload/tests/inet6_calls.c
 	@mkdir -p $(@D)
 	$(CC) -std=gnu11 $(C_WARN) -O2 -o $@ $<
+
+# Fortified too: recv, recvfrom and poll reach the shim as __*_chk.
+$(DIST)/tests/udp_calls: preload/tests/udp_calls.c
+	@mkdir -p $(@D)
+	$(CC) -std=gnu11 $(C_WARN) -O2 -D_FORTIFY_SOURCE=2 -o $@ $<
 
 $(DIST)/bin/onload-run: apps/onload-run/onload-run
 	install -D -m 0755 $< $@

@@ -59,6 +59,11 @@ internal sealed unsafe class SharedForwarder : IDisposable
         public bool Refused;
         /// <summary>The endpoint's join count when its peer was verified.</summary>
         public long VerifiedJoins;
+        /// <summary>The datagram the client is sending in fragments (its first fragment passed the port check): its
+        /// later fragments, which carry no ports, go too. A stack sends a datagram's fragments one after another.</summary>
+        public bool Fragmenting;
+        public ushort FragmentId;
+        public uint FragmentDestination;
     }
 
     public SharedForwarder(AfXdpVnic xsk, MacAddress mac, uint[] addresses, int maxEndpoints, TimeSpan spin)
@@ -197,7 +202,7 @@ internal sealed unsafe class SharedForwarder : IDisposable
             int kept = 0;
             for (int k = 0; k < n; k++)
             {
-                if (Classify(pool, batch[k], destination: false) == slot && SourceIsOurs(pool, batch[k]))
+                if (SentByOwner(e, slot, pool, batch[k]) && SourceIsOurs(pool, batch[k]))
                     batch[kept++] = batch[k];
                 else
                 {
@@ -212,6 +217,27 @@ internal sealed unsafe class SharedForwarder : IDisposable
             TxDroppedRingFull += kept - sent;
         }
         return total;
+    }
+
+    /// <summary>
+    /// Whether a client's frame is from a port it owns: a TCP or UDP header's source port, or for a fragment after
+    /// the first (no ports), that it belongs to the datagram whose first fragment the client just sent.
+    /// </summary>
+    private bool SentByOwner(Endpoint e, int slot, BufferPool pool, in PacketDescriptor d)
+    {
+        var f = new ReadOnlySpan<byte>(pool.Pointer(d.Buffer), d.Length);
+        bool ipv4 = f.Length >= EthHeader + 20 && BinaryPrimitives.ReadUInt16BigEndian(f[12..]) == 0x0800 && (f[EthHeader] >> 4) == 4;
+        ushort flagsAndOffset = ipv4 ? BinaryPrimitives.ReadUInt16BigEndian(f[(EthHeader + 6)..]) : (ushort)0;
+        ushort id = ipv4 ? BinaryPrimitives.ReadUInt16BigEndian(f[(EthHeader + 4)..]) : (ushort)0;
+        uint destination = ipv4 ? BinaryPrimitives.ReadUInt32BigEndian(f[(EthHeader + 16)..]) : 0;
+        if (ipv4 && (flagsAndOffset & 0x1FFF) != 0)
+            return e.Fragmenting && id == e.FragmentId && destination == e.FragmentDestination;
+        if (Classify(pool, d, destination: false) != slot)
+            return false;
+        e.Fragmenting = (flagsAndOffset & 0x2000) != 0; // MF on the first fragment
+        e.FragmentId = id;
+        e.FragmentDestination = destination;
+        return true;
     }
 
     /// <summary>A client's rings carry frames once the process that joined them is the one that attached.</summary>

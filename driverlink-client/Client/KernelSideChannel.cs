@@ -94,9 +94,9 @@ internal sealed unsafe class KernelSideChannel : IDisposable
         int perFragment = (mtu - IpHeader) & ~7;
         while (n < batch.Length)
         {
-            if (_stagedLength < 0 && !TakeNext())
+            if (_stagedLength < 0 && !_stagedError && !TakeNext())
                 return n;
-            n += EmitStaged(batch[n..], pool, perFragment);
+            n += _stagedError ? EmitError(batch[n..], pool) : EmitStaged(batch[n..], pool, perFragment);
         }
         _pending = 1; // the batch is full: there may be more
         return n;
@@ -124,6 +124,9 @@ internal sealed unsafe class KernelSideChannel : IDisposable
                 got = Libc.RecvFrom(fd, p, (nuint)_datagram.Length, LinuxConstants.MSG_DONTWAIT, &from, &fromLength);
             if (got < 0)
             {
+                // An ICMP error about what the port sent (IP_RECVERR) is reported first, then waits in the error queue.
+                if (Marshal.GetLastPInvokeError() != Errno.EAGAIN && TakeError(fd))
+                    return true;
                 _cursor++; // EAGAIN: this socket is empty (an edge comes with its next datagram)
                 continue;
             }
@@ -137,6 +140,85 @@ internal sealed unsafe class KernelSideChannel : IDisposable
             return true;
         }
         return false;
+    }
+
+    // The ICMP error being handed on (IP_RECVERR's sock_extended_err, SO_EE_ORIGIN_ICMP).
+    private bool _stagedError;
+    private byte _errorType, _errorCode;
+    private uint _errorOffender;
+
+    private const int IPPROTO_IP = 0;
+    private const int IP_RECVERR = 11;
+    private const int MSG_ERRQUEUE = 0x2000;
+    private const byte SO_EE_ORIGIN_ICMP = 2;
+
+    /// <summary>
+    /// Reads one ICMP error from <paramref name="fd"/>'s error queue and stages it: the original datagram's
+    /// destination (msg_name), the ICMP type and code and the router or host that sent it (the offender).
+    /// </summary>
+    private bool TakeError(int fd)
+    {
+        SockAddrIn original;
+        byte* control = stackalloc byte[128];
+        var msg = new MsgHdr { Name = &original, NameLength = (uint)sizeof(SockAddrIn), Control = control, ControlLength = 128 };
+        if (Libc.RecvMsg(fd, &msg, MSG_ERRQUEUE | LinuxConstants.MSG_DONTWAIT) < 0)
+            return false;
+        for (byte* c = control; c + CmsgHdr.Size <= control + (int)msg.ControlLength;)
+        {
+            var h = (CmsgHdr*)c;
+            if (h->Length < (nuint)CmsgHdr.Size)
+                break;
+            // struct sock_extended_err (16 bytes), then the offender's sockaddr_in.
+            byte* ee = c + CmsgHdr.Size;
+            if (h->Level == IPPROTO_IP && h->Type == IP_RECVERR && h->Length >= (nuint)(CmsgHdr.Size + 16 + sizeof(SockAddrIn)) &&
+                ee[4] == SO_EE_ORIGIN_ICMP)
+            {
+                var (address, port) = _sockets[fd];
+                _errorType = ee[5];
+                _errorCode = ee[6];
+                _errorOffender = ((SockAddrIn*)(ee + 16))->Address;
+                _stagedSource = new Ipv4Endpoint(new Ipv4Address(address), port);
+                _stagedDestination = new Ipv4Endpoint(new Ipv4Address(original.Address), original.Port);
+                _stagedError = true;
+                return true;
+            }
+            c += ((int)h->Length + 7) & ~7;
+        }
+        return false;
+    }
+
+    /// <summary>
+    /// Emits the staged ICMP error as the frame that carried it (RFC 792): from the offender to the port's address,
+    /// quoting the IP and UDP headers of the datagram the port sent, so the stack reports it to the socket as Linux's
+    /// __udp4_lib_err does.
+    /// </summary>
+    private int EmitError(Span<PacketDescriptor> batch, BufferPool pool)
+    {
+        if (batch.IsEmpty)
+            return 0;
+        _stagedError = false;
+        if (!pool.TryAllocate(out int buffer))
+        {
+            DroppedNoBuffer++;
+            return 0;
+        }
+        const int IcmpHeader = 8, Quote = IpHeader + UdpHeader, Length = IcmpHeader + Quote;
+        var frame = pool.Span(buffer);
+        new EthernetFrame(frame).WriteHeader(_mac, KernelMac, EtherType.Ipv4);
+        var icmp = frame.Slice(EthHeader + IpHeader, Length);
+        icmp.Clear();
+        icmp[0] = _errorType;
+        icmp[1] = _errorCode;
+        var quote = icmp[IcmpHeader..];
+        new Ipv4Packet(quote).WriteHeader(_stagedSource.Address, _stagedDestination.Address, IpProtocol.Udp, UdpHeader, 0, 64, 0, 0, optionWords: 0);
+        BinaryPrimitives.WriteUInt16BigEndian(quote[IpHeader..], _stagedSource.Port);
+        BinaryPrimitives.WriteUInt16BigEndian(quote[(IpHeader + 2)..], _stagedDestination.Port);
+        BinaryPrimitives.WriteUInt16BigEndian(quote[(IpHeader + 4)..], UdpHeader);
+        BinaryPrimitives.WriteUInt16BigEndian(icmp[2..], Checksum.Compute(icmp));
+        new Ipv4Packet(frame[EthHeader..]).WriteHeader(new Ipv4Address(_errorOffender), _stagedSource.Address, IpProtocol.Icmp, Length,
+            ++_ipId, 64, 0, 0, optionWords: 0);
+        batch[0] = new PacketDescriptor(buffer, EthHeader + IpHeader + Length, PacketFlags.FromHostKernel);
+        return 1;
     }
 
     /// <summary>

@@ -31,8 +31,13 @@ public static unsafe class BackingSocket
         int fd = Libc.Socket(AF_INET, type | SOCK_CLOEXEC, 0);
         if (fd < 0)
             return -Marshal.GetLastPInvokeError();
+        // IP_RECVERR: ICMP errors about what the port sent (the stack's datagrams too: the kernel matches the quoted
+        // header to this socket) queue on the socket, for KernelSideChannel to hand to the stack; without it the
+        // kernel drops them for an unconnected socket.
+        int on = 1;
         var addr = SockAddrIn.Create(localAddress, port);
-        if (Libc.Bind(fd, &addr, (uint)sizeof(SockAddrIn)) != 0 || !TryLocal(fd, out _, out ushort bound))
+        if ((type == SOCK_DGRAM && Libc.SetSockOpt(fd, IPPROTO_IP, IP_RECVERR, &on, sizeof(int)) != 0) ||
+            Libc.Bind(fd, &addr, (uint)sizeof(SockAddrIn)) != 0 || !TryLocal(fd, out _, out ushort bound))
         {
             int e = Marshal.GetLastPInvokeError();
             Libc.Close(fd);
@@ -76,6 +81,7 @@ public static unsafe class BackingSocket
     private const int IPPROTO_IP = 0;
     private const int IP_ADD_MEMBERSHIP = 35;
     private const int IP_DROP_MEMBERSHIP = 36;
+    private const int IP_RECVERR = 11;
 
     /// <summary>IP_ADD_MEMBERSHIP or IP_DROP_MEMBERSHIP of <paramref name="group"/> on the interface holding
     /// <paramref name="localAddress"/> (host order both). Returns 0 or a negated errno.</summary>

@@ -13,6 +13,7 @@
 #define ONLOAD_STACK_H
 
 #include <stdint.h>
+#include <sys/uio.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -48,7 +49,7 @@ typedef int (*onload_stack_selftest_fn)(uint64_t seed, int datagrams);
 
 /*
  * The socket layer (preload/native/SocketExports.cs), which the preload shim libonload.so
- * calls: IPv4 TCP on one process-wide stack in driverlink mode, on the interface named by
+ * calls: IPv4 TCP (and UDP, below) on one process-wide stack in driverlink mode, on the interface named by
  * ONLOAD_INTERFACE, started at the first call. Handles are the stack's connections;
  * addresses and ports are in host byte order; results are counts, handles or 0, or a
  * negated Linux errno. No call blocks: a caller that must wait polls (onload_sock_poll)
@@ -95,6 +96,50 @@ int onload_sock_prepare_wait(int *timeout_ms);              /* wait fd, or -EAGA
 typedef int (*onload_sock_prepare_wait_fn)(int *timeout_ms);
 int onload_sock_drain(int timeout_ms);                      /* at exit: connections still sending */
 typedef int (*onload_sock_drain_fn)(int timeout_ms);
+
+/*
+ * UDP sockets (preload/native/SocketExports.Udp.cs), numbered apart from TCP connections:
+ * onload_sock_poll takes a UDP handle with ONLOAD_SOCK_UDP set (POLLIN with a datagram
+ * queued, POLLOUT always, POLLERR with an error pending). A datagram is sent whole from a
+ * gather list and received whole into a scatter list (the rest of it, past the buffers, is
+ * dropped; *datagram_len says how long it was).
+ */
+#define ONLOAD_SOCK_UDP 0x40000000
+int onload_sock_udp_open(void);
+typedef int (*onload_sock_udp_open_fn)(void);
+int onload_sock_udp_bind(int h, uint32_t address, uint16_t port);   /* port 0: an ephemeral one */
+typedef int (*onload_sock_udp_bind_fn)(int h, uint32_t address, uint16_t port);
+int onload_sock_udp_connect(int h, uint32_t address, uint16_t port);
+typedef int (*onload_sock_udp_connect_fn)(int h, uint32_t address, uint16_t port);
+int onload_sock_udp_disconnect(int h);                               /* connect(AF_UNSPEC) */
+typedef int (*onload_sock_udp_disconnect_fn)(int h);
+/* to 0: to the connected peer (-EDESTADDRREQ without one). Returns the bytes sent. */
+int onload_sock_udp_send(int h, const struct iovec *iov, int iovcnt, int to, uint32_t address, uint16_t port);
+typedef int (*onload_sock_udp_send_fn)(int h, const struct iovec *iov, int iovcnt, int to, uint32_t address, uint16_t port);
+/* The bytes copied, or -EAGAIN when no datagram is queued; peek leaves the datagram queued. */
+int onload_sock_udp_recv(int h, const struct iovec *iov, int iovcnt, int peek, uint32_t *address, uint16_t *port,
+			 int *datagram_len);
+typedef int (*onload_sock_udp_recv_fn)(int h, const struct iovec *iov, int iovcnt, int peek, uint32_t *address,
+				       uint16_t *port, int *datagram_len);
+int onload_sock_udp_next_length(int h);                              /* FIONREAD: 0 when none */
+typedef int (*onload_sock_udp_next_length_fn)(int h);
+int onload_sock_udp_close(int h);
+typedef int (*onload_sock_udp_close_fn)(int h);
+int onload_sock_udp_name(int h, int peer, uint32_t *address, uint16_t *port);
+typedef int (*onload_sock_udp_name_fn)(int h, int peer, uint32_t *address, uint16_t *port);
+int onload_sock_udp_take_error(int h);                               /* SO_ERROR: positive errno or 0 */
+typedef int (*onload_sock_udp_take_error_fn)(int h);
+/* The options the stack keeps; a group address in host byte order; a TTL of -1 is the default. */
+enum {
+	ONLOAD_UDP_OPT_RCVBUF = 1,
+	ONLOAD_UDP_OPT_BROADCAST = 2,
+	ONLOAD_UDP_OPT_MULTICAST_TTL = 3,
+	ONLOAD_UDP_OPT_MULTICAST_LOOP = 4,
+	ONLOAD_UDP_OPT_ADD_MEMBERSHIP = 5,
+	ONLOAD_UDP_OPT_DROP_MEMBERSHIP = 6
+};
+int onload_sock_udp_setopt(int h, int option, uint32_t value);
+typedef int (*onload_sock_udp_setopt_fn)(int h, int option, uint32_t value);
 
 #ifdef __cplusplus
 } /* extern "C" */

@@ -7,10 +7,10 @@ namespace Onload.Native;
 
 /// <summary>
 /// The socket layer's C ABI (<c>onload_sock_*</c> in onload_stack.h), which the preload shim calls: TCP over the
-/// process's one driverlink stack (<see cref="SocketLayer"/>). Handles are the stack's connection rows; addresses
+/// process's one driverlink stack (<see cref="SocketLayer"/>); UDP is in SocketExports.Udp.cs. Handles are the stack's connection rows; addresses
 /// and ports are in host byte order; results are counts or negated Linux errnos. Every call is non-blocking.
 /// </summary>
-public static unsafe class SocketExports
+public static unsafe partial class SocketExports
 {
     private const int EIO = 5;
 

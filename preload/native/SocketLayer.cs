@@ -253,9 +253,14 @@ internal sealed partial class SocketLayer : IDisposable
             return _stack.TcpSetNoDelay(c, on);
     }
 
+    /// <summary>In <see cref="PollSockets"/>, marks a handle as a UDP socket's (<c>ONLOAD_SOCK_UDP</c>): UDP sockets and TCP
+    /// connections are numbered apart.</summary>
+    public const int UdpHandleTag = 0x4000_0000;
+
     /// <summary>
     /// poll() over stack sockets: polls the stack once, then fills <paramref name="revents"/> for each handle
-    /// (POLLIN, POLLOUT, POLLERR, POLLHUP as Linux's tcp_poll sets them). Returns how many have events.
+    /// (POLLIN, POLLOUT, POLLERR, POLLHUP as Linux's tcp_poll and udp_poll set them; a handle with
+    /// <see cref="UdpHandleTag"/> is a UDP socket's). Returns how many have events.
     /// </summary>
     public int PollSockets(ReadOnlySpan<int> handles, ReadOnlySpan<short> events, Span<short> revents)
     {
@@ -269,7 +274,9 @@ internal sealed partial class SocketLayer : IDisposable
             {
                 int c = handles[i];
                 short r = 0;
-                if (!table.IsValid(c))
+                if ((c & UdpHandleTag) != 0)
+                    r = (short)(UdpPollBits(c & ~UdpHandleTag) & (events[i] | PollErr | PollHup | PollNval));
+                else if (!table.IsValid(c))
                     r = PollNval;
                 else
                 {

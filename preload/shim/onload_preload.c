@@ -1,12 +1,12 @@
 /*
  * onload_preload.c: libonload.so, the LD_PRELOAD interposer.
  *
- * Intercepts the POSIX socket calls of an unmodified program and carries its AF_INET and
- * AF_INET6 SOCK_STREAM sockets on the user-level stack (libonload_stack.so, the NativeAOT
- * build of preload/native, loaded at the first such socket). The stack speaks IPv4: an
- * AF_INET6 socket stays on it while it talks to IPv4 through v4-mapped addresses, and goes
- * to the kernel at its first IPv6 address. Everything else (UDP, AF_UNIX, files, pipes)
- * goes to libc untouched. See docs/PRELOAD-NOTES.md.
+ * Intercepts the POSIX socket calls of an unmodified program and carries its AF_INET SOCK_STREAM
+ * and SOCK_DGRAM sockets, and its AF_INET6 SOCK_STREAM sockets, on the user-level stack
+ * (libonload_stack.so, the NativeAOT build of preload/native, loaded at the first such socket).
+ * The stack speaks IPv4: an AF_INET6 socket stays on it while it talks to IPv4 through v4-mapped
+ * addresses, and goes to the kernel at its first IPv6 address. Everything else (AF_INET6 UDP,
+ * AF_UNIX, files, pipes) goes to libc untouched. See docs/PRELOAD-NOTES.md.
  *
  * An accelerated socket owns a real kernel fd: socket() makes a kernel socket of the same
  * type (the placeholder) and returns its number, and fd_table[fd] names the stack's
@@ -27,6 +27,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <net/if.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -94,6 +95,8 @@ static int (*real_epoll_ctl)(int, int, int, struct epoll_event *);
 static int (*real_epoll_wait)(int, struct epoll_event *, int, int);
 static int (*real_epoll_pwait)(int, struct epoll_event *, int, int, const sigset_t *);
 static int (*real_sigaction)(int, const struct sigaction *, struct sigaction *);
+static int (*real_sendmmsg)(int, struct mmsghdr *, unsigned int, int);
+static int (*real_recvmmsg)(int, struct mmsghdr *, unsigned int, int, struct timespec *);
 
 #define RESOLVE(name) (real_##name = (__typeof__(real_##name))dlsym(RTLD_NEXT, #name))
 
@@ -108,6 +111,7 @@ static void resolve_libc(void)
 	RESOLVE(dup); RESOLVE(dup2); RESOLVE(dup3);
 	RESOLVE(epoll_create); RESOLVE(epoll_create1); RESOLVE(epoll_ctl); RESOLVE(epoll_wait); RESOLVE(epoll_pwait);
 	RESOLVE(sigaction);
+	RESOLVE(sendmmsg); RESOLVE(recvmmsg);
 	if (real_fcntl64 == NULL)
 		real_fcntl64 = real_fcntl;
 }
@@ -161,11 +165,15 @@ static void run_deferred_signals(void);
 
 struct ep_set;
 
+/* The stack numbers TCP connections and UDP sockets apart: an fd's handle is one of its kind. */
+enum { KIND_TCP, KIND_UDP };
+
 struct fd_entry {
-	int handle_plus1; /* the stack's connection + 1; 0: not accelerated */
+	int handle_plus1; /* the stack's connection (or UDP socket) + 1; 0: not accelerated */
 	uint32_t gen;       /* changes when the fd gets or loses a connection: epoll members hold the one they saw */
 	uint32_t rd_eagain; /* reads and accepts that found nothing, and writes that found no room: */
 	uint32_t wr_eagain; /* an EPOLLET member reports the same readiness again after one */
+	uint8_t kind;       /* KIND_TCP or KIND_UDP: which of the stack's tables handle_plus1 indexes */
 	struct ep_set *ep;  /* this fd is an epoll fd with accelerated members (the shim's part of the set) */
 };
 
@@ -174,8 +182,8 @@ static int fd_table_size;
 
 /*
  * Per stack connection: how many fds name it (dup, dup2, dup3, F_DUPFD share it; the last close closes
- * it), and O_NONBLOCK, which belongs to the open file description that dups share. Indexed by handle;
- * as large as fd_table (a handle past it is not dup'd: EMFILE).
+ * it), and O_NONBLOCK, which belongs to the open file description that dups share. One table per kind,
+ * indexed by handle; each as large as fd_table (a handle past it is not dup'd: EMFILE).
  */
 struct conn_state {
 	int refs;
@@ -186,7 +194,7 @@ struct conn_state {
 	int family; /* AF_INET or AF_INET6: the form of every address the program gives and gets */
 };
 
-static struct conn_state *conn_table;
+static struct conn_state *conn_tables[2];
 
 static inline struct fd_entry *accelerated(int fd)
 {
@@ -197,26 +205,33 @@ static inline struct fd_entry *accelerated(int fd)
 
 static inline int handle_of(const struct fd_entry *e) { return e->handle_plus1 - 1; }
 
-static inline struct conn_state *conn_of(const struct fd_entry *e) { return &conn_table[handle_of(e)]; }
+static inline struct conn_state *conn_of(const struct fd_entry *e) { return &conn_tables[e->kind][handle_of(e)]; }
+
+/* The handle as onload_sock_poll takes it: a UDP socket's is marked. */
+static inline int poll_handle_of(const struct fd_entry *e)
+{
+	return e->kind == KIND_UDP ? handle_of(e) | ONLOAD_SOCK_UDP : handle_of(e);
+}
 
 static inline int nonblocking(const struct fd_entry *e) { return conn_of(e)->flags & FD_NONBLOCK; }
 
 static inline int family_of(const struct fd_entry *e) { return conn_of(e)->family; }
 
-/* fd now names stack connection h, new (flags given) or shared with another fd (flags < 0). */
-static void take_fd(int fd, int h, int flags)
+/* fd now names stack connection h of the kind, new (flags given) or shared with another fd (flags < 0). */
+static void take_fd(int fd, int kind, int h, int flags)
 {
 	struct fd_entry *e = &fd_table[fd];
 	e->handle_plus1 = h + 1;
+	e->kind = (uint8_t)kind;
 	e->gen++;
 	if (flags >= 0) {
-		conn_table[h].refs = 1;
-		conn_table[h].flags = flags;
-		conn_table[h].rcv_timeo_ms = 0;
-		conn_table[h].snd_timeo_ms = 0;
-		conn_table[h].connecting = 0;
+		conn_tables[kind][h].refs = 1;
+		conn_tables[kind][h].flags = flags;
+		conn_tables[kind][h].rcv_timeo_ms = 0;
+		conn_tables[kind][h].snd_timeo_ms = 0;
+		conn_tables[kind][h].connecting = 0;
 	} else
-		conn_table[h].refs++;
+		conn_tables[kind][h].refs++;
 }
 
 /* fd no longer names its connection; returns how many fds still do (0: close it on the stack). */
@@ -239,7 +254,7 @@ static void share_fd(int nfd, const struct fd_entry *e)
 		return; /* past the table: the kernel's dup of the placeholder, not accelerated */
 	if (fd_table[nfd].ep != NULL)
 		ep_forget(nfd);
-	take_fd(nfd, handle_of(e), -1);
+	take_fd(nfd, e->kind, handle_of(e), -1);
 }
 
 /* ---------------------------------------------------------------------------- the stack */
@@ -265,6 +280,17 @@ typedef onload_sock_prepare_wait_fn prepare_wait_fn;
 typedef onload_sock_drain_fn drain_fn;
 typedef onload_sock_peek_fn peek_fn;
 typedef onload_sock_queued_fn queued_fn;
+typedef onload_sock_udp_open_fn udp_open_fn;
+typedef onload_sock_udp_bind_fn udp_bind_fn;
+typedef onload_sock_udp_connect_fn udp_connect_fn;
+typedef onload_sock_udp_disconnect_fn udp_disconnect_fn;
+typedef onload_sock_udp_send_fn udp_send_fn;
+typedef onload_sock_udp_recv_fn udp_recv_fn;
+typedef onload_sock_udp_next_length_fn udp_next_length_fn;
+typedef onload_sock_udp_close_fn udp_close_fn;
+typedef onload_sock_udp_name_fn udp_name_fn;
+typedef onload_sock_udp_take_error_fn udp_take_error_fn;
+typedef onload_sock_udp_setopt_fn udp_setopt_fn;
 
 static struct {
 	init_fn init;
@@ -287,11 +313,23 @@ static struct {
 	drain_fn drain;
 	peek_fn peek;
 	queued_fn queued;
+	udp_open_fn udp_open;
+	udp_bind_fn udp_bind;
+	udp_connect_fn udp_connect;
+	udp_disconnect_fn udp_disconnect;
+	udp_send_fn udp_send;
+	udp_recv_fn udp_recv;
+	udp_next_length_fn udp_next_length;
+	udp_close_fn udp_close;
+	udp_name_fn udp_name;
+	udp_take_error_fn udp_take_error;
+	udp_setopt_fn udp_setopt;
 } st;
 
 enum { STACK_UNTRIED, STACK_READY, STACK_FAILED };
 static int stack_state = STACK_UNTRIED;
 static uint32_t stack_address; /* host byte order */
+static unsigned stack_ifindex;   /* ONLOAD_INTERFACE's index, for the multicast options */
 static pthread_mutex_t stack_load_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* The stack library: ONLOAD_STACK_LIB, else libonload_stack.so beside this library. */
@@ -313,6 +351,12 @@ static void stack_library_path(char *path, size_t len)
 	snprintf(path, len, "libonload_stack.so");
 }
 
+/* Closes handle h of the kind on the stack (the caller holds the guard or uses STACK). */
+static int stack_close(int kind, int h)
+{
+	return kind == KIND_UDP ? st.udp_close(h) : st.close(h);
+}
+
 /*
  * exit(): the kernel would close the process's sockets and go on sending what they hold; this stack
  * dies with the process, so it closes them and sends first (bounded by ONLOAD_EXIT_LINGER_MS).
@@ -324,9 +368,9 @@ static void drain_at_exit(void)
 	in_stack++;
 	for (int fd = 0; fd < fd_table_size; fd++)
 		if (fd_table[fd].handle_plus1 != 0) {
-			int h = handle_of(&fd_table[fd]);
+			int h = handle_of(&fd_table[fd]), kind = fd_table[fd].kind;
 			if (release_fd(&fd_table[fd]) == 0)
-				st.close(h);
+				stack_close(kind, h);
 		}
 	int left = st.drain(opt_exit_linger_ms);
 	in_stack--;
@@ -371,6 +415,17 @@ static int load_stack_locked(char *why, size_t why_len)
 	SYM(drain, "onload_sock_drain");
 	SYM(peek, "onload_sock_peek");
 	SYM(queued, "onload_sock_queued");
+	SYM(udp_open, "onload_sock_udp_open");
+	SYM(udp_bind, "onload_sock_udp_bind");
+	SYM(udp_connect, "onload_sock_udp_connect");
+	SYM(udp_disconnect, "onload_sock_udp_disconnect");
+	SYM(udp_send, "onload_sock_udp_send");
+	SYM(udp_recv, "onload_sock_udp_recv");
+	SYM(udp_next_length, "onload_sock_udp_next_length");
+	SYM(udp_close, "onload_sock_udp_close");
+	SYM(udp_name, "onload_sock_udp_name");
+	SYM(udp_take_error, "onload_sock_udp_take_error");
+	SYM(udp_setopt, "onload_sock_udp_setopt");
 #undef SYM
 	debug("loaded %s", path);
 	/* The first call into the library starts the .NET runtime (on this thread), then the stack. */
@@ -382,6 +437,8 @@ static int load_stack_locked(char *why, size_t why_len)
 		return -1;
 	}
 	stack_address = st.local_address();
+	const char *ifname = getenv("ONLOAD_INTERFACE");
+	stack_ifindex = ifname != NULL ? if_nametoindex(ifname) : 0;
 	/* Registered after the stack library loaded, so it runs before that library's exit handlers. */
 	atexit(drain_at_exit);
 	return 0;
@@ -470,16 +527,17 @@ static void hand_to_kernel(int fd, struct fd_entry *e, const char *why)
 {
 	debug("fd %d handed to the kernel: %s", fd, why);
 	int h = handle_of(e);
+	struct conn_state *c = conn_of(e);
 	/* Dups share the placeholder's file, so they go to the kernel with it (a rare, cold path). */
-	for (int other = 0; conn_table[h].refs > 1 && other < fd_table_size; other++)
-		if (other != fd && fd_table[other].handle_plus1 == h + 1) {
-			conn_table[h].refs--;
+	for (int other = 0; c->refs > 1 && other < fd_table_size; other++)
+		if (other != fd && fd_table[other].handle_plus1 == h + 1 && fd_table[other].kind == e->kind) {
+			c->refs--;
 			fd_table[other].handle_plus1 = 0;
 			ep_hand_to_kernel(other, fd_table[other].gen);
 		}
-	conn_table[h].refs = 0;
+	c->refs = 0;
 	e->handle_plus1 = 0;
-	STACK(st.close(h));
+	STACK(stack_close(e->kind, h));
 	ep_hand_to_kernel(fd, e->gen);
 }
 
@@ -704,7 +762,7 @@ static int mixed_poll(struct pollfd *fds, nfds_t nfds, int timeout, const sigset
 		fds[i].revents = 0;
 		struct fd_entry *e = accelerated(fds[i].fd);
 		if (e != NULL) {
-			handles[na] = handle_of(e);
+			handles[na] = poll_handle_of(e);
 			events[na] = fds[i].events;
 			where[na++] = (int)i;
 		} else {
@@ -799,13 +857,301 @@ static int wait_for(int fd, short events)
 	}
 }
 
+/* ---------------------------------------------------------------------------------- UDP */
+
+/*
+ * UDP sockets on the stack. A datagram moves whole in one stack call, from the caller's own buffers (a gather or
+ * scatter list goes to the stack as is): nothing is allocated per datagram. A socket the stack has not bound yet
+ * goes to the kernel, as a TCP socket does, when it is bound to 127/8 or sends or connects to a local destination
+ * (127/8, INADDR_ANY, the stack's own address) or one the stack cannot route. Once bound it stays on the stack,
+ * which sends to those local destinations through the port's backing kernel socket and hears the answers there.
+ */
+
+static inline int is_local_destination(uint32_t a) { return is_loopback(a) || a == 0 || a == stack_address; }
+
+/* Whether the stack has given the socket a port yet (explicit bind, or an implicit one at send or connect). */
+static int udp_bound(const struct fd_entry *e)
+{
+	uint32_t address;
+	uint16_t port = 0;
+	return STACK(st.udp_name(handle_of(e), 0, &address, &port)) == 0 && port != 0;
+}
+
+static int udp_bind(int fd, struct fd_entry *e, const struct sockaddr *addr, socklen_t len)
+{
+	uint32_t address;
+	uint16_t port;
+	int rc = sockaddr_in_of(fd, AF_INET, addr, len, &address, &port);
+	if (rc != 0)
+		return fail(rc);
+	if (is_loopback(address)) {
+		hand_to_kernel(fd, e, "bound to loopback");
+		return LIBC(bind)(fd, addr, len);
+	}
+	rc = STACK(st.udp_bind(handle_of(e), address, port));
+	if (rc < 0)
+		return fail(rc);
+	debug("fd %d bound (UDP socket %d)", fd, handle_of(e));
+	return 0;
+}
+
+static int udp_connect(int fd, struct fd_entry *e, const struct sockaddr *addr, socklen_t len)
+{
+	if (addr != NULL && len >= (socklen_t)sizeof(sa_family_t) && addr->sa_family == AF_UNSPEC) {
+		int rc = STACK(st.udp_disconnect(handle_of(e)));
+		return rc < 0 ? fail(rc) : 0;
+	}
+	uint32_t address;
+	uint16_t port;
+	int rc = sockaddr_in_of(fd, AF_INET, addr, len, &address, &port);
+	if (rc != 0)
+		return fail(rc);
+	int unbound = !udp_bound(e);
+	if (unbound && is_local_destination(address)) {
+		hand_to_kernel(fd, e, "a local destination");
+		return LIBC(connect)(fd, addr, len);
+	}
+	rc = STACK(st.udp_connect(handle_of(e), address, port));
+	if (unbound && (rc == -ENETUNREACH || rc == -EHOSTUNREACH)) {
+		hand_to_kernel(fd, e, "no route through the accelerated interface");
+		return LIBC(connect)(fd, addr, len);
+	}
+	if (rc < 0)
+		return fail(rc);
+	debug("fd %d connected (UDP socket %d)", fd, handle_of(e));
+	return 0;
+}
+
+/*
+ * One datagram from iov, to addr (or the connected peer when addr is NULL). The stack never waits for room (a
+ * send goes to the ring or fails), so a blocking socket does not block either. The caller has checked that e is
+ * a UDP socket; it returns through the kernel when the socket goes there.
+ */
+static ssize_t udp_send(int fd, struct fd_entry *e, const struct msghdr *msg, int flags)
+{
+	if (msg->msg_controllen > 0 || (flags & MSG_MORE))
+		return fail(-EOPNOTSUPP); /* no control messages, no corking on the stack yet */
+	if (msg->msg_iovlen > IOV_MAX)
+		return fail(-EMSGSIZE);
+	uint32_t address = 0;
+	uint16_t port = 0;
+	int to = msg->msg_name != NULL && msg->msg_namelen > 0;
+	if (to) {
+		int rc = sockaddr_in_of(fd, AF_INET, msg->msg_name, msg->msg_namelen, &address, &port);
+		if (rc != 0)
+			return fail(rc);
+		if (is_local_destination(address) && !udp_bound(e)) {
+			hand_to_kernel(fd, e, "a local destination");
+			return LIBC(sendmsg)(fd, msg, flags);
+		}
+	}
+	int rc = STACK(st.udp_send(handle_of(e), msg->msg_iov, (int)msg->msg_iovlen, to, address, port));
+	if (to && (rc == -ENETUNREACH || rc == -EHOSTUNREACH) && !udp_bound(e)) {
+		hand_to_kernel(fd, e, "no route through the accelerated interface");
+		return LIBC(sendmsg)(fd, msg, flags);
+	}
+	return rc < 0 ? fail(rc) : rc;
+}
+
+/*
+ * The next datagram into msg's buffers, its sender into msg_name; MSG_TRUNC in msg_flags when it did not fit, and
+ * with MSG_TRUNC in flags the datagram's real length returned (as Linux). MSG_PEEK leaves it queued. Blocks unless
+ * the socket is non-blocking or MSG_DONTWAIT is given.
+ */
+static ssize_t udp_recv(int fd, struct fd_entry *e, struct msghdr *msg, int flags)
+{
+	if (flags & MSG_ERRQUEUE)
+		return fail(-EAGAIN); /* no IP_RECVERR on the stack: the error queue is always empty */
+	if (msg->msg_iovlen > IOV_MAX)
+		return fail(-EMSGSIZE);
+	int nonblock = nonblocking(e) || (flags & MSG_DONTWAIT);
+	uint32_t address;
+	uint16_t port;
+	int length;
+	for (;;) {
+		int rc = STACK(st.udp_recv(handle_of(e), msg->msg_iov, (int)msg->msg_iovlen, (flags & MSG_PEEK) != 0,
+					   &address, &port, &length));
+		if (rc >= 0) {
+			if (msg->msg_name != NULL)
+				fill_sockaddr(msg->msg_name, &msg->msg_namelen, AF_INET, address, port);
+			else
+				msg->msg_namelen = 0;
+			msg->msg_controllen = 0;
+			msg->msg_flags = length > rc ? MSG_TRUNC : 0;
+			return (flags & MSG_TRUNC) ? length : rc;
+		}
+		if (rc != -EAGAIN)
+			return fail(rc);
+		if (nonblock) {
+			e->rd_eagain++;
+			return fail(-EAGAIN);
+		}
+		if (wait_for(fd, POLLIN) < 0)
+			return -1;
+	}
+}
+
+/* recv/read/recvfrom and send/write/sendto as a one-buffer message. */
+static ssize_t udp_recv_buf(int fd, struct fd_entry *e, void *buf, size_t len, int flags, struct sockaddr *addr,
+			    socklen_t *alen)
+{
+	struct iovec v = { .iov_base = buf, .iov_len = len };
+	struct msghdr m = { .msg_name = addr, .msg_namelen = alen != NULL ? *alen : 0, .msg_iov = &v, .msg_iovlen = 1 };
+	ssize_t n = udp_recv(fd, e, &m, flags);
+	if (n >= 0 && addr != NULL && alen != NULL)
+		*alen = m.msg_namelen;
+	return n;
+}
+
+static ssize_t udp_send_buf(int fd, struct fd_entry *e, const void *buf, size_t len, int flags,
+			    const struct sockaddr *addr, socklen_t alen)
+{
+	struct iovec v = { .iov_base = (void *)buf, .iov_len = len };
+	struct msghdr m = { .msg_name = (void *)addr, .msg_namelen = addr != NULL ? alen : 0, .msg_iov = &v, .msg_iovlen = 1 };
+	return udp_send(fd, e, &m, flags);
+}
+
+/* The interface a multicast option names (an address, or an index from ip_mreqn) must be the stack's. */
+static int udp_our_interface(uint32_t address, int ifindex)
+{
+	if (ifindex != 0)
+		return (unsigned)ifindex == stack_ifindex;
+	return address == INADDR_ANY || address == stack_address;
+}
+
+/*
+ * setsockopt on a UDP socket: the options the stack keeps go to it; all but the memberships also go to the
+ * placeholder first, which checks them as Linux does and answers getsockopt. A membership is the stack's alone: the
+ * placeholder, bound to no port, would join in the kernel for nothing (or fail for want of a multicast route).
+ */
+static int udp_setsockopt(int fd, struct fd_entry *e, int level, int name, const void *value, socklen_t len)
+{
+	int h = handle_of(e);
+	if (level == IPPROTO_IP && (name == IP_ADD_MEMBERSHIP || name == IP_DROP_MEMBERSHIP)) {
+		if (value == NULL || len < (socklen_t)sizeof(struct ip_mreq))
+			return fail(-EINVAL);
+		struct ip_mreqn mreq = { 0 }; /* ip_mreq is its first part */
+		memcpy(&mreq, value, len < (socklen_t)sizeof mreq ? len : sizeof mreq);
+		if (!udp_our_interface(ntohl(mreq.imr_address.s_addr), len >= (socklen_t)sizeof mreq ? mreq.imr_ifindex : 0))
+			return fail(-ENODEV); /* the stack has one interface */
+		int rc = STACK(st.udp_setopt(h, name == IP_ADD_MEMBERSHIP ? ONLOAD_UDP_OPT_ADD_MEMBERSHIP : ONLOAD_UDP_OPT_DROP_MEMBERSHIP,
+					     ntohl(mreq.imr_multiaddr.s_addr)));
+		return rc < 0 ? fail(rc) : 0;
+	}
+	if (level == IPPROTO_IP && name == IP_MULTICAST_IF && value != NULL && len >= (socklen_t)sizeof(struct in_addr)) {
+		struct ip_mreqn mreq = { 0 };
+		if (len >= (socklen_t)sizeof(struct ip_mreq))
+			memcpy(&mreq, value, len < (socklen_t)sizeof mreq ? len : sizeof mreq);
+		else
+			memcpy(&mreq.imr_address, value, sizeof mreq.imr_address); /* a bare struct in_addr */
+		if (!udp_our_interface(ntohl(mreq.imr_address.s_addr), len >= (socklen_t)sizeof mreq ? mreq.imr_ifindex : 0))
+			return fail(-EADDRNOTAVAIL); /* the stack sends through its own interface only */
+	}
+	int rc = LIBC(setsockopt)(fd, level, name, value, len);
+	if (rc != 0)
+		return rc;
+	int option = level == SOL_SOCKET && name == SO_RCVBUF ? ONLOAD_UDP_OPT_RCVBUF
+		   : level == SOL_SOCKET && name == SO_BROADCAST ? ONLOAD_UDP_OPT_BROADCAST
+		   : level == IPPROTO_IP && name == IP_MULTICAST_TTL ? ONLOAD_UDP_OPT_MULTICAST_TTL
+		   : level == IPPROTO_IP && name == IP_MULTICAST_LOOP ? ONLOAD_UDP_OPT_MULTICAST_LOOP : 0;
+	if (option == 0)
+		return 0;
+	int v = 0;
+	if (option == ONLOAD_UDP_OPT_RCVBUF) {
+		v = *(const int *)value; /* the placeholder accepted it, so it holds an int; the stack doubles it as Linux */
+	} else {
+		/* The placeholder's reading of it: the TTL and loop options take an int or a byte, and -1 means the default. */
+		socklen_t vlen = sizeof v;
+		if (LIBC(getsockopt)(fd, level, name, &v, &vlen) != 0)
+			return -1;
+	}
+	int r = STACK(st.udp_setopt(h, option, (uint32_t)v));
+	return r < 0 ? fail(r) : 0;
+}
+
+/*
+ * sendmmsg and recvmmsg, on any accelerated fd: one message at a time through sendmsg/recvmsg. recvmmsg waits for
+ * the first datagram as recvmsg does; after it, MSG_WAITFORONE takes only what is queued, and a timeout bounds the
+ * wait for each further one (Linux checks its timeout only after each datagram arrives; see recvmmsg(2), BUGS).
+ */
+EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags);
+EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags);
+
+EXPORT int sendmmsg(int fd, struct mmsghdr *vec, unsigned int vlen, int flags)
+{
+	struct fd_entry *e = accelerated(fd);
+	if (e == NULL)
+		return LIBC(sendmmsg)(fd, vec, vlen, flags);
+	if (vlen > UIO_MAXIOV)
+		vlen = UIO_MAXIOV; /* as Linux */
+	unsigned int i;
+	for (i = 0; i < vlen; i++) {
+		ssize_t n = sendmsg(fd, &vec[i].msg_hdr, flags);
+		if (n < 0)
+			return i > 0 ? (int)i : -1;
+		vec[i].msg_len = (unsigned int)n;
+	}
+	return (int)i;
+}
+
+EXPORT int recvmmsg(int fd, struct mmsghdr *vec, unsigned int vlen, int flags, struct timespec *timeout)
+{
+	struct fd_entry *e = accelerated(fd);
+	if (e == NULL)
+		return LIBC(recvmmsg)(fd, vec, vlen, flags, timeout);
+	if (timeout != NULL && (timeout->tv_sec < 0 || timeout->tv_nsec < 0 || timeout->tv_nsec >= 1000000000L))
+		return fail(-EINVAL);
+	long deadline = timeout == NULL ? -1 : now_ns() + timeout->tv_sec * 1000000000L + timeout->tv_nsec;
+	if (vlen > UIO_MAXIOV)
+		vlen = UIO_MAXIOV;
+	unsigned int i;
+	int err = 0;
+	for (i = 0; i < vlen; i++) {
+		int f = flags & ~MSG_WAITFORONE;
+		if (i > 0 && (flags & MSG_WAITFORONE))
+			f |= MSG_DONTWAIT;
+		else if (i > 0 && deadline >= 0) {
+			long left = deadline - now_ns();
+			struct pollfd p = { .fd = fd, .events = POLLIN };
+			if (left <= 0 || poll(&p, 1, (int)((left + 999999) / 1000000)) <= 0)
+				break;
+			f |= MSG_DONTWAIT;
+		}
+		ssize_t n = recvmsg(fd, &vec[i].msg_hdr, f);
+		if (n < 0) {
+			err = errno;
+			break;
+		}
+		vec[i].msg_len = (unsigned int)n;
+	}
+	if (timeout != NULL) { /* Linux writes back the time left */
+		long left = deadline - now_ns();
+		if (left < 0)
+			left = 0;
+		timeout->tv_sec = left / 1000000000L;
+		timeout->tv_nsec = left % 1000000000L;
+	}
+	return i == 0 && err != 0 ? fail(-err) : (int)i;
+}
+
 /* ---------------------------------------------------------------------- the interceptors */
+
+/* Which kind of stack socket carries socket(domain, type, protocol); -1: the kernel's. */
+static int accelerated_kind(int domain, int type, int protocol)
+{
+	type &= ~(SOCK_NONBLOCK | SOCK_CLOEXEC);
+	if ((domain == AF_INET || domain == AF_INET6) && type == SOCK_STREAM && (protocol == 0 || protocol == IPPROTO_TCP))
+		return KIND_TCP;
+	if (domain == AF_INET && type == SOCK_DGRAM && (protocol == 0 || protocol == IPPROTO_UDP))
+		return KIND_UDP; /* AF_INET6 UDP stays on the kernel for now */
+	return -1;
+}
 
 EXPORT int socket(int domain, int type, int protocol)
 {
 	int fd = LIBC(socket)(domain, type, protocol);
-	if (fd < 0 || in_stack || (domain != AF_INET && domain != AF_INET6) || (type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC)) != SOCK_STREAM ||
-	    (protocol != 0 && protocol != IPPROTO_TCP))
+	int kind = accelerated_kind(domain, type, protocol);
+	if (fd < 0 || in_stack || kind < 0)
 		return fd;
 	if (fd >= fd_table_size || !stack_ready()) {
 		if (opt_no_fail)
@@ -813,9 +1159,9 @@ EXPORT int socket(int domain, int type, int protocol)
 		LIBC(close)(fd);
 		return fail(fd >= fd_table_size ? -EMFILE : -ENETDOWN);
 	}
-	int h = STACK(st.open());
+	int h = STACK(kind == KIND_UDP ? st.udp_open() : st.open());
 	if (h >= fd_table_size) { /* past the connection table */
-		STACK(st.close(h));
+		STACK(stack_close(kind, h));
 		h = -EMFILE;
 	}
 	if (h < 0) {
@@ -826,9 +1172,10 @@ EXPORT int socket(int domain, int type, int protocol)
 		LIBC(close)(fd);
 		return fail(h);
 	}
-	take_fd(fd, h, (type & SOCK_NONBLOCK) ? FD_NONBLOCK : 0);
-	conn_table[h].family = domain;
-	debug("fd %d accelerated (connection %d%s)", fd, h, domain == AF_INET6 ? ", AF_INET6" : "");
+	take_fd(fd, kind, h, (type & SOCK_NONBLOCK) ? FD_NONBLOCK : 0);
+	conn_of(&fd_table[fd])->family = domain;
+	debug("fd %d accelerated (%s %d%s)", fd, kind == KIND_UDP ? "UDP socket" : "connection", h,
+	      domain == AF_INET6 ? ", AF_INET6" : "");
 	return fd;
 }
 
@@ -837,6 +1184,8 @@ EXPORT int bind(int fd, const struct sockaddr *addr, socklen_t len)
 	struct fd_entry *e = accelerated(fd);
 	if (e == NULL)
 		return LIBC(bind)(fd, addr, len);
+	if (e->kind == KIND_UDP)
+		return udp_bind(fd, e, addr, len);
 	uint32_t address;
 	uint16_t port;
 	int rc = sockaddr_in_of(fd, family_of(e), addr, len, &address, &port);
@@ -853,7 +1202,7 @@ EXPORT int bind(int fd, const struct sockaddr *addr, socklen_t len)
 EXPORT int listen(int fd, int backlog)
 {
 	struct fd_entry *e = accelerated(fd);
-	if (e == NULL)
+	if (e == NULL || e->kind == KIND_UDP) /* a datagram socket's placeholder says EOPNOTSUPP, as Linux */
 		return LIBC(listen)(fd, backlog);
 	int rc = STACK(st.listen(handle_of(e), backlog));
 	if (rc < 0)
@@ -902,8 +1251,8 @@ static int accept_common(int fd, struct sockaddr *addr, socklen_t *len, int flag
 		STACK(st.close(c));
 		return fail(-err);
 	}
-	take_fd(nfd, c, (flags & SOCK_NONBLOCK) ? FD_NONBLOCK : 0);
-	conn_table[c].family = family_of(e);
+	take_fd(nfd, KIND_TCP, c, (flags & SOCK_NONBLOCK) ? FD_NONBLOCK : 0);
+	conn_of(&fd_table[nfd])->family = family_of(e);
 	inherit_timeouts(nfd, conn_of(e));
 	fill_sockaddr(addr, len, family_of(e), address, port);
 	debug("fd %d accepted on fd %d (connection %d)", nfd, fd, c);
@@ -913,7 +1262,7 @@ static int accept_common(int fd, struct sockaddr *addr, socklen_t *len, int flag
 EXPORT int accept(int fd, struct sockaddr *addr, socklen_t *len)
 {
 	struct fd_entry *e = accelerated(fd);
-	if (e == NULL)
+	if (e == NULL || e->kind == KIND_UDP)
 		return LIBC(accept)(fd, addr, len);
 	return accept_common(fd, addr, len, 0, e);
 }
@@ -921,7 +1270,7 @@ EXPORT int accept(int fd, struct sockaddr *addr, socklen_t *len)
 EXPORT int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
 {
 	struct fd_entry *e = accelerated(fd);
-	if (e == NULL)
+	if (e == NULL || e->kind == KIND_UDP)
 		return LIBC(accept4)(fd, addr, len, flags);
 	return accept_common(fd, addr, len, flags, e);
 }
@@ -931,6 +1280,8 @@ EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len)
 	struct fd_entry *e = accelerated(fd);
 	if (e == NULL)
 		return LIBC(connect)(fd, addr, len);
+	if (e->kind == KIND_UDP)
+		return udp_connect(fd, e, addr, len);
 	uint32_t address;
 	uint16_t port;
 	int rc = sockaddr_in_of(fd, family_of(e), addr, len, &address, &port);
@@ -1030,24 +1381,32 @@ static ssize_t stack_send(int fd, struct fd_entry *e, const void *buf, size_t le
 EXPORT ssize_t read(int fd, void *buf, size_t len)
 {
 	struct fd_entry *e = accelerated(fd);
+	if (e != NULL && e->kind == KIND_UDP)
+		return udp_recv_buf(fd, e, buf, len, 0, NULL, NULL);
 	return e == NULL ? LIBC(read)(fd, buf, len) : stack_recv(fd, e, buf, len, 0);
 }
 
 EXPORT ssize_t write(int fd, const void *buf, size_t len)
 {
 	struct fd_entry *e = accelerated(fd);
+	if (e != NULL && e->kind == KIND_UDP)
+		return udp_send_buf(fd, e, buf, len, 0, NULL, 0);
 	return e == NULL ? LIBC(write)(fd, buf, len) : stack_send(fd, e, buf, len, 0);
 }
 
 EXPORT ssize_t recv(int fd, void *buf, size_t len, int flags)
 {
 	struct fd_entry *e = accelerated(fd);
+	if (e != NULL && e->kind == KIND_UDP)
+		return udp_recv_buf(fd, e, buf, len, flags, NULL, NULL);
 	return e == NULL ? LIBC(recv)(fd, buf, len, flags) : stack_recv(fd, e, buf, len, flags);
 }
 
 EXPORT ssize_t send(int fd, const void *buf, size_t len, int flags)
 {
 	struct fd_entry *e = accelerated(fd);
+	if (e != NULL && e->kind == KIND_UDP)
+		return udp_send_buf(fd, e, buf, len, flags, NULL, 0);
 	return e == NULL ? LIBC(send)(fd, buf, len, flags) : stack_send(fd, e, buf, len, flags);
 }
 
@@ -1056,6 +1415,8 @@ EXPORT ssize_t recvfrom(int fd, void *buf, size_t len, int flags, struct sockadd
 	struct fd_entry *e = accelerated(fd);
 	if (e == NULL)
 		return LIBC(recvfrom)(fd, buf, len, flags, addr, alen);
+	if (e->kind == KIND_UDP)
+		return udp_recv_buf(fd, e, buf, len, flags, addr, alen);
 	ssize_t n = stack_recv(fd, e, buf, len, flags);
 	if (n >= 0 && addr != NULL && alen != NULL) {
 		uint32_t address;
@@ -1071,6 +1432,8 @@ EXPORT ssize_t sendto(int fd, const void *buf, size_t len, int flags, const stru
 	struct fd_entry *e = accelerated(fd);
 	if (e == NULL)
 		return LIBC(sendto)(fd, buf, len, flags, addr, alen);
+	if (e->kind == KIND_UDP)
+		return udp_send_buf(fd, e, buf, len, flags, addr, alen);
 	return stack_send(fd, e, buf, len, flags); /* a stream socket ignores the address */
 }
 
@@ -1080,12 +1443,13 @@ EXPORT int close(int fd)
 	if (!in_stack && fd >= 0 && fd < fd_table_size && fd_table[fd].ep != NULL)
 		ep_forget(fd);
 	if (e != NULL) {
-		int h = handle_of(e);
+		int h = handle_of(e), kind = e->kind;
+		const char *what = kind == KIND_UDP ? "UDP socket" : "connection";
 		if (release_fd(e) == 0) {
-			STACK(st.close(h));
-			debug("fd %d closed (connection %d)", fd, h);
+			STACK(stack_close(kind, h));
+			debug("fd %d closed (%s %d)", fd, what, h);
 		} else
-			debug("fd %d closed (connection %d stays with its other fds)", fd, h);
+			debug("fd %d closed (%s %d stays with its other fds)", fd, what, h);
 	}
 	return LIBC(close)(fd);
 }
@@ -1095,6 +1459,8 @@ EXPORT int shutdown(int fd, int how)
 	struct fd_entry *e = accelerated(fd);
 	if (e == NULL)
 		return LIBC(shutdown)(fd, how);
+	if (e->kind == KIND_UDP)
+		return fail(-EOPNOTSUPP); /* not on the stack's UDP yet */
 	int rc = STACK(st.shutdown(handle_of(e), how));
 	return rc < 0 ? fail(rc) : 0;
 }
@@ -1108,7 +1474,8 @@ static int name_common(int fd, struct sockaddr *addr, socklen_t *len, int peer)
 		return fail(-EFAULT);
 	uint32_t address;
 	uint16_t port;
-	int rc = STACK(st.name(handle_of(e), peer, &address, &port));
+	int rc = STACK(e->kind == KIND_UDP ? st.udp_name(handle_of(e), peer, &address, &port)
+					   : st.name(handle_of(e), peer, &address, &port));
 	if (rc < 0)
 		return fail(rc);
 	fill_sockaddr(addr, len, family_of(e), address, port);
@@ -1123,8 +1490,9 @@ EXPORT int setsockopt(int fd, int level, int name, const void *value, socklen_t 
 {
 	/* The placeholder takes every option (it checks them as Linux does, and keeps them should the
 	 * socket go to the kernel); the stack takes those it implements. */
-	int rc = LIBC(setsockopt)(fd, level, name, value, len);
 	struct fd_entry *e = accelerated(fd);
+	int rc = e != NULL && e->kind == KIND_UDP ? udp_setsockopt(fd, e, level, name, value, len)
+						  : LIBC(setsockopt)(fd, level, name, value, len);
 	if (rc == 0 && e != NULL && level == SOL_SOCKET && (name == SO_RCVTIMEO || name == SO_SNDTIMEO) &&
 	    len >= (socklen_t)sizeof(struct timeval)) {
 		/* The placeholder checked the value; the stack's waits keep it in ms, rounded up (as jiffies are). */
@@ -1136,7 +1504,8 @@ EXPORT int setsockopt(int fd, int level, int name, const void *value, socklen_t 
 		else
 			conn_of(e)->snd_timeo_ms = capped;
 	}
-	if (rc == 0 && e != NULL && level == IPPROTO_TCP && name == TCP_NODELAY && len >= (socklen_t)sizeof(int)) {
+	if (rc == 0 && e != NULL && e->kind == KIND_TCP && level == IPPROTO_TCP && name == TCP_NODELAY &&
+	    len >= (socklen_t)sizeof(int)) {
 		int r = STACK(st.set_nodelay(handle_of(e), *(const int *)value != 0));
 		if (r < 0)
 			return fail(r);
@@ -1151,7 +1520,7 @@ EXPORT int getsockopt(int fd, int level, int name, void *value, socklen_t *len)
 		return LIBC(getsockopt)(fd, level, name, value, len);
 	if (value == NULL || len == NULL || *len < (socklen_t)sizeof(int))
 		return fail(-EINVAL);
-	int err = STACK(st.take_error(handle_of(e)));
+	int err = STACK(e->kind == KIND_UDP ? st.udp_take_error(handle_of(e)) : st.take_error(handle_of(e)));
 	if (err < 0)
 		return fail(err);
 	*(int *)value = err;
@@ -1347,12 +1716,24 @@ static ssize_t stack_send_iov(int fd, struct fd_entry *e, const struct iovec *io
 EXPORT ssize_t readv(int fd, const struct iovec *iov, int iovcnt)
 {
 	struct fd_entry *e = accelerated(fd);
+	if (e != NULL && e->kind == KIND_UDP) {
+		if (iovcnt < 0)
+			return fail(-EINVAL);
+		struct msghdr m = { .msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt };
+		return udp_recv(fd, e, &m, 0);
+	}
 	return e == NULL ? LIBC(readv)(fd, iov, iovcnt) : stack_recv_iov(fd, e, iov, iovcnt, 0);
 }
 
 EXPORT ssize_t writev(int fd, const struct iovec *iov, int iovcnt)
 {
 	struct fd_entry *e = accelerated(fd);
+	if (e != NULL && e->kind == KIND_UDP) {
+		if (iovcnt < 0)
+			return fail(-EINVAL);
+		struct msghdr m = { .msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt };
+		return udp_send(fd, e, &m, 0);
+	}
 	return e == NULL ? LIBC(writev)(fd, iov, iovcnt) : stack_send_iov(fd, e, iov, iovcnt, 0);
 }
 
@@ -1363,6 +1744,8 @@ EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
 		return LIBC(recvmsg)(fd, msg, flags);
 	if (msg == NULL || msg->msg_iovlen > IOV_MAX)
 		return fail(msg == NULL ? -EFAULT : -EMSGSIZE);
+	if (e->kind == KIND_UDP)
+		return udp_recv(fd, e, msg, flags);
 	ssize_t n = stack_recv_iov(fd, e, msg->msg_iov, (int)msg->msg_iovlen, flags);
 	if (n >= 0) {
 		msg->msg_namelen = 0;   /* TCP gives no address, as Linux's tcp_recvmsg */
@@ -1379,6 +1762,8 @@ EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
 		return LIBC(sendmsg)(fd, msg, flags);
 	if (msg == NULL)
 		return fail(-EFAULT);
+	if (e->kind == KIND_UDP)
+		return udp_send(fd, e, msg, flags);
 	if (msg->msg_controllen > 0)
 		return fail(-EOPNOTSUPP); /* no control messages on the stack yet */
 	if (msg->msg_iovlen > IOV_MAX)
@@ -1409,7 +1794,9 @@ EXPORT int ioctl(int fd, unsigned long request, ...)
 	case SIOCOUTQ: {
 		if (arg == NULL)
 			return fail(-EFAULT);
-		int n = STACK(st.queued(handle_of(e), request == SIOCOUTQ));
+		/* UDP: the next datagram's length, as Linux's udp_ioctl; nothing waits to be sent (it went to the ring). */
+		int n = e->kind == KIND_UDP ? (request == SIOCOUTQ ? 0 : STACK(st.udp_next_length(handle_of(e))))
+					    : STACK(st.queued(handle_of(e), request == SIOCOUTQ));
 		if (n < 0)
 			return fail(n);
 		*(int *)arg = n;
@@ -1431,9 +1818,9 @@ static void before_replacing(int newfd)
 		ep_forget(newfd);
 	struct fd_entry *e = accelerated(newfd);
 	if (e != NULL) {
-		int h = handle_of(e);
+		int h = handle_of(e), kind = e->kind;
 		if (release_fd(e) == 0)
-			STACK(st.close(h));
+			STACK(stack_close(kind, h));
 		debug("fd %d replaced by dup2/dup3 (connection %d)", newfd, h);
 	}
 }
@@ -1714,7 +2101,7 @@ static int ep_collect(struct ep_set *s, struct epoll_event *out, int max)
 		}
 		if (!m->armed)
 			continue;
-		s->handles[k] = handle_of(e);
+		s->handles[k] = poll_handle_of(e);
 		s->events[k] = (short)(m->events & EP_POLL_BITS);
 		s->which[k++] = i;
 	}
@@ -1971,7 +2358,14 @@ __attribute__((constructor)) static void onload_preload_init(void)
 		fprintf(stderr, "onload: no memory for the connection table: sockets stay on the kernel\n");
 		return;
 	}
-	conn_table = conns;
+	void *udp_conns = mmap(NULL, (size_t)size * sizeof(struct conn_state), PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (udp_conns == MAP_FAILED) {
+		fprintf(stderr, "onload: no memory for the UDP socket table: sockets stay on the kernel\n");
+		return;
+	}
+	conn_tables[KIND_TCP] = conns;
+	conn_tables[KIND_UDP] = udp_conns;
 	fd_table = table;
 	fd_table_size = (int)size;
 	debug("preloaded (pid %d, fd table %ld)", (int)getpid(), size);

@@ -29,10 +29,11 @@ public sealed partial class NetStack
         if (dst != _address && !broadcast)
             return Dropped(DropReason.IpNotForUs);
         var src = ip.Source;
-        // RFC 1122 §3.2.1.3: a source that cannot be a single host is a martian. Our own address is one from the
-        // wire, but not on a datagram the host's kernel handed over (driverlink: a local program sent it).
-        if (src.IsMulticast || src.IsLimitedBroadcast || src.IsLoopback || src.IsReserved ||
-            (src == _address && (d.Flags & PacketFlags.FromHostKernel) == 0) ||
+        // RFC 1122 §3.2.1.3: a source that cannot be a single host is a martian. Our own address and loopback are
+        // from the wire, but not on a datagram the host's kernel handed over (driverlink: a local program sent it).
+        bool fromHost = (d.Flags & PacketFlags.FromHostKernel) != 0;
+        if (src.IsMulticast || src.IsLimitedBroadcast || (src.IsLoopback && !fromHost) || src.IsReserved ||
+            (src == _address && !fromHost) ||
             src == _subnet.DirectedBroadcast || (src.IsAny && ip.Protocol is not (IpProtocol.Udp or IpProtocol.Igmp)))
             return Dropped(DropReason.IpMartianSource);
         broadcast |= linkBroadcast;
@@ -122,6 +123,12 @@ public sealed partial class NetStack
     {
         linkDestination = MacAddress.Zero;
         nextHop = destination;
+        // 127/8 never leaves a host (RFC 1122 3.2.1.3), not even through a gateway; the stack has no loopback.
+        if (destination.IsLoopback)
+        {
+            Counters.IpOutNoRoutes++;
+            return -(int)Errno.ENETUNREACH;
+        }
         if (destination.IsLimitedBroadcast || destination == _subnet.DirectedBroadcast)
         {
             linkDestination = MacAddress.Broadcast;

@@ -163,7 +163,7 @@ public sealed partial class NetStack
             return -(int)Errno.EBADF;
         if (remote.Port == 0 && !remote.Address.IsAny)
             return -(int)Errno.EINVAL;
-        int rc = Route(remote.Address, out _, out _);
+        int rc = KernelCarries(remote.Address) ? 0 : Route(remote.Address, out _, out _);
         if (rc != 0)
             return rc;
         ref var socket = ref _udp[s];
@@ -217,6 +217,10 @@ public sealed partial class NetStack
     public Ipv4Endpoint UdpLocalEndpoint(int s) =>
         _udp.IsValid(s) ? new Ipv4Endpoint(_udp[s].LocalAddress, _udp[s].LocalPort) : default;
 
+    /// <summary>ioctl FIONREAD on a UDP socket: the next datagram's payload length (0 when none), as Linux's.</summary>
+    public int UdpNextDatagramLength(int s) =>
+        _udp.IsValid(s) && _udp[s].QueueCount > 0 ? _udp.Peek(s).PayloadLength : 0;
+
     /// <summary>Whether a receive would not block: a datagram is queued or an error is pending.</summary>
     public bool UdpReadable(int s) => _udp.IsValid(s) && (_udp[s].QueueCount > 0 || _udp[s].Error != 0);
 
@@ -248,11 +252,12 @@ public sealed partial class NetStack
             dst = _address; // Linux sends to INADDR_ANY as to itself; with no loopback here that is unreachable
         if ((dst.IsLimitedBroadcast || dst == _subnet.DirectedBroadcast) && !socket.Broadcast)
             return -(int)Errno.EACCES;
-        if (dst == _address)
+        if (dst == _address || dst.IsLoopback)
         {
-            // In driverlink mode our address is the host's, where the kernel's programs listen: the kernel delivers
-            // it, through the port's own kernel socket. In direct mode this needs loopback, which the stack lacks.
-            if (_control is null)
+            // In driverlink mode our address is the host's, where the kernel's programs listen, and 127/8 the host's
+            // loopback: the kernel delivers both, through the port's own kernel socket (and the answers come back
+            // through it). In direct mode this needs loopback, which the stack lacks.
+            if (!KernelCarries(dst))
                 return -(int)Errno.ENETUNREACH;
             if (!socket.Bound && (rc0 = UdpBind(s, new Ipv4Endpoint(Ipv4Address.Any, 0))) != 0)
                 return rc0;
@@ -307,13 +312,20 @@ public sealed partial class NetStack
             _pool.Release(buffer);
     }
 
+    /// <summary>Whether datagrams to <paramref name="destination"/> go through the port's kernel socket instead of the
+    /// VNIC: the host's own address and loopback, in driverlink mode.</summary>
+    [System.Diagnostics.CodeAnalysis.MemberNotNullWhen(true, nameof(_control))]
+    private bool KernelCarries(Ipv4Address destination) =>
+        _control is not null && (destination == _address || destination.IsLoopback);
+
     /// <summary>recvfrom() without blocking: copies the next datagram (truncated to <paramref name="buffer"/>, as
     /// without MSG_TRUNC) and returns the bytes copied; -EAGAIN when none is queued; a pending error first.</summary>
     public int UdpReceiveFrom(int s, Span<byte> buffer, out Ipv4Endpoint from) =>
         UdpReceiveFrom(s, buffer, out from, out _);
 
     /// <param name="datagramLength">The datagram's full length, which MSG_TRUNC would return.</param>
-    public int UdpReceiveFrom(int s, Span<byte> buffer, out Ipv4Endpoint from, out int datagramLength)
+    /// <param name="peek">MSG_PEEK: the datagram stays queued.</param>
+    public int UdpReceiveFrom(int s, Span<byte> buffer, out Ipv4Endpoint from, out int datagramLength, bool peek = false)
     {
         from = default;
         datagramLength = 0;
@@ -332,6 +344,8 @@ public sealed partial class NetStack
             _pool.Span(q.Buffer).Slice(q.PayloadOffset, n).CopyTo(buffer);
         from = new Ipv4Endpoint(q.SourceAddress, q.SourcePort);
         datagramLength = q.PayloadLength;
+        if (peek)
+            return n;
         ReleaseQueued(in q);
         _udp.Pop(s);
         return n;
