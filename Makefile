@@ -46,6 +46,7 @@
 #   dist/tests/errno_probe          test helper: failing socket calls, one line each, compared between the kernel
 #                                   and onload-run (and its peer server)
 #   dist/tests/signal_writer        test helper: a signal handler writing to the socket the main thread streams through
+#   dist/tests/fork_probe           test helper: a forked child beside the parent's accelerated connection
 #   dist/tests/inet6_calls          test helper: AF_INET6 sockets, v4-mapped names, IPV6_V6ONLY and the IPv6 hand-off
 
 SHELL := /bin/bash
@@ -106,7 +107,8 @@ DIST_FILES := $(DIST)/bin/onload-echo $(DIST)/bin/onload-pingpong $(DIST)/bin/on
 	$(DIST)/tests/inet6_calls $(DIST)/tests/udp_calls
 
 ONLOAD_RUN_PROFILES := $(patsubst apps/onload-run/profiles/%,$(DIST)/lib/onload/profiles/%,$(wildcard apps/onload-run/profiles/*.opf))
-DIST_FILES += $(ONLOAD_RUN_PROFILES) $(DIST)/share/man/man1/onload-run.1 $(DIST)/tests/errno_probe $(DIST)/tests/signal_writer
+DIST_FILES += $(ONLOAD_RUN_PROFILES) $(DIST)/share/man/man1/onload-run.1 $(DIST)/tests/errno_probe $(DIST)/tests/signal_writer \
+	$(DIST)/tests/fork_probe
 
 .PHONY: all deps restore build publish test check-header demo bench bench-quick bench-latency bench-tcp bench-driverlink sweep install clean
 
@@ -232,6 +234,10 @@ $(DIST)/tests/errno_probe: preload/tests/errno_probe.c
 	$(CC) -std=gnu11 $(C_WARN) -O2 -o $@ $<
 
 $(DIST)/tests/signal_writer: preload/tests/signal_writer.c
+	@mkdir -p $(@D)
+	$(CC) -std=gnu11 $(C_WARN) -O2 -o $@ $<
+
+$(DIST)/tests/fork_probe: preload/tests/fork_probe.c
 	@mkdir -p $(@D)
 	$(CC) -std=gnu11 $(C_WARN) -O2 -o $@ $<
 

@@ -174,6 +174,7 @@ struct fd_entry {
 	uint32_t rd_eagain; /* reads and accepts that found nothing, and writes that found no room: */
 	uint32_t wr_eagain; /* an EPOLLET member reports the same readiness again after one */
 	uint8_t kind;       /* KIND_TCP or KIND_UDP: which of the stack's tables handle_plus1 indexes */
+	uint8_t forked;     /* accelerated in the parent before fork: the child cannot use it (see "fork") */
 	struct ep_set *ep;  /* this fd is an epoll fd with accelerated members (the shim's part of the set) */
 };
 
@@ -196,9 +197,15 @@ struct conn_state {
 
 static struct conn_state *conn_tables[2];
 
+static void warn_forked(int fd);
+
 static inline struct fd_entry *accelerated(int fd)
 {
-	if (in_stack || fd < 0 || fd >= fd_table_size || fd_table[fd].handle_plus1 == 0)
+	if (in_stack || fd < 0 || fd >= fd_table_size)
+		return NULL;
+	if (__builtin_expect(fd_table[fd].forked, 0))
+		warn_forked(fd);
+	if (fd_table[fd].handle_plus1 == 0)
 		return NULL;
 	return &fd_table[fd];
 }
@@ -326,7 +333,9 @@ static struct {
 	udp_setopt_fn udp_setopt;
 } st;
 
-enum { STACK_UNTRIED, STACK_READY, STACK_FAILED };
+/* STACK_FORKED: this process is a child forked from the one whose stack is loaded (see "fork"). */
+enum { STACK_UNTRIED, STACK_READY, STACK_FAILED, STACK_FORKED };
+static pid_t stack_owner; /* the process whose stack this is */
 static int stack_state = STACK_UNTRIED;
 static uint32_t stack_address; /* host byte order */
 static unsigned stack_ifindex;   /* ONLOAD_INTERFACE's index, for the multicast options */
@@ -365,6 +374,8 @@ static int stack_close(int kind, int h)
  */
 static void drain_at_exit(void)
 {
+	if (getpid() != stack_owner)
+		return; /* a forked child's exit must not close its parent's connections */
 	in_stack++;
 	for (int fd = 0; fd < fd_table_size; fd++)
 		if (fd_table[fd].handle_plus1 != 0) {
@@ -437,6 +448,7 @@ static int load_stack_locked(char *why, size_t why_len)
 		return -1;
 	}
 	stack_address = st.local_address();
+	stack_owner = getpid();
 	const char *ifname = getenv("ONLOAD_INTERFACE");
 	stack_ifindex = ifname != NULL ? if_nametoindex(ifname) : 0;
 	/* Registered after the stack library loaded, so it runs before that library's exit handlers. */
@@ -473,8 +485,16 @@ static void restore_program_signals(const struct sigaction *saved)
 /* Whether the stack is up, loading it at the first call. Warns once when it cannot be. */
 static int stack_ready(void)
 {
-	if (__atomic_load_n(&stack_state, __ATOMIC_ACQUIRE) != STACK_UNTRIED)
-		return stack_state == STACK_READY;
+	int state = __atomic_load_n(&stack_state, __ATOMIC_ACQUIRE);
+	if (state == STACK_FORKED) {
+		static int warned;
+		if (!__atomic_exchange_n(&warned, 1, __ATOMIC_ACQ_REL))
+			fprintf(stderr, "onload: pid %d, forked from %d, opens its sockets on the kernel: a forked child "
+					"cannot use its parent's stack yet\n", (int)getpid(), (int)stack_owner);
+		return 0;
+	}
+	if (state != STACK_UNTRIED)
+		return state == STACK_READY;
 	pthread_mutex_lock(&stack_load_lock);
 	if (stack_state == STACK_UNTRIED) {
 		char why[1024] = "";
@@ -1439,6 +1459,8 @@ EXPORT ssize_t sendto(int fd, const void *buf, size_t len, int flags, const stru
 
 EXPORT int close(int fd)
 {
+	if (!in_stack && fd >= 0 && fd < fd_table_size)
+		fd_table[fd].forked = 0; /* closing it is all a forked child may do with it, quietly */
 	struct fd_entry *e = accelerated(fd);
 	if (!in_stack && fd >= 0 && fd < fd_table_size && fd_table[fd].ep != NULL)
 		ep_forget(fd);
@@ -1814,6 +1836,7 @@ static void before_replacing(int newfd)
 {
 	if (in_stack || newfd < 0 || newfd >= fd_table_size)
 		return;
+	fd_table[newfd].forked = 0;
 	if (fd_table[newfd].ep != NULL)
 		ep_forget(newfd);
 	struct fd_entry *e = accelerated(newfd);
@@ -2225,6 +2248,42 @@ static long env_long(const char *name, long fallback)
 	return *end == '\0' ? n : fallback;
 }
 
+/* ---------------------------------------------------------------------------------- fork */
+
+/*
+ * fork(): the stack's state is this process's memory, which the child gets a copy of, while the VNIC's rings and
+ * the daemon's connection are shared with the parent. A child working on the copy would take the parent's frames
+ * and send on its connections, so for now a forked child leaves the parent's stack alone:
+ *  - the sockets it inherited are marked: a call on one passes to its kernel placeholder (an unconnected socket)
+ *    after one warning line naming the fd; close is quiet;
+ *  - its new sockets are the kernel's (one warning line, as when the stack cannot start);
+ *  - its exit() does not drain or close the parent's connections (drain_at_exit).
+ * fork followed by exec (and posix_spawn, system, popen, which never run this) is unaffected. Sharing a listener
+ * with forked workers needs the stack's sockets to be shareable between processes: docs/PRELOAD-NOTES.md.
+ */
+static void in_forked_child(void)
+{
+	if (stack_state != STACK_READY)
+		return;
+	stack_state = STACK_FORKED;
+	for (int fd = 0; fd < fd_table_size; fd++) {
+		if (fd_table[fd].ep != NULL)
+			ep_forget(fd); /* the kernel part of an epoll set stays; its accelerated members do not */
+		if (fd_table[fd].handle_plus1 != 0) {
+			fd_table[fd].handle_plus1 = 0;
+			fd_table[fd].gen++;
+			fd_table[fd].forked = 1;
+		}
+	}
+}
+
+static void warn_forked(int fd)
+{
+	fd_table[fd].forked = 0; /* once per fd */
+	fprintf(stderr, "onload: fd %d was accelerated in the parent (pid %d): a forked child cannot use it yet, "
+			"calls on it reach an unconnected kernel socket\n", fd, (int)stack_owner);
+}
+
 /* ------------------------------------------------------------------------------- signals */
 
 /*
@@ -2368,5 +2427,6 @@ __attribute__((constructor)) static void onload_preload_init(void)
 	conn_tables[KIND_UDP] = udp_conns;
 	fd_table = table;
 	fd_table_size = (int)size;
+	pthread_atfork(NULL, NULL, in_forked_child);
 	debug("preloaded (pid %d, fd table %ld)", (int)getpid(), size);
 }
