@@ -178,6 +178,11 @@ static void probe_addresses(int port)
 	int a = tcp_socket();
 	report("bind a listener", bind(a, (struct sockaddr *)&here, sizeof here));
 	report("listen", listen(a, 4));
+	struct sockaddr_in name;
+	socklen_t name_len = sizeof name;
+	getsockname(a, (struct sockaddr *)&name, &name_len);
+	char text[INET_ADDRSTRLEN];
+	printf("the listener's name: %s:%d\n", inet_ntop(AF_INET, &name.sin_addr, text, sizeof text), ntohs(name.sin_port) - port);
 	int b = tcp_socket();
 	report("bind a second socket to its port", bind(b, (struct sockaddr *)&here, sizeof here));
 	close(b);

@@ -96,6 +96,7 @@ public sealed partial class NetStack
         ushort port = local.Port;
         if (port != 0 && _tcp.PortInUse(port))
             return -(int)Errno.EADDRINUSE;
+        t.BoundToAny = local.Address.IsAny;
         if (_control != null)
             return TcpBindReserved(c, port);
         if (port == 0)
@@ -268,7 +269,16 @@ public sealed partial class NetStack
         return TakeError(ref _tcp[c].Error);
     }
 
-    public Ipv4Endpoint TcpLocalEndpoint(int c) => _tcp.IsValid(c) ? new Ipv4Endpoint(_address, _tcp[c].LocalPort) : default;
+    /// <summary>getsockname(): the stack's address, or 0.0.0.0 for a socket bound to any address that is not
+    /// connected (a listener, as Linux says of it).</summary>
+    public Ipv4Endpoint TcpLocalEndpoint(int c)
+    {
+        if (!_tcp.IsValid(c))
+            return default;
+        ref var t = ref _tcp[c];
+        bool wildcard = t.BoundToAny && t.State is TcpState.Closed or TcpState.Listen;
+        return new Ipv4Endpoint(wildcard ? default : _address, t.LocalPort);
+    }
 
     /// <summary>send(): copies into the send ring and sends what the windows allow. Returns bytes taken or -EAGAIN.</summary>
     public int TcpSend(int c, ReadOnlySpan<byte> data)

@@ -60,6 +60,8 @@ public struct TcpConnection
     public TcpState State;
     /// <summary>Bound to a local port (by bind, listen or connect).</summary>
     public bool Bound;
+    /// <summary>bind() named INADDR_ANY: until connected, getsockname says 0.0.0.0, as Linux.</summary>
+    public bool BoundToAny;
     /// <summary>The local port was reserved through <see cref="IStackControl.ReservePort"/> by this row (driverlink
     /// mode): freeing the row gives it back. Connections accepted from a listener share its port and never do.</summary>
     public bool PortReserved;
