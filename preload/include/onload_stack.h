@@ -87,6 +87,8 @@ int onload_sock_name(int h, int peer, uint32_t *address, uint16_t *port);
 typedef int (*onload_sock_name_fn)(int h, int peer, uint32_t *address, uint16_t *port);
 int onload_sock_take_error(int h);                          /* SO_ERROR: positive errno or 0 */
 typedef int (*onload_sock_take_error_fn)(int h);
+int onload_sock_tcp_info(int h, void *info, int len);        /* TCP_INFO: Linux's struct tcp_info, cut to len; its size */
+typedef int (*onload_sock_tcp_info_fn)(int h, void *info, int len);
 int onload_sock_set_nodelay(int h, int on);
 typedef int (*onload_sock_set_nodelay_fn)(int h, int on);
 /* poll(2)'s bits, and POLLRDHUP (0x2000) when the read side is shut. */

@@ -191,6 +191,30 @@ public static unsafe partial class SocketExports
     }
 
     /// <summary>getsockopt(SO_ERROR): the pending errno (positive), cleared; 0 when none.</summary>
+    /// <summary><c>int onload_sock_tcp_info(int h, void *info, int len)</c>: Linux's struct tcp_info of the connection,
+    /// cut to <c>len</c>; returns its full size (232), or -errno.</summary>
+    [UnmanagedCallersOnly(EntryPoint = "onload_sock_tcp_info")]
+    public static int GetTcpInfo(int h, byte* info, int len)
+    {
+        if (info == null || len < 0)
+            return -(int)Errno.EFAULT;
+        try
+        {
+            var layer = SocketLayer.Get(out int errno);
+            if (layer is null)
+                return -errno;
+            Span<byte> full = stackalloc byte[TcpInfo.Size];
+            int rc = layer.TcpInfo(h, full);
+            if (rc > 0)
+                full[..Math.Min(len, rc)].CopyTo(new Span<byte>(info, len));
+            return rc;
+        }
+        catch (Exception)
+        {
+            return -EIO;
+        }
+    }
+
     [UnmanagedCallersOnly(EntryPoint = "onload_sock_take_error")]
     public static int TakeError(int h) => Call(l => l.TakeError(h));
 

@@ -240,6 +240,19 @@ internal sealed partial class SocketLayer : IDisposable
         }
     }
 
+    /// <summary>getsockopt(TCP_INFO): fills <paramref name="info"/> (<see cref="Onload.Native.TcpInfo.Size"/> bytes).</summary>
+    public int TcpInfo(int c, Span<byte> info)
+    {
+        lock (_lock)
+        {
+            var table = _stack.TcpConnections;
+            if (!table.IsValid(c))
+                return -(int)Errno.EBADF;
+            Onload.Native.TcpInfo.Fill(ref table[c], _stack.Mtu, info);
+            return Onload.Native.TcpInfo.Size;
+        }
+    }
+
     /// <summary>getsockopt(SO_ERROR): the pending error, cleared (0 when none).</summary>
     public int TakeError(int c)
     {

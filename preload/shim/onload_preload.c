@@ -281,6 +281,7 @@ typedef onload_sock_shutdown_fn shutdown_fn;
 typedef onload_sock_close_fn close_fn;
 typedef onload_sock_name_fn name_fn;
 typedef onload_sock_take_error_fn take_error_fn;
+typedef onload_sock_tcp_info_fn tcp_info_fn;
 typedef onload_sock_set_nodelay_fn set_nodelay_fn;
 typedef onload_sock_poll_fn poll_fn;
 typedef onload_sock_prepare_wait_fn prepare_wait_fn;
@@ -314,6 +315,7 @@ static struct {
 	close_fn close;
 	name_fn name;
 	take_error_fn take_error;
+	tcp_info_fn tcp_info;
 	set_nodelay_fn set_nodelay;
 	poll_fn poll;
 	prepare_wait_fn prepare_wait;
@@ -420,6 +422,7 @@ static int load_stack_locked(char *why, size_t why_len)
 	SYM(close, "onload_sock_close");
 	SYM(name, "onload_sock_name");
 	SYM(take_error, "onload_sock_take_error");
+	SYM(tcp_info, "onload_sock_tcp_info");
 	SYM(set_nodelay, "onload_sock_set_nodelay");
 	SYM(poll, "onload_sock_poll");
 	SYM(prepare_wait, "onload_sock_prepare_wait");
@@ -1538,6 +1541,16 @@ EXPORT int setsockopt(int fd, int level, int name, const void *value, socklen_t 
 EXPORT int getsockopt(int fd, int level, int name, void *value, socklen_t *len)
 {
 	struct fd_entry *e = accelerated(fd);
+	if (e != NULL && e->kind == KIND_TCP && level == IPPROTO_TCP && name == TCP_INFO) {
+		if (value == NULL || len == NULL)
+			return fail(-EFAULT);
+		int full = STACK(st.tcp_info(handle_of(e), value, (int)*len));
+		if (full < 0)
+			return fail(full);
+		if (*len > (socklen_t)full)
+			*len = (socklen_t)full; /* as Linux: the shorter of the two */
+		return 0;
+	}
 	if (e == NULL || level != SOL_SOCKET || name != SO_ERROR)
 		return LIBC(getsockopt)(fd, level, name, value, len);
 	if (value == NULL || len == NULL || *len < (socklen_t)sizeof(int))

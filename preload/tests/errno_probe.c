@@ -293,6 +293,14 @@ static void probe_waitall(void)
 		printf("SETUP write: %s\n", name_of(errno));
 	report("MSG_WAITALL for 8 echoed bytes", recv(fd, buf, 8, MSG_WAITALL));
 	report("MSG_DONTWAIT with nothing there", recv(fd, buf, 8, MSG_DONTWAIT));
+	struct tcp_info info;
+	socklen_t len = sizeof info;
+	memset(&info, 0, sizeof info);
+	int rc = getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len);
+	printf("TCP_INFO: %d, state %d, timestamps %s, sack %s, wscale %s, rtt %s, cwnd %s, unacked %u, at least 104 bytes %s\n",
+	       rc, info.tcpi_state, info.tcpi_options & TCPI_OPT_TIMESTAMPS ? "yes" : "no",
+	       info.tcpi_options & TCPI_OPT_SACK ? "yes" : "no", info.tcpi_options & TCPI_OPT_WSCALE ? "yes" : "no",
+	       info.tcpi_rtt > 0 ? "> 0" : "0", info.tcpi_snd_cwnd > 0 ? "> 0" : "0", info.tcpi_unacked, len >= 104 ? "yes" : "no");
 	close(fd);
 }
 
