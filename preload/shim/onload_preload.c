@@ -47,6 +47,9 @@
 #include <sys/ioctl.h>
 #include <sys/uio.h>
 #include <sys/select.h>
+#include <sys/sendfile.h>
+#include <sys/syscall.h>
+#include <linux/close_range.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -95,6 +98,9 @@ static int (*real_epoll_ctl)(int, int, int, struct epoll_event *);
 static int (*real_epoll_wait)(int, struct epoll_event *, int, int);
 static int (*real_epoll_pwait)(int, struct epoll_event *, int, int, const sigset_t *);
 static int (*real_sigaction)(int, const struct sigaction *, struct sigaction *);
+static int (*real_close_range)(unsigned int, unsigned int, int);
+static ssize_t (*real_sendfile)(int, int, off_t *, size_t);
+static int (*real_epoll_pwait2)(int, struct epoll_event *, int, const struct timespec *, const sigset_t *);
 static int (*real_sendmmsg)(int, struct mmsghdr *, unsigned int, int);
 static int (*real_recvmmsg)(int, struct mmsghdr *, unsigned int, int, struct timespec *);
 
@@ -110,7 +116,7 @@ static void resolve_libc(void)
 	RESOLVE(readv); RESOLVE(writev); RESOLVE(recvmsg); RESOLVE(sendmsg); RESOLVE(ioctl);
 	RESOLVE(dup); RESOLVE(dup2); RESOLVE(dup3);
 	RESOLVE(epoll_create); RESOLVE(epoll_create1); RESOLVE(epoll_ctl); RESOLVE(epoll_wait); RESOLVE(epoll_pwait);
-	RESOLVE(sigaction);
+	RESOLVE(sigaction); RESOLVE(close_range); RESOLVE(sendfile); RESOLVE(epoll_pwait2);
 	RESOLVE(sendmmsg); RESOLVE(recvmmsg);
 	if (real_fcntl64 == NULL)
 		real_fcntl64 = real_fcntl;
@@ -1460,7 +1466,8 @@ EXPORT ssize_t sendto(int fd, const void *buf, size_t len, int flags, const stru
 	return stack_send(fd, e, buf, len, flags); /* a stream socket ignores the address */
 }
 
-EXPORT int close(int fd)
+/* What closing fd ends on the shim's side: its epoll set's accelerated part, its share of a stack socket. */
+static void forget_fd(int fd)
 {
 	if (!in_stack && fd >= 0 && fd < fd_table_size)
 		fd_table[fd].forked = 0; /* closing it is all a forked child may do with it, quietly */
@@ -1476,7 +1483,66 @@ EXPORT int close(int fd)
 		} else
 			debug("fd %d closed (%s %d stays with its other fds)", fd, what, h);
 	}
+}
+
+EXPORT int close(int fd)
+{
+	forget_fd(fd);
 	return LIBC(close)(fd);
+}
+
+/* close_range(2): each accelerated fd or epoll set in the range is let go of as close() does; CLOEXEC only marks. */
+EXPORT int close_range(unsigned int first, unsigned int last, int flags)
+{
+	if (!in_stack && !(flags & CLOSE_RANGE_CLOEXEC) && first <= last)
+		for (unsigned int fd = first; fd <= last && fd < (unsigned int)fd_table_size; fd++)
+			if (fd_table[fd].handle_plus1 != 0 || fd_table[fd].ep != NULL || fd_table[fd].forked)
+				forget_fd((int)fd);
+	return real_close_range != NULL ? real_close_range(first, last, flags)
+					: (int)syscall(SYS_close_range, first, last, flags);
+}
+
+/*
+ * sendfile(2) into an accelerated socket: the file is read into a buffer on this thread's stack, 16 KiB at a time,
+ * and sent as send() would (blocking or not, as the socket is). Bytes read but not sent (a non-blocking socket
+ * took only part) are given back: the file position, or *offset, moves by what was sent, as Linux's.
+ */
+EXPORT ssize_t sendfile(int out_fd, int in_fd, off_t *offset, size_t count)
+{
+	struct fd_entry *e = accelerated(out_fd);
+	if (e == NULL)
+		return LIBC(sendfile)(out_fd, in_fd, offset, count);
+	if (accelerated(in_fd) != NULL)
+		return fail(-EINVAL); /* Linux reads only from what it can map: never a socket */
+	char chunk[16384];
+	size_t sent = 0;
+	while (sent < count) {
+		size_t want = count - sent < sizeof chunk ? count - sent : sizeof chunk;
+		ssize_t got = offset != NULL ? pread(in_fd, chunk, want, *offset) : LIBC(read)(in_fd, chunk, want);
+		if (got <= 0) {
+			if (got < 0 && sent == 0)
+				return -1;
+			break; /* end of file, or an error after some bytes: report what went */
+		}
+		ssize_t n = send(out_fd, chunk, (size_t)got, 0);
+		if (n < 0) {
+			int err = errno;
+			if (offset == NULL)
+				lseek(in_fd, -got, SEEK_CUR);
+			if (sent > 0)
+				break;
+			errno = err;
+			return -1;
+		}
+		sent += (size_t)n;
+		if (offset != NULL)
+			*offset += n;
+		else if (n < got)
+			lseek(in_fd, n - got, SEEK_CUR);
+		if (n < got)
+			break; /* the socket took part: a non-blocking one is full */
+	}
+	return (ssize_t)sent;
 }
 
 EXPORT int shutdown(int fd, int how)
@@ -2247,6 +2313,18 @@ EXPORT int epoll_pwait(int epfd, struct epoll_event *events, int maxevents, int 
 	if (s == NULL || s->n == 0)
 		return LIBC(epoll_pwait)(epfd, events, maxevents, timeout, sigmask);
 	return ep_wait(epfd, s, events, maxevents, timeout, sigmask);
+}
+
+EXPORT int epoll_pwait2(int epfd, struct epoll_event *events, int maxevents, const struct timespec *timeout,
+			const sigset_t *sigmask)
+{
+	struct ep_set *s = ep_of(epfd);
+	if (s == NULL || s->n == 0)
+		return real_epoll_pwait2 != NULL ? real_epoll_pwait2(epfd, events, maxevents, timeout, sigmask)
+						 : (int)syscall(SYS_epoll_pwait2, epfd, events, maxevents, timeout, sigmask, _NSIG / 8);
+	if (timeout != NULL && (timeout->tv_sec < 0 || timeout->tv_nsec < 0 || timeout->tv_nsec >= 1000000000L))
+		return fail(-EINVAL);
+	return ep_wait(epfd, s, events, maxevents, timespec_ms(timeout), sigmask);
 }
 
 /* ------------------------------------------------------------------------ load time */

@@ -19,7 +19,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/epoll.h>
 #include <sys/select.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -154,6 +156,46 @@ int main(int argc, char **argv)
 	socklen_t fromlen = sizeof from;
 	CHECK(recvfrom(100, five, V(1), 0, (struct sockaddr *)&from, &fromlen) == 1 && five[0] == 's', "recvfrom after pselect");
 	printf("ok ppoll pselect\n");
+
+	/* sendfile from a file, with and without an offset; the echo must match the file. */
+	char path[] = "/tmp/io_calls.XXXXXX";
+	int file = mkstemp(path);
+	CHECK(file >= 0, "mkstemp");
+	unlink(path);
+	for (size_t i = 0; i < sizeof out; i++)
+		out[i] = (char)('A' + (i * 13) % 26);
+	CHECK(write(file, out, sizeof out) == (ssize_t)sizeof out, "write the file");
+	off_t offset = 1000;
+	CHECK(sendfile(101, file, &offset, 30000) == 30000 && offset == 31000, "sendfile with an offset");
+	recv_exactly(100, in, 30000);
+	CHECK(memcmp(in, out + 1000, 30000) == 0, "the echo of sendfile with an offset");
+	CHECK(lseek(file, 5, SEEK_SET) == 5, "lseek");
+	CHECK(sendfile(101, file, NULL, 20000) == 20000, "sendfile from the file position");
+	CHECK(lseek(file, 0, SEEK_CUR) == 20005, "sendfile moved the file position by what it sent");
+	recv_exactly(100, in, 20000);
+	CHECK(memcmp(in, out + 5, 20000) == 0, "the echo of sendfile from the file position");
+	close(file);
+	printf("ok sendfile\n");
+
+	/* epoll_pwait2 with a timespec timeout wakes for the echo. */
+	int ep = epoll_create1(0);
+	struct epoll_event ev = { .events = EPOLLIN, .data.fd = 100 }, ready;
+	CHECK(epoll_ctl(ep, EPOLL_CTL_ADD, 100, &ev) == 0, "epoll_ctl");
+	struct timespec none = { 0, 1000000 };
+	CHECK(epoll_pwait2(ep, &ready, 1, &none, NULL) == 0, "epoll_pwait2 times out with nothing there");
+	CHECK(write(101, "e", 1) == 1, "write for epoll_pwait2");
+	CHECK(epoll_pwait2(ep, &ready, 1, &ts, NULL) == 1 && ready.data.fd == 100, "epoll_pwait2");
+	CHECK(read(100, five, 1) == 1 && five[0] == 'e', "read after epoll_pwait2");
+	close(ep);
+	printf("ok epoll_pwait2\n");
+
+	/* close_range lets go of accelerated sockets as close does (the stack's debug lines say so). */
+	int s1 = socket(AF_INET, SOCK_STREAM, 0), s2 = socket(AF_INET, SOCK_STREAM, 0), a = 300, b = 301;
+	CHECK(s1 >= 0 && s2 >= 0 && dup2(s1, a) == a && dup2(s2, b) == b, "two sockets moved to fds in a row");
+	CHECK(close(s1) == 0 && close(s2) == 0, "close the originals");
+	CHECK(close_range((unsigned)a, (unsigned)b, 0) == 0, "close_range");
+	CHECK(fcntl(a, F_GETFD) < 0 && errno == EBADF && fcntl(b, F_GETFD) < 0, "close_range closed both");
+	printf("ok close_range %d %d\n", a, b);
 
 	/* The end: FIN after the last byte; the echo server answers with its own. */
 	CHECK(shutdown(101, SHUT_WR) == 0, "shutdown");

@@ -35,9 +35,13 @@ public class PreloadIoCallTests
         Assert.That(p.WaitForExit(Deadline), Is.True, $"io_calls finished; stdout: {p.Stdout}");
         Assert.That(p.ExitCode, Is.Zero, p.Stdout + p.Stderr);
         foreach (string step in new[] { "ok writev readv", "ok sendmsg FIONREAD=100", "ok MSG_PEEK recvmsg", "ok SIOCOUTQ=",
-                     "ok FIONBIO", "ok dup dup2 dup3 F_DUPFD", "ok ppoll pselect", "ok done" })
+                     "ok FIONBIO", "ok dup dup2 dup3 F_DUPFD", "ok ppoll pselect", "ok sendfile", "ok epoll_pwait2",
+                     "ok close_range", "ok done" })
             Assert.That(p.Stdout, Does.Contain(step));
         Assert.That(p.Stderr, Does.Contain("connecting (connection").And.Not.Contain("handed to the kernel"), "the connection was the stack's");
         Assert.That(p.Stderr, Does.Contain("stays with its other fds"), "closing a dup kept the connection");
+        var closeRange = System.Text.RegularExpressions.Regex.Match(p.Stdout, @"ok close_range (\d+) (\d+)");
+        foreach (var fd in new[] { closeRange.Groups[1].Value, closeRange.Groups[2].Value })
+            Assert.That(p.Stderr, Does.Contain($"fd {fd} closed (connection"), $"close_range let go of fd {fd}'s stack socket");
     }
 }
