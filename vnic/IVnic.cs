@@ -41,6 +41,13 @@ public interface IVnic : IDisposable
     bool PrepareToSleep() => true;
 
     /// <summary>
+    /// Frames given to <see cref="Transmit"/> that the backend has not yet put on the wire or handed on: a
+    /// shared-memory peer has not taken them, AF_XDP has not completed them. A process about to exit waits for 0, or
+    /// its last frames (a FIN, an RST) go with its rings. Backends that send within Transmit have none.
+    /// </summary>
+    int TxPending() => 0;
+
+    /// <summary>
     /// Asks the backend to deliver frames sent to an IPv4 multicast group (<paramref name="group"/> in host byte
     /// order): its MAC on a NIC's filter, its address in a steering map. Backends that see every frame need do
     /// nothing. Returns 0 or a negated errno.

@@ -29,6 +29,8 @@ public sealed unsafe class DriverlinkSession : IStackControl, IDisposable
     private readonly DriverlinkClient _client;
     private readonly AttachReply _attachment;
     private readonly Dictionary<(byte Protocol, ushort Port), int> _backing = [];
+    /// <summary>Ports let go of while the VNIC still held frames sent from them (see <see cref="ReleasePort"/>).</summary>
+    private readonly List<(byte Protocol, ushort Port, int Fd)> _releasing = [];
     private bool _disposed;
 
     private readonly ConnectionMirror _mirror;
@@ -203,10 +205,24 @@ public sealed unsafe class DriverlinkSession : IStackControl, IDisposable
         return 0;
     }
 
+    /// <summary>
+    /// Lets go of a port: its filter and its kernel socket. Frames the stack sent from the port may still be in the
+    /// VNIC's rings (the RST of a connection closed with SO_LINGER zero is sent and its port released in one
+    /// call), and the daemon forwards a client's frame only from a port it holds: so while the VNIC has frames
+    /// pending, the release waits for <see cref="ApplyEvents"/> to find them gone.
+    /// </summary>
     public void ReleasePort(byte protocol, ushort port)
     {
         if (!_backing.Remove((protocol, port), out int fd))
             return;
+        if (Vnic.TxPending() > 0)
+            _releasing.Add((protocol, port, fd));
+        else
+            Release(protocol, port, fd);
+    }
+
+    private void Release(byte protocol, ushort port, int fd)
+    {
         if (protocol == (byte)FilterProtocol.Udp)
             Vnic.RemoveKernelSocket(fd);
         try
@@ -239,10 +255,16 @@ public sealed unsafe class DriverlinkSession : IStackControl, IDisposable
             ? BackingSocket.SendTo(fd, payload, destination.Address.Value, destination.Port)
             : -(int)Onload.Stack.Errno.ENETUNREACH;
 
-    public bool EventsPending => _client.EventsPending;
+    public bool EventsPending => _client.EventsPending || _releasing.Count > 0;
 
     public void ApplyEvents(NetStack stack)
     {
+        if (_releasing.Count > 0 && Vnic.TxPending() == 0)
+        {
+            foreach (var (protocol, port, fd) in _releasing)
+                Release(protocol, port, fd);
+            _releasing.Clear();
+        }
         while (_client.TryTakeEvent(out var message))
         {
             switch (message)
@@ -286,6 +308,9 @@ public sealed unsafe class DriverlinkSession : IStackControl, IDisposable
         foreach (var ((protocol, port), fd) in _backing)
             BackingSocket.Release(fd);
         _backing.Clear();
+        foreach (var (_, _, fd) in _releasing)
+            BackingSocket.Release(fd);
+        _releasing.Clear();
         if (!Removed)
             _client.Detach(VnicId);
         Vnic.Dispose();

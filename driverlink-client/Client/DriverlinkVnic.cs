@@ -84,6 +84,8 @@ public sealed class DriverlinkVnic : IVnic
 
     public bool PrepareToSleep() => _inner.PrepareToSleep();
 
+    public int TxPending() => _inner.TxPending();
+
     internal void SetMtu(int mtu) => Mtu = Math.Min(mtu, _inner.Buffers.BufferSize - 14);
 
     private bool _disposed;

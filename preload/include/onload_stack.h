@@ -89,8 +89,24 @@ int onload_sock_take_error(int h);                          /* SO_ERROR: positiv
 typedef int (*onload_sock_take_error_fn)(int h);
 int onload_sock_tcp_info(int h, void *info, int len);        /* TCP_INFO: Linux's struct tcp_info, cut to len; its size */
 typedef int (*onload_sock_tcp_info_fn)(int h, void *info, int len);
-int onload_sock_set_nodelay(int h, int on);
-typedef int (*onload_sock_set_nodelay_fn)(int h, int on);
+/* The TCP options the stack keeps (setsockopt has already checked the value on the placeholder). */
+enum {
+	ONLOAD_TCP_OPT_NODELAY = 1,
+	ONLOAD_TCP_OPT_CORK = 2,
+	ONLOAD_TCP_OPT_KEEPALIVE = 3,
+	ONLOAD_TCP_OPT_KEEPIDLE = 4,   /* seconds */
+	ONLOAD_TCP_OPT_KEEPINTVL = 5,  /* seconds */
+	ONLOAD_TCP_OPT_KEEPCNT = 6,
+	ONLOAD_TCP_OPT_LINGER_ZERO = 7, /* SO_LINGER on with a zero timeout: close() resets */
+	ONLOAD_TCP_OPT_USER_TIMEOUT = 8, /* ms */
+	ONLOAD_TCP_OPT_RCVBUF = 9,
+	ONLOAD_TCP_OPT_SNDBUF = 10,
+	ONLOAD_TCP_OPT_CONGESTION = 11 /* 1: cubic, 2: reno */
+};
+int onload_sock_tcp_setopt(int h, int option, int64_t value);
+typedef int (*onload_sock_tcp_setopt_fn)(int h, int option, int64_t value);
+int onload_sock_tcp_getopt(int h, int option);
+typedef int (*onload_sock_tcp_getopt_fn)(int h, int option);
 /* poll(2)'s bits, and POLLRDHUP (0x2000) when the read side is shut. */
 int onload_sock_poll(const int *handles, const short *events, short *revents, int n);
 typedef int (*onload_sock_poll_fn)(const int *handles, const short *events, short *revents, int n);

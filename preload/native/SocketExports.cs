@@ -218,8 +218,14 @@ public static unsafe partial class SocketExports
     [UnmanagedCallersOnly(EntryPoint = "onload_sock_take_error")]
     public static int TakeError(int h) => Call(l => l.TakeError(h));
 
-    [UnmanagedCallersOnly(EntryPoint = "onload_sock_set_nodelay")]
-    public static int SetNoDelay(int h, int on) => Call(l => l.SetNoDelay(h, on != 0));
+    /// <summary><c>int onload_sock_tcp_setopt(int h, int option, int64_t value)</c>: ONLOAD_TCP_OPT_*; 0 or -errno.</summary>
+    [UnmanagedCallersOnly(EntryPoint = "onload_sock_tcp_setopt")]
+    public static int TcpSetOption(int h, int option, long value) => Call(l => l.TcpSetOption(h, (TcpOption)option, value));
+
+    /// <summary><c>int onload_sock_tcp_getopt(int h, int option)</c>: the stack's value of ONLOAD_TCP_OPT_RCVBUF, _SNDBUF or
+    /// _CONGESTION, or -errno (-ENOPROTOOPT: the placeholder has it).</summary>
+    [UnmanagedCallersOnly(EntryPoint = "onload_sock_tcp_getopt")]
+    public static int TcpGetOption(int h, int option) => Call(l => l.TcpGetOption(h, (TcpOption)option));
 
     /// <summary><c>int onload_sock_poll(const int *handles, const short *events, short *revents, int n)</c>: polls the
     /// stack once and reports each handle's events (poll(2)'s bits); returns how many have some.</summary>

@@ -260,12 +260,6 @@ internal sealed partial class SocketLayer : IDisposable
             return _stack.TcpTakeError(c);
     }
 
-    public int SetNoDelay(int c, bool on)
-    {
-        lock (_lock)
-            return _stack.TcpSetNoDelay(c, on);
-    }
-
     /// <summary>In <see cref="PollSockets"/>, marks a handle as a UDP socket's (<c>ONLOAD_SOCK_UDP</c>): UDP sockets and TCP
     /// connections are numbered apart.</summary>
     public const int UdpHandleTag = 0x4000_0000;
@@ -348,7 +342,7 @@ internal sealed partial class SocketLayer : IDisposable
         long deadline = MonotonicClock.Instance.NowNanoseconds + timeoutMs * 1_000_000L;
         while (true)
         {
-            int pending = 0, waitFd;
+            int pending = 0, txPending, waitFd;
             lock (_lock)
             {
                 _stack.Poll();
@@ -357,13 +351,18 @@ internal sealed partial class SocketLayer : IDisposable
                     if (table.IsValid(c) && table[c].State is TcpState.SynReceived or TcpState.Established or TcpState.CloseWait
                             or TcpState.FinWait1 or TcpState.Closing or TcpState.LastAck)
                         pending++;
+                // Frames still in the VNIC's rings (the RST of a connection closed with SO_LINGER zero, the last
+                // FIN's ACK) would go with the process: wait for the backend to take them too.
+                txPending = _stack.Vnic.TxPending();
                 waitFd = pending > 0 && _stack.Vnic.PrepareToSleep() ? _stack.Vnic.WaitHandle : -1;
             }
             long now = MonotonicClock.Instance.NowNanoseconds;
-            if (pending == 0 || now >= deadline)
+            if ((pending == 0 && txPending == 0) || now >= deadline)
                 return pending;
             if (waitFd >= 0)
                 WaitReadable(waitFd, (int)Math.Clamp((Math.Min(deadline, _stack.NextTimerNs) - now) / 1_000_000, 1, 10));
+            else if (pending == 0)
+                WaitReadable(-1, 1); // only frames in the rings: the backend takes them without a wake-up to us
         }
     }
 

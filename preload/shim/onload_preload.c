@@ -198,6 +198,8 @@ struct conn_state {
 	int rcv_timeo_ms; /* SO_RCVTIMEO, SO_SNDTIMEO in ms (rounded up); 0: wait for ever */
 	int snd_timeo_ms;
 	int connecting;   /* a connect returned before the handshake ended (EINPROGRESS, EINTR, timeout) */
+	uint8_t corked;   /* TCP_CORK is on (set by the program) */
+	uint8_t more;     /* the last send had MSG_MORE: the stack holds a partial segment as under TCP_CORK */
 	int family; /* AF_INET or AF_INET6: the form of every address the program gives and gets */
 };
 
@@ -243,6 +245,8 @@ static void take_fd(int fd, int kind, int h, int flags)
 		conn_tables[kind][h].rcv_timeo_ms = 0;
 		conn_tables[kind][h].snd_timeo_ms = 0;
 		conn_tables[kind][h].connecting = 0;
+		conn_tables[kind][h].corked = 0;
+		conn_tables[kind][h].more = 0;
 	} else
 		conn_tables[kind][h].refs++;
 }
@@ -288,7 +292,8 @@ typedef onload_sock_close_fn close_fn;
 typedef onload_sock_name_fn name_fn;
 typedef onload_sock_take_error_fn take_error_fn;
 typedef onload_sock_tcp_info_fn tcp_info_fn;
-typedef onload_sock_set_nodelay_fn set_nodelay_fn;
+typedef onload_sock_tcp_setopt_fn tcp_setopt_fn;
+typedef onload_sock_tcp_getopt_fn tcp_getopt_fn;
 typedef onload_sock_poll_fn poll_fn;
 typedef onload_sock_prepare_wait_fn prepare_wait_fn;
 typedef onload_sock_drain_fn drain_fn;
@@ -322,7 +327,8 @@ static struct {
 	name_fn name;
 	take_error_fn take_error;
 	tcp_info_fn tcp_info;
-	set_nodelay_fn set_nodelay;
+	tcp_setopt_fn tcp_setopt;
+	tcp_getopt_fn tcp_getopt;
 	poll_fn poll;
 	prepare_wait_fn prepare_wait;
 	drain_fn drain;
@@ -429,7 +435,8 @@ static int load_stack_locked(char *why, size_t why_len)
 	SYM(name, "onload_sock_name");
 	SYM(take_error, "onload_sock_take_error");
 	SYM(tcp_info, "onload_sock_tcp_info");
-	SYM(set_nodelay, "onload_sock_set_nodelay");
+	SYM(tcp_setopt, "onload_sock_tcp_setopt");
+	SYM(tcp_getopt, "onload_sock_tcp_getopt");
 	SYM(poll, "onload_sock_poll");
 	SYM(prepare_wait, "onload_sock_prepare_wait");
 	SYM(drain, "onload_sock_drain");
@@ -1379,7 +1386,26 @@ static ssize_t stack_recv(int fd, struct fd_entry *e, void *buf, size_t len, int
 	}
 }
 
+static ssize_t stack_send_all(int fd, struct fd_entry *e, const void *buf, size_t len, int flags);
+
+/*
+ * send() on a connection. MSG_MORE holds a partial segment as TCP_CORK does, until a send without it (Linux's
+ * tcp_sendmsg does not push the last segment of a MSG_MORE send); a cork the program set itself stays.
+ */
 static ssize_t stack_send(int fd, struct fd_entry *e, const void *buf, size_t len, int flags)
+{
+	struct conn_state *c = conn_of(e);
+	int was_more = c->more;
+	c->more = (flags & MSG_MORE) != 0;
+	if (c->more && !was_more && !c->corked)
+		STACK(st.tcp_setopt(handle_of(e), ONLOAD_TCP_OPT_CORK, 1));
+	ssize_t n = stack_send_all(fd, e, buf, len, flags);
+	if (was_more && !c->more && !c->corked) /* the send that ends a MSG_MORE run pushes what waited */
+		STACK(st.tcp_setopt(handle_of(e), ONLOAD_TCP_OPT_CORK, 0));
+	return n;
+}
+
+static ssize_t stack_send_all(int fd, struct fd_entry *e, const void *buf, size_t len, int flags)
 {
 	int nonblock = nonblocking(e) || (flags & MSG_DONTWAIT);
 	size_t sent = 0;
@@ -1577,6 +1603,47 @@ EXPORT int getsockname(int fd, struct sockaddr *addr, socklen_t *len) { return n
 
 EXPORT int getpeername(int fd, struct sockaddr *addr, socklen_t *len) { return name_common(fd, addr, len, 1); }
 
+/*
+ * The stack's name and value of a TCP option the placeholder has accepted (so its length and value are good), or
+ * 0 for an option the stack does not act on (TCP_QUICKACK, TCP_DEFER_ACCEPT, TCP_MAXSEG, ...: the placeholder
+ * keeps them, and reads them back).
+ */
+static int tcp_option_of(int level, int name, const void *value, socklen_t len, int64_t *v)
+{
+	int i = len >= (socklen_t)sizeof(int) ? *(const int *)value : 0;
+	*v = i;
+	if (level == SOL_SOCKET) {
+		switch (name) {
+		case SO_KEEPALIVE: return ONLOAD_TCP_OPT_KEEPALIVE;
+		case SO_RCVBUF: return ONLOAD_TCP_OPT_RCVBUF;
+		case SO_SNDBUF: return ONLOAD_TCP_OPT_SNDBUF;
+		case SO_LINGER: {
+			const struct linger *l = value;
+			*v = l->l_onoff && l->l_linger == 0;
+			return ONLOAD_TCP_OPT_LINGER_ZERO;
+		}
+		}
+		return 0;
+	}
+	if (level != IPPROTO_TCP)
+		return 0;
+	switch (name) {
+	case TCP_NODELAY: return ONLOAD_TCP_OPT_NODELAY;
+	case TCP_CORK: return ONLOAD_TCP_OPT_CORK;
+	case TCP_KEEPIDLE: return ONLOAD_TCP_OPT_KEEPIDLE;
+	case TCP_KEEPINTVL: return ONLOAD_TCP_OPT_KEEPINTVL;
+	case TCP_KEEPCNT: return ONLOAD_TCP_OPT_KEEPCNT;
+	case TCP_USER_TIMEOUT: return ONLOAD_TCP_OPT_USER_TIMEOUT;
+	case TCP_CONGESTION: {
+		char algorithm[16] = "";
+		memcpy(algorithm, value, len < sizeof algorithm - 1 ? len : sizeof algorithm - 1);
+		*v = strcmp(algorithm, "cubic") == 0 ? 1 : strcmp(algorithm, "reno") == 0 ? 2 : 0;
+		return ONLOAD_TCP_OPT_CONGESTION;
+	}
+	}
+	return 0;
+}
+
 EXPORT int setsockopt(int fd, int level, int name, const void *value, socklen_t len)
 {
 	/* The placeholder takes every option (it checks them as Linux does, and keeps them should the
@@ -1595,11 +1662,16 @@ EXPORT int setsockopt(int fd, int level, int name, const void *value, socklen_t 
 		else
 			conn_of(e)->snd_timeo_ms = capped;
 	}
-	if (rc == 0 && e != NULL && e->kind == KIND_TCP && level == IPPROTO_TCP && name == TCP_NODELAY &&
-	    len >= (socklen_t)sizeof(int)) {
-		int r = STACK(st.set_nodelay(handle_of(e), *(const int *)value != 0));
-		if (r < 0)
-			return fail(r);
+	if (rc == 0 && e != NULL && e->kind == KIND_TCP) {
+		int64_t v;
+		int option = tcp_option_of(level, name, value, len, &v);
+		if (option == ONLOAD_TCP_OPT_CORK)
+			conn_of(e)->corked = v != 0;
+		if (option != 0) {
+			int r = STACK(st.tcp_setopt(handle_of(e), option, v));
+			if (r < 0)
+				return fail(r);
+		}
 	}
 	return rc;
 }
@@ -1615,6 +1687,27 @@ EXPORT int getsockopt(int fd, int level, int name, void *value, socklen_t *len)
 			return fail(full);
 		if (*len > (socklen_t)full)
 			*len = (socklen_t)full; /* as Linux: the shorter of the two */
+		return 0;
+	}
+	if (e != NULL && e->kind == KIND_TCP && value != NULL && len != NULL &&
+	    ((level == SOL_SOCKET && (name == SO_RCVBUF || name == SO_SNDBUF)) || (level == IPPROTO_TCP && name == TCP_CONGESTION))) {
+		int option = name == SO_RCVBUF ? ONLOAD_TCP_OPT_RCVBUF : name == SO_SNDBUF ? ONLOAD_TCP_OPT_SNDBUF : ONLOAD_TCP_OPT_CONGESTION;
+		int v = STACK(st.tcp_getopt(handle_of(e), option));
+		if (v < 0)
+			return fail(v);
+		if (option == ONLOAD_TCP_OPT_CONGESTION) {
+			const char *algorithm = v == 2 ? "reno" : "cubic";
+			socklen_t n = (socklen_t)strlen(algorithm) + 1;
+			if (*len < n)
+				n = *len;
+			memcpy(value, algorithm, n);
+			*len = n;
+			return 0;
+		}
+		if (*len < (socklen_t)sizeof(int))
+			return fail(-EINVAL);
+		*(int *)value = v;
+		*len = sizeof(int);
 		return 0;
 	}
 	if (e == NULL || level != SOL_SOCKET || name != SO_ERROR)

@@ -165,6 +165,13 @@ public sealed unsafe class AfXdpVnic : IVnic
     /// <summary>Buffers sent and not yet completed.</summary>
     public int BuffersInFlight => _onTx;
 
+    /// <inheritdoc/>
+    public int TxPending()
+    {
+        ReapCompletions();
+        return _onTx;
+    }
+
     private int BufferCount { get; }
 
     /// <summary>The kernel's running totals as last read (<see cref="ReadKernelStatistics"/>).</summary>

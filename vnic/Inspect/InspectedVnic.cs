@@ -81,6 +81,8 @@ public sealed class InspectedVnic : IVnic
     public VnicCounters Counters => _inner.Counters;
     public int WaitHandle => _inner.WaitHandle;
     public bool PrepareToSleep() => _inner.PrepareToSleep();
+
+    public int TxPending() => _inner.TxPending();
     public int JoinMulticast(uint group) => _inner.JoinMulticast(group);
     public int LeaveMulticast(uint group) => _inner.LeaveMulticast(group);
 

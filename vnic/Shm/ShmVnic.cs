@@ -291,6 +291,10 @@ public sealed unsafe class ShmVnic : IVnic
     /// </summary>
     public int Transmit(ReadOnlySpan<PacketDescriptor> batch) => Transmit(batch, Buffers);
 
+    /// <inheritdoc/>
+    public int TxPending() =>
+        Volatile.Read(ref _connected) == 0 ? 0 : (int)(_txProducer - Volatile.Read(ref ShmLayout.Consumer(_tx)));
+
     /// <summary>
     /// As <see cref="Transmit(ReadOnlySpan{PacketDescriptor})"/> for buffers of <paramref name="pool"/> (released
     /// to it once copied): a forwarder hands on frames that another VNIC received without copying them twice.

@@ -27,10 +27,15 @@ public class PreloadErrnoTests
         var server = dl.Peer.Start(probe, "serve", "7440");
         server.WaitForOutput("listening", Deadline);
 
+        long resetsBefore = EstabResets(dl.Peer);
         var kernel = dl.Host.Start(probe, "probe", dl.PeerAddress, "7440");
         Assert.That(kernel.WaitForExit(Deadline), Is.True, $"the kernel run finished; stdout: {kernel.Stdout}");
+        long kernelResets = ResetsWhenDone(dl.Peer) - resetsBefore;
         var onload = dl.Host.Start("env", [.. PreloadTcpTests.Settings(dl), Dist.Bin("onload-run"), probe, "probe", dl.PeerAddress, "7440"]);
         Assert.That(onload.WaitForExit(Deadline), Is.True, $"the onload-run run finished; stdout: {onload.Stdout}");
+        long onloadResets = ResetsWhenDone(dl.Peer) - resetsBefore - kernelResets;
+        Assert.That(onloadResets, Is.EqualTo(kernelResets),
+            "the peer's connections ended by a reset (SO_LINGER zero, resets on both sides) as many times in both runs\n" + onload.Stderr);
 
         var expected = Lines(kernel.Stdout);
         var actual = Lines(onload.Stdout);
@@ -52,6 +57,25 @@ public class PreloadErrnoTests
         // SO_REUSEPORT groups (several sockets on one port, connections spread between listeners) are not built.
         ["SO_REUSEPORT: bind the second: 0"] = "SO_REUSEPORT: bind the second: -1 EADDRINUSE",
     };
+
+    /// <summary>Tcp EstabResets of a namespace (/proc/net/snmp): connections that went from ESTABLISHED or CLOSE_WAIT
+    /// straight to CLOSED, by a reset sent or received.</summary>
+    private static long EstabResets(TestNamespace ns)
+    {
+        var lines = ns.Exec("cat /proc/net/snmp").Split('\n').Where(l => l.StartsWith("Tcp:", StringComparison.Ordinal)).ToArray();
+        var names = lines[0].Split(' ', StringSplitOptions.RemoveEmptyEntries);
+        var values = lines[1].Split(' ', StringSplitOptions.RemoveEmptyEntries);
+        return long.Parse(values[Array.IndexOf(names, "EstabResets")], System.Globalization.CultureInfo.InvariantCulture);
+    }
+
+    /// <summary>EstabResets once every connection the probe made to the server has ended on the server's side (the
+    /// last resets land just after the probe exits).</summary>
+    private static long ResetsWhenDone(TestNamespace peer)
+    {
+        Poll.Until(() => !peer.Exec("ss -Htn state established sport = :7440").Contains(":7440", StringComparison.Ordinal),
+            Deadline, "the probe's connections to the server ended");
+        return EstabResets(peer);
+    }
 
     private static List<string> Lines(string text) => text.Split('\n', StringSplitOptions.RemoveEmptyEntries).ToList();
 }
