@@ -47,6 +47,8 @@
 #                                   and onload-run (and its peer server)
 #   dist/tests/signal_writer        test helper: a signal handler writing to the socket the main thread streams through
 #   dist/tests/inet6_calls          test helper: AF_INET6 sockets, v4-mapped names, IPV6_V6ONLY and the IPv6 hand-off
+#   dist/tests/dotnet-sockets/      test helper (tests/Onload.DotnetSockets, framework-dependent, run with `dotnet`):
+#                                   a TcpListener echo server and an HttpClient GET, run under onload-run with the JIT
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -98,6 +100,7 @@ DRIVERD_INPUTS := $(DRIVERLINK_INPUTS) $(call dotnet_inputs,apps/driverd)
 TCPDUMP_INPUTS := $(STACK_INPUTS) $(call dotnet_inputs,apps/tcpdump)
 STACKDUMP_INPUTS := $(DRIVERLINK_INPUTS) $(call dotnet_inputs,apps/stackdump) preload/native/Dump/StackDumpDocument.cs
 NATIVE_INPUTS := $(DRIVERLINK_INPUTS) $(call dotnet_inputs,preload/native)
+DOTNET_SOCKETS_INPUTS := $(call dotnet_inputs,tests/Onload.DotnetSockets) $(ROOT_INPUTS)
 
 DIST_FILES := $(DIST)/bin/onload-echo $(DIST)/bin/onload-pingpong $(DIST)/bin/onload-driverd $(DIST)/bin/onload-tcpdump \
 	$(DIST)/bin/onload-stackdump \
@@ -106,7 +109,8 @@ DIST_FILES := $(DIST)/bin/onload-echo $(DIST)/bin/onload-pingpong $(DIST)/bin/on
 	$(DIST)/tests/inet6_calls $(DIST)/tests/udp_calls
 
 ONLOAD_RUN_PROFILES := $(patsubst apps/onload-run/profiles/%,$(DIST)/lib/onload/profiles/%,$(wildcard apps/onload-run/profiles/*.opf))
-DIST_FILES += $(ONLOAD_RUN_PROFILES) $(DIST)/share/man/man1/onload-run.1 $(DIST)/tests/errno_probe $(DIST)/tests/signal_writer
+DIST_FILES += $(ONLOAD_RUN_PROFILES) $(DIST)/share/man/man1/onload-run.1 $(DIST)/tests/errno_probe $(DIST)/tests/signal_writer \
+	$(DIST)/tests/dotnet-sockets/onload-dotnet-sockets.dll
 
 .PHONY: all deps restore build publish test check-header demo bench bench-quick bench-latency bench-tcp bench-driverlink sweep install clean
 
@@ -243,6 +247,13 @@ $(DIST)/tests/inet6_calls: preload/tests/inet6_calls.c
 $(DIST)/tests/udp_calls: preload/tests/udp_calls.c
 	@mkdir -p $(@D)
 	$(CC) -std=gnu11 $(C_WARN) -O2 -D_FORTIFY_SOURCE=2 -o $@ $<
+
+# Framework-dependent on purpose: the preload tests run it with `dotnet`, so the JIT and CoreCLR's own threads and
+# signal handlers meet the shim (a NativeAOT program would not show them).
+$(DIST)/tests/dotnet-sockets/onload-dotnet-sockets.dll: $(DOTNET_SOCKETS_INPUTS) | restore
+	rm -rf $(@D)
+	$(DOTNET) publish tests/Onload.DotnetSockets/Onload.DotnetSockets.csproj $(DOTNET_FLAGS) -r $(RID) --self-contained false \
+	  --no-restore -o $(@D) -v minimal
 
 $(DIST)/bin/onload-run: apps/onload-run/onload-run
 	install -D -m 0755 $< $@
