@@ -8,9 +8,10 @@ using Onload.Tests.Netns;
 namespace Onload.Tests.Preload;
 
 /// <summary>
-/// Programs nobody here wrote (curl, Python's http.server, iperf3), unmodified, under <c>onload-run</c> on the stack
-/// side, against the same programs on the peer's kernel TCP. Each test proves the connections were the stack's: the
-/// shim's debug lines name them, and the stack side's kernel opened none.
+/// Programs nobody here wrote (curl, Python's http.server, iperf3, sockperf), unmodified, under <c>onload-run</c> on
+/// the stack side, against the same programs on the peer's kernel TCP. Each test proves the connections were the
+/// stack's: onload-stackdump shows them on the program's stack while it runs, the shim's debug lines name them, and
+/// the stack side's kernel opened none.
 /// </summary>
 [Category("netns")]
 [NonParallelizable]
