@@ -159,19 +159,21 @@ public class RealProgramTests
     }
 
     /// <summary>
-    /// Runs <c>iperf3 -c</c> for 2 s in <paramref name="clientSide"/> (under onload-run there when it is the stack's
-    /// side), checks that onload-stackdump shows <paramref name="stackPid"/>'s control and data connections meanwhile
-    /// (<paramref name="connections"/>), and returns the client's report: bytes sent and received, no error.
+    /// Runs <c>iperf3 -c</c> for 2 s: in the peer's kernel against <paramref name="acceleratedServer"/>, or, when that
+    /// is null, under onload-run against the peer's kernel server. Checks that onload-stackdump shows the accelerated
+    /// side's control and data connections meanwhile (<paramref name="connections"/>), and returns the client's
+    /// report: bytes sent and received, no error.
     /// </summary>
-    private static (long Sent, long Received) RunIperf3WhileStackdumpShowsTheConnections(DriverlinkPair dl, TestNamespace clientSide,
-        string server, int port, bool reverse, int? stackPid, Func<StackSnapshot, bool> connections)
+    private static (long Sent, long Received) RunIperf3WhileStackdumpShowsTheConnections(DriverlinkPair dl, int port, bool reverse,
+        NsProcess? acceleratedServer, Func<StackSnapshot, bool> connections)
     {
-        string[] iperf3 = ["iperf3", "-c", server, "-p", $"{port}", "-t", "2", "-J", .. reverse ? new[] { "-R" } : []];
-        var client = clientSide == dl.Host
+        string target = acceleratedServer is null ? dl.PeerAddress : dl.HostAddress;
+        string[] iperf3 = ["iperf3", "-c", target, "-p", $"{port}", "-t", "2", "-J", .. reverse ? new[] { "-R" } : []];
+        var client = acceleratedServer is null
             ? dl.Host.Start("env", [.. PreloadTcpTests.Settings(dl), Dist.Bin("onload-run"), .. iperf3])
-            : clientSide.Start(iperf3[0], iperf3[1..]);
+            : dl.Peer.Start(iperf3[0], iperf3[1..]);
 
-        var stack = OnloadStackdump.WaitUntil(dl.Host, stackPid ?? client.Pid, connections, Deadline,
+        var stack = OnloadStackdump.WaitUntil(dl.Host, (acceleratedServer ?? client).Pid, connections, Deadline,
             "iperf3's control and data connections");
         Assert.That(stack.Command, Does.StartWith("iperf3"));
 
@@ -193,8 +195,8 @@ public class RealProgramTests
             "iperf3", "-s", "-1", "-p", $"{port}", "-B", dl.HostAddress]);
         server.WaitForOutput("listening", Deadline);
 
-        var (sent, received) = RunIperf3WhileStackdumpShowsTheConnections(dl, dl.Peer, dl.HostAddress, port, reverse,
-            server.Pid, s => s.Listening(port) is not null && s.Established(port, dl.PeerAddress).Count == 2);
+        var (sent, received) = RunIperf3WhileStackdumpShowsTheConnections(dl, port, reverse, server,
+            s => s.Listening(port) is not null && s.Established(port, dl.PeerAddress).Count == 2);
         Assert.That(sent, Is.GreaterThan(1_000_000), "bytes sent");
         Assert.That(received, Is.GreaterThan(1_000_000), "bytes received");
 
@@ -216,8 +218,8 @@ public class RealProgramTests
         var server = dl.Host.Start("env", [.. PreloadTcpTests.Settings(dl), Dist.Bin("onload-run"), "iperf3", "-s", "-1", "-p", $"{port}"]);
         server.WaitForOutput("listening", Deadline);
 
-        var (sent, received) = RunIperf3WhileStackdumpShowsTheConnections(dl, dl.Peer, dl.HostAddress, port, reverse,
-            server.Pid, s => s.Listening(port) is not null && s.Established(port, dl.PeerAddress).Count == 2);
+        var (sent, received) = RunIperf3WhileStackdumpShowsTheConnections(dl, port, reverse, server,
+            s => s.Listening(port) is not null && s.Established(port, dl.PeerAddress).Count == 2);
         Assert.That(sent, Is.GreaterThan(1_000_000), "bytes sent");
         Assert.That(received, Is.GreaterThan(1_000_000), "bytes received");
 
@@ -241,8 +243,8 @@ public class RealProgramTests
         var before = PreloadTcpTests.KernelOpens(dl.Host);
         var peerBefore = PreloadTcpTests.KernelOpens(dl.Peer);
 
-        var (sent, received) = RunIperf3WhileStackdumpShowsTheConnections(dl, dl.Host, dl.PeerAddress, port, reverse,
-            stackPid: null, s => s.ConnectedTo(dl.PeerAddress, port).Count == 2);
+        var (sent, received) = RunIperf3WhileStackdumpShowsTheConnections(dl, port, reverse, acceleratedServer: null,
+            s => s.ConnectedTo(dl.PeerAddress, port).Count == 2);
 
         Assert.That(sent, Is.GreaterThan(1_000_000), "bytes sent");
         Assert.That(received, Is.GreaterThan(1_000_000), "bytes received");
