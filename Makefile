@@ -47,6 +47,8 @@
 #                                   and onload-run (and its peer server)
 #   dist/tests/signal_writer        test helper: a signal handler writing to the socket the main thread streams through
 #   dist/tests/inet6_calls          test helper: AF_INET6 sockets, v4-mapped names, IPV6_V6ONLY and the IPv6 hand-off
+#   dist/tests/epoll_late_member   test helper: a thread asleep in epoll_wait on an empty set while another adds a
+#                                   connecting socket to it
 #   dist/tests/dotnet-sockets/      test helper (tests/Onload.DotnetSockets, framework-dependent, run with `dotnet`):
 #                                   a TcpListener echo server and an HttpClient GET, run under onload-run with the JIT
 
@@ -110,7 +112,7 @@ DIST_FILES := $(DIST)/bin/onload-echo $(DIST)/bin/onload-pingpong $(DIST)/bin/on
 
 ONLOAD_RUN_PROFILES := $(patsubst apps/onload-run/profiles/%,$(DIST)/lib/onload/profiles/%,$(wildcard apps/onload-run/profiles/*.opf))
 DIST_FILES += $(ONLOAD_RUN_PROFILES) $(DIST)/share/man/man1/onload-run.1 $(DIST)/tests/errno_probe $(DIST)/tests/signal_writer \
-	$(DIST)/tests/dotnet-sockets/onload-dotnet-sockets.dll
+	$(DIST)/tests/dotnet-sockets/onload-dotnet-sockets.dll $(DIST)/tests/epoll_late_member
 
 .PHONY: all deps restore build publish test check-header demo bench bench-quick bench-latency bench-tcp bench-driverlink sweep install clean
 
@@ -225,6 +227,10 @@ $(DIST)/lib/libonload.so: preload/shim/onload_preload.c preload/include/onload_s
 $(DIST)/tests/epoll_echo: preload/tests/epoll_echo.c
 	@mkdir -p $(@D)
 	$(CC) -std=gnu11 $(C_WARN) -O2 -o $@ $<
+
+$(DIST)/tests/epoll_late_member: preload/tests/epoll_late_member.c
+	@mkdir -p $(@D)
+	$(CC) -std=gnu11 $(C_WARN) -O2 -o $@ $< -lpthread
 
 # Fortified on purpose: read, recv, recvfrom, poll and ppoll then reach the shim as __*_chk.
 $(DIST)/tests/io_calls: preload/tests/io_calls.c
