@@ -48,6 +48,10 @@
 #   dist/tests/signal_writer        test helper: a signal handler writing to the socket the main thread streams through
 #   dist/tests/fork_probe           test helper: a forked child beside the parent's accelerated connection
 #   dist/tests/inet6_calls          test helper: AF_INET6 sockets, v4-mapped names, IPV6_V6ONLY and the IPv6 hand-off
+#   dist/tests/epoll_late_member   test helper: a thread asleep in epoll_wait on an empty set while another adds a
+#                                   connecting socket to it
+#   dist/tests/dotnet-sockets/      test helper (tests/Onload.DotnetSockets, framework-dependent, run with `dotnet`):
+#                                   a TcpListener echo server and an HttpClient GET, run under onload-run with the JIT
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -99,6 +103,7 @@ DRIVERD_INPUTS := $(DRIVERLINK_INPUTS) $(call dotnet_inputs,apps/driverd)
 TCPDUMP_INPUTS := $(STACK_INPUTS) $(call dotnet_inputs,apps/tcpdump)
 STACKDUMP_INPUTS := $(DRIVERLINK_INPUTS) $(call dotnet_inputs,apps/stackdump) preload/native/Dump/StackDumpDocument.cs
 NATIVE_INPUTS := $(DRIVERLINK_INPUTS) $(call dotnet_inputs,preload/native)
+DOTNET_SOCKETS_INPUTS := $(call dotnet_inputs,tests/Onload.DotnetSockets) $(ROOT_INPUTS)
 
 DIST_FILES := $(DIST)/bin/onload-echo $(DIST)/bin/onload-pingpong $(DIST)/bin/onload-driverd $(DIST)/bin/onload-tcpdump \
 	$(DIST)/bin/onload-stackdump \
@@ -108,7 +113,7 @@ DIST_FILES := $(DIST)/bin/onload-echo $(DIST)/bin/onload-pingpong $(DIST)/bin/on
 
 ONLOAD_RUN_PROFILES := $(patsubst apps/onload-run/profiles/%,$(DIST)/lib/onload/profiles/%,$(wildcard apps/onload-run/profiles/*.opf))
 DIST_FILES += $(ONLOAD_RUN_PROFILES) $(DIST)/share/man/man1/onload-run.1 $(DIST)/tests/errno_probe $(DIST)/tests/signal_writer \
-	$(DIST)/tests/fork_probe
+	$(DIST)/tests/fork_probe $(DIST)/tests/dotnet-sockets/onload-dotnet-sockets.dll $(DIST)/tests/epoll_late_member
 
 .PHONY: all deps restore build publish test check-header demo bench bench-quick bench-latency bench-tcp bench-driverlink sweep install clean
 
@@ -224,6 +229,10 @@ $(DIST)/tests/epoll_echo: preload/tests/epoll_echo.c
 	@mkdir -p $(@D)
 	$(CC) -std=gnu11 $(C_WARN) -O2 -o $@ $<
 
+$(DIST)/tests/epoll_late_member: preload/tests/epoll_late_member.c
+	@mkdir -p $(@D)
+	$(CC) -std=gnu11 $(C_WARN) -O2 -o $@ $< -lpthread
+
 # Fortified on purpose: read, recv, recvfrom, poll and ppoll then reach the shim as __*_chk.
 $(DIST)/tests/io_calls: preload/tests/io_calls.c
 	@mkdir -p $(@D)
@@ -249,6 +258,13 @@ $(DIST)/tests/inet6_calls: preload/tests/inet6_calls.c
 $(DIST)/tests/udp_calls: preload/tests/udp_calls.c
 	@mkdir -p $(@D)
 	$(CC) -std=gnu11 $(C_WARN) -O2 -D_FORTIFY_SOURCE=2 -o $@ $<
+
+# Framework-dependent on purpose: the preload tests run it with `dotnet`, so the JIT and CoreCLR's own threads and
+# signal handlers meet the shim (a NativeAOT program would not show them).
+$(DIST)/tests/dotnet-sockets/onload-dotnet-sockets.dll: $(DOTNET_SOCKETS_INPUTS) | restore
+	rm -rf $(@D)
+	$(DOTNET) publish tests/Onload.DotnetSockets/Onload.DotnetSockets.csproj $(DOTNET_FLAGS) -r $(RID) --self-contained false \
+	  --no-restore -o $(@D) -v minimal
 
 $(DIST)/bin/onload-run: apps/onload-run/onload-run
 	install -D -m 0755 $< $@

@@ -2117,6 +2117,18 @@ struct ep_set {
 	struct ep_set *next;
 };
 
+/*
+ * A thread can be asleep in the kernel's epoll_wait on a set with no accelerated member yet when another thread adds
+ * one (the .NET runtime's socket engine waits on its epoll set from before its first socket is added). The kernel
+ * does not know the member, so nothing would wake the sleeper to look at it. So when a set gains its first
+ * accelerated member, its kernel part gets a one-shot "member added" event: ep_added_fd, an eventfd made readable
+ * and never read, registered with EPOLLONESHOT and data EP_ADDED. The kernel reports it once, waking one sleeper;
+ * ep_kernel_wait drops it from what the program sees, and epoll_wait then looks at the set afresh. One sleeper
+ * only: a second thread asleep in the same set's kernel part stays there until a kernel fd wakes it.
+ */
+static int ep_added_fd = -1;
+#define EP_ADDED ((uint64_t)(uintptr_t)&ep_added_fd) /* no program's data can point into the shim */
+
 static struct ep_set *ep_sets; /* every set, for ep_hand_to_kernel */
 static pthread_mutex_t ep_sets_lock = PTHREAD_MUTEX_INITIALIZER;
 
@@ -2209,6 +2221,31 @@ static void ep_hand_to_kernel(int fd, uint32_t gen)
 
 #define EP_POLL_BITS (EPOLLIN | EPOLLPRI | EPOLLOUT | EPOLLERR | EPOLLHUP | EPOLLRDHUP)
 
+/* Arms the set's one-shot "member added" event (see ep_added_fd); errno is left as it was. */
+static void ep_announce_member(int epfd)
+{
+	int saved = errno;
+	int fd = shared_eventfd(&ep_added_fd, 0);
+	uint64_t one = 1;
+	struct epoll_event ev = { .events = EPOLLIN | EPOLLONESHOT, .data.u64 = EP_ADDED };
+	if (fd >= 0 && LIBC(write)(fd, &one, sizeof one) == sizeof one &&
+	    LIBC(epoll_ctl)(epfd, EPOLL_CTL_MOD, fd, &ev) < 0 && errno == ENOENT)
+		LIBC(epoll_ctl)(epfd, EPOLL_CTL_ADD, fd, &ev);
+	errno = saved;
+}
+
+/* The kernel part's events (epoll_pwait with a sigmask), without the shim's EP_ADDED, which sets *added. */
+static int ep_kernel_wait(int epfd, struct epoll_event *out, int max, int timeout, const sigset_t *sigmask, int *added)
+{
+	int n = sigmask == NULL ? LIBC(epoll_wait)(epfd, out, max, timeout) : LIBC(epoll_pwait)(epfd, out, max, timeout, sigmask);
+	for (int i = 0; i < n; i++)
+		if (out[i].data.u64 == EP_ADDED) {
+			out[i--] = out[--n];
+			*added = 1;
+		}
+	return n;
+}
+
 EXPORT int epoll_create(int size)
 {
 	int fd = LIBC(epoll_create)(size);
@@ -2248,6 +2285,7 @@ EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *event)
 	}
 	int rc = 0;
 	pthread_mutex_lock(&s->lock);
+	int was_empty = s->n == 0;
 	int found = -1;
 	for (int i = 0; i < s->n; i++)
 		if (s->m[i].fd == fd) {
@@ -2277,6 +2315,8 @@ EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *event)
 		m->wr_seen = e->wr_eagain;
 	}
 	pthread_mutex_unlock(&s->lock);
+	if (rc == 0 && op == EPOLL_CTL_ADD && was_empty)
+		ep_announce_member(epfd);
 	if (rc == 0)
 		debug("epoll %d: fd %d %s", epfd, fd, op == EPOLL_CTL_ADD ? "added" : op == EPOLL_CTL_MOD ? "modified" : "removed");
 	return rc < 0 ? fail(rc) : 0;
@@ -2354,9 +2394,9 @@ static int ep_wait(int epfd, struct ep_set *s, struct epoll_event *out, int max,
 	long start = now_ns();
 	long deadline = timeout < 0 ? -1 : start + timeout * 1000000L;
 	for (;;) {
-		int n = 0, rc;
+		int n = 0, rc, added = 0; /* a member's arrival needs nothing here: this loop looks at every member */
 		if (s->kernel_first) {
-			if ((rc = LIBC(epoll_wait)(epfd, out, max, 0)) < 0)
+			if ((rc = ep_kernel_wait(epfd, out, max, 0, NULL, &added)) < 0)
 				return -1;
 			n = rc;
 			if (n < max) {
@@ -2370,7 +2410,7 @@ static int ep_wait(int epfd, struct ep_set *s, struct epoll_event *out, int max,
 				return fail(rc);
 			n = rc;
 			if (n < max) {
-				if ((rc = LIBC(epoll_wait)(epfd, out + n, max - n, 0)) < 0)
+				if ((rc = ep_kernel_wait(epfd, out + n, max - n, 0, NULL, &added)) < 0)
 					return n > 0 ? n : -1;
 				n += rc;
 			}
@@ -2392,20 +2432,31 @@ static int ep_wait(int epfd, struct ep_set *s, struct epoll_event *out, int max,
 	}
 }
 
+/* A set with accelerated members waits in ep_wait; one without, in the kernel, until a member arrives. */
+static int ep_wait_any(int epfd, struct epoll_event *events, int maxevents, int timeout, const sigset_t *sigmask)
+{
+	long deadline = timeout < 0 ? -1 : now_ns() + timeout * 1000000L;
+	for (;;) {
+		long left = deadline - now_ns();
+		int left_ms = deadline < 0 ? -1 : left <= 0 ? 0 : (int)((left + 999999) / 1000000);
+		struct ep_set *s = ep_of(epfd);
+		if (s != NULL && s->n > 0)
+			return ep_wait(epfd, s, events, maxevents, left_ms, sigmask);
+		int added = 0;
+		int n = ep_kernel_wait(epfd, events, maxevents, left_ms, sigmask, &added);
+		if (n != 0 || !added)
+			return n;
+	}
+}
+
 EXPORT int epoll_wait(int epfd, struct epoll_event *events, int maxevents, int timeout)
 {
-	struct ep_set *s = ep_of(epfd);
-	if (s == NULL || s->n == 0)
-		return LIBC(epoll_wait)(epfd, events, maxevents, timeout);
-	return ep_wait(epfd, s, events, maxevents, timeout, NULL);
+	return ep_wait_any(epfd, events, maxevents, timeout, NULL);
 }
 
 EXPORT int epoll_pwait(int epfd, struct epoll_event *events, int maxevents, int timeout, const sigset_t *sigmask)
 {
-	struct ep_set *s = ep_of(epfd);
-	if (s == NULL || s->n == 0)
-		return LIBC(epoll_pwait)(epfd, events, maxevents, timeout, sigmask);
-	return ep_wait(epfd, s, events, maxevents, timeout, sigmask);
+	return ep_wait_any(epfd, events, maxevents, timeout, sigmask);
 }
 
 EXPORT int epoll_pwait2(int epfd, struct epoll_event *events, int maxevents, const struct timespec *timeout,

@@ -2,6 +2,7 @@ using System.Security.Cryptography;
 using System.Text.RegularExpressions;
 using Onload.Tests.Driverlink;
 using Onload.Tests.Interop;
+using Onload.Tests.Netns;
 
 namespace Onload.Tests.Preload;
 
@@ -52,5 +53,21 @@ public class PreloadEpollTests
         // Edge-triggered, the FIN can arrive during the read loop that drains the data, and then no event carries it.
         if (mode != "et")
             Assert.That(Count(counts, "rdhup"), Is.GreaterThanOrEqualTo(1), "the peer's FIN was EPOLLRDHUP: " + counts);
+    }
+
+    [Test]
+    public void A_thread_asleep_in_epoll_wait_on_an_empty_set_wakes_for_an_accelerated_socket_another_thread_adds()
+    {
+        // The .NET runtime's socket engine: its epoll thread waits before the first socket is added.
+        using var dl = new DriverlinkPair();
+        dl.Peer.Start("socat", "TCP-LISTEN:7413,reuseaddr", "PIPE");
+        Poll.Until(() => dl.Peer.Exec("ss -lnt").Contains(":7413 ", StringComparison.Ordinal), Deadline, "the kernel's server listening");
+
+        var p = dl.Host.Start("env", [.. PreloadTcpTests.Settings(dl), Dist.Bin("onload-run"), Helper("epoll_late_member"), dl.PeerAddress, "7413"]);
+
+        Assert.That(p.WaitForExit(Deadline), Is.True, "epoll_late_member finished");
+        Assert.That(p.ExitCode, Is.Zero, p.Stdout + p.Stderr);
+        Assert.That(p.Stdout, Does.Contain("woke EPOLLOUT"));
+        Assert.That(p.Stderr, Does.Contain("connecting (connection").And.Contain("added"), "the socket and its epoll membership were the stack's");
     }
 }

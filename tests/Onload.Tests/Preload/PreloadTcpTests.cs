@@ -29,6 +29,22 @@ public class PreloadTcpTests
         return (Get("ActiveOpens"), Get("PassiveOpens"));
     }
 
+    /// <summary>
+    /// Limits what the peer's kernel sends towards the stack to <paramref name="rate"/> (a token bucket on its veth
+    /// end, <c>tc</c> syntax: "4mbit"), so that a transfer lasts long enough for onload-stackdump to see the
+    /// program's connection while it runs. Goes with the namespace.
+    /// </summary>
+    internal static void LimitPeerSendRate(DriverlinkPair dl, string rate) =>
+        dl.Peer.Exec($"tc qdisc add dev {dl.Pair.KernelIf} root tbf rate {rate} burst 32kb latency 200ms");
+
+    private string _dir = "";
+
+    [SetUp]
+    public void MakeDirectory() => _dir = Directory.CreateTempSubdirectory("onload-socat-").FullName;
+
+    [TearDown]
+    public void RemoveDirectory() => Directory.Delete(_dir, recursive: true);
+
     [Test]
     public void Socat_listening_under_onload_run_echoes_a_megabyte_from_a_kernel_client_through_the_stack()
     {
@@ -36,11 +52,22 @@ public class PreloadTcpTests
         var before = KernelOpens(dl.Host);
         var server = dl.Host.Start("env", [.. Settings(dl), Dist.Bin("onload-run"), "socat", "-b", "4096", "TCP-LISTEN:7402,reuseaddr", "PIPE"]);
         server.WaitForOutput("listening", Deadline);
+        OnloadStackdump.WaitUntil(dl.Host, server.Pid, s => s.Listening(7402) is { } l && l.LocalAddress == dl.HostAddress,
+            Deadline, "socat's listener");
 
         var blob = RandomNumberGenerator.GetBytes(1_000_000);
-        var back = dl.Peer.Pipe($"socat -b 65536 -t 30 - TCP:{dl.HostAddress}:7402", blob, Deadline);
+        string sent = Path.Combine(_dir, "sent"), echoed = Path.Combine(_dir, "echoed");
+        File.WriteAllBytes(sent, blob);
+        LimitPeerSendRate(dl, "4mbit"); // the megabyte takes 2 s to reach the stack
+        var client = dl.Peer.Start("sh", "-c", $"socat -b 65536 -t 30 - TCP:{dl.HostAddress}:7402 < {sent} > {echoed}");
 
-        Assert.That(back, Is.EqualTo(blob), "the accelerated socat echoed every byte");
+        var stack = OnloadStackdump.WaitUntil(dl.Host, server.Pid, s => s.Established(7402, dl.PeerAddress).Count == 1,
+            Deadline, "socat's connection from the kernel client");
+        Assert.That(stack.Established(7402, dl.PeerAddress)[0].LocalAddress, Is.EqualTo(dl.HostAddress));
+
+        Assert.That(client.WaitForExit(Deadline), Is.True, "the kernel client finished");
+        Assert.That(client.ExitCode, Is.Zero, client.Stderr);
+        Assert.That(File.ReadAllBytes(echoed), Is.EqualTo(blob), "the accelerated socat echoed every byte");
         Assert.That(server.Stderr, Does.Contain("accepted on fd"), "the connection was accepted on the stack");
         Assert.That(KernelOpens(dl.Host).Passive, Is.EqualTo(before.Passive), "the stack side's kernel accepted no connection");
         Assert.That(server.WaitForExit(Deadline), Is.True, "socat ends after its one connection");
@@ -59,10 +86,21 @@ public class PreloadTcpTests
         var peerBefore = KernelOpens(dl.Peer);
 
         var blob = RandomNumberGenerator.GetBytes(1_000_000);
-        string env = string.Join(' ', Settings(dl));
-        var back = dl.Host.Pipe($"env {env} {Dist.Bin("onload-run")} socat -b 65536 -t 30 - TCP:{dl.PeerAddress}:7403", blob, Deadline);
+        string sent = Path.Combine(_dir, "sent"), echoed = Path.Combine(_dir, "echoed");
+        File.WriteAllBytes(sent, blob);
+        LimitPeerSendRate(dl, "4mbit"); // the echo takes 2 s to come back
+        // exec all the way down (sh, env, onload-run), so the pid is socat's.
+        var client = dl.Host.Start("sh", "-c",
+            $"exec env {string.Join(' ', Settings(dl))} {Dist.Bin("onload-run")} socat -b 65536 -t 30 - TCP:{dl.PeerAddress}:7403 < {sent} > {echoed}");
 
-        Assert.That(back, Is.EqualTo(blob), "the echo came back byte for byte");
+        var stack = OnloadStackdump.WaitUntil(dl.Host, client.Pid, s => s.ConnectedTo(dl.PeerAddress, 7403).Count == 1,
+            Deadline, "socat's connection to the kernel echo server");
+        Assert.That(stack.Command, Does.StartWith("socat"));
+        Assert.That(stack.ConnectedTo(dl.PeerAddress, 7403)[0].LocalAddress, Is.EqualTo(dl.HostAddress));
+
+        Assert.That(client.WaitForExit(Deadline), Is.True, "socat finished");
+        Assert.That(client.ExitCode, Is.Zero, client.Stderr);
+        Assert.That(File.ReadAllBytes(echoed), Is.EqualTo(blob), "the echo came back byte for byte");
         Assert.That(KernelOpens(dl.Host).Active, Is.EqualTo(before.Active), "the stack side's kernel opened no connection");
         Assert.That(KernelOpens(dl.Peer).Passive, Is.EqualTo(peerBefore.Passive + 1), "the peer's kernel accepted the stack's one");
     }

@@ -53,6 +53,7 @@ public partial class PreloadUdpTests
         var server = dl.Host.Start("env", [.. PreloadTcpTests.Settings(dl), Dist.Bin("onload-run"),
             "socat", "-b", "65536", "UDP4-LISTEN:7450", "PIPE"]);
         server.WaitForOutput("bound (UDP socket", Deadline);
+        OnloadStackdump.WaitUntil(dl.Host, server.Pid, s => s.Udp.Any(u => u.LocalPort == 7450), Deadline, "socat's UDP socket");
         var before = KernelUdp(dl.Host);
 
         const int Rounds = 50;
@@ -67,6 +68,10 @@ public partial class PreloadUdpTests
         // The 8000-byte datagrams arrive as IPv4 fragments, which the XDP program leaves to the kernel to reassemble;
         // the port's backing socket then hands them to the stack. Every other datagram the kernel never saw.
         Assert.That(after.In - before.In, Is.LessThanOrEqualTo(Rounds), "the kernel received only the fragmented datagrams");
+        // UDP4-LISTEN connects its socket to the first datagram's sender; socat goes on waiting on it.
+        var stack = OnloadStackdump.WaitUntil(dl.Host, server.Pid, s => s.Udp.Any(u => u.LocalPort == 7450 && u.RemoteAddress == dl.PeerAddress),
+            Deadline, "socat's UDP socket connected to the client");
+        Assert.That(stack.Udp.Single(u => u.LocalPort == 7450).InDatagrams, Is.EqualTo(4 * Rounds), "every datagram reached it on the stack");
     }
 
     /// <summary>A kernel UDP echo server.</summary>
@@ -123,7 +128,7 @@ public partial class PreloadUdpTests
     private static partial Regex SockperfTotals();
 
     /// <summary>Checks a sockperf ping-pong client's summary: round trips made, none dropped, duplicated or reordered.</summary>
-    private static void AssertCleanPingPong(string output)
+    internal static void AssertCleanPingPong(string output)
     {
         var totals = SockperfTotals().Match(output);
         Assert.That(totals.Success, Is.True, output);
@@ -141,6 +146,8 @@ public partial class PreloadUdpTests
         var server = dl.Host.Start("env", [.. PreloadTcpTests.Settings(dl), Dist.Bin("onload-run"),
             "sockperf", "server", "-i", dl.HostAddress, "-p", "7454"]);
         server.WaitForOutput("bound (UDP socket", Deadline);
+        OnloadStackdump.WaitUntil(dl.Host, server.Pid, s => s.Udp.Any(u => u.LocalPort == 7454 && u.LocalAddress == dl.HostAddress),
+            Deadline, "sockperf's UDP socket");
         var before = KernelUdp(dl.Host);
 
         var client = dl.Peer.Start("sockperf", "ping-pong", "-i", dl.HostAddress, "-p", "7454", "-t", "3");
@@ -152,6 +159,8 @@ public partial class PreloadUdpTests
         var after = KernelUdp(dl.Host);
         Assert.That(after.In, Is.EqualTo(before.In), "the stack side's kernel received none of the pings");
         Assert.That(after.Out, Is.EqualTo(before.Out), "nor sent any of the pongs");
+        var stack = OnloadStackdump.Query(dl.Host, server.Pid);
+        Assert.That(stack?.Udp.Single(u => u.LocalPort == 7454).InDatagrams, Is.GreaterThan(100), "the pings reached its socket on the stack");
     }
 
     [Test]
@@ -165,6 +174,8 @@ public partial class PreloadUdpTests
         var client = dl.Host.Start("env", [.. PreloadTcpTests.Settings(dl), Dist.Bin("onload-run"),
             "sockperf", "ping-pong", "-i", dl.PeerAddress, "-p", "7455", "-t", "3"]);
 
+        OnloadStackdump.WaitUntil(dl.Host, client.Pid, s => s.Udp.Any(u => u.InDatagrams > 0), Deadline,
+            "sockperf's UDP socket receiving the pongs");
         Assert.That(client.WaitForExit(Deadline), Is.True, "the client finished");
         Assert.That(client.ExitCode, Is.Zero, client.Stdout + client.Stderr);
         AssertCleanPingPong(client.Stdout + client.Stderr);
