@@ -225,39 +225,12 @@ $(DIST)/lib/libonload.so: preload/shim/onload_preload.c preload/include/onload_s
 	@mkdir -p $(@D)
 	$(CC) -std=gnu11 -Wall -Wextra -Werror -O2 -fPIC -shared -fvisibility=hidden -Ipreload/include -o $@ $< -ldl -lpthread
 
-$(DIST)/tests/epoll_echo: preload/tests/epoll_echo.c
+# The C test helpers: preload/tests/NAME.c → dist/tests/NAME. io_calls and udp_calls are fortified on purpose, so
+# that read, recv, recvfrom, poll and ppoll reach the shim as glibc's __*_chk variants.
+$(DIST)/tests/io_calls $(DIST)/tests/udp_calls: TEST_CFLAGS := -D_FORTIFY_SOURCE=2
+$(DIST)/tests/%: preload/tests/%.c preload/tests/check.h
 	@mkdir -p $(@D)
-	$(CC) -std=gnu11 $(C_WARN) -O2 -o $@ $<
-
-$(DIST)/tests/epoll_late_member: preload/tests/epoll_late_member.c
-	@mkdir -p $(@D)
-	$(CC) -std=gnu11 $(C_WARN) -O2 -o $@ $< -lpthread
-
-# Fortified on purpose: read, recv, recvfrom, poll and ppoll then reach the shim as __*_chk.
-$(DIST)/tests/io_calls: preload/tests/io_calls.c
-	@mkdir -p $(@D)
-	$(CC) -std=gnu11 $(C_WARN) -O2 -D_FORTIFY_SOURCE=2 -o $@ $<
-
-$(DIST)/tests/errno_probe: preload/tests/errno_probe.c
-	@mkdir -p $(@D)
-	$(CC) -std=gnu11 $(C_WARN) -O2 -o $@ $<
-
-$(DIST)/tests/signal_writer: preload/tests/signal_writer.c
-	@mkdir -p $(@D)
-	$(CC) -std=gnu11 $(C_WARN) -O2 -o $@ $<
-
-$(DIST)/tests/fork_probe: preload/tests/fork_probe.c
-	@mkdir -p $(@D)
-	$(CC) -std=gnu11 $(C_WARN) -O2 -o $@ $<
-
-$(DIST)/tests/inet6_calls: preload/tests/inet6_calls.c
-	@mkdir -p $(@D)
-	$(CC) -std=gnu11 $(C_WARN) -O2 -o $@ $<
-
-# Fortified too: recv, recvfrom and poll reach the shim as __*_chk.
-$(DIST)/tests/udp_calls: preload/tests/udp_calls.c
-	@mkdir -p $(@D)
-	$(CC) -std=gnu11 $(C_WARN) -O2 -D_FORTIFY_SOURCE=2 -o $@ $<
+	$(CC) -std=gnu11 $(C_WARN) -O2 $(TEST_CFLAGS) -o $@ $< -lpthread
 
 # Framework-dependent on purpose: the preload tests run it with `dotnet`, so the JIT and CoreCLR's own threads and
 # signal handlers meet the shim (a NativeAOT program would not show them).

@@ -19,15 +19,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define CHECK(cond, ...) \
-	do { \
-		if (!(cond)) { \
-			printf("FAILED line %d: ", __LINE__); \
-			printf(__VA_ARGS__); \
-			printf(" (errno %d %s)\n", errno, strerror(errno)); \
-			exit(1); \
-		} \
-	} while (0)
+#include "check.h"
 
 static char out[100000], in[100000];
 

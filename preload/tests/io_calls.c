@@ -26,21 +26,9 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#define CHECK(cond, ...) \
-	do { \
-		if (!(cond)) { \
-			printf("FAILED line %d: ", __LINE__); \
-			printf(__VA_ARGS__); \
-			printf(" (errno %d %s)\n", errno, strerror(errno)); \
-			exit(1); \
-		} \
-	} while (0)
+#include "check.h"
 
 static char out[40000], in[40000];
-
-/* Lengths the compiler cannot prove safe, so that _FORTIFY_SOURCE routes the calls to __*_chk. */
-static volatile size_t bump;
-#define V(n) ((n) + bump)
 
 /* Reads exactly len bytes with recv (fortified: __recv_chk). */
 static void recv_exactly(int fd, char *buf, size_t len)

@@ -24,21 +24,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#define CHECK(cond, ...) \
-	do { \
-		if (!(cond)) { \
-			printf("FAILED line %d: ", __LINE__); \
-			printf(__VA_ARGS__); \
-			printf(" (errno %d %s)\n", errno, strerror(errno)); \
-			exit(1); \
-		} \
-	} while (0)
+#include "check.h"
 
 static char out[65536], in[65536];
-
-/* Lengths the compiler cannot prove safe, so that _FORTIFY_SOURCE routes the calls to __*_chk. */
-static volatile size_t bump;
-#define V(n) ((n) + bump)
 
 static struct sockaddr_in endpoint(const char *address, int port)
 {

@@ -14,9 +14,13 @@ public static class Dist
         }
     }
 
-    public static string Bin(string program)
+    public static string Bin(string program) => Existing(Path.Combine(Root, "dist", "bin", program));
+
+    /// <summary>A test helper program that <c>make</c> builds into dist/tests (not installed).</summary>
+    public static string TestProgram(params string[] path) => Existing(Path.Combine([Root, "dist", "tests", .. path]));
+
+    private static string Existing(string path)
     {
-        string path = Path.Combine(Root, "dist", "bin", program);
         if (!File.Exists(path))
             Assert.Fail($"{path} is missing: run 'make' (or 'make test', which builds it) first");
         return path;

@@ -25,16 +25,7 @@ public class DotnetProgramTests
     [TearDown]
     public void RemoveDirectory() => Directory.Delete(_dir, recursive: true);
 
-    private static string Program
-    {
-        get
-        {
-            string path = Path.Combine(Dist.Root, "dist", "tests", "dotnet-sockets", "onload-dotnet-sockets.dll");
-            if (!File.Exists(path))
-                Assert.Fail($"{path} is missing: run 'make' first");
-            return path;
-        }
-    }
+    private static string Program => Dist.TestProgram("dotnet-sockets", "onload-dotnet-sockets.dll");
 
     private static NsProcess StartUnderOnloadRun(DriverlinkPair dl, params string[] args) =>
         dl.Host.Start("env", [.. PreloadTcpTests.Settings(dl), Dist.Bin("onload-run"), "dotnet", Program, .. args]);

@@ -17,13 +17,7 @@ public class PreloadEpollTests
 {
     private static readonly TimeSpan Deadline = DriverlinkPair.Deadline;
 
-    private static string Helper(string name)
-    {
-        string path = Path.Combine(Dist.Root, "dist", "tests", name);
-        if (!File.Exists(path))
-            Assert.Fail($"{path} is missing: run 'make' first");
-        return path;
-    }
+    private static string Helper(string name) => Dist.TestProgram(name);
 
     private static long Count(string line, string name) =>
         long.Parse(Regex.Match(line, $@"\b{name}=(\d+)").Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);

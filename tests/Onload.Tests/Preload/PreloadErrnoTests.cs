@@ -19,9 +19,7 @@ public class PreloadErrnoTests
     [Test]
     public void Every_failing_call_gives_the_result_and_errno_the_kernel_gives()
     {
-        string probe = Path.Combine(Dist.Root, "dist", "tests", "errno_probe");
-        if (!File.Exists(probe))
-            Assert.Fail($"{probe} is missing: run 'make' first");
+        string probe = Dist.TestProgram("errno_probe");
 
         using var dl = new DriverlinkPair();
         var server = dl.Peer.Start(probe, "serve", "7440");

@@ -19,9 +19,7 @@ public class PreloadForkTests
     [Test]
     public void A_forked_child_that_exits_leaves_the_parents_accelerated_connection_working()
     {
-        string helper = Path.Combine(Dist.Root, "dist", "tests", "fork_probe");
-        if (!File.Exists(helper))
-            Assert.Fail($"{helper} is missing: run 'make' first");
+        string helper = Dist.TestProgram("fork_probe");
 
         using var dl = new DriverlinkPair();
         dl.Peer.Start("socat", "-b", "4096", "TCP-LISTEN:7460,reuseaddr,fork", "PIPE");

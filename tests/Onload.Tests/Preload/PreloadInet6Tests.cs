@@ -34,9 +34,7 @@ public class PreloadInet6Tests
     [Test]
     public void A_dual_stack_socket_reaches_an_ipv4_peer_on_the_stack_and_ipv6_loopback_and_ipv6_only_on_the_kernel()
     {
-        string helper = Path.Combine(Dist.Root, "dist", "tests", "inet6_calls");
-        if (!File.Exists(helper))
-            Assert.Fail($"{helper} is missing: run 'make' first");
+        string helper = Dist.TestProgram("inet6_calls");
         using var dl = new DriverlinkPair();
         var (_, peer6) = AddIpv6(dl);
         // One echo server for both families: an IPv6 socket with IPV6_V6ONLY off.

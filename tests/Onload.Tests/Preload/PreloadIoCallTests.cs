@@ -19,9 +19,7 @@ public class PreloadIoCallTests
     [Test]
     public void Vectored_and_message_io_peek_ioctl_dup_ppoll_pselect_and_the_fortified_calls_work_on_an_accelerated_connection()
     {
-        string helper = Path.Combine(Dist.Root, "dist", "tests", "io_calls");
-        if (!File.Exists(helper))
-            Assert.Fail($"{helper} is missing: run 'make' first");
+        string helper = Dist.TestProgram("io_calls");
         string symbols = Encoding.ASCII.GetString(File.ReadAllBytes(helper));
         foreach (string chk in new[] { "__read_chk", "__recv_chk", "__recvfrom_chk", "__poll_chk", "__ppoll_chk" })
             Assert.That(symbols, Does.Contain(chk), $"the helper is built to call {chk}");

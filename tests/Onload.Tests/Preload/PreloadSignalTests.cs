@@ -19,9 +19,7 @@ public class PreloadSignalTests
     [Test]
     public void A_signal_handler_writing_to_the_socket_the_program_streams_through_loses_nothing_and_never_deadlocks()
     {
-        string helper = Path.Combine(Dist.Root, "dist", "tests", "signal_writer");
-        if (!File.Exists(helper))
-            Assert.Fail($"{helper} is missing: run 'make' first");
+        string helper = Dist.TestProgram("signal_writer");
 
         using var dl = new DriverlinkPair();
         dl.Peer.Start("socat", "-b", "4096", "TCP-LISTEN:7450,reuseaddr", "PIPE");

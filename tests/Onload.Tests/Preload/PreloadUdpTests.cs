@@ -88,9 +88,7 @@ public partial class PreloadUdpTests
     [Test]
     public void The_udp_calls_work_on_an_accelerated_socket_as_on_linux()
     {
-        string helper = Path.Combine(Dist.Root, "dist", "tests", "udp_calls");
-        if (!File.Exists(helper))
-            Assert.Fail($"{helper} is missing: run 'make' first");
+        string helper = Dist.TestProgram("udp_calls");
         using var dl = new DriverlinkPair();
         var echo = dl.Peer.Start("/usr/bin/python3", "-c", EchoServer, "7451");
         echo.WaitForOutput("serving", Deadline);
