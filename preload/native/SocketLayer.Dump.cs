@@ -34,8 +34,9 @@ internal sealed partial class SocketLayer
                 {
                     Id = c,
                     State = t.State,
-                    // An accepted connection shares its listener's port without owning it (Bound is false).
-                    LocalAddress = t.Bound || t.LocalPort != 0 ? _stack.Address : Ipv4Address.Any,
+                    // An accepted connection shares its listener's port without owning it (Bound is false); a
+                    // listener bound to any address shows 0.0.0.0, as getsockname and ss say.
+                    LocalAddress = t.Bound || t.LocalPort != 0 ? _stack.TcpLocalEndpoint(c).Address : Ipv4Address.Any,
                     LocalPort = t.LocalPort,
                     RemoteAddress = t.RemoteAddress,
                     RemotePort = t.RemotePort,
