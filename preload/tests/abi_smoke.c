@@ -146,7 +146,7 @@ static int check_socket_exports(void)
         "onload_sock_bind", "onload_sock_listen", "onload_sock_accept", "onload_sock_connect",
         "onload_sock_send", "onload_sock_recv", "onload_sock_shutdown", "onload_sock_close",
         "onload_sock_name", "onload_sock_take_error", "onload_sock_set_nodelay", "onload_sock_poll",
-        "onload_sock_prepare_wait", "onload_sock_drain", "onload_sock_peek", "onload_sock_queued",
+        "onload_sock_wait_begin", "onload_sock_wait_end", "onload_sock_drain", "onload_sock_peek", "onload_sock_queued",
         "onload_sock_udp_open", "onload_sock_udp_bind", "onload_sock_udp_connect", "onload_sock_udp_disconnect",
         "onload_sock_udp_send", "onload_sock_udp_recv", "onload_sock_udp_next_length", "onload_sock_udp_close",
         "onload_sock_udp_name", "onload_sock_udp_take_error", "onload_sock_udp_setopt",
