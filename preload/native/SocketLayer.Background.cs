@@ -67,11 +67,9 @@ internal sealed partial class SocketLayer
     }
 
     /// <summary>A program thread is going to sleep (under the lock): the background thread must watch the VNIC now,
-    /// not when the thread's own recent polls age.</summary>
+    /// not once the thread's own polls, which made the program look busy, are <see cref="QuietNs"/> old.</summary>
     private void ProgramWentQuiet()
     {
-        if (_backgroundPid == 0)
-            return;
         Interlocked.Exchange(ref _lastProgramPollNs, 0);
         if (Volatile.Read(ref _backgroundWatching) == 0)
             NativeWait.Signal(_backgroundKick);

@@ -58,7 +58,8 @@ internal sealed partial class SocketLayer
             }
             if (ready > 0)
                 return ready;
-            if (!BackgroundRunning)
+            bool background = BackgroundRunning;
+            if (!background)
             {
                 if (!_stack.Vnic.PrepareToSleep())
                     return -(int)Errno.EAGAIN;
@@ -66,9 +67,8 @@ internal sealed partial class SocketLayer
                 CutToNextTimer(ref timeoutMs);
             }
             waiter = Register(wakeFd, handles, events);
-            // This thread's own polls made the program look busy; it is going to sleep, so the background thread
-            // need not wait for the program to go quiet before it watches the VNIC.
-            ProgramWentQuiet();
+            if (background)
+                ProgramWentQuiet();
             return 0;
         }
     }
