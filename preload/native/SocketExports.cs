@@ -244,7 +244,19 @@ public static unsafe partial class SocketExports
     /// <summary><c>int onload_sock_wait_end(int waiter)</c>: after the sleep. 1 when the stack wrote the waiter's
     /// wake_fd (read it before the next wait), 0 when not.</summary>
     [UnmanagedCallersOnly(EntryPoint = "onload_sock_wait_end")]
-    public static int WaitEnd(int waiter) => Call(l => l.EndWait(waiter));
+    public static int WaitEnd(int waiter)
+    {
+        // Not through Call: its lambda would capture waiter, an allocation per wait.
+        try
+        {
+            var layer = SocketLayer.Get(out int errno);
+            return layer is null ? -errno : layer.EndWait(waiter);
+        }
+        catch (Exception)
+        {
+            return -EIO;
+        }
+    }
 
     /// <summary><c>int onload_sock_drain(int timeout_ms)</c>: at exit, runs the stack until closed connections have
     /// sent everything (see SocketLayer.Drain); returns how many had not. 0 when the stack never started.</summary>
