@@ -47,6 +47,7 @@
 #                                   and onload-run (and its peer server)
 #   dist/tests/signal_writer        test helper: a signal handler writing to the socket the main thread streams through
 #   dist/tests/inet6_calls          test helper: AF_INET6 sockets, v4-mapped names, IPV6_V6ONLY and the IPv6 hand-off
+#   dist/tests/epoll_rearm          test helper: a thread asleep in epoll_wait wakes when another re-arms a ONESHOT member
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -107,6 +108,7 @@ DIST_FILES := $(DIST)/bin/onload-echo $(DIST)/bin/onload-pingpong $(DIST)/bin/on
 
 ONLOAD_RUN_PROFILES := $(patsubst apps/onload-run/profiles/%,$(DIST)/lib/onload/profiles/%,$(wildcard apps/onload-run/profiles/*.opf))
 DIST_FILES += $(ONLOAD_RUN_PROFILES) $(DIST)/share/man/man1/onload-run.1 $(DIST)/tests/errno_probe $(DIST)/tests/signal_writer
+DIST_FILES += $(DIST)/tests/epoll_rearm
 
 .PHONY: all deps restore build publish test check-header demo bench bench-quick bench-latency bench-tcp bench-driverlink sweep install clean
 
@@ -238,6 +240,10 @@ $(DIST)/tests/signal_writer: preload/tests/signal_writer.c
 $(DIST)/tests/inet6_calls: preload/tests/inet6_calls.c
 	@mkdir -p $(@D)
 	$(CC) -std=gnu11 $(C_WARN) -O2 -o $@ $<
+
+$(DIST)/tests/epoll_rearm: preload/tests/epoll_rearm.c
+	@mkdir -p $(@D)
+	$(CC) -std=gnu11 $(C_WARN) -O2 -o $@ $< -lpthread
 
 # Fortified too: recv, recvfrom and poll reach the shim as __*_chk.
 $(DIST)/tests/udp_calls: preload/tests/udp_calls.c
