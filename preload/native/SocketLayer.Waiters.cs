@@ -28,6 +28,14 @@ internal sealed partial class SocketLayer
     /// <summary>Registered waiters not yet woken: when 0, a stack poll checks nobody.</summary>
     private int _sleeping;
 
+    /// <summary>
+    /// The one waiter that also sleeps on the VNIC's wait fd while the background thread runs (-1: none). Frames then
+    /// wake a sleeping program thread directly, as when it slept on the VNIC alone, rather than through the
+    /// background thread and its eventfd, a second hop; it runs the stack when it wakes, which wakes the waiters
+    /// the frames were for. One, so that a frame wakes no herd.
+    /// </summary>
+    private int _vnicWatcher = -1;
+
     /// <summary>Waiters woken because a socket they waited for became ready (onload-stackdump's counters).</summary>
     private long _waiterWakeups;
 
@@ -36,10 +44,11 @@ internal sealed partial class SocketLayer
     /// <paramref name="events"/> (poll(2)'s bits, matched exactly: the caller adds POLLERR and POLLHUP if it wants
     /// them), registers the caller's <paramref name="wakeFd"/> to be written when one does. Returns how many are ready
     /// (revents filled, nothing registered), or 0 with <paramref name="waiter"/> to pass to <see cref="EndWait"/>.
-    /// <paramref name="vnicFd"/> is -1 when the background thread watches the VNIC; otherwise the caller sleeps on it
-    /// too (the stack's wait fd, armed) with <paramref name="timeoutMs"/> cut to the stack's next timer, and a thread
-    /// it wakes runs the stack, which wakes exactly the waiters whose sockets that made ready. -EAGAIN: frames are
-    /// already waiting (poll again rather than sleep).
+    /// <paramref name="vnicFd"/> is -1, or the stack's wait fd (armed) for the caller to sleep on too: for every waiter
+    /// when there is no background thread (<paramref name="timeoutMs"/> then cut to the stack's next timer), for one
+    /// at a time when there is (<see cref="_vnicWatcher"/>). A thread the VNIC wakes runs the stack, which wakes
+    /// exactly the waiters whose sockets that made ready. -EAGAIN: frames are already waiting (poll again rather than
+    /// sleep).
     /// </summary>
     public int BeginWait(int wakeFd, ReadOnlySpan<int> handles, ReadOnlySpan<short> events, Span<short> revents,
         out int waiter, out int vnicFd, ref int timeoutMs)
@@ -59,16 +68,22 @@ internal sealed partial class SocketLayer
             if (ready > 0)
                 return ready;
             bool background = BackgroundRunning;
-            if (!background)
+            bool watchVnic = !background || _vnicWatcher < 0;
+            if (watchVnic)
             {
                 if (!_stack.Vnic.PrepareToSleep())
                     return -(int)Errno.EAGAIN;
                 vnicFd = _stack.Vnic.WaitHandle;
-                CutToNextTimer(ref timeoutMs);
             }
+            if (!background)
+                CutToNextTimer(ref timeoutMs);
             waiter = Register(wakeFd, handles, events);
             if (background)
+            {
+                if (watchVnic)
+                    _vnicWatcher = waiter;
                 ProgramWentQuiet();
+            }
             return 0;
         }
     }
@@ -83,6 +98,8 @@ internal sealed partial class SocketLayer
                 return -(int)Errno.EINVAL;
             var w = _waiters[waiter];
             w.InUse = false;
+            if (_vnicWatcher == waiter)
+                _vnicWatcher = -1;
             if (!w.Woken)
                 _sleeping--;
             return w.Woken ? 1 : 0;
