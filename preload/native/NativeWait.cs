@@ -3,7 +3,7 @@ using System.Runtime.InteropServices;
 namespace Onload.Native;
 
 /// <summary>
-/// The libc calls the socket layer sleeps and wakes with: poll, eventfd and timerfd. Through
+/// The libc calls the socket layer sleeps and wakes with: poll, eventfd, timerfd, read, write and close. Through
 /// <c>LibraryImport("libc")</c>, which the runtime binds with dlsym on libc's own handle, so none of them passes the
 /// preload shim (docs/PRELOAD-NOTES.md).
 /// </summary>
@@ -50,6 +50,9 @@ internal static unsafe partial class NativeWait
 
     [LibraryImport("libc", EntryPoint = "write")]
     private static partial nint Write(int fd, void* buffer, nuint count);
+
+    [LibraryImport("libc", EntryPoint = "close")]
+    public static partial int Close(int fd);
 
     [LibraryImport("libc", EntryPoint = "getpid")]
     public static partial int GetPid();

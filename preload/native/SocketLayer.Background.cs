@@ -45,7 +45,13 @@ internal sealed partial class SocketLayer
         _backgroundTimer = NativeWait.NewTimerFd();
         _backgroundKick = NativeWait.NewEventFd();
         if (_backgroundTimer < 0 || _backgroundKick < 0)
+        {
+            foreach (int fd in (ReadOnlySpan<int>)[_backgroundTimer, _backgroundKick])
+                if (fd >= 0)
+                    _ = NativeWait.Close(fd);
+            _backgroundTimer = _backgroundKick = -1;
             return;
+        }
         _backgroundPid = NativeWait.GetPid();
         new Thread(BackgroundLoop) { IsBackground = true, Name = "onload-stack" }.Start();
     }
