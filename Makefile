@@ -52,6 +52,7 @@
 #                                   connecting socket to it
 #   dist/tests/dotnet-sockets/      test helper (tests/Onload.DotnetSockets, framework-dependent, run with `dotnet`):
 #                                   a TcpListener echo server and an HttpClient GET, run under onload-run with the JIT
+#   dist/tests/epoll_rearm          test helper: a thread asleep in epoll_wait wakes when another re-arms a ONESHOT member
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -113,7 +114,8 @@ DIST_FILES := $(DIST)/bin/onload-echo $(DIST)/bin/onload-pingpong $(DIST)/bin/on
 
 ONLOAD_RUN_PROFILES := $(patsubst apps/onload-run/profiles/%,$(DIST)/lib/onload/profiles/%,$(wildcard apps/onload-run/profiles/*.opf))
 DIST_FILES += $(ONLOAD_RUN_PROFILES) $(DIST)/share/man/man1/onload-run.1 $(DIST)/tests/errno_probe $(DIST)/tests/signal_writer \
-	$(DIST)/tests/fork_probe $(DIST)/tests/dotnet-sockets/onload-dotnet-sockets.dll $(DIST)/tests/epoll_late_member
+	$(DIST)/tests/fork_probe $(DIST)/tests/dotnet-sockets/onload-dotnet-sockets.dll $(DIST)/tests/epoll_late_member \
+	$(DIST)/tests/epoll_rearm
 
 .PHONY: all deps restore build publish test check-header demo bench bench-quick bench-latency bench-tcp bench-driverlink sweep install clean
 

@@ -20,7 +20,7 @@ extern "C" {
 #endif
 
 /* The ABI this header describes; changes when an existing export changes. */
-#define ONLOAD_STACK_ABI_VERSION 1
+#define ONLOAD_STACK_ABI_VERSION 2
 
 /* The name of the shared library, for dlopen(). */
 #define ONLOAD_STACK_LIBRARY "libonload_stack.so"
@@ -52,8 +52,10 @@ typedef int (*onload_stack_selftest_fn)(uint64_t seed, int datagrams);
  * calls: IPv4 TCP (and UDP, below) on one process-wide stack in driverlink mode, on the interface named by
  * ONLOAD_INTERFACE, started at the first call. Handles are the stack's connections;
  * addresses and ports are in host byte order; results are counts, handles or 0, or a
- * negated Linux errno. No call blocks: a caller that must wait polls (onload_sock_poll)
- * and sleeps on the fd onload_sock_prepare_wait returns.
+ * negated Linux errno. No call blocks: a caller that must wait polls (onload_sock_poll),
+ * then registers its own eventfd (onload_sock_wait_begin), sleeps on it and ends the wait
+ * (onload_sock_wait_end). Whichever thread next runs the stack writes the eventfd of each
+ * waiter one of whose sockets it made ready.
  */
 int onload_sock_init(void);
 typedef int (*onload_sock_init_fn)(void);
@@ -110,8 +112,19 @@ typedef int (*onload_sock_tcp_getopt_fn)(int h, int option);
 /* poll(2)'s bits, and POLLRDHUP (0x2000) when the read side is shut. */
 int onload_sock_poll(const int *handles, const short *events, short *revents, int n);
 typedef int (*onload_sock_poll_fn)(const int *handles, const short *events, short *revents, int n);
-int onload_sock_prepare_wait(int *timeout_ms);              /* wait fd, or -EAGAIN: work waiting */
-typedef int (*onload_sock_prepare_wait_fn)(int *timeout_ms);
+/*
+ * Before sleeping: how many handles have one of their events (revents filled; events are
+ * matched exactly, so add POLLERR and POLLHUP to have them), or 0 with the caller registered
+ * as *waiter: wake_fd (an eventfd) is written when one does. *vnic_fd is -1 (a thread of the
+ * stack watches the VNIC), or an fd to sleep on too, with *timeout_ms cut to the stack's next
+ * timer. -EAGAIN: frames are waiting, poll instead of sleeping.
+ */
+int onload_sock_wait_begin(int wake_fd, const int *handles, const short *events, short *revents, int n, int *waiter,
+			   int *vnic_fd, int *timeout_ms);
+typedef int (*onload_sock_wait_begin_fn)(int wake_fd, const int *handles, const short *events, short *revents, int n,
+					 int *waiter, int *vnic_fd, int *timeout_ms);
+int onload_sock_wait_end(int waiter);                       /* 1: wake_fd was written, read it */
+typedef int (*onload_sock_wait_end_fn)(int waiter);
 int onload_sock_drain(int timeout_ms);                      /* at exit: connections still sending */
 typedef int (*onload_sock_drain_fn)(int timeout_ms);
 

@@ -19,7 +19,7 @@ namespace Onload.Native;
 public static unsafe class Exports
 {
     /// <summary>Must equal ONLOAD_STACK_ABI_VERSION in onload_stack.h.</summary>
-    public const int AbiVersion = 1;
+    public const int AbiVersion = 2;
 
     private const int EINVAL = 22;
     private const int EIO = 5;

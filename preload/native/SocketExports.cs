@@ -247,17 +247,40 @@ public static unsafe partial class SocketExports
         }
     }
 
-    /// <summary><c>int onload_sock_prepare_wait(int *timeout_ms)</c>: the fd to sleep on (readable when the VNIC has
-    /// work), with *timeout_ms cut to the next timer; -EAGAIN when there is work already.</summary>
-    [UnmanagedCallersOnly(EntryPoint = "onload_sock_prepare_wait")]
-    public static int PrepareWait(int* timeoutMs)
+    /// <summary><c>int onload_sock_wait_begin(int wake_fd, const int *handles, const short *events, short *revents,
+    /// int n, int *waiter, int *vnic_fd, int *timeout_ms)</c>: before sleeping (see SocketLayer.BeginWait). How many
+    /// handles are ready (revents filled), or 0 with the caller registered as *waiter: the stack writes wake_fd when
+    /// one of them has one of its events (matched exactly). *vnic_fd is -1, or the fd the caller sleeps on too, with
+    /// *timeout_ms cut to the next timer. -EAGAIN: frames are waiting, poll instead.</summary>
+    [UnmanagedCallersOnly(EntryPoint = "onload_sock_wait_begin")]
+    public static int WaitBegin(int wakeFd, int* handles, short* events, short* revents, int n, int* waiter, int* vnicFd, int* timeoutMs)
     {
         try
         {
+            if (n < 0 || waiter == null || vnicFd == null || timeoutMs == null)
+                return -(int)Errno.EINVAL;
             var layer = SocketLayer.Get(out int errno);
             if (layer is null)
                 return -errno;
-            return layer.PrepareWait(ref *timeoutMs);
+            return layer.BeginWait(wakeFd, new ReadOnlySpan<int>(handles, n), new ReadOnlySpan<short>(events, n),
+                new Span<short>(revents, n), out *waiter, out *vnicFd, ref *timeoutMs);
+        }
+        catch (Exception)
+        {
+            return -EIO;
+        }
+    }
+
+    /// <summary><c>int onload_sock_wait_end(int waiter)</c>: after the sleep. 1 when the stack wrote the waiter's
+    /// wake_fd (read it before the next wait), 0 when not.</summary>
+    [UnmanagedCallersOnly(EntryPoint = "onload_sock_wait_end")]
+    public static int WaitEnd(int waiter)
+    {
+        // Not through Call: its lambda would capture waiter, an allocation per wait.
+        try
+        {
+            var layer = SocketLayer.Get(out int errno);
+            return layer is null ? -errno : layer.EndWait(waiter);
         }
         catch (Exception)
         {

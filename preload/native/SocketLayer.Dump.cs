@@ -77,6 +77,9 @@ internal sealed partial class SocketLayer
             rows.Counters.Clear();
             foreach (var counter in _stack.Counters.Snapshot())
                 rows.Counters.Add(counter);
+            rows.Counters.Add(new("Layer.BackgroundRuns", _backgroundRuns));
+            rows.Counters.Add(new("Layer.BackgroundFrames", _backgroundFrames));
+            rows.Counters.Add(new("Layer.WaiterWakeups", _waiterWakeups));
             var v = _stack.Vnic.Counters;
             (rows.RxFrames, rows.TxFrames, rows.RxDropNoBuffer, rows.RxDropRingFull, rows.TxDropRingFull, rows.TxErrors) =
                 (v.RxFrames, v.TxFrames, v.RxDropNoBuffer, v.RxDropRingFull, v.TxDropRingFull, v.TxErrors);

@@ -64,7 +64,7 @@ internal sealed partial class SocketLayer
             total += (long)v.Length;
         lock (_lock)
         {
-            _stack.Poll();
+            PollStack();
             if (total > MaxDatagram)
                 return -(int)Errno.EMSGSIZE;
             ReadOnlySpan<byte> payload;
@@ -93,7 +93,7 @@ internal sealed partial class SocketLayer
     {
         lock (_lock)
         {
-            _stack.Poll();
+            PollStack();
             if (iov.Length == 1)
                 return _stack.UdpReceiveFrom(s, new Span<byte>(iov[0].Base, (int)Math.Min(iov[0].Length, int.MaxValue)),
                     out from, out datagramLength, peek);
@@ -116,7 +116,7 @@ internal sealed partial class SocketLayer
     {
         lock (_lock)
         {
-            _stack.Poll();
+            PollStack();
             return _stack.UdpSockets.IsValid(s) ? _stack.UdpNextDatagramLength(s) : -(int)Errno.EBADF;
         }
     }

@@ -14,10 +14,11 @@ namespace Onload.Native;
 /// </summary>
 /// <remarks>
 /// Every call here is non-blocking: it polls the stack once and then acts. The shim does the waiting (spin, then
-/// sleep on <see cref="WaitFd"/> together with the kernel's fds), so one wait loop serves blocking calls, poll and
-/// select alike. Nothing runs the stack while the program is not in a socket call: timers (retransmits, delayed
-/// ACKs) wait for the next call or wake a sleeping one; a background thread would fix that (see docs/PRELOAD-NOTES.md).
-/// One thread of its own answers onload-stackdump (<see cref="Dump.StackDumpServer"/>) and takes the lock only to copy.
+/// sleep on its own eventfd registered with <see cref="BeginWait"/>, together with the kernel's fds), so one wait loop
+/// serves blocking calls, poll, select and epoll alike; every stack poll wakes the sleepers whose sockets it made
+/// ready (SocketLayer.Waiters.cs). A background thread runs the stack while no program thread does
+/// (SocketLayer.Background.cs). One more thread answers onload-stackdump (<see cref="Dump.StackDumpServer"/>) and
+/// takes the lock only to copy.
 /// </remarks>
 internal sealed partial class SocketLayer : IDisposable
 {
@@ -69,6 +70,7 @@ internal sealed partial class SocketLayer : IDisposable
             }
             // After the stack is up, and outside the try: a stack that cannot be dumped still carries the program.
             StackDumpServer.Start(s_instance);
+            s_instance.StartBackground();
             return s_instance;
         }
     }
@@ -111,7 +113,7 @@ internal sealed partial class SocketLayer : IDisposable
     {
         lock (_lock)
         {
-            _stack.Poll();
+            PollStack();
             return _stack.TcpListen(c, backlog);
         }
     }
@@ -120,7 +122,7 @@ internal sealed partial class SocketLayer : IDisposable
     {
         lock (_lock)
         {
-            _stack.Poll();
+            PollStack();
             return _stack.TcpAccept(c, out remote);
         }
     }
@@ -129,7 +131,7 @@ internal sealed partial class SocketLayer : IDisposable
     {
         lock (_lock)
         {
-            _stack.Poll();
+            PollStack();
             return _stack.TcpConnect(c, remote);
         }
     }
@@ -138,7 +140,7 @@ internal sealed partial class SocketLayer : IDisposable
     {
         lock (_lock)
         {
-            _stack.Poll();
+            PollStack();
             return _stack.TcpSend(c, data);
         }
     }
@@ -147,7 +149,7 @@ internal sealed partial class SocketLayer : IDisposable
     {
         lock (_lock)
         {
-            _stack.Poll();
+            PollStack();
             return _stack.TcpReceive(c, buffer);
         }
     }
@@ -158,7 +160,7 @@ internal sealed partial class SocketLayer : IDisposable
     {
         lock (_lock)
         {
-            _stack.Poll();
+            PollStack();
             var table = _stack.TcpConnections;
             if (!table.IsValid(c))
                 return -(int)Errno.EBADF;
@@ -186,7 +188,7 @@ internal sealed partial class SocketLayer : IDisposable
     {
         lock (_lock)
         {
-            _stack.Poll();
+            PollStack();
             var table = _stack.TcpConnections;
             if (!table.IsValid(c))
                 return -(int)Errno.EBADF;
@@ -201,8 +203,10 @@ internal sealed partial class SocketLayer : IDisposable
     {
         lock (_lock)
         {
-            _stack.Poll();
-            return _stack.TcpShutdown(c, read, write);
+            PollStack();
+            int rc = _stack.TcpShutdown(c, read, write);
+            WakeReadyWaiters(); // a thread asleep on the socket's other direction sees the end (Linux wakes it too)
+            return rc;
         }
     }
 
@@ -211,7 +215,7 @@ internal sealed partial class SocketLayer : IDisposable
         lock (_lock)
         {
             int rc = _stack.TcpClose(c);
-            _stack.Poll();
+            PollStack();
             return rc;
         }
     }
@@ -271,64 +275,20 @@ internal sealed partial class SocketLayer : IDisposable
     /// </summary>
     public int PollSockets(ReadOnlySpan<int> handles, ReadOnlySpan<short> events, Span<short> revents)
     {
-        const short PollIn = 0x001, PollOut = 0x004, PollErr = 0x008, PollHup = 0x010, PollNval = 0x020, PollRdHup = 0x2000;
+        const short PollErr = 0x008, PollHup = 0x010, PollNval = 0x020;
         int ready = 0;
         lock (_lock)
         {
-            _stack.Poll();
-            var table = _stack.TcpConnections;
+            PollStack();
             for (int i = 0; i < handles.Length; i++)
             {
-                int c = handles[i];
-                short r = 0;
-                if ((c & UdpHandleTag) != 0)
-                    r = (short)(UdpPollBits(c & ~UdpHandleTag) & (events[i] | PollErr | PollHup | PollNval));
-                else if (!table.IsValid(c))
-                    r = PollNval;
-                else
-                {
-                    ref var t = ref table[c];
-                    if (_stack.TcpReadable(c))
-                        r |= PollIn;
-                    if (_stack.TcpWritable(c))
-                        r |= PollOut;
-                    if (t.Error != 0)
-                        r |= PollErr;
-                    if (t.Dead || (t.FinReceived && t.FinQueued))
-                        r |= PollHup;
-                    // Linux's tcp_poll: the read side shut (a FIN, or shutdown(SHUT_RD)) is EPOLLRDHUP.
-                    if (t.State != TcpState.Listen && (t.FinReceived || t.ShutdownRead || t.Dead))
-                        r |= PollRdHup;
-                    r &= (short)(events[i] | PollErr | PollHup | PollNval);
-                }
-                revents[i] = r;
-                if (r != 0)
+                // poll(2) reports these whether asked or not.
+                revents[i] = (short)(PollBits(handles[i]) & (events[i] | PollErr | PollHup | PollNval));
+                if (revents[i] != 0)
                     ready++;
             }
         }
         return ready;
-    }
-
-    /// <summary>
-    /// Gets ready to sleep: returns the fd that turns readable when the VNIC has work (to poll with the lock
-    /// released), with <paramref name="timeoutMs"/> cut to the stack's next timer; -EAGAIN when frames are already
-    /// waiting (poll again instead of sleeping).
-    /// </summary>
-    public int PrepareWait(ref int timeoutMs)
-    {
-        lock (_lock)
-        {
-            long next = _stack.NextTimerNs;
-            if (next != long.MaxValue)
-            {
-                long untilMs = Math.Max(0, (next - MonotonicClock.Instance.NowNanoseconds + 999_999) / 1_000_000);
-                if (timeoutMs < 0 || untilMs < timeoutMs)
-                    timeoutMs = (int)Math.Min(untilMs, int.MaxValue);
-            }
-            if (!_stack.Vnic.PrepareToSleep())
-                return -(int)Errno.EAGAIN;
-            return _stack.Vnic.WaitHandle;
-        }
     }
 
     /// <summary>
@@ -345,7 +305,7 @@ internal sealed partial class SocketLayer : IDisposable
             int pending = 0, txPending, waitFd;
             lock (_lock)
             {
-                _stack.Poll();
+                PollStack();
                 var table = _stack.TcpConnections;
                 for (int c = 0; c < table.Capacity; c++)
                     if (table.IsValid(c) && table[c].State is TcpState.SynReceived or TcpState.Established or TcpState.CloseWait
@@ -368,26 +328,19 @@ internal sealed partial class SocketLayer : IDisposable
 
     private static unsafe void WaitReadable(int fd, int timeoutMs)
     {
-        var p = new PollFd { Fd = fd, Events = 1 };
-        _ = PollFd.Poll(&p, 1, timeoutMs);
-    }
-
-    private partial struct PollFd
-    {
-        public int Fd;
-        public short Events;
-        public short Revents;
-
-        [System.Runtime.InteropServices.LibraryImport("libc", EntryPoint = "poll")]
-        public static unsafe partial int Poll(PollFd* fds, nuint count, int timeoutMs);
+        var p = new NativeWait.PollFd { Fd = fd, Events = NativeWait.PollIn };
+        _ = NativeWait.Poll(&p, 1, timeoutMs);
     }
 
     public void Dispose()
     {
         lock (_lock)
         {
+            _disposed = true;
             _stack.Dispose();
             _session.Dispose();
         }
+        if (_backgroundKick >= 0)
+            NativeWait.Signal(_backgroundKick);
     }
 }

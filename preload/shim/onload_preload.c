@@ -181,6 +181,8 @@ struct fd_entry {
 	uint32_t wr_eagain; /* an EPOLLET member reports the same readiness again after one */
 	uint8_t kind;       /* KIND_TCP or KIND_UDP: which of the stack's tables handle_plus1 indexes */
 	uint8_t forked;     /* accelerated in the parent before fork: the child cannot use it (see "fork") */
+	int ep_watch_plus1; /* + 1, an epoll fd whose sleeper left this EPOLLET member's EPOLLIN or EPOLLOUT out as
+			     * already reported: the program meeting EAGAIN here must wake it to look again (note_eagain) */
 	struct ep_set *ep;  /* this fd is an epoll fd with accelerated members (the shim's part of the set) */
 };
 
@@ -206,6 +208,7 @@ struct conn_state {
 static struct conn_state *conn_tables[2];
 
 static void warn_forked(int fd);
+static void note_eagain(struct fd_entry *e, int writing);
 
 static inline struct fd_entry *accelerated(int fd)
 {
@@ -295,7 +298,8 @@ typedef onload_sock_tcp_info_fn tcp_info_fn;
 typedef onload_sock_tcp_setopt_fn tcp_setopt_fn;
 typedef onload_sock_tcp_getopt_fn tcp_getopt_fn;
 typedef onload_sock_poll_fn poll_fn;
-typedef onload_sock_prepare_wait_fn prepare_wait_fn;
+typedef onload_sock_wait_begin_fn wait_begin_fn;
+typedef onload_sock_wait_end_fn wait_end_fn;
 typedef onload_sock_drain_fn drain_fn;
 typedef onload_sock_peek_fn peek_fn;
 typedef onload_sock_queued_fn queued_fn;
@@ -330,7 +334,8 @@ static struct {
 	tcp_setopt_fn tcp_setopt;
 	tcp_getopt_fn tcp_getopt;
 	poll_fn poll;
-	prepare_wait_fn prepare_wait;
+	wait_begin_fn wait_begin;
+	wait_end_fn wait_end;
 	drain_fn drain;
 	peek_fn peek;
 	queued_fn queued;
@@ -438,7 +443,8 @@ static int load_stack_locked(char *why, size_t why_len)
 	SYM(tcp_setopt, "onload_sock_tcp_setopt");
 	SYM(tcp_getopt, "onload_sock_tcp_getopt");
 	SYM(poll, "onload_sock_poll");
-	SYM(prepare_wait, "onload_sock_prepare_wait");
+	SYM(wait_begin, "onload_sock_wait_begin");
+	SYM(wait_end, "onload_sock_wait_end");
 	SYM(drain, "onload_sock_drain");
 	SYM(peek, "onload_sock_peek");
 	SYM(queued, "onload_sock_queued");
@@ -661,89 +667,97 @@ static inline int is_loopback(uint32_t a) { return (a >> 24) == 127; }
 /* ------------------------------------------------------------------------ waiting: sleeping */
 
 /*
- * Several threads may sleep on the one VNIC at once (a threaded server: the acceptor in poll, each handler in
- * recv). The VNIC's wait fd wakes whichever looks first, and that thread's next stack poll takes every frame,
- * including those another sleeper waits for, whose wake-up is then spent. So a thread that wakes for frames
- * kicks the others: g_kick is an eventfd (semaphore mode) every sleeper also waits on; the waker adds one per
- * other sleeper, and each kicked sleeper takes one and looks at its own sockets again. A count left over (a
- * sleeper that left meanwhile) costs one spurious wake-up, never a lost one.
+ * A thread sleeps on an eventfd of its own, which it registers with the stack together with the accelerated sockets
+ * and events it waits for (onload_sock_wait_begin). Whichever thread next runs the stack under its lock (the stack's
+ * background thread, or a program thread in any socket call) and makes one of them ready writes it. The check that
+ * nothing is ready and the registration happen under that lock too: no wake-up is lost, and a wake-up goes only to
+ * the thread whose socket became ready, so an idle program sleeps without a bound and uses no CPU.
+ *
+ * The eventfd is made at the thread's first sleep and closed when the thread exits (a server that makes a thread
+ * per connection would otherwise leak one per connection). A forked child closes the forking thread's: it is the
+ * same eventfd as the parent's, and the two processes would take each other's wake-ups.
  */
-static int g_kick = -1;
-static int g_sleepers;
-/*
- * The kick cannot close every window: a thread between its last look at its sockets and its sleep can have its
- * frames taken by another thread that was not asleep (so kicks nobody). Once two threads have slept on the stack
- * at once, every sleep is cut to MULTI_SLEEP_MS, so such a loss costs at most that; a single-threaded program
- * never pays it. Per-socket wake-ups (the stack waking exactly the thread whose socket became ready) would remove
- * both the window and the cost.
- */
-static int g_multi;
-#define MULTI_SLEEP_MS 1
-/*
- * Written once, when g_multi is set, and never read: it stays readable, so a sleep that began without the bound
- * (its thread in poll already, or about to be: preempted between reading g_multi and poll) ends at once, and the
- * next is bounded. A kick would not do: a thread that sleeps bounded may take it first.
- */
-static int g_multi_fd = -1;
+static __thread int wake_fd = -1;
+static pthread_key_t wake_fd_key;
+static pthread_once_t wake_fd_once = PTHREAD_ONCE_INIT;
 
-/* The eventfd in *slot, made at the first call (by whichever thread gets there first). */
-static int shared_eventfd(int *slot, int flags)
+static void close_wake_fd(void *fd_plus1)
 {
-	int fd = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
-	if (fd >= 0)
-		return fd;
-	int made = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC | flags);
-	int expected = -1;
-	if (made >= 0 && !__atomic_compare_exchange_n(slot, &expected, made, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
-		LIBC(close)(made);
-		return expected;
-	}
-	return made;
+	LIBC(close)((int)(intptr_t)fd_plus1 - 1);
 }
 
-/*
- * Sleeps in the real poll (or ppoll with `sigmask`) on k[0..n-1], which the caller filled and whose last entry
- * is the VNIC's wait fd, plus the kick fd in k[n] and g_multi_fd after it (the caller leaves room for two).
- * -1 with errno (EINTR) as poll.
- */
-static int sleep_poll(struct pollfd *k, int n, int sleep_ms, const sigset_t *sigmask)
+static void forget_wake_fd_in_child(void)
 {
-	int kick = shared_eventfd(&g_kick, EFD_SEMAPHORE);
-	int multi = shared_eventfd(&g_multi_fd, 0);
-	int m = n;
-	if (kick >= 0) {
-		k[m].fd = kick;
-		k[m].events = POLLIN;
-		k[m].revents = 0;
-		m++;
+	if (wake_fd >= 0) {
+		LIBC(close)(wake_fd);
+		wake_fd = -1;
+		pthread_setspecific(wake_fd_key, NULL);
 	}
-	int before = __atomic_fetch_add(&g_sleepers, 1, __ATOMIC_SEQ_CST);
-	if (before > 0 && !__atomic_exchange_n(&g_multi, 1, __ATOMIC_SEQ_CST) && multi >= 0) {
-		uint64_t v = 1; /* the first time: end the sleeps that have no bound */
-		(void)LIBC(write)(multi, &v, sizeof v);
-	}
-	if (__atomic_load_n(&g_multi, __ATOMIC_SEQ_CST)) {
-		if (sleep_ms < 0 || sleep_ms > MULTI_SLEEP_MS)
-			sleep_ms = MULTI_SLEEP_MS;
-	} else if (multi >= 0) {
-		k[m].fd = multi;
-		k[m].events = POLLIN;
-		k[m].revents = 0;
-		m++;
-	}
-	int rc = sigmask == NULL ? LIBC(poll)(k, (nfds_t)m, sleep_ms)
-				 : LIBC(ppoll)(k, (nfds_t)m, sleep_ms < 0 ? NULL : &(struct timespec){ sleep_ms / 1000, (sleep_ms % 1000) * 1000000L }, sigmask);
-	int others = __atomic_sub_fetch(&g_sleepers, 1, __ATOMIC_ACQ_REL);
-	if (rc > 0 && kick >= 0) {
-		uint64_t v;
-		if (k[n].revents & POLLIN)
-			(void)LIBC(read)(kick, &v, sizeof v); /* kicked: take one */
-		else if (others > 0 && (k[n - 1].revents & POLLIN)) {
-			v = (uint64_t)others; /* woke for the VNIC: the others may wait for what it brought */
-			(void)LIBC(write)(kick, &v, sizeof v);
-		}
-	}
-	return rc;
+}
+
+static void wake_fd_init(void)
+{
+	pthread_key_create(&wake_fd_key, close_wake_fd);
+	pthread_atfork(NULL, NULL, forget_wake_fd_in_child);
+}
+
+/* The calling thread's eventfd; -1 when none can be made (the process is out of fds). */
+static int thread_wake_fd(void)
+{
+	if (wake_fd >= 0)
+		return wake_fd;
+	pthread_once(&wake_fd_once, wake_fd_init);
+	int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	wake_fd = fd;
+	pthread_setspecific(wake_fd_key, (void *)(intptr_t)(fd + 1));
+	return fd;
+}
+
+/* Empties the thread's eventfd after a wake-up, so that the next sleep starts clean. */
+static void take_wake_up(void)
+{
+	uint64_t v;
+	(void)LIBC(read)(wake_fd, &v, sizeof v);
+}
+
+/* Without an eventfd a sleeper cannot be woken by the stack: it looks again this often. */
+#define UNWAKEABLE_SLEEP_MS 1
+
+/*
+ * Sleeps until one of the accelerated `handles` has one of its `events` (matched exactly), one of the kernel fds in
+ * k[0..nk-1] is ready (the caller leaves room for two more entries after them: the thread's eventfd and, without the
+ * stack's background thread, the VNIC's wait fd), a signal arrives or sleep_ms passes; ppoll with `sigmask`.
+ * `held`, when not NULL, is a lock the caller holds over the arrays: released once the stack has copied them.
+ * 0: look again; -1 with errno (EINTR) as poll.
+ */
+static int sleep_until_ready(const int *handles, const short *events, short *revents, int na, struct pollfd *k, int nk,
+			     int sleep_ms, const sigset_t *sigmask, pthread_mutex_t *held)
+{
+	int wfd = thread_wake_fd();
+	int waiter, vnic_fd;
+	int rc = STACK(st.wait_begin(wfd, handles, events, revents, na, &waiter, &vnic_fd, &sleep_ms));
+	if (held != NULL)
+		pthread_mutex_unlock(held);
+	if (rc > 0 || rc == -EAGAIN)
+		return 0; /* ready meanwhile, or frames waiting */
+	if (rc < 0)
+		return fail(rc);
+	int m = nk;
+	if (wfd >= 0)
+		k[m++] = (struct pollfd){ .fd = wfd, .events = POLLIN };
+	else if (sleep_ms < 0 || sleep_ms > UNWAKEABLE_SLEEP_MS)
+		sleep_ms = UNWAKEABLE_SLEEP_MS;
+	if (vnic_fd >= 0)
+		k[m++] = (struct pollfd){ .fd = vnic_fd, .events = POLLIN };
+	rc = sigmask == NULL ? LIBC(poll)(k, (nfds_t)m, sleep_ms)
+			     : LIBC(ppoll)(k, (nfds_t)m, sleep_ms < 0 ? NULL : &(struct timespec){ sleep_ms / 1000, (sleep_ms % 1000) * 1000000L }, sigmask);
+	int saved = errno;
+	if (STACK(st.wait_end(waiter)) == 1)
+		take_wake_up();
+	errno = saved;
+	return rc < 0 ? -1 : 0;
 }
 
 /* ------------------------------------------------------------------------ waiting: poll */
@@ -764,15 +778,15 @@ static int select_any(int nfds, fd_set *rd, fd_set *wr, fd_set *ex)
 #define SMALL 64
 
 /*
- * poll() over a mix of accelerated and kernel fds. Checks both, spins for ONLOAD_SPIN_US, then
- * sleeps in the real poll() on the kernel fds plus the VNIC's wait fd (bounded by the stack's next
- * timer, so its retransmits and delayed ACKs run), and checks again.
+ * poll() over a mix of accelerated and kernel fds. Checks both, spins for ONLOAD_SPIN_US, then sleeps in the real
+ * poll() on the kernel fds and the thread's eventfd, which the stack writes when one of the accelerated fds has one
+ * of its events (sleep_until_ready), and checks again.
  */
 static int mixed_poll(struct pollfd *fds, nfds_t nfds, int timeout, const sigset_t *sigmask)
 {
 	int handles_small[SMALL], where_small[SMALL];
 	short events_small[SMALL], revents_small[SMALL];
-	struct pollfd kfds_small[SMALL + 3]; /* + the VNIC's wait fd, the kick fd and g_multi_fd */
+	struct pollfd kfds_small[SMALL + 2]; /* + the thread's eventfd and perhaps the VNIC's wait fd */
 	int *handles = handles_small, *where = where_small;
 	short *events = events_small, *revents = revents_small;
 	struct pollfd *kfds = kfds_small;
@@ -784,7 +798,7 @@ static int mixed_poll(struct pollfd *fds, nfds_t nfds, int timeout, const sigset
 		where = malloc(nfds * sizeof *where);
 		events = malloc(nfds * sizeof *events);
 		revents = malloc(nfds * sizeof *revents);
-		kfds = malloc((nfds + 3) * sizeof *kfds);
+		kfds = malloc((nfds + 2) * sizeof *kfds);
 		kwhere = malloc(nfds * sizeof *kwhere);
 		if (!handles || !where || !events || !revents || !kfds || !kwhere) {
 			errno = ENOMEM;
@@ -799,7 +813,8 @@ static int mixed_poll(struct pollfd *fds, nfds_t nfds, int timeout, const sigset
 		struct fd_entry *e = accelerated(fds[i].fd);
 		if (e != NULL) {
 			handles[na] = poll_handle_of(e);
-			events[na] = fds[i].events;
+			/* poll reports these whether asked or not: a sleep ends for them too. */
+			events[na] = (short)(fds[i].events | POLLERR | POLLHUP | POLLNVAL);
 			where[na++] = (int)i;
 		} else {
 			kfds[nk] = fds[i];
@@ -837,19 +852,9 @@ static int mixed_poll(struct pollfd *fds, nfds_t nfds, int timeout, const sigset
 		if (now - start < opt_spin_ns)
 			continue;
 		int sleep_ms = deadline < 0 ? -1 : (int)((deadline - now + 999999) / 1000000);
-		int wfd = STACK(st.prepare_wait(&sleep_ms));
-		if (wfd == -EAGAIN)
-			continue;
-		if (wfd < 0) {
-			errno = -wfd;
-			goto out;
-		}
-		kfds[nk].fd = wfd;
-		kfds[nk].events = POLLIN;
-		kfds[nk].revents = 0;
 		/* EINTR: a signal, as the kernel's poll would say. ppoll/pselect's mask holds while asleep (the spin
 		 * before runs under the thread's own mask, as glibc's emulation of them once did). */
-		if (sleep_poll(kfds, nk + 1, sleep_ms, sigmask) < 0)
+		if (sleep_until_ready(handles, events, revents, na, kfds, nk, sleep_ms, sigmask, NULL) < 0)
 			goto out;
 	}
 out:
@@ -1019,7 +1024,7 @@ static ssize_t udp_recv(int fd, struct fd_entry *e, struct msghdr *msg, int flag
 		if (rc != -EAGAIN)
 			return fail(rc);
 		if (nonblock) {
-			e->rd_eagain++;
+			note_eagain(e, 0);
 			return fail(-EAGAIN);
 		}
 		if (wait_for(fd, POLLIN) < 0)
@@ -1271,7 +1276,7 @@ static int accept_common(int fd, struct sockaddr *addr, socklen_t *len, int flag
 		if (c != -EAGAIN)
 			break;
 		if (nonblocking(e)) {
-			e->rd_eagain++;
+			note_eagain(e, 0);
 			return fail(-EAGAIN);
 		}
 		if (wait_for(fd, POLLIN) < 0)
@@ -1360,7 +1365,7 @@ static ssize_t stack_recv(int fd, struct fd_entry *e, void *buf, size_t len, int
 		if (rc != -EAGAIN)
 			return rc < 0 ? fail(rc) : rc;
 		if (nonblock) {
-			e->rd_eagain++;
+			note_eagain(e, 0);
 			return fail(-EAGAIN);
 		}
 		if (wait_for(fd, POLLIN) < 0)
@@ -1378,7 +1383,7 @@ static ssize_t stack_recv(int fd, struct fd_entry *e, void *buf, size_t len, int
 		if (rc == 0 || (rc < 0 && rc != -EAGAIN))
 			return got > 0 ? (ssize_t)got : rc == 0 ? 0 : fail(rc);
 		if (nonblock) {
-			e->rd_eagain++;
+			note_eagain(e, 0);
 			return got > 0 ? (ssize_t)got : fail(-EAGAIN);
 		}
 		if (wait_for(fd, POLLIN) < 0)
@@ -1425,7 +1430,7 @@ static ssize_t stack_send_all(int fd, struct fd_entry *e, const void *buf, size_
 			return fail(rc);
 		}
 		if (nonblock) {
-			e->wr_eagain++;
+			note_eagain(e, 1);
 			return sent > 0 ? (ssize_t)sent : fail(-EAGAIN);
 		}
 		if (wait_for(fd, POLLOUT) < 0)
@@ -2088,7 +2093,8 @@ EXPORT int __poll_chk(struct pollfd *fds, nfds_t nfds, int timeout, size_t fdsle
  * placeholders the kernel would report as unconnected sockets) live here instead, in an ep_set kept
  * in the epoll fd's table entry. epoll_wait checks the members (onload_sock_poll), then the kernel set
  * with timeout 0, spins ONLOAD_SPIN_US, then sleeps in the real poll() on the epoll fd itself (readable
- * when the kernel set has events) and the VNIC's wait fd, no longer than the stack's next timer.
+ * when the kernel set has events) and the thread's eventfd, registered with the stack for the members'
+ * events (ep_sleep); epoll_ctl adding or re-arming a member wakes the set's sleepers, as Linux's does.
  *
  * EPOLLET is carried by edges of readiness: a member reports again when its readiness rose since the
  * last look, or when the program has since met EAGAIN on it (the program drained it, as edge-triggered
@@ -2114,6 +2120,7 @@ struct ep_set {
 	short *events, *revents;
 	int cursor;         /* where the next report starts, so that no member starves another */
 	int kernel_first;   /* the members filled the last call: the kernel set goes first in the next */
+	struct ep_sleeper *sleepers; /* threads asleep in ep_sleep on this set */
 	struct ep_set *next;
 };
 
@@ -2128,6 +2135,13 @@ struct ep_set {
  */
 static int ep_added_fd = -1;
 #define EP_ADDED ((uint64_t)(uintptr_t)&ep_added_fd) /* no program's data can point into the shim */
+
+/* A thread asleep on a set, on its own stack: epoll_ctl writes its eventfd when a member is added or re-armed. */
+struct ep_sleeper {
+	int wake_fd;
+	int woken;
+	struct ep_sleeper *next;
+};
 
 static struct ep_set *ep_sets; /* every set, for ep_hand_to_kernel */
 static pthread_mutex_t ep_sets_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -2199,6 +2213,35 @@ static int ep_grow(struct ep_set *s)
 
 static inline void ep_remove_at(struct ep_set *s, int i) { s->m[i] = s->m[--s->n]; }
 
+/* Wakes the threads asleep on the set (a member was added or re-armed: it may be ready). Under the set's lock. */
+static void ep_wake_sleepers(struct ep_set *s)
+{
+	for (struct ep_sleeper *z = s->sleepers; z != NULL; z = z->next)
+		if (!z->woken) {
+			uint64_t one = 1;
+			z->woken = 1;
+			(void)LIBC(write)(z->wake_fd, &one, sizeof one);
+		}
+}
+
+/*
+ * The program met EAGAIN on an accelerated fd: an EPOLLET member reports its readiness again after one (ep_seen).
+ * A thread may already be asleep on a set that left that readiness out as reported (the .NET runtime: its epoll
+ * thread sleeps while pool threads read until EAGAIN); nothing the stack does would wake it for the next data, so
+ * wake it to look again.
+ */
+static void note_eagain(struct fd_entry *e, int writing)
+{
+	__atomic_add_fetch(writing ? &e->wr_eagain : &e->rd_eagain, 1, __ATOMIC_SEQ_CST);
+	int epfd = __atomic_exchange_n(&e->ep_watch_plus1, 0, __ATOMIC_SEQ_CST) - 1;
+	struct ep_set *s = epfd >= 0 ? ep_of(epfd) : NULL;
+	if (s != NULL) {
+		pthread_mutex_lock(&s->lock);
+		ep_wake_sleepers(s);
+		pthread_mutex_unlock(&s->lock);
+	}
+}
+
 /* An accelerated fd went to the kernel: in each set that holds it, it moves to the kernel's part. */
 static void ep_hand_to_kernel(int fd, uint32_t gen)
 {
@@ -2220,6 +2263,21 @@ static void ep_hand_to_kernel(int fd, uint32_t gen)
 }
 
 #define EP_POLL_BITS (EPOLLIN | EPOLLPRI | EPOLLOUT | EPOLLERR | EPOLLHUP | EPOLLRDHUP)
+
+/* The shim's own eventfd kept in *slot, made at first use (a race makes two: one is closed). */
+static int shared_eventfd(int *slot, int flags)
+{
+	int fd = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
+	if (fd >= 0)
+		return fd;
+	int made = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC | flags);
+	int expected = -1;
+	if (made >= 0 && !__atomic_compare_exchange_n(slot, &expected, made, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+		LIBC(close)(made);
+		return expected;
+	}
+	return made;
+}
 
 /* Arms the set's one-shot "member added" event (see ep_added_fd); errno is left as it was. */
 static void ep_announce_member(int epfd)
@@ -2313,6 +2371,7 @@ EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *event)
 		m->last = 0; /* MOD, as Linux, looks at the readiness afresh */
 		m->rd_seen = e->rd_eagain;
 		m->wr_seen = e->wr_eagain;
+		ep_wake_sleepers(s);
 	}
 	pthread_mutex_unlock(&s->lock);
 	if (rc == 0 && op == EPOLL_CTL_ADD && was_empty)
@@ -2320,6 +2379,22 @@ EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *event)
 	if (rc == 0)
 		debug("epoll %d: fd %d %s", epfd, fd, op == EPOLL_CTL_ADD ? "added" : op == EPOLL_CTL_MOD ? "modified" : "removed");
 	return rc < 0 ? fail(rc) : 0;
+}
+
+/* EPOLLET: the readiness a member last reported, less what the program has since drained to EAGAIN (no longer seen:
+ * its return is a new edge). Under the set's lock. */
+static short ep_seen(struct ep_member *m)
+{
+	const struct fd_entry *e = &fd_table[m->fd];
+	if (e->rd_eagain != m->rd_seen) {
+		m->last &= (short)~(EPOLLIN | EPOLLRDHUP);
+		m->rd_seen = e->rd_eagain;
+	}
+	if (e->wr_eagain != m->wr_seen) {
+		m->last &= (short)~EPOLLOUT;
+		m->wr_seen = e->wr_eagain;
+	}
+	return m->last;
 }
 
 /* The accelerated members' events, at most max of them; -errno. */
@@ -2353,16 +2428,7 @@ static int ep_collect(struct ep_set *s, struct epoll_event *out, int max)
 			struct ep_member *m = &s->m[s->which[idx]];
 			short r = (short)(s->revents[idx] & EP_POLL_BITS);
 			if (m->events & EPOLLET) {
-				const struct fd_entry *e = &fd_table[m->fd];
-				if (e->rd_eagain != m->rd_seen) {
-					m->last &= (short)~(EPOLLIN | EPOLLRDHUP);
-					m->rd_seen = e->rd_eagain;
-				}
-				if (e->wr_eagain != m->wr_seen) {
-					m->last &= (short)~EPOLLOUT;
-					m->wr_seen = e->wr_eagain;
-				}
-				short rose = (short)(r & ~m->last);
+				short rose = (short)(r & ~ep_seen(m));
 				m->last = r;
 				if (rose == 0)
 					continue;
@@ -2385,6 +2451,53 @@ static int ep_collect(struct ep_set *s, struct epoll_event *out, int max)
 	s->kernel_first = count == max;
 	pthread_mutex_unlock(&s->lock);
 	return count;
+}
+
+/*
+ * Sleeps until a member has an event it would report (ep_collect's rules: an armed member's events, EPOLLERR and
+ * EPOLLHUP; with EPOLLET only those it has not reported yet), the kernel set has one, a member is added or re-armed,
+ * a signal arrives or sleep_ms passes. 0: look again; -1 with errno.
+ */
+static int ep_sleep(int epfd, struct ep_set *s, int sleep_ms, const sigset_t *sigmask)
+{
+	struct pollfd p[3] = { { .fd = epfd, .events = POLLIN } };
+	struct ep_sleeper me = { .wake_fd = thread_wake_fd() };
+	pthread_mutex_lock(&s->lock);
+	int k = 0;
+	for (int i = 0; i < s->n; i++) {
+		struct ep_member *m = &s->m[i];
+		const struct fd_entry *e = &fd_table[m->fd];
+		if (!m->armed || e->gen != m->gen || e->handle_plus1 == 0)
+			continue;
+		short want = (short)((m->events & EP_POLL_BITS) | EPOLLERR | EPOLLHUP);
+		if (m->events & EPOLLET) {
+			/* Marked before ep_seen reads the EAGAIN counts, and note_eagain counts before it reads the mark:
+			 * either this sleep wants the edge again, or the thread that met EAGAIN wakes it. */
+			__atomic_store_n(&fd_table[m->fd].ep_watch_plus1, epfd + 1, __ATOMIC_SEQ_CST);
+			want &= (short)~ep_seen(m);
+		}
+		s->handles[k] = poll_handle_of(e);
+		s->events[k++] = want;
+	}
+	if (me.wake_fd >= 0) {
+		me.next = s->sleepers;
+		s->sleepers = &me;
+	}
+	int rc = sleep_until_ready(s->handles, s->events, s->revents, k, p, 1, sleep_ms, sigmask, &s->lock);
+	if (me.wake_fd < 0)
+		return rc;
+	int saved = errno;
+	pthread_mutex_lock(&s->lock);
+	for (struct ep_sleeper **z = &s->sleepers; *z != NULL; z = &(*z)->next)
+		if (*z == &me) {
+			*z = me.next;
+			break;
+		}
+	pthread_mutex_unlock(&s->lock);
+	if (me.woken)
+		take_wake_up();
+	errno = saved;
+	return rc;
 }
 
 static int ep_wait(int epfd, struct ep_set *s, struct epoll_event *out, int max, int timeout, const sigset_t *sigmask)
@@ -2421,13 +2534,7 @@ static int ep_wait(int epfd, struct ep_set *s, struct epoll_event *out, int max,
 		if (now - start < opt_spin_ns)
 			continue;
 		int sleep_ms = deadline < 0 ? -1 : (int)((deadline - now + 999999) / 1000000);
-		int wfd = STACK(st.prepare_wait(&sleep_ms));
-		if (wfd == -EAGAIN)
-			continue;
-		if (wfd < 0)
-			return fail(wfd);
-		struct pollfd p[4] = { { .fd = epfd, .events = POLLIN }, { .fd = wfd, .events = POLLIN } };
-		if (sleep_poll(p, 2, sleep_ms, sigmask) < 0)
+		if (ep_sleep(epfd, s, sleep_ms, sigmask) < 0)
 			return -1; /* EINTR */
 	}
 }

@@ -73,7 +73,6 @@ public sealed unsafe class ShmVnic : IVnic
     private long _txProducer;
     private long _txConsumerSeen;
     private bool _armed;
-    private int _sleeperThread; // the managed thread id of the last caller whose PrepareToSleep armed a sleep
     private long _peerLossesSeen;
     private long _rxDiscarded;
     private long _txDropPeerGone;
@@ -377,7 +376,6 @@ public sealed unsafe class ShmVnic : IVnic
         if (Volatile.Read(ref ShmLayout.Producer(_rx)) == _rxConsumer)
         {
             _armed = true;
-            _sleeperThread = Environment.CurrentManagedThreadId;
             return true;
         }
         // Frames are waiting and we will not sleep: withdraw the declaration now. The producer writes the eventfd
@@ -429,7 +427,6 @@ public sealed unsafe class ShmVnic : IVnic
     /// <summary>After a sleep (or a poke from the monitor): stop asking for doorbells and clear the eventfd.</summary>
     private void Awake()
     {
-        bool tookBackDeclaration = _armed;
         _armed = false;
         Volatile.Write(ref _poked, 0);
         Interlocked.Exchange(ref ShmLayout.Sleeping(_rx), 0);
@@ -437,15 +434,6 @@ public sealed unsafe class ShmVnic : IVnic
         // behind would only cost one early wake-up, which the next Awake clears.
         ulong count;
         Libc.Read(_ownDoorbell, &count, sizeof(ulong));
-        // Another thread's poll has just taken back the declaration of a thread that may still be asleep on the
-        // doorbell (a .NET program: the runtime's epoll thread sleeps while pool threads receive), and perhaps read
-        // the ring meant for it before it ran. Nothing would wake that thread for the frames that come next, so
-        // ring for it; at worst it wakes once for nothing.
-        if (tookBackDeclaration && Environment.CurrentManagedThreadId != _sleeperThread)
-        {
-            ulong one = 1;
-            Libc.Write(_ownDoorbell, &one, sizeof(ulong));
-        }
     }
 
     private void RingPeer()

@@ -28,7 +28,9 @@ public static class StackDumpProtocol
 /// <param name="Removed">The daemon's connection ended: the VNIC carries nothing more.</param>
 /// <param name="Filters">Ports the daemon steers to this VNIC.</param>
 /// <param name="Counters">The stack's counters by their names in <c>StackCounters</c> (the kernel's SNMP names where
-/// they mean the same), drops as "Drop.REASON".</param>
+/// they mean the same), drops as "Drop.REASON", and the socket layer's as "Layer.NAME" (BackgroundRuns: the background
+/// thread found frames or due timers; BackgroundFrames: the frames it took; WaiterWakeups: sleeping threads woken
+/// because their socket became ready).</param>
 public sealed record StackSnapshot(
     int Pid,
     string Command,

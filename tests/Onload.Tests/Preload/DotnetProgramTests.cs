@@ -78,7 +78,12 @@ public class DotnetProgramTests
         var stack = OnloadStackdump.WaitUntil(dl.Host, client.Pid, s => s.ConnectedTo(dl.PeerAddress, port).Count == 1, Deadline,
             "HttpClient's connection to the kernel server");
         Assert.That(stack.ConnectedTo(dl.PeerAddress, port)[0].LocalAddress, Is.EqualTo(dl.HostAddress));
-        Assert.That(client.WaitForExit(Deadline), Is.True, "the program finished");
+        if (!client.WaitForExit(Deadline))
+        {
+            string diag = dl.Host.Exec($"{Dist.Bin("onload-stackdump")} --pid {client.Pid}");
+            diag += Onload.Tests.Netns.Netns.Sh($"for t in /proc/{client.Pid}/task/*; do echo $t $(cat $t/comm) $(cat $t/wchan) $(awk '{{print $3, $14, $15}}' $t/stat); done");
+            Assert.Fail("the program did not finish; its stack and threads:\n" + diag + "\nits stderr (end):\n" + client.Stderr[^Math.Min(3000, client.Stderr.Length)..]);
+        }
         Assert.That(client.ExitCode, Is.Zero, client.Stdout + client.Stderr);
         Assert.That(client.Stdout, Does.Contain($"length {blob.Length} sha256 {Convert.ToHexStringLower(SHA256.HashData(blob))}"),
             "the body arrived whole");

@@ -64,4 +64,24 @@ public class PreloadEpollTests
         Assert.That(p.Stdout, Does.Contain("woke EPOLLOUT"));
         Assert.That(p.Stderr, Does.Contain("connecting (connection").And.Contain("added"), "the socket and its epoll membership were the stack's");
     }
+
+    [Test]
+    public void A_thread_asleep_in_epoll_wait_wakes_when_another_re_arms_a_ready_oneshot_member()
+    {
+        // dist/tests/epoll_rearm (preload/tests/epoll_rearm.c): the member's data is there while it is disarmed; a
+        // second thread sleeps in epoll_wait (5 s timeout); the first re-arms the member with EPOLL_CTL_MOD.
+        using var dl = new DriverlinkPair();
+        using var echo = dl.Peer.Start("socat", "TCP-LISTEN:7413,reuseaddr", "PIPE");
+        Poll.Until(() => dl.Peer.Exec("ss -lnt").Contains(":7413 ", StringComparison.Ordinal), Deadline, "the kernel echo server");
+
+        var program = dl.Host.Start("env", [.. PreloadTcpTests.Settings(dl), Dist.Bin("onload-run"), Helper("epoll_rearm"), dl.PeerAddress, "7413"]);
+
+        Assert.That(program.WaitForExit(Deadline), Is.True, "epoll_rearm finished");
+        Assert.That(program.ExitCode, Is.Zero, program.Stdout + program.Stderr);
+        Assert.That(program.Stderr, Does.Contain("connecting (connection"), "its connection was the stack's");
+        var woke = Regex.Match(program.Stdout, @"woke after (\d+) ms");
+        Assert.That(woke.Success, Is.True, program.Stdout);
+        Assert.That(int.Parse(woke.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture), Is.LessThan(1000),
+            "woken by the re-arm, not by its 5 s timeout");
+    }
 }
