@@ -115,7 +115,7 @@ DIST_FILES := $(DIST)/bin/onload-echo $(DIST)/bin/onload-pingpong $(DIST)/bin/on
 ONLOAD_RUN_PROFILES := $(patsubst apps/onload-run/profiles/%,$(DIST)/lib/onload/profiles/%,$(wildcard apps/onload-run/profiles/*.opf))
 DIST_FILES += $(ONLOAD_RUN_PROFILES) $(DIST)/share/man/man1/onload-run.1 $(DIST)/tests/errno_probe $(DIST)/tests/signal_writer \
 	$(DIST)/tests/fork_probe $(DIST)/tests/dotnet-sockets/onload-dotnet-sockets.dll $(DIST)/tests/epoll_late_member \
-	$(DIST)/tests/epoll_rearm
+	$(DIST)/tests/epoll_rearm $(DIST)/tests/vfork_probe
 
 .PHONY: all deps restore build publish test check-header demo bench bench-quick bench-latency bench-tcp bench-driverlink sweep install clean
 

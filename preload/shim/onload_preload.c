@@ -2619,6 +2619,33 @@ static void in_forked_child(void)
 	}
 }
 
+/*
+ * vfork(): the child runs in the parent's memory until it execs or exits, so a close() it made of an inherited
+ * accelerated fd would close the parent's stack socket. vfork becomes fork (the child gets a copy, and
+ * in_forked_child keeps it off the parent's stack), and the parent waits, as vfork's does, until the child has
+ * exec'd or exited: a close-on-exec pipe's write end, held only by the child, closes then. (The real vfork cannot be
+ * called from here: its child would return from this frame and overwrite the parent's.)
+ */
+EXPORT pid_t vfork(void)
+{
+	int gate[2];
+	if (pipe2(gate, O_CLOEXEC) != 0)
+		return fork();
+	pid_t pid = fork();
+	if (pid == 0) {
+		LIBC(close)(gate[0]);
+		return 0; /* gate[1] goes at exec (close-on-exec) or exit */
+	}
+	LIBC(close)(gate[1]);
+	if (pid > 0) {
+		char byte;
+		while (LIBC(read)(gate[0], &byte, 1) < 0 && errno == EINTR)
+			;
+	}
+	LIBC(close)(gate[0]);
+	return pid;
+}
+
 static void warn_forked(int fd)
 {
 	fd_table[fd].forked = 0; /* once per fd */

@@ -36,4 +36,21 @@ public class PreloadForkTests
         Assert.That(PreloadTcpTests.KernelOpens(dl.Host).Active, Is.EqualTo(peerBefore.Active + 1),
             "the child's own connection was the kernel's; the parent's was the stack's");
     }
+
+    [Test]
+    public void A_vforked_child_closing_its_copy_before_exec_leaves_the_parents_connection_working()
+    {
+        // vfork's child runs in the parent's memory: through the shim its close() would close the parent's stack
+        // socket. The shim makes vfork a fork whose parent waits for the exec, as vfork's does.
+        string helper = Dist.TestProgram("vfork_probe");
+        using var dl = new DriverlinkPair();
+        dl.Peer.Start("socat", "-b", "4096", "TCP-LISTEN:7462,reuseaddr", "PIPE");
+        Poll.Until(() => dl.Peer.Exec("ss -lnt").Contains(":7462", StringComparison.Ordinal), Deadline, "the kernel's echo server listening");
+
+        var p = dl.Host.Start("env", [.. PreloadTcpTests.Settings(dl), Dist.Bin("onload-run"), helper, dl.PeerAddress, "7462"]);
+        Assert.That(p.WaitForExit(Deadline), Is.True, $"vfork_probe finished; stdout: {p.Stdout}");
+        Assert.That(p.ExitCode, Is.Zero, p.Stdout + p.Stderr);
+        Assert.That(p.Stdout, Does.Contain("ok before vfork").And.Contain("ok after the child closed its copy and exec'd").And.Contain("ok done"));
+        Assert.That(p.Stderr, Does.Contain("connecting (connection").And.Not.Contain("handed to the kernel"), "the connection was the stack's");
+    }
 }
