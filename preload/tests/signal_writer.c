@@ -4,7 +4,8 @@
  *
  *   signal_writer ADDRESS PORT        (PORT: an echo server)
  *
- * The main thread sends 'x' bytes and reads the echo; every 1 ms the handler sends "tick". The handler often lands
+ * The main thread sends 'x' bytes (at least 2 MB, until the handler has run 50 times) and reads the echo; every
+ * 1 ms the handler sends "tick". The handler often lands
  * while the main thread is inside the stack: the shim must run it after, not inside (a deadlock or a corrupted
  * stack otherwise). At the end every byte must have come back: the x's and four letters per tick.
  * Prints "ticks N x M echoed T" and exits 0, or says what went wrong and exits 1.
@@ -57,7 +58,9 @@ int main(int argc, char **argv)
 	static char block[1000], in[65536];
 	memset(block, 'x', sizeof block);
 	long x_sent = 0, x_back = 0, letters_back = 0, other = 0;
-	for (int i = 0; i < 2000; i++) {
+	/* At least 2 MB, and on until the handler has run 50 times (how long 2 MB takes depends on the machine), but
+	 * no more than 200 MB: a handler that never runs shows in the count. */
+	for (int i = 0; i < 200000 && (i < 2000 || ticks < 50); i++) {
 		ssize_t n = send(fd, block, sizeof block, MSG_NOSIGNAL);
 		if (n < 0) {
 			if (errno == EINTR)

@@ -30,7 +30,7 @@ public class PreloadSignalTests
         Assert.That(p.ExitCode, Is.Zero, p.Stdout + p.Stderr);
         var words = p.Stdout.Split(' ', StringSplitOptions.RemoveEmptyEntries);
         int ticks = int.Parse(words[1], System.Globalization.CultureInfo.InvariantCulture);
-        Assert.That(ticks, Is.GreaterThan(10), "the handler ran, and sent, many times during the stream");
+        Assert.That(ticks, Is.GreaterThanOrEqualTo(50), "the handler ran, and sent, many times during the stream");
         Assert.That(p.Stderr, Does.Contain("connecting (connection").And.Not.Contain("handed to the kernel"), "the connection was the stack's");
     }
 }
