@@ -34,9 +34,7 @@ internal sealed partial class SocketLayer
                 {
                     Id = c,
                     State = t.State,
-                    // An accepted connection shares its listener's port without owning it (Bound is false); a
-                    // listener bound to any address shows 0.0.0.0, as getsockname and ss say.
-                    LocalAddress = t.Bound || t.LocalPort != 0 ? _stack.TcpLocalEndpoint(c).Address : Ipv4Address.Any,
+                    LocalAddress = _stack.TcpLocalEndpoint(c).Address, // 0.0.0.0 for a wildcard listener, as ss says
                     LocalPort = t.LocalPort,
                     RemoteAddress = t.RemoteAddress,
                     RemotePort = t.RemotePort,

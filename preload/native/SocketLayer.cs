@@ -154,31 +154,13 @@ internal sealed partial class SocketLayer : IDisposable
         }
     }
 
-    /// <summary>recv(MSG_PEEK): copies what is readable without consuming it; otherwise as <see cref="Receive"/>
-    /// (0 at end of stream, a pending error taken, -EAGAIN).</summary>
+    /// <summary>recv(MSG_PEEK): as <see cref="Receive"/>, leaving the bytes in place.</summary>
     public int Peek(int c, Span<byte> buffer)
     {
         lock (_lock)
         {
             PollStack();
-            var table = _stack.TcpConnections;
-            if (!table.IsValid(c))
-                return -(int)Errno.EBADF;
-            ref var t = ref table[c];
-            int readable = t.Readable;
-            if (readable > 0 && buffer.Length > 0)
-            {
-                int n = Math.Min(readable, buffer.Length);
-                ByteRing.Read(table.ReceiveRing(c), t.RcvRead - t.Irs - 1, buffer[..n]);
-                return n;
-            }
-            if (t.Error != 0)
-                return -_stack.TcpTakeError(c);
-            if (t.FinReceived || t.Dead || t.ShutdownRead)
-                return 0;
-            if (t.State is TcpState.Closed or TcpState.Listen)
-                return -(int)Errno.ENOTCONN;
-            return -(int)Errno.EAGAIN;
+            return _stack.TcpPeek(c, buffer);
         }
     }
 
@@ -232,9 +214,7 @@ internal sealed partial class SocketLayer : IDisposable
             ref var t = ref table[c];
             if (!peer)
             {
-                // An accepted connection shares its listener's port without owning it (Bound stays false), but
-                // has a local address all the same: iperf3 prints it for every stream.
-                endpoint = t.Bound || t.LocalPort != 0 ? _stack.TcpLocalEndpoint(c) : default;
+                endpoint = _stack.TcpLocalEndpoint(c);
                 return 0;
             }
             if (!_stack.TcpIsConnected(c) && t.State != TcpState.SynReceived)

@@ -270,12 +270,15 @@ public sealed partial class NetStack
     }
 
     /// <summary>getsockname(): the stack's address, or 0.0.0.0 for a socket bound to any address that is not
-    /// connected (a listener, as Linux says of it).</summary>
+    /// connected (a listener, as Linux says of it); 0.0.0.0:0 before it has a port. An accepted connection shares
+    /// its listener's port without owning it (Bound stays false) but has a local address all the same.</summary>
     public Ipv4Endpoint TcpLocalEndpoint(int c)
     {
         if (!_tcp.IsValid(c))
             return default;
         ref var t = ref _tcp[c];
+        if (!t.Bound && t.LocalPort == 0)
+            return default;
         bool wildcard = t.BoundToAny && t.State is TcpState.Closed or TcpState.Listen;
         return new Ipv4Endpoint(wildcard ? default : _address, t.LocalPort);
     }
@@ -332,6 +335,29 @@ public sealed partial class NetStack
             Mirror(c); // RCV.NXT - the read point: unread data may be gone
             return n;
         }
+        return NothingToRead(ref t);
+    }
+
+    /// <summary>recv(MSG_PEEK): copies what is readable without consuming it; otherwise as <see cref="TcpReceive"/>
+    /// (0 at end of stream, a pending error taken, -EAGAIN).</summary>
+    public int TcpPeek(int c, Span<byte> buffer)
+    {
+        if (!_tcp.IsValid(c))
+            return -(int)Errno.EBADF;
+        ref var t = ref _tcp[c];
+        int readable = t.Readable;
+        if (readable > 0 && buffer.Length > 0)
+        {
+            int n = Math.Min(readable, buffer.Length);
+            ByteRing.Read(_tcp.ReceiveRing(c), t.RcvRead - t.Irs - 1, buffer[..n]);
+            return n;
+        }
+        return NothingToRead(ref t);
+    }
+
+    /// <summary>What a read with nothing to copy says: end of stream, the pending error, ENOTCONN or EAGAIN.</summary>
+    private static int NothingToRead(ref TcpConnection t)
+    {
         // Linux's order (tcp_recvmsg): the peer's FIN ends the stream before a pending error is reported, so a
         // reset after the FIN is left for send() to report.
         if (t.FinReceived)

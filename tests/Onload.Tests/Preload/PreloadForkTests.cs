@@ -24,7 +24,7 @@ public class PreloadForkTests
         using var dl = new DriverlinkPair();
         dl.Peer.Start("socat", "-b", "4096", "TCP-LISTEN:7460,reuseaddr,fork", "PIPE");
         Poll.Until(() => dl.Peer.Exec("ss -lnt").Contains(":7460", StringComparison.Ordinal), Deadline, "the kernel's echo server listening");
-        var peerBefore = PreloadTcpTests.KernelOpens(dl.Host);
+        var hostBefore = PreloadTcpTests.KernelOpens(dl.Host);
 
         var p = dl.Host.Start("env", [.. PreloadTcpTests.Settings(dl), Dist.Bin("onload-run"), helper, dl.PeerAddress, "7460"]);
         Assert.That(p.WaitForExit(Deadline), Is.True, $"fork_probe finished; stdout: {p.Stdout}");
@@ -33,7 +33,7 @@ public class PreloadForkTests
             .And.Contain("child exited 0").And.Contain("parent after fork: ok"));
         Assert.That(p.Stdout, Does.Contain("child on the inherited socket: -1"), "the child could not use its parent's connection");
         Assert.That(p.Stderr, Does.Contain("was accelerated in the parent").And.Contain("opens its sockets on the kernel"));
-        Assert.That(PreloadTcpTests.KernelOpens(dl.Host).Active, Is.EqualTo(peerBefore.Active + 1),
+        Assert.That(PreloadTcpTests.KernelOpens(dl.Host).Active, Is.EqualTo(hostBefore.Active + 1),
             "the child's own connection was the kernel's; the parent's was the stack's");
     }
 
