@@ -107,5 +107,11 @@ public sealed class DriverlinkPair : IDisposable
         return (rss, Directory.GetFiles($"/proc/{Daemon.Pid}/fd").Length);
     }
 
+    /// <summary>The daemon's open descriptors and what each refers to.</summary>
+    public string[] DaemonDescriptors() =>
+        Directory.GetFiles($"/proc/{Daemon.Pid}/fd")
+            .Select(f => $"{Path.GetFileName(f)} -> {new FileInfo(f).LinkTarget}")
+            .ToArray();
+
     public void Dispose() => _pair.Dispose();
 }
