@@ -204,6 +204,9 @@ internal sealed unsafe class Daemon : IDisposable
                 case FilterRemove f:
                     Reply(client, new FilterReply(RemoveFilter(client, f)) { RequestId = f.RequestId });
                     break;
+                case TcpHandOver h:
+                    Reply(client, HandOverTcp(client, h, received) with { RequestId = h.RequestId });
+                    break;
                 case Suspended s:
                     _awaitingSuspend?.Remove(s.VnicId);
                     break;
@@ -673,6 +676,88 @@ internal sealed unsafe class Daemon : IDisposable
     }
 
     private static (FilterProtocol, uint, ushort) Key(FilterSpec s) => (s.Protocol, s.LocalAddress, s.LocalPort);
+
+    // ------------------------------------------------------------------------------------------------ TCP hand-over
+
+    /// <summary>The most queued bytes one hand-over carries: far beyond any socket buffer the stack keeps.</summary>
+    private const long MaxHandOverBytes = 64L << 20;
+
+    /// <summary>
+    /// Makes the client's socket the TCP connection its stack hands to the kernel (issue 7): TCP_REPAIR needs the
+    /// CAP_NET_ADMIN the client lacks. Only for a connection the client's VNIC could carry: an address of its
+    /// interface and a port it holds a TCP filter on (so a client cannot make the kernel speak for another's port).
+    /// </summary>
+    private TcpHandOverReply HandOverTcp(ClientSession client, TcpHandOver h, Span<int> received)
+    {
+        var reply = TryHandOverTcp(client, h, received);
+        var s = h.State;
+        Log($"client pid {client.Credentials.Pid}: TCP {new Onload.Stack.Wire.Ipv4Address(s.LocalAddress)}:{s.LocalPort} - " +
+            $"{new Onload.Stack.Wire.Ipv4Address(s.RemoteAddress)}:{s.RemotePort} " +
+            (reply.Errno == 0 ? "handed to the kernel" : $"not handed to the kernel (errno {reply.Errno}): {reply.Reason}"));
+        return reply;
+    }
+
+    private TcpHandOverReply TryHandOverTcp(ClientSession client, TcpHandOver h, Span<int> received)
+    {
+        var s = h.State;
+        if (!_vnics.TryGetValue(h.VnicId, out var v) || v.Client != client)
+            return new(Errno.EPERM, $"VNIC {h.VnicId} is not this client's");
+        if (!v.Interface.Addresses.Any(a => a.Address == s.LocalAddress))
+            return new(Errno.EPERM, $"{new Onload.Stack.Wire.Ipv4Address(s.LocalAddress)} is not an address of {v.Interface.Name}");
+        if (!v.Filters.Any(f => f.Spec.Protocol == FilterProtocol.Tcp && f.Spec.LocalPort == s.LocalPort &&
+                f.Spec.LocalAddress == s.LocalAddress && (f.Spec.Remote is null || f.Spec.Remote == new FilterRemote(s.RemoteAddress, s.RemotePort))))
+            return new(Errno.EPERM, $"VNIC {v.Id} holds no TCP filter for local port {s.LocalPort}");
+        if (received.Length != 2)
+            return new(Errno.EINVAL, $"a hand-over carries two descriptors (the socket, the memfd of its bytes), not {received.Length}");
+        if (!InNamespace(received[0]))
+            return new(Errno.EPERM, "the socket is not a socket of the daemon's network namespace");
+        long total = (long)h.SentLength + h.UnsentLength + h.ReceivedLength;
+        if (total > MaxHandOverBytes)
+            return new(Errno.EINVAL, $"{total} queued bytes; a hand-over carries at most {MaxHandOverBytes}");
+        int memfd = received[1];
+        // Only a file sealed against shrinking: one the client could truncate under our mapping would fault us.
+        int seals = Libc.Fcntl(memfd, UnixIpcConstants.F_GET_SEALS, 0);
+        if (seals < 0 || (seals & UnixIpcConstants.F_SEAL_SHRINK) == 0)
+            return new(Errno.EINVAL, "the bytes' memfd is not sealed against shrinking");
+        long size = Libc.Lseek(memfd, 0, UnixIpcConstants.SEEK_END);
+        if (size < total)
+            return new(Errno.EINVAL, $"the bytes' memfd holds {size} bytes, not the {total} the request counts");
+        byte* bytes = null;
+        if (total > 0)
+        {
+            bytes = (byte*)Libc.Mmap(null, (nuint)total, LinuxConstants.PROT_READ, LinuxConstants.MAP_SHARED, memfd, 0);
+            if (bytes == (byte*)-1)
+                return new(Errno.EINVAL, $"mmap of the bytes' memfd: errno {Marshal.GetLastPInvokeError()}");
+        }
+        try
+        {
+            var all = new ReadOnlySpan<byte>(bytes, (int)total);
+            int sent = (int)h.SentLength, unsent = (int)h.UnsentLength;
+            int rc = TcpRepair.Restore(received[0], s, all[..sent], all.Slice(sent, unsent), all[(sent + unsent)..], out string? failure);
+            if (rc == 0)
+                return new(0, "");
+            string reason = failure ?? $"errno {-rc}";
+            return new(-rc, reason.Length <= TcpHandOverReply.MaxReasonBytes ? reason : reason[..TcpHandOverReply.MaxReasonBytes]);
+        }
+        finally
+        {
+            if (total > 0)
+                _ = Libc.Munmap(bytes, (nuint)total);
+        }
+    }
+
+    /// <summary>Whether <paramref name="fd"/> is a socket of the daemon's own network namespace (SO_NETNS_COOKIE):
+    /// the checks on addresses and filters speak of this namespace only.</summary>
+    private bool InNamespace(int fd)
+    {
+        const int SO_NETNS_COOKIE = 71;
+        ulong theirs = 0, ours = 0;
+        uint length = sizeof(ulong);
+        if (Libc.GetSockOpt(fd, UnixIpcConstants.SOL_SOCKET, SO_NETNS_COOKIE, &theirs, &length) != 0)
+            return false;
+        length = sizeof(ulong);
+        return Libc.GetSockOpt(_listener.Fd, UnixIpcConstants.SOL_SOCKET, SO_NETNS_COOKIE, &ours, &length) == 0 && theirs == ours;
+    }
 
     // ------------------------------------------------------------------------------------------------ interfaces
 

@@ -175,7 +175,7 @@ public sealed class DriverlinkClient : IDisposable
     /// </summary>
     public AttachReply Attach(AttachRequest request, out int[] descriptors, int connectionMirror = -1)
     {
-        var reply = Request(request, out descriptors, connectionMirror);
+        var reply = connectionMirror >= 0 ? Request(request, out descriptors, [connectionMirror]) : Request(request, out descriptors);
         if (reply is not AttachReply attach)
         {
             CloseAll(descriptors);
@@ -197,9 +197,88 @@ public sealed class DriverlinkClient : IDisposable
 
     private FilterStatus FilterRequest(Message request, int fd)
     {
-        var reply = fd >= 0 ? Request(request, out var extra, fd) : Request(request, out extra);
+        var reply = fd >= 0 ? Request(request, out var extra, [fd]) : Request(request, out extra);
         CloseAll(extra);
         return reply is FilterReply f ? f.Status : throw new DriverlinkException($"driverlink: the daemon answered a filter request with {reply.Kind}");
+    }
+
+    /// <summary>
+    /// Has the daemon make <paramref name="socketFd"/> (an unconnected kernel TCP socket, passed, not given away) the
+    /// connection <paramref name="state"/> describes, with TCP_REPAIR (see <see cref="TcpRepair.Restore"/>): the
+    /// bytes travel in a sealed memfd. Returns 0 when the kernel holds the connection, else a negated errno with
+    /// the daemon's reason (or this side's: the memfd, the connection to the daemon) in <paramref name="reason"/>.
+    /// </summary>
+    public int HandOverTcp(uint vnicId, in TcpRepairState state, int socketFd, ReadOnlySpan<byte> sent,
+                           ReadOnlySpan<byte> unsent, ReadOnlySpan<byte> received, out string? reason)
+    {
+        int memfd = QueuedBytes(sent, unsent, received, out reason);
+        if (memfd < 0)
+            return memfd;
+        try
+        {
+            var request = new TcpHandOver(vnicId, state, (uint)sent.Length, (uint)unsent.Length, (uint)received.Length);
+            var reply = Request(request, out var extra, [socketFd, memfd]);
+            CloseAll(extra);
+            if (reply is not TcpHandOverReply answer)
+            {
+                reason = $"driverlink: the daemon answered a TCP hand-over with {reply.Kind}";
+                return -EPROTO;
+            }
+            reason = answer.Errno == 0 ? null : answer.Reason;
+            return -answer.Errno;
+        }
+        catch (DriverlinkException e)
+        {
+            reason = e.Message;
+            return -(e.Errno != 0 ? e.Errno : EPROTO);
+        }
+        finally
+        {
+            _ = Libc.Close(memfd);
+        }
+    }
+
+    /// <summary>A memfd holding <paramref name="sent"/>, <paramref name="unsent"/> and <paramref name="received"/> one
+    /// after the other, sealed at that size: the daemon maps it, and a file that shrank under a mapping would fault
+    /// the daemon. Returns the descriptor, or a negated errno with the reason.</summary>
+    private static unsafe int QueuedBytes(ReadOnlySpan<byte> sent, ReadOnlySpan<byte> unsent, ReadOnlySpan<byte> received, out string? reason)
+    {
+        reason = null;
+        int fd;
+        fixed (byte* name = "onload-tcp-handover\0"u8)
+            fd = Libc.MemfdCreate(name, UnixIpcConstants.MFD_CLOEXEC | UnixIpcConstants.MFD_ALLOW_SEALING);
+        if (fd < 0)
+        {
+            int e = Marshal.GetLastPInvokeError();
+            reason = $"driverlink: memfd for a TCP hand-over: errno {e}";
+            return -e;
+        }
+        if (!WriteAll(fd, sent) || !WriteAll(fd, unsent) || !WriteAll(fd, received) ||
+            Libc.Fcntl(fd, UnixIpcConstants.F_ADD_SEALS,
+                UnixIpcConstants.F_SEAL_SHRINK | UnixIpcConstants.F_SEAL_GROW | UnixIpcConstants.F_SEAL_SEAL) != 0)
+        {
+            int e = Marshal.GetLastPInvokeError();
+            _ = Libc.Close(fd);
+            reason = $"driverlink: filling the memfd of a TCP hand-over: errno {e}";
+            return -e;
+        }
+        return fd;
+    }
+
+    private static unsafe bool WriteAll(int fd, ReadOnlySpan<byte> bytes)
+    {
+        fixed (byte* p = bytes)
+        {
+            for (int done = 0; done < bytes.Length;)
+            {
+                nint n = Libc.Write(fd, p + done, (nuint)(bytes.Length - done));
+                if (n > 0)
+                    done += (int)n;
+                else if (n == 0 || Marshal.GetLastPInvokeError() != Errno.EINTR)
+                    return false;
+            }
+        }
+        return true;
     }
 
     /// <summary>Asks the daemon to have the kernel resolve an address; the answer comes as a <see cref="NeighbourEvent"/>.</summary>
@@ -236,7 +315,7 @@ public sealed class DriverlinkClient : IDisposable
         return false;
     }
 
-    private Message Request(Message request, out int[] descriptors, int fd = -1)
+    private Message Request(Message request, out int[] descriptors, ReadOnlySpan<int> fds = default)
     {
         lock (_requestLock)
         {
@@ -252,7 +331,7 @@ public sealed class DriverlinkClient : IDisposable
                 _replyFds = [];
                 _replied.Reset();
             }
-            int e = fd >= 0 ? _socket.Send(request with { RequestId = id }, [fd]) : _socket.Send(request with { RequestId = id });
+            int e = _socket.Send(request with { RequestId = id }, fds);
             if (e != 0)
                 throw new DriverlinkException($"driverlink: sending {request.Kind}: errno {e}", e);
             bool answered = _replied.Wait(_options.ReplyTimeout);
@@ -389,6 +468,7 @@ public sealed class DriverlinkClient : IDisposable
 
     private const int ECONNREFUSED = 111;
     private const int ETIMEDOUT = 110;
+    private const int EPROTO = 71;
 
 
 

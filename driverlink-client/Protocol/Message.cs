@@ -66,6 +66,8 @@ public abstract record Message
             MessageKind.FilterReply => FilterReply.Read(ref r),
             MessageKind.ResolveNeighbour => ResolveNeighbour.Read(ref r),
             MessageKind.Suspended => Suspended.Read(ref r),
+            MessageKind.TcpHandOver => TcpHandOver.Read(ref r),
+            MessageKind.TcpHandOverReply => TcpHandOverReply.Read(ref r),
             MessageKind.LinkState => LinkStateEvent.Read(ref r),
             MessageKind.MtuChanged => MtuChangedEvent.Read(ref r),
             MessageKind.Suspend => SuspendEvent.Read(ref r),

@@ -13,6 +13,8 @@ public enum MessageKind : ushort
     FilterReply = 7,
     ResolveNeighbour = 8,
     Suspended = 9,
+    TcpHandOver = 10,
+    TcpHandOverReply = 11,
 
     LinkState = 32,
     MtuChanged = 33,

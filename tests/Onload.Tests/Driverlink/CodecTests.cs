@@ -134,6 +134,14 @@ public class CodecTests
         yield return new TestCaseData(Patched(new LinkStateEvent(1, true), 20, 2), DecodeError.BadValue).SetName("link up 2: BadValue");
         yield return new TestCaseData(Patched(new MtuChangedEvent(1, 1500), 20, 0, 0), DecodeError.BadValue).SetName("MTU 0 event: BadValue");
         yield return new TestCaseData(Patched(new FilterReply(FilterStatus.Ok), 16, 7, 0), DecodeError.UnknownEnumValue).SetName("filter status 7: UnknownEnumValue");
+        var handOver = new TcpHandOver(1, SampleMessages.HandOverState, 1, 2, 3);
+        yield return new TestCaseData(Patched(handOver, 24, 0, 0), DecodeError.BadValue).SetName("hand-over local port 0: BadValue");
+        yield return new TestCaseData(Patched(handOver, 58, 15), DecodeError.BadValue).SetName("window shift 15: BadValue");
+        yield return new TestCaseData(Patched(handOver, 60, 0), DecodeError.BadValue).SetName("window shifts without window scaling: BadValue");
+        yield return new TestCaseData(Patched(handOver, 61, 0), DecodeError.BadValue).SetName("a TSval without timestamps: BadValue");
+        yield return new TestCaseData(Patched(handOver, 63, 2), DecodeError.BadValue).SetName("peer closed 2: BadValue");
+        yield return new TestCaseData(Valid(handOver)[..^1], DecodeError.LengthMismatch).SetName("hand-over a byte short: LengthMismatch");
+        yield return new TestCaseData(Patched(new TcpHandOverReply(0, ""), 19, 0x80), DecodeError.BadValue).SetName("negative errno: BadValue");
     }
 
     [TestCaseSource(nameof(Malformed))]
@@ -208,5 +216,10 @@ public class CodecTests
         Assert.Throws<ArgumentException>(() => new AttachRequest("a\0b", VnicMode.Shared, 1, 1, 1).ToArray());
         Assert.Throws<ArgumentException>(() => new FilterInsert(1, new FilterSpec(FilterProtocol.Tcp, 1, 0)).ToArray());
         Assert.Throws<ArgumentException>(() => new MtuChangedEvent(1, 67).ToArray());
+        var state = SampleMessages.HandOverState;
+        Assert.Throws<ArgumentException>(() => new TcpHandOver(1, state with { RemotePort = 0 }, 0, 0, 0).ToArray());
+        Assert.Throws<ArgumentException>(() => new TcpHandOver(1, state with { RcvWscale = 15 }, 0, 0, 0).ToArray());
+        Assert.Throws<ArgumentException>(() => new TcpHandOver(1, state with { Timestamps = false }, 0, 0, 0).ToArray());
+        Assert.Throws<ArgumentException>(() => new TcpHandOverReply(-1, "").ToArray());
     }
 }

@@ -6,6 +6,12 @@ namespace Onload.Tests.Driverlink;
 /// <summary>One valid message of every kind, with every optional part both present and absent.</summary>
 internal static class SampleMessages
 {
+    /// <summary>A connection with every option negotiated, its fields all distinct.</summary>
+    public static readonly TcpRepairState HandOverState = new(0x0A000001, 8080, 0x0A000002, 40000,
+        SndUna: 0xFFFF_FF00, RcvNxt: 0x1234_5678, SndWnd: 64_240, SndWl1: 0x1234_0000, RcvWnd: 65_535, MaxWindow: 131_072,
+        Mss: 1448, WindowScaling: true, SndWscale: 7, RcvWscale: 14, Timestamps: true, TsVal: 0xDEAD_BEEE, Sack: true,
+        PeerClosed: false);
+
     public static readonly Message[] All =
     [
         new Hello(PeerRole.Client, "onload 0.6.0") { RequestId = 1 },
@@ -33,5 +39,11 @@ internal static class SampleMessages
         new ResolveNeighbour(7, 0x0A000002),
         new NeighbourEvent(7, 0x0A000002, MacAddress.Parse("02:00:00:00:00:02"), true),
         new NeighbourEvent(7, 0x0A000002, MacAddress.Zero, false),
+        new TcpHandOver(7, HandOverState, 1448, 70_000, 3) { RequestId = 9 },
+        new TcpHandOver(7, HandOverState with { WindowScaling = false, SndWscale = 0, RcvWscale = 0, Timestamps = false, TsVal = 0,
+            Sack = false, PeerClosed = true }, 0, 0, 0) { RequestId = 10 },
+        new TcpHandOverReply(0, "") { RequestId = 9 },
+        new TcpHandOverReply(1, "VNIC 7 holds no TCP filter for local port 8080") { RequestId = 10 },
     ];
+
 }
