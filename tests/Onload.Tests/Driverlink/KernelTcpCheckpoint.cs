@@ -24,7 +24,8 @@ internal sealed partial record KernelTcpCheckpoint(TcpRepairState State, byte[] 
     private const nuint SIOCOUTQNSD = 0x894B;
     private const int MSG_PEEK = 2;
     private const int MSG_DONTWAIT = 0x40;
-    // struct tcp_info: tcpi_options at byte 5, tcpi_snd_wscale:4 and tcpi_rcv_wscale:4 at byte 6.
+    private const byte TCP_CLOSE_WAIT = 8;
+    // struct tcp_info: tcpi_state at byte 0, tcpi_options at byte 5, tcpi_snd_wscale:4 and tcpi_rcv_wscale:4 at byte 6.
     private const int TCPI_OPT_TIMESTAMPS = 1, TCPI_OPT_SACK = 2, TCPI_OPT_WSCALE = 4;
 
     /// <summary>
@@ -51,11 +52,13 @@ internal sealed partial record KernelTcpCheckpoint(TcpRepairState State, byte[] 
         length = 5 * sizeof(uint);
         Check(Libc.GetSockOpt(fd, SOL_TCP, TCP_REPAIR_WINDOW, window, &length), "TCP_REPAIR_WINDOW");
         int options = info[5];
+        // The peer's FIN is in rcv_nxt; the state counts it apart.
+        bool peerClosed = info[0] == TCP_CLOSE_WAIT;
         bool scaling = (options & TCPI_OPT_WSCALE) != 0, timestamps = (options & TCPI_OPT_TIMESTAMPS) != 0;
         var state = new TcpRepairState(
             Ipv4(local), (ushort)local.Port, Ipv4(remote), (ushort)remote.Port,
             SndUna: writeSeq - (uint)outq,
-            RcvNxt: rcvNxt,
+            RcvNxt: peerClosed ? rcvNxt - 1 : rcvNxt,
             SndWnd: window[1], SndWl1: window[0],
             // The right edge advertised, rcv_wup + rcv_wnd, as a window from RcvNxt.
             RcvWnd: window[4] + window[3] - rcvNxt, MaxWindow: window[2],
@@ -63,7 +66,7 @@ internal sealed partial record KernelTcpCheckpoint(TcpRepairState State, byte[] 
             SndWscale: scaling ? (byte)(info[6] & 0xF) : (byte)0, RcvWscale: scaling ? (byte)(info[6] >> 4) : (byte)0,
             Timestamps: timestamps, TsVal: timestamps ? (uint)Get(fd, TCP_TIMESTAMP) : 0,
             Sack: (options & TCPI_OPT_SACK) != 0,
-            PeerClosed: false);
+            PeerClosed: peerClosed);
         socket.SafeHandle.SetHandleAsInvalid();
         Check(Libc.Close(fd), "close");
         int sentLength = outq - notSent;

@@ -69,6 +69,35 @@ public class TcpRepairTests
     }
 
     [Test]
+    public void A_connection_the_peer_has_closed_restores_with_its_data_then_end_of_file_and_still_sends()
+    {
+        using var dl = DriverlinkPair.WithoutDaemon();
+        var (source, peer) = Connect(dl);
+        using var _ = peer;
+        var random = new Random(9);
+        byte[] last = Bytes(random, 2000);
+        peer.Send(last);
+        peer.Shutdown(SocketShutdown.Send);
+        Poll.Until(() => source.Available == last.Length && source.Poll(0, SelectMode.SelectRead), Deadline, "the peer's bytes and FIN at the source");
+        long resets = EstabResets(dl.Peer);
+        var checkpoint = KernelTcpCheckpoint.TakeAndCloseSilently(source);
+        Assert.That(checkpoint.State.PeerClosed, Is.True, "the source was in CLOSE_WAIT");
+
+        int fd = dl.InHost(() => Libc.Socket(AF_INET6, SOCK_STREAM | LinuxConstants.SOCK_CLOEXEC, 0));
+        int rc = TcpRepair.Restore(fd, checkpoint.State, checkpoint.Sent, checkpoint.Unsent, checkpoint.Received, out string? failure);
+        Assert.That(rc, Is.EqualTo(0), failure);
+        using var restored = new Socket(new SafeSocketHandle(fd, ownsHandle: true)) { ReceiveTimeout = (int)Deadline.TotalMilliseconds };
+        Assert.That(ReadExactly(restored, last.Length), Is.EqualTo(last));
+        Assert.That(restored.Receive(new byte[1]), Is.EqualTo(0), "end of file after the peer's last bytes");
+        byte[] reply = Bytes(random, 30_000);
+        restored.Send(reply);
+        Assert.That(ReadExactly(peer, reply.Length), Is.EqualTo(reply), "a half-closed connection still carries the other way");
+        restored.Shutdown(SocketShutdown.Send);
+        Assert.That(peer.Receive(new byte[1]), Is.EqualTo(0), "the restored socket's FIN");
+        Assert.That(EstabResets(dl.Peer), Is.EqualTo(resets), "the peer saw no reset");
+    }
+
+    [Test]
     public void The_daemon_hands_a_connection_to_the_kernel_for_the_client_whose_vnic_holds_its_port()
     {
         using var dl = new DriverlinkPair();
