@@ -11,6 +11,7 @@ public enum Errno
     ENOMEM = 12,
     EACCES = 13,
     EFAULT = 14,
+    EBUSY = 16,
     EINVAL = 22,
     EMFILE = 24,
     EPIPE = 32,

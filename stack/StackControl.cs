@@ -56,6 +56,15 @@ public interface IStackControl
     /// </summary>
     int JoinGroup(ushort localPort, Wire.Ipv4Address group) => 0;
 
+    /// <summary>
+    /// Makes unconnected kernel TCP socket <paramref name="socketFd"/> the connection <paramref name="state"/>
+    /// describes, with <paramref name="sent"/> (sent, not yet acknowledged) and <paramref name="unsent"/> queued to
+    /// send and <paramref name="received"/> waiting to be read: the kernel carries the connection on from there
+    /// (TCP_REPAIR, which onload-driverd does). Returns 0 or a negated errno; by default -EOPNOTSUPP.
+    /// </summary>
+    int HandOverTcp(in Tcp.TcpHandOverState state, int socketFd, ReadOnlySpan<byte> sent, ReadOnlySpan<byte> unsent,
+        ReadOnlySpan<byte> received) => -(int)Errno.EOPNOTSUPP;
+
     /// <summary>Undoes <see cref="JoinGroup"/>.</summary>
     void LeaveGroup(ushort localPort, Wire.Ipv4Address group)
     {

@@ -67,6 +67,8 @@ public sealed class StackCounters
     public long TcpExtTCPOFODrop;
     public long TcpExtTCPLossProbes;
     public long TcpExtTCPLossProbeRecovery;
+    /// <summary>Connections given to the kernel (at fork or exec) with their state and queues; no Linux twin.</summary>
+    public long TcpHandedOver;
     public long UdpInDatagrams;
     public long UdpNoPorts;
     public long UdpInErrors;
@@ -137,6 +139,7 @@ public sealed class StackCounters
         yield return new(nameof(TcpExtTCPOFODrop), TcpExtTCPOFODrop);
         yield return new(nameof(TcpExtTCPLossProbes), TcpExtTCPLossProbes);
         yield return new(nameof(TcpExtTCPLossProbeRecovery), TcpExtTCPLossProbeRecovery);
+        yield return new(nameof(TcpHandedOver), TcpHandedOver);
         yield return new(nameof(UdpInDatagrams), UdpInDatagrams);
         yield return new(nameof(UdpNoPorts), UdpNoPorts);
         yield return new(nameof(UdpInErrors), UdpInErrors);

@@ -237,6 +237,26 @@ public sealed unsafe class DriverlinkSession : IStackControl, IDisposable
         BackingSocket.Release(fd);
     }
 
+    public int HandOverTcp(in TcpHandOverState state, int socketFd, ReadOnlySpan<byte> sent, ReadOnlySpan<byte> unsent,
+        ReadOnlySpan<byte> received)
+    {
+        if (Removed)
+            return -(int)Onload.Stack.Errno.ENETDOWN;
+        var repair = new TcpRepairState(
+            state.Local.Address.Value, state.Local.Port, state.Remote.Address.Value, state.Remote.Port,
+            state.SndUna, state.RcvNxt, state.SndWnd, state.SndWl1, state.RcvWnd, MaxWindow: state.SndWnd,
+            state.Mss, state.WindowScaling, state.SndWscale, state.RcvWscale, state.Timestamps, state.TsVal, state.Sack,
+            state.PeerClosed);
+        int rc = _client.HandOverTcp(VnicId, in repair, socketFd, sent, unsent, received, out string? reason);
+        if (rc != 0)
+            Console.Error.WriteLine($"onload: handing {state.Local} -> {state.Remote} to the kernel: {reason}");
+        return rc;
+    }
+
+    /// <summary>Whether the port is still reserved: steered to this VNIC, or its release waiting for the TX ring.</summary>
+    public bool Holds(byte protocol, ushort port) =>
+        _backing.ContainsKey((protocol, port)) || _releasing.Exists(r => r.Protocol == protocol && r.Port == port);
+
     public void ResolveNeighbour(uint address) => _client.ResolveNeighbour(VnicId, address);
 
     public int JoinGroup(ushort localPort, Ipv4Address group) =>

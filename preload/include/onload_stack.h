@@ -129,6 +129,17 @@ int onload_sock_drain(int timeout_ms);                      /* at exit: connecti
 typedef int (*onload_sock_drain_fn)(int timeout_ms);
 
 /*
+ * Handing sockets to the kernel (fork, exec): onload_sock_handover makes unconnected kernel TCP socket fd the
+ * ESTABLISHED or CLOSE_WAIT connection h, with its queues (TCP_REPAIR, done by onload-driverd), and forgets h;
+ * -EOPNOTSUPP for other states. onload_sock_handover_listener frees listener h's port for the kernel to listen on
+ * and returns it; -EBUSY while connections wait to be accepted or the program holds one on the port.
+ */
+int onload_sock_handover(int h, int fd);
+typedef int (*onload_sock_handover_fn)(int h, int fd);
+int onload_sock_handover_listener(int h);
+typedef int (*onload_sock_handover_listener_fn)(int h);
+
+/*
  * UDP sockets (preload/native/SocketExports.Udp.cs), numbered apart from TCP connections:
  * onload_sock_poll takes a UDP handle with ONLOAD_SOCK_UDP set (POLLIN with a datagram
  * queued, POLLOUT always, POLLERR with an error pending). A datagram is sent whole from a

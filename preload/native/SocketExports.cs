@@ -293,6 +293,16 @@ public static unsafe partial class SocketExports
     [UnmanagedCallersOnly(EntryPoint = "onload_sock_drain")]
     public static int Drain(int timeoutMs) => Call(l => l.Drain(timeoutMs));
 
+    /// <summary><c>int onload_sock_handover(int h, int fd)</c>: connection h becomes kernel socket fd, an unconnected
+    /// TCP socket (the program's placeholder): 0, or a negated errno with the connection still on the stack.</summary>
+    [UnmanagedCallersOnly(EntryPoint = "onload_sock_handover")]
+    public static int HandOver(int h, int fd) => Call(l => l.HandOver(h, fd));
+
+    /// <summary><c>int onload_sock_handover_listener(int h)</c>: listener h leaves the stack and its port is free for
+    /// the kernel to listen on: the port, or a negated errno with the listener still on the stack.</summary>
+    [UnmanagedCallersOnly(EntryPoint = "onload_sock_handover_listener")]
+    public static int HandOverListener(int h) => Call(l => l.HandOverListener(h));
+
     private static int Call(Func<SocketLayer, int> op)
     {
         try

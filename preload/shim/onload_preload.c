@@ -33,6 +33,8 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <spawn.h>
+#include <alloca.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -202,6 +204,7 @@ struct conn_state {
 	int connecting;   /* a connect returned before the handshake ended (EINPROGRESS, EINTR, timeout) */
 	uint8_t corked;   /* TCP_CORK is on (set by the program) */
 	uint8_t more;     /* the last send had MSG_MORE: the stack holds a partial segment as under TCP_CORK */
+	int backlog;      /* listen()'s, for the kernel listener a fork hands the socket to */
 	int family; /* AF_INET or AF_INET6: the form of every address the program gives and gets */
 };
 
@@ -301,6 +304,8 @@ typedef onload_sock_poll_fn poll_fn;
 typedef onload_sock_wait_begin_fn wait_begin_fn;
 typedef onload_sock_wait_end_fn wait_end_fn;
 typedef onload_sock_drain_fn drain_fn;
+typedef onload_sock_handover_fn handover_fn;
+typedef onload_sock_handover_listener_fn handover_listener_fn;
 typedef onload_sock_peek_fn peek_fn;
 typedef onload_sock_queued_fn queued_fn;
 typedef onload_sock_udp_open_fn udp_open_fn;
@@ -337,6 +342,8 @@ static struct {
 	wait_begin_fn wait_begin;
 	wait_end_fn wait_end;
 	drain_fn drain;
+	handover_fn handover;
+	handover_listener_fn handover_listener;
 	peek_fn peek;
 	queued_fn queued;
 	udp_open_fn udp_open;
@@ -446,6 +453,8 @@ static int load_stack_locked(char *why, size_t why_len)
 	SYM(wait_begin, "onload_sock_wait_begin");
 	SYM(wait_end, "onload_sock_wait_end");
 	SYM(drain, "onload_sock_drain");
+	SYM(handover, "onload_sock_handover");
+	SYM(handover_listener, "onload_sock_handover_listener");
 	SYM(peek, "onload_sock_peek");
 	SYM(queued, "onload_sock_queued");
 	SYM(udp_open, "onload_sock_udp_open");
@@ -563,11 +572,9 @@ static long now_ns(void)
 	return ts.tv_sec * 1000000000L + ts.tv_nsec;
 }
 
-/* Hands an accelerated socket (not yet bound or connected on the stack) back to the kernel:
- * from here on its placeholder is the real socket. */
-static void hand_to_kernel(int fd, struct fd_entry *e, const char *why)
+/* fd and its dups no longer name a stack socket: from here on their placeholder is the real socket. */
+static void forget_on_stack(int fd, struct fd_entry *e)
 {
-	debug("fd %d handed to the kernel: %s", fd, why);
 	int h = handle_of(e);
 	struct conn_state *c = conn_of(e);
 	/* Dups share the placeholder's file, so they go to the kernel with it (a rare, cold path). */
@@ -579,8 +586,17 @@ static void hand_to_kernel(int fd, struct fd_entry *e, const char *why)
 		}
 	c->refs = 0;
 	e->handle_plus1 = 0;
-	STACK(stack_close(e->kind, h));
 	ep_hand_to_kernel(fd, e->gen);
+}
+
+/* Hands an accelerated socket (not yet bound or connected on the stack) back to the kernel:
+ * from here on its placeholder is the real socket. */
+static void hand_to_kernel(int fd, struct fd_entry *e, const char *why)
+{
+	debug("fd %d handed to the kernel: %s", fd, why);
+	int kind = e->kind, h = handle_of(e);
+	forget_on_stack(fd, e);
+	STACK(stack_close(kind, h));
 }
 
 /* What sockaddr_in_of found: an IPv4 address for the stack, or one only the kernel can carry. */
@@ -1248,6 +1264,7 @@ EXPORT int listen(int fd, int backlog)
 	int rc = STACK(st.listen(handle_of(e), backlog));
 	if (rc < 0)
 		return fail(rc);
+	conn_of(e)->backlog = backlog;
 	debug("fd %d listening", fd);
 	return 0;
 }
@@ -1300,9 +1317,15 @@ static int accept_common(int fd, struct sockaddr *addr, socklen_t *len, int flag
 	return nfd;
 }
 
+static int accept_stashed(int fd, struct sockaddr *addr, socklen_t *len, int flags);
+static int stashed_count;
+
 EXPORT int accept(int fd, struct sockaddr *addr, socklen_t *len)
 {
 	struct fd_entry *e = accelerated(fd);
+	int nfd;
+	if (e == NULL && stashed_count > 0 && (nfd = accept_stashed(fd, addr, len, 0)) >= 0)
+		return nfd;
 	if (e == NULL || e->kind == KIND_UDP)
 		return LIBC(accept)(fd, addr, len);
 	return accept_common(fd, addr, len, 0, e);
@@ -1311,6 +1334,9 @@ EXPORT int accept(int fd, struct sockaddr *addr, socklen_t *len)
 EXPORT int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
 {
 	struct fd_entry *e = accelerated(fd);
+	int nfd;
+	if (e == NULL && stashed_count > 0 && (nfd = accept_stashed(fd, addr, len, flags)) >= 0)
+		return nfd;
 	if (e == NULL || e->kind == KIND_UDP)
 		return LIBC(accept4)(fd, addr, len, flags);
 	return accept_common(fd, addr, len, flags, e);
@@ -2590,21 +2616,158 @@ static long env_long(const char *name, long fallback)
 	return *end == '\0' ? n : fallback;
 }
 
-/* ---------------------------------------------------------------------------------- fork */
+/* ---------------------------------------------------------------------------------- fork and exec */
 
 /*
- * fork(): the stack's state is this process's memory, which the child gets a copy of, while the VNIC's rings and
- * the daemon's connection are shared with the parent. A child working on the copy would take the parent's frames
- * and send on its connections, so for now a forked child leaves the parent's stack alone:
- *  - the sockets it inherited are marked: a call on one passes to its kernel placeholder (an unconnected socket)
- *    after one warning line naming the fd; close is quiet;
- *  - its new sockets are the kernel's (one warning line, as when the stack cannot start);
- *  - its exit() does not drain or close the parent's connections (drain_at_exit).
- * fork followed by exec (and posix_spawn, system, popen, which never run this) is unaffected. Sharing a listener
- * with forked workers needs the stack's sockets to be shareable between processes: docs/PRELOAD-NOTES.md.
+ * The stack is this process's memory: a forked child gets a copy of it, but the VNIC's rings and the daemon's
+ * connection stay the parent's, and an exec'd program starts without it. So a socket another process will use goes
+ * to the kernel first, as it is (docs/PRELOAD-NOTES.md, "fork and exec"):
+ *  - fork() (and daemon(), which forks): before the fork, every accelerated TCP socket is handed to the kernel:
+ *    ESTABLISHED and CLOSE_WAIT connections with their state and queued bytes (onload-driverd makes the program's
+ *    placeholder the connection with TCP_REPAIR), listeners by the placeholder listening on their port (what waited
+ *    in their accept queue is handed over too and stashed: the parent's accept returns it first). Parent and child
+ *    then share kernel sockets, as under Linux, and the parent's new sockets are accelerated again.
+ *  - vfork (a fork here, see below), posix_spawn and the exec family: only the sockets an exec keeps (no
+ *    FD_CLOEXEC) are handed over; the others end with the old program.
+ * What cannot be handed over (UDP sockets, connections opening or closing, a listener with connections the program
+ * holds that could not go) stays on the stack in the parent; in a forked child a call on it warns once and reaches
+ * its placeholder (an unconnected socket), and the child's own sockets are the kernel's.
  */
+
+/* Connections handed over from a listener's accept queue, which only the parent's accept returns. */
+#define MAX_STASHED 256
+static struct { int listener, fd; } stashed[MAX_STASHED];
+static int stashed_count;
+
+static int take_stashed(int listener)
+{
+	for (int i = 0; i < stashed_count; i++)
+		if (stashed[i].listener == listener) {
+			int fd = stashed[i].fd;
+			stashed[i] = stashed[--stashed_count];
+			return fd;
+		}
+	return -1;
+}
+
+/* accept on a listener a fork handed to the kernel: its stashed connections first, with accept4's flags. */
+static int accept_stashed(int fd, struct sockaddr *addr, socklen_t *len, int flags)
+{
+	int nfd = take_stashed(fd);
+	if (nfd < 0)
+		return -1;
+	if (flags & SOCK_NONBLOCK)
+		LIBC(fcntl)(nfd, F_SETFL, LIBC(fcntl)(nfd, F_GETFL) | O_NONBLOCK);
+	if (flags & SOCK_CLOEXEC)
+		LIBC(fcntl)(nfd, F_SETFD, FD_CLOEXEC);
+	if (addr != NULL && len != NULL)
+		LIBC(getpeername)(nfd, addr, len);
+	return nfd;
+}
+
+/* Whether an exec keeps fd or one of its dups. */
+static int inheritable(int fd, const struct fd_entry *e)
+{
+	for (int other = 0; other < fd_table_size; other++)
+		if (fd_table[other].handle_plus1 == e->handle_plus1 && fd_table[other].kind == e->kind &&
+		    !(LIBC(fcntl)(other, F_GETFD) & FD_CLOEXEC))
+			return 1;
+	(void)fd;
+	return 0;
+}
+
+/* Listener fd leaves the stack for its placeholder, which listens on the same address and port. */
+static int hand_over_listener(int fd, struct fd_entry *e)
+{
+	int h = handle_of(e);
+	uint32_t address;
+	uint16_t port;
+	if (STACK(st.name(h, 0, &address, &port)) != 0)
+		return -EINVAL;
+	/* Connections waiting to be accepted: accepted here and handed over, for the parent's accept to return. */
+	for (int c; stashed_count < MAX_STASHED && (c = STACK(st.accept(h, NULL, NULL))) >= 0;) {
+		int nfd = LIBC(socket)(family_of(e), SOCK_STREAM, 0);
+		int rc = nfd < 0 ? -errno : STACK(st.handover(c, nfd));
+		if (rc != 0) {
+			fprintf(stderr, "onload: a connection waiting on fd %d could not go to the kernel (%s): it is closed\n",
+				fd, strerror(-rc));
+			if (nfd >= 0)
+				LIBC(close)(nfd);
+			STACK(st.close(c));
+			continue;
+		}
+		stashed[stashed_count].listener = fd;
+		stashed[stashed_count++].fd = nfd;
+	}
+	int rc = STACK(st.handover_listener(h));
+	if (rc < 0)
+		return rc;
+	struct sockaddr_storage sa;
+	socklen_t len = sizeof sa;
+	fill_sockaddr((struct sockaddr *)&sa, &len, family_of(e), address, port);
+	if (LIBC(bind)(fd, (struct sockaddr *)&sa, len) != 0 || LIBC(listen)(fd, conn_of(e)->backlog) != 0) {
+		rc = -errno;
+		fprintf(stderr, "onload: fd %d: the kernel could not listen on port %u in the stack's place: %s\n", fd,
+			port, strerror(errno));
+	}
+	forget_on_stack(fd, e); /* the stack's listener is gone either way */
+	return rc;
+}
+
+/*
+ * Hands the accelerated TCP sockets to the kernel (only those an exec keeps, if exec_only): connections first, since
+ * a listener goes only when nothing on its port is left on the stack. Says on stderr what went, and what could not.
+ */
+static void hand_over_all(const char *when, int exec_only)
+{
+	if (stack_state != STACK_READY || getpid() != stack_owner)
+		return;
+	int moved = 0, stayed = 0;
+	for (int pass = 0; pass < 2; pass++)
+		for (int fd = 0; fd < fd_table_size; fd++) {
+			struct fd_entry *e = &fd_table[fd];
+			if (e->handle_plus1 == 0 || e->kind != KIND_TCP || (exec_only && !inheritable(fd, e)))
+				continue;
+			struct tcp_info info; /* its first byte is the state, in Linux's numbering */
+			if (STACK(st.tcp_info(handle_of(e), &info, (int)sizeof info)) < 1)
+				continue;
+			int listening = info.tcpi_state == TCP_LISTEN;
+			if (listening != pass)
+				continue;
+			uint32_t address;
+			uint16_t port = 0;
+			int rc;
+			if (listening)
+				rc = hand_over_listener(fd, e);
+			else if (info.tcpi_state == TCP_CLOSE && STACK(st.name(handle_of(e), 0, &address, &port)) == 0 && port == 0) {
+				hand_to_kernel(fd, e, when); /* never bound or connected: the placeholder is all there is */
+				continue;
+			} else if ((rc = STACK(st.handover(handle_of(e), fd))) == 0)
+				forget_on_stack(fd, e);
+			if (rc < 0) {
+				stayed++;
+				debug("%s: fd %d stays on the stack: %s", when, fd, strerror(-rc));
+			} else
+				moved++;
+		}
+	if (moved + stayed > 0)
+		fprintf(stderr, "onload: %s: %d accelerated TCP sockets handed to the kernel, to be shared%s\n", when, moved,
+			stayed > 0 ? "; some could not be (opening, closing or in use on a listener's port) and stay here" : "");
+}
+
+static __thread int in_vfork; /* fork() is vfork's: hand over only what an exec keeps */
+
+static void before_fork(void)
+{
+	if (!in_stack)
+		hand_over_all(in_vfork ? "vfork" : "fork", in_vfork);
+}
+
 static void in_forked_child(void)
 {
+	for (int i = 0; i < stashed_count; i++)
+		LIBC(close)(stashed[i].fd); /* the parent's accept returns them; it keeps them open */
+	stashed_count = 0;
 	if (stack_state != STACK_READY)
 		return;
 	stack_state = STACK_FORKED;
@@ -2629,9 +2792,14 @@ static void in_forked_child(void)
 EXPORT pid_t vfork(void)
 {
 	int gate[2];
-	if (pipe2(gate, O_CLOEXEC) != 0)
-		return fork();
+	in_vfork = 1;
+	if (pipe2(gate, O_CLOEXEC) != 0) {
+		pid_t pid = fork();
+		in_vfork = 0;
+		return pid;
+	}
 	pid_t pid = fork();
+	in_vfork = 0;
 	if (pid == 0) {
 		LIBC(close)(gate[0]);
 		return 0; /* gate[1] goes at exec (close-on-exec) or exit */
@@ -2644,6 +2812,93 @@ EXPORT pid_t vfork(void)
 	}
 	LIBC(close)(gate[0]);
 	return pid;
+}
+
+/* The exec family and posix_spawn: what the new program keeps goes to the kernel first. glibc's execl* and
+ * execvp reach execve inside libc, so each is interposed. */
+#define BEFORE_EXEC() hand_over_all("exec", 1)
+
+EXPORT int execve(const char *path, char *const argv[], char *const envp[])
+{
+	BEFORE_EXEC();
+	return ((int (*)(const char *, char *const[], char *const[]))dlsym(RTLD_NEXT, "execve"))(path, argv, envp);
+}
+
+EXPORT int execv(const char *path, char *const argv[])
+{
+	BEFORE_EXEC();
+	return ((int (*)(const char *, char *const[]))dlsym(RTLD_NEXT, "execv"))(path, argv);
+}
+
+EXPORT int execvp(const char *file, char *const argv[])
+{
+	BEFORE_EXEC();
+	return ((int (*)(const char *, char *const[]))dlsym(RTLD_NEXT, "execvp"))(file, argv);
+}
+
+EXPORT int execvpe(const char *file, char *const argv[], char *const envp[])
+{
+	BEFORE_EXEC();
+	return ((int (*)(const char *, char *const[], char *const[]))dlsym(RTLD_NEXT, "execvpe"))(file, argv, envp);
+}
+
+EXPORT int fexecve(int fd, char *const argv[], char *const envp[])
+{
+	BEFORE_EXEC();
+	return ((int (*)(int, char *const[], char *const[]))dlsym(RTLD_NEXT, "fexecve"))(fd, argv, envp);
+}
+
+/* execl, execlp, execle: their arguments as an array (and execle's environment after the NULL). */
+#define ARGV_FROM_VA(first, ap, argv, extra_envp) \
+	size_t argc_ = 1; \
+	va_start(ap, first); \
+	while (va_arg(ap, char *) != NULL) \
+		argc_++; \
+	va_end(ap); \
+	char **argv = alloca((argc_ + 1) * sizeof(char *)); \
+	va_start(ap, first); \
+	argv[0] = (char *)first; \
+	for (size_t i_ = 1; i_ <= argc_; i_++) \
+		argv[i_] = va_arg(ap, char *); \
+	extra_envp; \
+	va_end(ap)
+
+EXPORT int execl(const char *path, const char *arg, ...)
+{
+	va_list ap;
+	ARGV_FROM_VA(arg, ap, argv, (void)0);
+	return execv(path, argv);
+}
+
+EXPORT int execlp(const char *file, const char *arg, ...)
+{
+	va_list ap;
+	ARGV_FROM_VA(arg, ap, argv, (void)0);
+	return execvp(file, argv);
+}
+
+EXPORT int execle(const char *path, const char *arg, ...)
+{
+	va_list ap;
+	char **envp;
+	ARGV_FROM_VA(arg, ap, argv, envp = va_arg(ap, char **));
+	return execve(path, argv, envp);
+}
+
+EXPORT int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_actions_t *actions,
+		       const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
+{
+	BEFORE_EXEC();
+	return ((int (*)(pid_t *, const char *, const posix_spawn_file_actions_t *, const posix_spawnattr_t *,
+			 char *const[], char *const[]))dlsym(RTLD_NEXT, "posix_spawn"))(pid, path, actions, attr, argv, envp);
+}
+
+EXPORT int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_actions_t *actions,
+			const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
+{
+	BEFORE_EXEC();
+	return ((int (*)(pid_t *, const char *, const posix_spawn_file_actions_t *, const posix_spawnattr_t *,
+			 char *const[], char *const[]))dlsym(RTLD_NEXT, "posix_spawnp"))(pid, file, actions, attr, argv, envp);
 }
 
 static void warn_forked(int fd)
@@ -2796,6 +3051,6 @@ __attribute__((constructor)) static void onload_preload_init(void)
 	conn_tables[KIND_UDP] = udp_conns;
 	fd_table = table;
 	fd_table_size = (int)size;
-	pthread_atfork(NULL, NULL, in_forked_child);
+	pthread_atfork(before_fork, NULL, in_forked_child);
 	debug("preloaded (pid %d, fd table %ld)", (int)getpid(), size);
 }

@@ -38,6 +38,8 @@ public sealed partial class NetStack
         }
         if (c < 0)
         {
+            if (HandedOverLately(seg.DestinationPort, remote, seg.SourcePort))
+                return Dropped(DropReason.TcpHandedOver);
             int listener = _tcp.PortOwner(seg.DestinationPort);
             if (listener >= 0 && _tcp[listener].State == TcpState.Listen)
                 ListenInput(listener, remote, seg, options);

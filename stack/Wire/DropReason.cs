@@ -69,6 +69,8 @@ public enum DropReason
     TcpBadChecksum,
     TcpBadOptions,
     TcpNoSocket,
+    /// <summary>A segment of a connection handed to the kernel, before the port's frames reach it.</summary>
+    TcpHandedOver,
     TcpOutOfWindow,
     TcpPawsRejected,
     TcpListenOverflow,

@@ -1,0 +1,84 @@
+using Onload.Stack;
+using Onload.Stack.Tcp;
+using Onload.Stack.Wire;
+using Onload.Vnic;
+
+namespace Onload.Native;
+
+/// <summary>
+/// Handing sockets to the kernel at fork and exec (docs/PRELOAD-NOTES.md, "fork and exec"): the stack lives in this
+/// process's memory, so a socket another process will use (a forked child, the program an exec starts) must be one
+/// the kernel carries. The shim calls these with the program's placeholder fd for each such socket.
+/// </summary>
+internal sealed partial class SocketLayer
+{
+    /// <summary>How long a listener's port waits for its closing connections' last data to be acknowledged before it
+    /// goes to the kernel anyway (their unacknowledged bytes are then lost, as after SO_LINGER's timeout).</summary>
+    private const int ListenerDrainMs = 1000;
+
+    /// <summary>Connection <paramref name="c"/> becomes kernel socket <paramref name="socketFd"/> (see
+    /// <see cref="NetStack.TcpHandOver"/>); 0 or a negated errno, with the connection left on the stack.</summary>
+    public int HandOver(int c, int socketFd)
+    {
+        lock (_lock)
+        {
+            PollStack();
+            int rc = _stack.TcpHandOver(c, socketFd);
+            PollStack(); // a connection with its own port gives it back: its frames go to the kernel from here
+            return rc;
+        }
+    }
+
+    /// <summary>
+    /// Listener <paramref name="c"/> leaves the stack so that the kernel can listen on its port: the closed
+    /// connections on the port first finish sending (for up to <see cref="ListenerDrainMs"/>), then the stack lets go
+    /// of the port and this waits until its filter and kernel socket are gone, so that the caller can bind it. Returns
+    /// the port, or a negated errno with the listener left on the stack (EBUSY: connections the program holds on the
+    /// port, or not yet accepted).
+    /// </summary>
+    public int HandOverListener(int c)
+    {
+        ushort port;
+        lock (_lock)
+        {
+            var table = _stack.TcpConnections;
+            if (!table.IsValid(c) || table[c].State != TcpState.Listen)
+                return -(int)Errno.EINVAL;
+            port = table[c].LocalPort;
+        }
+        long deadline = MonotonicClock.Instance.NowNanoseconds + ListenerDrainMs * 1_000_000L;
+        while (true)
+        {
+            int waitFd;
+            lock (_lock)
+            {
+                PollStack();
+                if (!_stack.TcpPortDraining(port))
+                    break;
+                waitFd = _stack.Vnic.PrepareToSleep() ? _stack.Vnic.WaitHandle : -1;
+            }
+            if (MonotonicClock.Instance.NowNanoseconds >= deadline)
+                break;
+            WaitReadable(waitFd, 1);
+        }
+        lock (_lock)
+        {
+            int rc = _stack.TcpHandOverListener(c);
+            if (rc != 0)
+                return rc;
+        }
+        // The port's release waits for frames sent from it to leave the VNIC (DriverlinkSession.ReleasePort).
+        while (true)
+        {
+            lock (_lock)
+            {
+                PollStack();
+                if (!_session.Holds((byte)IpProtocol.Tcp, port))
+                    return port;
+            }
+            if (MonotonicClock.Instance.NowNanoseconds >= deadline + ListenerDrainMs * 1_000_000L)
+                return port; // the listener is gone either way: the caller's bind says whether the port is free
+            WaitReadable(-1, 1);
+        }
+    }
+}

@@ -1,0 +1,120 @@
+using Onload.Stack.Memory;
+using Onload.Stack.Tcp;
+using Onload.Stack.Wire;
+
+namespace Onload.Stack;
+
+public sealed partial class NetStack
+{
+    /// <summary>How long segments of a handed-over connection are dropped in silence rather than answered with a
+    /// RST: until its port's frames go to the kernel (the same call, or the process's exec).</summary>
+    private const long HandedOverQuietNs = 5_000_000_000;
+
+    /// <summary>Connections given away, by (local port, remote address, remote port), and until when.</summary>
+    private readonly Dictionary<(ushort, uint, ushort), long> _handedOver = [];
+
+    /// <summary>
+    /// Gives connection <paramref name="c"/> (ESTABLISHED or CLOSE_WAIT) to the kernel: the control plane makes
+    /// kernel socket <paramref name="socketFd"/> the connection (its state, the bytes sent and not yet acknowledged,
+    /// the bytes not yet sent, the bytes not yet read), then the stack forgets its copy without a word to the peer.
+    /// Until the port's frames reach the kernel, the stack drops the connection's segments in silence. Returns 0,
+    /// or a negated errno with the connection left as it was: EOPNOTSUPP for a state that cannot be handed over
+    /// (connecting, closing, an error pending) or a stack without a control plane that can take it.
+    /// </summary>
+    public int TcpHandOver(int c, int socketFd)
+    {
+        if (!_tcp.IsValid(c))
+            return -(int)Errno.EBADF;
+        ref var t = ref _tcp[c];
+        if (t.State is not (TcpState.Established or TcpState.CloseWait) || t.FinQueued || t.Dead || t.Error != 0)
+            return -(int)Errno.EOPNOTSUPP;
+        if (_control is null)
+            return -(int)Errno.EOPNOTSUPP;
+        int sent = (int)(t.SndNxt - t.SndUna);
+        int unsent = t.SndQueued - sent;
+        int received = t.Readable;
+        var state = new TcpHandOverState(
+            Local: new Ipv4Endpoint(_address, t.LocalPort),
+            Remote: new Ipv4Endpoint(t.RemoteAddress, t.RemotePort),
+            SndUna: t.SndUna,
+            RcvNxt: t.RcvNxt - (t.FinReceived ? 1u : 0u),
+            SndWnd: t.SndWnd,
+            SndWl1: t.SndWl1,
+            RcvWnd: Seq.Gt(t.RcvAdv, t.RcvNxt) ? t.RcvAdv - t.RcvNxt : 0,
+            Mss: t.PeerMss != 0 ? t.PeerMss : t.SndMss,
+            WindowScaling: t.WindowScaling,
+            SndWscale: t.SndWndShift,
+            RcvWscale: t.RcvWndShift,
+            Timestamps: t.Timestamps,
+            TsVal: TcpTimestampNow,
+            Sack: t.SackPermitted,
+            PeerClosed: t.FinReceived,
+            SentLength: sent,
+            UnsentLength: unsent,
+            ReceivedLength: received);
+        // A cold path (fork, exec): the queues are copied out of their rings once.
+        var send = new byte[sent + unsent];
+        var receive = new byte[received];
+        ByteRing.Read(_tcp.SendRing(c), t.SndUna - t.Iss - 1, send);
+        ByteRing.Read(_tcp.ReceiveRing(c), t.RcvRead - t.Irs - 1, receive);
+        int rc = _control.HandOverTcp(in state, socketFd, send.AsSpan(0, sent), send.AsSpan(sent), receive);
+        if (rc != 0)
+            return rc;
+        _handedOver[(t.LocalPort, t.RemoteAddress.Value, t.RemotePort)] = _now + HandedOverQuietNs;
+        Counters.TcpHandedOver++;
+        TcpFree(c); // no FIN, no RST: the connection goes on in the kernel
+        return 0;
+    }
+
+    /// <summary>
+    /// A listener whose port goes to the kernel (which listens on it in its place): its connections still in the
+    /// SYN queue are dropped in silence (the peer's next segment meets the kernel), and so are the closed connections
+    /// left on its port (the caller let those with data unacknowledged drain first), so the port is given back at
+    /// once. Returns 0, or with nothing changed: EINVAL if <paramref name="c"/> is not listening, EBUSY while
+    /// connections wait in its accept queue or the program still holds one on the port (hand them over first).
+    /// </summary>
+    public int TcpHandOverListener(int c)
+    {
+        if (!_tcp.IsValid(c))
+            return -(int)Errno.EBADF;
+        ref var l = ref _tcp[c];
+        if (l.State != TcpState.Listen)
+            return -(int)Errno.EINVAL;
+        ushort port = l.LocalPort;
+        if (l.AcceptHead >= 0)
+            return -(int)Errno.EBUSY;
+        for (int i = 0; i < _tcp.Capacity; i++)
+            if (i != c && _tcp.IsValid(i) && _tcp[i].LocalPort == port && _tcp[i].Listener < 0 && !_tcp[i].Orphaned)
+                return -(int)Errno.EBUSY;
+        while (l.SynHead >= 0)
+            TcpFree(l.SynHead);
+        for (int i = 0; i < _tcp.Capacity; i++)
+            if (i != c && _tcp.IsValid(i) && _tcp[i].LocalPort == port && _tcp[i].Orphaned)
+                TcpFree(i);
+        TcpFree(c);
+        return 0;
+    }
+
+    /// <summary>Whether the closing connections on <paramref name="port"/> still have data or a FIN unacknowledged
+    /// (a listener's port is handed to the kernel once they are done, or given up on).</summary>
+    public bool TcpPortDraining(ushort port)
+    {
+        for (int i = 0; i < _tcp.Capacity; i++)
+            if (_tcp.IsValid(i) && _tcp[i].LocalPort == port && _tcp[i].Orphaned &&
+                _tcp[i].State is TcpState.FinWait1 or TcpState.Closing or TcpState.LastAck)
+                return true;
+        return false;
+    }
+
+    /// <summary>A segment for no connection: one handed over lately is dropped in silence (the kernel has it and
+    /// will answer once the port's frames reach it); a RST from here would end it.</summary>
+    private bool HandedOverLately(ushort localPort, Ipv4Address remote, ushort remotePort)
+    {
+        if (_handedOver.Count == 0 || !_handedOver.TryGetValue((localPort, remote.Value, remotePort), out long until))
+            return false;
+        if (_now < until)
+            return true;
+        _handedOver.Remove((localPort, remote.Value, remotePort));
+        return false;
+    }
+}
