@@ -1318,13 +1318,13 @@ static int accept_common(int fd, struct sockaddr *addr, socklen_t *len, int flag
 }
 
 static int accept_stashed(int fd, struct sockaddr *addr, socklen_t *len, int flags);
-static int stashed_count;
+static int stash_count;
 
 EXPORT int accept(int fd, struct sockaddr *addr, socklen_t *len)
 {
 	struct fd_entry *e = accelerated(fd);
 	int nfd;
-	if (e == NULL && stashed_count > 0 && (nfd = accept_stashed(fd, addr, len, 0)) >= 0)
+	if (e == NULL && stash_count > 0 && (nfd = accept_stashed(fd, addr, len, 0)) >= 0)
 		return nfd;
 	if (e == NULL || e->kind == KIND_UDP)
 		return LIBC(accept)(fd, addr, len);
@@ -1335,7 +1335,7 @@ EXPORT int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
 {
 	struct fd_entry *e = accelerated(fd);
 	int nfd;
-	if (e == NULL && stashed_count > 0 && (nfd = accept_stashed(fd, addr, len, flags)) >= 0)
+	if (e == NULL && stash_count > 0 && (nfd = accept_stashed(fd, addr, len, flags)) >= 0)
 		return nfd;
 	if (e == NULL || e->kind == KIND_UDP)
 		return LIBC(accept4)(fd, addr, len, flags);
@@ -1524,10 +1524,14 @@ EXPORT ssize_t sendto(int fd, const void *buf, size_t len, int flags, const stru
 }
 
 /* What closing fd ends on the shim's side: its epoll set's accelerated part, its share of a stack socket. */
+static void forget_stash(int listener);
+
 static void forget_fd(int fd)
 {
 	if (!in_stack && fd >= 0 && fd < fd_table_size)
 		fd_table[fd].forked = 0; /* closing it is all a forked child may do with it, quietly */
+	if (!in_stack && stash_count > 0)
+		forget_stash(fd);
 	struct fd_entry *e = accelerated(fd);
 	if (!in_stack && fd >= 0 && fd < fd_table_size && fd_table[fd].ep != NULL)
 		ep_forget(fd);
@@ -2634,26 +2638,63 @@ static long env_long(const char *name, long fallback)
  * its placeholder (an unconnected socket), and the child's own sockets are the kernel's.
  */
 
-/* Connections handed over from a listener's accept queue, which only the parent's accept returns. */
-#define MAX_STASHED 256
-static struct { int listener, fd; } stashed[MAX_STASHED];
-static int stashed_count;
+/*
+ * A listener's stash: the connections waiting in its accept queue when it went to the kernel, each handed over
+ * too and parked as an SCM_RIGHTS message in a socketpair whose read end the processes share after fork. Whichever
+ * process accepts on the listener first takes the next one, exactly once (the kernel's own queue follows); those
+ * nobody takes are closed by the kernel with the last holder of the pair. poll and epoll do not see them: a waiter
+ * hears of them with the listener's next connection.
+ */
+#define MAX_STASHES 64
+static struct { int listener, pair; } stashes[MAX_STASHES];
+static int stash_count;
 
+static void drop_stash(int i)
+{
+	LIBC(close)(stashes[i].pair);
+	stashes[i] = stashes[--stash_count];
+}
+
+/* The listener is closed: this process takes none of its stashed connections any more. */
+static void forget_stash(int listener)
+{
+	for (int i = 0; i < stash_count; i++)
+		if (stashes[i].listener == listener) {
+			drop_stash(i);
+			return;
+		}
+}
+
+/* The next connection stashed for listener fd, or -1 when there is none (any more). */
 static int take_stashed(int listener)
 {
-	for (int i = 0; i < stashed_count; i++)
-		if (stashed[i].listener == listener) {
-			int fd = stashed[i].fd;
-			stashed[i] = stashed[--stashed_count];
+	for (int i = 0; i < stash_count; i++) {
+		if (stashes[i].listener != listener)
+			continue;
+		char byte;
+		struct iovec iov = { &byte, 1 };
+		union { struct cmsghdr h; char space[CMSG_SPACE(sizeof(int))]; } control;
+		struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = &control, .msg_controllen = sizeof control };
+		ssize_t n = LIBC(recvmsg)(stashes[i].pair, &m, MSG_DONTWAIT);
+		struct cmsghdr *c = n > 0 ? CMSG_FIRSTHDR(&m) : NULL;
+		if (c != NULL && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+			int fd;
+			memcpy(&fd, CMSG_DATA(c), sizeof fd);
 			return fd;
 		}
+		if (n == 0 || (n < 0 && errno != EINTR)) /* taken, every one (EAGAIN: by another process) */
+			drop_stash(i);
+		return -1;
+	}
 	return -1;
 }
 
-/* accept on a listener a fork handed to the kernel: its stashed connections first, with accept4's flags. */
+/* accept on a listener handed to the kernel: its stashed connections first, with accept4's flags. */
 static int accept_stashed(int fd, struct sockaddr *addr, socklen_t *len, int flags)
 {
+	int saved_errno = errno;
 	int nfd = take_stashed(fd);
+	errno = saved_errno;
 	if (nfd < 0)
 		return -1;
 	if (flags & SOCK_NONBLOCK)
@@ -2663,6 +2704,24 @@ static int accept_stashed(int fd, struct sockaddr *addr, socklen_t *len, int fla
 	if (addr != NULL && len != NULL)
 		LIBC(getpeername)(nfd, addr, len);
 	return nfd;
+}
+
+/* Parks connection fd (a kernel socket now) in the stash being filled through pair_end; closes it here. */
+static int stash(int pair_end, int fd)
+{
+	char byte = 0;
+	struct iovec iov = { &byte, 1 };
+	union { struct cmsghdr h; char space[CMSG_SPACE(sizeof(int))]; } control;
+	memset(&control, 0, sizeof control);
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = &control, .msg_controllen = sizeof control };
+	struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(sizeof fd);
+	memcpy(CMSG_DATA(c), &fd, sizeof fd);
+	int rc = LIBC(sendmsg)(pair_end, &m, MSG_DONTWAIT) == 1 ? 0 : -errno;
+	LIBC(close)(fd);
+	return rc;
 }
 
 /* Whether an exec keeps fd or one of its dups. */
@@ -2684,20 +2743,27 @@ static int hand_over_listener(int fd, struct fd_entry *e)
 	uint16_t port;
 	if (STACK(st.name(h, 0, &address, &port)) != 0)
 		return -EINVAL;
-	/* Connections waiting to be accepted: accepted here and handed over, for the parent's accept to return. */
-	for (int c; stashed_count < MAX_STASHED && (c = STACK(st.accept(h, NULL, NULL))) >= 0;) {
-		int nfd = LIBC(socket)(family_of(e), SOCK_STREAM, 0);
-		int rc = nfd < 0 ? -errno : STACK(st.handover(c, nfd));
+	/* Connections waiting to be accepted: accepted here, handed over and stashed for the next accept anywhere. */
+	int pair[2] = { -1, -1 };
+	for (int c; (c = STACK(st.accept(h, NULL, NULL))) >= 0;) {
+		if (pair[0] < 0 && (stash_count == MAX_STASHES || socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0))
+			pair[0] = pair[1] = -1;
+		int nfd = pair[0] < 0 ? -1 : LIBC(socket)(family_of(e), SOCK_STREAM, 0);
+		int rc = nfd < 0 ? -ENOBUFS : STACK(st.handover(c, nfd));
 		if (rc != 0) {
-			fprintf(stderr, "onload: a connection waiting on fd %d could not go to the kernel (%s): it is closed\n",
-				fd, strerror(-rc));
 			if (nfd >= 0)
 				LIBC(close)(nfd);
 			STACK(st.close(c));
-			continue;
-		}
-		stashed[stashed_count].listener = fd;
-		stashed[stashed_count++].fd = nfd;
+		} else
+			rc = stash(pair[1], nfd); /* closes nfd: the kernel ends the connection if it could not be parked */
+		if (rc != 0)
+			fprintf(stderr, "onload: a connection waiting on fd %d could not go to the kernel (%s): it is closed\n",
+				fd, strerror(-rc));
+	}
+	if (pair[0] >= 0) {
+		LIBC(close)(pair[1]);
+		stashes[stash_count].listener = fd;
+		stashes[stash_count++].pair = pair[0];
 	}
 	int rc = STACK(st.handover_listener(h));
 	if (rc < 0)
@@ -2765,9 +2831,6 @@ static void before_fork(void)
 
 static void in_forked_child(void)
 {
-	for (int i = 0; i < stashed_count; i++)
-		LIBC(close)(stashed[i].fd); /* the parent's accept returns them; it keeps them open */
-	stashed_count = 0;
 	if (stack_state != STACK_READY)
 		return;
 	stack_state = STACK_FORKED;
