@@ -2,9 +2,10 @@
  * fork_server.c: a pre-forking server (listen, then fork workers that accept), for the preload tests
  * (tests/Onload.Tests/Preload/PreloadForkTests.cs).
  *
- *   fork_server PORT WORKERS CONNECTIONS
+ *   fork_server PORT WORKERS CONNECTIONS [queued]
  *
- * Listens on 0.0.0.0:PORT, prints "listening", forks WORKERS workers that loop: accept, read a request line, reply
+ * Listens on 0.0.0.0:PORT, prints "listening" ("queued": then waits until a connection waits in the accept queue,
+ * so that it is there at the fork), forks WORKERS workers that loop: accept, read a request line, reply
  * "worker PID", echo the rest until the client's end of stream, close. Each worker reports a served connection to
  * the parent through a pipe; once CONNECTIONS are served the parent stops the workers (SIGTERM), reaps them and exits
  * 0. A worker that fails exits 1, and the parent then fails too.
@@ -54,8 +55,8 @@ static void worker(int listener, int report)
 
 int main(int argc, char **argv)
 {
-	if (argc != 4)
-		return fprintf(stderr, "usage: fork_server PORT WORKERS CONNECTIONS\n"), 2;
+	if (argc < 4 || argc > 5 || (argc == 5 && strcmp(argv[4], "queued") != 0))
+		return fprintf(stderr, "usage: fork_server PORT WORKERS CONNECTIONS [queued]\n"), 2;
 	setvbuf(stdout, NULL, _IONBF, 0);
 	int workers = atoi(argv[2]), connections = atoi(argv[3]);
 	CHECK(workers > 0 && workers <= 64 && connections > 0, "WORKERS 1..64 and CONNECTIONS > 0");
@@ -64,6 +65,11 @@ int main(int argc, char **argv)
 	CHECK(listener >= 0 && setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) == 0, "socket");
 	CHECK(bind(listener, (struct sockaddr *)&any, sizeof any) == 0 && listen(listener, 128) == 0, "bind and listen");
 	printf("listening\n");
+	if (argc == 5) {
+		struct pollfd p = { .fd = listener, .events = POLLIN };
+		CHECK(poll(&p, 1, 10000) == 1, "a connection in the accept queue before the fork");
+		printf("a connection is queued\n");
+	}
 
 	int report[2];
 	CHECK(pipe(report) == 0, "pipe");

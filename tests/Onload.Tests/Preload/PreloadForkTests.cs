@@ -86,17 +86,33 @@ public class PreloadForkTests
         Poll.Until(() => dl.Host.Exec("ss -Hltn").Contains("0.0.0.0:7464", StringComparison.Ordinal), Deadline,
             "the listener on the kernel after the fork");
 
-        var clients = Enumerable.Range(0, Connections)
-            .Select(_ => dl.Peer.Start(Dist.TestProgram("pattern_client"), dl.HostAddress, "7464", "100000", "served")).ToList();
+        var clients = Enumerable.Range(0, Connections).Select(_ => StartServedClient(dl, 7464)).ToList();
         foreach (var c in clients)
-        {
-            Assert.That(c.WaitForExit(Deadline), Is.True, $"a client finished; stdout: {c.Stdout}; server: {server.Stdout}");
-            Assert.That(c.ExitCode, Is.Zero, c.Stdout + c.Stderr);
-            Assert.That(c.Stdout, Does.Contain("ok 100000 bytes intact, served by worker "));
-        }
+            AssertClientOk(c, server, "ok 100000 bytes intact, served by worker ");
         Assert.That(server.WaitForExit(Deadline), Is.True, $"fork_server finished; stdout: {server.Stdout}");
         Assert.That(server.ExitCode, Is.Zero, server.Stdout + server.Stderr);
         Assert.That(server.Stdout, Does.Contain($"ok {Connections} connections served"));
+        Assert.That(server.Stderr, Does.Contain("onload: fork:").And.Contain(HandedOver));
+    }
+
+    [Test]
+    public void A_connection_waiting_in_the_accept_queue_at_the_fork_is_accepted_by_a_worker()
+    {
+        // As on Linux, a connection the stack completed before the fork is the shared listener's: a worker that
+        // accepts gets it (the parent here never accepts).
+        using var dl = new DriverlinkPair();
+        var server = RunUnderOnload(dl, "fork_server", "7465", "2", "3", "queued");
+        server.WaitForOutput("listening", Deadline);
+        var early = StartServedClient(dl, 7465);
+        server.WaitForOutput("forked 2 workers", Deadline);
+        Assert.That(server.Stdout, Does.Contain("a connection is queued"));
+        var later = Enumerable.Range(0, 2).Select(_ => StartServedClient(dl, 7465)).ToList();
+
+        foreach (var c in (NsProcess[])[early, .. later])
+            AssertClientOk(c, server, "ok 100000 bytes intact, served by worker ");
+        Assert.That(server.WaitForExit(Deadline), Is.True, $"fork_server finished; stdout: {server.Stdout}");
+        Assert.That(server.ExitCode, Is.Zero, server.Stdout + server.Stderr);
+        Assert.That(server.Stdout, Does.Contain("ok 3 connections served"));
         Assert.That(server.Stderr, Does.Contain("onload: fork:").And.Contain(HandedOver));
     }
 
@@ -112,9 +128,9 @@ public class PreloadForkTests
         // Concurrent first: the clients behind the first one may wait in the stack's accept queue at the first fork.
         var concurrent = Enumerable.Range(0, Concurrent).Select(_ => StartEchoClient(dl, 7466)).ToList();
         foreach (var c in concurrent)
-            AssertEchoed(c, server);
+            AssertClientOk(c, server, "ok 1000000 bytes intact");
         for (int i = 0; i < Sequential; i++)
-            AssertEchoed(StartEchoClient(dl, 7466), server);
+            AssertClientOk(StartEchoClient(dl, 7466), server, "ok 1000000 bytes intact");
 
         Assert.That(server.WaitForExit(Deadline), Is.True, $"fork_per_connection finished; stdout: {server.Stdout}");
         Assert.That(server.ExitCode, Is.Zero, server.Stdout + server.Stderr);
@@ -158,10 +174,14 @@ public class PreloadForkTests
     private static NsProcess StartEchoClient(DriverlinkPair dl, int port) =>
         dl.Peer.Start(Dist.TestProgram("pattern_client"), dl.HostAddress, $"{port}", "1000000", "echo");
 
-    private static void AssertEchoed(NsProcess client, NsProcess server)
+    /// <summary>A kernel client on the peer asking fork_server at <paramref name="port"/> to echo 100 KB.</summary>
+    private static NsProcess StartServedClient(DriverlinkPair dl, int port) =>
+        dl.Peer.Start(Dist.TestProgram("pattern_client"), dl.HostAddress, $"{port}", "100000", "served");
+
+    private static void AssertClientOk(NsProcess client, NsProcess server, string expected)
     {
         Assert.That(client.WaitForExit(Deadline), Is.True, $"a client finished; stdout: {client.Stdout}; server: {server.Stdout}{server.Stderr}");
         Assert.That(client.ExitCode, Is.Zero, client.Stdout + client.Stderr);
-        Assert.That(client.Stdout, Does.Contain("ok 1000000 bytes intact"));
+        Assert.That(client.Stdout, Does.Contain(expected));
     }
 }
