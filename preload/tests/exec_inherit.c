@@ -7,9 +7,9 @@
  *   exec_inherit stage2 FD GONE      (exec'd by the first form: GONE, made SOCK_CLOEXEC, must be closed; FD goes on)
  *
  * Each step opens a connection of its own (the stack's: the parent's new sockets are accelerated again after a
- * hand-over), echoes through it, starts "child FD" by fork + execv, vfork + execv and posix_spawn in turn, waits for
- * it, and echoes again. Last, with one connection open plainly and one SOCK_CLOEXEC, execv's itself without fork as
- * "stage2", which finds the first and not the second. Prints one line per step; exits 0 when all went as expected.
+ * hand-over), echoes through it, starts "child FD" by fork + execv, vfork + execvp and posix_spawn in turn, waits
+ * for it, and echoes again. Last, with one connection open plainly and one SOCK_CLOEXEC, execl's itself without fork
+ * as "stage2", which finds the first and not the second. Prints one line per step; exits 0 when all went as expected.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -57,10 +57,10 @@ static void step(const struct sockaddr_in *server, const char *how)
 			execv(self, args);
 			_exit(127);
 		}
-	} else if (strcmp(how, "vfork + execv") == 0) {
+	} else if (strcmp(how, "vfork + execvp") == 0) {
 		child = vfork();
 		if (child == 0) {
-			execv(self, args);
+			execvp(self, args);
 			_exit(127);
 		}
 	} else {
@@ -96,16 +96,15 @@ int main(int argc, char **argv)
 	CHECK(inet_pton(AF_INET, argv[1], &server.sin_addr) == 1, "address %s", argv[1]);
 
 	step(&server, "fork + execv");
-	step(&server, "vfork + execv");
+	step(&server, "vfork + execvp");
 	step(&server, "posix_spawn");
 
 	int kept = connected(&server, 0), gone = connected(&server, SOCK_CLOEXEC);
-	echo_check(kept, 1000, 30, "before execv");
-	echo_check(gone, 1000, 30, "the SOCK_CLOEXEC connection before execv");
+	echo_check(kept, 1000, 30, "before execl");
+	echo_check(gone, 1000, 30, "the SOCK_CLOEXEC connection before execl");
 	char kept_text[16], gone_text[16];
 	snprintf(kept_text, sizeof kept_text, "%d", kept);
 	snprintf(gone_text, sizeof gone_text, "%d", gone);
-	char *const args[] = { "exec_inherit", "stage2", kept_text, gone_text, NULL };
-	execv(self, args);
-	CHECK(0, "execv");
+	execl(self, "exec_inherit", "stage2", kept_text, gone_text, (char *)NULL);
+	CHECK(0, "execl");
 }
