@@ -46,7 +46,12 @@
 #   dist/tests/errno_probe          test helper: failing socket calls, one line each, compared between the kernel
 #                                   and onload-run (and its peer server)
 #   dist/tests/signal_writer        test helper: a signal handler writing to the socket the main thread streams through
-#   dist/tests/fork_probe           test helper: a forked child beside the parent's accelerated connection
+#   dist/tests/fork_probe           test helper: a fork mid-stream on an accelerated connection; the child exits or
+#                                   uses the inherited connection, the parent checks every echoed byte
+#   dist/tests/fork_server          test helper: listen, fork workers that accept (a pre-forking server)
+#   dist/tests/fork_per_connection  test helper: accept, fork a child per connection, the parent closes its copy
+#   dist/tests/pattern_client       test helper: a kernel client streaming a checked pattern through those servers
+#   dist/tests/exec_inherit         test helper: a connection inherited across fork+exec, vfork+exec, posix_spawn, exec
 #   dist/tests/inet6_calls          test helper: AF_INET6 sockets, v4-mapped names, IPV6_V6ONLY and the IPv6 hand-off
 #   dist/tests/epoll_late_member   test helper: a thread asleep in epoll_wait on an empty set while another adds a
 #                                   connecting socket to it
@@ -115,7 +120,8 @@ DIST_FILES := $(DIST)/bin/onload-echo $(DIST)/bin/onload-pingpong $(DIST)/bin/on
 ONLOAD_RUN_PROFILES := $(patsubst apps/onload-run/profiles/%,$(DIST)/lib/onload/profiles/%,$(wildcard apps/onload-run/profiles/*.opf))
 DIST_FILES += $(ONLOAD_RUN_PROFILES) $(DIST)/share/man/man1/onload-run.1 $(DIST)/tests/errno_probe $(DIST)/tests/signal_writer \
 	$(DIST)/tests/fork_probe $(DIST)/tests/dotnet-sockets/onload-dotnet-sockets.dll $(DIST)/tests/epoll_late_member \
-	$(DIST)/tests/epoll_rearm $(DIST)/tests/vfork_probe
+	$(DIST)/tests/epoll_rearm $(DIST)/tests/vfork_probe $(DIST)/tests/fork_server \
+	$(DIST)/tests/fork_per_connection $(DIST)/tests/pattern_client $(DIST)/tests/exec_inherit
 
 .PHONY: all deps restore build publish test check-header demo bench bench-quick bench-latency bench-tcp bench-driverlink sweep install clean
 

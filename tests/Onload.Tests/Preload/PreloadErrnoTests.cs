@@ -58,7 +58,7 @@ public class PreloadErrnoTests
 
     /// <summary>Tcp EstabResets of a namespace (/proc/net/snmp): connections that went from ESTABLISHED or CLOSE_WAIT
     /// straight to CLOSED, by a reset sent or received.</summary>
-    private static long EstabResets(TestNamespace ns)
+    internal static long EstabResets(TestNamespace ns)
     {
         var lines = ns.Exec("cat /proc/net/snmp").Split('\n').Where(l => l.StartsWith("Tcp:", StringComparison.Ordinal)).ToArray();
         var names = lines[0].Split(' ', StringSplitOptions.RemoveEmptyEntries);
