@@ -30,11 +30,11 @@ internal sealed partial class SocketLayer
     }
 
     /// <summary>
-    /// Listener <paramref name="c"/> leaves the stack so that the kernel can listen on its port: the closed
-    /// connections on the port first finish sending (for up to <see cref="ListenerDrainMs"/>), then the stack lets go
-    /// of the port and this waits until its filter and kernel socket are gone, so that the caller can bind it. Returns
-    /// the port, or a negated errno with the listener left on the stack (EBUSY: connections the program holds on the
-    /// port, or not yet accepted).
+    /// Listener <paramref name="c"/> leaves the stack so that the kernel can listen on its port: handshakes under way
+    /// finish and the closed connections on the port finish sending (for up to <see cref="ListenerDrainMs"/>), then
+    /// the stack lets go of the port and this waits until its filter and kernel socket are gone, so that the caller
+    /// can bind it. Returns the port, or a negated errno with the listener left on the stack (EAGAIN: connections wait
+    /// to be accepted, accept and hand them over, then call again; EBUSY: the program holds one on the port).
     /// </summary>
     public int HandOverListener(int c)
     {
@@ -53,7 +53,7 @@ internal sealed partial class SocketLayer
             lock (_lock)
             {
                 PollStack();
-                if (!_stack.TcpPortDraining(port))
+                if (!_stack.TcpListenerSettling(c))
                     break;
                 waitFd = _stack.Vnic.PrepareToSleep() ? _stack.Vnic.WaitHandle : -1;
             }

@@ -1324,7 +1324,7 @@ EXPORT int accept(int fd, struct sockaddr *addr, socklen_t *len)
 {
 	struct fd_entry *e = accelerated(fd);
 	int nfd;
-	if (e == NULL && stash_count > 0 && (nfd = accept_stashed(fd, addr, len, 0)) >= 0)
+	if (stash_count > 0 && (nfd = accept_stashed(fd, addr, len, 0)) >= 0)
 		return nfd;
 	if (e == NULL || e->kind == KIND_UDP)
 		return LIBC(accept)(fd, addr, len);
@@ -1335,7 +1335,7 @@ EXPORT int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
 {
 	struct fd_entry *e = accelerated(fd);
 	int nfd;
-	if (e == NULL && stash_count > 0 && (nfd = accept_stashed(fd, addr, len, flags)) >= 0)
+	if (stash_count > 0 && (nfd = accept_stashed(fd, addr, len, flags)) >= 0)
 		return nfd;
 	if (e == NULL || e->kind == KIND_UDP)
 		return LIBC(accept4)(fd, addr, len, flags);
@@ -2735,21 +2735,30 @@ static int inheritable(int fd, const struct fd_entry *e)
 	return 0;
 }
 
-/* Listener fd leaves the stack for its placeholder, which listens on the same address and port. */
-static int hand_over_listener(int fd, struct fd_entry *e)
+/*
+ * Connection h becomes kernel socket fd. Like a connection a kernel listener accepted, it lets the listener's
+ * socket bind the port beside it (SO_REUSEADDR, which the repair clears).
+ */
+static int hand_over_connection(int h, int fd)
 {
-	int h = handle_of(e);
-	uint32_t address;
-	uint16_t port;
-	if (STACK(st.name(h, 0, &address, &port)) != 0)
-		return -EINVAL;
-	/* Connections waiting to be accepted: accepted here, handed over and stashed for the next accept anywhere. */
-	int pair[2] = { -1, -1 };
-	for (int c; (c = STACK(st.accept(h, NULL, NULL))) >= 0;) {
-		if (pair[0] < 0 && (stash_count == MAX_STASHES || socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0))
+	int rc = STACK(st.handover(h, fd));
+	if (rc == 0) {
+		int on = 1;
+		LIBC(setsockopt)(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
+	}
+	return rc;
+}
+
+/* Accepts what waits in listener fd's queue, hands each connection over and stashes it through pair (made on
+ * first use; a connection that cannot go is closed, with a warning). */
+static void stash_accept_queue(int fd, struct fd_entry *e, int pair[2])
+{
+	for (int c; (c = STACK(st.accept(handle_of(e), NULL, NULL))) >= 0;) {
+		if (pair[0] < 0 && (stash_count == MAX_STASHES ||
+				    socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0))
 			pair[0] = pair[1] = -1;
 		int nfd = pair[0] < 0 ? -1 : LIBC(socket)(family_of(e), SOCK_STREAM, 0);
-		int rc = nfd < 0 ? -ENOBUFS : STACK(st.handover(c, nfd));
+		int rc = nfd < 0 ? -ENOBUFS : hand_over_connection(c, nfd);
 		if (rc != 0) {
 			if (nfd >= 0)
 				LIBC(close)(nfd);
@@ -2760,17 +2769,35 @@ static int hand_over_listener(int fd, struct fd_entry *e)
 			fprintf(stderr, "onload: a connection waiting on fd %d could not go to the kernel (%s): it is closed\n",
 				fd, strerror(-rc));
 	}
+}
+
+/* Listener fd leaves the stack for its placeholder, which listens on the same address and port. */
+static int hand_over_listener(int fd, struct fd_entry *e)
+{
+	int h = handle_of(e);
+	uint32_t address;
+	uint16_t port;
+	if (STACK(st.name(h, 0, &address, &port)) != 0)
+		return -EINVAL;
+	/* Connections waiting to be accepted: accepted here, handed over and stashed for the next accept anywhere.
+	 * -EAGAIN: handshakes the stack waited for completed meanwhile, and wait too. */
+	int pair[2] = { -1, -1 }, rc;
+	do
+		stash_accept_queue(fd, e, pair);
+	while ((rc = STACK(st.handover_listener(h))) == -EAGAIN);
 	if (pair[0] >= 0) {
 		LIBC(close)(pair[1]);
 		stashes[stash_count].listener = fd;
 		stashes[stash_count++].pair = pair[0];
 	}
-	int rc = STACK(st.handover_listener(h));
 	if (rc < 0)
 		return rc;
 	struct sockaddr_storage sa;
 	socklen_t len = sizeof sa;
 	fill_sockaddr((struct sockaddr *)&sa, &len, family_of(e), address, port);
+	/* Its connections handed over hold the port too (with SO_REUSEADDR, as a kernel listener's own would). */
+	int on = 1;
+	LIBC(setsockopt)(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
 	if (LIBC(bind)(fd, (struct sockaddr *)&sa, len) != 0 || LIBC(listen)(fd, conn_of(e)->backlog) != 0) {
 		rc = -errno;
 		fprintf(stderr, "onload: fd %d: the kernel could not listen on port %u in the stack's place: %s\n", fd,
@@ -2808,7 +2835,7 @@ static void hand_over_all(const char *when, int exec_only)
 			else if (info.tcpi_state == TCP_CLOSE && STACK(st.name(handle_of(e), 0, &address, &port)) == 0 && port == 0) {
 				hand_to_kernel(fd, e, when); /* never bound or connected: the placeholder is all there is */
 				continue;
-			} else if ((rc = STACK(st.handover(handle_of(e), fd))) == 0)
+			} else if ((rc = hand_over_connection(handle_of(e), fd)) == 0)
 				forget_on_stack(fd, e);
 			if (rc < 0) {
 				stayed++;

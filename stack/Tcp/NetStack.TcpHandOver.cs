@@ -70,8 +70,10 @@ public sealed partial class NetStack
     /// A listener whose port goes to the kernel (which listens on it in its place): its connections still in the
     /// SYN queue are dropped in silence (the peer's next segment meets the kernel), and so are the closed connections
     /// left on its port (the caller let those with data unacknowledged drain first), so the port is given back at
-    /// once. Returns 0, or with nothing changed: EINVAL if <paramref name="c"/> is not listening, EBUSY while
-    /// connections wait in its accept queue or the program still holds one on the port (hand them over first).
+    /// once; until the kernel has the port's frames, segments for no connection on it are dropped in silence (a SYN
+    /// is sent again, and then meets the kernel's listener). Returns 0, or with nothing changed: EINVAL if
+    /// <paramref name="c"/> is not listening, EAGAIN while connections wait in its accept queue (accept and hand them
+    /// over first), EBUSY while the program holds a connection on the port that could not be handed over.
     /// </summary>
     public int TcpHandOverListener(int c)
     {
@@ -82,7 +84,7 @@ public sealed partial class NetStack
             return -(int)Errno.EINVAL;
         ushort port = l.LocalPort;
         if (l.AcceptHead >= 0)
-            return -(int)Errno.EBUSY;
+            return -(int)Errno.EAGAIN;
         for (int i = 0; i < _tcp.Capacity; i++)
             if (i != c && _tcp.IsValid(i) && _tcp[i].LocalPort == port && _tcp[i].Listener < 0 && !_tcp[i].Orphaned)
                 return -(int)Errno.EBUSY;
@@ -92,13 +94,20 @@ public sealed partial class NetStack
             if (i != c && _tcp.IsValid(i) && _tcp[i].LocalPort == port && _tcp[i].Orphaned)
                 TcpFree(i);
         TcpFree(c);
+        _handedOver[(port, 0, 0)] = _now + HandedOverQuietNs;
         return 0;
     }
 
-    /// <summary>Whether the closing connections on <paramref name="port"/> still have data or a FIN unacknowledged
-    /// (a listener's port is handed to the kernel once they are done, or given up on).</summary>
-    public bool TcpPortDraining(ushort port)
+    /// <summary>Whether listener <paramref name="c"/>'s port is not ready to go to the kernel yet: a handshake is
+    /// under way (its last ACK is a round trip away), or a closed connection on the port has data or a FIN
+    /// unacknowledged. The caller waits a while, then hands the listener over anyway.</summary>
+    public bool TcpListenerSettling(int c)
     {
+        if (!_tcp.IsValid(c) || _tcp[c].State != TcpState.Listen)
+            return false;
+        if (_tcp[c].SynHead >= 0)
+            return true;
+        ushort port = _tcp[c].LocalPort;
         for (int i = 0; i < _tcp.Capacity; i++)
             if (_tcp.IsValid(i) && _tcp[i].LocalPort == port && _tcp[i].Orphaned &&
                 _tcp[i].State is TcpState.FinWait1 or TcpState.Closing or TcpState.LastAck)
@@ -106,15 +115,18 @@ public sealed partial class NetStack
         return false;
     }
 
-    /// <summary>A segment for no connection: one handed over lately is dropped in silence (the kernel has it and
-    /// will answer once the port's frames reach it); a RST from here would end it.</summary>
-    private bool HandedOverLately(ushort localPort, Ipv4Address remote, ushort remotePort)
+    /// <summary>A segment for no connection: one of a connection or a listener's port handed over lately is dropped
+    /// in silence (the kernel has it, and answers once the port's frames reach it); a RST from here would end it.</summary>
+    private bool HandedOverLately(ushort localPort, Ipv4Address remote, ushort remotePort) =>
+        _handedOver.Count > 0 && (Quiet((localPort, remote.Value, remotePort)) || Quiet((localPort, 0, 0)));
+
+    private bool Quiet((ushort, uint, ushort) key)
     {
-        if (_handedOver.Count == 0 || !_handedOver.TryGetValue((localPort, remote.Value, remotePort), out long until))
+        if (!_handedOver.TryGetValue(key, out long until))
             return false;
         if (_now < until)
             return true;
-        _handedOver.Remove((localPort, remote.Value, remotePort));
+        _handedOver.Remove(key);
         return false;
     }
 }
