@@ -98,6 +98,43 @@ public class TcpRepairTests
     }
 
     [Test]
+    public void A_restore_that_fails_sends_nothing_and_leaves_the_connection_free_to_restore_again()
+    {
+        using var dl = DriverlinkPair.WithoutDaemon();
+        var (source, peer) = Connect(dl);
+        using var _ = peer;
+        var random = new Random(13);
+        byte[] unread = Bytes(random, 1000);
+        peer.Send(unread);
+        Poll.Until(() => source.Available == unread.Length, Deadline, "the peer's bytes waiting unread at the source");
+        long resets = EstabResets(dl.Peer);
+        var checkpoint = KernelTcpCheckpoint.TakeAndCloseSilently(source);
+
+        // A window update from beyond the receive window: the kernel refuses it, the last step in repair mode.
+        var state = checkpoint.State;
+        var impossible = state with { SndWl1 = state.RcvNxt + state.RcvWnd + 1000 };
+        int failed = dl.InHost(() => Libc.Socket(LinuxConstants.AF_INET, SOCK_STREAM | LinuxConstants.SOCK_CLOEXEC, 0));
+        try
+        {
+            int rc = TcpRepair.Restore(failed, impossible, checkpoint.Sent, checkpoint.Unsent, checkpoint.Received, out string? failure);
+            Assert.That(rc, Is.EqualTo(-Errno.EINVAL), failure);
+            Assert.That(failure, Does.StartWith("TCP_REPAIR_WINDOW"));
+
+            int fd = dl.InHost(() => Libc.Socket(LinuxConstants.AF_INET, SOCK_STREAM | LinuxConstants.SOCK_CLOEXEC, 0));
+            rc = TcpRepair.Restore(fd, state, checkpoint.Sent, checkpoint.Unsent, checkpoint.Received, out failure);
+            Assert.That(rc, Is.EqualTo(0), failure);
+            using var restored = new Socket(new SafeSocketHandle(fd, ownsHandle: true)) { ReceiveTimeout = (int)Deadline.TotalMilliseconds };
+            Assert.That(ReadExactly(restored, unread.Length), Is.EqualTo(unread));
+            AssertConversationContinues(restored, peer, random);
+        }
+        finally
+        {
+            BackingSocket.Release(failed); // in repair mode: its close is silent
+        }
+        Assert.That(EstabResets(dl.Peer), Is.EqualTo(resets), "the peer saw no reset");
+    }
+
+    [Test]
     public void The_daemon_hands_a_connection_to_the_kernel_for_the_client_whose_vnic_holds_its_port()
     {
         using var dl = new DriverlinkPair();
