@@ -1,7 +1,6 @@
 using System.Net;
 using System.Net.Sockets;
 using System.Runtime.InteropServices;
-using System.Text;
 using Onload.Driverlink;
 using Onload.Tests.Netns;
 using Onload.Vnic.Native;
@@ -147,8 +146,10 @@ public class TcpRepairTests
         long resets = EstabResets(dl.Peer);
         var checkpoint = KernelTcpCheckpoint.TakeAndCloseSilently(source);
         var state = checkpoint.State;
-        // What the stack had queued but not yet sent: it goes out once the kernel holds the connection.
-        byte[] unsent = Encoding.ASCII.GetBytes("written before the fork, sent after the hand-over");
+        // Queues as large as a stack's buffers: a megabyte not yet read before the peer's last bytes (the receive
+        // queue starts that much earlier in sequence space), and a megabyte queued but not yet sent.
+        byte[] received = [.. Bytes(random, 1 << 20), .. checkpoint.Received];
+        byte[] unsent = Bytes(random, 1 << 20);
 
         dl.InHost(() =>
         {
@@ -162,12 +163,12 @@ public class TcpRepairTests
                 var filter = new FilterSpec(FilterProtocol.Tcp, state.LocalAddress, state.LocalPort);
                 Assert.That(client.InsertFilter(vnic.VnicId, filter, backing), Is.EqualTo(FilterStatus.Ok));
                 int fd = Libc.Socket(LinuxConstants.AF_INET, SOCK_STREAM | LinuxConstants.SOCK_CLOEXEC, 0);
-                int rc = client.HandOverTcp(vnic.VnicId, state, fd, checkpoint.Sent, unsent, checkpoint.Received, out string? reason);
+                int rc = client.HandOverTcp(vnic.VnicId, state, fd, checkpoint.Sent, unsent, received, out string? reason);
                 Assert.That(rc, Is.EqualTo(0), reason);
                 // The stack lets go of the port's frames: the kernel's now.
                 Assert.That(client.RemoveFilter(vnic.VnicId, filter), Is.EqualTo(FilterStatus.Ok));
                 using var restored = new Socket(new SafeSocketHandle(fd, ownsHandle: true)) { ReceiveTimeout = (int)Deadline.TotalMilliseconds };
-                Assert.That(ReadExactly(restored, unread.Length), Is.EqualTo(unread));
+                Assert.That(ReadExactly(restored, received.Length), Is.EqualTo(received));
                 Assert.That(ReadExactly(peer, unsent.Length), Is.EqualTo(unsent));
                 AssertConversationContinues(restored, peer, random);
             }
