@@ -163,7 +163,10 @@ public class TcpRepairTests
                 var filter = new FilterSpec(FilterProtocol.Tcp, state.LocalAddress, state.LocalPort);
                 Assert.That(client.InsertFilter(vnic.VnicId, filter, backing), Is.EqualTo(FilterStatus.Ok));
                 int fd = Libc.Socket(LinuxConstants.AF_INET, SOCK_STREAM | LinuxConstants.SOCK_CLOEXEC, 0);
-                int rc = client.HandOverTcp(vnic.VnicId, state, fd, checkpoint.Sent, unsent, received, out string? reason);
+                int rc = client.HandOverTcp(vnic.VnicId, state with { RemotePort = 0 }, fd, [], [], [], out string? reason);
+                Assert.That(rc, Is.EqualTo(-Errno.EINVAL), "a state the protocol cannot carry is an errno, not an exception");
+                Assert.That(reason, Does.Contain("cannot carry"));
+                rc = client.HandOverTcp(vnic.VnicId, state, fd, checkpoint.Sent, unsent, received, out reason);
                 Assert.That(rc, Is.EqualTo(0), reason);
                 // The stack lets go of the port's frames: the kernel's now.
                 Assert.That(client.RemoveFilter(vnic.VnicId, filter), Is.EqualTo(FilterStatus.Ok));
