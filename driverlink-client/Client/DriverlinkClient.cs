@@ -206,7 +206,8 @@ public sealed class DriverlinkClient : IDisposable
     /// Has the daemon make <paramref name="socketFd"/> (an unconnected kernel TCP socket, passed, not given away) the
     /// connection <paramref name="state"/> describes, with TCP_REPAIR (see <see cref="TcpRepair.Restore"/>): the
     /// bytes travel in a sealed memfd. Returns 0 when the kernel holds the connection, else a negated errno with
-    /// the daemon's reason (or this side's: the memfd, the connection to the daemon) in <paramref name="reason"/>.
+    /// the daemon's reason (or this side's: the memfd, the connection to the daemon, a state the protocol cannot
+    /// carry) in <paramref name="reason"/>. After ETIMEDOUT the outcome is unknown: the daemon may yet have done it.
     /// </summary>
     public int HandOverTcp(uint vnicId, in TcpRepairState state, int socketFd, ReadOnlySpan<byte> sent,
                            ReadOnlySpan<byte> unsent, ReadOnlySpan<byte> received, out string? reason)
@@ -231,6 +232,11 @@ public sealed class DriverlinkClient : IDisposable
         {
             reason = e.Message;
             return -(e.Errno != 0 ? e.Errno : EPROTO);
+        }
+        catch (ArgumentException e)
+        {
+            reason = $"driverlink: a TCP hand-over the protocol cannot carry: {e.Message}";
+            return -Errno.EINVAL;
         }
         finally
         {

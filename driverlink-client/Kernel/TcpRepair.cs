@@ -73,13 +73,19 @@ public static unsafe class TcpRepair
     /// bytes, ending at RcvNxt. Returns 0, or a negated errno with the step that failed in <paramref name="failure"/>.
     /// </summary>
     /// <remarks>
-    /// A failure before repair mode ends leaves the socket disconnected, still in repair mode (so that its close is
-    /// silent too), having sent nothing. The caller keeps its descriptor either way.
+    /// A failure before repair mode ends leaves the socket unconnected (the 4-tuple free to restore again), still in
+    /// repair mode (so that its close is silent too), having sent nothing. A failure after it (the unsent bytes did not all fit) leaves the connection
+    /// the kernel's, short of those bytes. The caller keeps its descriptor either way.
     /// </remarks>
     public static int Restore(int fd, in TcpRepairState s, ReadOnlySpan<byte> sent, ReadOnlySpan<byte> unsent,
                               ReadOnlySpan<byte> received, out string? failure)
     {
         failure = null;
+        if (s.Mss == 0)
+        {
+            failure = "an MSS of 0";
+            return -Errno.EINVAL;
+        }
         int domain = 0;
         uint length = sizeof(int);
         if (Libc.GetSockOpt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &length) != 0)
@@ -93,12 +99,7 @@ public static unsafe class TcpRepair
             return Failed("TCP_REPAIR on", out failure);
         int rc = RestoreInRepair(fd, domain, s, sent, unsent.Length, received, out failure);
         if (rc != 0)
-        {
-            // Off the kernel's tables, silently (repair mode): the peer's segments must not reach a socket half made.
-            var unspec = new SockAddrIn { Family = AF_UNSPEC };
-            _ = Libc.Connect(fd, &unspec, (uint)sizeof(SockAddrIn));
             return rc;
-        }
         if (SetInt(fd, SOL_TCP, TCP_REPAIR, 0) != 0)
             return Failed("TCP_REPAIR off", out failure);
         // Never sent: an ordinary write, which the kernel sends as the windows allow. Room was made for it above.
@@ -111,7 +112,7 @@ public static unsafe class TcpRepair
     }
 
     /// <summary>The steps in repair mode, in libsoccr's order: queue sequence numbers (only while closed), bind and
-    /// connect (no SYN), the handshake's options, the timestamp clock, the queued bytes, the windows.</summary>
+    /// connect (no SYN), then the rest of the connection (<see cref="RestoreConnected"/>).</summary>
     private static int RestoreInRepair(int fd, int domain, in TcpRepairState s, ReadOnlySpan<byte> sent, int unsentLength,
                                        ReadOnlySpan<byte> received, out string? failure)
     {
@@ -127,27 +128,43 @@ public static unsafe class TcpRepair
             return Failed("bind to the local address", out failure);
         if (Address(fd, domain, s.RemoteAddress, s.RemotePort, bind: false) != 0)
             return Failed("connect to the remote address", out failure);
+        int rc = RestoreConnected(fd, s, sent, unsentLength, received, out failure);
+        if (rc != 0)
+        {
+            // Off the kernel's tables, silently (repair mode): the peer's segments must not reach a socket half made.
+            var unspec = new SockAddrIn { Family = AF_UNSPEC };
+            _ = Libc.Connect(fd, &unspec, (uint)sizeof(SockAddrIn));
+        }
+        return rc;
+    }
 
-        var options = stackalloc uint[8]; // struct tcp_repair_opt { opt_code, opt_val }[4]
-        int count = 0;
-        options[2 * count] = TCPOPT_MSS;
-        options[2 * count++ + 1] = s.Mss;
+    /// <summary>The connected socket's state, still in repair mode: the handshake's options, the timestamp clock,
+    /// the queued bytes, the windows.</summary>
+    private static int RestoreConnected(int fd, in TcpRepairState s, ReadOnlySpan<byte> sent, int unsentLength,
+                                        ReadOnlySpan<byte> received, out string? failure)
+    {
+        failure = null;
+        // struct tcp_repair_opt { u32 opt_code; u32 opt_val; }, one per option the handshake agreed.
+        var options = stackalloc uint[8];
+        int n = 0;
+        options[n++] = TCPOPT_MSS;
+        options[n++] = s.Mss;
         if (s.WindowScaling)
         {
-            options[2 * count] = TCPOPT_WINDOW;
-            options[2 * count++ + 1] = s.SndWscale | (uint)s.RcvWscale << 16;
+            options[n++] = TCPOPT_WINDOW;
+            options[n++] = s.SndWscale | (uint)s.RcvWscale << 16;
         }
         if (s.Sack)
         {
-            options[2 * count] = TCPOPT_SACK_PERM;
-            options[2 * count++ + 1] = 0;
+            options[n++] = TCPOPT_SACK_PERM;
+            options[n++] = 0;
         }
         if (s.Timestamps)
         {
-            options[2 * count] = TCPOPT_TIMESTAMP;
-            options[2 * count++ + 1] = 0;
+            options[n++] = TCPOPT_TIMESTAMP;
+            options[n++] = 0;
         }
-        if (Libc.SetSockOpt(fd, SOL_TCP, TCP_REPAIR_OPTIONS, options, (uint)(count * 2 * sizeof(uint))) != 0)
+        if (Libc.SetSockOpt(fd, SOL_TCP, TCP_REPAIR_OPTIONS, options, (uint)(n * sizeof(uint))) != 0)
             return Failed("TCP_REPAIR_OPTIONS", out failure);
         // The kernel's TSval continues from ours. The value's low bit asks for a microsecond clock (Linux 6.7): keep
         // the millisecond one, rounding up so that TSval never goes back (RFC 7323 5.4).

@@ -1,7 +1,6 @@
 using System.Net;
 using System.Net.Sockets;
 using System.Runtime.InteropServices;
-using System.Text;
 using Onload.Driverlink;
 using Onload.Tests.Netns;
 using Onload.Vnic.Native;
@@ -98,6 +97,43 @@ public class TcpRepairTests
     }
 
     [Test]
+    public void A_restore_that_fails_sends_nothing_and_leaves_the_connection_free_to_restore_again()
+    {
+        using var dl = DriverlinkPair.WithoutDaemon();
+        var (source, peer) = Connect(dl);
+        using var _ = peer;
+        var random = new Random(13);
+        byte[] unread = Bytes(random, 1000);
+        peer.Send(unread);
+        Poll.Until(() => source.Available == unread.Length, Deadline, "the peer's bytes waiting unread at the source");
+        long resets = EstabResets(dl.Peer);
+        var checkpoint = KernelTcpCheckpoint.TakeAndCloseSilently(source);
+
+        // A window update from beyond the receive window: the kernel refuses it, the last step in repair mode.
+        var state = checkpoint.State;
+        var impossible = state with { SndWl1 = state.RcvNxt + state.RcvWnd + 1000 };
+        int failed = dl.InHost(() => Libc.Socket(LinuxConstants.AF_INET, SOCK_STREAM | LinuxConstants.SOCK_CLOEXEC, 0));
+        try
+        {
+            int rc = TcpRepair.Restore(failed, impossible, checkpoint.Sent, checkpoint.Unsent, checkpoint.Received, out string? failure);
+            Assert.That(rc, Is.EqualTo(-Errno.EINVAL), failure);
+            Assert.That(failure, Does.StartWith("TCP_REPAIR_WINDOW"));
+
+            int fd = dl.InHost(() => Libc.Socket(LinuxConstants.AF_INET, SOCK_STREAM | LinuxConstants.SOCK_CLOEXEC, 0));
+            rc = TcpRepair.Restore(fd, state, checkpoint.Sent, checkpoint.Unsent, checkpoint.Received, out failure);
+            Assert.That(rc, Is.EqualTo(0), failure);
+            using var restored = new Socket(new SafeSocketHandle(fd, ownsHandle: true)) { ReceiveTimeout = (int)Deadline.TotalMilliseconds };
+            Assert.That(ReadExactly(restored, unread.Length), Is.EqualTo(unread));
+            AssertConversationContinues(restored, peer, random);
+        }
+        finally
+        {
+            BackingSocket.Release(failed); // in repair mode: its close is silent
+        }
+        Assert.That(EstabResets(dl.Peer), Is.EqualTo(resets), "the peer saw no reset");
+    }
+
+    [Test]
     public void The_daemon_hands_a_connection_to_the_kernel_for_the_client_whose_vnic_holds_its_port()
     {
         using var dl = new DriverlinkPair();
@@ -110,8 +146,10 @@ public class TcpRepairTests
         long resets = EstabResets(dl.Peer);
         var checkpoint = KernelTcpCheckpoint.TakeAndCloseSilently(source);
         var state = checkpoint.State;
-        // What the stack had queued but not yet sent: it goes out once the kernel holds the connection.
-        byte[] unsent = Encoding.ASCII.GetBytes("written before the fork, sent after the hand-over");
+        // Queues as large as a stack's buffers: a megabyte not yet read before the peer's last bytes (the receive
+        // queue starts that much earlier in sequence space), and a megabyte queued but not yet sent.
+        byte[] received = [.. Bytes(random, 1 << 20), .. checkpoint.Received];
+        byte[] unsent = Bytes(random, 1 << 20);
 
         dl.InHost(() =>
         {
@@ -125,12 +163,15 @@ public class TcpRepairTests
                 var filter = new FilterSpec(FilterProtocol.Tcp, state.LocalAddress, state.LocalPort);
                 Assert.That(client.InsertFilter(vnic.VnicId, filter, backing), Is.EqualTo(FilterStatus.Ok));
                 int fd = Libc.Socket(LinuxConstants.AF_INET, SOCK_STREAM | LinuxConstants.SOCK_CLOEXEC, 0);
-                int rc = client.HandOverTcp(vnic.VnicId, state, fd, checkpoint.Sent, unsent, checkpoint.Received, out string? reason);
+                int rc = client.HandOverTcp(vnic.VnicId, state with { RemotePort = 0 }, fd, [], [], [], out string? reason);
+                Assert.That(rc, Is.EqualTo(-Errno.EINVAL), "a state the protocol cannot carry is an errno, not an exception");
+                Assert.That(reason, Does.Contain("cannot carry"));
+                rc = client.HandOverTcp(vnic.VnicId, state, fd, checkpoint.Sent, unsent, received, out reason);
                 Assert.That(rc, Is.EqualTo(0), reason);
                 // The stack lets go of the port's frames: the kernel's now.
                 Assert.That(client.RemoveFilter(vnic.VnicId, filter), Is.EqualTo(FilterStatus.Ok));
                 using var restored = new Socket(new SafeSocketHandle(fd, ownsHandle: true)) { ReceiveTimeout = (int)Deadline.TotalMilliseconds };
-                Assert.That(ReadExactly(restored, unread.Length), Is.EqualTo(unread));
+                Assert.That(ReadExactly(restored, received.Length), Is.EqualTo(received));
                 Assert.That(ReadExactly(peer, unsent.Length), Is.EqualTo(unsent));
                 AssertConversationContinues(restored, peer, random);
             }
