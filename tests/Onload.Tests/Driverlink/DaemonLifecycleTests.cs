@@ -12,9 +12,23 @@ public class DaemonLifecycleTests
 {
     private static readonly TimeSpan Deadline = DriverlinkPair.Deadline;
 
+    /// <summary>The daemons in the fixture's stack-side namespace. Other tests' daemons (other namespaces) come and go
+    /// meanwhile: the namespace's own pid list is read, and a process gone before its command line is read is none.</summary>
     private static int[] DaemonPids(DriverlinkPair dl) =>
-        dl.Host.Exec("pgrep -f onload-driverd").Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(int.Parse)
-            .Where(pid => Netns.Netns.Run($"ip netns identify {pid}").Trim() == dl.Host.Name).ToArray();
+        Netns.Netns.Run($"ip netns pids {dl.Host.Name}").Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(int.Parse)
+            .Where(IsDaemon).ToArray();
+
+    private static bool IsDaemon(int pid)
+    {
+        try
+        {
+            return File.ReadAllText($"/proc/{pid}/cmdline").Split('\0')[0].EndsWith("onload-driverd", StringComparison.Ordinal);
+        }
+        catch (IOException)
+        {
+            return false;
+        }
+    }
 
     [Test]
     public void A_client_starts_the_daemon_which_leaves_a_grace_period_after_the_last_client_and_detaches()
