@@ -109,8 +109,10 @@ internal sealed partial class SocketLayer
                     WakeReadyWaiters();
                     if (!_stack.Vnic.PrepareToSleep())
                         continue; // frames arrived meanwhile
-                    Volatile.Write(ref _backgroundWatching, 1);
-                    watch = true;
+                    // A program thread asleep on the VNIC wakes for frames itself (BeginWait's watcher): this thread
+                    // keeps to the timers rather than wake with it and contend for the lock.
+                    watch = _vnicWatcher < 0;
+                    Volatile.Write(ref _backgroundWatching, watch ? 1 : 0);
                     wakeAt = _stack.NextTimerNs;
                 }
             }

@@ -81,8 +81,14 @@ internal sealed partial class SocketLayer
             if (background)
             {
                 if (watchVnic)
+                {
+                    // Frames wake this thread directly; the background thread, which would wake for them too and
+                    // contend for the lock, keeps to timers and takes over at its next look.
                     _vnicWatcher = waiter;
-                ProgramWentQuiet();
+                    Interlocked.Exchange(ref _lastProgramPollNs, 0);
+                }
+                else
+                    ProgramWentQuiet();
             }
             return 0;
         }
@@ -98,10 +104,14 @@ internal sealed partial class SocketLayer
                 return -(int)Errno.EINVAL;
             var w = _waiters[waiter];
             w.InUse = false;
-            if (_vnicWatcher == waiter)
-                _vnicWatcher = -1;
             if (!w.Woken)
                 _sleeping--;
+            if (_vnicWatcher == waiter)
+            {
+                _vnicWatcher = -1;
+                if (_sleeping > 0)
+                    ProgramWentQuiet(); // the threads still asleep have only the background thread to watch for them
+            }
             return w.Woken ? 1 : 0;
         }
     }
