@@ -117,6 +117,24 @@ public class PreloadForkTests
     }
 
     [Test]
+    public void A_connection_waiting_in_the_accept_queue_at_the_fork_wakes_a_worker_polling_the_listener()
+    {
+        // Event-driven workers wait in poll (or epoll) for the listener to be readable before they accept: the
+        // connection that waited at the fork must make it readable, with no other connection coming to wake them.
+        using var dl = new DriverlinkPair();
+        var server = RunUnderOnload(dl, "fork_server", "7467", "2", "1", "queued", "poll");
+        server.WaitForOutput("listening", Deadline);
+        var early = StartServedClient(dl, 7467);
+        server.WaitForOutput("forked 2 workers", Deadline);
+
+        AssertClientOk(early, server, "ok 100000 bytes intact, served by worker ");
+        Assert.That(server.WaitForExit(Deadline), Is.True, $"fork_server finished; stdout: {server.Stdout}");
+        Assert.That(server.ExitCode, Is.Zero, server.Stdout + server.Stderr);
+        Assert.That(server.Stdout, Does.Contain("a connection is queued").And.Contain("ok 1 connections served"));
+        Assert.That(server.Stderr, Does.Contain("onload: fork:").And.Contain(HandedOver));
+    }
+
+    [Test]
     public void A_server_forking_per_connection_echoes_concurrent_and_sequential_clients_without_a_reset()
     {
         using var dl = new DriverlinkPair();
