@@ -178,6 +178,23 @@ public class PreloadForkTests
             "each of the program's five connections was opened by the stack");
     }
 
+    [Test]
+    public void A_connection_waiting_on_a_listener_at_exec_is_accepted_by_the_new_program()
+    {
+        // A server that re-execs itself (a binary upgrade) keeps its listener, and what waits in its accept queue.
+        using var dl = new DriverlinkPair();
+        var server = RunUnderOnload(dl, "exec_inherit", "listen", "7469");
+        server.WaitForOutput("listening", Deadline);
+        var client = StartEchoClient(dl, 7469);
+
+        AssertClientOk(client, server, "ok 1000000 bytes intact");
+        Assert.That(server.WaitForExit(Deadline), Is.True, $"exec_inherit finished; stdout: {server.Stdout}");
+        Assert.That(server.ExitCode, Is.Zero, server.Stdout + server.Stderr);
+        Assert.That(server.Stdout, Does.Contain("ok a connection is queued at exec")
+            .And.Contain("ok the exec'd program accepted the connection queued at exec").And.Contain("ok done"));
+        Assert.That(server.Stderr, Does.Contain(HandedOver));
+    }
+
     /// <summary>A kernel echo server on the peer (socat PIPE), one process per connection.</summary>
     private static void StartEchoServer(DriverlinkPair dl, int port)
     {
@@ -199,7 +216,7 @@ public class PreloadForkTests
     private static void AssertClientOk(NsProcess client, NsProcess server, string expected)
     {
         Assert.That(client.WaitForExit(Deadline), Is.True, $"a client finished; stdout: {client.Stdout}; server: {server.Stdout}{server.Stderr}");
-        Assert.That(client.ExitCode, Is.Zero, client.Stdout + client.Stderr);
+        Assert.That(client.ExitCode, Is.Zero, $"{client.Stdout}{client.Stderr}; server: {server.Stdout}{server.Stderr}");
         Assert.That(client.Stdout, Does.Contain(expected));
     }
 }
