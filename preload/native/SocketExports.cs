@@ -303,6 +303,11 @@ public static unsafe partial class SocketExports
     [UnmanagedCallersOnly(EntryPoint = "onload_sock_handover_listener")]
     public static int HandOverListener(int h) => Call(l => l.HandOverListener(h));
 
+    /// <summary><c>int onload_sock_udp_handover(int h)</c>: UDP socket h leaves the stack and its port is free for the
+    /// kernel: how many queued datagrams were dropped, or a negated errno with the socket still on the stack.</summary>
+    [UnmanagedCallersOnly(EntryPoint = "onload_sock_udp_handover")]
+    public static int UdpHandOver(int h) => Call(l => l.UdpHandOver(h));
+
     private static int Call(Func<SocketLayer, int> op)
     {
         try

@@ -81,4 +81,39 @@ internal sealed partial class SocketLayer
             WaitReadable(-1, 1);
         }
     }
+
+    /// <summary>
+    /// UDP socket <paramref name="s"/> leaves the stack so that the kernel can take its port (the caller binds its
+    /// placeholder there, and connects it to the same peer): the socket is closed here and this waits until the
+    /// port's filter and kernel socket are gone. Returns how many datagrams were queued (they are lost), or a negated
+    /// errno with the socket left on the stack.
+    /// </summary>
+    public int UdpHandOver(int s)
+    {
+        ushort port;
+        int dropped;
+        lock (_lock)
+        {
+            PollStack();
+            var table = _stack.UdpSockets;
+            if (!table.IsValid(s))
+                return -(int)Errno.EBADF;
+            port = table[s].LocalPort;
+            dropped = table[s].QueueCount;
+            _stack.UdpClose(s);
+        }
+        long deadline = MonotonicClock.Instance.NowNanoseconds + ListenerDrainMs * 1_000_000L;
+        while (true)
+        {
+            lock (_lock)
+            {
+                PollStack();
+                if (!_session.Holds((byte)IpProtocol.Udp, port))
+                    return dropped;
+            }
+            if (MonotonicClock.Instance.NowNanoseconds >= deadline)
+                return dropped; // the caller's bind says whether the port is free
+            WaitReadable(-1, 1);
+        }
+    }
 }

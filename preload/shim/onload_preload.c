@@ -306,6 +306,7 @@ typedef onload_sock_wait_end_fn wait_end_fn;
 typedef onload_sock_drain_fn drain_fn;
 typedef onload_sock_handover_fn handover_fn;
 typedef onload_sock_handover_listener_fn handover_listener_fn;
+typedef onload_sock_udp_handover_fn udp_handover_fn;
 typedef onload_sock_peek_fn peek_fn;
 typedef onload_sock_queued_fn queued_fn;
 typedef onload_sock_udp_open_fn udp_open_fn;
@@ -344,6 +345,7 @@ static struct {
 	drain_fn drain;
 	handover_fn handover;
 	handover_listener_fn handover_listener;
+	udp_handover_fn udp_handover;
 	peek_fn peek;
 	queued_fn queued;
 	udp_open_fn udp_open;
@@ -455,6 +457,7 @@ static int load_stack_locked(char *why, size_t why_len)
 	SYM(drain, "onload_sock_drain");
 	SYM(handover, "onload_sock_handover");
 	SYM(handover_listener, "onload_sock_handover_listener");
+	SYM(udp_handover, "onload_sock_udp_handover");
 	SYM(peek, "onload_sock_peek");
 	SYM(queued, "onload_sock_queued");
 	SYM(udp_open, "onload_sock_udp_open");
@@ -2808,9 +2811,83 @@ static int hand_over_listener(int fd, struct fd_entry *e)
 }
 
 /*
- * Hands the accelerated TCP sockets to the kernel (only those an exec keeps, if exec_only): connections first, since
- * a listener goes only when nothing on its port is left on the stack. Says on stderr what went, and what could not.
+ * UDP socket fd leaves the stack for its placeholder, bound to the same address and port and connected to the same
+ * peer. Datagrams it had queued are lost (said once); so are its multicast memberships, which were the stack's.
  */
+static int hand_over_udp(int fd, struct fd_entry *e)
+{
+	int h = handle_of(e);
+	uint32_t address, peer = 0;
+	uint16_t port, peer_port = 0;
+	if (STACK(st.udp_name(h, 0, &address, &port)) != 0)
+		return -EINVAL;
+	if (STACK(st.udp_name(h, 1, &peer, &peer_port)) != 0)
+		peer_port = 0;
+	int dropped = STACK(st.udp_handover(h));
+	if (dropped < 0)
+		return dropped;
+	forget_on_stack(fd, e);
+	struct sockaddr_storage sa;
+	socklen_t len = sizeof sa;
+	fill_sockaddr((struct sockaddr *)&sa, &len, family_of(e), address, port);
+	int rc = LIBC(bind)(fd, (struct sockaddr *)&sa, len) == 0 ? 0 : -errno;
+	if (rc == 0 && peer_port != 0) {
+		len = sizeof sa;
+		fill_sockaddr((struct sockaddr *)&sa, &len, family_of(e), peer, peer_port);
+		rc = LIBC(connect)(fd, (struct sockaddr *)&sa, len) == 0 ? 0 : -errno;
+	}
+	if (rc != 0)
+		fprintf(stderr, "onload: fd %d: the kernel could not take UDP port %u from the stack: %s\n", fd, port,
+			strerror(-rc));
+	if (dropped > 0)
+		fprintf(stderr, "onload: fd %d: %d datagrams queued on the stack were lost handing it to the kernel\n", fd,
+			dropped);
+	return rc;
+}
+
+/*
+ * Socket fd to the kernel, if it belongs to this pass (0: connections and UDP sockets, 1: listeners, which go only
+ * when nothing of theirs is left on the stack). Returns 1 when it went, 0 when it is not this pass's or had nothing
+ * to carry (never bound or connected: its placeholder is all there is), or a negated errno when it stays.
+ */
+static int hand_over(int fd, struct fd_entry *e, int pass, const char *when)
+{
+	int h = handle_of(e);
+	uint32_t address;
+	uint16_t port = 0;
+	if (e->kind == KIND_UDP) {
+		if (pass != 0)
+			return 0;
+		if (STACK(st.udp_name(h, 0, &address, &port)) == 0 && port == 0) {
+			hand_to_kernel(fd, e, when);
+			return 0;
+		}
+		int rc = hand_over_udp(fd, e);
+		return rc < 0 ? rc : 1;
+	}
+	struct tcp_info info; /* its first byte is the state, in Linux's numbering */
+	if (STACK(st.tcp_info(h, &info, (int)sizeof info)) < 1)
+		return -EBADF;
+	int listening = info.tcpi_state == TCP_LISTEN;
+	if (listening != pass)
+		return 0;
+	if (listening) {
+		int rc = hand_over_listener(fd, e);
+		return rc < 0 ? rc : 1;
+	}
+	if (info.tcpi_state == TCP_CLOSE && STACK(st.name(h, 0, &address, &port)) == 0 && port == 0) {
+		hand_to_kernel(fd, e, when);
+		return 0;
+	}
+	int rc = hand_over_connection(h, fd);
+	if (rc != 0)
+		return rc;
+	forget_on_stack(fd, e);
+	return 1;
+}
+
+/* Hands the accelerated sockets to the kernel (only those an exec keeps, if exec_only); says on stderr how many
+ * went and whether some could not. */
 static void hand_over_all(const char *when, int exec_only)
 {
 	if (stack_state != STACK_READY || getpid() != stack_owner)
@@ -2819,32 +2896,17 @@ static void hand_over_all(const char *when, int exec_only)
 	for (int pass = 0; pass < 2; pass++)
 		for (int fd = 0; fd < fd_table_size; fd++) {
 			struct fd_entry *e = &fd_table[fd];
-			if (e->handle_plus1 == 0 || e->kind != KIND_TCP || (exec_only && !inheritable(fd, e)))
+			if (e->handle_plus1 == 0 || (exec_only && !inheritable(fd, e)))
 				continue;
-			struct tcp_info info; /* its first byte is the state, in Linux's numbering */
-			if (STACK(st.tcp_info(handle_of(e), &info, (int)sizeof info)) < 1)
-				continue;
-			int listening = info.tcpi_state == TCP_LISTEN;
-			if (listening != pass)
-				continue;
-			uint32_t address;
-			uint16_t port = 0;
-			int rc;
-			if (listening)
-				rc = hand_over_listener(fd, e);
-			else if (info.tcpi_state == TCP_CLOSE && STACK(st.name(handle_of(e), 0, &address, &port)) == 0 && port == 0) {
-				hand_to_kernel(fd, e, when); /* never bound or connected: the placeholder is all there is */
-				continue;
-			} else if ((rc = hand_over_connection(handle_of(e), fd)) == 0)
-				forget_on_stack(fd, e);
+			int rc = hand_over(fd, e, pass, when);
 			if (rc < 0) {
 				stayed++;
 				debug("%s: fd %d stays on the stack: %s", when, fd, strerror(-rc));
 			} else
-				moved++;
+				moved += rc;
 		}
 	if (moved + stayed > 0)
-		fprintf(stderr, "onload: %s: %d accelerated TCP sockets handed to the kernel, to be shared%s\n", when, moved,
+		fprintf(stderr, "onload: %s: %d accelerated sockets handed to the kernel, to be shared%s\n", when, moved,
 			stayed > 0 ? "; some could not be (opening, closing or in use on a listener's port) and stay here" : "");
 }
 
