@@ -5,6 +5,9 @@
  *   exec_inherit ADDRESS PORT        (PORT: an echo server that takes several connections)
  *   exec_inherit child FD            (exec'd by the first form: echoes 100 KB through FD, exits 0)
  *   exec_inherit stage2 FD GONE      (exec'd by the first form: GONE, made SOCK_CLOEXEC, must be closed; FD goes on)
+ *   exec_inherit listen PORT         (listens on 0.0.0.0:PORT, prints "listening", waits until a connection is in
+ *                                     the accept queue, and execl's itself as "accept FD")
+ *   exec_inherit accept FD           (exec'd: accepts on the listener FD within 10 s, echoes until end of stream)
  *
  * Each step opens a connection of its own (the stack's: the parent's new sockets are accelerated again after a
  * hand-over), echoes through it, starts "child FD" by fork + execv, vfork + execvp and posix_spawn in turn, waits
@@ -73,6 +76,38 @@ static void step(const struct sockaddr_in *server, const char *how)
 	CHECK(close(fd) == 0, "close");
 }
 
+/* A listener whose accept queue holds a connection at exec: the new program must find it there. */
+static void listen_then_exec(int port)
+{
+	int listener = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+	struct sockaddr_in any = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+	CHECK(listener >= 0 && setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) == 0, "socket");
+	CHECK(bind(listener, (struct sockaddr *)&any, sizeof any) == 0 && listen(listener, 16) == 0, "bind and listen");
+	printf("listening\n");
+	struct pollfd p = { .fd = listener, .events = POLLIN };
+	CHECK(poll(&p, 1, 10000) == 1, "a connection in the accept queue before exec");
+	printf("ok a connection is queued at exec\n");
+	char fd_text[16];
+	snprintf(fd_text, sizeof fd_text, "%d", listener);
+	execl(self, "exec_inherit", "accept", fd_text, (char *)NULL);
+	CHECK(0, "execl");
+}
+
+static void accept_after_exec(int listener)
+{
+	struct pollfd p = { .fd = listener, .events = POLLIN };
+	CHECK(poll(&p, 1, 10000) == 1, "the listener inherited across exec is readable");
+	int conn = accept(listener, NULL, NULL);
+	CHECK(conn >= 0, "accept on the listener inherited across exec");
+	printf("ok the exec'd program accepted the connection queued at exec\n");
+	char buf[65536];
+	ssize_t n;
+	while ((n = recv(conn, buf, sizeof buf, 0)) > 0)
+		CHECK(send(conn, buf, (size_t)n, MSG_NOSIGNAL) == n, "echo");
+	CHECK(n == 0 && close(conn) == 0, "the end of stream");
+	printf("ok done\n");
+}
+
 int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IONBF, 0);
@@ -90,8 +125,16 @@ int main(int argc, char **argv)
 		printf("ok done\n");
 		return 0;
 	}
+	if (argc == 3 && strcmp(argv[1], "listen") == 0) {
+		listen_then_exec(atoi(argv[2]));
+		return 1;
+	}
+	if (argc == 3 && strcmp(argv[1], "accept") == 0) {
+		accept_after_exec(atoi(argv[2]));
+		return 0;
+	}
 	if (argc != 3)
-		return fprintf(stderr, "usage: exec_inherit ADDRESS PORT\n"), 2;
+		return fprintf(stderr, "usage: exec_inherit ADDRESS PORT | listen PORT\n"), 2;
 	struct sockaddr_in server = { .sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(argv[2])) };
 	CHECK(inet_pton(AF_INET, argv[1], &server.sin_addr) == 1, "address %s", argv[1]);
 

@@ -2,10 +2,11 @@
  * fork_server.c: a pre-forking server (listen, then fork workers that accept), for the preload tests
  * (tests/Onload.Tests/Preload/PreloadForkTests.cs).
  *
- *   fork_server PORT WORKERS CONNECTIONS [queued]
+ *   fork_server PORT WORKERS CONNECTIONS [queued] [poll]
  *
  * Listens on 0.0.0.0:PORT, prints "listening" ("queued": then waits until a connection waits in the accept queue,
- * so that it is there at the fork), forks WORKERS workers that loop: accept, read a request line, reply
+ * so that it is there at the fork), forks WORKERS workers that loop: (with "poll": wait in poll() until the listener
+ * is readable, as event-driven servers do) accept, read a request line, reply
  * "worker PID", echo the rest until the client's end of stream, close. Each worker reports a served connection to
  * the parent through a pipe; once CONNECTIONS are served the parent stops the workers (SIGTERM), reaps them and exits
  * 0. A worker that fails exits 1, and the parent then fails too.
@@ -25,9 +26,13 @@ struct served {
 	size_t bytes;
 };
 
-static void worker(int listener, int report)
+static void worker(int listener, int report, int polls)
 {
 	for (;;) {
+		struct pollfd p = { .fd = listener, .events = POLLIN };
+		if (polls && poll(&p, 1, -1) < 0 && errno == EINTR)
+			continue;
+		CHECK(!polls || p.revents == POLLIN, "worker %d: poll on the listener gave 0x%x", getpid(), p.revents);
 		int conn = accept(listener, NULL, NULL);
 		if (conn < 0 && errno == EINTR)
 			continue;
@@ -55,8 +60,15 @@ static void worker(int listener, int report)
 
 int main(int argc, char **argv)
 {
-	if (argc < 4 || argc > 5 || (argc == 5 && strcmp(argv[4], "queued") != 0))
-		return fprintf(stderr, "usage: fork_server PORT WORKERS CONNECTIONS [queued]\n"), 2;
+	int queued = 0, polls = 0;
+	for (int i = 4; i < argc; i++) {
+		if (strcmp(argv[i], "queued") == 0)
+			queued = 1;
+		else if (strcmp(argv[i], "poll") == 0)
+			polls = 1;
+		else
+			return fprintf(stderr, "usage: fork_server PORT WORKERS CONNECTIONS [queued] [poll]\n"), 2;
+	}
 	setvbuf(stdout, NULL, _IONBF, 0);
 	int workers = atoi(argv[2]), connections = atoi(argv[3]);
 	CHECK(workers > 0 && workers <= 64 && connections > 0, "WORKERS 1..64 and CONNECTIONS > 0");
@@ -65,7 +77,7 @@ int main(int argc, char **argv)
 	CHECK(listener >= 0 && setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) == 0, "socket");
 	CHECK(bind(listener, (struct sockaddr *)&any, sizeof any) == 0 && listen(listener, 128) == 0, "bind and listen");
 	printf("listening\n");
-	if (argc == 5) {
+	if (queued) {
 		struct pollfd p = { .fd = listener, .events = POLLIN };
 		CHECK(poll(&p, 1, 10000) == 1, "a connection in the accept queue before the fork");
 		printf("a connection is queued\n");
@@ -79,7 +91,7 @@ int main(int argc, char **argv)
 		CHECK(pids[i] >= 0, "fork");
 		if (pids[i] == 0) {
 			close(report[0]);
-			worker(listener, report[1]);
+			worker(listener, report[1], polls);
 		}
 	}
 	close(report[1]); /* a read of end of stream: every worker died */

@@ -117,6 +117,24 @@ public class PreloadForkTests
     }
 
     [Test]
+    public void A_connection_waiting_in_the_accept_queue_at_the_fork_wakes_a_worker_polling_the_listener()
+    {
+        // Event-driven workers wait in poll (or epoll) for the listener to be readable before they accept: the
+        // connection that waited at the fork must make it readable, with no other connection coming to wake them.
+        using var dl = new DriverlinkPair();
+        var server = RunUnderOnload(dl, "fork_server", "7467", "2", "1", "queued", "poll");
+        server.WaitForOutput("listening", Deadline);
+        var early = StartServedClient(dl, 7467);
+        server.WaitForOutput("forked 2 workers", Deadline);
+
+        AssertClientOk(early, server, "ok 100000 bytes intact, served by worker ");
+        Assert.That(server.WaitForExit(Deadline), Is.True, $"fork_server finished; stdout: {server.Stdout}");
+        Assert.That(server.ExitCode, Is.Zero, server.Stdout + server.Stderr);
+        Assert.That(server.Stdout, Does.Contain("a connection is queued").And.Contain("ok 1 connections served"));
+        Assert.That(server.Stderr, Does.Contain("onload: fork:").And.Contain(HandedOver));
+    }
+
+    [Test]
     public void A_server_forking_per_connection_echoes_concurrent_and_sequential_clients_without_a_reset()
     {
         using var dl = new DriverlinkPair();
@@ -160,6 +178,23 @@ public class PreloadForkTests
             "each of the program's five connections was opened by the stack");
     }
 
+    [Test]
+    public void A_connection_waiting_on_a_listener_at_exec_is_accepted_by_the_new_program()
+    {
+        // A server that re-execs itself (a binary upgrade) keeps its listener, and what waits in its accept queue.
+        using var dl = new DriverlinkPair();
+        var server = RunUnderOnload(dl, "exec_inherit", "listen", "7469");
+        server.WaitForOutput("listening", Deadline);
+        var client = StartEchoClient(dl, 7469);
+
+        AssertClientOk(client, server, "ok 1000000 bytes intact");
+        Assert.That(server.WaitForExit(Deadline), Is.True, $"exec_inherit finished; stdout: {server.Stdout}");
+        Assert.That(server.ExitCode, Is.Zero, server.Stdout + server.Stderr);
+        Assert.That(server.Stdout, Does.Contain("ok a connection is queued at exec")
+            .And.Contain("ok the exec'd program accepted the connection queued at exec").And.Contain("ok done"));
+        Assert.That(server.Stderr, Does.Contain(HandedOver));
+    }
+
     /// <summary>A kernel echo server on the peer (socat PIPE), one process per connection.</summary>
     private static void StartEchoServer(DriverlinkPair dl, int port)
     {
@@ -181,7 +216,7 @@ public class PreloadForkTests
     private static void AssertClientOk(NsProcess client, NsProcess server, string expected)
     {
         Assert.That(client.WaitForExit(Deadline), Is.True, $"a client finished; stdout: {client.Stdout}; server: {server.Stdout}{server.Stderr}");
-        Assert.That(client.ExitCode, Is.Zero, client.Stdout + client.Stderr);
+        Assert.That(client.ExitCode, Is.Zero, $"{client.Stdout}{client.Stderr}; server: {server.Stdout}{server.Stderr}");
         Assert.That(client.Stdout, Does.Contain(expected));
     }
 }
