@@ -266,7 +266,7 @@ static int release_fd(struct fd_entry *e)
 	return left;
 }
 
-static void ep_hand_to_kernel(int fd, uint32_t gen);
+static void ep_hand_to_kernel(int fd, uint32_t gen, int alias);
 static void ep_forget(int epfd);
 static inline struct ep_set *ep_of(int epfd);
 
@@ -575,8 +575,9 @@ static long now_ns(void)
 	return ts.tv_sec * 1000000000L + ts.tv_nsec;
 }
 
-/* fd and its dups no longer name a stack socket: from here on their placeholder is the real socket. */
-static void forget_on_stack(int fd, struct fd_entry *e)
+/* fd and its dups no longer name a stack socket: from here on their placeholder is the real socket. An epoll set
+ * that held them holds alias too (if not -1), with the same events and data. */
+static void forget_on_stack(int fd, struct fd_entry *e, int alias)
 {
 	int h = handle_of(e);
 	struct conn_state *c = conn_of(e);
@@ -585,11 +586,11 @@ static void forget_on_stack(int fd, struct fd_entry *e)
 		if (other != fd && fd_table[other].handle_plus1 == h + 1 && fd_table[other].kind == e->kind) {
 			c->refs--;
 			fd_table[other].handle_plus1 = 0;
-			ep_hand_to_kernel(other, fd_table[other].gen);
+			ep_hand_to_kernel(other, fd_table[other].gen, alias);
 		}
 	c->refs = 0;
 	e->handle_plus1 = 0;
-	ep_hand_to_kernel(fd, e->gen);
+	ep_hand_to_kernel(fd, e->gen, alias);
 }
 
 /* Hands an accelerated socket (not yet bound or connected on the stack) back to the kernel:
@@ -598,7 +599,7 @@ static void hand_to_kernel(int fd, struct fd_entry *e, const char *why)
 {
 	debug("fd %d handed to the kernel: %s", fd, why);
 	int kind = e->kind, h = handle_of(e);
-	forget_on_stack(fd, e);
+	forget_on_stack(fd, e, -1);
 	STACK(stack_close(kind, h));
 }
 
@@ -1800,8 +1801,36 @@ static int any_accelerated(struct pollfd *fds, nfds_t nfds)
 	return 0;
 }
 
+static int stash_pending(int listener);
+
+/*
+ * poll on a listener whose queued connections a fork or exec stashed (see "fork and exec"): they make it readable,
+ * which its kernel socket does not show. Returns -1 when no polled fd has one (poll as usual), else the poll's result
+ * at once, with POLLIN added.
+ */
+static int poll_stashes(struct pollfd *fds, nfds_t nfds)
+{
+	int any = 0;
+	for (nfds_t i = 0; i < nfds && !any; i++)
+		any = (fds[i].events & POLLIN) && stash_pending(fds[i].fd);
+	if (!any)
+		return -1;
+	int rc = any_accelerated(fds, nfds) ? mixed_poll(fds, nfds, 0, NULL) : LIBC(poll)(fds, nfds, 0);
+	if (rc < 0)
+		return rc;
+	for (nfds_t i = 0; i < nfds; i++)
+		if ((fds[i].events & POLLIN) && stash_pending(fds[i].fd)) {
+			rc += fds[i].revents == 0;
+			fds[i].revents |= POLLIN;
+		}
+	return rc;
+}
+
 EXPORT int poll(struct pollfd *fds, nfds_t nfds, int timeout)
 {
+	int rc;
+	if (stash_count > 0 && !in_stack && (rc = poll_stashes(fds, nfds)) >= 0)
+		return rc;
 	return any_accelerated(fds, nfds) ? mixed_poll(fds, nfds, timeout, NULL) : LIBC(poll)(fds, nfds, timeout);
 }
 
@@ -1816,6 +1845,9 @@ static int timespec_ms(const struct timespec *ts)
 
 EXPORT int ppoll(struct pollfd *fds, nfds_t nfds, const struct timespec *ts, const sigset_t *sigmask)
 {
+	int rc;
+	if (stash_count > 0 && !in_stack && (rc = poll_stashes(fds, nfds)) >= 0)
+		return rc;
 	if (!any_accelerated(fds, nfds))
 		return LIBC(ppoll)(fds, nfds, ts, sigmask);
 	if (ts != NULL && (ts->tv_sec < 0 || ts->tv_nsec < 0 || ts->tv_nsec >= 1000000000L))
@@ -2275,8 +2307,9 @@ static void note_eagain(struct fd_entry *e, int writing)
 	}
 }
 
-/* An accelerated fd went to the kernel: in each set that holds it, it moves to the kernel's part. */
-static void ep_hand_to_kernel(int fd, uint32_t gen)
+/* An accelerated fd went to the kernel: in each set that holds it, it moves to the kernel's part, and alias (if
+ * not -1) joins it there with the same events and data. */
+static void ep_hand_to_kernel(int fd, uint32_t gen, int alias)
 {
 	pthread_mutex_lock(&ep_sets_lock);
 	for (struct ep_set *s = ep_sets; s != NULL; s = s->next) {
@@ -2287,6 +2320,8 @@ static void ep_hand_to_kernel(int fd, uint32_t gen)
 				if (!s->m[i].armed)
 					ev.events &= ~(uint32_t)(EPOLLIN | EPOLLOUT | EPOLLPRI | EPOLLRDHUP);
 				LIBC(epoll_ctl)(s->epfd, EPOLL_CTL_ADD, fd, &ev);
+				if (alias >= 0)
+					LIBC(epoll_ctl)(s->epfd, EPOLL_CTL_ADD, alias, &ev);
 				ep_remove_at(s, i);
 				break;
 			}
@@ -2353,11 +2388,17 @@ EXPORT int epoll_create1(int flags)
 	return fd;
 }
 
+static void stash_epoll_ctl(int epfd, int op, int listener, struct epoll_event *event);
+
 EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *event)
 {
 	struct fd_entry *e = accelerated(fd);
-	if (e == NULL || epfd < 0 || epfd >= fd_table_size)
-		return LIBC(epoll_ctl)(epfd, op, fd, event);
+	if (e == NULL || epfd < 0 || epfd >= fd_table_size) {
+		int rc = LIBC(epoll_ctl)(epfd, op, fd, event);
+		if (rc == 0 && stash_count > 0 && !in_stack)
+			stash_epoll_ctl(epfd, op, fd, event);
+		return rc;
+	}
 	if (epfd == fd)
 		return fail(-EINVAL);
 	/* Asks the kernel whether epfd is an epoll fd (EBADF, EINVAL otherwise); the placeholder is never in it. */
@@ -2649,13 +2690,37 @@ static long env_long(const char *name, long fallback)
  * hears of them with the listener's next connection.
  */
 #define MAX_STASHES 64
-static struct { int listener, pair; } stashes[MAX_STASHES];
+static struct { int listener, pair, writer; } stashes[MAX_STASHES]; /* the writer stays open: no end-of-file */
 static int stash_count;
 
 static void drop_stash(int i)
 {
 	LIBC(close)(stashes[i].pair);
+	LIBC(close)(stashes[i].writer);
 	stashes[i] = stashes[--stash_count];
+}
+
+/* epoll_ctl on a listener with a stash: the stash's read end follows it into (or out of) the set, with its events
+ * and data, so that its stashed connections wake the set as the listener's. */
+static void stash_epoll_ctl(int epfd, int op, int listener, struct epoll_event *event)
+{
+	for (int i = 0; i < stash_count; i++)
+		if (stashes[i].listener == listener) {
+			if (LIBC(epoll_ctl)(epfd, op, stashes[i].pair, event) != 0 && op == EPOLL_CTL_ADD && errno == EEXIST)
+				LIBC(epoll_ctl)(epfd, EPOLL_CTL_MOD, stashes[i].pair, event);
+			return;
+		}
+}
+
+/* Whether listener fd has a connection stashed (poll: "readable"). */
+static int stash_pending(int listener)
+{
+	for (int i = 0; i < stash_count; i++)
+		if (stashes[i].listener == listener) {
+			struct pollfd p = { .fd = stashes[i].pair, .events = POLLIN };
+			return LIBC(poll)(&p, 1, 0) == 1;
+		}
+	return 0;
 }
 
 /* The listener is closed: this process takes none of its stashed connections any more. */
@@ -2685,7 +2750,7 @@ static int take_stashed(int listener)
 			memcpy(&fd, CMSG_DATA(c), sizeof fd);
 			return fd;
 		}
-		if (n == 0 || (n < 0 && errno != EINTR)) /* taken, every one (EAGAIN: by another process) */
+		if (n < 0 && errno != EINTR) /* taken, every one (EAGAIN: by another process) */
 			drop_stash(i);
 		return -1;
 	}
@@ -2784,14 +2849,15 @@ static int hand_over_listener(int fd, struct fd_entry *e)
 		return -EINVAL;
 	/* Connections waiting to be accepted: accepted here, handed over and stashed for the next accept anywhere.
 	 * -EAGAIN: handshakes the stack waited for completed meanwhile, and wait too. */
-	int pair[2] = { -1, -1 }, rc;
+	int pair[2] = { -1, -1 }, rc, stashed = -1;
 	do
 		stash_accept_queue(fd, e, pair);
 	while ((rc = STACK(st.handover_listener(h))) == -EAGAIN);
 	if (pair[0] >= 0) {
-		LIBC(close)(pair[1]);
-		stashes[stash_count].listener = fd;
-		stashes[stash_count++].pair = pair[0];
+		stashed = stash_count++;
+		stashes[stashed].listener = fd;
+		stashes[stashed].pair = pair[0];
+		stashes[stashed].writer = pair[1];
 	}
 	if (rc < 0)
 		return rc;
@@ -2806,7 +2872,8 @@ static int hand_over_listener(int fd, struct fd_entry *e)
 		fprintf(stderr, "onload: fd %d: the kernel could not listen on port %u in the stack's place: %s\n", fd,
 			port, strerror(errno));
 	}
-	forget_on_stack(fd, e); /* the stack's listener is gone either way */
+	/* An epoll set waiting on the listener hears of its stashed connections through the stash's read end. */
+	forget_on_stack(fd, e, stashed >= 0 ? stashes[stashed].pair : -1); /* the stack's listener is gone either way */
 	return rc;
 }
 
@@ -2826,7 +2893,7 @@ static int hand_over_udp(int fd, struct fd_entry *e)
 	int dropped = STACK(st.udp_handover(h));
 	if (dropped < 0)
 		return dropped;
-	forget_on_stack(fd, e);
+	forget_on_stack(fd, e, -1);
 	struct sockaddr_storage sa;
 	socklen_t len = sizeof sa;
 	fill_sockaddr((struct sockaddr *)&sa, &len, family_of(e), address, port);
@@ -2882,7 +2949,7 @@ static int hand_over(int fd, struct fd_entry *e, int pass, const char *when)
 	int rc = hand_over_connection(h, fd);
 	if (rc != 0)
 		return rc;
-	forget_on_stack(fd, e);
+	forget_on_stack(fd, e, -1);
 	return 1;
 }
 
@@ -2966,38 +3033,126 @@ EXPORT pid_t vfork(void)
 	return pid;
 }
 
+/*
+ * The stashes an exec keeps (their listener has no FD_CLOEXEC): their socketpair fds lose FD_CLOEXEC, and their
+ * numbers reach the new program's shim in ONLOAD_STASHES=LISTENER:READ:WRITE,... (adopt_stashes). Returns the
+ * variable, or NULL when there is none.
+ */
+static const char *export_stashes(void)
+{
+	static char value[32 + MAX_STASHES * 36];
+	int at = snprintf(value, sizeof value, "ONLOAD_STASHES=");
+	int kept = 0;
+	for (int i = 0; i < stash_count; i++) {
+		if (LIBC(fcntl)(stashes[i].listener, F_GETFD) & FD_CLOEXEC)
+			continue;
+		LIBC(fcntl)(stashes[i].pair, F_SETFD, 0);
+		LIBC(fcntl)(stashes[i].writer, F_SETFD, 0);
+		at += snprintf(value + at, sizeof value - (size_t)at, "%s%d:%d:%d", kept++ ? "," : "", stashes[i].listener,
+			       stashes[i].pair, stashes[i].writer);
+	}
+	return kept > 0 ? value : NULL;
+}
+
+/* At load: the stashes the program that exec'd this one kept (export_stashes). */
+static void adopt_stashes(void)
+{
+	const char *v = getenv("ONLOAD_STASHES");
+	for (const char *p = v; p != NULL && *p != '\0' && stash_count < MAX_STASHES;) {
+		int listener, pair, writer, used;
+		if (sscanf(p, "%d:%d:%d%n", &listener, &pair, &writer, &used) != 3)
+			break;
+		stashes[stash_count].listener = listener;
+		stashes[stash_count].pair = pair;
+		stashes[stash_count++].writer = writer;
+		LIBC(fcntl)(pair, F_SETFD, FD_CLOEXEC);
+		LIBC(fcntl)(writer, F_SETFD, FD_CLOEXEC);
+		p += used;
+		if (*p == ',')
+			p++;
+	}
+	if (v != NULL)
+		unsetenv("ONLOAD_STASHES");
+}
+
+extern char **environ;
+
+/*
+ * Before an exec: what the new program keeps goes to the kernel, and the environment it gets (envp; NULL: environ)
+ * carries the stashes it keeps. Returns the environment to pass: envp itself, or a copy with ONLOAD_STASHES, which
+ * *copy holds for the caller to free should the exec fail.
+ */
+static char *const *before_exec(char *const envp[], char ***copy)
+{
+	*copy = NULL;
+	hand_over_all("exec", 1);
+	const char *stashes_var = stash_count > 0 ? export_stashes() : NULL;
+	if (envp == NULL) {
+		if (stashes_var != NULL)
+			putenv((char *)stashes_var);
+		return NULL;
+	}
+	if (stashes_var == NULL)
+		return envp;
+	size_t n = 0;
+	while (envp[n] != NULL)
+		n++;
+	char **env = malloc((n + 2) * sizeof *env);
+	if (env == NULL)
+		return envp;
+	size_t k = 0;
+	for (size_t i = 0; i < n; i++)
+		if (strncmp(envp[i], "ONLOAD_STASHES=", 15) != 0)
+			env[k++] = envp[i];
+	env[k++] = (char *)stashes_var;
+	env[k] = NULL;
+	*copy = env;
+	return env;
+}
+
 /* The exec family and posix_spawn: what the new program keeps goes to the kernel first. glibc's execl* and
  * execvp reach execve inside libc, so each is interposed. */
-#define BEFORE_EXEC() hand_over_all("exec", 1)
+#define REAL(name, type) ((type)dlsym(RTLD_NEXT, #name))
 
 EXPORT int execve(const char *path, char *const argv[], char *const envp[])
 {
-	BEFORE_EXEC();
-	return ((int (*)(const char *, char *const[], char *const[]))dlsym(RTLD_NEXT, "execve"))(path, argv, envp);
+	char **copy;
+	char *const *env = before_exec(envp, &copy);
+	int rc = REAL(execve, int (*)(const char *, char *const[], char *const[]))(path, argv, env);
+	free(copy);
+	return rc;
 }
 
 EXPORT int execv(const char *path, char *const argv[])
 {
-	BEFORE_EXEC();
-	return ((int (*)(const char *, char *const[]))dlsym(RTLD_NEXT, "execv"))(path, argv);
+	char **copy;
+	before_exec(NULL, &copy);
+	return REAL(execv, int (*)(const char *, char *const[]))(path, argv);
 }
 
 EXPORT int execvp(const char *file, char *const argv[])
 {
-	BEFORE_EXEC();
-	return ((int (*)(const char *, char *const[]))dlsym(RTLD_NEXT, "execvp"))(file, argv);
+	char **copy;
+	before_exec(NULL, &copy);
+	return REAL(execvp, int (*)(const char *, char *const[]))(file, argv);
 }
 
 EXPORT int execvpe(const char *file, char *const argv[], char *const envp[])
 {
-	BEFORE_EXEC();
-	return ((int (*)(const char *, char *const[], char *const[]))dlsym(RTLD_NEXT, "execvpe"))(file, argv, envp);
+	char **copy;
+	char *const *env = before_exec(envp, &copy);
+	int rc = REAL(execvpe, int (*)(const char *, char *const[], char *const[]))(file, argv, env);
+	free(copy);
+	return rc;
 }
 
 EXPORT int fexecve(int fd, char *const argv[], char *const envp[])
 {
-	BEFORE_EXEC();
-	return ((int (*)(int, char *const[], char *const[]))dlsym(RTLD_NEXT, "fexecve"))(fd, argv, envp);
+	char **copy;
+	char *const *env = before_exec(envp, &copy);
+	int rc = REAL(fexecve, int (*)(int, char *const[], char *const[]))(fd, argv, env);
+	free(copy);
+	return rc;
 }
 
 /* execl, execlp, execle: their arguments as an array (and execle's environment after the NULL). */
@@ -3037,20 +3192,27 @@ EXPORT int execle(const char *path, const char *arg, ...)
 	return execve(path, argv, envp);
 }
 
+typedef int (*spawn_fn)(pid_t *, const char *, const posix_spawn_file_actions_t *, const posix_spawnattr_t *,
+			char *const[], char *const[]);
+
 EXPORT int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_actions_t *actions,
 		       const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
 {
-	BEFORE_EXEC();
-	return ((int (*)(pid_t *, const char *, const posix_spawn_file_actions_t *, const posix_spawnattr_t *,
-			 char *const[], char *const[]))dlsym(RTLD_NEXT, "posix_spawn"))(pid, path, actions, attr, argv, envp);
+	char **copy;
+	char *const *env = before_exec(envp, &copy);
+	int rc = REAL(posix_spawn, spawn_fn)(pid, path, actions, attr, argv, env);
+	free(copy);
+	return rc;
 }
 
 EXPORT int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_actions_t *actions,
 			const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
 {
-	BEFORE_EXEC();
-	return ((int (*)(pid_t *, const char *, const posix_spawn_file_actions_t *, const posix_spawnattr_t *,
-			 char *const[], char *const[]))dlsym(RTLD_NEXT, "posix_spawnp"))(pid, file, actions, attr, argv, envp);
+	char **copy;
+	char *const *env = before_exec(envp, &copy);
+	int rc = REAL(posix_spawnp, spawn_fn)(pid, file, actions, attr, argv, env);
+	free(copy);
+	return rc;
 }
 
 static void warn_forked(int fd)
@@ -3204,5 +3366,6 @@ __attribute__((constructor)) static void onload_preload_init(void)
 	fd_table = table;
 	fd_table_size = (int)size;
 	pthread_atfork(before_fork, NULL, in_forked_child);
+	adopt_stashes();
 	debug("preloaded (pid %d, fd table %ld)", (int)getpid(), size);
 }

@@ -2,11 +2,12 @@
  * fork_server.c: a pre-forking server (listen, then fork workers that accept), for the preload tests
  * (tests/Onload.Tests/Preload/PreloadForkTests.cs).
  *
- *   fork_server PORT WORKERS CONNECTIONS [queued] [poll]
+ *   fork_server PORT WORKERS CONNECTIONS [queued] [poll|epoll]
  *
  * Listens on 0.0.0.0:PORT, prints "listening" ("queued": then waits until a connection waits in the accept queue,
  * so that it is there at the fork), forks WORKERS workers that loop: (with "poll": wait in poll() until the listener
- * is readable, as event-driven servers do) accept, read a request line, reply
+ * is readable, as event-driven servers do; "epoll": in an epoll set the worker makes after the fork, as nginx's)
+ * accept, read a request line, reply
  * "worker PID", echo the rest until the client's end of stream, close. Each worker reports a served connection to
  * the parent through a pipe; once CONNECTIONS are served the parent stops the workers (SIGTERM), reaps them and exits
  * 0. A worker that fails exits 1, and the parent then fails too.
@@ -15,6 +16,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -26,13 +28,28 @@ struct served {
 	size_t bytes;
 };
 
-static void worker(int listener, int report, int polls)
+enum { WAIT_NONE, WAIT_POLL, WAIT_EPOLL };
+
+static void worker(int listener, int report, int waits)
 {
+	/* "epoll": a set of the worker's own, made after the fork, as an nginx worker's. */
+	int ep = -1;
+	if (waits == WAIT_EPOLL) {
+		struct epoll_event ev = { .events = EPOLLIN, .data.fd = listener };
+		ep = epoll_create1(0);
+		CHECK(ep >= 0 && epoll_ctl(ep, EPOLL_CTL_ADD, listener, &ev) == 0, "worker %d: epoll", getpid());
+	}
 	for (;;) {
 		struct pollfd p = { .fd = listener, .events = POLLIN };
-		if (polls && poll(&p, 1, -1) < 0 && errno == EINTR)
+		if (waits == WAIT_POLL && poll(&p, 1, -1) < 0 && errno == EINTR)
 			continue;
-		CHECK(!polls || p.revents == POLLIN, "worker %d: poll on the listener gave 0x%x", getpid(), p.revents);
+		CHECK(waits != WAIT_POLL || p.revents == POLLIN, "worker %d: poll on the listener gave 0x%x", getpid(), p.revents);
+		struct epoll_event ev;
+		int ready = waits == WAIT_EPOLL ? epoll_wait(ep, &ev, 1, -1) : 1;
+		if (ready < 0 && errno == EINTR)
+			continue;
+		CHECK(ready == 1 && (waits != WAIT_EPOLL || (ev.data.fd == listener && ev.events == EPOLLIN)),
+		      "worker %d: epoll_wait on the listener", getpid());
 		int conn = accept(listener, NULL, NULL);
 		if (conn < 0 && errno == EINTR)
 			continue;
@@ -60,14 +77,16 @@ static void worker(int listener, int report, int polls)
 
 int main(int argc, char **argv)
 {
-	int queued = 0, polls = 0;
+	int queued = 0, waits = WAIT_NONE;
 	for (int i = 4; i < argc; i++) {
 		if (strcmp(argv[i], "queued") == 0)
 			queued = 1;
 		else if (strcmp(argv[i], "poll") == 0)
-			polls = 1;
+			waits = WAIT_POLL;
+		else if (strcmp(argv[i], "epoll") == 0)
+			waits = WAIT_EPOLL;
 		else
-			return fprintf(stderr, "usage: fork_server PORT WORKERS CONNECTIONS [queued] [poll]\n"), 2;
+			return fprintf(stderr, "usage: fork_server PORT WORKERS CONNECTIONS [queued] [poll|epoll]\n"), 2;
 	}
 	setvbuf(stdout, NULL, _IONBF, 0);
 	int workers = atoi(argv[2]), connections = atoi(argv[3]);
@@ -91,7 +110,7 @@ int main(int argc, char **argv)
 		CHECK(pids[i] >= 0, "fork");
 		if (pids[i] == 0) {
 			close(report[0]);
-			worker(listener, report[1], polls);
+			worker(listener, report[1], waits);
 		}
 	}
 	close(report[1]); /* a read of end of stream: every worker died */

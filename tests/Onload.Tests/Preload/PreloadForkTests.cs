@@ -116,13 +116,15 @@ public class PreloadForkTests
         Assert.That(server.Stderr, Does.Contain("onload: fork:").And.Contain(HandedOver));
     }
 
-    [Test]
-    public void A_connection_waiting_in_the_accept_queue_at_the_fork_wakes_a_worker_polling_the_listener()
+    [TestCase("poll")]
+    [TestCase("epoll")]
+    public void A_connection_waiting_in_the_accept_queue_at_the_fork_wakes_a_worker_polling_the_listener(string wait)
     {
-        // Event-driven workers wait in poll (or epoll) for the listener to be readable before they accept: the
-        // connection that waited at the fork must make it readable, with no other connection coming to wake them.
+        // Event-driven workers wait in poll (or in an epoll set of their own, made after the fork, as nginx's) for the
+        // listener to be readable before they accept: the connection that waited at the fork must make it readable,
+        // with no other connection coming to wake them.
         using var dl = new DriverlinkPair();
-        var server = RunUnderOnload(dl, "fork_server", "7467", "2", "1", "queued", "poll");
+        var server = RunUnderOnload(dl, "fork_server", "7467", "2", "1", "queued", wait);
         server.WaitForOutput("listening", Deadline);
         var early = StartServedClient(dl, 7467);
         server.WaitForOutput("forked 2 workers", Deadline);
