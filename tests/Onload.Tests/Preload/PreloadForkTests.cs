@@ -197,6 +197,24 @@ public class PreloadForkTests
         Assert.That(server.Stderr, Does.Contain(HandedOver));
     }
 
+    [Test]
+    public void A_forked_child_answers_on_the_inherited_udp_socket_and_the_parent_after_it()
+    {
+        using var dl = new DriverlinkPair();
+        var server = RunUnderOnload(dl, "udp_fork", "7469");
+        server.WaitForOutput("bound", Deadline);
+        string Ask(string message) => System.Text.Encoding.ASCII.GetString(
+            dl.Peer.Pipe($"socat -t 5 - UDP:{dl.HostAddress}:7469", System.Text.Encoding.ASCII.GetBytes(message), Deadline));
+
+        Assert.That(Ask("one"), Is.EqualTo("parent: one"));
+        Assert.That(Ask("two"), Is.EqualTo("child: two"));
+        Assert.That(Ask("three"), Is.EqualTo("child: three"));
+        Assert.That(Ask("four"), Is.EqualTo("parent after: four"));
+        Assert.That(server.WaitForExit(Deadline), Is.True, $"udp_fork finished; stdout: {server.Stdout}");
+        Assert.That(server.ExitCode, Is.Zero, server.Stdout + server.Stderr);
+        Assert.That(server.Stderr, Does.Contain("onload: fork:").And.Contain(HandedOver));
+    }
+
     /// <summary>A kernel echo server on the peer (socat PIPE), one process per connection.</summary>
     private static void StartEchoServer(DriverlinkPair dl, int port)
     {
