@@ -265,6 +265,22 @@ int main(int argc, char **argv)
 	close(fd);
 	printf("ok ipv6 echo\n");
 
+	/* An IPv6 group's datagrams are the kernel's: a socket not bound yet joins there (and binds there after), one
+	 * bound on the stack cannot join (the kernel would: the result is printed). */
+	fd = socket(AF_INET6, SOCK_DGRAM, 0);
+	struct ipv6_mreq group = { .ipv6mr_interface = 0 };
+	inet_pton(AF_INET6, "ff02::1:3", &group.ipv6mr_multiaddr);
+	CHECK(setsockopt(fd, IPPROTO_IPV6, IPV6_JOIN_GROUP, &group, sizeof group) == 0, "IPV6_JOIN_GROUP before bind");
+	CHECK(bind(fd, (struct sockaddr *)&any, sizeof any) == 0, "bind after IPV6_JOIN_GROUP");
+	close(fd);
+	printf("ok IPV6_JOIN_GROUP before bind\n");
+	fd = socket(AF_INET6, SOCK_DGRAM, 0);
+	CHECK(bind(fd, (struct sockaddr *)&any, sizeof any) == 0, "bind to [::]:0");
+	errno = 0;
+	int joined = setsockopt(fd, IPPROTO_IPV6, IPV6_JOIN_GROUP, &group, sizeof group) == 0;
+	printf("ok IPV6_JOIN_GROUP on a bound socket: %s\n", joined ? "joined" : strerrorname_np(errno));
+	close(fd);
+
 	/* A server on [::]:SERVE_PORT: each datagram back to where it came from, until "end". */
 	fd = socket(AF_INET6, SOCK_DGRAM, 0);
 	struct sockaddr_in6 serve = v6("::", serve_port);

@@ -126,11 +126,14 @@ public class PreloadInet6Tests
                      "ok truncated address", "ok sendmsg recvmsg", "ok sockaddr_in destination", "ok sendmmsg recvmmsg",
                      "ok V6ONLY after bind EINVAL", $"ok connected names local [::ffff:{dl.HostAddress}]:",
                      $"peer [::ffff:{dl.PeerAddress}]:7480 echo", "ok ECONNREFUSED", "ok IP_ADD_MEMBERSHIP",
-                     "ok v6only ENETUNREACH bind", "ok ipv6 echo", $"ok served {4 * Rounds} from [::ffff:{dl.PeerAddress}]:", "ok done" })
+                     "ok v6only ENETUNREACH bind", "ok ipv6 echo", "ok IPV6_JOIN_GROUP before bind", $"ok served {4 * Rounds} from [::ffff:{dl.PeerAddress}]:", "ok done" })
             Assert.That(p.Stdout, Does.Contain(step));
         // The kernel would send an IPv6 datagram from the socket the stack already bound; the stack cannot, and says so.
         Assert.That(p.Stdout, Does.Contain("ok ipv6 destination on a bound socket: ENETUNREACH"));
         Assert.That(p.Stderr, Does.Contain("a datagram to an IPv6 address on a UDP socket already bound on the stack"));
+        // So with an IPv6 group: a socket not bound yet went to the kernel to join it; a bound one cannot join.
+        Assert.That(p.Stdout, Does.Contain("ok IPV6_JOIN_GROUP on a bound socket: ENODEV"));
+        Assert.That(p.Stderr, Does.Contain("handed to the kernel: joining an IPv6 group"));
 
         Assert.That(p.Stderr, Does.Contain("accelerated (UDP socket").And.Contain(", AF_INET6)"), "the shim took the AF_INET6 UDP sockets");
         Assert.That(p.Stderr.Split('\n').Count(l => l.Contains("handed to the kernel: not an IPv4 destination", StringComparison.Ordinal)),
