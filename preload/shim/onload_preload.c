@@ -962,8 +962,8 @@ static int udp_no_ipv6(int fd, int negative_errno, const char *what)
 	static int warned;
 	if (!__atomic_exchange_n(&warned, 1, __ATOMIC_RELAXED))
 		fprintf(stderr, "onload: fd %d: %s on a UDP socket already bound on the stack, which carries IPv4 only: %s "
-				"(bind or send to an IPv6 address first, or set IPV6_V6ONLY, to keep the socket on the kernel; "
-				"shown once)\n", fd, what, strerror(-negative_errno));
+				"(a socket IPv6-only, or given IPv6 before its first bind or send, stays on the kernel; shown once)\n",
+			fd, what, strerror(-negative_errno));
 	return fail(negative_errno);
 }
 
