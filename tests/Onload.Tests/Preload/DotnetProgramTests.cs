@@ -8,7 +8,7 @@ namespace Onload.Tests.Preload;
 /// <summary>
 /// A .NET program using System.Net.Sockets (tests/Onload.DotnetSockets), run with the JIT (<c>dotnet app.dll</c>) under
 /// <c>onload-run</c>: CoreCLR's socket engine (non-blocking sockets in epoll on its own threads), its signal handlers
-/// and its dual-stack AF_INET6 sockets meet the shim. The kernel's TCP is on the other side, and onload-stackdump shows
+/// and its dual-stack AF_INET6 sockets meet the shim. The kernel's TCP and UDP are on the other side, and onload-stackdump shows
 /// the program's sockets on the stack while it runs.
 /// </summary>
 [Category("netns")]
