@@ -54,6 +54,7 @@
 #   dist/tests/exec_inherit         test helper: a connection inherited across fork+exec, vfork+exec, posix_spawn, exec
 #   dist/tests/udp_fork             test helper: a UDP server whose forked child answers on the inherited socket
 #   dist/tests/inet6_calls          test helper: AF_INET6 sockets, v4-mapped names, IPV6_V6ONLY and the IPv6 hand-off
+#   dist/tests/udp6_calls           test helper: AF_INET6 UDP sockets, v4-mapped addresses, IPV6_V6ONLY, the IPv6 hand-off
 #   dist/tests/epoll_late_member   test helper: a thread asleep in epoll_wait on an empty set while another adds a
 #                                   connecting socket to it
 #   dist/tests/dotnet-sockets/      test helper (tests/Onload.DotnetSockets, framework-dependent, run with `dotnet`):
@@ -116,7 +117,7 @@ DIST_FILES := $(DIST)/bin/onload-echo $(DIST)/bin/onload-pingpong $(DIST)/bin/on
 	$(DIST)/bin/onload-stackdump \
 	$(DIST)/lib/systemd/system/onload-driverd.service $(DIST)/lib/libonload_stack.so $(DIST)/include/onload_stack.h \
 	$(DIST)/bin/abi_smoke $(DIST)/lib/libonload.so $(DIST)/bin/onload-run $(DIST)/tests/epoll_echo $(DIST)/tests/io_calls \
-	$(DIST)/tests/inet6_calls $(DIST)/tests/udp_calls
+	$(DIST)/tests/inet6_calls $(DIST)/tests/udp_calls $(DIST)/tests/udp6_calls
 
 ONLOAD_RUN_PROFILES := $(patsubst apps/onload-run/profiles/%,$(DIST)/lib/onload/profiles/%,$(wildcard apps/onload-run/profiles/*.opf))
 DIST_FILES += $(ONLOAD_RUN_PROFILES) $(DIST)/share/man/man1/onload-run.1 $(DIST)/tests/errno_probe $(DIST)/tests/signal_writer \

@@ -1,12 +1,13 @@
 /*
  * onload_preload.c: libonload.so, the LD_PRELOAD interposer.
  *
- * Intercepts the POSIX socket calls of an unmodified program and carries its AF_INET SOCK_STREAM
- * and SOCK_DGRAM sockets, and its AF_INET6 SOCK_STREAM sockets, on the user-level stack
- * (libonload_stack.so, the NativeAOT build of preload/native, loaded at the first such socket).
- * The stack speaks IPv4: an AF_INET6 socket stays on it while it talks to IPv4 through v4-mapped
- * addresses, and goes to the kernel at its first IPv6 address. Everything else (AF_INET6 UDP,
- * AF_UNIX, files, pipes) goes to libc untouched. See docs/PRELOAD-NOTES.md.
+ * Intercepts the POSIX socket calls of an unmodified program and carries its AF_INET and AF_INET6
+ * SOCK_STREAM and SOCK_DGRAM sockets on the user-level stack (libonload_stack.so, the NativeAOT
+ * build of preload/native, loaded at the first such socket). The stack speaks IPv4: an AF_INET6
+ * socket stays on it while it talks to IPv4 through v4-mapped addresses, and goes to the kernel at
+ * its first IPv6 address (a UDP socket the stack has already bound cannot, and refuses IPv6).
+ * Everything else (AF_UNIX, raw sockets, files, pipes) goes to libc untouched. See
+ * docs/PRELOAD-NOTES.md.
  *
  * An accelerated socket owns a real kernel fd: socket() makes a kernel socket of the same
  * type (the placeholder) and returns its number, and fd_table[fd] names the stack's
@@ -926,6 +927,10 @@ static int wait_for(int fd, short events)
  * goes to the kernel, as a TCP socket does, when it is bound to 127/8 or sends or connects to a local destination
  * (127/8, INADDR_ANY, the stack's own address) or one the stack cannot route. Once bound it stays on the stack,
  * which sends to those local destinations through the port's backing kernel socket and hears the answers there.
+ *
+ * An AF_INET6 socket follows the same rules through v4-mapped addresses (sockaddr_in_of, fill_sockaddr), and goes to
+ * the kernel at its first IPv6 address, or when IPv6-only, while the stack has not bound it. Once bound it cannot
+ * move (the port and its queued datagrams are the stack's): an IPv6 destination then fails (udp_no_ipv6).
  */
 
 static inline int is_local_destination(uint32_t a) { return is_loopback(a) || a == 0 || a == stack_address; }
@@ -938,15 +943,45 @@ static int udp_bound(const struct fd_entry *e)
 	return STACK(st.udp_name(handle_of(e), 0, &address, &port)) == 0 && port != 0;
 }
 
+/*
+ * A destination (connect, sendto) on UDP socket fd, as sockaddr_in_of reads it, and also a plain sockaddr_in on a
+ * dual-stack AF_INET6 socket, which Linux's udpv6_sendmsg and ip6_datagram_connect take as IPv4 (an IPv6-only
+ * socket's goes to the kernel, which refuses it).
+ */
+static int udp_destination_of(int fd, const struct fd_entry *e, const struct sockaddr *addr, socklen_t len,
+			      uint32_t *address, uint16_t *port)
+{
+	if (family_of(e) == AF_INET6 && addr != NULL && len >= (socklen_t)sizeof(sa_family_t) && addr->sa_family == AF_INET)
+		return v6only(fd) ? ADDR_KERNEL : sockaddr_in_of(fd, AF_INET, addr, len, address, port);
+	return sockaddr_in_of(fd, family_of(e), addr, len, address, port);
+}
+
+/*
+ * An AF_INET6 socket already bound on the stack, which carries IPv4 only, given IPv6 to carry (a destination, or a
+ * group to join). Linux would carry it; the port and its queued datagrams cannot move to the kernel, so the call
+ * fails with `negative_errno` (ENETUNREACH for a destination: no route to it from here) and says why, once.
+ */
+static int udp_no_ipv6(int fd, int negative_errno, const char *what)
+{
+	static int warned;
+	if (!__atomic_exchange_n(&warned, 1, __ATOMIC_RELAXED))
+		fprintf(stderr, "onload: fd %d: %s on a UDP socket already bound on the stack, which carries IPv4 only: %s "
+				"(a socket IPv6-only, or given IPv6 before its first bind or send, stays on the kernel; shown once)\n",
+			fd, what, strerror(-negative_errno));
+	return fail(negative_errno);
+}
+
 static int udp_bind(int fd, struct fd_entry *e, const struct sockaddr *addr, socklen_t len)
 {
 	uint32_t address;
 	uint16_t port;
-	int rc = sockaddr_in_of(fd, AF_INET, addr, len, &address, &port);
-	if (rc != 0)
+	int rc = sockaddr_in_of(fd, family_of(e), addr, len, &address, &port);
+	if (rc < 0)
 		return fail(rc);
-	if (is_loopback(address)) {
-		hand_to_kernel(fd, e, "bound to loopback");
+	if (rc == ADDR_KERNEL || is_loopback(address)) {
+		if (udp_bound(e))
+			return fail(-EINVAL); /* already bound, as Linux */
+		hand_to_kernel(fd, e, rc == ADDR_KERNEL ? "bound to an IPv6 address or IPv6-only" : "bound to loopback");
 		return LIBC(bind)(fd, addr, len);
 	}
 	rc = STACK(st.udp_bind(handle_of(e), address, port));
@@ -964,10 +999,16 @@ static int udp_connect(int fd, struct fd_entry *e, const struct sockaddr *addr, 
 	}
 	uint32_t address;
 	uint16_t port;
-	int rc = sockaddr_in_of(fd, AF_INET, addr, len, &address, &port);
-	if (rc != 0)
+	int rc = udp_destination_of(fd, e, addr, len, &address, &port);
+	if (rc < 0)
 		return fail(rc);
 	int unbound = !udp_bound(e);
+	if (rc == ADDR_KERNEL) {
+		if (!unbound)
+			return udp_no_ipv6(fd, -ENETUNREACH, "connect to an IPv6 address");
+		hand_to_kernel(fd, e, "not an IPv4 destination");
+		return LIBC(connect)(fd, addr, len);
+	}
 	if (unbound && is_local_destination(address)) {
 		hand_to_kernel(fd, e, "a local destination");
 		return LIBC(connect)(fd, addr, len);
@@ -998,9 +1039,15 @@ static ssize_t udp_send(int fd, struct fd_entry *e, const struct msghdr *msg, in
 	uint16_t port = 0;
 	int to = msg->msg_name != NULL && msg->msg_namelen > 0;
 	if (to) {
-		int rc = sockaddr_in_of(fd, AF_INET, msg->msg_name, msg->msg_namelen, &address, &port);
-		if (rc != 0)
+		int rc = udp_destination_of(fd, e, msg->msg_name, msg->msg_namelen, &address, &port);
+		if (rc < 0)
 			return fail(rc);
+		if (rc == ADDR_KERNEL) {
+			if (udp_bound(e))
+				return udp_no_ipv6(fd, -ENETUNREACH, "a datagram to an IPv6 address");
+			hand_to_kernel(fd, e, "not an IPv4 destination");
+			return LIBC(sendmsg)(fd, msg, flags);
+		}
 		if (is_local_destination(address) && !udp_bound(e)) {
 			hand_to_kernel(fd, e, "a local destination");
 			return LIBC(sendmsg)(fd, msg, flags);
@@ -1034,7 +1081,7 @@ static ssize_t udp_recv(int fd, struct fd_entry *e, struct msghdr *msg, int flag
 					   &address, &port, &length));
 		if (rc >= 0) {
 			if (msg->msg_name != NULL)
-				fill_sockaddr(msg->msg_name, &msg->msg_namelen, AF_INET, address, port);
+				fill_sockaddr(msg->msg_name, &msg->msg_namelen, family_of(e), address, port);
 			else
 				msg->msg_namelen = 0;
 			msg->msg_controllen = 0;
@@ -1088,6 +1135,19 @@ static int udp_our_interface(uint32_t address, int ifindex)
 static int udp_setsockopt(int fd, struct fd_entry *e, int level, int name, const void *value, socklen_t len)
 {
 	int h = handle_of(e);
+	if (level == IPPROTO_IPV6 && family_of(e) == AF_INET6) {
+		int bound = udp_bound(e);
+		if (name == IPV6_V6ONLY && bound)
+			return fail(-EINVAL); /* as Linux, once the socket has a port */
+		if (name == IPV6_ADD_MEMBERSHIP || name == MCAST_JOIN_GROUP || name == MCAST_JOIN_SOURCE_GROUP) {
+			/* An IPv6 group's datagrams are the kernel's to receive. Other IPv6 options (IPV6_MULTICAST_HOPS, ...)
+			 * concern IPv6 packets only: the placeholder keeps them for when the socket goes to the kernel. */
+			if (bound)
+				return udp_no_ipv6(fd, -ENODEV, "joining an IPv6 group");
+			hand_to_kernel(fd, e, "joining an IPv6 group");
+			return LIBC(setsockopt)(fd, level, name, value, len);
+		}
+	}
 	if (level == IPPROTO_IP && (name == IP_ADD_MEMBERSHIP || name == IP_DROP_MEMBERSHIP)) {
 		if (value == NULL || len < (socklen_t)sizeof(struct ip_mreq))
 			return fail(-EINVAL);
@@ -1203,8 +1263,8 @@ static int accelerated_kind(int domain, int type, int protocol)
 	type &= ~(SOCK_NONBLOCK | SOCK_CLOEXEC);
 	if ((domain == AF_INET || domain == AF_INET6) && type == SOCK_STREAM && (protocol == 0 || protocol == IPPROTO_TCP))
 		return KIND_TCP;
-	if (domain == AF_INET && type == SOCK_DGRAM && (protocol == 0 || protocol == IPPROTO_UDP))
-		return KIND_UDP; /* AF_INET6 UDP stays on the kernel for now */
+	if ((domain == AF_INET || domain == AF_INET6) && type == SOCK_DGRAM && (protocol == 0 || protocol == IPPROTO_UDP))
+		return KIND_UDP;
 	return -1;
 }
 

@@ -8,7 +8,7 @@ namespace Onload.Tests.Preload;
 /// <summary>
 /// A .NET program using System.Net.Sockets (tests/Onload.DotnetSockets), run with the JIT (<c>dotnet app.dll</c>) under
 /// <c>onload-run</c>: CoreCLR's socket engine (non-blocking sockets in epoll on its own threads), its signal handlers
-/// and its dual-stack AF_INET6 sockets meet the shim. The kernel's TCP is on the other side, and onload-stackdump shows
+/// and its dual-stack AF_INET6 sockets meet the shim. The kernel's TCP and UDP are on the other side, and onload-stackdump shows
 /// the program's sockets on the stack while it runs.
 /// </summary>
 [Category("netns")]
@@ -89,5 +89,35 @@ public class DotnetProgramTests
             "the body arrived whole");
         Assert.That(client.Stderr, Does.Contain("connecting (connection").And.Not.Contain("handed to the kernel"));
         Assert.That(PreloadTcpTests.KernelOpens(dl.Host).Active, Is.EqualTo(before.Active), "the stack side's kernel opened no connection");
+    }
+
+    [Test]
+    public void A_dotnet_dual_mode_udp_socket_under_onload_run_echoes_datagrams_from_a_kernel_client()
+    {
+        const int port = 7462;
+        using var dl = new DriverlinkPair();
+        var server = StartUnderOnloadRun(dl, "udp", $"{port}");
+        server.WaitForOutput("udp on", Deadline);
+        OnloadStackdump.WaitUntil(dl.Host, server.Pid, s => s.Udp.Any(u => u.LocalPort == port && u.LocalAddress == "0.0.0.0"), Deadline,
+            "the UDP socket on the stack");
+        var before = PreloadUdpTests.KernelUdp(dl.Host);
+
+        const int Rounds = 50;
+        var client = dl.Peer.Start("/usr/bin/python3", "-c", PreloadUdpTests.EchoClient, dl.HostAddress, $"{port}", $"{Rounds}");
+
+        Assert.That(client.WaitForExit(Deadline), Is.True, "the client finished");
+        Assert.That(client.ExitCode, Is.Zero, client.Stderr + server.Stdout + server.Stderr);
+        Assert.That(client.Stdout, Does.Contain($"echoed {4 * Rounds}"));
+        Assert.That(server.Stdout, Does.Contain("(InterNetworkV6, dual mode True)"), "the default Socket constructor made a dual-stack socket");
+        // .NET reads the sender from the sockaddr_in6 the shim wrote, and prints a v4-mapped one so.
+        Assert.That(server.Stdout, Does.Contain($"first datagram from [::ffff:{dl.PeerAddress}]:"));
+        var stack = OnloadStackdump.Query(dl.Host, server.Pid);
+        Assert.That(stack?.Udp.Single(u => u.LocalPort == port).InDatagrams, Is.EqualTo(4 * Rounds), "every datagram reached it on the stack");
+        Assert.That(server.Stderr, Does.Contain("accelerated (UDP socket").And.Not.Contain("handed to the kernel"));
+        var after = PreloadUdpTests.KernelUdp(dl.Host);
+        Assert.That(after.Out, Is.EqualTo(before.Out), "the stack side's kernel sent none of the echoes");
+        // The 8000-byte datagrams arrive as IPv4 fragments, which the kernel reassembles for the port's backing socket.
+        Assert.That(after.In - before.In, Is.LessThanOrEqualTo(Rounds), "the kernel received only the fragmented datagrams");
+        Assert.That(server.HasExited, Is.False, "the server is still serving");
     }
 }

@@ -18,7 +18,7 @@ public partial class PreloadUdpTests
     private static readonly TimeSpan Deadline = DriverlinkPair.Deadline;
 
     /// <summary>The kernel's UDP datagram counters in a namespace (/proc/net/snmp, as <c>nstat</c> reads them).</summary>
-    private static (long In, long Out) KernelUdp(TestNamespace ns)
+    internal static (long In, long Out) KernelUdp(TestNamespace ns)
     {
         var lines = ns.Exec("cat /proc/net/snmp").Split('\n').Where(l => l.StartsWith("Udp:", StringComparison.Ordinal)).ToArray();
         var names = lines[0].Split(' ', StringSplitOptions.RemoveEmptyEntries);
@@ -29,7 +29,7 @@ public partial class PreloadUdpTests
 
     /// <summary>A kernel client: sends datagrams of each size in turn, waits for each echo and checks it byte for byte
     /// and that it came from the server.</summary>
-    private const string EchoClient = """
+    internal const string EchoClient = """
         import os, socket, sys
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         s.settimeout(5)

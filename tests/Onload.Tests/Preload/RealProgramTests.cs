@@ -233,6 +233,35 @@ public class RealProgramTests
         Assert.That(PreloadTcpTests.KernelOpens(dl.Host).Passive, Is.EqualTo(before.Passive), "the stack side's kernel accepted no connection");
     }
 
+    // socat's UDP6-LISTEN binds [::]:PORT (IPV6_V6ONLY off, as Debian's default), takes the first datagram's sender
+    // from recvfrom and connects to it: both v4-mapped sockaddr_in6 addresses the shim made.
+    [Test]
+    public void Socat_udp6_listen_under_onload_run_echoes_a_kernel_ipv4_client_through_v4_mapped_addresses()
+    {
+        using var dl = new DriverlinkPair();
+        var server = dl.Host.Start("env", [.. PreloadTcpTests.Settings(dl), Dist.Bin("onload-run"),
+            "socat", "-b", "65536", "UDP6-LISTEN:7483", "PIPE"]);
+        server.WaitForOutput("bound (UDP socket", Deadline);
+        OnloadStackdump.WaitUntil(dl.Host, server.Pid, s => s.Udp.Any(u => u.LocalPort == 7483 && u.LocalAddress == "0.0.0.0"),
+            Deadline, "socat's dual-stack UDP socket");
+        var before = PreloadUdpTests.KernelUdp(dl.Host);
+
+        const int Rounds = 50;
+        var client = dl.Peer.Start("/usr/bin/python3", "-c", PreloadUdpTests.EchoClient, dl.HostAddress, "7483", $"{Rounds}");
+
+        Assert.That(client.WaitForExit(Deadline), Is.True, "the client finished");
+        Assert.That(client.ExitCode, Is.Zero, client.Stderr);
+        Assert.That(client.Stdout, Does.Contain($"echoed {4 * Rounds}"));
+        var stack = OnloadStackdump.WaitUntil(dl.Host, server.Pid, s => s.Udp.Any(u => u.LocalPort == 7483 && u.RemoteAddress == dl.PeerAddress),
+            Deadline, "socat's UDP socket connected to the client's v4-mapped address");
+        Assert.That(stack.Udp.Single(u => u.LocalPort == 7483).InDatagrams, Is.EqualTo(4 * Rounds), "every datagram reached it on the stack");
+        Assert.That(server.Stderr, Does.Contain("accelerated (UDP socket").And.Contain(", AF_INET6)").And.Not.Contain("handed to the kernel"));
+        var after = PreloadUdpTests.KernelUdp(dl.Host);
+        Assert.That(after.Out, Is.EqualTo(before.Out), "the stack side's kernel sent none of the echoes");
+        // The 8000-byte datagrams arrive as IPv4 fragments, which the kernel reassembles for the port's backing socket.
+        Assert.That(after.In - before.In, Is.LessThanOrEqualTo(Rounds), "the kernel received only the fragmented datagrams");
+    }
+
     [TestCase(false, 7438, TestName = "Iperf3_client_under_onload_run_sends_to_a_kernel_iperf3_server_for_two_seconds")]
     [TestCase(true, 7439, TestName = "Iperf3_client_under_onload_run_receives_from_a_kernel_iperf3_server_in_reverse_mode_for_two_seconds")]
     public void Iperf3_client_under_onload_run_against_a_kernel_server(bool reverse, int port)
