@@ -253,6 +253,31 @@ public sealed unsafe class DriverlinkSession : IStackControl, IDisposable
         return rc;
     }
 
+    /// <summary>
+    /// Gives the port's kernel socket to the caller instead of closing it, and stops steering the port to this VNIC:
+    /// the socket, bound to the port all along (and a member of the groups the stack joined), then receives what
+    /// arrives for it, with no moment when the port is nobody's. Call with the VNIC's TX ring empty (the daemon
+    /// forwards a frame only from a port the VNIC holds). The stack's later <see cref="ReleasePort"/> of the port
+    /// does nothing. Returns the socket, or a negated errno.
+    /// </summary>
+    public int TakePortSocket(byte protocol, ushort port)
+    {
+        if (!_backing.Remove((protocol, port), out int fd))
+            return -(int)Onload.Stack.Errno.EINVAL;
+        if (protocol == (byte)FilterProtocol.Udp)
+            Vnic.RemoveKernelSocket(fd);
+        try
+        {
+            if (!Removed)
+                _client.RemoveFilter(VnicId, new FilterSpec((FilterProtocol)protocol, Address.Address.Value, port));
+        }
+        catch (DriverlinkException)
+        {
+            // The daemon is gone and took the filter with it.
+        }
+        return fd;
+    }
+
     /// <summary>Whether the port is still reserved: steered to this VNIC, or its release waiting for the TX ring.</summary>
     public bool Holds(byte protocol, ushort port) =>
         _backing.ContainsKey((protocol, port)) || _releasing.Exists(r => r.Protocol == protocol && r.Port == port);

@@ -138,8 +138,10 @@ int onload_sock_handover(int h, int fd);
 typedef int (*onload_sock_handover_fn)(int h, int fd);
 int onload_sock_handover_listener(int h);
 typedef int (*onload_sock_handover_listener_fn)(int h);
-int onload_sock_udp_handover(int h); /* UDP socket h closed here, its port free: datagrams it had queued (lost) */
-typedef int (*onload_sock_udp_handover_fn)(int h);
+/* UDP socket h leaves the stack: returns the kernel socket that held its port (bound, in its groups), to take the
+ * program's fd; *dropped: datagrams queued on the stack, lost. */
+int onload_sock_udp_handover(int h, int *dropped);
+typedef int (*onload_sock_udp_handover_fn)(int h, int *dropped);
 
 /*
  * UDP sockets (preload/native/SocketExports.Udp.cs), numbered apart from TCP connections:

@@ -303,10 +303,27 @@ public static unsafe partial class SocketExports
     [UnmanagedCallersOnly(EntryPoint = "onload_sock_handover_listener")]
     public static int HandOverListener(int h) => Call(l => l.HandOverListener(h));
 
-    /// <summary><c>int onload_sock_udp_handover(int h)</c>: UDP socket h leaves the stack and its port is free for the
-    /// kernel: how many queued datagrams were dropped, or a negated errno with the socket still on the stack.</summary>
+    /// <summary><c>int onload_sock_udp_handover(int h, int *dropped)</c>: UDP socket h leaves the stack for the kernel
+    /// socket holding its port, which it returns (or a negated errno with the socket still on the stack); *dropped:
+    /// datagrams that were queued on the stack, lost.</summary>
     [UnmanagedCallersOnly(EntryPoint = "onload_sock_udp_handover")]
-    public static int UdpHandOver(int h) => Call(l => l.UdpHandOver(h));
+    public static int UdpHandOver(int h, int* dropped)
+    {
+        try
+        {
+            var layer = SocketLayer.Get(out int errno);
+            if (layer is null)
+                return -errno;
+            int fd = layer.UdpHandOver(h, out int lost);
+            if (dropped != null)
+                *dropped = lost;
+            return fd;
+        }
+        catch (Exception)
+        {
+            return -EIO;
+        }
+    }
 
     private static int Call(Func<SocketLayer, int> op)
     {

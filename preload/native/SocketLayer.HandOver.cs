@@ -83,36 +83,36 @@ internal sealed partial class SocketLayer
     }
 
     /// <summary>
-    /// UDP socket <paramref name="s"/> leaves the stack so that the kernel can take its port (the caller binds its
-    /// placeholder there, and connects it to the same peer): the socket is closed here and this waits until the
-    /// port's filter and kernel socket are gone. Returns how many datagrams were queued (they are lost), or a negated
-    /// errno with the socket left on the stack.
+    /// UDP socket <paramref name="s"/> leaves the stack for the kernel socket that has held its port all along
+    /// (<see cref="DriverlinkSession.TakePortSocket"/>): bound, a member of the groups the socket joined, and from here
+    /// on the one the port's datagrams reach. Returns that socket for the caller to put in the program's fd, or a
+    /// negated errno with the socket left on the stack; <paramref name="dropped"/> says how many datagrams were
+    /// queued on the stack (they are lost).
     /// </summary>
-    public int UdpHandOver(int s)
+    public int UdpHandOver(int s, out int dropped)
     {
-        ushort port;
-        int dropped;
-        lock (_lock)
-        {
-            PollStack();
-            var table = _stack.UdpSockets;
-            if (!table.IsValid(s))
-                return -(int)Errno.EBADF;
-            port = table[s].LocalPort;
-            dropped = table[s].QueueCount;
-            _stack.UdpClose(s);
-        }
+        dropped = 0;
         long deadline = MonotonicClock.Instance.NowNanoseconds + ListenerDrainMs * 1_000_000L;
         while (true)
         {
             lock (_lock)
             {
                 PollStack();
-                if (!_session.Holds((byte)IpProtocol.Udp, port))
-                    return dropped;
+                var table = _stack.UdpSockets;
+                if (!table.IsValid(s) || !table[s].PortReserved)
+                    return -(int)Errno.EINVAL;
+                // Its last datagrams leave first: the daemon forwards a frame only from a port the VNIC holds.
+                if (_stack.Vnic.TxPending() == 0 || MonotonicClock.Instance.NowNanoseconds >= deadline)
+                {
+                    ushort port = table[s].LocalPort;
+                    dropped = table[s].QueueCount;
+                    int fd = _session.TakePortSocket((byte)IpProtocol.Udp, port);
+                    if (fd < 0)
+                        return fd;
+                    _stack.UdpClose(s);
+                    return fd;
+                }
             }
-            if (MonotonicClock.Instance.NowNanoseconds >= deadline)
-                return dropped; // the caller's bind says whether the port is free
             WaitReadable(-1, 1);
         }
     }

@@ -108,9 +108,11 @@ internal sealed partial class SocketLayer
                 _sleeping--;
             if (_vnicWatcher == waiter)
             {
+                // The background thread kept off the VNIC for this thread: it must look again, to watch for the
+                // threads still asleep, or to take over once this one computes without socket calls.
                 _vnicWatcher = -1;
-                if (_sleeping > 0)
-                    ProgramWentQuiet(); // the threads still asleep have only the background thread to watch for them
+                if (Volatile.Read(ref _backgroundWatching) == 0 && BackgroundRunning)
+                    NativeWait.Signal(_backgroundKick);
             }
             return w.Woken ? 1 : 0;
         }

@@ -2938,8 +2938,11 @@ static int hand_over_listener(int fd, struct fd_entry *e)
 }
 
 /*
- * UDP socket fd leaves the stack for its placeholder, bound to the same address and port and connected to the same
- * peer. Datagrams it had queued are lost (said once); so are its multicast memberships, which were the stack's.
+ * UDP socket fd leaves the stack for the kernel socket that held its port all along, which takes the program's fd
+ * (dup3: the same fd flags, its O_NONBLOCK and buffer sizes carried over) and is connected to the same peer: bound
+ * throughout and a member of the socket's groups, it misses no datagram. A dual-stack AF_INET6 socket keeps its
+ * family: its placeholder binds the port instead, once it is free (a datagram arriving in between is refused).
+ * Datagrams queued on the stack are lost (said once).
  */
 static int hand_over_udp(int fd, struct fd_entry *e)
 {
@@ -2950,19 +2953,39 @@ static int hand_over_udp(int fd, struct fd_entry *e)
 		return -EINVAL;
 	if (STACK(st.udp_name(h, 1, &peer, &peer_port)) != 0)
 		peer_port = 0;
-	int dropped = STACK(st.udp_handover(h));
-	if (dropped < 0)
-		return dropped;
-	forget_on_stack(fd, e, -1);
+	int status = LIBC(fcntl)(fd, F_GETFL), fd_flags = LIBC(fcntl)(fd, F_GETFD), dropped = 0;
+	int kfd = STACK(st.udp_handover(h, &dropped));
+	if (kfd < 0)
+		return kfd;
 	struct sockaddr_storage sa;
 	socklen_t len = sizeof sa;
-	fill_sockaddr((struct sockaddr *)&sa, &len, family_of(e), address, port);
-	int rc = LIBC(bind)(fd, (struct sockaddr *)&sa, len) == 0 ? 0 : -errno;
+	int rc = 0;
+	if (family_of(e) == AF_INET6) {
+		LIBC(close)(kfd);
+		fill_sockaddr((struct sockaddr *)&sa, &len, family_of(e), address, port);
+		rc = LIBC(bind)(fd, (struct sockaddr *)&sa, len) == 0 ? 0 : -errno;
+	} else {
+		static const int carried[] = { SO_RCVBUF, SO_SNDBUF, SO_BROADCAST };
+		for (size_t i = 0; i < sizeof carried / sizeof carried[0]; i++) {
+			int v;
+			socklen_t vlen = sizeof v;
+			if (LIBC(getsockopt)(fd, SOL_SOCKET, carried[i], &v, &vlen) == 0) {
+				if (carried[i] != SO_BROADCAST)
+					v /= 2; /* Linux doubles what it is given, and reports the doubled size */
+				LIBC(setsockopt)(kfd, SOL_SOCKET, carried[i], &v, sizeof v);
+			}
+		}
+		if (LIBC(dup3)(kfd, fd, (fd_flags & FD_CLOEXEC) ? O_CLOEXEC : 0) < 0)
+			rc = -errno;
+		LIBC(close)(kfd);
+		LIBC(fcntl)(fd, F_SETFL, status);
+	}
 	if (rc == 0 && peer_port != 0) {
 		len = sizeof sa;
 		fill_sockaddr((struct sockaddr *)&sa, &len, family_of(e), peer, peer_port);
 		rc = LIBC(connect)(fd, (struct sockaddr *)&sa, len) == 0 ? 0 : -errno;
 	}
+	forget_on_stack(fd, e, -1); /* after dup3: an epoll set takes the socket fd now names */
 	if (rc != 0)
 		fprintf(stderr, "onload: fd %d: the kernel could not take UDP port %u from the stack: %s\n", fd, port,
 			strerror(-rc));
