@@ -2855,11 +2855,12 @@ static int stash(int pair_end, int fd)
 /* Whether an exec keeps fd or one of its dups. */
 static int inheritable(int fd, const struct fd_entry *e)
 {
-	for (int other = 0; other < fd_table_size; other++)
+	if (!(LIBC(fcntl)(fd, F_GETFD) & FD_CLOEXEC))
+		return 1;
+	for (int other = 0; conn_of(e)->refs > 1 && other < fd_table_size; other++)
 		if (fd_table[other].handle_plus1 == e->handle_plus1 && fd_table[other].kind == e->kind &&
 		    !(LIBC(fcntl)(other, F_GETFD) & FD_CLOEXEC))
 			return 1;
-	(void)fd;
 	return 0;
 }
 
