@@ -76,13 +76,14 @@ public sealed partial class NetStack
     }
 
     /// <summary>Driverlink mode: binds TCP row <paramref name="c"/> to <paramref name="port"/> (0: ephemeral)
-    /// reserved through the control plane; a reservation still held for connections accepted on the port passes to
-    /// the new row instead.</summary>
+    /// reserved through the control plane. The reservation is the port's, taken once: a row sharing the port with
+    /// others (SO_REUSEADDR, SO_REUSEPORT) joins theirs, and one still held for connections accepted on the port
+    /// passes to the new row.</summary>
     private int TcpBindReserved(int c, ushort port)
     {
         if (port != 0 && _tcpReleasePending![port])
             _tcpReleasePending[port] = false;
-        else
+        else if (port == 0 || !_tcp.PortInUse(port))
         {
             int rc = ReserveControlPort(_tcp, IpProtocol.Tcp, ref port, Errno.EADDRNOTAVAIL);
             if (rc != 0)
@@ -93,13 +94,17 @@ public sealed partial class NetStack
         return 0;
     }
 
-    /// <summary>Driverlink mode, a TCP row being freed: gives its port back once no row uses it.</summary>
-    private void TcpReleaseReserved(ref TcpConnection t)
+    /// <summary>Driverlink mode, TCP row <paramref name="c"/> being freed: gives its port back once no row uses it.</summary>
+    private void TcpReleaseReserved(int c)
     {
+        ref var t = ref _tcp[c];
         ushort port = t.LocalPort;
         if (t.PortReserved)
         {
             t.PortReserved = false;
+            _tcp.UnbindPort(c);
+            if (_tcp.PortInUse(port))
+                return; // the others bound to the port hold it still
             if (_tcpAcceptedOnPort![port] > 0)
                 _tcpReleasePending![port] = true;
             else
@@ -113,14 +118,11 @@ public sealed partial class NetStack
         }
     }
 
-    /// <summary>Driverlink mode, the stack going away: every reservation still held goes back.</summary>
+    /// <summary>Driverlink mode, the stack going away: every reservation still held goes back, once per port.</summary>
     private void ReleaseAllReserved()
     {
-        for (int c = 0; c < _tcp.Capacity; c++)
-            if (_tcp.IsValid(c) && _tcp[c].PortReserved)
-                _control!.ReleasePort(IpProtocol.Tcp, _tcp[c].LocalPort);
-        for (int port = 1; port < _tcpReleasePending!.Length; port++)
-            if (_tcpReleasePending[port])
+        for (int port = 1; port < 65536; port++)
+            if (_tcp.PortInUse((ushort)port) || _tcpReleasePending![port])
                 _control!.ReleasePort(IpProtocol.Tcp, (ushort)port);
     }
 

@@ -199,15 +199,19 @@ public sealed partial class NetStack
             return;
         }
         var udp = new UdpDatagram(quote[ihl..]);
-        int s = _udp.OwnerOf(udp.SourcePort);
+        // Only a connected socket hears of its datagrams' fate (as Linux): the one on the port connected to the
+        // quoted destination.
+        int s = _udp.FirstOnPort(udp.SourcePort);
         if (s < 0)
         {
             Counters.Count(DropReason.IcmpErrorNoSocket);
             return;
         }
-        ref UdpSocket socket = ref _udp[s];
-        if (!socket.Connected || socket.RemoteAddress != inner.Destination || socket.RemotePort != udp.DestinationPort)
+        while (s >= 0 && !(_udp[s].Connected && _udp[s].RemoteAddress == inner.Destination && _udp[s].RemotePort == udp.DestinationPort))
+            s = _udp[s].PortNext;
+        if (s < 0)
             return;
+        ref UdpSocket socket = ref _udp[s];
         var (errno, hard) = IcmpErrors.ToErrno(icmp.Type, icmp.Code);
         if (hard)
             socket.Error = errno;
