@@ -17,6 +17,9 @@ public sealed partial class NetStack
     private readonly ushort[]? _tcpAcceptedOnPort;
     /// <summary>Driverlink mode only: the reserving row was freed while accepted connections still used the port.</summary>
     private readonly bool[]? _tcpReleasePending;
+    /// <summary>Keys <see cref="ReuseportPick"/> apart from the ISNs (drawn from their keys, so that start takes no
+    /// random number more).</summary>
+    private readonly ulong _reuseportKey;
 
     /// <summary>
     /// An unused port from net.ipv4.ip_local_port_range, searched from a random offset (RFC 6056 §3.3.1,
@@ -73,6 +76,18 @@ public sealed partial class NetStack
         if (port != 0)
             _control.ReleasePort(protocol, port);
         return -(int)(ephemeral ? exhausted : Errno.EADDRINUSE);
+    }
+
+    /// <summary>
+    /// Which of <paramref name="members"/> sockets of an SO_REUSEPORT group a flow goes to: a keyed hash of its
+    /// four-tuple scaled to the group's size, as Linux's reuseport_select_sock, so every segment or datagram of one
+    /// flow (a connection's retransmitted SYNs too) meets the same member and flows spread across the group.
+    /// </summary>
+    private uint ReuseportPick(Ipv4Address local, ushort port, Ipv4Address remote, ushort remotePort, uint members)
+    {
+        ulong endpoints = ((ulong)local.Value << 32) | remote.Value;
+        uint hash = (uint)SipHash.Hash(_reuseportKey, _isnKey1, endpoints, ((ulong)port << 16) | remotePort);
+        return (uint)((ulong)hash * members >> 32);
     }
 
     /// <summary>Driverlink mode: binds TCP row <paramref name="c"/> to <paramref name="port"/> (0: ephemeral)

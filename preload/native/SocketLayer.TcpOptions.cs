@@ -48,8 +48,8 @@ internal sealed partial class SocketLayer
                 TcpOption.UserTimeoutMs => _stack.TcpSetUserTimeout(c, value * NsPerMs),
                 TcpOption.ReceiveBuffer => _stack.TcpSetReceiveBuffer(c, (int)Math.Clamp(value, 0, int.MaxValue)),
                 TcpOption.SendBuffer => _stack.TcpSetSendBuffer(c, (int)Math.Clamp(value, 0, int.MaxValue)),
-                TcpOption.ReuseAddress => _stack.TcpSetReuse(c, address: true, value != 0),
-                TcpOption.ReusePort => _stack.TcpSetReuse(c, address: false, value != 0),
+                TcpOption.ReuseAddress => _stack.TcpSetReuseAddress(c, value != 0),
+                TcpOption.ReusePort => _stack.TcpSetReusePort(c, value != 0),
                 TcpOption.Congestion => value switch
                 {
                     1 => _stack.TcpSetCongestionControl(c, "cubic"),

@@ -172,8 +172,8 @@ internal sealed partial class SocketLayer
                 UdpOption.MulticastLoop => _stack.UdpSetMulticastLoop(s, value != 0),
                 UdpOption.AddMembership => _stack.UdpJoinGroup(s, new Ipv4Address(value)),
                 UdpOption.DropMembership => _stack.UdpLeaveGroup(s, new Ipv4Address(value)),
-                UdpOption.ReuseAddress => _stack.UdpSetReuse(s, address: true, value != 0),
-                UdpOption.ReusePort => _stack.UdpSetReuse(s, address: false, value != 0),
+                UdpOption.ReuseAddress => _stack.UdpSetReuseAddress(s, value != 0),
+                UdpOption.ReusePort => _stack.UdpSetReusePort(s, value != 0),
                 _ => -(int)Errno.ENOPROTOOPT,
             };
         }

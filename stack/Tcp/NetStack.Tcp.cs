@@ -17,9 +17,6 @@ public sealed partial class NetStack
     private readonly uint _tcpTimestampOffset;
     private readonly ulong _isnKey0;
     private readonly ulong _isnKey1;
-    /// <summary>Keys the choice of listener in an SO_REUSEPORT group apart from the ISNs (drawn from their keys, so
-    /// that no random number more is taken at start).</summary>
-    private readonly ulong _reuseportKey;
     private uint _connectPortCounter;
     private TokenBucket _challengeAcks;
     private readonly ConnectionMirror? _mirror;
@@ -134,9 +131,8 @@ public sealed partial class NetStack
     }
 
     /// <summary>
-    /// The listener a SYN for no connection goes to, or -1: the port's one listener, or one of its SO_REUSEPORT
-    /// group picked by a keyed hash of the four-tuple scaled to the group's size (Linux's reuseport_select_sock),
-    /// so a connection's retransmitted SYNs meet the same listener and connections spread across the group.
+    /// The listener a SYN for no connection goes to, or -1: the port's one listener, or the member of its
+    /// SO_REUSEPORT group that <see cref="ReuseportPick"/> names.
     /// </summary>
     private int TcpListenerFor(ushort port, Ipv4Address remote, ushort remotePort)
     {
@@ -151,23 +147,27 @@ public sealed partial class NetStack
             }
         if (listeners <= 1)
             return first;
-        ulong endpoints = ((ulong)_address.Value << 32) | remote.Value;
-        uint hash = (uint)SipHash.Hash(_reuseportKey, _isnKey1, endpoints, ((ulong)port << 16) | remotePort);
-        uint pick = (uint)((ulong)hash * listeners >> 32);
+        uint pick = ReuseportPick(_address, port, remote, remotePort, listeners);
         for (int o = first; ; o = _tcp[o].PortNext)
             if (_tcp[o].State == TcpState.Listen && pick-- == 0)
                 return o;
     }
 
-    /// <summary>SO_REUSEADDR and SO_REUSEPORT: they decide later binds (and listens) on the port, as on Linux.</summary>
-    public int TcpSetReuse(int c, bool address, bool on)
+    /// <summary>SO_REUSEADDR: decides later binds and listens on the port, as on Linux.</summary>
+    public int TcpSetReuseAddress(int c, bool on)
     {
         if (!_tcp.IsValid(c))
             return -(int)Errno.EBADF;
-        if (address)
-            _tcp[c].ReuseAddr = on;
-        else
-            _tcp[c].ReusePort = on;
+        _tcp[c].ReuseAddr = on;
+        return 0;
+    }
+
+    /// <summary>SO_REUSEPORT: decides later binds on the port, and which listeners share its connections.</summary>
+    public int TcpSetReusePort(int c, bool on)
+    {
+        if (!_tcp.IsValid(c))
+            return -(int)Errno.EBADF;
+        _tcp[c].ReusePort = on;
         return 0;
     }
 

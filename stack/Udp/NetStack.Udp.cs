@@ -1,4 +1,3 @@
-using Onload.Stack.Tcp;
 using Onload.Stack.Udp;
 using Onload.Stack.Wire;
 using Onload.Vnic;
@@ -144,14 +143,13 @@ public sealed partial class NetStack
         }
         if (best < 0 || !_udp[best].ReusePort || _udp[best].Connected)
             return best;
+        // The group's members score alike, so none comes before the first best.
         var address = _udp[best].LocalAddress;
         uint members = 0;
         for (int s = best; s >= 0; s = _udp[s].PortNext)
             if (InReusePortGroup(s, address))
                 members++;
-        ulong endpoints = ((ulong)destination.Value << 32) | queued.SourceAddress.Value;
-        uint hash = (uint)SipHash.Hash(_reuseportKey, _isnKey1, endpoints, ((ulong)port << 16) | queued.SourcePort);
-        uint pick = (uint)((ulong)hash * members >> 32);
+        uint pick = ReuseportPick(destination, port, queued.SourceAddress, queued.SourcePort, members);
         for (int s = best; ; s = _udp[s].PortNext)
             if (InReusePortGroup(s, address) && pick-- == 0)
                 return s;
@@ -183,10 +181,9 @@ public sealed partial class NetStack
     {
         if (!_pool.TryAllocate(out int copy))
         {
+            // No buffer for the copy: this socket misses it, as a failed skb_clone makes Linux's miss it.
             _udp[s].Drops++;
-            Counters.UdpRcvbufErrors++;
             Counters.UdpInErrors++;
-            Dropped(DropReason.UdpReceiveBufferFull);
             return;
         }
         int frame = queued.PayloadOffset + queued.PayloadLength;
@@ -264,16 +261,21 @@ public sealed partial class NetStack
         return false;
     }
 
-    /// <summary>SO_REUSEADDR and SO_REUSEPORT: they decide later binds on the port, and SO_REUSEPORT how its
-    /// datagrams are shared, as on Linux.</summary>
-    public int UdpSetReuse(int s, bool address, bool on)
+    /// <summary>SO_REUSEADDR: decides later binds on the port, as on Linux.</summary>
+    public int UdpSetReuseAddress(int s, bool on)
     {
         if (!_udp.IsValid(s))
             return -(int)Errno.EBADF;
-        if (address)
-            _udp[s].ReuseAddr = on;
-        else
-            _udp[s].ReusePort = on;
+        _udp[s].ReuseAddr = on;
+        return 0;
+    }
+
+    /// <summary>SO_REUSEPORT: decides later binds on the port, and which sockets share its unicast datagrams.</summary>
+    public int UdpSetReusePort(int s, bool on)
+    {
+        if (!_udp.IsValid(s))
+            return -(int)Errno.EBADF;
+        _udp[s].ReusePort = on;
         return 0;
     }
 

@@ -19,8 +19,8 @@ public class SimReuseportTests
     private static int Listener(NetStack stack, bool reusePort = true, bool reuseAddr = false)
     {
         int l = stack.TcpOpen();
-        Assert.That(stack.TcpSetReuse(l, address: false, reusePort), Is.Zero);
-        Assert.That(stack.TcpSetReuse(l, address: true, reuseAddr), Is.Zero);
+        Assert.That(stack.TcpSetReusePort(l, reusePort), Is.Zero);
+        Assert.That(stack.TcpSetReuseAddress(l, reuseAddr), Is.Zero);
         Assert.That(stack.TcpBind(l, new(Ipv4Address.Any, Port)), Is.Zero);
         Assert.That(stack.TcpListen(l, 64), Is.Zero);
         return l;
@@ -83,13 +83,13 @@ public class SimReuseportTests
         int first = Listener(b);
         int plain = b.TcpOpen();
         Assert.That(b.TcpBind(plain, new(Ipv4Address.Any, Port)), Is.EqualTo(-(int)Errno.EADDRINUSE), "no SO_REUSEPORT");
-        Assert.That(b.TcpSetReuse(plain, address: true, true), Is.Zero);
+        Assert.That(b.TcpSetReuseAddress(plain, true), Is.Zero);
         Assert.That(b.TcpBind(plain, new(Ipv4Address.Any, Port)), Is.EqualTo(-(int)Errno.EADDRINUSE),
             "SO_REUSEADDR does not share with a listener");
         Assert.That(b.TcpClose(first), Is.Zero);
         Assert.That(b.TcpBind(plain, new(Ipv4Address.Any, Port)), Is.Zero, "the port is free once the group is gone");
         int late = b.TcpOpen();
-        Assert.That(b.TcpSetReuse(late, address: false, true), Is.Zero);
+        Assert.That(b.TcpSetReusePort(late, true), Is.Zero);
         Assert.That(b.TcpBind(late, new(Ipv4Address.Any, Port)), Is.EqualTo(-(int)Errno.EADDRINUSE),
             "its holder did not set SO_REUSEPORT");
     }
@@ -100,8 +100,8 @@ public class SimReuseportTests
         using var pair = new SimPair(seed: 72);
         var b = pair.B;
         int x = b.TcpOpen(), y = b.TcpOpen();
-        b.TcpSetReuse(x, address: true, true);
-        b.TcpSetReuse(y, address: true, true);
+        b.TcpSetReuseAddress(x, true);
+        b.TcpSetReuseAddress(y, true);
         Assert.That(b.TcpBind(x, new(Ipv4Address.Any, Port)), Is.Zero);
         Assert.That(b.TcpBind(y, new(Ipv4Address.Any, Port)), Is.Zero);
         Assert.That(b.TcpListen(x, 4), Is.Zero);
@@ -140,7 +140,7 @@ public class SimReuseportTests
         int u1 = a.UdpOpen(), u2 = a.UdpOpen();
         foreach (int u in (int[])[u1, u2])
         {
-            Assert.That(a.UdpSetReuse(u, address: false, true), Is.Zero);
+            Assert.That(a.UdpSetReusePort(u, true), Is.Zero);
             Assert.That(a.UdpBind(u, new(Ipv4Address.Any, Port)), Is.Zero);
         }
         Assert.That(pair.ControlA.Reserved, Is.EqualTo(new[] { (IpProtocol.Tcp, Port), (IpProtocol.Udp, Port) }));
@@ -162,7 +162,7 @@ public class SimReuseportTests
         for (int i = 0; i < members.Length; i++)
         {
             members[i] = b.UdpOpen();
-            Assert.That(b.UdpSetReuse(members[i], address: false, true), Is.Zero);
+            Assert.That(b.UdpSetReusePort(members[i], true), Is.Zero);
             Assert.That(b.UdpBind(members[i], new(Ipv4Address.Any, Port)), Is.Zero);
         }
         int plain = b.UdpOpen();
