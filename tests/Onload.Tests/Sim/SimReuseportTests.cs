@@ -154,6 +154,27 @@ public class SimReuseportTests
     }
 
     [Test]
+    public void In_driverlink_mode_members_of_a_udp_group_joining_one_multicast_group_join_the_ports_kernel_socket_once()
+    {
+        using var pair = new DriverlinkPair(seed: 76);
+        var a = pair.A;
+        var group = new Ipv4Address(0xEF01_0203); // 239.1.2.3
+        int[] members = [a.UdpOpen(), a.UdpOpen()];
+        foreach (int u in members)
+        {
+            Assert.That(a.UdpSetReusePort(u, true), Is.Zero);
+            Assert.That(a.UdpBind(u, new(Ipv4Address.Any, Port)), Is.Zero);
+            Assert.That(a.UdpJoinGroup(u, group), Is.Zero, "the kernel socket is joined already for the second");
+        }
+        Assert.That(pair.ControlA.Joined, Is.EqualTo(new[] { (Port, group) }));
+
+        Assert.That(a.UdpLeaveGroup(members[0], group), Is.Zero);
+        Assert.That(pair.ControlA.Joined, Has.Count.EqualTo(1), "the other member still wants the group's datagrams");
+        a.UdpClose(members[1]);
+        Assert.That(pair.ControlA.Joined, Is.Empty, "the last member's close left the group");
+    }
+
+    [Test]
     public void Unicast_datagrams_go_each_to_one_member_of_a_udp_group_and_broadcasts_to_every_member()
     {
         using var pair = new SimPair(seed: 75);
