@@ -237,6 +237,31 @@ static void probe_addresses(int port)
 	close(a);
 	close(b);
 
+	/* A connection bound to its port holds it: another socket binds it beside only if both set SO_REUSEADDR. */
+	here.sin_port = htons((uint16_t)(port + 6));
+	for (int reuse = 0; reuse < 2; reuse++) {
+		a = tcp_socket();
+		b = tcp_socket();
+		if (reuse) {
+			setsockopt(a, SOL_SOCKET, SO_REUSEADDR, &(int){ 1 }, sizeof(int));
+			setsockopt(b, SOL_SOCKET, SO_REUSEADDR, &(int){ 1 }, sizeof(int));
+		}
+		const char *with = reuse ? "with SO_REUSEADDR" : "without SO_REUSEADDR";
+		char what[96];
+		snprintf(what, sizeof what, "a connection %s: bind its port", with);
+		report(what, bind(a, (struct sockaddr *)&here, sizeof here));
+		if (connect(a, (struct sockaddr *)&server, sizeof server) != 0 || write(a, "e", 1) != 1) {
+			printf("SETUP connect from a bound port: %s\n", name_of(errno));
+			exit(1);
+		}
+		snprintf(what, sizeof what, "a connection %s: bind another socket beside it", with);
+		report(what, bind(b, (struct sockaddr *)&here, sizeof here));
+		close(b);
+		/* A reset leaves no TIME_WAIT to hold the port into the next run. */
+		setsockopt(a, SOL_SOCKET, SO_LINGER, &(struct linger){ .l_onoff = 1, .l_linger = 0 }, sizeof(struct linger));
+		close(a);
+	}
+
 	/* UDP: either option, set on both, shares the port. */
 	here.sin_port = htons((uint16_t)(port + 5));
 	for (int option = 0; option < 3; option++) {
