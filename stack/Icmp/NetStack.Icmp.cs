@@ -199,15 +199,15 @@ public sealed partial class NetStack
             return;
         }
         var udp = new UdpDatagram(quote[ihl..]);
-        // Only a connected socket hears of its datagrams' fate (as Linux): the one on the port connected to the
-        // quoted destination.
-        int s = _udp.FirstOnPort(udp.SourcePort);
-        if (s < 0)
+        if (!_udp.PortInUse(udp.SourcePort))
         {
             Counters.Count(DropReason.IcmpErrorNoSocket);
             return;
         }
-        while (s >= 0 && !(_udp[s].Connected && _udp[s].RemoteAddress == inner.Destination && _udp[s].RemotePort == udp.DestinationPort))
+        // Only a connected socket hears of its datagrams' fate (as Linux): the one on the port connected to the
+        // quoted destination.
+        int s = _udp.FirstOnPort(udp.SourcePort);
+        while (s >= 0 && !ConnectedTo(ref _udp[s], inner.Destination, udp.DestinationPort))
             s = _udp[s].PortNext;
         if (s < 0)
             return;
@@ -216,4 +216,7 @@ public sealed partial class NetStack
         if (hard)
             socket.Error = errno;
     }
+
+    private static bool ConnectedTo(ref UdpSocket socket, Ipv4Address remote, ushort remotePort) =>
+        socket.Connected && socket.RemoteAddress == remote && socket.RemotePort == remotePort;
 }

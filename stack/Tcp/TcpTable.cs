@@ -8,9 +8,9 @@ namespace Onload.Stack.Tcp;
 /// <summary>
 /// The TCP connection table: connections by index, a hash of (local port, remote address, remote port) for
 /// established demultiplexing, per port the list of rows bound to it (several with SO_REUSEADDR or SO_REUSEPORT, as
-/// Linux's bind bucket), and per row one send ring, one
-/// receive ring and one ring of sent-segment records (the retransmission queue's scoreboard) in a single unmanaged
-/// arena (pages are touched only when used). Nothing is allocated after construction.
+/// Linux's bind bucket), and per row one send ring, one receive ring and one ring of sent-segment records (the
+/// retransmission queue's scoreboard) in a single unmanaged arena (pages are touched only when used). Nothing is
+/// allocated after construction.
 /// </summary>
 public sealed unsafe class TcpTable : IDisposable, IPortTable
 {
