@@ -53,6 +53,8 @@
 #   dist/tests/pattern_client       test helper: a kernel client streaming a checked pattern through those servers
 #   dist/tests/exec_inherit         test helper: a connection inherited across fork+exec, vfork+exec, posix_spawn, exec
 #   dist/tests/udp_fork             test helper: a UDP server whose forked child answers on the inherited socket
+#   dist/tests/reuseport            test helper: a listener (or UDP socket) per thread on one port with SO_REUSEPORT,
+#                                   echoing, and its kernel clients
 #   dist/tests/inet6_calls          test helper: AF_INET6 sockets, v4-mapped names, IPV6_V6ONLY and the IPv6 hand-off
 #   dist/tests/udp6_calls           test helper: AF_INET6 UDP sockets, v4-mapped addresses, IPV6_V6ONLY, the IPv6 hand-off
 #   dist/tests/epoll_late_member   test helper: a thread asleep in epoll_wait on an empty set while another adds a
@@ -123,7 +125,8 @@ ONLOAD_RUN_PROFILES := $(patsubst apps/onload-run/profiles/%,$(DIST)/lib/onload/
 DIST_FILES += $(ONLOAD_RUN_PROFILES) $(DIST)/share/man/man1/onload-run.1 $(DIST)/tests/errno_probe $(DIST)/tests/signal_writer \
 	$(DIST)/tests/fork_probe $(DIST)/tests/dotnet-sockets/onload-dotnet-sockets.dll $(DIST)/tests/epoll_late_member \
 	$(DIST)/tests/epoll_rearm $(DIST)/tests/vfork_probe $(DIST)/tests/fork_server \
-	$(DIST)/tests/fork_per_connection $(DIST)/tests/pattern_client $(DIST)/tests/exec_inherit $(DIST)/tests/udp_fork
+	$(DIST)/tests/fork_per_connection $(DIST)/tests/pattern_client $(DIST)/tests/exec_inherit $(DIST)/tests/udp_fork \
+	$(DIST)/tests/reuseport
 
 .PHONY: all deps restore build publish test check-header demo bench bench-quick bench-latency bench-tcp bench-driverlink sweep install clean
 

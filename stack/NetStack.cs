@@ -83,6 +83,7 @@ public sealed partial class NetStack : IDisposable
         _tcpTimestampOffset = (uint)_random.NextUInt64();
         _isnKey0 = _random.NextUInt64();
         _isnKey1 = _random.NextUInt64();
+        _reuseportKey = SipHash.Hash(_isnKey0, _isnKey1, 0x7265_7573_6570_6f72UL, 0); // "reuseport"
         _mirror = options.ConnectionMirror;
         _mirror?.Attach(_mac, _address, _tcpTimestampOffset);
         _challengeAcks = new TokenBucket(options.TcpChallengeAcksPerSecond, options.TcpChallengeAcksPerSecond);

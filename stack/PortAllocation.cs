@@ -17,6 +17,9 @@ public sealed partial class NetStack
     private readonly ushort[]? _tcpAcceptedOnPort;
     /// <summary>Driverlink mode only: the reserving row was freed while accepted connections still used the port.</summary>
     private readonly bool[]? _tcpReleasePending;
+    /// <summary>Keys <see cref="ReuseportPick"/> apart from the ISNs (drawn from their keys, so that start takes no
+    /// random number more).</summary>
+    private readonly ulong _reuseportKey;
 
     /// <summary>
     /// An unused port from net.ipv4.ip_local_port_range, searched from a random offset (RFC 6056 §3.3.1,
@@ -75,14 +78,27 @@ public sealed partial class NetStack
         return -(int)(ephemeral ? exhausted : Errno.EADDRINUSE);
     }
 
+    /// <summary>
+    /// Which of <paramref name="members"/> sockets of an SO_REUSEPORT group a flow goes to: a keyed hash of its
+    /// four-tuple scaled to the group's size, as Linux's reuseport_select_sock, so every segment or datagram of one
+    /// flow (a connection's retransmitted SYNs too) meets the same member and flows spread across the group.
+    /// </summary>
+    private uint ReuseportPick(Ipv4Address local, ushort port, Ipv4Address remote, ushort remotePort, uint members)
+    {
+        ulong endpoints = ((ulong)local.Value << 32) | remote.Value;
+        uint hash = (uint)SipHash.Hash(_reuseportKey, _isnKey1, endpoints, ((ulong)port << 16) | remotePort);
+        return (uint)((ulong)hash * members >> 32);
+    }
+
     /// <summary>Driverlink mode: binds TCP row <paramref name="c"/> to <paramref name="port"/> (0: ephemeral)
-    /// reserved through the control plane; a reservation still held for connections accepted on the port passes to
-    /// the new row instead.</summary>
+    /// reserved through the control plane. The reservation is the port's, taken once: a row sharing the port with
+    /// others (SO_REUSEADDR, SO_REUSEPORT) joins theirs, and one still held for connections accepted on the port
+    /// passes to the new row.</summary>
     private int TcpBindReserved(int c, ushort port)
     {
         if (port != 0 && _tcpReleasePending![port])
             _tcpReleasePending[port] = false;
-        else
+        else if (port == 0 || !_tcp.PortInUse(port))
         {
             int rc = ReserveControlPort(_tcp, IpProtocol.Tcp, ref port, Errno.EADDRNOTAVAIL);
             if (rc != 0)
@@ -93,13 +109,17 @@ public sealed partial class NetStack
         return 0;
     }
 
-    /// <summary>Driverlink mode, a TCP row being freed: gives its port back once no row uses it.</summary>
-    private void TcpReleaseReserved(ref TcpConnection t)
+    /// <summary>Driverlink mode, TCP row <paramref name="c"/> being freed: gives its port back once no row uses it.</summary>
+    private void TcpReleaseReserved(int c)
     {
+        ref var t = ref _tcp[c];
         ushort port = t.LocalPort;
         if (t.PortReserved)
         {
             t.PortReserved = false;
+            _tcp.UnbindPort(c);
+            if (_tcp.PortInUse(port))
+                return; // the others bound to the port hold it still
             if (_tcpAcceptedOnPort![port] > 0)
                 _tcpReleasePending![port] = true;
             else
@@ -113,14 +133,11 @@ public sealed partial class NetStack
         }
     }
 
-    /// <summary>Driverlink mode, the stack going away: every reservation still held goes back.</summary>
+    /// <summary>Driverlink mode, the stack going away: every reservation still held goes back, once per port.</summary>
     private void ReleaseAllReserved()
     {
-        for (int c = 0; c < _tcp.Capacity; c++)
-            if (_tcp.IsValid(c) && _tcp[c].PortReserved)
-                _control!.ReleasePort(IpProtocol.Tcp, _tcp[c].LocalPort);
-        for (int port = 1; port < _tcpReleasePending!.Length; port++)
-            if (_tcpReleasePending[port])
+        for (int port = 1; port < 65536; port++)
+            if (_tcp.PortInUse((ushort)port) || _tcpReleasePending![port])
                 _control!.ReleasePort(IpProtocol.Tcp, (ushort)port);
     }
 

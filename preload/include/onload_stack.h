@@ -103,7 +103,9 @@ enum {
 	ONLOAD_TCP_OPT_USER_TIMEOUT = 8, /* ms */
 	ONLOAD_TCP_OPT_RCVBUF = 9,
 	ONLOAD_TCP_OPT_SNDBUF = 10,
-	ONLOAD_TCP_OPT_CONGESTION = 11 /* 1: cubic, 2: reno */
+	ONLOAD_TCP_OPT_CONGESTION = 11, /* 1: cubic, 2: reno */
+	ONLOAD_TCP_OPT_REUSEADDR = 12,
+	ONLOAD_TCP_OPT_REUSEPORT = 13
 };
 int onload_sock_tcp_setopt(int h, int option, int64_t value);
 typedef int (*onload_sock_tcp_setopt_fn)(int h, int option, int64_t value);
@@ -182,7 +184,9 @@ enum {
 	ONLOAD_UDP_OPT_MULTICAST_TTL = 3,
 	ONLOAD_UDP_OPT_MULTICAST_LOOP = 4,
 	ONLOAD_UDP_OPT_ADD_MEMBERSHIP = 5,
-	ONLOAD_UDP_OPT_DROP_MEMBERSHIP = 6
+	ONLOAD_UDP_OPT_DROP_MEMBERSHIP = 6,
+	ONLOAD_UDP_OPT_REUSEADDR = 7,
+	ONLOAD_UDP_OPT_REUSEPORT = 8
 };
 int onload_sock_udp_setopt(int h, int option, uint32_t value);
 typedef int (*onload_sock_udp_setopt_fn)(int h, int option, uint32_t value);

@@ -18,6 +18,8 @@ internal enum TcpOption
     SendBuffer = 10,
     /// <summary>TCP_CONGESTION: 1 for cubic, 2 for reno.</summary>
     Congestion = 11,
+    ReuseAddress = 12,
+    ReusePort = 13,
 }
 
 // setsockopt and getsockopt of TCP connections: the shim has already given the option to the placeholder (which
@@ -46,6 +48,8 @@ internal sealed partial class SocketLayer
                 TcpOption.UserTimeoutMs => _stack.TcpSetUserTimeout(c, value * NsPerMs),
                 TcpOption.ReceiveBuffer => _stack.TcpSetReceiveBuffer(c, (int)Math.Clamp(value, 0, int.MaxValue)),
                 TcpOption.SendBuffer => _stack.TcpSetSendBuffer(c, (int)Math.Clamp(value, 0, int.MaxValue)),
+                TcpOption.ReuseAddress => _stack.TcpSetReuseAddress(c, value != 0),
+                TcpOption.ReusePort => _stack.TcpSetReusePort(c, value != 0),
                 TcpOption.Congestion => value switch
                 {
                     1 => _stack.TcpSetCongestionControl(c, "cubic"),

@@ -19,6 +19,8 @@ internal enum UdpOption
     MulticastLoop = 4,
     AddMembership = 5,
     DropMembership = 6,
+    ReuseAddress = 7,
+    ReusePort = 8,
 }
 
 // UDP sockets for the shim: the stack's UDP calls (stack/Udp/NetStack.Udp.cs) under the layer's lock. A datagram is
@@ -170,6 +172,8 @@ internal sealed partial class SocketLayer
                 UdpOption.MulticastLoop => _stack.UdpSetMulticastLoop(s, value != 0),
                 UdpOption.AddMembership => _stack.UdpJoinGroup(s, new Ipv4Address(value)),
                 UdpOption.DropMembership => _stack.UdpLeaveGroup(s, new Ipv4Address(value)),
+                UdpOption.ReuseAddress => _stack.UdpSetReuseAddress(s, value != 0),
+                UdpOption.ReusePort => _stack.UdpSetReusePort(s, value != 0),
                 _ => -(int)Errno.ENOPROTOOPT,
             };
         }

@@ -1173,6 +1173,8 @@ static int udp_setsockopt(int fd, struct fd_entry *e, int level, int name, const
 		return rc;
 	int option = level == SOL_SOCKET && name == SO_RCVBUF ? ONLOAD_UDP_OPT_RCVBUF
 		   : level == SOL_SOCKET && name == SO_BROADCAST ? ONLOAD_UDP_OPT_BROADCAST
+		   : level == SOL_SOCKET && name == SO_REUSEADDR ? ONLOAD_UDP_OPT_REUSEADDR
+		   : level == SOL_SOCKET && name == SO_REUSEPORT ? ONLOAD_UDP_OPT_REUSEPORT
 		   : level == IPPROTO_IP && name == IP_MULTICAST_TTL ? ONLOAD_UDP_OPT_MULTICAST_TTL
 		   : level == IPPROTO_IP && name == IP_MULTICAST_LOOP ? ONLOAD_UDP_OPT_MULTICAST_LOOP : 0;
 	if (option == 0)
@@ -1716,6 +1718,8 @@ static int tcp_option_of(int level, int name, const void *value, socklen_t len, 
 		case SO_KEEPALIVE: return ONLOAD_TCP_OPT_KEEPALIVE;
 		case SO_RCVBUF: return ONLOAD_TCP_OPT_RCVBUF;
 		case SO_SNDBUF: return ONLOAD_TCP_OPT_SNDBUF;
+		case SO_REUSEADDR: return ONLOAD_TCP_OPT_REUSEADDR;
+		case SO_REUSEPORT: return ONLOAD_TCP_OPT_REUSEPORT;
 		case SO_LINGER: {
 			const struct linger *l = value;
 			*v = l->l_onoff && l->l_linger == 0;

@@ -200,8 +200,86 @@ static void probe_addresses(int port)
 	setsockopt(b, SOL_SOCKET, SO_REUSEPORT, &(int){ 1 }, sizeof(int));
 	report("SO_REUSEPORT: bind the first", bind(a, (struct sockaddr *)&here, sizeof here));
 	report("SO_REUSEPORT: bind the second", bind(b, (struct sockaddr *)&here, sizeof here));
+	report("SO_REUSEPORT: the first listens", listen(a, 4));
+	report("SO_REUSEPORT: the second listens", listen(b, 4));
+	int c = tcp_socket();
+	report("SO_REUSEPORT: bind a third without it", bind(c, (struct sockaddr *)&here, sizeof here));
+	close(c);
+	c = tcp_socket();
+	setsockopt(c, SOL_SOCKET, SO_REUSEADDR, &(int){ 1 }, sizeof(int));
+	report("SO_REUSEPORT: bind a third with SO_REUSEADDR only", bind(c, (struct sockaddr *)&here, sizeof here));
+	close(c);
+	c = tcp_socket();
+	setsockopt(c, SOL_SOCKET, SO_REUSEPORT, &(int){ 1 }, sizeof(int));
+	report("SO_REUSEPORT: bind a third with it", bind(c, (struct sockaddr *)&here, sizeof here));
+	close(c);
+	close(a);
+	report("SO_REUSEPORT: after closing one, bind without it", bind(c = tcp_socket(), (struct sockaddr *)&here, sizeof here));
+	close(c);
+	close(b);
+	report("SO_REUSEPORT: after closing all, bind without it", bind(c = tcp_socket(), (struct sockaddr *)&here, sizeof here));
+	close(c);
+
+	/* SO_REUSEADDR shares a port among sockets not listening; only one of them may listen. */
+	here.sin_port = htons((uint16_t)(port + 4));
+	a = tcp_socket();
+	b = tcp_socket();
+	setsockopt(a, SOL_SOCKET, SO_REUSEADDR, &(int){ 1 }, sizeof(int));
+	setsockopt(b, SOL_SOCKET, SO_REUSEADDR, &(int){ 1 }, sizeof(int));
+	report("SO_REUSEADDR: bind the first", bind(a, (struct sockaddr *)&here, sizeof here));
+	report("SO_REUSEADDR: bind the second", bind(b, (struct sockaddr *)&here, sizeof here));
+	report("SO_REUSEADDR: the first listens", listen(a, 4));
+	report("SO_REUSEADDR: the second listens", listen(b, 4));
+	c = tcp_socket();
+	setsockopt(c, SOL_SOCKET, SO_REUSEADDR, &(int){ 1 }, sizeof(int));
+	report("SO_REUSEADDR: bind a third beside the listener", bind(c, (struct sockaddr *)&here, sizeof here));
+	close(c);
 	close(a);
 	close(b);
+
+	/* A connection bound to its port holds it: another socket binds it beside only if both set SO_REUSEADDR. */
+	here.sin_port = htons((uint16_t)(port + 6));
+	for (int reuse = 0; reuse < 2; reuse++) {
+		a = tcp_socket();
+		b = tcp_socket();
+		if (reuse) {
+			setsockopt(a, SOL_SOCKET, SO_REUSEADDR, &(int){ 1 }, sizeof(int));
+			setsockopt(b, SOL_SOCKET, SO_REUSEADDR, &(int){ 1 }, sizeof(int));
+		}
+		const char *with = reuse ? "with SO_REUSEADDR" : "without SO_REUSEADDR";
+		char what[96];
+		snprintf(what, sizeof what, "a connection %s: bind its port", with);
+		report(what, bind(a, (struct sockaddr *)&here, sizeof here));
+		if (connect(a, (struct sockaddr *)&server, sizeof server) != 0 || write(a, "e", 1) != 1) {
+			printf("SETUP connect from a bound port: %s\n", name_of(errno));
+			exit(1);
+		}
+		snprintf(what, sizeof what, "a connection %s: bind another socket beside it", with);
+		report(what, bind(b, (struct sockaddr *)&here, sizeof here));
+		close(b);
+		/* A reset leaves no TIME_WAIT to hold the port into the next run. */
+		setsockopt(a, SOL_SOCKET, SO_LINGER, &(struct linger){ .l_onoff = 1, .l_linger = 0 }, sizeof(struct linger));
+		close(a);
+	}
+
+	/* UDP: either option, set on both, shares the port. */
+	here.sin_port = htons((uint16_t)(port + 5));
+	for (int option = 0; option < 3; option++) {
+		const char *names[] = { "no option", "SO_REUSEADDR", "SO_REUSEPORT" };
+		int d[2];
+		for (int i = 0; i < 2; i++) {
+			d[i] = socket(AF_INET, SOCK_DGRAM, 0);
+			if (option > 0)
+				setsockopt(d[i], SOL_SOCKET, option == 1 ? SO_REUSEADDR : SO_REUSEPORT, &(int){ 1 }, sizeof(int));
+		}
+		char what[80];
+		snprintf(what, sizeof what, "UDP with %s: bind the first", names[option]);
+		report(what, bind(d[0], (struct sockaddr *)&here, sizeof here));
+		snprintf(what, sizeof what, "UDP with %s: bind the second", names[option]);
+		report(what, bind(d[1], (struct sockaddr *)&here, sizeof here));
+		close(d[0]);
+		close(d[1]);
+	}
 }
 
 static void probe_reset(void)

@@ -199,17 +199,24 @@ public sealed partial class NetStack
             return;
         }
         var udp = new UdpDatagram(quote[ihl..]);
-        int s = _udp.OwnerOf(udp.SourcePort);
-        if (s < 0)
+        if (!_udp.PortInUse(udp.SourcePort))
         {
             Counters.Count(DropReason.IcmpErrorNoSocket);
             return;
         }
-        ref UdpSocket socket = ref _udp[s];
-        if (!socket.Connected || socket.RemoteAddress != inner.Destination || socket.RemotePort != udp.DestinationPort)
+        // Only a connected socket hears of its datagrams' fate (as Linux): the one on the port connected to the
+        // quoted destination.
+        int s = _udp.FirstOnPort(udp.SourcePort);
+        while (s >= 0 && !ConnectedTo(ref _udp[s], inner.Destination, udp.DestinationPort))
+            s = _udp[s].PortNext;
+        if (s < 0)
             return;
+        ref UdpSocket socket = ref _udp[s];
         var (errno, hard) = IcmpErrors.ToErrno(icmp.Type, icmp.Code);
         if (hard)
             socket.Error = errno;
     }
+
+    private static bool ConnectedTo(ref UdpSocket socket, Ipv4Address remote, ushort remotePort) =>
+        socket.Connected && socket.RemoteAddress == remote && socket.RemotePort == remotePort;
 }

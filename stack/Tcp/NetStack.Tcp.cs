@@ -94,7 +94,7 @@ public sealed partial class NetStack
         if (!local.Address.IsAny && local.Address != _address)
             return -(int)Errno.EADDRNOTAVAIL;
         ushort port = local.Port;
-        if (port != 0 && _tcp.PortInUse(port))
+        if (port != 0 && TcpBindConflict(c, port))
             return -(int)Errno.EADDRINUSE;
         t.BoundToAny = local.Address.IsAny;
         if (_control != null)
@@ -107,6 +107,67 @@ public sealed partial class NetStack
             port = (ushort)picked;
         }
         _tcp.BindPort(c, port);
+        return 0;
+    }
+
+    /// <summary>
+    /// Whether row <paramref name="c"/> may not hold <paramref name="port"/> beside the rows bound to it: Linux's
+    /// inet_csk_bind_conflict with one address and one user. Two sockets share a port when both set SO_REUSEADDR
+    /// and the other is not listening, or when both set SO_REUSEPORT.
+    /// </summary>
+    private bool TcpBindConflict(int c, ushort port)
+    {
+        ref var t = ref _tcp[c];
+        for (int o = _tcp.FirstOnPort(port); o >= 0; o = _tcp[o].PortNext)
+        {
+            if (o == c)
+                continue;
+            ref var other = ref _tcp[o];
+            bool shareAddress = t.ReuseAddr && other.ReuseAddr && other.State != TcpState.Listen;
+            if (!shareAddress && !(t.ReusePort && other.ReusePort))
+                return true;
+        }
+        return false;
+    }
+
+    /// <summary>
+    /// The listener a SYN for no connection goes to, or -1: the port's one listener, or the member of its
+    /// SO_REUSEPORT group that <see cref="ReuseportPick"/> names.
+    /// </summary>
+    private int TcpListenerFor(ushort port, Ipv4Address remote, ushort remotePort)
+    {
+        int first = -1;
+        uint listeners = 0;
+        for (int o = _tcp.FirstOnPort(port); o >= 0; o = _tcp[o].PortNext)
+            if (_tcp[o].State == TcpState.Listen)
+            {
+                if (first < 0)
+                    first = o;
+                listeners++;
+            }
+        if (listeners <= 1)
+            return first;
+        uint pick = ReuseportPick(_address, port, remote, remotePort, listeners);
+        for (int o = first; ; o = _tcp[o].PortNext)
+            if (_tcp[o].State == TcpState.Listen && pick-- == 0)
+                return o;
+    }
+
+    /// <summary>SO_REUSEADDR: decides later binds and listens on the port, as on Linux.</summary>
+    public int TcpSetReuseAddress(int c, bool on)
+    {
+        if (!_tcp.IsValid(c))
+            return -(int)Errno.EBADF;
+        _tcp[c].ReuseAddr = on;
+        return 0;
+    }
+
+    /// <summary>SO_REUSEPORT: decides later binds on the port, and which listeners share its connections.</summary>
+    public int TcpSetReusePort(int c, bool on)
+    {
+        if (!_tcp.IsValid(c))
+            return -(int)Errno.EBADF;
+        _tcp[c].ReusePort = on;
         return 0;
     }
 
@@ -124,6 +185,8 @@ public sealed partial class NetStack
             if (rc != 0)
                 return rc;
         }
+        else if (t.State == TcpState.Closed && TcpBindConflict(c, t.LocalPort))
+            return -(int)Errno.EADDRINUSE; // Linux checks the port again as the socket starts to listen
         SetState(ref t, TcpState.Listen);
         t.Backlog = Math.Clamp(backlog, 1, 4096); // net.core.somaxconn
         return 0;
@@ -518,7 +581,7 @@ public sealed partial class NetStack
         CancelTcpTimers(c);
         SetState(ref t, TcpState.Closed);
         if (_control != null)
-            TcpReleaseReserved(ref t);
+            TcpReleaseReserved(c);
         _tcp.Free(c);
         _mirror?.Clear(c); // a child shares its listener's port without owning it: Free leaves that port alone
     }

@@ -40,8 +40,8 @@ public sealed partial class NetStack
         {
             if (HandedOverLately(seg.DestinationPort, remote, seg.SourcePort))
                 return Dropped(DropReason.TcpHandedOver);
-            int listener = _tcp.PortOwner(seg.DestinationPort);
-            if (listener >= 0 && _tcp[listener].State == TcpState.Listen)
+            int listener = TcpListenerFor(seg.DestinationPort, remote, seg.SourcePort);
+            if (listener >= 0)
                 ListenInput(listener, remote, seg, options);
             else
             {

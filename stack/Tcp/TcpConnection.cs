@@ -62,9 +62,17 @@ public struct TcpConnection
     public bool Bound;
     /// <summary>bind() named INADDR_ANY: until connected, getsockname says 0.0.0.0, as Linux.</summary>
     public bool BoundToAny;
-    /// <summary>The local port was reserved through <see cref="IStackControl.ReservePort"/> by this row (driverlink
-    /// mode): freeing the row gives it back. Connections accepted from a listener share its port and never do.</summary>
+    /// <summary>The row holds its port's reservation through <see cref="IStackControl.ReservePort"/> (driverlink
+    /// mode), one per port however many rows share it: the port goes back with the last of them (and of the
+    /// connections accepted on it). Connections accepted from a listener share its port and never hold it.</summary>
     public bool PortReserved;
+    /// <summary>SO_REUSEADDR: may bind a port whose other holders set it too and are not listening.</summary>
+    public bool ReuseAddr;
+    /// <summary>SO_REUSEPORT: may bind a port whose other holders set it too, listeners included; the port's
+    /// listeners then form a group that shares its connections.</summary>
+    public bool ReusePort;
+    /// <summary>Next row bound to the same port (<see cref="TcpTable.FirstOnPort"/>), or -1.</summary>
+    public int PortNext;
     /// <summary>A child of a listener not yet handed out by accept, or -1.</summary>
     public int Listener;
     /// <summary>Next connection in the listener's accept queue, or -1.</summary>

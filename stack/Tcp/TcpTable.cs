@@ -7,16 +7,17 @@ namespace Onload.Stack.Tcp;
 
 /// <summary>
 /// The TCP connection table: connections by index, a hash of (local port, remote address, remote port) for
-/// established demultiplexing, an array from port to listener or bound socket, and per row one send ring, one
-/// receive ring and one ring of sent-segment records (the retransmission queue's scoreboard) in a single unmanaged
-/// arena (pages are touched only when used). Nothing is allocated after construction.
+/// established demultiplexing, per port the list of rows bound to it (several with SO_REUSEADDR or SO_REUSEPORT, as
+/// Linux's bind bucket), and per row one send ring, one receive ring and one ring of sent-segment records (the
+/// retransmission queue's scoreboard) in a single unmanaged arena (pages are touched only when used). Nothing is
+/// allocated after construction.
 /// </summary>
 public sealed unsafe class TcpTable : IDisposable, IPortTable
 {
     private readonly StructTable<TcpConnection> _rows;
     private readonly int[] _buckets;
     private readonly int _bucketMask;
-    private readonly short[] _portOwner; // row + 1 per bound port
+    private readonly short[] _portFirst; // per port: the row bound to it most recently + 1, heading its PortNext list
     private readonly int _rowBytes;
     private readonly FreeList _free;
     private byte* _arena;
@@ -39,7 +40,7 @@ public sealed unsafe class TcpTable : IDisposable, IPortTable
         _buckets = new int[buckets];
         _bucketMask = buckets - 1;
         Array.Fill(_buckets, -1);
-        _portOwner = new short[65536];
+        _portFirst = new short[65536];
     }
 
     public int Capacity => _rows.Length;
@@ -68,6 +69,7 @@ public sealed unsafe class TcpTable : IDisposable, IPortTable
         t.AcceptHead = t.AcceptTail = -1;
         t.SynHead = t.SynNext = t.SynPrev = -1;
         t.HashNext = -1;
+        t.PortNext = -1;
         t.SndBufSize = t.SndRingSize = SendBufferSize;
         t.RcvBufSize = t.RcvRingSize = ReceiveBufferSize;
         Open++;
@@ -80,8 +82,7 @@ public sealed unsafe class TcpTable : IDisposable, IPortTable
         if (!t.InUse)
             return; // a second free must not put the row on the free list twice
         Unhash(c);
-        if (t.Bound && _portOwner[t.LocalPort] == c + 1)
-            _portOwner[t.LocalPort] = 0;
+        UnbindPort(c);
         t = default;
         _free.Return(c);
         Open--;
@@ -98,23 +99,40 @@ public sealed unsafe class TcpTable : IDisposable, IPortTable
     public Span<TcpSentSegment> SentSegments(int c) =>
         new(_arena + (long)c * _rowBytes + SendBufferSize + ReceiveBufferSize, SentCapacity);
 
-    public int PortOwner(ushort port) => _portOwner[port] - 1;
+    /// <summary>The row bound to <paramref name="port"/> most recently, or -1; the others follow through
+    /// <see cref="TcpConnection.PortNext"/>. Connections accepted from a listener share its port without being here.</summary>
+    public int FirstOnPort(ushort port) => _portFirst[port] - 1;
 
-    public bool PortInUse(ushort port) => _portOwner[port] != 0;
+    public bool PortInUse(ushort port) => _portFirst[port] != 0;
 
     public void BindPort(int c, ushort port)
     {
-        _portOwner[port] = (short)(c + 1);
-        _rows[c].Bound = true;
-        _rows[c].LocalPort = port;
+        ref var t = ref _rows[c];
+        t.PortNext = _portFirst[port] - 1;
+        _portFirst[port] = (short)(c + 1);
+        t.Bound = true;
+        t.LocalPort = port;
     }
 
-    /// <summary>A port stays bound by a child connection (accepted from a listener) without owning it.</summary>
-    public void ReleasePort(int c)
+    /// <summary>Takes row <paramref name="c"/> off its port's list (it keeps <see cref="TcpConnection.LocalPort"/>);
+    /// nothing for a row not bound.</summary>
+    public void UnbindPort(int c)
     {
         ref var t = ref _rows[c];
-        if (t.Bound && _portOwner[t.LocalPort] == c + 1)
-            _portOwner[t.LocalPort] = 0;
+        if (!t.Bound)
+            return;
+        ushort port = t.LocalPort;
+        if (_portFirst[port] == c + 1)
+            _portFirst[port] = (short)(t.PortNext + 1);
+        else
+        {
+            int p = _portFirst[port] - 1;
+            while (_rows[p].PortNext != c)
+                p = _rows[p].PortNext;
+            _rows[p].PortNext = t.PortNext;
+        }
+        t.PortNext = -1;
+        t.Bound = false;
     }
 
     private int Bucket(ushort localPort, Ipv4Address remote, ushort remotePort) =>

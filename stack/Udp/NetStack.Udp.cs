@@ -70,23 +70,14 @@ public sealed partial class NetStack
     }
 
     /// <summary>
-    /// Queues a checked datagram on the socket bound to its port. A closed port gets Port Unreachable (quoting
-    /// <paramref name="offendingBuffer"/>'s frame) unless the datagram was a broadcast or multicast. Returns true
-    /// when a socket took it (and with it the buffers).
+    /// Queues a checked datagram on the socket bound to its port that hears it, or for a broadcast or multicast
+    /// datagram on every one. A closed port gets Port Unreachable (quoting <paramref name="offendingBuffer"/>'s
+    /// frame) unless the datagram was a broadcast or multicast. Returns true when a socket took it (and with it the
+    /// buffers).
     /// </summary>
     private bool UdpDeliver(in UdpQueuedDatagram queued, Ipv4Address destination, ushort port, bool broadcast, int offendingBuffer)
     {
-        int s = _udp.OwnerOf(port);
-        if (s >= 0)
-        {
-            ref var socket = ref _udp[s];
-            // A connected socket hears only its peer (RFC 768 leaves it open; Linux's lookup scores it so).
-            if (socket.Connected && (socket.RemoteAddress != queued.SourceAddress || socket.RemotePort != queued.SourcePort))
-                s = -1;
-            // Linux's IP_MULTICAST_ALL (on by default) delivers any group the host joined to a socket bound to the port.
-            else if (socket.Bound && !socket.LocalAddress.IsAny && socket.LocalAddress != destination)
-                s = -1;
-        }
+        int s = broadcast ? UdpDeliverCopies(in queued, destination, port) : UdpSocketFor(in queued, destination, port);
         if (s < 0)
         {
             Counters.UdpNoPorts++;
@@ -94,6 +85,11 @@ public sealed partial class NetStack
                 SendIcmpError(_pool.Span(offendingBuffer), IcmpType.DestinationUnreachable, IcmpUnreachableCode.Port);
             return Dropped(DropReason.UdpNoPort);
         }
+        return UdpEnqueue(s, in queued);
+    }
+
+    private bool UdpEnqueue(int s, in UdpQueuedDatagram queued)
+    {
         if (!_udp.TryEnqueue(s, in queued))
         {
             _udp[s].Drops++;
@@ -104,6 +100,97 @@ public sealed partial class NetStack
         _udp[s].InDatagrams++;
         Counters.UdpInDatagrams++;
         return true;
+    }
+
+    /// <summary>Whether socket <paramref name="s"/> hears a datagram to <paramref name="destination"/> from
+    /// <paramref name="source"/> (Linux's compute_score), and how well: -1 not at all, more for a socket bound to the
+    /// address and more again for one connected to the source.</summary>
+    private int UdpScore(int s, Ipv4Address destination, Ipv4Address source, ushort sourcePort)
+    {
+        ref var socket = ref _udp[s];
+        int score = 0;
+        // Linux's IP_MULTICAST_ALL (on by default) delivers any group the host joined to a socket bound to the port.
+        if (!socket.LocalAddress.IsAny)
+        {
+            if (socket.LocalAddress != destination)
+                return -1;
+            score += 4;
+        }
+        // A connected socket hears only its peer (RFC 768 leaves it open; Linux's lookup scores it so).
+        if (socket.Connected)
+        {
+            if (socket.RemoteAddress != source || socket.RemotePort != sourcePort)
+                return -1;
+            score += 4;
+        }
+        return score;
+    }
+
+    /// <summary>
+    /// The socket a unicast datagram goes to, or -1: of those on the port that hear it, the best placed (the one
+    /// bound most recently among equals, as Linux for sockets sharing a port with SO_REUSEADDR); when that one is of
+    /// an SO_REUSEPORT group (unconnected, on one address), a member picked by a keyed hash of the four-tuple, as
+    /// Linux's reuseport_select_sock, so each flow keeps to one socket.
+    /// </summary>
+    private int UdpSocketFor(in UdpQueuedDatagram queued, Ipv4Address destination, ushort port)
+    {
+        int best = -1, bestScore = -1;
+        for (int s = _udp.FirstOnPort(port); s >= 0; s = _udp[s].PortNext)
+        {
+            int score = UdpScore(s, destination, queued.SourceAddress, queued.SourcePort);
+            if (score > bestScore)
+                (best, bestScore) = (s, score);
+        }
+        if (best < 0 || !_udp[best].ReusePort || _udp[best].Connected)
+            return best;
+        // The group's members score alike, so none comes before the first best.
+        var address = _udp[best].LocalAddress;
+        uint members = 0;
+        for (int s = best; s >= 0; s = _udp[s].PortNext)
+            if (InReusePortGroup(s, address))
+                members++;
+        uint pick = ReuseportPick(destination, port, queued.SourceAddress, queued.SourcePort, members);
+        for (int s = best; ; s = _udp[s].PortNext)
+            if (InReusePortGroup(s, address) && pick-- == 0)
+                return s;
+    }
+
+    private bool InReusePortGroup(int s, Ipv4Address address) =>
+        _udp[s].ReusePort && !_udp[s].Connected && _udp[s].LocalAddress == address;
+
+    /// <summary>
+    /// A broadcast or multicast datagram: a copy for every socket on the port that hears it but the last, which is
+    /// returned (-1 when none hears it) to take the datagram itself, as Linux's __udp4_lib_mcast_deliver clones
+    /// the skb. A reassembled datagram (its fragments in several buffers) goes to that last socket only.
+    /// </summary>
+    private int UdpDeliverCopies(in UdpQueuedDatagram queued, Ipv4Address destination, ushort port)
+    {
+        int last = -1;
+        for (int s = _udp.FirstOnPort(port); s >= 0; s = _udp[s].PortNext)
+        {
+            if (UdpScore(s, destination, queued.SourceAddress, queued.SourcePort) < 0)
+                continue;
+            if (last >= 0 && queued.Buffer >= 0)
+                UdpEnqueueCopy(last, in queued);
+            last = s;
+        }
+        return last;
+    }
+
+    private void UdpEnqueueCopy(int s, in UdpQueuedDatagram queued)
+    {
+        if (!_pool.TryAllocate(out int copy))
+        {
+            // No buffer for the copy: this socket misses it, as a failed skb_clone makes Linux's miss it.
+            _udp[s].Drops++;
+            Counters.UdpInErrors++;
+            return;
+        }
+        int frame = queued.PayloadOffset + queued.PayloadLength;
+        _pool.Span(queued.Buffer)[..frame].CopyTo(_pool.Span(copy));
+        var copied = queued with { Buffer = copy };
+        if (!UdpEnqueue(s, in copied))
+            _pool.Release(copy);
     }
 
     /// <summary>socket(AF_INET, SOCK_DGRAM, 0): a new UDP socket's handle, or -EMFILE when the table is full.</summary>
@@ -128,13 +215,17 @@ public sealed partial class NetStack
         if (!local.Address.IsAny && local.Address != _address && !local.Address.IsMulticast)
             return -(int)Errno.EADDRNOTAVAIL;
         ushort port = local.Port;
-        if (port != 0 && _udp.PortInUse(port))
+        if (port != 0 && UdpBindConflict(s, local))
             return -(int)Errno.EADDRINUSE;
         if (_control != null)
         {
-            int rc = ReserveControlPort(_udp, IpProtocol.Udp, ref port, Errno.EAGAIN);
-            if (rc != 0)
-                return rc;
+            // The reservation is the port's, taken by its first socket; the others sharing it join it.
+            if (port == 0 || !_udp.PortInUse(port))
+            {
+                int rc = ReserveControlPort(_udp, IpProtocol.Udp, ref port, Errno.EAGAIN);
+                if (rc != 0)
+                    return rc;
+            }
             socket.PortReserved = true;
         }
         else if (port == 0)
@@ -144,15 +235,47 @@ public sealed partial class NetStack
                 return picked;
             port = (ushort)picked;
         }
-        socket.Bound = true;
         socket.LocalAddress = local.Address;
-        socket.LocalPort = port;
         _udp.BindPort(s, port);
         // Groups joined before the bind: the kernel joins them now that the port's kernel socket exists.
         if (_control != null && socket.Memberships > 0)
             for (int g = 0; g < _groups.Capacity; g++)
-                if (_groups[g].InUse && _groups.IsMember(s, _groups[g].Group))
+                if (_groups[g].InUse && _groups.IsMember(s, _groups[g].Group) && !GroupJoinedOnPort(s, _groups[g].Group))
                     _ = _control.JoinGroup(port, _groups[g].Group);
+        return 0;
+    }
+
+    /// <summary>Whether socket <paramref name="s"/> may not bind <paramref name="local"/> beside the sockets bound to
+    /// its port: Linux's udp_lib_lport_inuse with one user. Sockets on different addresses never conflict; on one
+    /// (or the wildcard) they share the port when both set SO_REUSEADDR or both SO_REUSEPORT.</summary>
+    private bool UdpBindConflict(int s, Ipv4Endpoint local)
+    {
+        ref var socket = ref _udp[s];
+        for (int o = _udp.FirstOnPort(local.Port); o >= 0; o = _udp[o].PortNext)
+        {
+            ref var other = ref _udp[o];
+            bool sameAddress = local.Address.IsAny || other.LocalAddress.IsAny || local.Address == other.LocalAddress;
+            if (sameAddress && !(socket.ReuseAddr && other.ReuseAddr) && !(socket.ReusePort && other.ReusePort))
+                return true;
+        }
+        return false;
+    }
+
+    /// <summary>SO_REUSEADDR: decides later binds on the port, as on Linux.</summary>
+    public int UdpSetReuseAddress(int s, bool on)
+    {
+        if (!_udp.IsValid(s))
+            return -(int)Errno.EBADF;
+        _udp[s].ReuseAddr = on;
+        return 0;
+    }
+
+    /// <summary>SO_REUSEPORT: decides later binds on the port, and which sockets share its unicast datagrams.</summary>
+    public int UdpSetReusePort(int s, bool on)
+    {
+        if (!_udp.IsValid(s))
+            return -(int)Errno.EBADF;
+        _udp[s].ReusePort = on;
         return 0;
     }
 
@@ -371,9 +494,11 @@ public sealed partial class NetStack
         }
         while (_groups.TryFirstMembership(s, out var group))
             UdpLeaveGroup(s, group);
-        if (_udp[s].PortReserved)
-            _control!.ReleasePort(IpProtocol.Udp, _udp[s].LocalPort);
+        ushort port = _udp[s].LocalPort;
+        bool reserved = _udp[s].PortReserved;
         _udp.Free(s);
+        if (reserved && !_udp.PortInUse(port))
+            _control!.ReleasePort(IpProtocol.Udp, port); // the last socket on the port gives it back
         return 0;
     }
 
@@ -388,17 +513,18 @@ public sealed partial class NetStack
             return -(int)Errno.EADDRINUSE;
         if (_udp[s].Memberships >= MaxMembershipsPerSocket)
             return -(int)Errno.ENOBUFS;
-        if (_control is not null && _udp[s].Bound)
+        bool kernelJoins = _control is not null && _udp[s].Bound && !GroupJoinedOnPort(s, group);
+        if (kernelJoins)
         {
-            int rc = _control.JoinGroup(_udp[s].LocalPort, group);
+            int rc = _control!.JoinGroup(_udp[s].LocalPort, group);
             if (rc < 0)
                 return rc;
         }
         int g = _groups.Join(s, group, out bool first);
         if (g < 0)
         {
-            if (_control is not null && _udp[s].Bound)
-                _control.LeaveGroup(_udp[s].LocalPort, group);
+            if (kernelJoins)
+                _control!.LeaveGroup(_udp[s].LocalPort, group);
             return -(int)Errno.ENOBUFS;
         }
         _udp[s].Memberships++;
@@ -416,13 +542,23 @@ public sealed partial class NetStack
         int g = _groups.Leave(s, group, out bool last);
         if (g < 0)
             return -(int)Errno.EADDRNOTAVAIL;
-        if (_control is not null && _udp[s].Bound)
+        if (_control is not null && _udp[s].Bound && !GroupJoinedOnPort(s, group))
             _control.LeaveGroup(_udp[s].LocalPort, group);
         _udp[s].Memberships--;
         if (last)
             StackLeftGroup(g, group);
         Flush();
         return 0;
+    }
+
+    /// <summary>Driverlink mode: whether another socket on <paramref name="s"/>'s port is a member of
+    /// <paramref name="group"/>, so the port's one kernel socket is joined for them all already (and stays joined).</summary>
+    private bool GroupJoinedOnPort(int s, Ipv4Address group)
+    {
+        for (int o = _udp.FirstOnPort(_udp[s].LocalPort); o >= 0; o = _udp[o].PortNext)
+            if (o != s && _groups.IsMember(o, group))
+                return true;
+        return false;
     }
 
     /// <summary>IP_MULTICAST_TTL: 0..255, or -1 for the default (1).</summary>

@@ -11,6 +11,13 @@ public struct UdpSocket
     /// <summary>The port was reserved through <see cref="IStackControl.ReservePort"/> (driverlink mode): close
     /// gives it back.</summary>
     public bool PortReserved;
+    /// <summary>SO_REUSEADDR: may bind a port whose other holders set it too.</summary>
+    public bool ReuseAddr;
+    /// <summary>SO_REUSEPORT: may bind a port whose other holders set it too; unicast datagrams are then shared
+    /// among the group by a hash of their four-tuple.</summary>
+    public bool ReusePort;
+    /// <summary>Next socket bound to the same port (<see cref="UdpSocketTable.FirstOnPort"/>), or -1.</summary>
+    public int PortNext;
     public bool Connected;
     /// <summary>SO_BROADCAST: may send to broadcast addresses.</summary>
     public bool Broadcast;
@@ -51,14 +58,14 @@ public struct UdpQueuedDatagram
 }
 
 /// <summary>
-/// The UDP socket table: sockets by handle, an array from port to owning socket (O(1) demultiplexing), and one
-/// ring of queued datagrams per socket, all preallocated.
+/// The UDP socket table: sockets by handle, per port the list of sockets bound to it (one, or several with
+/// SO_REUSEADDR or SO_REUSEPORT), and one ring of queued datagrams per socket, all preallocated.
 /// </summary>
 public sealed class UdpSocketTable : IDisposable, IPortTable
 {
     private readonly StructTable<UdpSocket> _sockets;
     private readonly StructTable<UdpQueuedDatagram> _queues;
-    private readonly short[] _portOwner; // socket handle + 1 per port; 0 = free
+    private readonly short[] _portFirst; // per port: the socket bound to it most recently + 1, heading its PortNext list
     private readonly int _queueCapacity;
     private readonly FreeList _free;
 
@@ -70,7 +77,7 @@ public sealed class UdpSocketTable : IDisposable, IPortTable
         _free = new FreeList(sockets);
         _queueCapacity = queueCapacity;
         _queues = new StructTable<UdpQueuedDatagram>(sockets * queueCapacity);
-        _portOwner = new short[65536];
+        _portFirst = new short[65536];
     }
 
     public int Capacity => _sockets.Length;
@@ -91,6 +98,7 @@ public sealed class UdpSocketTable : IDisposable, IPortTable
         ref var s = ref _sockets[h];
         s = default;
         s.InUse = true;
+        s.PortNext = -1;
         s.ReceiveBufferBytes = receiveBufferBytes;
         Open++;
         return h;
@@ -101,19 +109,46 @@ public sealed class UdpSocketTable : IDisposable, IPortTable
         ref var s = ref _sockets[handle];
         if (!s.InUse)
             return; // a second free must not put the handle on the free list twice
-        if (s.Bound && _portOwner[s.LocalPort] == handle + 1)
-            _portOwner[s.LocalPort] = 0;
+        UnbindPort(handle);
         s = default;
         _free.Return(handle);
         Open--;
     }
 
-    /// <summary>The socket bound to <paramref name="port"/>, or -1.</summary>
-    public int OwnerOf(ushort port) => _portOwner[port] - 1;
+    /// <summary>The socket bound to <paramref name="port"/> most recently, or -1; the others follow through
+    /// <see cref="UdpSocket.PortNext"/>.</summary>
+    public int FirstOnPort(ushort port) => _portFirst[port] - 1;
 
-    public bool PortInUse(ushort port) => _portOwner[port] != 0;
+    public bool PortInUse(ushort port) => _portFirst[port] != 0;
 
-    public void BindPort(int handle, ushort port) => _portOwner[port] = (short)(handle + 1);
+    public void BindPort(int handle, ushort port)
+    {
+        ref var s = ref _sockets[handle];
+        s.PortNext = _portFirst[port] - 1;
+        _portFirst[port] = (short)(handle + 1);
+        s.Bound = true;
+        s.LocalPort = port;
+    }
+
+    /// <summary>Takes socket <paramref name="handle"/> off its port's list; nothing for a socket not bound.</summary>
+    public void UnbindPort(int handle)
+    {
+        ref var s = ref _sockets[handle];
+        if (!s.Bound)
+            return;
+        ushort port = s.LocalPort;
+        if (_portFirst[port] == handle + 1)
+            _portFirst[port] = (short)(s.PortNext + 1);
+        else
+        {
+            int p = _portFirst[port] - 1;
+            while (_sockets[p].PortNext != handle)
+                p = _sockets[p].PortNext;
+            _sockets[p].PortNext = s.PortNext;
+        }
+        s.PortNext = -1;
+        s.Bound = false;
+    }
 
     public bool TryEnqueue(int handle, in UdpQueuedDatagram d)
     {

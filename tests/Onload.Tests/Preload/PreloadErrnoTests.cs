@@ -50,11 +50,7 @@ public class PreloadErrnoTests
     /// Where the stack knowingly differs, kernel line → the stack's line, each with its reason; a difference that
     /// changes (fixed, or different) fails the test, so this list stays true.
     /// </summary>
-    private static readonly Dictionary<string, string> KnownDifferences = new()
-    {
-        // SO_REUSEPORT groups (several sockets on one port, connections spread between listeners) are not built.
-        ["SO_REUSEPORT: bind the second: 0"] = "SO_REUSEPORT: bind the second: -1 EADDRINUSE",
-    };
+    private static readonly Dictionary<string, string> KnownDifferences = [];
 
     /// <summary>Tcp EstabResets of a namespace (/proc/net/snmp): connections that went from ESTABLISHED or CLOSE_WAIT
     /// straight to CLOSED, by a reset sent or received.</summary>

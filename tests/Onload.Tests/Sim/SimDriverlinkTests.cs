@@ -49,6 +49,21 @@ internal sealed class FakeStackControl : IStackControl
         Released.Add((protocol, port));
     }
 
+    /// <summary>The kernel's memberships, per port's kernel socket: a second join of one is EADDRINUSE, as
+    /// ip_mc_join_group says.</summary>
+    public List<(ushort Port, Ipv4Address Group)> Joined { get; } = [];
+
+    public int JoinGroup(ushort localPort, Ipv4Address group)
+    {
+        if (Joined.Contains((localPort, group)))
+            return -(int)Errno.EADDRINUSE;
+        Joined.Add((localPort, group));
+        return 0;
+    }
+
+    public void LeaveGroup(ushort localPort, Ipv4Address group) =>
+        Assert.That(Joined.Remove((localPort, group)), Is.True, $"left {group} on port {localPort}, which is not joined");
+
     public void ResolveNeighbour(uint address)
     {
         var a = new Ipv4Address(address);
