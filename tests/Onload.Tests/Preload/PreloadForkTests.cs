@@ -206,10 +206,9 @@ public class PreloadForkTests
         string Ask(string message) => System.Text.Encoding.ASCII.GetString(
             dl.Peer.Pipe($"socat -t 5 - UDP:{dl.HostAddress}:7469", System.Text.Encoding.ASCII.GetBytes(message), Deadline));
 
-        Assert.That(Ask("one"), Is.EqualTo("parent: one"));
-        Assert.That(Ask("two"), Is.EqualTo("child: two"));
-        Assert.That(Ask("three"), Is.EqualTo("child: three"));
-        Assert.That(Ask("four"), Is.EqualTo("parent after: four"));
+        foreach (var (question, answer) in (string, string)[])[("one", "parent: one"), ("two", "child: two"),
+                     ("three", "child: three"), ("four", "parent after: four")])
+            Assert.That(Ask(question), Is.EqualTo(answer), () => $"udp_fork: {server.Stdout}{server.Stderr}");
         Assert.That(server.WaitForExit(Deadline), Is.True, $"udp_fork finished; stdout: {server.Stdout}");
         Assert.That(server.ExitCode, Is.Zero, server.Stdout + server.Stderr);
         Assert.That(server.Stderr, Does.Contain("onload: fork:").And.Contain(HandedOver));
