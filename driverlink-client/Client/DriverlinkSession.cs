@@ -174,6 +174,15 @@ public sealed unsafe class DriverlinkSession : IStackControl, IDisposable
         if (Removed)
             return -(int)Onload.Stack.Errno.ENETDOWN;
         var p = (FilterProtocol)protocol;
+        // A port given back whose release still waits for the TX ring (a connection closed by a reset, bound again
+        // at once) is still steered here: it is kept, where asking the daemon again would find it taken.
+        for (int i = 0; port != 0 && i < _releasing.Count; i++)
+            if (_releasing[i].Protocol == protocol && _releasing[i].Port == port)
+            {
+                _backing[(protocol, port)] = _releasing[i].Fd;
+                _releasing.RemoveAt(i);
+                return 0;
+            }
         // A UDP port's kernel socket is bound to every address, so that it also receives the datagrams of the
         // groups the stack joins (a socket bound to one unicast address hears no multicast).
         int fd = BackingSocket.Open(p, p == FilterProtocol.Udp ? 0 : Address.Address.Value, ref port);
