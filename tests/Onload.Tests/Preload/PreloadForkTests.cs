@@ -206,8 +206,8 @@ public class PreloadForkTests
         string Ask(string message) => System.Text.Encoding.ASCII.GetString(
             dl.Peer.Pipe($"socat -t 5 - UDP:{dl.HostAddress}:7469", System.Text.Encoding.ASCII.GetBytes(message), Deadline));
 
-        foreach (var (question, answer) in (string, string)[])[("one", "parent: one"), ("two", "child: two"),
-                     ("three", "child: three"), ("four", "parent after: four")])
+        var exchanges = new[] { ("one", "parent: one"), ("two", "child: two"), ("three", "child: three"), ("four", "parent after: four") };
+        foreach (var (question, answer) in exchanges)
             Assert.That(Ask(question), Is.EqualTo(answer), () => $"udp_fork: {server.Stdout}{server.Stderr}");
         Assert.That(server.WaitForExit(Deadline), Is.True, $"udp_fork finished; stdout: {server.Stdout}");
         Assert.That(server.ExitCode, Is.Zero, server.Stdout + server.Stderr);
