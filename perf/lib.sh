@@ -22,11 +22,12 @@ check_host() {  # make-target tool...
     [[ -x $PINGPONG ]] || die "$PINGPONG not found or not executable (run make first)"
 }
 
-# Installs the Debian packages of those tools that are missing.
-install_missing() {  # tool...
+# Installs the Debian packages of those tools that are missing; TOOL:PACKAGE where the package has another name
+# (gnuplot:gnuplot-nox).
+install_missing() {  # tool[:package]...
     local tool missing=()
     for tool in "$@"; do
-        command -v "$tool" >/dev/null || missing+=("$tool")
+        command -v "${tool%%:*}" >/dev/null || missing+=("${tool#*:}")
     done
     ((${#missing[@]})) || return 0
     echo "$NAME: installing ${missing[*]} (Debian packages)"
@@ -271,6 +272,12 @@ read_sockperf() {  # log
     sp_samples=$(sed -n 's/.*\[Valid Duration\].*ReceivedMessages=\([0-9]*\).*/\1/p' <<<"$clean")
     sp_sent=$(sed -n 's/.*\[Valid Duration\].*SentMessages=\([0-9]*\).*/\1/p' <<<"$clean")
     [[ -n $sp_median && -n $sp_p99 && -n $sp_p999 && -n $sp_max && -n $sp_samples ]]
+}
+
+# sockperf's percentile lines as "percentile value" lines, lowest first: <MIN> as 0, <MAX> as 100 (a curve to plot).
+sockperf_curve() {  # log
+    sed 's/\x1b\[[0-9;]*m//g' "$1" | sed -n 's/.*<MIN> observation = *\([0-9.]*\).*/0 \1/p;
+        s/.*percentile \([0-9.]*\) = *\([0-9.]*\).*/\1 \2/p; s/.*<MAX> observation = *\([0-9.]*\).*/100 \1/p' | sort -g -k1,1
 }
 
 # onload-pingpong --json (and tcp_crr) write one "key": value per line.
