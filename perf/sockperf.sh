@@ -93,7 +93,7 @@ start_workdir olq-sockperf
 # ---------------------------------------------------------------------------------------------
 # Results: one entry per PROTO:SIZE:ROW; R_CURVE names a file of "percentile value" lines.
 
-declare -A R_STATUS R_NOTE R_MEDIAN R_P99 R_P999 R_MAX R_SAMPLES R_TOOL R_CURVE
+declare -A R_STATUS R_NOTE R_MEDIAN R_P99 R_P999 R_MAX R_SAMPLES R_TOOL R_CURVE R_VNIC
 ROWS=(1 2 3 4 5)
 declare -A ROW_DESC=(
     [1]="kernel → kernel over veth"
@@ -241,6 +241,7 @@ row_onload() {  # key
     stop_driverds "${daemons[@]}"
     [[ -n $mode_client ]] && echo "    VNIC: client $mode_client, server $mode_server"
     if [[ ${R_STATUS[$key]} == ok ]]; then
+        R_VNIC[$key]="client $mode_client, server $mode_server"
         if [[ ${mode_client%% *} == "${mode_server%% *}" ]]; then
             R_TOOL[$key]="sockperf under onload-run both ends, VNIC $mode_client"
         else
@@ -445,6 +446,7 @@ json=$workdir/sockperf.json
                         rp=$(ratio "${R_P99[$key]}" "${R_P99[$proto:$size:1]}")
                         printf ', "median_ratio_to_1": %s, "p99_ratio_to_1": %s' "${rm_:-null}" "${rp:-null}"
                     fi
+                    [[ -n ${R_VNIC[$key]:-} ]] && printf ', "vnic": %s' "$(json_str "${R_VNIC[$key]}")"
                     printf ', "percentiles": [%s]' "$(awk '{ printf "%s[%s, %s]", (NR > 1 ? ", " : ""), $1 + 0, $2 + 0 }' "${R_CURVE[$key]}")"
                 else
                     printf ', "reason": %s' "$(json_str "${R_NOTE[$key]}")"
