@@ -251,9 +251,7 @@ row_onload() {  # key
 }
 
 row_shm() {  # key
-    local key=$1 name="olq-$$-$proto-$size" json log server_pid curve
-    local pp_tcp=()
-    [[ $proto == tcp ]] && pp_tcp=(--tcp)
+    local key=$1 name="olq-$$-$proto-$size" json log curve rc=0
     if ! have_kind shm; then
         record_skip "$key" "not yet: this build of onload-pingpong has no shm VNIC kind"
         return 0
@@ -261,20 +259,12 @@ row_shm() {  # key
     log=$workdir/${key//:/-}.log
     json=${log%.log}.json
     # Both ends in olq-c: the shm rendezvous is an abstract Unix socket, which belongs to a network namespace.
-    start_bg "$log.server" ip netns exec "$NS_C" "${pin_server[@]}" "$PINGPONG" --server-mode --sockperf "${pp_tcp[@]}" \
-        --vnic "shm:$name" --addr "$SHM_NET.1/$PREFIX" --port "$PORT_SHM"
-    server_pid=$last_pid
-    if ! wait_log "$server_pid" "$log.server" "server ready"; then
-        record_fail "$key" "onload-pingpong server did not start ($(tail -n 2 "$log.server" | tr '\n' ' '))"
-        stop_pid "$server_pid"
+    if ! pingpong_server "$log.server" "$NS_C" "shm:$name" "$SHM_NET.1/$PREFIX" "$PORT_SHM" "${tcp_opt[@]}"; then
+        record_fail "$key" "$server_error"
         return 0
     fi
-    echo "row $key: onload-pingpong ${pp_tcp[*]} --vnic shm:$name --size $size --sockperf --seconds $seconds"
-    start_bg "$log" ip netns exec "$NS_C" "${pin_client[@]}" "$PINGPONG" "${pp_tcp[@]}" --vnic "shm:$name" \
-        --addr "$SHM_NET.2/$PREFIX" --server "$SHM_NET.1:$PORT_SHM" --size "$size" --sockperf --warmup 2000 \
-        --seconds "$seconds" --json "$json" --label "$key"
-    local rc=0
-    wait_for "$last_pid" $((seconds + 30)) || rc=$?
+    pingpong_client_run "$key" "$log" "$json" "$NS_C" "shm:$name" "$SHM_NET.2/$PREFIX" "$SHM_NET.1:$PORT_SHM" "$size" \
+        "${tcp_opt[@]}" || rc=$?
     stop_pid "$server_pid"
     if ((rc != 0)) || [[ ! -s $json ]]; then
         record_fail "$key" "onload-pingpong exited with status $rc ($(tail -n 1 "$log"))"
