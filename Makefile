@@ -5,8 +5,8 @@
 #                        .NET tests; ends with "N passed, N failed, N skipped"
 #   make demo            ping and UDP echo against dist/bin/onload-echo across a veth pair (root)
 #   make bench           BenchmarkDotNet micro-benchmarks (BENCH_ARGS="--filter *Ring*" to choose), then
-#                        bench-latency and bench-tcp
-#   make bench-quick     the same, short (micro-benchmarks in-process, latency and TCP rows 2 s each): proves they run
+#                        bench-latency, bench-tcp, bench-driverlink and bench-sockperf
+#   make bench-quick     the same, short (micro-benchmarks in-process, every other row 2 s): proves they run
 #   make bench-latency   UDP ping-pong latency, kernel (sockperf) against the stack over AF_PACKET, AF_XDP and
 #                        shared memory (perf/latency.sh, root); table in perf/results/latency.md
 #   make bench-tcp       TCP against the kernel over one veth pair: ping-pong latency, bulk throughput and
@@ -14,6 +14,9 @@
 #                        table in perf/results/tcp.md
 #   make bench-driverlink  UDP ping-pong latency of driverlink's exclusive and shared modes beside the kernel and
 #                        direct AF_XDP (perf/driverlink.sh, root); table in perf/results/driverlink.md
+#   make bench-sockperf  issue 8's latency rows: sockperf on both ends, UDP and TCP, 64 B and 1 KiB, kernel over
+#                        veth, kernel busy-polling, sockperf under onload-run on both ends, shm VNICs, loopback;
+#                        ratios to the kernel (perf/sockperf.sh, root); perf/results/sockperf.md, .json, *.png
 #   make sweep           the deterministic simulation sweep: 2,000 seeds of lossy, reordering, corrupting links
 #                        x {SACK + CUBIC, NewReno without SACK}, every byte checked (tests/Onload.Sweep; not part
 #                        of `make test`); report in perf/results/sweep.md. SWEEP_ARGS="--seeds 10000",
@@ -128,7 +131,7 @@ DIST_FILES += $(ONLOAD_RUN_PROFILES) $(DIST)/share/man/man1/onload-run.1 $(DIST)
 	$(DIST)/tests/fork_per_connection $(DIST)/tests/pattern_client $(DIST)/tests/exec_inherit $(DIST)/tests/udp_fork \
 	$(DIST)/tests/reuseport
 
-.PHONY: all deps restore build publish test check-header demo bench bench-quick bench-latency bench-tcp bench-driverlink sweep install clean
+.PHONY: all deps restore build publish test check-header demo bench bench-quick bench-latency bench-tcp bench-driverlink bench-sockperf sweep install clean
 
 all: deps build publish
 
@@ -278,22 +281,29 @@ demo: all
 # so it runs through `dotnet run` rather than from dist/. (`dotnet run` would pass --nologo on to
 # the program: hence no $(DOTNET_FLAGS) here.) The latency harness runs dist/bin/onload-pingpong
 # against sockperf in namespaces it creates (root); LATENCY_ARGS passes options to it
-# (perf/latency.sh --help). perf/tcp.sh runs the TCP rows likewise; TCP_ARGS passes options to it.
+# (perf/latency.sh --help). perf/tcp.sh runs the TCP rows likewise; TCP_ARGS passes options to it, and so
+# do DRIVERLINK_ARGS to perf/driverlink.sh and SOCKPERF_ARGS to perf/sockperf.sh.
 LATENCY_ARGS ?=
 TCP_ARGS ?=
 DRIVERLINK_ARGS ?=
+SOCKPERF_ARGS ?=
+# What perf/sockperf.sh runs: the stack's tools from this build.
+SOCKPERF_ENV = PINGPONG=$(DIST)/bin/onload-pingpong ONLOAD_RUN=$(DIST)/bin/onload-run \
+  DRIVERD=$(DIST)/bin/onload-driverd STACKDUMP=$(DIST)/bin/onload-stackdump
 
 bench: all
 	$(DOTNET) run -c $(CONFIG) --no-restore --project perf/Onload.Perf.csproj -- $(BENCH_ARGS)
 	PINGPONG=$(DIST)/bin/onload-pingpong perf/latency.sh $(LATENCY_ARGS)
 	PINGPONG=$(DIST)/bin/onload-pingpong perf/tcp.sh $(TCP_ARGS)
 	PINGPONG=$(DIST)/bin/onload-pingpong DRIVERD=$(DIST)/bin/onload-driverd perf/driverlink.sh $(DRIVERLINK_ARGS)
+	$(SOCKPERF_ENV) perf/sockperf.sh $(SOCKPERF_ARGS)
 
 bench-quick: all
 	$(DOTNET) run -c $(CONFIG) --no-restore --project perf/Onload.Perf.csproj -- --quick $(BENCH_ARGS)
 	PINGPONG=$(DIST)/bin/onload-pingpong perf/latency.sh --quick $(LATENCY_ARGS)
 	PINGPONG=$(DIST)/bin/onload-pingpong perf/tcp.sh --quick $(TCP_ARGS)
 	PINGPONG=$(DIST)/bin/onload-pingpong DRIVERD=$(DIST)/bin/onload-driverd perf/driverlink.sh --quick $(DRIVERLINK_ARGS)
+	$(SOCKPERF_ENV) perf/sockperf.sh --quick $(SOCKPERF_ARGS)
 
 bench-latency: all
 	PINGPONG=$(DIST)/bin/onload-pingpong perf/latency.sh $(LATENCY_ARGS)
@@ -303,6 +313,9 @@ bench-tcp: all
 
 bench-driverlink: all
 	PINGPONG=$(DIST)/bin/onload-pingpong DRIVERD=$(DIST)/bin/onload-driverd perf/driverlink.sh $(DRIVERLINK_ARGS)
+
+bench-sockperf: all
+	$(SOCKPERF_ENV) perf/sockperf.sh $(SOCKPERF_ARGS)
 
 # The sweep is in virtual time and needs only the IL build. Exits non-zero when a transfer was damaged,
 # stalled or failed other than with ETIMEDOUT.

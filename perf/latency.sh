@@ -140,32 +140,13 @@ sockperf_client() {  # key ns size addr port pin|nopin [sockperf options...]
 
 pingpong_client() {  # key ns size spec addr server
     local key=$1 ns=$2 size=$3 spec=$4 addr=$5 server=$6
-    local log=$workdir/$key.log json=$workdir/$key.json
-    echo "row $key: onload-pingpong --vnic $spec --addr $addr --server $server --size $size --sockperf --seconds $seconds"
-    start_bg "$log" ip netns exec "$ns" "${pin_client[@]}" "$PINGPONG" --vnic "$spec" --addr "$addr" \
-        --server "$server" --size "$size" --sockperf --warmup 2000 --seconds "$seconds" --json "$json" --label "$key"
-    local rc=0
-    wait_for "$last_pid" $((seconds + 30)) || rc=$?
-    sed 's/^/    /' "$log"
+    local log=$workdir/$key.log json=$workdir/$key.json rc=0
+    pingpong_client_run "$key" "$log" "$json" "$ns" "$spec" "$addr" "$server" "$size" || rc=$?
     if ((rc != 0)); then
         record_fail "$key" "onload-pingpong exited with status $rc ($(tail -n 1 "$log"))"
         return 0
     fi
     parse_pingpong "$key" "$json" "$log" || true
-}
-
-# A busy-polling onload-pingpong server; sets $server_pid, or returns 1 (with the reason in $server_error).
-pingpong_server() {  # key ns spec addr
-    local key=$1 ns=$2 spec=$3 addr=$4
-    local log=$workdir/$key-server.log
-    start_bg "$log" ip netns exec "$ns" "${pin_server[@]}" "$PINGPONG" --server-mode --sockperf --vnic "$spec" \
-        --addr "$addr" --port "$PORT_STACK"
-    server_pid=$last_pid
-    if ! wait_log "$server_pid" "$log" "server ready"; then
-        server_error="onload-pingpong server did not start ($(tail -n 2 "$log" | tr '\n' ' '))"
-        stop_pid "$server_pid"
-        return 1
-    fi
 }
 
 row_stack_to_kernel() {  # key size kind port
@@ -193,7 +174,7 @@ row_stack_to_stack_veth() {  # key size kind
         record_skip "$key" "$kind backend not built"
         return 0
     fi
-    if ! pingpong_server "$key" "$NS_K" "$kind:$IF_K" "$ADDR_STACK_K/$PREFIX"; then
+    if ! pingpong_server "$workdir/$key-server.log" "$NS_K" "$kind:$IF_K" "$ADDR_STACK_K/$PREFIX" "$PORT_STACK"; then
         record_fail "$key" "$server_error"
         return 0
     fi
@@ -210,7 +191,7 @@ row_shm() {  # key size
     fi
     # Both ends in olb-c: the shm rendezvous is an abstract Unix socket, which belongs to a network namespace.
     local name="olb-lat-$$-$size"
-    if ! pingpong_server "$key" "$NS_C" "shm:$name" "$SHM_NET.1/$PREFIX"; then
+    if ! pingpong_server "$workdir/$key-server.log" "$NS_C" "shm:$name" "$SHM_NET.1/$PREFIX" "$PORT_STACK"; then
         record_fail "$key" "$server_error"
         return 0
     fi

@@ -1,4 +1,4 @@
-# Helpers shared by perf/latency.sh and perf/tcp.sh; sourced, not run.
+# Helpers shared by the benchmark scripts (perf/latency.sh, tcp.sh, driverlink.sh, sockperf.sh); sourced, not run.
 #
 # The sourcing script sets, before calling anything here:
 #   NAME                     prefix of its messages ("latency", "tcp")
@@ -22,11 +22,12 @@ check_host() {  # make-target tool...
     [[ -x $PINGPONG ]] || die "$PINGPONG not found or not executable (run make first)"
 }
 
-# Installs the Debian packages of those tools that are missing.
-install_missing() {  # tool...
+# Installs the Debian packages of those tools that are missing; TOOL:PACKAGE where the package has another name
+# (gnuplot:gnuplot-nox).
+install_missing() {  # tool[:package]...
     local tool missing=()
     for tool in "$@"; do
-        command -v "$tool" >/dev/null || missing+=("$tool")
+        command -v "${tool%%:*}" >/dev/null || missing+=("${tool#*:}")
     done
     ((${#missing[@]})) || return 0
     echo "$NAME: installing ${missing[*]} (Debian packages)"
@@ -273,10 +274,44 @@ read_sockperf() {  # log
     [[ -n $sp_median && -n $sp_p99 && -n $sp_p999 && -n $sp_max && -n $sp_samples ]]
 }
 
+# sockperf's percentile lines as "percentile value" lines, lowest first: <MIN> as 0, <MAX> as 100 (a curve to plot).
+sockperf_curve() {  # log
+    sed 's/\x1b\[[0-9;]*m//g' "$1" | sed -n 's/.*<MIN> observation = *\([0-9.]*\).*/0 \1/p;
+        s/.*percentile \([0-9.]*\) = *\([0-9.]*\).*/\1 \2/p; s/.*<MAX> observation = *\([0-9.]*\).*/100 \1/p' | sort -g -k1,1
+}
+
 # onload-pingpong --json (and tcp_crr) write one "key": value per line.
 json_field() { sed -n "s/^ *\"$2\": *\"\{0,1\}\([^\",]*\)\"\{0,1\},\{0,1\}\$/\1/p" "$1"; }
 
 have_kind() { "$PINGPONG" --list-kinds | grep -qx "$1"; }
+
+# A busy-polling onload-pingpong server speaking sockperf's format, in NS on the server CPU; sets $server_pid, or
+# returns 1 (with the reason in $server_error).
+pingpong_server() {  # log ns spec addr port [onload-pingpong options...]
+    local log=$1 ns=$2 spec=$3 addr=$4 port=$5
+    shift 5
+    start_bg "$log" ip netns exec "$ns" "${pin_server[@]}" "$PINGPONG" --server-mode --sockperf --vnic "$spec" \
+        --addr "$addr" --port "$port" "$@"
+    server_pid=$last_pid
+    if ! wait_log "$server_pid" "$log" "server ready"; then
+        server_error="onload-pingpong server did not start ($(tail -n 2 "$log" | tr '\n' ' '))"
+        stop_pid "$server_pid"
+        return 1
+    fi
+}
+
+# An onload-pingpong client (sockperf's format) in NS on the client CPU for $seconds after 2,000 warm-up messages,
+# its results in JSON; prints its output indented and returns its status.
+pingpong_client_run() {  # key log json ns spec addr server size [onload-pingpong options...]
+    local key=$1 log=$2 json=$3 ns=$4 spec=$5 addr=$6 server=$7 size=$8 rc=0
+    shift 8
+    echo "row $key: onload-pingpong${*:+ $*} --vnic $spec --addr $addr --server $server --size $size --sockperf --seconds $seconds"
+    start_bg "$log" ip netns exec "$ns" "${pin_client[@]}" "$PINGPONG" "$@" --vnic "$spec" --addr "$addr" \
+        --server "$server" --size "$size" --sockperf --warmup 2000 --seconds "$seconds" --json "$json" --label "$key"
+    wait_for "$last_pid" $((seconds + 30)) || rc=$?
+    sed 's/^/    /' "$log"
+    return "$rc"
+}
 
 # ---------------------------------------------------------------------------------------------
 # The report.

@@ -1,0 +1,458 @@
+#!/usr/bin/env bash
+# The issue 8 latency table: sockperf ping-pong, kernel beside accelerated, UDP and TCP, 64 B and 1 KiB, one run.
+#
+#   namespace olq-k (servers)                        namespace olq-c (clients)
+#   olq-k0 10.86.0.1/24  sockperf servers  <- veth ->  olq-c0 10.86.0.2/24  sockperf clients
+#   lo     127.0.0.1     sockperf servers (row 5)      shm VNICs 10.86.1.1 and .2 (row 4, both ends here)
+#
+# Rows, for each protocol (UDP, TCP) and size (64, 1024 B); half round trip (RTT/2), one message in flight:
+#   1  kernel -> kernel over the veth: sockperf ping-pong -> sockperf server       (the baseline of the ratios)
+#   2  the same with the kernel's busy polling: both ends `--lls 50` (SO_BUSY_POLL, 50 us), GRO on for the row
+#      (busy polling polls the socket's NAPI instance, and a veth has one only with GRO or XDP on)
+#   3  accelerated -> accelerated over the same veth: the same sockperf binaries, client and server, each under
+#      `onload-run --profile latency` (driverlink mode on the kernel's addresses, exclusive VNIC mode from the
+#      profile); each namespace runs its own onload-driverd on its veth end, started for the row and stopped after
+#      it (its XDP program would otherwise sit under the kernel rows). onload-stackdump --json, in both namespaces
+#      during the row, must show sockperf's socket on the stack, or the row fails: it did not measure the stack.
+#      The table says the VNIC mode stackdump reported.
+#   4  stack -> stack through shared-memory VNICs on one host: onload-pingpong client and server (busy-polling,
+#      sockperf's message format), not sockperf: onload-run carries a program on driverlink only, and there is no
+#      shm interface for it to attach to.
+#   5  kernel loopback: sockperf ping-pong -> sockperf server on lo, in olq-k
+# Ratios: each row's median and p99 divided by row 1's of the same protocol and size, same run.
+#
+# Busy polling and namespaces: net.core.busy_read and busy_poll are not per network namespace on this kernel (a
+# namespace has no /proc/sys/net/core/busy_read), so setting them would change the host's every socket. Row 2 uses
+# their per-socket form instead (sockperf --lls sets SO_BUSY_POLL; sockperf blocks in recvfrom, where it applies);
+# nothing outside the two sockperf processes changes.
+#
+# Percentiles: sockperf's own (exact, from its samples) for sockperf rows, HdrHistogram's (3 significant digits)
+# for onload-pingpong's. Clients on CPU 0, servers and the daemons on CPU 1 (taskset); veth offloads off (but
+# GRO in row 2). Results in perf/results/: sockperf.md, sockperf.json, and one PNG per protocol and size,
+# sockperf-PROTO-SIZE.png: the rows' percentile curves (latency against percentile, log scales; made with gnuplot,
+# installed from Debian's gnuplot-nox if missing, else the plots are skipped with a message).
+#
+# Needs root, iproute2, ethtool, taskset, a built dist/ (make); installs sockperf, jq and gnuplot-nox if missing.
+# Cleans up on exit, failure and Ctrl-C: kills what it started (by pid), deletes its namespaces (and the veth with
+# them); sweeps what an earlier, killed run left first. Exits non-zero if a row failed. No thresholds.
+#
+# Usage: perf/sockperf.sh [--quick] [--seconds N] [--sizes "64 1024"] [--protocols "udp tcp"] [--out DIR]
+#   --quick        every row, 2 s each (make bench-quick): proves the suite runs; figures not for quoting
+#   --seconds N    measuring time per row (default 10; quick 2)
+#   --sizes L      payload sizes in bytes (default "64 1024")
+#   --protocols L  "udp tcp" (default), or either
+#   --out DIR      where the results go (default perf/results)
+# Reproduce: `sudo make bench-sockperf` (SOCKPERF_ARGS="--seconds 30" to pass options), on a quiet machine.
+# Environment: PINGPONG, ONLOAD_RUN, DRIVERD, STACKDUMP (default dist/bin/...), CLIENT_CPU (0), SERVER_CPU (1).
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=perf/lib.sh
+source perf/lib.sh
+
+NAME=sockperf
+NS_K=olq-k
+NS_C=olq-c
+IF_K=olq-k0
+IF_C=olq-c0
+PREFIX=24
+ADDR_K=10.86.0.1       # server side (the kernel's address, also the accelerated server's in row 3)
+ADDR_C=10.86.0.2       # client side
+SHM_NET=10.86.1        # shared-memory link (row 4)
+PORT_KERNEL=13111      # sockperf server (row 1), UDP and TCP
+PORT_BUSY=13112        # sockperf server --lls (row 2)
+PORT_ONLOAD=13113      # sockperf server under onload-run (row 3)
+PORT_SHM=13114         # onload-pingpong --server-mode (row 4)
+PORT_LO=13115          # sockperf server on lo (row 5)
+LLS_US=50              # busy-polling time per blocking read (net.core.busy_read's usual setting)
+DRIVERD_SOCKET=onload-driverd-olq
+PINGPONG=${PINGPONG:-dist/bin/onload-pingpong}
+ONLOAD_RUN=${ONLOAD_RUN:-dist/bin/onload-run}
+DRIVERD=${DRIVERD:-dist/bin/onload-driverd}
+STACKDUMP=${STACKDUMP:-dist/bin/onload-stackdump}
+CLIENT_CPU=${CLIENT_CPU:-0}
+SERVER_CPU=${SERVER_CPU:-1}
+
+sizes="64 1024"
+protocols="udp tcp"
+parse_args sizes protocols -- "$@"
+for p in $protocols; do [[ $p == udp || $p == tcp ]] || { echo "$NAME: --protocols: udp or tcp, not '$p'" >&2; exit 2; }; done
+
+check_host bench-sockperf ip ethtool taskset ss
+for tool in "$ONLOAD_RUN" "$DRIVERD" "$STACKDUMP"; do
+    [[ -x $tool ]] || die "$tool not found or not executable (run make first)"
+done
+install_missing sockperf jq
+install_missing gnuplot:gnuplot-nox || true   # plots are a bonus: the tables stand without them
+SOCKPERF=$(command -v sockperf)
+
+set_pinning "clients on CPU $CLIENT_CPU, servers and onload-driverd on CPU $SERVER_CPU (taskset)"
+mkdir -p "$out"
+start_workdir olq-sockperf
+
+# ---------------------------------------------------------------------------------------------
+# Results: one entry per PROTO:SIZE:ROW; R_CURVE names a file of "percentile value" lines.
+
+declare -A R_STATUS R_NOTE R_MEDIAN R_P99 R_P999 R_MAX R_SAMPLES R_TOOL R_CURVE R_VNIC
+ROWS=(1 2 3 4 5)
+declare -A ROW_DESC=(
+    [1]="kernel → kernel over veth"
+    [2]="kernel → kernel over veth, busy polling (SO_BUSY_POLL ${LLS_US} µs both ends, GRO on)"
+    [3]="accelerated → accelerated over veth (onload-run --profile latency, driverlink)"
+    [4]="stack → stack through shared-memory VNICs, one host"
+    [5]="kernel loopback (lo)"
+)
+
+record_ok() {  # key median p99 p999 max samples tool curve-file
+    R_STATUS[$1]=ok; R_MEDIAN[$1]=$2; R_P99[$1]=$3; R_P999[$1]=$4; R_MAX[$1]=$5; R_SAMPLES[$1]=$6; R_TOOL[$1]=$7
+    R_CURVE[$1]=$8
+}
+
+# ---------------------------------------------------------------------------------------------
+# Processes. The loop below sets $proto and $size; $tcp_opt is (--tcp) for TCP.
+
+# Starts a sockperf server in NS on CPU $SERVER_CPU, the wrapper before sockperf (onload-run for row 3) and the
+# options after it. Sets $last_pid.
+start_sockperf_server() {  # name ns addr port [wrapper...] [-- sockperf options...]
+    local name=$1 ns=$2 addr=$3 port=$4 wrap=()
+    shift 4
+    while (($#)) && [[ $1 != -- ]]; do wrap+=("$1"); shift; done
+    (($#)) && shift
+    start_bg "$workdir/$name.log" ip netns exec "$ns" "${pin_server[@]}" "${wrap[@]}" "$SOCKPERF" server \
+        "${tcp_opt[@]}" -i "$addr" -p "$port" "$@"
+}
+
+# A kernel sockperf server, once its port is bound (dies if it is not).
+sockperf_server() {  # name ns addr port [-- sockperf options...]
+    start_sockperf_server "$@"
+    wait_port "$2" "$proto" "$4" "$last_pid" || die "$1 did not start: $(tail -n 3 "$workdir/$1.log")"
+}
+
+# Starts sockperf ping-pong in NS on CPU $CLIENT_CPU for the row's time and size; sets $client_pid, $client_log.
+start_sockperf_client() {  # key ns addr port [wrapper...] [-- sockperf options...]
+    local key=$1 ns=$2 addr=$3 port=$4 wrap=()
+    shift 4
+    while (($#)) && [[ $1 != -- ]]; do wrap+=("$1"); shift; done
+    (($#)) && shift
+    client_log=$workdir/${key//:/-}.log
+    echo "row $key: ${wrap[*]:+${wrap[*]} }sockperf ping-pong ${tcp_opt[*]} -i $addr -p $port -m $size -t $seconds${*:+ $*}"
+    start_bg "$client_log" ip netns exec "$ns" "${pin_client[@]}" "${wrap[@]}" "$SOCKPERF" ping-pong \
+        "${tcp_opt[@]}" -i "$addr" -p "$port" -m "$size" -t "$seconds" "$@"
+    client_pid=$last_pid
+}
+
+# Waits for the client started last and records its percentiles (or the failure).
+finish_sockperf_client() {  # key tool
+    local key=$1 tool=$2 curve
+    if ! wait_for "$client_pid" $((seconds + 30)); then
+        record_fail "$key" "sockperf ping-pong failed ($(tail -n 2 "$client_log" | tr '\n' ' '))"
+        return 1
+    fi
+    if ! read_sockperf "$client_log"; then
+        record_fail "$key" "could not read sockperf's percentiles ($(tail -n 2 "$client_log" | tr '\n' ' '))"
+        return 1
+    fi
+    curve=${client_log%.log}.curve
+    sockperf_curve "$client_log" >"$curve"
+    record_ok "$key" "$sp_median" "$sp_p99" "$sp_p999" "$sp_max" "$sp_samples" "$tool" "$curve"
+}
+
+sockperf_row() {  # key ns addr port [-- sockperf options...]
+    local key=$1
+    start_sockperf_client "$@"
+    finish_sockperf_client "$key" sockperf || true
+}
+
+# While PID runs (at most 10 s), asks onload-stackdump in NS for its stack until it shows the row's socket: a TCP
+# listener on PORT or a connection to it, or a UDP socket on PORT or one that has received. Prints the VNIC's mode
+# and backend. Fails if the process has no stack or not that socket: its sockets are on the kernel.
+on_stack() {  # ns pid port server|client
+    local ns=$1 pid=$2 port=$3 side=$4 filter dump deadline=$((SECONDS + 10))
+    case $proto:$side in
+        tcp:server) filter='any(.tcp[]; .state == "LISTEN" and .localPort == $port)' ;;
+        tcp:client) filter='any(.tcp[]; .state == "ESTABLISHED" and .remotePort == $port)' ;;
+        udp:server) filter='any(.udp[]; .localPort == $port)' ;;
+        udp:client) filter='any(.udp[]; .inDatagrams > 0)' ;;
+    esac
+    while alive "$pid" && ((SECONDS < deadline)); do
+        if dump=$(ip netns exec "$ns" "$STACKDUMP" --json --pid "$pid" 2>/dev/null) &&
+            jq -e --argjson port "$port" ".[0] | $filter" >/dev/null <<<"$dump"; then
+            jq -r '.[0].vnic | "\(.mode) (\(.backend | sub(":.*"; "")))"' <<<"$dump"
+            return 0
+        fi
+        nap 0.2
+    done
+    return 1
+}
+
+# An onload-driverd on NS's veth end, added to $daemons; returns 1 if it does not start.
+start_driverd() {  # ns if
+    local ns=$1 ifname=$2 log=$workdir/driverd-$1.log
+    start_bg "$log" ip netns exec "$ns" "${pin_server[@]}" "$DRIVERD" --foreground --interface "$ifname" \
+        --socket-name "$DRIVERD_SOCKET" --pin-root none
+    daemons+=("$last_pid")
+    wait_log "$last_pid" "$log" "listening on"
+}
+
+# Stops the daemons and makes sure no XDP program stays on the veth for the kernel rows that follow.
+stop_driverds() {  # pid...
+    stop_pids "$@"
+    ip -n "$NS_K" link set dev "$IF_K" xdp off 2>/dev/null || true
+    ip -n "$NS_C" link set dev "$IF_C" xdp off 2>/dev/null || true
+}
+
+gro() {  # on|off, both veth ends
+    ip netns exec "$NS_K" ethtool -K "$IF_K" gro "$1" >/dev/null
+    ip netns exec "$NS_C" ethtool -K "$IF_C" gro "$1" >/dev/null
+}
+
+# ---------------------------------------------------------------------------------------------
+# Rows 2, 3 and 4 (rows 1 and 5 are a plain sockperf_row).
+
+row_busy_poll() {  # key
+    gro on
+    sockperf_row "$1" "$NS_C" "$ADDR_K" "$PORT_BUSY" -- --lls "$LLS_US"
+    gro off
+}
+
+row_onload() {  # key
+    local key=$1 daemons=() server_pid mode_server mode_client
+    local onload=(env "ONLOAD_DRIVERD_SOCKET=$DRIVERD_SOCKET" ONLOAD_DRIVERD_AUTOSTART=0 ONLOAD_NO_FAIL=0
+        "$ONLOAD_RUN" --profile latency)
+    if ! start_driverd "$NS_K" "$IF_K" || ! start_driverd "$NS_C" "$IF_C"; then
+        record_fail "$key" "onload-driverd did not start ($(tail -q -n 2 "$workdir"/driverd-*.log | tr '\n' ' '))"
+        stop_driverds "${daemons[@]}"
+        return 0
+    fi
+    # Its listener is on the stack, not in the kernel (ss does not show it): onload-stackdump says when it is up.
+    start_sockperf_server "onload-server-$proto-$size" "$NS_K" "$ADDR_K" "$PORT_ONLOAD" "${onload[@]}" --interface "$IF_K"
+    server_pid=$last_pid
+    if ! mode_server=$(on_stack "$NS_K" "$server_pid" "$PORT_ONLOAD" server); then
+        record_fail "$key" "onload-stackdump never showed the sockperf server's socket on the stack ($(tail -n 2 \
+            "$workdir/onload-server-$proto-$size.log" | tr '\n' ' '))"
+        stop_pid "$server_pid"
+        stop_driverds "${daemons[@]}"
+        return 0
+    fi
+    start_sockperf_client "$key" "$NS_C" "$ADDR_K" "$PORT_ONLOAD" "${onload[@]}" --interface "$IF_C"
+    mode_client=$(on_stack "$NS_C" "$client_pid" "$PORT_ONLOAD" client) || mode_client=""
+    if finish_sockperf_client "$key" sockperf && [[ -z $mode_client ]]; then
+        record_fail "$key" "onload-stackdump never showed the sockperf client's socket on the stack: it measured the kernel"
+    fi
+    stop_pid "$server_pid"
+    stop_driverds "${daemons[@]}"
+    [[ -n $mode_client ]] && echo "    VNIC: client $mode_client, server $mode_server"
+    if [[ ${R_STATUS[$key]} == ok ]]; then
+        R_VNIC[$key]="client $mode_client, server $mode_server"
+        if [[ ${mode_client%% *} == "${mode_server%% *}" ]]; then
+            R_TOOL[$key]="sockperf under onload-run both ends, VNIC $mode_client"
+        else
+            R_TOOL[$key]="sockperf under onload-run, VNIC client $mode_client, server $mode_server"
+        fi
+    fi
+}
+
+row_shm() {  # key
+    local key=$1 name="olq-$$-$proto-$size" json log curve rc=0
+    if ! have_kind shm; then
+        record_skip "$key" "not yet: this build of onload-pingpong has no shm VNIC kind"
+        return 0
+    fi
+    log=$workdir/${key//:/-}.log
+    json=${log%.log}.json
+    # Both ends in olq-c: the shm rendezvous is an abstract Unix socket, which belongs to a network namespace.
+    if ! pingpong_server "$log.server" "$NS_C" "shm:$name" "$SHM_NET.1/$PREFIX" "$PORT_SHM" "${tcp_opt[@]}"; then
+        record_fail "$key" "$server_error"
+        return 0
+    fi
+    pingpong_client_run "$key" "$log" "$json" "$NS_C" "shm:$name" "$SHM_NET.2/$PREFIX" "$SHM_NET.1:$PORT_SHM" "$size" \
+        "${tcp_opt[@]}" || rc=$?
+    stop_pid "$server_pid"
+    if ((rc != 0)) || [[ ! -s $json ]]; then
+        record_fail "$key" "onload-pingpong exited with status $rc ($(tail -n 1 "$log"))"
+        return 0
+    fi
+    curve=${log%.log}.curve
+    printf '0 %s\n50 %s\n90 %s\n99 %s\n99.9 %s\n99.99 %s\n100 %s\n' "$(json_field "$json" min)" \
+        "$(json_field "$json" median)" "$(json_field "$json" p90)" "$(json_field "$json" p99)" \
+        "$(json_field "$json" p99_9)" "$(json_field "$json" p99_99)" "$(json_field "$json" max)" >"$curve"
+    record_ok "$key" "$(json_field "$json" median)" "$(json_field "$json" p99)" "$(json_field "$json" p99_9)" \
+        "$(json_field "$json" max)" "$(json_field "$json" samples)" \
+        "onload-pingpong both ends (not sockperf: onload-run has no shm VNIC), busy-polling" "$curve"
+}
+
+# ---------------------------------------------------------------------------------------------
+say "setting up namespaces $NS_K (servers) and $NS_C (clients), veth $IF_K <-> $IF_C"
+make_veth_pair
+"$SOCKPERF" --version 2>&1 | head -n 1
+
+started=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
+for proto in $protocols; do
+    tcp_opt=()
+    [[ $proto == tcp ]] && tcp_opt=(--tcp)
+    say "$proto: kernel sockperf servers in $NS_K (they sleep in recvfrom between messages)"
+    sockperf_server "server-$proto" "$NS_K" "$ADDR_K" "$PORT_KERNEL"
+    kernel_pids=("$last_pid")
+    sockperf_server "server-busy-$proto" "$NS_K" "$ADDR_K" "$PORT_BUSY" -- --lls "$LLS_US"
+    kernel_pids+=("$last_pid")
+    sockperf_server "server-lo-$proto" "$NS_K" 127.0.0.1 "$PORT_LO"
+    kernel_pids+=("$last_pid")
+    for size in $sizes; do
+        say "$proto, $size B, $seconds s per row"
+        sockperf_row "$proto:$size:1" "$NS_C" "$ADDR_K" "$PORT_KERNEL"
+        row_busy_poll "$proto:$size:2"
+        row_onload "$proto:$size:3"
+        row_shm "$proto:$size:4"
+        sockperf_row "$proto:$size:5" "$NS_K" 127.0.0.1 "$PORT_LO"
+    done
+    stop_pids "${kernel_pids[@]}"
+done
+load_end=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# ---------------------------------------------------------------------------------------------
+# The report.
+
+tool_of() {  # key
+    if [[ -n ${R_TOOL[$1]:-} && ${R_TOOL[$1]} != sockperf ]]; then echo "${R_TOOL[$1]}"; else echo "sockperf both ends"; fi
+}
+
+table() {  # proto size
+    local base="$1:$2:1" r key rm_ rp
+    echo "| row | client → server | tools | median | p99 | p99.9 | max | samples | median ÷ 1 | p99 ÷ 1 |"
+    echo "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    for r in "${ROWS[@]}"; do
+        key="$1:$2:$r"
+        [[ -n ${R_STATUS[$key]:-} ]] || continue
+        if [[ ${R_STATUS[$key]} == ok ]]; then
+            rm_=""; rp=""
+            if [[ ${R_STATUS[$base]:-} == ok ]]; then
+                rm_=$(ratio "${R_MEDIAN[$key]}" "${R_MEDIAN[$base]}")
+                rp=$(ratio "${R_P99[$key]}" "${R_P99[$base]}")
+            fi
+            echo "| $r | ${ROW_DESC[$r]} | $(tool_of "$key") | $(fmt "${R_MEDIAN[$key]}") | $(fmt "${R_P99[$key]}") |" \
+                "$(fmt "${R_P999[$key]}") | $(fmt "${R_MAX[$key]}") | ${R_SAMPLES[$key]} | $rm_ | $rp |"
+        else
+            echo "| $r | ${ROW_DESC[$r]} | ${R_STATUS[$key]}: ${R_NOTE[$key]//|/\\|} | | | | | | | |"
+        fi
+    done
+}
+
+# One PNG per protocol and size: each row's percentile curve. x is -log10(1 - percentile/100), so 90, 99, 99.9 ...
+# are evenly spaced; the max sits at 1 - 1/samples, and percentiles beyond it (sockperf prints 99.999 of 20,000
+# samples: the max again) are left out.
+plot() {  # proto size png
+    local proto=$1 size=$2 png=$3 data=$workdir/plot-$1-$2.dat r key plots=() i=0
+    : >"$data"
+    for r in "${ROWS[@]}"; do
+        key="$proto:$size:$r"
+        [[ ${R_STATUS[$key]:-} == ok ]] || continue
+        awk -v n="${R_SAMPLES[$key]}" '
+            { p = $1 >= 100 ? 1 - 1 / n : $1 / 100 }
+            p < 1 - 1 / n || $1 >= 100 { printf "%.6f %s\n", -log(1 - p) / log(10), $2 }' \
+            "${R_CURVE[$key]}" >>"$data"
+        printf '\n\n' >>"$data"
+        plots+=("'$data' index $i using 1:2 with linespoints title '$r: ${ROW_DESC[$r]//\'/}'")
+        i=$((i + 1))
+    done
+    ((i > 0)) || return 0
+    gnuplot <<EOF
+set terminal pngcairo size 1100,700 font ",10" noenhanced
+set output '$png'
+set title "${proto^^} ${size} B ping-pong, half round trip (one run of perf/sockperf.sh$( ((quick)) && echo " --quick"), $started)"
+set xlabel "percentile"
+set ylabel "µs"
+set logscale y
+set grid
+set key outside below
+set xtics ("0" 0, "90" 1, "99" 2, "99.9" 3, "99.99" 4, "99.999" 5, "99.9999" 6)
+plot $(IFS=,; echo "${plots[*]}")
+EOF
+}
+
+kernel=$(uname -r)
+cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
+sockperf_version=$("$SOCKPERF" --version 2>&1 | sed -n 's/.*version #*\([^ ]*\).*/\1/p' | head -n 1)
+pngs=()
+if command -v gnuplot >/dev/null; then
+    for proto in $protocols; do
+        for size in $sizes; do
+            png=$workdir/sockperf-$proto-$size.png
+            if plot "$proto" "$size" "$png" && [[ -s $png ]]; then
+                pngs+=("$png")
+            else
+                echo "$NAME: gnuplot made no plot for $proto $size B" >&2
+            fi
+        done
+    done
+else
+    echo "$NAME: gnuplot is not installed and could not be (Debian package gnuplot-nox): no plots" >&2
+fi
+
+md=$workdir/sockperf.md
+{
+    echo "# Ping-pong latency, kernel beside accelerated (issue 8)"
+    echo
+    echo "One run of \`perf/sockperf.sh$( ((quick)) && echo " --quick")\`, $started: Linux $kernel, $cpu, $ncpu cores (a VM);"
+    echo "load average $load_start at the start, $load_end at the end$( ((quick)) && echo "; --quick: 2 s rows, to prove the suite runs, not figures to quote")."
+    echo "Half round trip (RTT/2) in µs, one message in flight, $seconds s per row after warm-up. sockperf $sockperf_version"
+    echo "(its own percentiles, exact) unless the row names onload-pingpong (HdrHistogram, 3 significant digits)."
+    echo "Pinning: $pinning. veth offloads off on both ends (GRO on in row 2 alone); IPv6 off."
+    echo "Row 2: \`--lls $LLS_US\` on both sockperf ends, the per-socket form of net.core.busy_read (the sysctls are not per"
+    echo "namespace on this kernel; the host's are untouched). Row 3: both sockperf processes under \`onload-run --profile"
+    echo "latency\` (ONLOAD_SPIN_US=100000, ONLOAD_VNIC_MODE=exclusive), each namespace with its own onload-driverd;"
+    echo "onload-stackdump showed both sockets on the stack and the VNIC mode in the tools column."
+    echo "Ratios: the row's value divided by row 1's of the same protocol and size (below 1: lower latency than the kernel)."
+    for proto in $protocols; do
+        for size in $sizes; do
+            echo
+            echo "## ${proto^^} $size B, half round trip, µs"
+            echo
+            table "$proto" "$size"
+            [[ " ${pngs[*]} " == *"/sockperf-$proto-$size.png "* ]] && { echo; echo "![${proto^^} $size B percentile curves](sockperf-$proto-$size.png)"; }
+        done
+    done
+} >"$md"
+
+json=$workdir/sockperf.json
+{
+    printf '{\n  "generated": "%s",\n  "quick": %s,\n  "seconds_per_row": %s,\n' "$started" "$( ((quick)) && echo true || echo false)" "$seconds"
+    printf '  "metric": "half round trip",\n  "unit": "us",\n  "kernel": %s,\n  "cpu": %s,\n  "cpus": %s,\n' \
+        "$(json_str "$kernel")" "$(json_str "$cpu")" "$ncpu"
+    printf '  "load_average_start": %s,\n  "load_average_end": %s,\n' "$(json_str "$load_start")" "$(json_str "$load_end")"
+    printf '  "pinning": %s,\n  "sockperf": %s,\n  "rows": [' "$(json_str "$pinning")" "$(json_str "$sockperf_version")"
+    sep=""
+    for proto in $protocols; do
+        for size in $sizes; do
+            for r in "${ROWS[@]}"; do
+                key="$proto:$size:$r"
+                [[ -n ${R_STATUS[$key]:-} ]] || continue
+                printf '%s\n    {"protocol": "%s", "size": %s, "row": %s, "description": %s, "status": "%s"' \
+                    "$sep" "$proto" "$size" "$r" "$(json_str "${ROW_DESC[$r]}")" "${R_STATUS[$key]}"
+                if [[ ${R_STATUS[$key]} == ok ]]; then
+                    printf ', "tools": %s, "median": %s, "p99": %s, "p99_9": %s, "max": %s, "samples": %s' \
+                        "$(json_str "$(tool_of "$key")")" "${R_MEDIAN[$key]}" "${R_P99[$key]}" "${R_P999[$key]}" \
+                        "${R_MAX[$key]}" "${R_SAMPLES[$key]}"
+                    if [[ ${R_STATUS[$proto:$size:1]:-} == ok ]]; then
+                        rm_=$(ratio "${R_MEDIAN[$key]}" "${R_MEDIAN[$proto:$size:1]}")
+                        rp=$(ratio "${R_P99[$key]}" "${R_P99[$proto:$size:1]}")
+                        printf ', "median_ratio_to_1": %s, "p99_ratio_to_1": %s' "${rm_:-null}" "${rp:-null}"
+                    fi
+                    [[ -n ${R_VNIC[$key]:-} ]] && printf ', "vnic": %s' "$(json_str "${R_VNIC[$key]}")"
+                    printf ', "percentiles": [%s]' "$(awk '{ printf "%s[%s, %s]", (NR > 1 ? ", " : ""), $1 + 0, $2 + 0 }' "${R_CURVE[$key]}")"
+                else
+                    printf ', "reason": %s' "$(json_str "${R_NOTE[$key]}")"
+                fi
+                printf '}'
+                sep=","
+            done
+        done
+    done
+    printf '\n  ]\n}\n'
+} >"$json"
+
+for png in "${pngs[@]}"; do
+    cp "$png" "$out/"
+done
+jq empty "$json" || die "wrote invalid JSON: $json"
+publish "$out" "$md" "$json"
