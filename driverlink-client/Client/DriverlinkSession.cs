@@ -232,6 +232,13 @@ public sealed unsafe class DriverlinkSession : IStackControl, IDisposable
 
     private void Release(byte protocol, ushort port, int fd)
     {
+        StopSteering(protocol, port, fd);
+        BackingSocket.Release(fd);
+    }
+
+    /// <summary>The port's frames no longer come to this VNIC (its filter goes), nor its kernel socket's datagrams.</summary>
+    private void StopSteering(byte protocol, ushort port, int fd)
+    {
         if (protocol == (byte)FilterProtocol.Udp)
             Vnic.RemoveKernelSocket(fd);
         try
@@ -243,7 +250,6 @@ public sealed unsafe class DriverlinkSession : IStackControl, IDisposable
         {
             // The daemon is gone and took the filter with it.
         }
-        BackingSocket.Release(fd);
     }
 
     public int HandOverTcp(in TcpHandOverState state, int socketFd, ReadOnlySpan<byte> sent, ReadOnlySpan<byte> unsent,
@@ -273,17 +279,7 @@ public sealed unsafe class DriverlinkSession : IStackControl, IDisposable
     {
         if (!_backing.Remove((protocol, port), out int fd))
             return -(int)Onload.Stack.Errno.EINVAL;
-        if (protocol == (byte)FilterProtocol.Udp)
-            Vnic.RemoveKernelSocket(fd);
-        try
-        {
-            if (!Removed)
-                _client.RemoveFilter(VnicId, new FilterSpec((FilterProtocol)protocol, Address.Address.Value, port));
-        }
-        catch (DriverlinkException)
-        {
-            // The daemon is gone and took the filter with it.
-        }
+        StopSteering(protocol, port, fd);
         return fd;
     }
 

@@ -33,8 +33,9 @@ internal sealed partial class SocketLayer
     /// Listener <paramref name="c"/> leaves the stack so that the kernel can listen on its port: handshakes under way
     /// finish and the closed connections on the port finish sending (for up to <see cref="ListenerDrainMs"/>), then
     /// the stack lets go of the port and this waits until its filter and kernel socket are gone, so that the caller
-    /// can bind it. Returns the port, or a negated errno with the listener left on the stack (EAGAIN: connections wait
-    /// to be accepted, accept and hand them over, then call again; EBUSY: the program holds one on the port).
+    /// can bind it (once the last listener of an SO_REUSEPORT group is handed over). Returns the port, or a negated
+    /// errno with the listener left on the stack (EAGAIN: connections wait to be accepted, accept and hand them over,
+    /// then call again; EBUSY: the program holds one on the port).
     /// </summary>
     public int HandOverListener(int c)
     {
@@ -66,6 +67,8 @@ internal sealed partial class SocketLayer
             int rc = _stack.TcpHandOverListener(c);
             if (rc != 0)
                 return rc;
+            if (_stack.TcpPortListened(port))
+                return port; // the rest of its SO_REUSEPORT group goes next, and the port with the last of them
         }
         // The port's release waits for frames sent from it to leave the VNIC (DriverlinkSession.ReleasePort).
         while (true)

@@ -401,10 +401,14 @@ static int stack_close(int kind, int h)
  * Connections the process still holds when it is killed are closed by the daemon, from the
  * connection mirror. _exit() skips this.
  */
+/* Set as exit() closes the accelerated fds (drain_at_exit): a thread blocked on one of them then stays blocked. */
+static volatile int process_exiting;
+
 static void drain_at_exit(void)
 {
 	if (getpid() != stack_owner)
 		return; /* a forked child's exit must not close its parent's connections */
+	process_exiting = 1;
 	in_stack++;
 	for (int fd = 0; fd < fd_table_size; fd++)
 		if (fd_table[fd].handle_plus1 != 0) {
@@ -910,6 +914,10 @@ static int wait_for(int fd, short events)
 		struct pollfd p = { .fd = fd, .events = events, .revents = 0 };
 		last_handler_restarts = 0;
 		int rc = mixed_poll(&p, 1, left, NULL);
+		/* Another thread is in exit(), which closed this fd for the stack: under Linux this thread would block on
+		 * until exit_group ends it, never seeing the fd go. So it does here. */
+		while (process_exiting)
+			pause();
 		if (rc > 0)
 			return 0;
 		if (rc == 0)
@@ -2905,40 +2913,56 @@ static void stash_accept_queue(int fd, struct fd_entry *e, int pair[2])
 }
 
 /* Listener fd leaves the stack for its placeholder, which listens on the same address and port. */
-static int hand_over_listener(int fd, struct fd_entry *e)
-{
-	int h = handle_of(e);
+/* A listener whose stack side is gone (release_listener), waiting for its placeholder to listen (listen_in_place):
+ * the listeners of an SO_REUSEPORT group all go before any of them can bind the port. */
+struct released_listener {
+	int fd;
 	uint32_t address;
 	uint16_t port;
-	if (STACK(st.name(h, 0, &address, &port)) != 0)
+	int stashed; /* its stash's index, or -1 */
+};
+
+/* Listener fd's queued connections stashed and its stack side gone: the port is free once the last listener of its
+ * group has gone too. Returns 0, or a negated errno with the listener left on the stack. */
+static int release_listener(int fd, struct fd_entry *e, struct released_listener *r)
+{
+	int h = handle_of(e);
+	r->fd = fd;
+	r->stashed = -1;
+	if (STACK(st.name(h, 0, &r->address, &r->port)) != 0)
 		return -EINVAL;
 	/* Connections waiting to be accepted: accepted here, handed over and stashed for the next accept anywhere.
 	 * -EAGAIN: handshakes the stack waited for completed meanwhile, and wait too. */
-	int pair[2] = { -1, -1 }, rc, stashed = -1;
+	int pair[2] = { -1, -1 }, rc;
 	do
 		stash_accept_queue(fd, e, pair);
 	while ((rc = STACK(st.handover_listener(h))) == -EAGAIN);
 	if (pair[0] >= 0) {
-		stashed = stash_count++;
-		stashes[stashed].listener = fd;
-		stashes[stashed].pair = pair[0];
-		stashes[stashed].writer = pair[1];
+		r->stashed = stash_count++;
+		stashes[r->stashed].listener = fd;
+		stashes[r->stashed].pair = pair[0];
+		stashes[r->stashed].writer = pair[1];
 	}
-	if (rc < 0)
-		return rc;
+	return rc < 0 ? rc : 0;
+}
+
+/* The placeholder of a released listener listens on its address and port in the stack's place. */
+static int listen_in_place(const struct released_listener *r)
+{
+	struct fd_entry *e = &fd_table[r->fd];
 	struct sockaddr_storage sa;
 	socklen_t len = sizeof sa;
-	fill_sockaddr((struct sockaddr *)&sa, &len, family_of(e), address, port);
+	fill_sockaddr((struct sockaddr *)&sa, &len, family_of(e), r->address, r->port);
 	/* Its connections handed over hold the port too (with SO_REUSEADDR, as a kernel listener's own would). */
-	int on = 1;
-	LIBC(setsockopt)(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
-	if (LIBC(bind)(fd, (struct sockaddr *)&sa, len) != 0 || LIBC(listen)(fd, conn_of(e)->backlog) != 0) {
+	int on = 1, rc = 0;
+	LIBC(setsockopt)(r->fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
+	if (LIBC(bind)(r->fd, (struct sockaddr *)&sa, len) != 0 || LIBC(listen)(r->fd, conn_of(e)->backlog) != 0) {
 		rc = -errno;
-		fprintf(stderr, "onload: fd %d: the kernel could not listen on port %u in the stack's place: %s\n", fd,
-			port, strerror(errno));
+		fprintf(stderr, "onload: fd %d: the kernel could not listen on port %u in the stack's place: %s\n", r->fd,
+			r->port, strerror(errno));
 	}
 	/* An epoll set waiting on the listener hears of its stashed connections through the stash's read end. */
-	forget_on_stack(fd, e, stashed >= 0 ? stashes[stashed].pair : -1); /* the stack's listener is gone either way */
+	forget_on_stack(r->fd, e, r->stashed >= 0 ? stashes[r->stashed].pair : -1);
 	return rc;
 }
 
@@ -3002,10 +3026,11 @@ static int hand_over_udp(int fd, struct fd_entry *e)
 
 /*
  * Socket fd to the kernel, if it belongs to this pass (0: connections and UDP sockets, 1: listeners, which go only
- * when nothing of theirs is left on the stack). Returns 1 when it went, 0 when it is not this pass's or had nothing
- * to carry (never bound or connected: its placeholder is all there is), or a negated errno when it stays.
+ * when nothing of theirs is left on the stack, and are only released here, into *released, to listen once all are).
+ * Returns 1 when it went, 0 when it is not this pass's or had nothing to carry (never bound or connected: its
+ * placeholder is all there is), or a negated errno when it stays.
  */
-static int hand_over(int fd, struct fd_entry *e, int pass, const char *when)
+static int hand_over(int fd, struct fd_entry *e, int pass, const char *when, struct released_listener *released)
 {
 	int h = handle_of(e);
 	uint32_t address;
@@ -3027,7 +3052,7 @@ static int hand_over(int fd, struct fd_entry *e, int pass, const char *when)
 	if (listening != pass)
 		return 0;
 	if (listening) {
-		int rc = hand_over_listener(fd, e);
+		int rc = released != NULL ? release_listener(fd, e, released) : -ENOMEM;
 		return rc < 0 ? rc : 1;
 	}
 	if (info.tcpi_state == TCP_CLOSE && STACK(st.name(h, 0, &address, &port)) == 0 && port == 0) {
@@ -3047,19 +3072,31 @@ static void hand_over_all(const char *when, int exec_only)
 {
 	if (stack_state != STACK_READY || getpid() != stack_owner)
 		return;
-	int moved = 0, stayed = 0;
+	int moved = 0, stayed = 0, released = 0, room = 64;
+	struct released_listener *listeners = malloc((size_t)room * sizeof *listeners);
 	for (int pass = 0; pass < 2; pass++)
 		for (int fd = 0; fd < fd_table_size; fd++) {
 			struct fd_entry *e = &fd_table[fd];
 			if (e->handle_plus1 == 0 || (exec_only && !inheritable(fd, e)))
 				continue;
-			int rc = hand_over(fd, e, pass, when);
+			if (listeners != NULL && released == room) {
+				struct released_listener *more = realloc(listeners, (size_t)(room *= 2) * sizeof *listeners);
+				if (more == NULL)
+					break;
+				listeners = more;
+			}
+			int rc = hand_over(fd, e, pass, when, listeners != NULL ? &listeners[released] : NULL);
 			if (rc < 0) {
 				stayed++;
 				debug("%s: fd %d stays on the stack: %s", when, fd, strerror(-rc));
-			} else
+			} else {
 				moved += rc;
+				released += pass == 1 && rc > 0;
+			}
 		}
+	for (int i = 0; i < released; i++)
+		listen_in_place(&listeners[i]);
+	free(listeners);
 	if (moved + stayed > 0)
 		fprintf(stderr, "onload: %s: %d accelerated sockets handed to the kernel, to be shared%s\n", when, moved,
 			stayed > 0 ? "; some could not be (opening, closing or in use on a listener's port) and stay here" : "");

@@ -2,7 +2,7 @@
  * fork_server.c: a pre-forking server (listen, then fork workers that accept), for the preload tests
  * (tests/Onload.Tests/Preload/PreloadForkTests.cs).
  *
- *   fork_server PORT WORKERS CONNECTIONS [queued] [poll|epoll]
+ *   fork_server PORT WORKERS CONNECTIONS [queued] [poll|epoll] [reuseport]
  *
  * Listens on 0.0.0.0:PORT, prints "listening" ("queued": then waits until a connection waits in the accept queue,
  * so that it is there at the fork), forks WORKERS workers that loop: (with "poll": wait in poll() until the listener
@@ -77,7 +77,7 @@ static void worker(int listener, int report, int waits)
 
 int main(int argc, char **argv)
 {
-	int queued = 0, waits = WAIT_NONE;
+	int queued = 0, waits = WAIT_NONE, reuseport = 0;
 	for (int i = 4; i < argc; i++) {
 		if (strcmp(argv[i], "queued") == 0)
 			queued = 1;
@@ -85,16 +85,26 @@ int main(int argc, char **argv)
 			waits = WAIT_POLL;
 		else if (strcmp(argv[i], "epoll") == 0)
 			waits = WAIT_EPOLL;
+		else if (strcmp(argv[i], "reuseport") == 0)
+			reuseport = 1;
 		else
-			return fprintf(stderr, "usage: fork_server PORT WORKERS CONNECTIONS [queued] [poll|epoll]\n"), 2;
+			return fprintf(stderr, "usage: fork_server PORT WORKERS CONNECTIONS [queued] [poll|epoll] [reuseport]\n"), 2;
 	}
 	setvbuf(stdout, NULL, _IONBF, 0);
 	int workers = atoi(argv[2]), connections = atoi(argv[3]);
 	CHECK(workers > 0 && workers <= 64 && connections > 0, "WORKERS 1..64 and CONNECTIONS > 0");
-	int listener = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+	/* "reuseport": a listener per worker on the one port (SO_REUSEPORT), as nginx's "listen ... reuseport" makes
+	 * them in its master before it forks the workers; each worker accepts on its own. */
+	int listeners[64], one = 1;
 	struct sockaddr_in any = { .sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(argv[1])) };
-	CHECK(listener >= 0 && setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) == 0, "socket");
-	CHECK(bind(listener, (struct sockaddr *)&any, sizeof any) == 0 && listen(listener, 128) == 0, "bind and listen");
+	for (int i = 0; i < (reuseport ? workers : 1); i++) {
+		listeners[i] = socket(AF_INET, SOCK_STREAM, 0);
+		CHECK(listeners[i] >= 0 && setsockopt(listeners[i], SOL_SOCKET, reuseport ? SO_REUSEPORT : SO_REUSEADDR, &one,
+						      sizeof one) == 0, "socket");
+		CHECK(bind(listeners[i], (struct sockaddr *)&any, sizeof any) == 0 && listen(listeners[i], 128) == 0,
+		      "bind and listen");
+	}
+	int listener = listeners[0];
 	printf("listening\n");
 	if (queued) {
 		struct pollfd p = { .fd = listener, .events = POLLIN };
@@ -110,7 +120,7 @@ int main(int argc, char **argv)
 		CHECK(pids[i] >= 0, "fork");
 		if (pids[i] == 0) {
 			close(report[0]);
-			worker(listener, report[1], waits);
+			worker(reuseport ? listeners[i] : listener, report[1], waits);
 		}
 	}
 	close(report[1]); /* a read of end of stream: every worker died */

@@ -85,8 +85,11 @@ public sealed partial class NetStack
         ushort port = l.LocalPort;
         if (l.AcceptHead >= 0)
             return -(int)Errno.EAGAIN;
+        // Connections the program holds on the port keep it (the other listeners of an SO_REUSEPORT group do not:
+        // they are handed over too, and the port goes with the last).
         for (int i = 0; i < _tcp.Capacity; i++)
-            if (i != c && _tcp.IsValid(i) && _tcp[i].LocalPort == port && _tcp[i].Listener < 0 && !_tcp[i].Orphaned)
+            if (i != c && _tcp.IsValid(i) && _tcp[i].LocalPort == port && _tcp[i].Listener < 0 && !_tcp[i].Orphaned &&
+                _tcp[i].State != TcpState.Listen)
                 return -(int)Errno.EBUSY;
         while (l.SynHead >= 0)
             TcpFree(l.SynHead);
@@ -96,6 +99,15 @@ public sealed partial class NetStack
         TcpFree(c);
         _handedOver[(port, 0, 0)] = _now + HandedOverQuietNs;
         return 0;
+    }
+
+    /// <summary>Whether a listener is left on <paramref name="port"/> (another of its SO_REUSEPORT group).</summary>
+    public bool TcpPortListened(ushort port)
+    {
+        for (int i = 0; i < _tcp.Capacity; i++)
+            if (_tcp.IsValid(i) && _tcp[i].LocalPort == port && _tcp[i].State == TcpState.Listen)
+                return true;
+        return false;
     }
 
     /// <summary>Whether listener <paramref name="c"/>'s port is not ready to go to the kernel yet: a handshake is
@@ -115,10 +127,14 @@ public sealed partial class NetStack
         return false;
     }
 
-    /// <summary>A segment for no connection: one of a connection or a listener's port handed over lately is dropped
-    /// in silence (the kernel has it, and answers once the port's frames reach it); a RST from here would end it.</summary>
+    /// <summary>A segment for no connection: one of a connection handed over lately is dropped in silence (the
+    /// kernel has it, and answers once the port's frames reach it); a RST from here would end it.</summary>
     private bool HandedOverLately(ushort localPort, Ipv4Address remote, ushort remotePort) =>
-        _handedOver.Count > 0 && (Quiet((localPort, remote.Value, remotePort)) || Quiet((localPort, 0, 0)));
+        _handedOver.Count > 0 && Quiet((localPort, remote.Value, remotePort));
+
+    /// <summary>A segment for no connection and no listener on a port whose listeners were handed over lately: the
+    /// kernel will listen there in a moment (a SYN is sent again).</summary>
+    private bool HandedOverLately(ushort localPort) => _handedOver.Count > 0 && Quiet((localPort, 0, 0));
 
     private bool Quiet((ushort, uint, ushort) key)
     {

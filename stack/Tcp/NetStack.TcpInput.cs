@@ -43,6 +43,8 @@ public sealed partial class NetStack
             int listener = TcpListenerFor(seg.DestinationPort, remote, seg.SourcePort);
             if (listener >= 0)
                 ListenInput(listener, remote, seg, options);
+            else if (HandedOverLately(seg.DestinationPort))
+                return Dropped(DropReason.TcpHandedOver);
             else
             {
                 TcpSendResetFor(remote, seg, bytes.Length);

@@ -116,6 +116,29 @@ public class PreloadForkTests
         Assert.That(server.Stderr, Does.Contain("onload: fork:").And.Contain(HandedOver));
     }
 
+    [Test]
+    public void A_reuseport_listener_per_worker_made_before_the_fork_serves_kernel_clients_from_every_worker()
+    {
+        // nginx's "listen ... reuseport": the master opens a listener per worker on one port, then forks them; each
+        // worker accepts on its own. The whole group goes to the kernel at the first fork, and the kernel spreads the
+        // connections over it.
+        using var dl = new DriverlinkPair();
+        var server = RunUnderOnload(dl, "fork_server", "7470", "3", "24", "reuseport");
+        server.WaitForOutput("forked 3 workers", Deadline);
+        Assert.That(dl.Host.Exec("ss -ltn").Split('\n').Count(l => l.Contains(":7470", StringComparison.Ordinal)), Is.EqualTo(3),
+            "three kernel listeners on the port");
+        var clients = Enumerable.Range(0, 24).Select(_ => StartServedClient(dl, 7470)).ToList();
+        foreach (var c in clients)
+            AssertClientOk(c, server, "ok 100000 bytes intact, served by worker ");
+        Assert.That(server.WaitForExit(Deadline), Is.True, $"fork_server finished; stdout: {server.Stdout}");
+        Assert.That(server.ExitCode, Is.Zero, server.Stdout + server.Stderr);
+        Assert.That(server.Stdout, Does.Contain("ok 24 connections served"));
+        var workers = clients.Select(c => System.Text.RegularExpressions.Regex.Match(c.Stdout, @"served by worker (\d+)").Groups[1].Value)
+            .Distinct().Count();
+        Assert.That(workers, Is.GreaterThan(1), "the kernel's reuseport group spread the connections over the workers");
+        Assert.That(server.Stderr, Does.Contain("onload: fork:").And.Contain(HandedOver).And.Not.Contain("could not"));
+    }
+
     [TestCase("poll")]
     [TestCase("epoll")]
     public void A_connection_waiting_in_the_accept_queue_at_the_fork_wakes_a_worker_polling_the_listener(string wait)
