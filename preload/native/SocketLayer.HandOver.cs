@@ -104,8 +104,10 @@ internal sealed partial class SocketLayer
                 var table = _stack.UdpSockets;
                 if (!table.IsValid(s) || !table[s].PortReserved)
                     return -(int)Errno.EINVAL;
-                // Its last datagrams leave first: the daemon forwards a frame only from a port the VNIC holds.
-                if (_stack.Vnic.TxPending() == 0 || MonotonicClock.Instance.NowNanoseconds >= deadline)
+                // Its last datagrams leave first, those waiting for a neighbour's MAC included (the answer the
+                // program sent just before it forked): the daemon forwards a frame only from a port the VNIC holds.
+                if ((_stack.Vnic.TxPending() == 0 && _stack.Neighbours.PendingCount == 0) ||
+                    MonotonicClock.Instance.NowNanoseconds >= deadline)
                 {
                     ushort port = table[s].LocalPort;
                     dropped = table[s].QueueCount;
