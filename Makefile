@@ -244,7 +244,7 @@ $(DIST)/lib/libonload.so: preload/shim/onload_preload.c preload/include/onload_s
 # The C test helpers: preload/tests/NAME.c → dist/tests/NAME. io_calls and udp_calls are fortified on purpose, so
 # that read, recv, recvfrom, poll and ppoll reach the shim as glibc's __*_chk variants.
 $(DIST)/tests/io_calls $(DIST)/tests/udp_calls: TEST_CFLAGS := -D_FORTIFY_SOURCE=2
-$(DIST)/tests/%: preload/tests/%.c preload/tests/check.h
+$(DIST)/tests/%: preload/tests/%.c preload/tests/check.h preload/tests/inet6.h
 	@mkdir -p $(@D)
 	$(CC) -std=gnu11 $(C_WARN) -O2 $(TEST_CFLAGS) -o $@ $< -lpthread
 
