@@ -12,9 +12,10 @@ namespace Onload.Native;
 /// </summary>
 internal sealed partial class SocketLayer
 {
-    /// <summary>How long a listener's port waits for its closing connections' last data to be acknowledged before it
-    /// goes to the kernel anyway (their unacknowledged bytes are then lost, as after SO_LINGER's timeout).</summary>
-    private const int ListenerDrainMs = 1000;
+    /// <summary>How long each wait of a hand-over may take before it goes on anyway: a listener's handshakes and its
+    /// closing connections' last data (unacknowledged bytes are then lost, as after SO_LINGER's timeout), a port's
+    /// release, a UDP socket's last datagrams.</summary>
+    private const int HandOverWaitMs = 1000;
 
     /// <summary>Connection <paramref name="c"/> becomes kernel socket <paramref name="socketFd"/> (see
     /// <see cref="NetStack.TcpHandOver"/>); 0 or a negated errno, with the connection left on the stack.</summary>
@@ -31,7 +32,7 @@ internal sealed partial class SocketLayer
 
     /// <summary>
     /// Listener <paramref name="c"/> leaves the stack so that the kernel can listen on its port: handshakes under way
-    /// finish and the closed connections on the port finish sending (for up to <see cref="ListenerDrainMs"/>), then
+    /// finish and the closed connections on the port finish sending (for up to <see cref="HandOverWaitMs"/>), then
     /// the stack lets go of the port and this waits until its filter and kernel socket are gone, so that the caller
     /// can bind it (once the last listener of an SO_REUSEPORT group is handed over). Returns the port, or a negated
     /// errno with the listener left on the stack (EAGAIN: connections wait to be accepted, accept and hand them over,
@@ -47,21 +48,7 @@ internal sealed partial class SocketLayer
                 return -(int)Errno.EINVAL;
             port = table[c].LocalPort;
         }
-        long deadline = MonotonicClock.Instance.NowNanoseconds + ListenerDrainMs * 1_000_000L;
-        while (true)
-        {
-            int waitFd;
-            lock (_lock)
-            {
-                PollStack();
-                if (!_stack.TcpListenerSettling(c))
-                    break;
-                waitFd = _stack.Vnic.PrepareToSleep() ? _stack.Vnic.WaitHandle : -1;
-            }
-            if (MonotonicClock.Instance.NowNanoseconds >= deadline)
-                break;
-            WaitReadable(waitFd, 1);
-        }
+        RunStackUntil(() => !_stack.TcpListenerSettling(c), HandOverWaitMs);
         lock (_lock)
         {
             int rc = _stack.TcpHandOverListener(c);
@@ -70,19 +57,10 @@ internal sealed partial class SocketLayer
             if (_stack.TcpPortListened(port))
                 return port; // the rest of its SO_REUSEPORT group goes next, and the port with the last of them
         }
-        // The port's release waits for frames sent from it to leave the VNIC (DriverlinkSession.ReleasePort).
-        while (true)
-        {
-            lock (_lock)
-            {
-                PollStack();
-                if (!_session.Holds((byte)IpProtocol.Tcp, port))
-                    return port;
-            }
-            if (MonotonicClock.Instance.NowNanoseconds >= deadline + ListenerDrainMs * 1_000_000L)
-                return port; // the listener is gone either way: the caller's bind says whether the port is free
-            WaitReadable(-1, 1);
-        }
+        // The port's release waits for frames sent from it to leave the VNIC (DriverlinkSession.ReleasePort). The
+        // listener is gone either way: the caller's bind says whether the port is free.
+        RunStackUntil(() => !_session.Holds((byte)IpProtocol.Tcp, port), HandOverWaitMs);
+        return port;
     }
 
     /// <summary>
@@ -95,30 +73,40 @@ internal sealed partial class SocketLayer
     public int UdpHandOver(int s, out int dropped)
     {
         dropped = 0;
-        long deadline = MonotonicClock.Instance.NowNanoseconds + ListenerDrainMs * 1_000_000L;
+        // Its last datagrams leave first, those waiting for a neighbour's MAC included (the answer the program sent
+        // just before it forked): the daemon forwards a frame only from a port the VNIC holds.
+        RunStackUntil(() => _stack.Vnic.TxPending() == 0 && _stack.Neighbours.PendingCount == 0, HandOverWaitMs);
+        lock (_lock)
+        {
+            var table = _stack.UdpSockets;
+            if (!table.IsValid(s) || !table[s].PortReserved)
+                return -(int)Errno.EINVAL;
+            dropped = table[s].QueueCount;
+            int fd = _session.TakePortSocket((byte)IpProtocol.Udp, table[s].LocalPort);
+            if (fd >= 0)
+                _stack.UdpClose(s);
+            return fd;
+        }
+    }
+
+    /// <summary>Runs the stack (sleeping on the VNIC between looks) until <paramref name="done"/>, checked under the
+    /// lock after each poll, or <paramref name="timeoutMs"/> passes. A cold path: the hand-overs only.</summary>
+    private void RunStackUntil(Func<bool> done, int timeoutMs)
+    {
+        long deadline = MonotonicClock.Instance.NowNanoseconds + timeoutMs * 1_000_000L;
         while (true)
         {
+            int waitFd;
             lock (_lock)
             {
                 PollStack();
-                var table = _stack.UdpSockets;
-                if (!table.IsValid(s) || !table[s].PortReserved)
-                    return -(int)Errno.EINVAL;
-                // Its last datagrams leave first, those waiting for a neighbour's MAC included (the answer the
-                // program sent just before it forked): the daemon forwards a frame only from a port the VNIC holds.
-                if ((_stack.Vnic.TxPending() == 0 && _stack.Neighbours.PendingCount == 0) ||
-                    MonotonicClock.Instance.NowNanoseconds >= deadline)
-                {
-                    ushort port = table[s].LocalPort;
-                    dropped = table[s].QueueCount;
-                    int fd = _session.TakePortSocket((byte)IpProtocol.Udp, port);
-                    if (fd < 0)
-                        return fd;
-                    _stack.UdpClose(s);
-                    return fd;
-                }
+                if (done())
+                    return;
+                waitFd = _stack.Vnic.PrepareToSleep() ? _stack.Vnic.WaitHandle : -1;
             }
-            WaitReadable(-1, 1);
+            if (MonotonicClock.Instance.NowNanoseconds >= deadline)
+                return;
+            WaitReadable(waitFd, 1);
         }
     }
 }

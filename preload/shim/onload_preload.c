@@ -401,13 +401,15 @@ static int stack_close(int kind, int h)
  * Connections the process still holds when it is killed are closed by the daemon, from the
  * connection mirror. _exit() skips this.
  */
-/* Set as exit() closes the accelerated fds (drain_at_exit): a thread blocked on one of them then stays blocked. */
+/* Set as exit() closes the accelerated fds (drain_at_exit): another thread asleep on one of them stays asleep. */
 static volatile int process_exiting;
+static pthread_t exiting_thread;
 
 static void drain_at_exit(void)
 {
 	if (getpid() != stack_owner)
 		return; /* a forked child's exit must not close its parent's connections */
+	exiting_thread = pthread_self();
 	process_exiting = 1;
 	in_stack++;
 	for (int fd = 0; fd < fd_table_size; fd++)
@@ -751,6 +753,17 @@ static void take_wake_up(void)
 #define UNWAKEABLE_SLEEP_MS 1
 
 /*
+ * Another thread is in exit(), which closes the accelerated fds for the stack: under Linux a thread blocked on one
+ * waits on until exit_group ends it, never seeing the fd go (a blocked accept would say EBADF). Every wait, spinning
+ * or asleep, comes here between looks.
+ */
+static void park_if_exiting(void)
+{
+	while (process_exiting && !pthread_equal(pthread_self(), exiting_thread))
+		pause();
+}
+
+/*
  * Sleeps until one of the accelerated `handles` has one of its `events` (matched exactly), one of the kernel fds in
  * k[0..nk-1] is ready (the caller leaves room for two more entries after them: the thread's eventfd and, without the
  * stack's background thread, the VNIC's wait fd), a signal arrives or sleep_ms passes; ppoll with `sigmask`.
@@ -781,6 +794,7 @@ static int sleep_until_ready(const int *handles, const short *events, short *rev
 	int saved = errno;
 	if (STACK(st.wait_end(waiter)) == 1)
 		take_wake_up();
+	park_if_exiting();
 	errno = saved;
 	return rc < 0 ? -1 : 0;
 }
@@ -851,6 +865,7 @@ static int mixed_poll(struct pollfd *fds, nfds_t nfds, int timeout, const sigset
 	long deadline = timeout < 0 ? -1 : start + timeout * 1000000L;
 	for (;;) {
 		int ready = 0;
+		park_if_exiting();
 		int rc = STACK(st.poll(handles, events, revents, na));
 		if (rc < 0) {
 			errno = -rc;
@@ -914,10 +929,6 @@ static int wait_for(int fd, short events)
 		struct pollfd p = { .fd = fd, .events = events, .revents = 0 };
 		last_handler_restarts = 0;
 		int rc = mixed_poll(&p, 1, left, NULL);
-		/* Another thread is in exit(), which closed this fd for the stack: under Linux this thread would block on
-		 * until exit_group ends it, never seeing the fd go. So it does here. */
-		while (process_exiting)
-			pause();
 		if (rc > 0)
 			return 0;
 		if (rc == 0)
@@ -1343,6 +1354,116 @@ EXPORT int listen(int fd, int backlog)
 	return 0;
 }
 
+/*
+ * A listener's stash: the connections waiting in its accept queue when it went to the kernel, each handed over
+ * too and parked as an SCM_RIGHTS message in a socketpair whose read end the processes share after fork. Whichever
+ * process accepts on the listener first takes the next one, exactly once (the kernel's own queue follows); those
+ * nobody takes are closed by the kernel with the last holder of the pair. poll and epoll do not see them: a waiter
+ * hears of them with the listener's next connection.
+ */
+#define MAX_STASHES 64
+static struct { int listener, pair, writer; } stashes[MAX_STASHES]; /* the writer stays open: no end-of-file */
+static int stash_count;
+
+static void drop_stash(int i)
+{
+	LIBC(close)(stashes[i].pair);
+	LIBC(close)(stashes[i].writer);
+	stashes[i] = stashes[--stash_count];
+}
+
+/* epoll_ctl on a listener with a stash: the stash's read end follows it into (or out of) the set, with its events
+ * and data, so that its stashed connections wake the set as the listener's. */
+static void stash_epoll_ctl(int epfd, int op, int listener, struct epoll_event *event)
+{
+	for (int i = 0; i < stash_count; i++)
+		if (stashes[i].listener == listener) {
+			if (LIBC(epoll_ctl)(epfd, op, stashes[i].pair, event) != 0 && op == EPOLL_CTL_ADD && errno == EEXIST)
+				LIBC(epoll_ctl)(epfd, EPOLL_CTL_MOD, stashes[i].pair, event);
+			return;
+		}
+}
+
+/* Whether listener fd has a connection stashed (poll: "readable"). */
+static int stash_pending(int listener)
+{
+	for (int i = 0; i < stash_count; i++)
+		if (stashes[i].listener == listener) {
+			struct pollfd p = { .fd = stashes[i].pair, .events = POLLIN };
+			return LIBC(poll)(&p, 1, 0) == 1;
+		}
+	return 0;
+}
+
+/* The listener is closed: this process takes none of its stashed connections any more. */
+static void forget_stash(int listener)
+{
+	for (int i = 0; i < stash_count; i++)
+		if (stashes[i].listener == listener) {
+			drop_stash(i);
+			return;
+		}
+}
+
+/* The next connection stashed for listener fd, or -1 when there is none (any more). */
+static int take_stashed(int listener)
+{
+	for (int i = 0; i < stash_count; i++) {
+		if (stashes[i].listener != listener)
+			continue;
+		char byte;
+		struct iovec iov = { &byte, 1 };
+		union { struct cmsghdr h; char space[CMSG_SPACE(sizeof(int))]; } control;
+		struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = &control, .msg_controllen = sizeof control };
+		ssize_t n = LIBC(recvmsg)(stashes[i].pair, &m, MSG_DONTWAIT);
+		struct cmsghdr *c = n > 0 ? CMSG_FIRSTHDR(&m) : NULL;
+		if (c != NULL && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+			int fd;
+			memcpy(&fd, CMSG_DATA(c), sizeof fd);
+			return fd;
+		}
+		if (n < 0 && errno != EINTR) /* taken, every one (EAGAIN: by another process) */
+			drop_stash(i);
+		return -1;
+	}
+	return -1;
+}
+
+/* accept on a listener handed to the kernel: its stashed connections first, with accept4's flags. */
+static int accept_stashed(int fd, struct sockaddr *addr, socklen_t *len, int flags)
+{
+	int saved_errno = errno;
+	int nfd = take_stashed(fd);
+	errno = saved_errno;
+	if (nfd < 0)
+		return -1;
+	if (flags & SOCK_NONBLOCK)
+		LIBC(fcntl)(nfd, F_SETFL, LIBC(fcntl)(nfd, F_GETFL) | O_NONBLOCK);
+	if (flags & SOCK_CLOEXEC)
+		LIBC(fcntl)(nfd, F_SETFD, FD_CLOEXEC);
+	if (addr != NULL && len != NULL)
+		LIBC(getpeername)(nfd, addr, len);
+	return nfd;
+}
+
+/* Parks connection fd (a kernel socket now) in the stash being filled through pair_end; closes it here. */
+static int stash(int pair_end, int fd)
+{
+	char byte = 0;
+	struct iovec iov = { &byte, 1 };
+	union { struct cmsghdr h; char space[CMSG_SPACE(sizeof(int))]; } control;
+	memset(&control, 0, sizeof control);
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = &control, .msg_controllen = sizeof control };
+	struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(sizeof fd);
+	memcpy(CMSG_DATA(c), &fd, sizeof fd);
+	int rc = LIBC(sendmsg)(pair_end, &m, MSG_DONTWAIT) == 1 ? 0 : -errno;
+	LIBC(close)(fd);
+	return rc;
+}
+
 /* An accepted socket starts with its listener's SO_RCVTIMEO and SO_SNDTIMEO, as Linux's clone of it does. */
 static void inherit_timeouts(int nfd, const struct conn_state *listener)
 {
@@ -1390,9 +1511,6 @@ static int accept_common(int fd, struct sockaddr *addr, socklen_t *len, int flag
 	debug("fd %d accepted on fd %d (connection %d)", nfd, fd, c);
 	return nfd;
 }
-
-static int accept_stashed(int fd, struct sockaddr *addr, socklen_t *len, int flags);
-static int stash_count;
 
 EXPORT int accept(int fd, struct sockaddr *addr, socklen_t *len)
 {
@@ -1598,8 +1716,6 @@ EXPORT ssize_t sendto(int fd, const void *buf, size_t len, int flags, const stru
 }
 
 /* What closing fd ends on the shim's side: its epoll set's accelerated part, its share of a stack socket. */
-static void forget_stash(int listener);
-
 static void forget_fd(int fd)
 {
 	if (!in_stack && fd >= 0 && fd < fd_table_size)
@@ -1872,8 +1988,6 @@ static int any_accelerated(struct pollfd *fds, nfds_t nfds)
 				return 1;
 	return 0;
 }
-
-static int stash_pending(int listener);
 
 /*
  * poll on a listener whose queued connections a fork or exec stashed (see "fork and exec"): they make it readable,
@@ -2460,8 +2574,6 @@ EXPORT int epoll_create1(int flags)
 	return fd;
 }
 
-static void stash_epoll_ctl(int epfd, int op, int listener, struct epoll_event *event);
-
 EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *event)
 {
 	struct fd_entry *e = accelerated(fd);
@@ -2753,116 +2865,6 @@ static long env_long(const char *name, long fallback)
  * holds that could not go) stays on the stack in the parent; in a forked child a call on it warns once and reaches
  * its placeholder (an unconnected socket), and the child's own sockets are the kernel's.
  */
-
-/*
- * A listener's stash: the connections waiting in its accept queue when it went to the kernel, each handed over
- * too and parked as an SCM_RIGHTS message in a socketpair whose read end the processes share after fork. Whichever
- * process accepts on the listener first takes the next one, exactly once (the kernel's own queue follows); those
- * nobody takes are closed by the kernel with the last holder of the pair. poll and epoll do not see them: a waiter
- * hears of them with the listener's next connection.
- */
-#define MAX_STASHES 64
-static struct { int listener, pair, writer; } stashes[MAX_STASHES]; /* the writer stays open: no end-of-file */
-static int stash_count;
-
-static void drop_stash(int i)
-{
-	LIBC(close)(stashes[i].pair);
-	LIBC(close)(stashes[i].writer);
-	stashes[i] = stashes[--stash_count];
-}
-
-/* epoll_ctl on a listener with a stash: the stash's read end follows it into (or out of) the set, with its events
- * and data, so that its stashed connections wake the set as the listener's. */
-static void stash_epoll_ctl(int epfd, int op, int listener, struct epoll_event *event)
-{
-	for (int i = 0; i < stash_count; i++)
-		if (stashes[i].listener == listener) {
-			if (LIBC(epoll_ctl)(epfd, op, stashes[i].pair, event) != 0 && op == EPOLL_CTL_ADD && errno == EEXIST)
-				LIBC(epoll_ctl)(epfd, EPOLL_CTL_MOD, stashes[i].pair, event);
-			return;
-		}
-}
-
-/* Whether listener fd has a connection stashed (poll: "readable"). */
-static int stash_pending(int listener)
-{
-	for (int i = 0; i < stash_count; i++)
-		if (stashes[i].listener == listener) {
-			struct pollfd p = { .fd = stashes[i].pair, .events = POLLIN };
-			return LIBC(poll)(&p, 1, 0) == 1;
-		}
-	return 0;
-}
-
-/* The listener is closed: this process takes none of its stashed connections any more. */
-static void forget_stash(int listener)
-{
-	for (int i = 0; i < stash_count; i++)
-		if (stashes[i].listener == listener) {
-			drop_stash(i);
-			return;
-		}
-}
-
-/* The next connection stashed for listener fd, or -1 when there is none (any more). */
-static int take_stashed(int listener)
-{
-	for (int i = 0; i < stash_count; i++) {
-		if (stashes[i].listener != listener)
-			continue;
-		char byte;
-		struct iovec iov = { &byte, 1 };
-		union { struct cmsghdr h; char space[CMSG_SPACE(sizeof(int))]; } control;
-		struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = &control, .msg_controllen = sizeof control };
-		ssize_t n = LIBC(recvmsg)(stashes[i].pair, &m, MSG_DONTWAIT);
-		struct cmsghdr *c = n > 0 ? CMSG_FIRSTHDR(&m) : NULL;
-		if (c != NULL && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-			int fd;
-			memcpy(&fd, CMSG_DATA(c), sizeof fd);
-			return fd;
-		}
-		if (n < 0 && errno != EINTR) /* taken, every one (EAGAIN: by another process) */
-			drop_stash(i);
-		return -1;
-	}
-	return -1;
-}
-
-/* accept on a listener handed to the kernel: its stashed connections first, with accept4's flags. */
-static int accept_stashed(int fd, struct sockaddr *addr, socklen_t *len, int flags)
-{
-	int saved_errno = errno;
-	int nfd = take_stashed(fd);
-	errno = saved_errno;
-	if (nfd < 0)
-		return -1;
-	if (flags & SOCK_NONBLOCK)
-		LIBC(fcntl)(nfd, F_SETFL, LIBC(fcntl)(nfd, F_GETFL) | O_NONBLOCK);
-	if (flags & SOCK_CLOEXEC)
-		LIBC(fcntl)(nfd, F_SETFD, FD_CLOEXEC);
-	if (addr != NULL && len != NULL)
-		LIBC(getpeername)(nfd, addr, len);
-	return nfd;
-}
-
-/* Parks connection fd (a kernel socket now) in the stash being filled through pair_end; closes it here. */
-static int stash(int pair_end, int fd)
-{
-	char byte = 0;
-	struct iovec iov = { &byte, 1 };
-	union { struct cmsghdr h; char space[CMSG_SPACE(sizeof(int))]; } control;
-	memset(&control, 0, sizeof control);
-	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = &control, .msg_controllen = sizeof control };
-	struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-	c->cmsg_level = SOL_SOCKET;
-	c->cmsg_type = SCM_RIGHTS;
-	c->cmsg_len = CMSG_LEN(sizeof fd);
-	memcpy(CMSG_DATA(c), &fd, sizeof fd);
-	int rc = LIBC(sendmsg)(pair_end, &m, MSG_DONTWAIT) == 1 ? 0 : -errno;
-	LIBC(close)(fd);
-	return rc;
-}
 
 /* Whether an exec keeps fd or one of its dups. */
 static int inheritable(int fd, const struct fd_entry *e)
