@@ -89,9 +89,7 @@ public class PreloadForkTests
         var clients = Enumerable.Range(0, Connections).Select(_ => StartServedClient(dl, 7464)).ToList();
         foreach (var c in clients)
             AssertClientOk(c, server, "ok 100000 bytes intact, served by worker ");
-        Assert.That(server.WaitForExit(Deadline), Is.True, $"fork_server finished; stdout: {server.Stdout}");
-        Assert.That(server.ExitCode, Is.Zero, server.Stdout + server.Stderr);
-        Assert.That(server.Stdout, Does.Contain($"ok {Connections} connections served"));
+        AssertServerServed(server, Connections);
         Assert.That(server.Stderr, Does.Contain("onload: fork:").And.Contain(HandedOver));
     }
 
@@ -110,9 +108,7 @@ public class PreloadForkTests
 
         foreach (var c in (NsProcess[])[early, .. later])
             AssertClientOk(c, server, "ok 100000 bytes intact, served by worker ");
-        Assert.That(server.WaitForExit(Deadline), Is.True, $"fork_server finished; stdout: {server.Stdout}");
-        Assert.That(server.ExitCode, Is.Zero, server.Stdout + server.Stderr);
-        Assert.That(server.Stdout, Does.Contain("ok 3 connections served"));
+        AssertServerServed(server, 3);
         Assert.That(server.Stderr, Does.Contain("onload: fork:").And.Contain(HandedOver));
     }
 
@@ -130,9 +126,7 @@ public class PreloadForkTests
         var clients = Enumerable.Range(0, 24).Select(_ => StartServedClient(dl, 7470)).ToList();
         foreach (var c in clients)
             AssertClientOk(c, server, "ok 100000 bytes intact, served by worker ");
-        Assert.That(server.WaitForExit(Deadline), Is.True, $"fork_server finished; stdout: {server.Stdout}");
-        Assert.That(server.ExitCode, Is.Zero, server.Stdout + server.Stderr);
-        Assert.That(server.Stdout, Does.Contain("ok 24 connections served"));
+        AssertServerServed(server, 24);
         var workers = clients.Select(c => System.Text.RegularExpressions.Regex.Match(c.Stdout, @"served by worker (\d+)").Groups[1].Value)
             .Distinct().Count();
         Assert.That(workers, Is.GreaterThan(1), "the kernel's reuseport group spread the connections over the workers");
@@ -153,9 +147,8 @@ public class PreloadForkTests
         server.WaitForOutput("forked 2 workers", Deadline);
 
         AssertClientOk(early, server, "ok 100000 bytes intact, served by worker ");
-        Assert.That(server.WaitForExit(Deadline), Is.True, $"fork_server finished; stdout: {server.Stdout}");
-        Assert.That(server.ExitCode, Is.Zero, server.Stdout + server.Stderr);
-        Assert.That(server.Stdout, Does.Contain("a connection is queued").And.Contain("ok 1 connections served"));
+        AssertServerServed(server, 1);
+        Assert.That(server.Stdout, Does.Contain("a connection is queued"));
         Assert.That(server.Stderr, Does.Contain("onload: fork:").And.Contain(HandedOver));
     }
 
@@ -175,9 +168,7 @@ public class PreloadForkTests
         for (int i = 0; i < Sequential; i++)
             AssertClientOk(StartEchoClient(dl, 7466), server, "ok 1000000 bytes intact");
 
-        Assert.That(server.WaitForExit(Deadline), Is.True, $"fork_per_connection finished; stdout: {server.Stdout}");
-        Assert.That(server.ExitCode, Is.Zero, server.Stdout + server.Stderr);
-        Assert.That(server.Stdout, Does.Contain($"ok {Concurrent + Sequential} connections served"));
+        AssertServerServed(server, Concurrent + Sequential);
         Assert.That(server.Stderr, Does.Contain("onload: fork:").And.Contain(HandedOver));
         Assert.That(PreloadErrnoTests.EstabResets(dl.Peer), Is.EqualTo(resetsBefore),
             "no connection ended by a reset: the parent's close of its copy closed nothing");
@@ -254,6 +245,14 @@ public class PreloadForkTests
     /// <summary>A kernel client on the peer asking fork_server at <paramref name="port"/> to echo 100 KB.</summary>
     private static NsProcess StartServedClient(DriverlinkPair dl, int port) =>
         dl.Peer.Start(Dist.TestProgram("pattern_client"), dl.HostAddress, $"{port}", "100000", "served");
+
+    /// <summary>The server (fork_server, fork_per_connection) exited 0 once it had served <paramref name="connections"/>.</summary>
+    private static void AssertServerServed(NsProcess server, int connections)
+    {
+        Assert.That(server.WaitForExit(Deadline), Is.True, $"the server finished; stdout: {server.Stdout}");
+        Assert.That(server.ExitCode, Is.Zero, server.Stdout + server.Stderr);
+        Assert.That(server.Stdout, Does.Contain($"ok {connections} connections served"));
+    }
 
     private static void AssertClientOk(NsProcess client, NsProcess server, string expected)
     {
