@@ -30,6 +30,7 @@ var portOption = new Option<int>("--port") { Description = "server mode: UDP por
 var tcpOption = new Option<bool>("--tcp") { Description = "TCP instead of UDP: one connection with TCP_NODELAY, messages framed by their size (sockperf's --tcp)" };
 var streamOption = new Option<bool>("--stream") { Description = "client, TCP: bulk throughput instead of ping-pong: write for --seconds into one connection to a sink that reads and closes" };
 var connectRateOption = new Option<bool>("--connect-rate") { Description = "client, TCP: connection set-up rate: connect, --size bytes each way, the server closes, close; again (TCP_CRR)" };
+var sinkOption = new Option<bool>("--sink") { Description = "server mode, TCP: read and discard, closing at the client's end of stream (the sink of --stream)" };
 var kindsOption = new Option<bool>("--list-kinds") { Description = "print the VNIC kinds this build can open, one a line, and exit" };
 
 var root = new RootCommand(
@@ -39,7 +40,7 @@ var root = new RootCommand(
 {
     interfaceOption, modeOption, vnicOption, addrOption, gatewayOption, serverOption, sizeOption, warmupOption, countOption, secondsOption,
     timeoutOption, sockperfOption, jsonOption, labelOption, localPortOption, serverModeOption, portOption, tcpOption,
-    streamOption, connectRateOption, kindsOption,
+    streamOption, connectRateOption, sinkOption, kindsOption,
 };
 
 root.SetAction(parse =>
@@ -62,6 +63,9 @@ root.SetAction(parse =>
         return Usage("--stream and --connect-rate are TCP client modes: they need --tcp and no --server-mode");
     if (stream && connectRate)
         return Usage("--stream or --connect-rate, not both");
+    bool sink = parse.GetValue(sinkOption);
+    if (sink && (!tcp || !serverMode || sockperf))
+        return Usage("--sink is a TCP server mode: it needs --tcp and --server-mode, and not --sockperf");
     if (tcp && size > TcpMaxMessage)
         return Usage($"--size {size}: at most {TcpMaxMessage} bytes per TCP message");
     string? interfaceName = parse.GetValue(interfaceOption);
@@ -153,7 +157,7 @@ root.SetAction(parse =>
             return Usage($"--size {size}: more than one frame carries ({stack.UdpMaxPayload}); fragmentation is not supported");
         if (serverMode)
             return tcp
-                ? RunServer(stack, new TcpPingPongServer(stack, (ushort)port, sockperf), "tcp", (ushort)port, sockperf)
+                ? RunServer(stack, new TcpPingPongServer(stack, (ushort)port, sockperf, sink), "tcp", (ushort)port, sockperf)
                 : RunServer(stack, new PingPongServer(stack, (ushort)port, sockperf), "udp", (ushort)port, sockperf);
         var settings = new ClientSettings
         {

@@ -6,9 +6,10 @@ namespace Onload.Apps.PingPong;
 /// <summary>
 /// The busy-polling TCP answering side, any number of connections: with <c>sockperf</c> it answers as
 /// <c>sockperf server --tcp</c> does (messages framed by the length in their header; a client's pong request comes
-/// back with the client flag cleared, anything else gets no reply), without it it echoes the stream as it comes.
+/// back with the client flag cleared, anything else gets no reply), without it it echoes the stream as it comes,
+/// or with <c>sink</c> reads and discards it (the far end of <c>--stream</c>, counting bytes as received).
 /// </summary>
-internal sealed class TcpPingPongServer(NetStack stack, ushort port, bool sockperf) : BusyPollServer(stack)
+internal sealed class TcpPingPongServer(NetStack stack, ushort port, bool sockperf, bool sink) : BusyPollServer(stack)
 {
     private const int MaxMessage = 65536;
     private readonly List<Peer> _peers = [];
@@ -105,7 +106,8 @@ internal sealed class TcpPingPongServer(NetStack stack, ushort port, bool sockpe
             if (!sockperf)
             {
                 Received += n;
-                Reply(p, p.In.AsSpan(0, p.InLength));
+                if (!sink)
+                    Reply(p, p.In.AsSpan(0, p.InLength));
                 p.InLength = 0;
                 continue;
             }

@@ -115,9 +115,6 @@ public class StackBenchmarks
         return _stack.Poll();
     }
 
-    [Benchmark(Description = "Internet checksum over 1472 B")]
-    public ushort Checksum1472() => Checksum.Compute(_readBuffer.AsSpan(0, 1472));
-
     private static byte[] ArpReply()
     {
         var f = new byte[EthernetFrame.HeaderLength + ArpPacket.Length];
