@@ -48,6 +48,9 @@ public sealed class StackCounters
     public long TcpInErrs;
     public long TcpOutRsts;
     public long TcpExtListenOverflows;
+    /// <summary>TIME_WAIT connections ended early to make room in a full table (Linux counts under this name the
+    /// TIME_WAITs it does not keep past net.ipv4.tcp_max_tw_buckets).</summary>
+    public long TcpExtTCPTimeWaitOverflow;
     public long TcpExtTCPTimeouts;
     public long TcpExtTCPFastRetrans;
     public long TcpExtTCPChallengeACK;
@@ -120,6 +123,7 @@ public sealed class StackCounters
         yield return new(nameof(TcpInErrs), TcpInErrs);
         yield return new(nameof(TcpOutRsts), TcpOutRsts);
         yield return new(nameof(TcpExtListenOverflows), TcpExtListenOverflows);
+        yield return new(nameof(TcpExtTCPTimeWaitOverflow), TcpExtTCPTimeWaitOverflow);
         yield return new(nameof(TcpExtTCPTimeouts), TcpExtTCPTimeouts);
         yield return new(nameof(TcpExtTCPFastRetrans), TcpExtTCPFastRetrans);
         yield return new(nameof(TcpExtTCPChallengeACK), TcpExtTCPChallengeACK);

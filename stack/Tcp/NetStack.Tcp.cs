@@ -23,6 +23,9 @@ public sealed partial class NetStack
     /// <summary>Moves whenever a neighbour's MAC is learnt, changes or goes: the mirror looks a peer's MAC up
     /// again only then.</summary>
     private uint _neighbourGeneration = 1;
+    /// <summary>The TIME_WAIT connections in the order they entered it (<see cref="AllocateTcpRow"/>), or -1.</summary>
+    private int _timeWaitOldest = -1;
+    private int _timeWaitNewest = -1;
 
     public TcpTable TcpConnections => _tcp;
 
@@ -76,7 +79,7 @@ public sealed partial class NetStack
     /// <summary>socket(AF_INET, SOCK_STREAM, 0).</summary>
     public int TcpOpen()
     {
-        int c = _tcp.Allocate();
+        int c = AllocateTcpRow();
         if (c < 0)
             return -(int)Errno.EMFILE;
         TcpInitialise(c, -1);
@@ -187,7 +190,7 @@ public sealed partial class NetStack
         }
         else if (t.State == TcpState.Closed && TcpBindConflict(c, t.LocalPort))
             return -(int)Errno.EADDRINUSE; // Linux checks the port again as the socket starts to listen
-        SetState(ref t, TcpState.Listen);
+        SetState(c, TcpState.Listen);
         t.Backlog = Math.Clamp(backlog, 1, 4096); // net.core.somaxconn
         return 0;
     }
@@ -295,7 +298,7 @@ public sealed partial class NetStack
         t.RemoteAddress = remote.Address;
         t.RemotePort = remote.Port;
         TcpInitialiseSendSequence(ref t, InitialSequenceNumber(t.LocalPort, remote.Address, remote.Port));
-        SetState(ref t, TcpState.SynSent);
+        SetState(c, TcpState.SynSent);
         _tcp.Hash(c);
         Counters.TcpActiveOpens++;
         TcpSendFlags(c, t.Iss, TcpFlags.Syn);
@@ -448,9 +451,9 @@ public sealed partial class NetStack
         {
             t.FinQueued = true;
             if (t.State == TcpState.Established)
-                SetState(ref t, TcpState.FinWait1);
+                SetState(c, TcpState.FinWait1);
             else if (t.State == TcpState.CloseWait)
-                SetState(ref t, TcpState.LastAck);
+                SetState(c, TcpState.LastAck);
             TcpOutput(c);
             Mirror(c);
             Flush();
@@ -524,7 +527,7 @@ public sealed partial class NetStack
             TcpFree(c);
             return;
         }
-        SetState(ref t, TcpState.Closed);
+        SetState(c, TcpState.Closed);
         CancelTcpTimers(c);
         _tcp.Unhash(c);
     }
@@ -537,7 +540,7 @@ public sealed partial class NetStack
             TcpFree(c);
             return;
         }
-        SetState(ref t, TcpState.Closed);
+        SetState(c, TcpState.Closed);
         t.Dead = true;
         CancelTcpTimers(c);
         _tcp.Unhash(c);
@@ -546,20 +549,73 @@ public sealed partial class NetStack
     private void EnterTimeWait(int c)
     {
         ref var t = ref _tcp[c];
-        SetState(ref t, TcpState.TimeWait);
+        SetState(c, TcpState.TimeWait);
         _timers.Cancel(TcpTimerId(c, TcpTimer.Retransmit));
         _timers.Schedule(TcpTimerId(c, TcpTimer.Keepalive), _now + 2 * Options.TcpMslNs);
     }
 
     /// <summary>Every state change goes through here, so that TcpCurrEstab (ESTABLISHED and CLOSE_WAIT, as in
-    /// RFC 4022's tcpCurrEstab) stays true.</summary>
-    private void SetState(ref TcpConnection t, TcpState state)
+    /// RFC 4022's tcpCurrEstab) and the TIME_WAIT list stay true.</summary>
+    private void SetState(int c, TcpState state)
     {
+        ref var t = ref _tcp[c];
         bool was = t.State is TcpState.Established or TcpState.CloseWait;
         bool now = state is TcpState.Established or TcpState.CloseWait;
         if (was != now)
             Counters.TcpCurrEstab += now ? 1 : -1;
+        if (t.State == TcpState.TimeWait && state != TcpState.TimeWait)
+            UnlinkTimeWait(c);
+        else if (state == TcpState.TimeWait && t.State != TcpState.TimeWait)
+            LinkTimeWait(c);
         t.State = state;
+    }
+
+    /// <summary>A row for a new connection. When the table is full, the oldest TIME_WAIT connection the application
+    /// has closed ends early to make room, as Onload does: a server closing first leaves a TIME_WAIT per
+    /// connection for 2MSL, so at a few thousand connections a second the table would otherwise fill with them
+    /// and refuse every SYN (Linux stops keeping TIME_WAITs at tcp_max_tw_buckets for the same reason). What
+    /// TIME_WAIT guards against, an old duplicate taken for new data, needs the same 4-tuple reused within 2MSL
+    /// with sequence numbers that fit, which timestamps (PAWS) and ISNs per RFC 6528 make unlikely.</summary>
+    private int AllocateTcpRow()
+    {
+        int c = _tcp.Allocate();
+        if (c >= 0)
+            return c;
+        for (int old = _timeWaitOldest; old >= 0; old = _tcp[old].TimeWaitNext)
+        {
+            if (!_tcp[old].Orphaned)
+                continue; // the application still holds it: its descriptor must stay valid
+            Counters.TcpExtTCPTimeWaitOverflow++;
+            TcpFree(old);
+            return _tcp.Allocate();
+        }
+        return -1;
+    }
+
+    private void LinkTimeWait(int c)
+    {
+        ref var t = ref _tcp[c];
+        t.TimeWaitNext = -1;
+        t.TimeWaitPrev = _timeWaitNewest;
+        if (_timeWaitNewest >= 0)
+            _tcp[_timeWaitNewest].TimeWaitNext = c;
+        else
+            _timeWaitOldest = c;
+        _timeWaitNewest = c;
+    }
+
+    private void UnlinkTimeWait(int c)
+    {
+        ref var t = ref _tcp[c];
+        if (t.TimeWaitPrev >= 0)
+            _tcp[t.TimeWaitPrev].TimeWaitNext = t.TimeWaitNext;
+        else
+            _timeWaitOldest = t.TimeWaitNext;
+        if (t.TimeWaitNext >= 0)
+            _tcp[t.TimeWaitNext].TimeWaitPrev = t.TimeWaitPrev;
+        else
+            _timeWaitNewest = t.TimeWaitPrev;
+        t.TimeWaitNext = t.TimeWaitPrev = -1;
     }
 
     private void CancelTcpTimers(int c)
@@ -579,7 +635,7 @@ public sealed partial class NetStack
                 RemoveFromAcceptQueue(t.Listener, c);
         }
         CancelTcpTimers(c);
-        SetState(ref t, TcpState.Closed);
+        SetState(c, TcpState.Closed);
         if (_control != null)
             TcpReleaseReserved(c);
         _tcp.Free(c);

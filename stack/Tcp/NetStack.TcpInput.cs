@@ -90,7 +90,7 @@ public sealed partial class NetStack
             Dropped(DropReason.TcpListenOverflow); // the client retransmits its SYN, as with Linux's full queue
             return;
         }
-        int c = _tcp.Allocate();
+        int c = AllocateTcpRow();
         if (c < 0)
         {
             Counters.TcpExtListenOverflows++;
@@ -105,7 +105,7 @@ public sealed partial class NetStack
         t.Listener = listener;
         if (_tcpAcceptedOnPort != null)
             _tcpAcceptedOnPort[t.LocalPort]++;
-        SetState(ref t, TcpState.SynReceived);
+        SetState(c, TcpState.SynReceived);
         t.Irs = seg.SequenceNumber;
         t.RcvNxt = t.Irs + 1;
         t.RcvRead = t.RcvNxt;
@@ -183,7 +183,7 @@ public sealed partial class NetStack
         else
         {
             // Simultaneous open (RFC 9293 §3.5, figure 8).
-            SetState(ref t, TcpState.SynReceived);
+            SetState(c, TcpState.SynReceived);
             TcpSendFlags(c, t.Iss, TcpFlags.Syn | TcpFlags.Ack);
         }
     }
@@ -191,7 +191,7 @@ public sealed partial class NetStack
     private void Established(int c)
     {
         ref var t = ref _tcp[c];
-        SetState(ref t, TcpState.Established);
+        SetState(c, TcpState.Established);
         t.Backoff = 0;
         TcpInitBufferSpace(c);
         ArmKeepalive(c);
@@ -395,7 +395,7 @@ public sealed partial class NetStack
         switch (t.State)
         {
             case TcpState.FinWait1 when finAcked:
-                SetState(ref t, TcpState.FinWait2);
+                SetState(c, TcpState.FinWait2);
                 if (t.Orphaned)
                     _timers.Schedule(TcpTimerId(c, TcpTimer.Keepalive), _now + Options.TcpFinTimeoutNs);
                 break;
@@ -548,13 +548,13 @@ public sealed partial class NetStack
         {
             case TcpState.SynReceived:
             case TcpState.Established:
-                SetState(ref t, TcpState.CloseWait);
+                SetState(c, TcpState.CloseWait);
                 break;
             case TcpState.FinWait1:
                 if (t.FinSent && t.SndUna == t.SndMax)
                     EnterTimeWait(c);
                 else
-                    SetState(ref t, TcpState.Closing);
+                    SetState(c, TcpState.Closing);
                 break;
             case TcpState.FinWait2:
                 EnterTimeWait(c);

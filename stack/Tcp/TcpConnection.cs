@@ -82,6 +82,9 @@ public struct TcpConnection
     public int SynPrev;
     /// <summary>Next connection in the same demultiplexing hash chain, or -1.</summary>
     public int HashNext;
+    /// <summary>Neighbours in the stack's list of TIME_WAIT connections, oldest first, or -1.</summary>
+    public int TimeWaitNext;
+    public int TimeWaitPrev;
     /// <summary>Hashed into the connection table (has a remote end).</summary>
     public bool Hashed;
 

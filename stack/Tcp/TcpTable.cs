@@ -70,6 +70,7 @@ public sealed unsafe class TcpTable : IDisposable, IPortTable
         t.SynHead = t.SynNext = t.SynPrev = -1;
         t.HashNext = -1;
         t.PortNext = -1;
+        t.TimeWaitNext = t.TimeWaitPrev = -1;
         t.SndBufSize = t.SndRingSize = SendBufferSize;
         t.RcvBufSize = t.RcvRingSize = ReceiveBufferSize;
         Open++;

@@ -321,6 +321,43 @@ public class TcpScriptTests
         Assert.That(TcpSegments(c.Peer.Received()), Is.Empty);
     }
 
+    [TestCase(true, TestName = "A_full_table_ends_the_oldest_closed_time_wait_early_to_answer_a_new_syn")]
+    [TestCase(false, TestName = "A_full_table_keeps_a_time_wait_the_application_still_holds_and_drops_the_syn")]
+    public void A_full_table_makes_room_from_time_wait(bool closed)
+    {
+        // A server that closes first leaves a TIME_WAIT per connection for 2MSL: at thousands of connections a
+        // second they would fill the table and refuse every SYN. Two rows: the listener and one connection.
+        using var c = Establish(timestamps: false, tweak: o => o with { TcpConnections = 2, TcpMslNs = 60_000 * Ms });
+        if (closed)
+            Assert.That(c.Stack.TcpClose(c.Socket), Is.Zero);
+        else
+            Assert.That(c.Stack.TcpShutdown(c.Socket, read: false, write: true), Is.Zero);
+        Expect(TcpSegments(c.Peer.Received()), Ack | TcpFlags.Fin, seq: c.StackSeq, ack: c.PeerSeq);
+        c.StackSeq++;
+        Expect(c.Send(Ack | TcpFlags.Fin, ack: c.StackSeq), Ack, seq: c.StackSeq, ack: c.PeerSeq + 1);
+        Assert.That(c.Stack.TcpConnections.Open, Is.EqualTo(2), "the listener and the TIME_WAIT fill the table");
+
+        const ushort otherPort = PeerPort + 1;
+        c.Peer.Inject(c.Peer.TcpFrame(otherPort, Port, 5000, 0, TcpFlags.Syn, 1000, SynOptions(1460, true, null, 7), null));
+        var answer = TcpSegments(ReceivedAnsweringArp(c.Peer, Ms));
+        if (closed)
+        {
+            var synAck = Expect(answer, TcpFlags.Syn | Ack, ack: 5001, why: "the new SYN is answered");
+            Assert.That(synAck.DstPort, Is.EqualTo(otherPort));
+            Assert.That(c.Stack.Counters.TcpExtTCPTimeWaitOverflow, Is.EqualTo(1));
+            Assert.That(c.Stack.Counters.TcpExtListenOverflows, Is.Zero);
+            Assert.That(c.Send(Ack | TcpFlags.Fin), Has.Some.Matches<Seg>(s => (s.Flags & TcpFlags.Rst) != 0),
+                "the ended TIME_WAIT's tuple is unknown now: its peer's retransmitted FIN gets a reset");
+        }
+        else
+        {
+            Assert.That(answer, Is.Empty, "no room: the SYN is dropped, for the client to retransmit");
+            Assert.That(c.Stack.TcpStateOf(c.Socket), Is.EqualTo(TcpState.TimeWait), "its descriptor still names it");
+            Assert.That(c.Stack.Counters.TcpExtTCPTimeWaitOverflow, Is.Zero);
+            Assert.That(c.Stack.Counters.TcpExtListenOverflows, Is.EqualTo(1));
+        }
+    }
+
     [Test]
     public void Time_wait_of_a_socket_not_yet_closed_ends_in_closed_and_the_row_stays_the_applications()
     {
