@@ -15,11 +15,12 @@
 #      it (its XDP program would otherwise sit under the kernel rows). onload-stackdump --json, in both namespaces
 #      during the row, must show sockperf's socket on the stack, or the row fails: it did not measure the stack.
 #      The table says the VNIC mode stackdump reported. Allocation, from the same row: onload-stackdump --json asks
-#      both stacks for their runtime's figures (bytes allocated, its own dump thread's left out; collections) once
-#      after a warm-up (a quarter of the row's time, at most 1 s) and again 0.5 s before the row's end; the report
-#      gives, per side, the bytes per message (divided by the messages that stack received between the two: UDP
-#      datagrams, or TCP segments, TcpInSegs) and the collections between them. Each dump holds the stack's lock
-#      for a copy and stops the runtime's threads for a moment (an exact allocation count needs that).
+#      both stacks for their runtime's figures (bytes allocated, its own dump thread's left out; collections) once a
+#      quarter of the measured time (at most 1 s) after sockperf's "Starting test", and again 0.5 s before the
+#      measured time ends; the report gives, per side, the bytes per message (divided by the messages that stack
+#      received between the two: UDP datagrams, or TCP segments, TcpInSegs) and the collections between them. Each
+#      dump holds the stack's lock for a copy and stops the runtime's threads for a moment (as an exact allocation
+#      count needs), and the dumping process takes a CPU from the two spinning ends for a few tens of ms.
 #   4  stack -> stack through shared-memory VNICs on one host: onload-pingpong client and server (busy-polling,
 #      sockperf's message format), not sockperf: onload-run carries a program on driverlink only, and there is no
 #      shm interface for it to attach to.
@@ -211,7 +212,7 @@ nap_until() {  # ms (now_ms's clock)
 
 # Row 3's allocation (see the header): both stacks' runtime_figures after the warm-up and before the row's end,
 # while the client runs; records the differences in A_*, or why not in A_NOTE.
-measure_allocation() {  # key client-start-ms server-pid
+measure_allocation() {  # key measured-time-start-ms server-pid
     local key=$1 start=$2 server=$3 warm_ms c0 s0 c1 s1 side b0 g0 m0 b1 g1 m1
     warm_ms=$((seconds * 250 < 1000 ? seconds * 250 : 1000))
     nap_until $((start + warm_ms))
@@ -270,7 +271,7 @@ row_busy_poll() {  # key
 }
 
 row_onload() {  # key
-    local key=$1 daemons=() server_pid mode_server mode_client client_start
+    local key=$1 daemons=() server_pid mode_server mode_client measured_start
     local onload=(env "ONLOAD_DRIVERD_SOCKET=$DRIVERD_SOCKET" ONLOAD_DRIVERD_AUTOSTART=0 ONLOAD_NO_FAIL=0
         "$ONLOAD_RUN" --profile latency)
     if ! start_driverd "$NS_K" "$IF_K" || ! start_driverd "$NS_C" "$IF_C"; then
@@ -289,12 +290,15 @@ row_onload() {  # key
         return 0
     fi
     start_sockperf_client "$key" "$NS_C" "$ADDR_K" "$PORT_ONLOAD" "${onload[@]}" --interface "$IF_C"
-    client_start=$(now_ms)
+    # sockperf's measured time starts after its warm-up messages (with attaching, seconds after it started).
+    wait_log "$client_pid" "$client_log" "Starting test" && measured_start=$(now_ms) || measured_start=""
     mode_client=$(on_stack "$NS_C" "$client_pid" "$PORT_ONLOAD" client) || mode_client=""
-    if [[ -n $mode_client ]]; then
-        measure_allocation "$key" "$client_start" "$server_pid"
-    else
+    if [[ -z $mode_client ]]; then
         A_NOTE[$key]="the client's socket was not on the stack"
+    elif [[ -z $measured_start ]]; then
+        A_NOTE[$key]="sockperf never said it started its test"
+    else
+        measure_allocation "$key" "$measured_start" "$server_pid"
     fi
     if finish_sockperf_client "$key" sockperf && [[ -z $mode_client ]]; then
         record_fail "$key" "onload-stackdump never showed the sockperf client's socket on the stack: it measured the kernel"
@@ -477,7 +481,8 @@ md=$workdir/sockperf.md
     echo
     echo "What each sockperf's stack allocated on its managed heap (the runtime's allocated bytes, the dump server's own"
     echo "left out) and how many garbage collections it ran, between two onload-stackdump dumps taken during the row:"
-    echo "after a warm-up of a quarter of the row (at most 1 s) and 0.5 s before its end. Messages: what that stack"
+    echo "a quarter of the row's measured time (at most 1 s) after sockperf's own warm-up, and 0.5 s before the measured"
+    echo "time ends. Messages: what that stack"
     echo "received between the two (UDP datagrams; TCP segments, TcpInSegs). The target is 0 bytes per message and 0 GCs."
     echo
     echo "| protocol, size | side | messages | bytes allocated | bytes per message | GCs |"
