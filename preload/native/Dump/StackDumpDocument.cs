@@ -65,7 +65,7 @@ public sealed record StackSnapshot(
 /// collection collects generation 0, so this counts the two below too).</param>
 /// <param name="Gen1Collections">Collections of generations 1 and 0, full ones included.</param>
 /// <param name="Gen2Collections">Full collections.</param>
-/// <param name="HeapBytes">Bytes the managed heap holds now, garbage not yet collected included
+/// <param name="HeapBytes">Bytes the managed heap holds now, garbage not yet collected included, the dumps' own too
 /// (<c>GC.GetTotalMemory(false)</c>).</param>
 /// <param name="PauseUs">How long collections have stopped the runtime's threads, in all (<c>GC.GetTotalPauseDuration</c>).</param>
 public sealed record RuntimeSnapshot(
