@@ -14,7 +14,13 @@
 #      profile); each namespace runs its own onload-driverd on its veth end, started for the row and stopped after
 #      it (its XDP program would otherwise sit under the kernel rows). onload-stackdump --json, in both namespaces
 #      during the row, must show sockperf's socket on the stack, or the row fails: it did not measure the stack.
-#      The table says the VNIC mode stackdump reported.
+#      The table says the VNIC mode stackdump reported. Allocation, from the same row: onload-stackdump --json asks
+#      both stacks for their runtime's figures (bytes allocated, its own dump thread's left out; collections) once a
+#      quarter of the measured time (at most 1 s) after sockperf's "Starting test", and again 0.5 s before the
+#      measured time ends; the report gives, per side, the bytes per message (divided by the messages that stack
+#      received between the two: UDP datagrams, or TCP segments, TcpInSegs) and the collections between them. Each
+#      dump holds the stack's lock for a copy and stops the runtime's threads for a moment (as an exact allocation
+#      count needs), and the dumping process takes a CPU from the two spinning ends for a few tens of ms.
 #   4  stack -> stack through shared-memory VNICs on one host: onload-pingpong client and server (busy-polling,
 #      sockperf's message format), not sockperf: onload-run carries a program on driverlink only, and there is no
 #      shm interface for it to attach to.
@@ -94,6 +100,9 @@ start_workdir olq-sockperf
 # Results: one entry per PROTO:SIZE:ROW; R_CURVE names a file of "percentile value" lines.
 
 declare -A R_STATUS R_NOTE R_MEDIAN R_P99 R_P999 R_MAX R_SAMPLES R_TOOL R_CURVE R_VNIC
+# Row 3's allocation, per PROTO:SIZE:3:SIDE (client, server): between the two dumps, the messages the stack received,
+# the bytes its runtime allocated and its collections; A_NOTE per PROTO:SIZE:3 when it could not be measured.
+declare -A A_MSGS A_BYTES A_GCS A_NOTE
 ROWS=(1 2 3 4 5)
 declare -A ROW_DESC=(
     [1]="kernel → kernel over veth"
@@ -185,6 +194,52 @@ on_stack() {  # ns pid port server|client
     return 1
 }
 
+# One stack's runtime figures, "allocated-bytes collections messages-received" (collections: all generations, as
+# GC.CollectionCount(0) counts them; messages: UDP datagrams, or TCP segments). Fails if the stack does not answer.
+runtime_figures() {  # ns pid
+    ip netns exec "$1" "$STACKDUMP" --json --pid "$2" 2>/dev/null | jq -er --arg proto "$proto" '.[0] |
+        [.runtime.allocatedBytes, .runtime.gen0Collections,
+         (if $proto == "tcp" then .counters.TcpInSegs else .counters.UdpInDatagrams end)] | @tsv'
+}
+
+now_ms() { echo $((${EPOCHREALTIME/./} / 1000)); }
+
+nap_until() {  # ms (now_ms's clock)
+    local left=$(($1 - $(now_ms)))
+    ((left > 0)) && nap "$(printf '%d.%03d' $((left / 1000)) $((left % 1000)))"
+    return 0
+}
+
+# Row 3's allocation (see the header): both stacks' runtime_figures after the warm-up and before the row's end,
+# while the client runs; records the differences in A_*, or why not in A_NOTE.
+measure_allocation() {  # key measured-time-start-ms server-pid
+    local key=$1 start=$2 server=$3 warm_ms c0 s0 c1 s1 side b0 g0 m0 b1 g1 m1
+    warm_ms=$((seconds * 250 < 1000 ? seconds * 250 : 1000))
+    nap_until $((start + warm_ms))
+    if ! c0=$(runtime_figures "$NS_C" "$client_pid") || ! s0=$(runtime_figures "$NS_K" "$server"); then
+        A_NOTE[$key]="onload-stackdump did not answer after the warm-up"
+        return 0
+    fi
+    nap_until $((start + seconds * 1000 - 500))
+    if ! c1=$(runtime_figures "$NS_C" "$client_pid") || ! s1=$(runtime_figures "$NS_K" "$server"); then
+        A_NOTE[$key]="onload-stackdump did not answer before the row's end"
+        return 0
+    fi
+    for side in client server; do
+        if [[ $side == client ]]; then read -r b0 g0 m0 <<<"$c0"; read -r b1 g1 m1 <<<"$c1"
+        else read -r b0 g0 m0 <<<"$s0"; read -r b1 g1 m1 <<<"$s1"; fi
+        A_MSGS[$key:$side]=$((m1 - m0)); A_BYTES[$key:$side]=$((b1 - b0)); A_GCS[$key:$side]=$((g1 - g0))
+    done
+    echo "    allocation: client ${A_BYTES[$key:client]} B over ${A_MSGS[$key:client]} messages, ${A_GCS[$key:client]} GCs;" \
+        "server ${A_BYTES[$key:server]} B over ${A_MSGS[$key:server]} messages, ${A_GCS[$key:server]} GCs"
+}
+
+# Bytes per message, or "" when no message came.
+per_message() {  # bytes messages
+    (($2 > 0)) && awk -v b="$1" -v m="$2" 'BEGIN { printf "%.3f", b / m }'
+    return 0
+}
+
 # An onload-driverd on NS's veth end, added to $daemons; returns 1 if it does not start.
 start_driverd() {  # ns if
     local ns=$1 ifname=$2 log=$workdir/driverd-$1.log
@@ -216,7 +271,7 @@ row_busy_poll() {  # key
 }
 
 row_onload() {  # key
-    local key=$1 daemons=() server_pid mode_server mode_client
+    local key=$1 daemons=() server_pid mode_server mode_client measured_start
     local onload=(env "ONLOAD_DRIVERD_SOCKET=$DRIVERD_SOCKET" ONLOAD_DRIVERD_AUTOSTART=0 ONLOAD_NO_FAIL=0
         "$ONLOAD_RUN" --profile latency)
     if ! start_driverd "$NS_K" "$IF_K" || ! start_driverd "$NS_C" "$IF_C"; then
@@ -235,7 +290,16 @@ row_onload() {  # key
         return 0
     fi
     start_sockperf_client "$key" "$NS_C" "$ADDR_K" "$PORT_ONLOAD" "${onload[@]}" --interface "$IF_C"
+    # sockperf's measured time starts after its warm-up messages (with attaching, seconds after it started).
+    wait_log "$client_pid" "$client_log" "Starting test" && measured_start=$(now_ms) || measured_start=""
     mode_client=$(on_stack "$NS_C" "$client_pid" "$PORT_ONLOAD" client) || mode_client=""
+    if [[ -z $mode_client ]]; then
+        A_NOTE[$key]="the client's socket was not on the stack"
+    elif [[ -z $measured_start ]]; then
+        A_NOTE[$key]="sockperf never said it started its test"
+    else
+        measure_allocation "$key" "$measured_start" "$server_pid"
+    fi
     if finish_sockperf_client "$key" sockperf && [[ -z $mode_client ]]; then
         record_fail "$key" "onload-stackdump never showed the sockperf client's socket on the stack: it measured the kernel"
     fi
@@ -412,6 +476,31 @@ md=$workdir/sockperf.md
             [[ " ${pngs[*]} " == *"/sockperf-$proto-$size.png "* ]] && { echo; echo "![${proto^^} $size B percentile curves](sockperf-$proto-$size.png)"; }
         done
     done
+    echo
+    echo "## Allocation in row 3"
+    echo
+    echo "What each sockperf's stack allocated on its managed heap (the runtime's allocated bytes, the dump server's own"
+    echo "left out) and how many garbage collections it ran, between two onload-stackdump dumps taken during the row:"
+    echo "a quarter of the row's measured time (at most 1 s) after sockperf's own warm-up, and 0.5 s before the measured"
+    echo "time ends. Messages: what that stack"
+    echo "received between the two (UDP datagrams; TCP segments, TcpInSegs). The target is 0 bytes per message and 0 GCs."
+    echo
+    echo "| protocol, size | side | messages | bytes allocated | bytes per message | GCs |"
+    echo "| --- | --- | ---: | ---: | ---: | ---: |"
+    for proto in $protocols; do
+        for size in $sizes; do
+            key="$proto:$size:3"
+            [[ -n ${R_STATUS[$key]:-} ]] || continue
+            if [[ -n ${A_NOTE[$key]:-} || -z ${A_MSGS[$key:client]:-} ]]; then
+                echo "| ${proto^^} $size B | | not measured: ${A_NOTE[$key]:-the row did not run} | | | |"
+                continue
+            fi
+            for side in client server; do
+                echo "| ${proto^^} $size B | $side | ${A_MSGS[$key:$side]} | ${A_BYTES[$key:$side]} |" \
+                    "$(per_message "${A_BYTES[$key:$side]}" "${A_MSGS[$key:$side]}") | ${A_GCS[$key:$side]} |"
+            done
+        done
+    done
 } >"$md"
 
 json=$workdir/sockperf.json
@@ -439,6 +528,18 @@ json=$workdir/sockperf.json
                         printf ', "median_ratio_to_1": %s, "p99_ratio_to_1": %s' "${rm_:-null}" "${rp:-null}"
                     fi
                     [[ -n ${R_VNIC[$key]:-} ]] && printf ', "vnic": %s' "$(json_str "${R_VNIC[$key]}")"
+                    if [[ -n ${A_MSGS[$key:client]:-} ]]; then
+                        printf ', "allocation": {'
+                        for side in client server; do
+                            bpm=$(per_message "${A_BYTES[$key:$side]}" "${A_MSGS[$key:$side]}")
+                            printf '"%s": {"messages": %s, "bytes": %s, "bytes_per_message": %s, "gcs": %s}%s' "$side" \
+                                "${A_MSGS[$key:$side]}" "${A_BYTES[$key:$side]}" "${bpm:-null}" "${A_GCS[$key:$side]}" \
+                                "$([[ $side == client ]] && echo ", ")"
+                        done
+                        printf '}'
+                    elif [[ -n ${A_NOTE[$key]:-} ]]; then
+                        printf ', "allocation_note": %s' "$(json_str "${A_NOTE[$key]}")"
+                    fi
                     printf ', "percentiles": [%s]' "$(awk '{ printf "%s[%s, %s]", (NR > 1 ? ", " : ""), $1 + 0, $2 + 0 }' "${R_CURVE[$key]}")"
                 else
                     printf ', "reason": %s' "$(json_str "${R_NOTE[$key]}")"

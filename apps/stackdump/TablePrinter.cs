@@ -18,6 +18,9 @@ internal static class TablePrinter
         o.WriteLine(string.Create(Invariant, $"  vnic {v.Id} {v.Spec} on {v.Backend}, {v.Mode}; filters {s.Filters}; " +
             $"rx {v.RxFrames} tx {v.TxFrames} frames; drops rx-nobuf {v.RxDropNoBuffer} rx-ring {v.RxDropRingFull} " +
             $"tx-ring {v.TxDropRingFull} tx-err {v.TxErrors}"));
+        var r = s.Runtime;
+        o.WriteLine(string.Create(Invariant, $"  runtime: allocated {r.AllocatedBytes} B (the dumps' own left out); " +
+            $"GCs gen0 {r.Gen0Collections} gen1 {r.Gen1Collections} gen2 {r.Gen2Collections}, paused {r.PauseUs} us; heap {r.HeapBytes} B"));
 
         o.WriteLine(string.Create(Invariant, $"  TCP: {s.Tcp.Count} sockets"));
         if (s.Tcp.Count > 0)

@@ -31,6 +31,7 @@ public static class StackDumpProtocol
 /// they mean the same), drops as "Drop.REASON", and the socket layer's as "Layer.NAME" (BackgroundRuns: the background
 /// thread found frames or due timers; BackgroundFrames: the frames it took; WaiterWakeups: sleeping threads woken
 /// because their socket became ready).</param>
+/// <param name="Runtime">What the stack's managed runtime allocated and collected.</param>
 public sealed record StackSnapshot(
     int Pid,
     string Command,
@@ -45,7 +46,35 @@ public sealed record StackSnapshot(
     int Filters,
     List<TcpSocketSnapshot> Tcp,
     List<UdpSocketSnapshot> Udp,
-    Dictionary<string, long> Counters);
+    Dictionary<string, long> Counters,
+    RuntimeSnapshot Runtime);
+
+/// <summary>
+/// The managed runtime the stack runs on: the NativeAOT runtime inside libonload_stack.so, which only the stack's
+/// code runs on (a .NET program under onload-run has a runtime of its own, not counted here). The data path is to
+/// allocate nothing, so between two snapshots of a program in steady state <see cref="AllocatedBytes"/> and the
+/// collection counts stay the same.
+/// </summary>
+/// <param name="AllocatedBytes">Bytes allocated on the managed heap since the runtime started, by each of its threads
+/// (the program's threads while inside the stack, the background thread, the driverlink client's threads) except the
+/// onload-stackdump thread: everything that thread ever allocated (these documents, the accepted connections) is left
+/// out, so that asking does not change the answer. Exact to the byte: read with
+/// <c>GC.GetTotalAllocatedBytes(precise: true)</c>, which stops the runtime's threads for a moment as a collection
+/// does, before the snapshot is made.</param>
+/// <param name="Gen0Collections">Collections since the runtime started (<c>GC.CollectionCount(0)</c>: every
+/// collection collects generation 0, so this counts the two below too).</param>
+/// <param name="Gen1Collections">Collections of generations 1 and 0, full ones included.</param>
+/// <param name="Gen2Collections">Full collections.</param>
+/// <param name="HeapBytes">Bytes the managed heap holds now, garbage not yet collected included, the dumps' own too
+/// (<c>GC.GetTotalMemory(false)</c>).</param>
+/// <param name="PauseUs">How long collections have stopped the runtime's threads, in all (<c>GC.GetTotalPauseDuration</c>).</param>
+public sealed record RuntimeSnapshot(
+    long AllocatedBytes,
+    int Gen0Collections,
+    int Gen1Collections,
+    int Gen2Collections,
+    long HeapBytes,
+    long PauseUs);
 
 /// <summary>The VNIC: the driverlink spec, the backend under it, how it was attached and its frame counts.</summary>
 /// <param name="Mode">"shared" (the daemon forwards into shared-memory rings) or "exclusive" (the queue's own AF_XDP

@@ -67,8 +67,8 @@ internal sealed class StackDumpRows
     public int Filters;
     public long RxFrames, TxFrames, RxDropNoBuffer, RxDropRingFull, TxDropRingFull, TxErrors;
 
-    /// <summary>The document onload-stackdump reads, made from the rows (outside the lock).</summary>
-    public StackSnapshot ToSnapshot(in StackIdentity identity)
+    /// <summary>The document onload-stackdump reads, made from the rows (outside the lock) and the runtime's figures.</summary>
+    public StackSnapshot ToSnapshot(in StackIdentity identity, RuntimeSnapshot runtime)
     {
         var tcp = new List<TcpSocketSnapshot>(TcpCount);
         foreach (ref readonly var t in TcpRows.AsSpan(0, TcpCount))
@@ -85,7 +85,7 @@ internal sealed class StackDumpRows
         var vnic = new VnicSnapshot(identity.VnicSpec, identity.Backend, identity.Mode, identity.VnicId,
             RxFrames, TxFrames, RxDropNoBuffer, RxDropRingFull, TxDropRingFull, TxErrors);
         return new StackSnapshot(identity.Pid, identity.Command, identity.Interface, vnic, identity.MacAddress, Address.ToString(),
-            Mtu, LinkUp, Suspended, Removed, Filters, tcp, udp, counters);
+            Mtu, LinkUp, Suspended, Removed, Filters, tcp, udp, counters, runtime);
     }
 
     /// <summary>The state as Linux names it (include/net/tcp_states.h, as netstat prints it).</summary>
