@@ -5,7 +5,7 @@
 #                        .NET tests; ends with "N passed, N failed, N skipped"
 #   make demo            ping and UDP echo against dist/bin/onload-echo across a veth pair (root)
 #   make bench           BenchmarkDotNet micro-benchmarks (BENCH_ARGS="--filter *Ring*" to choose), then
-#                        bench-latency, bench-tcp, bench-driverlink and bench-sockperf
+#                        bench-latency, bench-tcp, bench-driverlink, bench-sockperf and bench-rates
 #   make bench-quick     the same, short (micro-benchmarks in-process, every other row 2 s): proves they run
 #   make bench-latency   UDP ping-pong latency, kernel (sockperf) against the stack over AF_PACKET, AF_XDP and
 #                        shared memory (perf/latency.sh, root); table in perf/results/latency.md
@@ -17,6 +17,10 @@
 #   make bench-sockperf  issue 8's latency rows: sockperf on both ends, UDP and TCP, 64 B and 1 KiB, kernel over
 #                        veth, kernel busy-polling, sockperf under onload-run on both ends, shm VNICs, loopback;
 #                        ratios to the kernel (perf/sockperf.sh, root); perf/results/sockperf.md, .json, *.png
+#   make bench-rates     issue 8's rates: single-stream TCP throughput (kernel with offloads off and on, iperf3
+#                        under onload-run, the stack's own source and sink over veth and shm, loopback), UDP
+#                        message rate, TCP connection rate, and the accelerated servers' allocation
+#                        (perf/rates.sh, root); perf/results/rates.md, .json
 #   make sweep           the deterministic simulation sweep: 2,000 seeds of lossy, reordering, corrupting links
 #                        x {SACK + CUBIC, NewReno without SACK}, every byte checked (tests/Onload.Sweep; not part
 #                        of `make test`); report in perf/results/sweep.md. SWEEP_ARGS="--seeds 10000",
@@ -131,7 +135,7 @@ DIST_FILES += $(ONLOAD_RUN_PROFILES) $(DIST)/share/man/man1/onload-run.1 $(DIST)
 	$(DIST)/tests/fork_per_connection $(DIST)/tests/pattern_client $(DIST)/tests/exec_inherit $(DIST)/tests/udp_fork \
 	$(DIST)/tests/reuseport
 
-.PHONY: all deps restore build publish test check-header demo bench bench-quick bench-latency bench-tcp bench-driverlink bench-sockperf sweep install clean
+.PHONY: all deps restore build publish test check-header demo bench bench-quick bench-latency bench-tcp bench-driverlink bench-sockperf bench-rates sweep install clean
 
 all: deps build publish
 
@@ -282,12 +286,13 @@ demo: all
 # the program: hence no $(DOTNET_FLAGS) here.) The latency harness runs dist/bin/onload-pingpong
 # against sockperf in namespaces it creates (root); LATENCY_ARGS passes options to it
 # (perf/latency.sh --help). perf/tcp.sh runs the TCP rows likewise; TCP_ARGS passes options to it, and so
-# do DRIVERLINK_ARGS to perf/driverlink.sh and SOCKPERF_ARGS to perf/sockperf.sh.
+# do DRIVERLINK_ARGS to perf/driverlink.sh, SOCKPERF_ARGS to perf/sockperf.sh and RATES_ARGS to perf/rates.sh.
 LATENCY_ARGS ?=
 TCP_ARGS ?=
 DRIVERLINK_ARGS ?=
 SOCKPERF_ARGS ?=
-# What perf/sockperf.sh runs: the stack's tools from this build.
+RATES_ARGS ?=
+# What perf/sockperf.sh and perf/rates.sh run: the stack's tools from this build.
 SOCKPERF_ENV = PINGPONG=$(DIST)/bin/onload-pingpong ONLOAD_RUN=$(DIST)/bin/onload-run \
   DRIVERD=$(DIST)/bin/onload-driverd STACKDUMP=$(DIST)/bin/onload-stackdump
 
@@ -297,6 +302,7 @@ bench: all
 	PINGPONG=$(DIST)/bin/onload-pingpong perf/tcp.sh $(TCP_ARGS)
 	PINGPONG=$(DIST)/bin/onload-pingpong DRIVERD=$(DIST)/bin/onload-driverd perf/driverlink.sh $(DRIVERLINK_ARGS)
 	$(SOCKPERF_ENV) perf/sockperf.sh $(SOCKPERF_ARGS)
+	$(SOCKPERF_ENV) perf/rates.sh $(RATES_ARGS)
 
 bench-quick: all
 	$(DOTNET) run -c $(CONFIG) --no-restore --project perf/Onload.Perf.csproj -- --quick $(BENCH_ARGS)
@@ -304,6 +310,7 @@ bench-quick: all
 	PINGPONG=$(DIST)/bin/onload-pingpong perf/tcp.sh --quick $(TCP_ARGS)
 	PINGPONG=$(DIST)/bin/onload-pingpong DRIVERD=$(DIST)/bin/onload-driverd perf/driverlink.sh --quick $(DRIVERLINK_ARGS)
 	$(SOCKPERF_ENV) perf/sockperf.sh --quick $(SOCKPERF_ARGS)
+	$(SOCKPERF_ENV) perf/rates.sh --quick $(RATES_ARGS)
 
 bench-latency: all
 	PINGPONG=$(DIST)/bin/onload-pingpong perf/latency.sh $(LATENCY_ARGS)
@@ -316,6 +323,9 @@ bench-driverlink: all
 
 bench-sockperf: all
 	$(SOCKPERF_ENV) perf/sockperf.sh $(SOCKPERF_ARGS)
+
+bench-rates: all
+	$(SOCKPERF_ENV) perf/rates.sh $(RATES_ARGS)
 
 # The sweep is in virtual time and needs only the IL build. Exits non-zero when a transfer was damaged,
 # stalled or failed other than with ETIMEDOUT.

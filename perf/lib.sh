@@ -249,6 +249,64 @@ make_veth_pair() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# Accelerated programs: an onload-driverd per namespace and onload-stackdump's view of a stack. The sourcing script
+# sets DRIVERD, STACKDUMP and DRIVERD_SOCKET (the daemons' socket name, its own so as to meet no other daemon).
+
+# An onload-driverd on NS's veth end on the server CPU, added to $daemons; returns 1 if it does not start.
+start_driverd() {  # ns if
+    local ns=$1 ifname=$2 log=$workdir/driverd-$1.log
+    start_bg "$log" ip netns exec "$ns" "${pin_server[@]}" "$DRIVERD" --foreground --interface "$ifname" \
+        --socket-name "$DRIVERD_SOCKET" --pin-root none
+    daemons+=("$last_pid")
+    wait_log "$last_pid" "$log" "listening on"
+}
+
+# Stops the daemons and makes sure no XDP program stays on the veth for the kernel rows that follow.
+stop_driverds() {  # pid...
+    stop_pids "$@"
+    ip -n "$NS_K" link set dev "$IF_K" xdp off 2>/dev/null || true
+    ip -n "$NS_C" link set dev "$IF_C" xdp off 2>/dev/null || true
+}
+
+# While PID runs (at most 10 s), asks onload-stackdump in NS for its stack until FILTER (jq, over that stack's
+# snapshot, with $port bound to PORT) holds. Prints the VNIC's mode and backend. Fails if it never holds: the
+# process has no stack, or its sockets are on the kernel.
+on_stack() {  # ns pid port jq-filter
+    local ns=$1 pid=$2 port=$3 filter=$4 dump deadline=$((SECONDS + 10))
+    while alive "$pid" && ((SECONDS < deadline)); do
+        if dump=$(ip netns exec "$ns" "$STACKDUMP" --json --pid "$pid" 2>/dev/null) &&
+            jq -e --argjson port "$port" ".[0] | $filter" >/dev/null <<<"$dump"; then
+            jq -r '.[0].vnic | "\(.mode) (\(.backend | sub(":.*"; "")))"' <<<"$dump"
+            return 0
+        fi
+        nap 0.2
+    done
+    return 1
+}
+
+# One stack's runtime figures, "allocated-bytes collections COUNTER" (allocated bytes with the dump thread's own
+# left out; collections of all generations, as GC.CollectionCount(0) counts them; COUNTER one of the stack's
+# counters by name, e.g. UdpInDatagrams, TcpInSegs, TcpPassiveOpens). Fails if the stack does not answer.
+runtime_figures() {  # ns pid counter
+    ip netns exec "$1" "$STACKDUMP" --json --pid "$2" 2>/dev/null | jq -er --arg counter "$3" '.[0] |
+        [.runtime.allocatedBytes, .runtime.gen0Collections, (.counters[$counter] // 0)] | @tsv'
+}
+
+now_ms() { echo $((${EPOCHREALTIME/./} / 1000)); }
+
+nap_until() {  # ms (now_ms's clock)
+    local left=$(($1 - $(now_ms)))
+    ((left > 0)) && nap "$(printf '%d.%03d' $((left / 1000)) $((left % 1000)))"
+    return 0
+}
+
+# Bytes per message (or connection), or "" when none came.
+per_message() {  # bytes messages
+    (($2 > 0)) && awk -v b="$1" -v m="$2" 'BEGIN { printf "%.3f", b / m }'
+    return 0
+}
+
+# ---------------------------------------------------------------------------------------------
 # Results. The sourcing script declares the R_* arrays it records into (at least R_STATUS and R_NOTE).
 
 failed_rows=0
@@ -282,6 +340,17 @@ sockperf_curve() {  # log
 
 # onload-pingpong --json (and tcp_crr) write one "key": value per line.
 json_field() { sed -n "s/^ *\"$2\": *\"\{0,1\}\([^\",]*\)\"\{0,1\},\{0,1\}\$/\1/p" "$1"; }
+
+# An iperf3 client's log: sets ip_gbit (what the receiver got, Gbit/s), ip_moved ("1.23 GBytes") and ip_retr (the
+# sender's retransmissions, "?" when iperf3 could not tell); fails without a receiver line.
+read_iperf3() {  # log
+    # "[  5]   0.00-2.00   sec  1.23 GBytes  5283 Mbits/sec                  receiver"
+    ip_gbit=$(awk '/receiver/ { for (i = 1; i <= NF; i++) if ($i == "Mbits/sec") printf "%.3f", $(i - 1) / 1000 }' "$1")
+    ip_moved=$(awk '/receiver/ { for (i = 1; i <= NF; i++) if ($i ~ /Bytes$/) print $(i - 1) " " $i }' "$1")
+    ip_retr=$(awk '/sender/ { for (i = 1; i <= NF; i++) if ($i == "Mbits/sec") print $(i + 1) }' "$1")
+    ip_retr=${ip_retr:-?}
+    [[ -n $ip_gbit ]]
+}
 
 have_kind() { "$PINGPONG" --list-kinds | grep -qx "$1"; }
 

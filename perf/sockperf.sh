@@ -172,42 +172,15 @@ sockperf_row() {  # key ns addr port [-- sockperf options...]
     finish_sockperf_client "$key" sockperf || true
 }
 
-# While PID runs (at most 10 s), asks onload-stackdump in NS for its stack until it shows the row's socket: a TCP
-# listener on PORT or a connection to it, or a UDP socket on PORT or one that has received. Prints the VNIC's mode
-# and backend. Fails if the process has no stack or not that socket: its sockets are on the kernel.
-on_stack() {  # ns pid port server|client
-    local ns=$1 pid=$2 port=$3 side=$4 filter dump deadline=$((SECONDS + 10))
-    case $proto:$side in
-        tcp:server) filter='any(.tcp[]; .state == "LISTEN" and .localPort == $port)' ;;
-        tcp:client) filter='any(.tcp[]; .state == "ESTABLISHED" and .remotePort == $port)' ;;
-        udp:server) filter='any(.udp[]; .localPort == $port)' ;;
-        udp:client) filter='any(.udp[]; .inDatagrams > 0)' ;;
+# The jq filter over a stack's snapshot (with $port) that shows the row's socket on it: a TCP listener on the port
+# or a connection to it, or a UDP socket on the port or one that has received.
+socket_filter() {  # server|client
+    case $proto:$1 in
+        tcp:server) echo 'any(.tcp[]; .state == "LISTEN" and .localPort == $port)' ;;
+        tcp:client) echo 'any(.tcp[]; .state == "ESTABLISHED" and .remotePort == $port)' ;;
+        udp:server) echo 'any(.udp[]; .localPort == $port)' ;;
+        udp:client) echo 'any(.udp[]; .inDatagrams > 0)' ;;
     esac
-    while alive "$pid" && ((SECONDS < deadline)); do
-        if dump=$(ip netns exec "$ns" "$STACKDUMP" --json --pid "$pid" 2>/dev/null) &&
-            jq -e --argjson port "$port" ".[0] | $filter" >/dev/null <<<"$dump"; then
-            jq -r '.[0].vnic | "\(.mode) (\(.backend | sub(":.*"; "")))"' <<<"$dump"
-            return 0
-        fi
-        nap 0.2
-    done
-    return 1
-}
-
-# One stack's runtime figures, "allocated-bytes collections messages-received" (collections: all generations, as
-# GC.CollectionCount(0) counts them; messages: UDP datagrams, or TCP segments). Fails if the stack does not answer.
-runtime_figures() {  # ns pid
-    ip netns exec "$1" "$STACKDUMP" --json --pid "$2" 2>/dev/null | jq -er --arg proto "$proto" '.[0] |
-        [.runtime.allocatedBytes, .runtime.gen0Collections,
-         (if $proto == "tcp" then .counters.TcpInSegs else .counters.UdpInDatagrams end)] | @tsv'
-}
-
-now_ms() { echo $((${EPOCHREALTIME/./} / 1000)); }
-
-nap_until() {  # ms (now_ms's clock)
-    local left=$(($1 - $(now_ms)))
-    ((left > 0)) && nap "$(printf '%d.%03d' $((left / 1000)) $((left % 1000)))"
-    return 0
 }
 
 # Row 3's allocation (see the header): both stacks' runtime_figures after the warm-up and before the row's end,
@@ -216,12 +189,14 @@ measure_allocation() {  # key measured-time-start-ms server-pid
     local key=$1 start=$2 server=$3 warm_ms c0 s0 c1 s1 side b0 g0 m0 b1 g1 m1
     warm_ms=$((seconds * 250 < 1000 ? seconds * 250 : 1000))
     nap_until $((start + warm_ms))
-    if ! c0=$(runtime_figures "$NS_C" "$client_pid") || ! s0=$(runtime_figures "$NS_K" "$server"); then
+    local counter=UdpInDatagrams
+    [[ $proto == tcp ]] && counter=TcpInSegs
+    if ! c0=$(runtime_figures "$NS_C" "$client_pid" $counter) || ! s0=$(runtime_figures "$NS_K" "$server" $counter); then
         A_NOTE[$key]="onload-stackdump did not answer after the warm-up"
         return 0
     fi
     nap_until $((start + seconds * 1000 - 500))
-    if ! c1=$(runtime_figures "$NS_C" "$client_pid") || ! s1=$(runtime_figures "$NS_K" "$server"); then
+    if ! c1=$(runtime_figures "$NS_C" "$client_pid" $counter) || ! s1=$(runtime_figures "$NS_K" "$server" $counter); then
         A_NOTE[$key]="onload-stackdump did not answer before the row's end"
         return 0
     fi
@@ -232,28 +207,6 @@ measure_allocation() {  # key measured-time-start-ms server-pid
     done
     echo "    allocation: client ${A_BYTES[$key:client]} B over ${A_MSGS[$key:client]} messages, ${A_GCS[$key:client]} GCs;" \
         "server ${A_BYTES[$key:server]} B over ${A_MSGS[$key:server]} messages, ${A_GCS[$key:server]} GCs"
-}
-
-# Bytes per message, or "" when no message came.
-per_message() {  # bytes messages
-    (($2 > 0)) && awk -v b="$1" -v m="$2" 'BEGIN { printf "%.3f", b / m }'
-    return 0
-}
-
-# An onload-driverd on NS's veth end, added to $daemons; returns 1 if it does not start.
-start_driverd() {  # ns if
-    local ns=$1 ifname=$2 log=$workdir/driverd-$1.log
-    start_bg "$log" ip netns exec "$ns" "${pin_server[@]}" "$DRIVERD" --foreground --interface "$ifname" \
-        --socket-name "$DRIVERD_SOCKET" --pin-root none
-    daemons+=("$last_pid")
-    wait_log "$last_pid" "$log" "listening on"
-}
-
-# Stops the daemons and makes sure no XDP program stays on the veth for the kernel rows that follow.
-stop_driverds() {  # pid...
-    stop_pids "$@"
-    ip -n "$NS_K" link set dev "$IF_K" xdp off 2>/dev/null || true
-    ip -n "$NS_C" link set dev "$IF_C" xdp off 2>/dev/null || true
 }
 
 gro() {  # on|off, both veth ends
@@ -282,7 +235,7 @@ row_onload() {  # key
     # Its listener is on the stack, not in the kernel (ss does not show it): onload-stackdump says when it is up.
     start_sockperf_server "onload-server-$proto-$size" "$NS_K" "$ADDR_K" "$PORT_ONLOAD" "${onload[@]}" --interface "$IF_K"
     server_pid=$last_pid
-    if ! mode_server=$(on_stack "$NS_K" "$server_pid" "$PORT_ONLOAD" server); then
+    if ! mode_server=$(on_stack "$NS_K" "$server_pid" "$PORT_ONLOAD" "$(socket_filter server)"); then
         record_fail "$key" "onload-stackdump never showed the sockperf server's socket on the stack ($(tail -n 2 \
             "$workdir/onload-server-$proto-$size.log" | tr '\n' ' '))"
         stop_pid "$server_pid"
@@ -292,7 +245,7 @@ row_onload() {  # key
     start_sockperf_client "$key" "$NS_C" "$ADDR_K" "$PORT_ONLOAD" "${onload[@]}" --interface "$IF_C"
     # sockperf's measured time starts after its warm-up messages (with attaching, seconds after it started).
     wait_log "$client_pid" "$client_log" "Starting test" && measured_start=$(now_ms) || measured_start=""
-    mode_client=$(on_stack "$NS_C" "$client_pid" "$PORT_ONLOAD" client) || mode_client=""
+    mode_client=$(on_stack "$NS_C" "$client_pid" "$PORT_ONLOAD" "$(socket_filter client)") || mode_client=""
     if [[ -z $mode_client ]]; then
         A_NOTE[$key]="the client's socket was not on the stack"
     elif [[ -z $measured_start ]]; then

@@ -153,18 +153,13 @@ stack_pingpong_row() {  # key kind
 # --- bulk throughput
 
 iperf3_row() {  # key
-    local key=$1 gbit retr
+    local key=$1
     if ! run_client "$key" iperf3 -c "$ADDR_K" -p "$PORT_IPERF" -t "$seconds" -f m; then
         record_fail "$key" "iperf3 failed ($(tail -n 2 "$workdir/$key.log" | tr '\n' ' '))"
         return 0
     fi
-    # "[  5]   0.00-2.00   sec  1.23 GBytes  5283 Mbits/sec                  receiver"
-    gbit=$(awk '/receiver/ { for (i = 1; i <= NF; i++) if ($i == "Mbits/sec") printf "%.3f", $(i - 1) / 1000 }' "$workdir/$key.log")
-    retr=$(awk '/sender/ { for (i = 1; i <= NF; i++) if ($i == "Mbits/sec") print $(i + 1) }' "$workdir/$key.log")
-    [[ -n $gbit ]] || { record_fail "$key" "could not read iperf3's receiver line"; return 0; }
-    R_STATUS[$key]=ok; R_VALUE[$key]=$gbit
-    R_COUNT[$key]=$(awk '/receiver/ { for (i = 1; i <= NF; i++) if ($i ~ /Bytes$/) print $(i - 1) " " $i }' "$workdir/$key.log")
-    R_EXTRA[$key]="retransmitted ${retr:-?}"
+    read_iperf3 "$workdir/$key.log" || { record_fail "$key" "could not read iperf3's receiver line"; return 0; }
+    R_STATUS[$key]=ok; R_VALUE[$key]=$ip_gbit; R_COUNT[$key]=$ip_moved; R_EXTRA[$key]="retransmitted $ip_retr"
 }
 
 stack_stream_row() {  # key kind

@@ -157,8 +157,10 @@ root.SetAction(parse =>
             return Usage($"--size {size}: more than one frame carries ({stack.UdpMaxPayload}); fragmentation is not supported");
         if (serverMode)
             return tcp
-                ? RunServer(stack, new TcpPingPongServer(stack, (ushort)port, sockperf, sink), "tcp", (ushort)port, sockperf)
-                : RunServer(stack, new PingPongServer(stack, (ushort)port, sockperf), "udp", (ushort)port, sockperf);
+                ? RunServer(stack, new TcpPingPongServer(stack, (ushort)port, sockperf, sink), "tcp", (ushort)port,
+                    sockperf ? "sockperf" : sink ? "sink" : "plain echo")
+                : RunServer(stack, new PingPongServer(stack, (ushort)port, sockperf), "udp", (ushort)port,
+                    sockperf ? "sockperf" : "plain echo");
         var settings = new ClientSettings
         {
             Server = server,
@@ -226,7 +228,7 @@ static int RunClient(NetStack stack, ClientSettings settings, string? jsonPath, 
 }
 
 // A busy-polling server until SIGINT or SIGTERM; "server ready" on stdout is what perf/latency.sh waits for.
-static int RunServer(NetStack stack, BusyPollServer server, string protocol, ushort port, bool sockperf)
+static int RunServer(NetStack stack, BusyPollServer server, string protocol, ushort port, string answers)
 {
     int rc = server.Open();
     if (rc < 0)
@@ -236,7 +238,7 @@ static int RunServer(NetStack stack, BusyPollServer server, string protocol, ush
     }
     using var signals = StopOnSignals(server.Stop);
     Console.Out.WriteLine($"onload-pingpong: server ready on {stack.Vnic.Spec} {stack.Address}:{port}, " +
-        $"{(protocol == "tcp" ? "TCP, " : "")}{(sockperf ? "sockperf" : "plain echo")}, busy-polling");
+        $"{(protocol == "tcp" ? "TCP, " : "")}{answers}, busy-polling");
     Console.Out.Flush();
     server.Run();
     Console.Out.WriteLine($"onload-pingpong: server {server.Tally}");
