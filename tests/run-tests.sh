@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test and ends with one line "N passed, N failed[, N skipped]" summed over all of them:
 #   1. the C ABI smoke check (dist/bin/abi_smoke dist/lib/libonload_stack.so), counted as one test;
-#   2. `dotnet test` on Onload.sln (every test project in it), counted from the TRX files it writes.
+#   2. `dotnet test` on Onload.sln (every test project in it), counted from the TRX files it writes;
+#   3. the benchmark suite's quick run (issue 8): perf/sockperf.sh --quick and perf/rates.sh --quick, one test
+#      each, passing when every row ran (no thresholds: the figures of 2 s rows on a test machine mean nothing).
 # Exits non-zero if anything failed, if the test run itself failed, or if no .NET test ran.
 #
 # Expects `make` to have built everything (it runs with --no-build); `make test` does both.
@@ -11,7 +13,8 @@
 #   TEST_FILTER=EXPR           dotnet test --filter expression (e.g. "FullyQualifiedName~Sim")
 #   TEST_VERBOSITY=minimal     console logger verbosity (quiet|minimal|normal|detailed)
 #   TEST_HANG_TIMEOUT=20m      a test host silent this long is killed and its tests fail
-#   KEEP_TEST_RESULTS=1        keep the TRX files (their folder is printed)
+#   KEEP_TEST_RESULTS=1        keep the TRX files and the quick benchmarks' results (their folder is printed)
+#   BENCH_SMOKE=0              leave step 3 out (it is left out anyway when TEST_FILTER is set)
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -100,6 +103,20 @@ if (( dotnet_total == 0 )); then
     failed=$((failed + 1))
     failures+=("no .NET test ran")
 fi
+# --- 3. the benchmark suite, quick -------------------------------------------------------------
+if [[ -z ${TEST_FILTER:-} && ${BENCH_SMOKE:-1} != 0 ]]; then
+    for script in sockperf rates; do
+        echo "=== benchmark suite, quick: perf/$script.sh --quick"
+        if PINGPONG=$dist/bin/onload-pingpong ONLOAD_RUN=$dist/bin/onload-run DRIVERD=$dist/bin/onload-driverd \
+            STACKDUMP=$dist/bin/onload-stackdump perf/$script.sh --quick --out "$results/bench"; then
+            passed=$((passed + 1))
+        else
+            failed=$((failed + 1))
+            failures+=("perf/$script.sh --quick")
+        fi
+    done
+fi
+
 if (( ${#failures[@]} > 0 )); then
     echo "run-tests: failed: ${failures[*]}" >&2
 fi
