@@ -114,7 +114,9 @@ public class DriverlinkStackTests(string mode)
             Assert.That(session.Filters, Is.EqualTo(1), "the spare is still steered to the stack");
             Assert.That(dl.KernelPortHeld("tcp", port), Is.True, "and the kernel still cannot hand it out or bind it");
 
-            Thread.Sleep(5); // longer than a spare's rest (2 ms), so the next connect takes it
+            // A spare rests 2 ms before a connect takes it (the peer's TIME_WAIT must see a newer timestamp).
+            var resting = System.Diagnostics.Stopwatch.StartNew();
+            Poll.Until(() => { stack.Poll(); return resting.Elapsed >= TimeSpan.FromMilliseconds(3); }, Deadline, "the spare rested");
             int second = Connect();
             Assert.That(stack.TcpLocalEndpoint(second).Port, Is.EqualTo(port), "the next connect reused the spare");
             Assert.That(session.SparePorts, Is.Zero);
