@@ -62,6 +62,7 @@
 #   dist/tests/udp_fork             test helper: a UDP server whose forked child answers on the inherited socket
 #   dist/tests/reuseport            test helper: a listener (or UDP socket) per thread on one port with SO_REUSEPORT,
 #                                   echoing, and its kernel clients
+#   dist/tests/tcp_crr              perf/tcp_crr.c, the connection-rate client and server, for the tests
 #   dist/tests/inet6_calls          test helper: AF_INET6 sockets, v4-mapped names, IPV6_V6ONLY and the IPv6 hand-off
 #   dist/tests/udp6_calls           test helper: AF_INET6 UDP sockets, v4-mapped addresses, IPV6_V6ONLY, the IPv6 hand-off
 #   dist/tests/epoll_late_member   test helper: a thread asleep in epoll_wait on an empty set while another adds a
@@ -133,7 +134,7 @@ DIST_FILES += $(ONLOAD_RUN_PROFILES) $(DIST)/share/man/man1/onload-run.1 $(DIST)
 	$(DIST)/tests/fork_probe $(DIST)/tests/dotnet-sockets/onload-dotnet-sockets.dll $(DIST)/tests/epoll_late_member \
 	$(DIST)/tests/epoll_rearm $(DIST)/tests/vfork_probe $(DIST)/tests/fork_server \
 	$(DIST)/tests/fork_per_connection $(DIST)/tests/pattern_client $(DIST)/tests/exec_inherit $(DIST)/tests/udp_fork \
-	$(DIST)/tests/reuseport
+	$(DIST)/tests/reuseport $(DIST)/tests/tcp_crr
 
 .PHONY: all deps restore build publish test check-header demo bench bench-quick bench-latency bench-tcp bench-driverlink bench-sockperf bench-rates sweep install clean
 
@@ -251,6 +252,10 @@ $(DIST)/tests/io_calls $(DIST)/tests/udp_calls: TEST_CFLAGS := -D_FORTIFY_SOURCE
 $(DIST)/tests/%: preload/tests/%.c preload/tests/check.h preload/tests/inet6.h
 	@mkdir -p $(@D)
 	$(CC) -std=gnu11 $(C_WARN) -O2 $(TEST_CFLAGS) -o $@ $< -lpthread
+
+$(DIST)/tests/tcp_crr: perf/tcp_crr.c
+	@mkdir -p $(@D)
+	$(CC) -std=gnu11 $(C_WARN) -O2 -o $@ $<
 
 # Framework-dependent on purpose: the preload tests run it with `dotnet`, so the JIT and CoreCLR's own threads and
 # signal handlers meet the shim (a NativeAOT program would not show them).

@@ -65,6 +65,7 @@ public sealed partial class NetStack : IDisposable
         {
             _tcpAcceptedOnPort = new ushort[65536];
             _tcpReleasePending = new bool[65536];
+            _tcpConnectPort = new bool[65536];
         }
         _rxBatch = new PacketDescriptor[options.RxBatch];
         _txBatch = new PacketDescriptor[64];

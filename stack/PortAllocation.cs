@@ -17,6 +17,10 @@ public sealed partial class NetStack
     private readonly ushort[]? _tcpAcceptedOnPort;
     /// <summary>Driverlink mode only: the reserving row was freed while accepted connections still used the port.</summary>
     private readonly bool[]? _tcpReleasePending;
+    /// <summary>Driverlink mode only: the port was reserved by connect()'s implicit bind and no other row joined it,
+    /// so it goes back through <see cref="IStackControl.ReleaseConnectPort"/>, which may keep it for the next
+    /// connect.</summary>
+    private readonly bool[]? _tcpConnectPort;
     /// <summary>Keys <see cref="ReuseportPick"/> apart from the ISNs (drawn from their keys, so that start takes no
     /// random number more).</summary>
     private readonly ulong _reuseportKey;
@@ -93,8 +97,8 @@ public sealed partial class NetStack
     /// <summary>Driverlink mode: binds TCP row <paramref name="c"/> to <paramref name="port"/> (0: ephemeral)
     /// reserved through the control plane. The reservation is the port's, taken once: a row sharing the port with
     /// others (SO_REUSEADDR, SO_REUSEPORT) joins theirs, and one still held for connections accepted on the port
-    /// passes to the new row.</summary>
-    private int TcpBindReserved(int c, ushort port)
+    /// passes to the new row. <paramref name="forConnect"/>: connect()'s implicit bind (port 0).</summary>
+    private int TcpBindReserved(int c, ushort port, bool forConnect = false)
     {
         if (port != 0 && _tcpReleasePending![port])
             _tcpReleasePending[port] = false;
@@ -106,6 +110,7 @@ public sealed partial class NetStack
         }
         _tcp.BindPort(c, port);
         _tcp[c].PortReserved = true;
+        _tcpConnectPort![port] = forConnect; // a row joining the port makes it an ordinary one
         return 0;
     }
 
@@ -122,6 +127,11 @@ public sealed partial class NetStack
                 return; // the others bound to the port hold it still
             if (_tcpAcceptedOnPort![port] > 0)
                 _tcpReleasePending![port] = true;
+            else if (_tcpConnectPort![port])
+            {
+                _tcpConnectPort[port] = false;
+                _control!.ReleaseConnectPort(IpProtocol.Tcp, port);
+            }
             else
                 _control!.ReleasePort(IpProtocol.Tcp, port);
         }

@@ -26,6 +26,14 @@ public interface IStackControl
     void ReleasePort(byte protocol, ushort port);
 
     /// <summary>
+    /// As <see cref="ReleasePort"/>, for a port that <see cref="ReservePort"/> chose (port 0) for connect()'s implicit
+    /// bind and that only that connection used. The control plane may keep it reserved and steered, and hand it out
+    /// again for a later port-0 <see cref="ReservePort"/>, as long as it gives it back for real within a bounded
+    /// time: a connection per port reserved and released would otherwise cost the daemon two round trips.
+    /// </summary>
+    void ReleaseConnectPort(byte protocol, ushort port) => ReleasePort(protocol, port);
+
+    /// <summary>
     /// Asks for the MAC of an on-link IPv4 address (<paramref name="address"/> in host byte order), where a stack
     /// in direct mode would send an ARP request. The answer arrives later through <see cref="NetStack.SetNeighbour"/>,
     /// or never: the stack's ARP retransmit and give-up timing then ends resolution as in direct mode, failing

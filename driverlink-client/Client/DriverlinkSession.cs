@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Runtime.InteropServices;
 using Onload.Stack;
 using Onload.Stack.Tcp;
@@ -31,6 +32,9 @@ public sealed unsafe class DriverlinkSession : IStackControl, IDisposable
     private readonly Dictionary<(byte Protocol, ushort Port), int> _backing = [];
     /// <summary>Ports let go of while the VNIC still held frames sent from them (see <see cref="ReleasePort"/>).</summary>
     private readonly List<(byte Protocol, ushort Port, int Fd)> _releasing = [];
+    /// <summary>connect()'s TCP ports kept after their connections ended (<see cref="ReleaseConnectPort"/>), oldest
+    /// first: still reserved by their kernel sockets and steered here, for the next connects to take.</summary>
+    private readonly List<SparePort> _spares = new(MaxSparePorts);
     private bool _disposed;
 
     private readonly ConnectionMirror _mirror;
@@ -58,8 +62,27 @@ public sealed unsafe class DriverlinkSession : IStackControl, IDisposable
 
     public DriverlinkClient Client => _client;
 
-    /// <summary>Ports reserved and steered to this VNIC now.</summary>
-    public int Filters => _backing.Count;
+    /// <summary>Ports reserved and steered to this VNIC now (spare connect ports included).</summary>
+    public int Filters => _backing.Count + _spares.Count;
+
+    /// <summary>Connect ports kept for reuse (<see cref="ReleaseConnectPort"/>).</summary>
+    public int SparePorts => _spares.Count;
+
+    private readonly record struct SparePort(ushort Port, int Fd, long Since);
+
+    /// <summary>At most this many connect ports are kept: enough for ~30,000 connections a second one after another
+    /// with each port resting <see cref="SpareRest"/>; a burst of more gives the rest back at once.</summary>
+    private const int MaxSparePorts = 64;
+
+    /// <summary>
+    /// How long a spare rests before a connect takes it. The peer may hold the last connection of the same four-tuple
+    /// in TIME_WAIT (it closed first), and takes a SYN for a new one only if its timestamp is newer (or its ISN beyond
+    /// the old RCV.NXT); the stack's timestamps tick each millisecond, so 2 ms makes the next SYN's newer.
+    /// </summary>
+    private static readonly long SpareRest = Stopwatch.Frequency / 500;
+
+    /// <summary>A spare unused this long is given back for real: a program that stopped connecting holds no ports.</summary>
+    private static readonly long SpareIdle = Stopwatch.Frequency;
 
     /// <summary>Whether the daemon's connection ended (the daemon stopped or died); the VNIC carries nothing more.</summary>
     public bool Removed { get; private set; }
@@ -174,6 +197,13 @@ public sealed unsafe class DriverlinkSession : IStackControl, IDisposable
         if (Removed)
             return -(int)Onload.Stack.Errno.ENETDOWN;
         var p = (FilterProtocol)protocol;
+        if (p == FilterProtocol.Tcp && TakeSpare(port, out int spare))
+        {
+            port = _spares[spare].Port;
+            _backing[(protocol, port)] = _spares[spare].Fd;
+            _spares.RemoveAt(spare);
+            return 0;
+        }
         // A port given back whose release still waits for the TX ring (a connection closed by a reset, bound again
         // at once) is still steered here: it is kept, where asking the daemon again would find it taken.
         for (int i = 0; port != 0 && i < _releasing.Count; i++)
@@ -228,6 +258,43 @@ public sealed unsafe class DriverlinkSession : IStackControl, IDisposable
             _releasing.Add((protocol, port, fd));
         else
             Release(protocol, port, fd);
+    }
+
+    /// <summary>
+    /// Keeps a TCP port connect() used, with its kernel socket and its filter, for a later connect to take
+    /// (<see cref="ReservePort"/> with port 0, after it rested <see cref="SpareRest"/>) or a bind to name: so a
+    /// program opening connection after connection makes no request to the daemon, where each cost two round trips
+    /// (insert on connect, remove on free), and no socket, bind, getsockname and close of a kernel socket. The port
+    /// stays reserved against the kernel's programs meanwhile, and is given back for real once unused for
+    /// <see cref="SpareIdle"/> (on the stack's next poll), when more than <see cref="MaxSparePorts"/> wait, and at
+    /// <see cref="Dispose"/>.
+    /// </summary>
+    public void ReleaseConnectPort(byte protocol, ushort port)
+    {
+        if (protocol != (byte)FilterProtocol.Tcp || Removed || _spares.Count == MaxSparePorts ||
+            !_backing.Remove((protocol, port), out int fd))
+        {
+            ReleasePort(protocol, port);
+            return;
+        }
+        // Frames sent from the port may still be in the TX ring: the filter stays, so the forwarder still passes them.
+        _spares.Add(new SparePort(port, fd, Stopwatch.GetTimestamp()));
+    }
+
+    /// <summary>The index of the spare a reservation of <paramref name="port"/> takes: that port itself, or for port 0
+    /// the oldest, if it has rested.</summary>
+    private bool TakeSpare(ushort port, out int index)
+    {
+        index = -1;
+        if (port != 0)
+        {
+            for (int i = 0; i < _spares.Count && index < 0; i++)
+                if (_spares[i].Port == port)
+                    index = i;
+        }
+        else if (_spares.Count > 0 && Stopwatch.GetTimestamp() - _spares[0].Since >= SpareRest)
+            index = 0;
+        return index >= 0;
     }
 
     private void Release(byte protocol, ushort port, int fd)
@@ -285,7 +352,8 @@ public sealed unsafe class DriverlinkSession : IStackControl, IDisposable
 
     /// <summary>Whether the port is still reserved: steered to this VNIC, or its release waiting for the TX ring.</summary>
     public bool Holds(byte protocol, ushort port) =>
-        _backing.ContainsKey((protocol, port)) || _releasing.Exists(r => r.Protocol == protocol && r.Port == port);
+        _backing.ContainsKey((protocol, port)) || _releasing.Exists(r => r.Protocol == protocol && r.Port == port) ||
+        (protocol == (byte)FilterProtocol.Tcp && _spares.Exists(s => s.Port == port));
 
     public void ResolveNeighbour(uint address) => _client.ResolveNeighbour(VnicId, address);
 
@@ -305,7 +373,9 @@ public sealed unsafe class DriverlinkSession : IStackControl, IDisposable
             ? BackingSocket.SendTo(fd, payload, destination.Address.Value, destination.Port)
             : -(int)Onload.Stack.Errno.ENETUNREACH;
 
-    public bool EventsPending => _client.EventsPending || _releasing.Count > 0;
+    public bool EventsPending => _client.EventsPending || _releasing.Count > 0 || SpareExpired();
+
+    private bool SpareExpired() => _spares.Count > 0 && Stopwatch.GetTimestamp() - _spares[0].Since >= SpareIdle;
 
     public void ApplyEvents(NetStack stack)
     {
@@ -314,6 +384,11 @@ public sealed unsafe class DriverlinkSession : IStackControl, IDisposable
             foreach (var (protocol, port, fd) in _releasing)
                 Release(protocol, port, fd);
             _releasing.Clear();
+        }
+        while (SpareExpired())
+        {
+            Release((byte)FilterProtocol.Tcp, _spares[0].Port, _spares[0].Fd);
+            _spares.RemoveAt(0);
         }
         while (_client.TryTakeEvent(out var message))
         {
@@ -361,6 +436,9 @@ public sealed unsafe class DriverlinkSession : IStackControl, IDisposable
         foreach (var (_, _, fd) in _releasing)
             BackingSocket.Release(fd);
         _releasing.Clear();
+        foreach (var spare in _spares)
+            BackingSocket.Release(spare.Fd);
+        _spares.Clear();
         if (!Removed)
             _client.Detach(VnicId);
         Vnic.Dispose();

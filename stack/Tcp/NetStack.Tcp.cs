@@ -281,7 +281,7 @@ public sealed partial class NetStack
             if (_control != null)
             {
                 // The kernel picks the port in driverlink mode (its own connect-time choice).
-                rc = TcpBindReserved(c, 0);
+                rc = TcpBindReserved(c, 0, forConnect: true);
                 if (rc != 0)
                     return rc;
             }

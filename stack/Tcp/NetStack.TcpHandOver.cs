@@ -62,6 +62,7 @@ public sealed partial class NetStack
             return rc;
         _handedOver[(t.LocalPort, t.RemoteAddress.Value, t.RemotePort)] = _now + HandedOverQuietNs;
         Counters.TcpHandedOver++;
+        _tcpConnectPort![t.LocalPort] = false; // the kernel's connection needs the port's frames: really give it back
         TcpFree(c); // no FIN, no RST: the connection goes on in the kernel
         return 0;
     }

@@ -64,14 +64,23 @@ public sealed partial class NetStack
         return false;
     }
 
-    /// <summary>RFC 6191 / Linux tcp_timewait_state_process: a SYN whose sequence (or timestamp) is newer.</summary>
+    /// <summary>
+    /// RFC 6191 as Linux's tcp_timewait_state_process: a SYN that PAWS does not reject (its timestamp at most one
+    /// tick behind) and whose sequence number is beyond RCV.NXT, or whose timestamp is newer. A sequence number
+    /// newer with a timestamp of the same millisecond is accepted: a client reusing the port within the tick that
+    /// ended its last connection otherwise met an ACK, reset it, and waited a SYN timeout (1 s).
+    /// </summary>
     private bool TimeWaitAcceptsNewSyn(int c, TcpSegment seg, in TcpOptions options)
     {
         ref var t = ref _tcp[c];
-        if (t.Timestamps && options.HasTimestamps)
-            return (int)(options.TsVal - t.TsRecent) > 0;
-        return Seq.Gt(seg.SequenceNumber, t.RcvNxt);
+        bool timestamps = t.Timestamps && options.HasTimestamps;
+        if (timestamps && (int)(t.TsRecent - options.TsVal) > PawsWindow)
+            return false;
+        return Seq.Gt(seg.SequenceNumber, t.RcvNxt) || (timestamps && (int)(options.TsVal - t.TsRecent) > 0);
     }
+
+    /// <summary>How far behind TS.Recent a timestamp may be before PAWS rejects it (Linux's TCP_PAWS_WINDOW).</summary>
+    private const int PawsWindow = 1;
 
     private void ListenInput(int listener, Ipv4Address remote, TcpSegment seg, in TcpOptions options)
     {

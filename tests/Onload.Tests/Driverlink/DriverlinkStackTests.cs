@@ -81,6 +81,55 @@ public class DriverlinkStackTests(string mode)
     }
 
     [Test]
+    public void A_closed_connections_port_stays_reserved_for_the_next_connect_and_then_goes_back_to_the_kernel()
+    {
+        using var dl = new DriverlinkPair();
+        dl.Peer.Start("socat", "-b", "4096", "TCP-LISTEN:9302,reuseaddr,fork", "PIPE"); // a connection per child
+        Poll.Until(() => dl.Peer.Exec("ss -tln").Contains(":9302", StringComparison.Ordinal), Deadline, "socat listening");
+        var peer = new Ipv4Endpoint(Ipv4Address.Parse(dl.PeerAddress), 9302);
+        var data = RandomNumberGenerator.GetBytes(1000);
+        dl.InHost(() =>
+        {
+            using var session = Open(dl);
+            using var stack = new NetStack(session.Vnic, session.StackOptions());
+            int Connect()
+            {
+                int c = stack.TcpOpen();
+                Assert.That(stack.TcpConnect(c, peer), Is.EqualTo(-(int)Errno.EINPROGRESS));
+                Poll.Until(() => { stack.Poll(); return stack.TcpIsConnected(c); }, Deadline, $"connected ({StackDump.Connection(stack, c)})");
+                Assert.That(EchoThrough(stack, c, data, Deadline), Is.EqualTo(data));
+                return c;
+            }
+            void CloseUntilFreed(int c)
+            {
+                // socat closes when we do: our FIN first, so this side keeps TIME_WAIT; SO_LINGER 0 frees the row at once.
+                Assert.That(stack.TcpSetLingerZero(c, true), Is.Zero);
+                Assert.That(stack.TcpClose(c), Is.Zero);
+                Poll.Until(() => { stack.Poll(); return session.SparePorts == 1; }, Deadline, "the port kept as a spare");
+            }
+
+            int first = Connect();
+            ushort port = stack.TcpLocalEndpoint(first).Port;
+            CloseUntilFreed(first);
+            Assert.That(session.Filters, Is.EqualTo(1), "the spare is still steered to the stack");
+            Assert.That(dl.KernelPortHeld("tcp", port), Is.True, "and the kernel still cannot hand it out or bind it");
+
+            // A spare rests 2 ms before a connect takes it (the peer's TIME_WAIT must see a newer timestamp).
+            var resting = System.Diagnostics.Stopwatch.StartNew();
+            Poll.Until(() => { stack.Poll(); return resting.Elapsed >= TimeSpan.FromMilliseconds(3); }, Deadline, "the spare rested");
+            int second = Connect();
+            Assert.That(stack.TcpLocalEndpoint(second).Port, Is.EqualTo(port), "the next connect reused the spare");
+            Assert.That(session.SparePorts, Is.Zero);
+            CloseUntilFreed(second);
+
+            // Unused for a second, the spare goes back: its filter is removed and its kernel socket closed.
+            Poll.Until(() => { stack.Poll(); return session.Filters == 0; }, Deadline, "the idle spare given back");
+            Assert.That(dl.KernelPortHeld("tcp", port), Is.False, "the kernel may use the port again");
+            return 0;
+        });
+    }
+
+    [Test]
     public void A_reconfiguration_suspends_and_resumes_the_stack_and_loses_no_connection()
     {
         using var dl = new DriverlinkPair();

@@ -107,6 +107,41 @@ public class PreloadTcpTests
     }
 
     [Test]
+    public void Thousands_of_connections_one_after_another_under_onload_run_are_all_served_and_leave_no_port_reserved()
+    {
+        using var dl = new DriverlinkPair();
+        string crr = Dist.TestProgram("tcp_crr");
+        var server = dl.Peer.Start(crr, "server", dl.PeerAddress, "7404", "64");
+        server.WaitForOutput("server ready", Deadline);
+        NsProcess Client(int seconds) => dl.Host.Start("sh", "-c",
+            $"exec env {string.Join(' ', Settings(dl))} {Dist.Bin("onload-run")} {crr} client {dl.PeerAddress} 7404 64 {seconds} 200");
+        // A first client sets up what the daemon keeps for the interface (its queue's socket, shared rings' doorbells).
+        var first = Client(1);
+        Assert.That(first.WaitForExit(Deadline), Is.True, "the first client finished");
+        Poll.Until(() => dl.Daemon.Stderr.Contains("VNIC 1 on", StringComparison.Ordinal) &&
+            dl.Daemon.Stderr.Contains("released", StringComparison.Ordinal), Deadline, "the first client's VNIC released");
+        int daemonFds = dl.DaemonFootprint().Fds;
+        var before = KernelOpens(dl.Host);
+
+        // Connect, 64 B each way, the kernel server closes first, close: for 2 s after 200 warm-up connections.
+        var client = Client(2);
+        Assert.That(client.WaitForExit(Deadline), Is.True, "the client finished");
+        Assert.That(client.ExitCode, Is.Zero, client.Stderr);
+        var result = System.Text.RegularExpressions.Regex.Match(client.Stdout, @"tcp_crr: (\d+) connections .* errors (\d+)");
+        Assert.That(result.Success, Is.True, client.Stdout);
+        long made = long.Parse(result.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
+        Assert.That(made, Is.GreaterThanOrEqualTo(1000), "thousands of connections, one after another");
+        Assert.That(result.Groups[2].Value, Is.EqualTo("0"), "every connection was served");
+        Assert.That(KernelOpens(dl.Host).Active, Is.EqualTo(before.Active), "all of them on the stack, none by the kernel");
+
+        // The daemon held a kernel socket per port steered to the client: with the client gone, none is left.
+        Poll.Until(() => dl.Daemon.Stderr.Split('\n').Count(l => l.Contains("released", StringComparison.Ordinal)) == 2,
+            Deadline, "the second client's VNIC released");
+        Assert.That(dl.DaemonFootprint().Fds, Is.EqualTo(daemonFds),
+            $"the daemon's descriptors back to where they started: {string.Join(", ", dl.DaemonDescriptors())}");
+    }
+
+    [Test]
     public void A_program_that_opens_no_inet_stream_socket_never_loads_the_stack()
     {
         // No namespace needed: nothing here reaches the network.

@@ -321,6 +321,30 @@ public class TcpScriptTests
         Assert.That(TcpSegments(c.Peer.Received()), Is.Empty);
     }
 
+    [TestCase(true, TestName = "A_syn_in_time_wait_with_a_newer_sequence_number_and_the_same_timestamp_opens_a_new_connection")]
+    [TestCase(false, TestName = "A_syn_in_time_wait_with_an_older_sequence_number_and_the_same_timestamp_is_refused")]
+    public void Time_wait_takes_a_new_syn_as_linux_does(bool newerSequence)
+    {
+        // A client reusing its port within the millisecond its last connection ended sends the same timestamp: Linux
+        // (tcp_timewait_state_process) opens the new connection if PAWS lets the SYN by and its ISN is beyond RCV.NXT.
+        using var c = Establish(tweak: o => o with { TcpMslNs = 60_000 * Ms });
+        Assert.That(c.Stack.TcpClose(c.Socket), Is.Zero);
+        Expect(TcpSegments(c.Peer.Received()), Ack | TcpFlags.Fin, seq: c.StackSeq, ack: c.PeerSeq);
+        c.StackSeq++;
+        Expect(c.Send(Ack | TcpFlags.Fin, ack: c.StackSeq), Ack, seq: c.StackSeq, ack: c.PeerSeq + 1);
+        Assert.That(c.Stack.TcpStateOf(c.Socket), Is.EqualTo(TcpState.TimeWait));
+
+        uint isn = newerSequence ? c.PeerSeq + 100_000 : c.PeerSeq - 100_000;
+        var answer = c.Send(TcpFlags.Syn, seq: isn, ack: 0, options: SynOptions(1460, true, (c.PeerTs, 0), 7));
+        if (newerSequence)
+            Expect(answer, TcpFlags.Syn | Ack, ack: isn + 1, why: "a new incarnation of the four-tuple");
+        else
+        {
+            Assert.That(answer, Has.None.Matches<Seg>(s => (s.Flags & TcpFlags.Syn) != 0), "the SYN is not taken");
+            Assert.That(c.Stack.TcpStateOf(c.Socket), Is.EqualTo(TcpState.TimeWait));
+        }
+    }
+
     [TestCase(true, TestName = "A_full_table_ends_the_oldest_closed_time_wait_early_to_answer_a_new_syn")]
     [TestCase(false, TestName = "A_full_table_keeps_a_time_wait_the_application_still_holds_and_drops_the_syn")]
     public void A_full_table_makes_room_from_time_wait(bool closed)
