@@ -88,10 +88,7 @@ public class StackdumpTests
     /// <summary>
     /// The issue 8 target, "zero bytes allocated per message in steady state", checked on an unmodified program: an
     /// accelerated sockperf server answers a kernel sockperf client, and dumps are taken with only the listening
-    /// socket, after a warm-up, and after thousands more round trips on the same socket or connection. The kernel
-    /// knows the peer's MAC before the program starts, so the stack learns it as it attaches: a neighbour the daemon
-    /// resolves, or whose kernel entry changes state, during the measurement costs the driverlink client its event
-    /// messages (control plane, not the data path under test).
+    /// socket, after a warm-up, and after thousands more round trips on the same socket or connection.
     /// </summary>
     [TestCase("udp", 7444)]
     [TestCase("tcp", 7445)]
@@ -157,8 +154,9 @@ public class StackdumpTests
     /// Dumps the stack of <paramref name="pid"/>, whose messages are flowing, after a warm-up and again after thousands
     /// more messages, and checks that its runtime allocated nothing and ran no collection between the two dumps. The
     /// kernel must know the peer's MAC before the program starts, so the stack learns it as it attaches: a neighbour
-    /// the daemon resolves during the measurement costs the driverlink client its event messages (control plane, not
-    /// the data path under test). Returns the two dumps.
+    /// the daemon resolves during the measurement costs the driverlink client its event message (control plane, not
+    /// the data path under test), while the kernel entry's state changes under traffic, its MAC the same, cost
+    /// nothing (the daemon sends no event for them). Returns the two dumps.
     /// </summary>
     private static (StackSnapshot Warm, StackSnapshot Steady) AssertSteadyStateAllocatesNothing(DriverlinkPair dl, int pid, string protocol)
     {
