@@ -168,7 +168,8 @@ public class StackdumpTests
         TestContext.Out.WriteLine($"after {Received(warm, protocol)} messages: {warm.Runtime}");
         TestContext.Out.WriteLine($"after {Received(steady, protocol)} messages: {steady.Runtime}");
         Assert.That(steady.Runtime.AllocatedBytes - warm.Runtime.AllocatedBytes, Is.Zero,
-            $"bytes allocated over {Received(steady, protocol) - Received(warm, protocol)} messages in steady state");
+            $"bytes allocated over {Received(steady, protocol) - Received(warm, protocol)} messages in steady state " +
+            $"(neighbour events from the daemon meanwhile: {steady.Counters["ArpInControlUpdates"] - warm.Counters["ArpInControlUpdates"]})");
         Assert.That(steady.Runtime.Gen0Collections, Is.EqualTo(warm.Runtime.Gen0Collections), "no collection in steady state");
         return (warm, steady);
     }
