@@ -108,6 +108,6 @@ public static unsafe partial class SocketExports
     /// <summary><c>int onload_sock_udp_setopt(int h, int option, uint32_t value)</c>: ONLOAD_UDP_OPT_*; a group is an
     /// address in host byte order, a TTL of -1 as (uint32_t)-1.</summary>
     [UnmanagedCallersOnly(EntryPoint = "onload_sock_udp_setopt")]
-    public static int UdpSetOption(int h, int option, uint value) => 
+    public static int UdpSetOption(int h, int option, uint value) =>
         Call((h, option: (UdpOption)option, value), static (l, a) => l.UdpSetOption(a.h, a.option, a.value));
 }

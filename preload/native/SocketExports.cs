@@ -220,13 +220,13 @@ public static unsafe partial class SocketExports
 
     /// <summary><c>int onload_sock_tcp_setopt(int h, int option, int64_t value)</c>: ONLOAD_TCP_OPT_*; 0 or -errno.</summary>
     [UnmanagedCallersOnly(EntryPoint = "onload_sock_tcp_setopt")]
-    public static int TcpSetOption(int h, int option, long value) => 
+    public static int TcpSetOption(int h, int option, long value) =>
         Call((h, option: (TcpOption)option, value), static (l, a) => l.TcpSetOption(a.h, a.option, a.value));
 
     /// <summary><c>int onload_sock_tcp_getopt(int h, int option)</c>: the stack's value of ONLOAD_TCP_OPT_RCVBUF, _SNDBUF or
     /// _CONGESTION, or -errno (-ENOPROTOOPT: the placeholder has it).</summary>
     [UnmanagedCallersOnly(EntryPoint = "onload_sock_tcp_getopt")]
-    public static int TcpGetOption(int h, int option) => 
+    public static int TcpGetOption(int h, int option) =>
         Call((h, option: (TcpOption)option), static (l, a) => l.TcpGetOption(a.h, a.option));
 
     /// <summary><c>int onload_sock_poll(const int *handles, const short *events, short *revents, int n)</c>: polls the
