@@ -70,6 +70,8 @@
 #   dist/tests/dotnet-sockets/      test helper (tests/Onload.DotnetSockets, framework-dependent, run with `dotnet`):
 #                                   a TcpListener echo server and an HttpClient GET, run under onload-run with the JIT
 #   dist/tests/epoll_rearm          test helper: a thread asleep in epoll_wait wakes when another re-arms a ONESHOT member
+#   dist/tests/per_message_calls    test helper: a TCP or UDP ping-pong client making ioctl, getsockopt and setsockopt
+#                                   calls around every message (the stack must allocate nothing for them)
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -134,7 +136,7 @@ DIST_FILES += $(ONLOAD_RUN_PROFILES) $(DIST)/share/man/man1/onload-run.1 $(DIST)
 	$(DIST)/tests/fork_probe $(DIST)/tests/dotnet-sockets/onload-dotnet-sockets.dll $(DIST)/tests/epoll_late_member \
 	$(DIST)/tests/epoll_rearm $(DIST)/tests/vfork_probe $(DIST)/tests/fork_server \
 	$(DIST)/tests/fork_per_connection $(DIST)/tests/pattern_client $(DIST)/tests/exec_inherit $(DIST)/tests/udp_fork \
-	$(DIST)/tests/reuseport $(DIST)/tests/tcp_crr
+	$(DIST)/tests/reuseport $(DIST)/tests/tcp_crr $(DIST)/tests/per_message_calls
 
 .PHONY: all deps restore build publish test check-header demo bench bench-quick bench-latency bench-tcp bench-driverlink bench-sockperf bench-rates sweep install clean
 

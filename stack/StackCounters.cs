@@ -19,6 +19,9 @@ public sealed class StackCounters
     /// <summary>Neighbour resolutions asked of the control plane in driverlink mode, where direct mode would send
     /// an ARP request (<see cref="IStackControl.ResolveNeighbour"/>).</summary>
     public long ArpOutControlResolves;
+    /// <summary>Neighbours set or forgotten from outside the stack (<see cref="NetStack.SetNeighbour"/>,
+    /// <see cref="NetStack.ForgetNeighbour"/>): in driverlink mode, the control plane's neighbour events.</summary>
+    public long ArpInControlUpdates;
     public long IpInReceives;
     public long IpInDelivers;
     public long IpOutRequests;
@@ -94,6 +97,7 @@ public sealed class StackCounters
         yield return new(nameof(ArpOutRequests), ArpOutRequests);
         yield return new(nameof(ArpOutReplies), ArpOutReplies);
         yield return new(nameof(ArpOutControlResolves), ArpOutControlResolves);
+        yield return new(nameof(ArpInControlUpdates), ArpInControlUpdates);
         yield return new(nameof(IpInReceives), IpInReceives);
         yield return new(nameof(IpInDelivers), IpInDelivers);
         yield return new(nameof(IpOutRequests), IpOutRequests);

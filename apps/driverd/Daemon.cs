@@ -791,22 +791,63 @@ internal sealed unsafe class Daemon : IDisposable
         iface.Gateway = _rtnl.DumpRoutes().FirstOrDefault(r => r.PrefixLength == 0 && r.InterfaceIndex == iface.IfIndex && r.Gateway != 0)?.Gateway ?? 0;
     }
 
+    /// <summary>Tells a VNIC just attached of every reachable neighbour of its interface, from the kernel's table.</summary>
     private void SendNeighbours(VnicRecord v)
     {
+        // The interface's only VNIC: what its VNICs were told is now this table, and the kernel's state changes
+        // that leave an entry as the table has it need not be sent.
+        var told = v.Interface.NeighboursTold;
+        bool alone = _vnics.Values.Count(o => o.Interface == v.Interface) == 1;
+        if (alone)
+            told.Clear();
         foreach (var n in _rtnl.DumpNeighbours())
-            if (n.InterfaceIndex == v.Interface.IfIndex && NeighbourEventFor(v.Id, n) is { } e && e.Reachable)
-                Reply(v.Client, e);
+        {
+            if (n.InterfaceIndex != v.Interface.IfIndex || ReportOf(n, removed: false) is not { Reachable: true } r)
+                continue;
+            Reply(v.Client, new NeighbourEvent(v.Id, n.Ipv4, r.Mac, true));
+            if (alone)
+                told[n.Ipv4] = r;
+        }
     }
 
-    private static NeighbourEvent? NeighbourEventFor(uint vnicId, Neighbour n, bool removed = false)
+    /// <summary>
+    /// Tells the VNICs of the neighbour's interface what a kernel change of its entry means for them, unless they were
+    /// told that already: under traffic the kernel moves a live entry between REACHABLE, STALE, DELAY and PROBE every
+    /// few seconds with the same MAC, and each event would cost every client's reader thread its decoding garbage.
+    /// </summary>
+    private void ReportNeighbour(Neighbour n, bool removed)
+    {
+        var iface = _interfaces.Values.FirstOrDefault(i => i.IfIndex == n.InterfaceIndex);
+        if (iface is null)
+            return;
+        var told = iface.NeighboursTold;
+        if (ReportOf(n, removed) is not { } report)
+        {
+            // INCOMPLETE: a resolution under way (perhaps a client's). Nothing to say yet, and its outcome is told
+            // even when it is what was told before, so that a client waiting on it hears.
+            told.Remove(n.Ipv4);
+            return;
+        }
+        bool unchanged = told.TryGetValue(n.Ipv4, out var last) && last == report;
+        if (removed)
+            told.Remove(n.Ipv4);
+        else
+            told[n.Ipv4] = report;
+        if (!unchanged)
+            ForEachVnic(n.InterfaceIndex, (_, v) => new NeighbourEvent(v.Id, n.Ipv4, report.Mac, report.Reachable));
+    }
+
+    /// <summary>What a neighbour event says of the kernel's entry: reachable with its MAC, or gone (failed, deleted);
+    /// null while it is INCOMPLETE.</summary>
+    private static NeighbourReport? ReportOf(Neighbour n, bool removed)
     {
         bool usable = !removed && n.Mac != MacAddress.Zero &&
             (n.State & (NeighbourState.Incomplete | NeighbourState.Failed | NeighbourState.None)) == 0 && n.State != NeighbourState.None;
         if (usable)
-            return new NeighbourEvent(vnicId, n.Ipv4, n.Mac, true);
+            return new NeighbourReport(n.Mac, true);
         if (removed || (n.State & NeighbourState.Failed) != 0)
-            return new NeighbourEvent(vnicId, n.Ipv4, MacAddress.Zero, false);
-        return null; // INCOMPLETE: resolution under way, nothing to say yet
+            return new NeighbourReport(MacAddress.Zero, false);
+        return null;
     }
 
     private void ReadNetlink()
@@ -827,10 +868,10 @@ internal sealed unsafe class Daemon : IDisposable
                     ForEachVnic(m.Link.Index, (i, v) => { i.Mtu = m.Link.Mtu; return new MtuChangedEvent(v.Id, (ushort)Math.Max(AttachReply.MinMtu, m.Link.Mtu)); });
                     break;
                 case NeighbourChanged n:
-                    ForEachVnic(n.Neighbour.InterfaceIndex, (_, v) => NeighbourEventFor(v.Id, n.Neighbour));
+                    ReportNeighbour(n.Neighbour, removed: false);
                     break;
                 case NeighbourRemoved n:
-                    ForEachVnic(n.Neighbour.InterfaceIndex, (_, v) => NeighbourEventFor(v.Id, n.Neighbour, removed: true));
+                    ReportNeighbour(n.Neighbour, removed: true);
                     break;
                 case AddressAdded or AddressRemoved or RouteAdded or RouteRemoved:
                     foreach (var i in _interfaces.Values)
@@ -946,4 +987,10 @@ internal sealed class AcceleratedInterface(string name, int ifIndex, MacAddress 
     public Dictionary<(FilterProtocol, uint, ushort), VnicRecord> Filters { get; } = [];
     /// <summary>Which VNIC owns each (protocol, port), and with how many filters (one per address it bound).</summary>
     public Dictionary<(FilterProtocol, ushort), (VnicRecord Vnic, int Count)> PortOwners { get; } = [];
+    /// <summary>What the interface's VNICs were last told of each neighbour (by IPv4 address): the kernel's table as a
+    /// VNIC attaching alone was given it, then each change sent since.</summary>
+    public Dictionary<uint, NeighbourReport> NeighboursTold { get; } = [];
 }
+
+/// <summary>What a <see cref="NeighbourEvent"/> says of one neighbour.</summary>
+internal readonly record struct NeighbourReport(MacAddress Mac, bool Reachable);

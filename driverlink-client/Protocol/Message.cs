@@ -13,11 +13,14 @@ namespace Onload.Driverlink;
 /// </remarks>
 public abstract record Message
 {
+    private ProtocolVersion _version = ProtocolVersion.Current;
+    private uint _requestId;
+
     /// <summary>The header's protocol version: ours, unless a test or a Hello says otherwise.</summary>
-    public ProtocolVersion Version { get; init; } = ProtocolVersion.Current;
+    public ProtocolVersion Version { get => _version; init => _version = value; }
 
     /// <summary>Chosen by the requester and echoed in the reply; 0 on events.</summary>
-    public uint RequestId { get; init; }
+    public uint RequestId { get => _requestId; init => _requestId = value; }
 
     public abstract MessageKind Kind { get; }
 
@@ -80,7 +83,11 @@ public abstract record Message
         error = r.Finish();
         if (error != DecodeError.None)
             return false;
-        message = decoded with { Version = header.Version, RequestId = header.RequestId };
+        // Stamped on the record just decoded, not on a `with` copy: events reach a running stack's reader thread,
+        // where a copy would double the garbage of each.
+        decoded._version = header.Version;
+        decoded._requestId = header.RequestId;
+        message = decoded;
         return true;
     }
 }

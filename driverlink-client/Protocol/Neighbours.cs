@@ -30,7 +30,8 @@ public sealed record ResolveNeighbour(uint VnicId, uint Address) : Message
 
 /// <summary>
 /// A neighbour entry of the VNIC's interface changed in the kernel: reachable with <see cref="Mac"/>, or gone
-/// (failed, deleted: <see cref="Reachable"/> false, MAC zero). Sent for every entry at attach and on each change.
+/// (failed, deleted: <see cref="Reachable"/> false, MAC zero). Sent for every reachable entry at attach, then when
+/// the MAC or reachability the daemon last reported for the address changes.
 /// Payload: VNIC id (4), IPv4 address (4, network order), MAC (6), reachable (1, 0 or 1), reserved (1).
 /// </summary>
 public sealed record NeighbourEvent(uint VnicId, uint Address, MacAddress Mac, bool Reachable) : Message

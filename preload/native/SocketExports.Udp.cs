@@ -5,8 +5,7 @@ using Onload.Stack.Wire;
 namespace Onload.Native;
 
 // The UDP part of the C ABI (onload_sock_udp_* in onload_stack.h). UDP handles are numbered apart from TCP
-// connections; onload_sock_poll takes them with ONLOAD_SOCK_UDP set. The data calls (send, recv, poll) capture
-// nothing, so a datagram costs no allocation.
+// connections; onload_sock_poll takes them with ONLOAD_SOCK_UDP set.
 public static unsafe partial class SocketExports
 {
     [UnmanagedCallersOnly(EntryPoint = "onload_sock_udp_open")]
@@ -14,16 +13,16 @@ public static unsafe partial class SocketExports
 
     [UnmanagedCallersOnly(EntryPoint = "onload_sock_udp_bind")]
     public static int UdpBind(int h, uint address, ushort port) =>
-        Call(l => l.UdpBind(h, new Ipv4Endpoint(new Ipv4Address(address), port)));
+        Call((h, local: Endpoint(address, port)), static (l, a) => l.UdpBind(a.h, a.local));
 
     /// <summary>Sets the default peer (binding to an ephemeral port first if need be).</summary>
     [UnmanagedCallersOnly(EntryPoint = "onload_sock_udp_connect")]
     public static int UdpConnect(int h, uint address, ushort port) =>
-        Call(l => l.UdpConnect(h, new Ipv4Endpoint(new Ipv4Address(address), port)));
+        Call((h, remote: Endpoint(address, port)), static (l, a) => l.UdpConnect(a.h, a.remote));
 
     /// <summary>connect(AF_UNSPEC): forgets the peer.</summary>
     [UnmanagedCallersOnly(EntryPoint = "onload_sock_udp_disconnect")]
-    public static int UdpDisconnect(int h) => Call(l => l.UdpDisconnect(h));
+    public static int UdpDisconnect(int h) => Call(h, static (l, h) => l.UdpDisconnect(h));
 
     /// <summary><c>int onload_sock_udp_send(int h, const struct iovec *iov, int iovcnt, int to, uint32_t address,
     /// uint16_t port)</c>: one datagram, to address:port when <c>to</c> is set, else to the connected peer.</summary>
@@ -37,7 +36,7 @@ public static unsafe partial class SocketExports
             var layer = SocketLayer.Get(out int errno);
             if (layer is null)
                 return -errno;
-            Ipv4Endpoint? destination = to != 0 ? new Ipv4Endpoint(new Ipv4Address(address), port) : null;
+            Ipv4Endpoint? destination = to != 0 ? Endpoint(address, port) : null;
             return layer.UdpSend(h, new ReadOnlySpan<IoVec>(iov, iovcnt), destination);
         }
         catch (Exception)
@@ -76,21 +75,10 @@ public static unsafe partial class SocketExports
 
     /// <summary>FIONREAD: the next datagram's length, 0 when none.</summary>
     [UnmanagedCallersOnly(EntryPoint = "onload_sock_udp_next_length")]
-    public static int UdpNextLength(int h)
-    {
-        try
-        {
-            var layer = SocketLayer.Get(out int errno);
-            return layer is null ? -errno : layer.UdpNextLength(h); // no closure: a program may ask before every read
-        }
-        catch (Exception)
-        {
-            return -EIO;
-        }
-    }
+    public static int UdpNextLength(int h) => Call(h, static (l, h) => l.UdpNextLength(h));
 
     [UnmanagedCallersOnly(EntryPoint = "onload_sock_udp_close")]
-    public static int UdpClose(int h) => Call(l => l.UdpClose(h));
+    public static int UdpClose(int h) => Call(h, static (l, h) => l.UdpClose(h));
 
     [UnmanagedCallersOnly(EntryPoint = "onload_sock_udp_name")]
     public static int UdpName(int h, int peer, uint* address, ushort* port)
@@ -115,10 +103,11 @@ public static unsafe partial class SocketExports
     }
 
     [UnmanagedCallersOnly(EntryPoint = "onload_sock_udp_take_error")]
-    public static int UdpTakeError(int h) => Call(l => l.UdpTakeError(h));
+    public static int UdpTakeError(int h) => Call(h, static (l, h) => l.UdpTakeError(h));
 
     /// <summary><c>int onload_sock_udp_setopt(int h, int option, uint32_t value)</c>: ONLOAD_UDP_OPT_*; a group is an
     /// address in host byte order, a TTL of -1 as (uint32_t)-1.</summary>
     [UnmanagedCallersOnly(EntryPoint = "onload_sock_udp_setopt")]
-    public static int UdpSetOption(int h, int option, uint value) => Call(l => l.UdpSetOption(h, (UdpOption)option, value));
+    public static int UdpSetOption(int h, int option, uint value) =>
+        Call((h, option: (UdpOption)option, value), static (l, a) => l.UdpSetOption(a.h, a.option, a.value));
 }

@@ -65,14 +65,14 @@ public static unsafe partial class SocketExports
     }
 
     [UnmanagedCallersOnly(EntryPoint = "onload_sock_open")]
-    public static int Open() => Call(l => l.Open());
+    public static int Open() => Call(static l => l.Open());
 
     [UnmanagedCallersOnly(EntryPoint = "onload_sock_bind")]
     public static int Bind(int h, uint address, ushort port) =>
-        Call(l => l.Bind(h, new Ipv4Endpoint(new Ipv4Address(address), port)));
+        Call((h, local: Endpoint(address, port)), static (l, a) => l.Bind(a.h, a.local));
 
     [UnmanagedCallersOnly(EntryPoint = "onload_sock_listen")]
-    public static int Listen(int h, int backlog) => Call(l => l.Listen(h, backlog));
+    public static int Listen(int h, int backlog) => Call((h, backlog), static (l, a) => l.Listen(a.h, a.backlog));
 
     /// <summary><c>int onload_sock_accept(int h, uint32_t *address, uint16_t *port)</c>: the new connection's handle
     /// and its peer, or -EAGAIN.</summary>
@@ -103,7 +103,7 @@ public static unsafe partial class SocketExports
     /// <summary>-EINPROGRESS when the SYN went out; then poll for POLLOUT and take the error.</summary>
     [UnmanagedCallersOnly(EntryPoint = "onload_sock_connect")]
     public static int Connect(int h, uint address, ushort port) =>
-        Call(l => l.Connect(h, new Ipv4Endpoint(new Ipv4Address(address), port)));
+        Call((h, remote: Endpoint(address, port)), static (l, a) => l.Connect(a.h, a.remote));
 
     [UnmanagedCallersOnly(EntryPoint = "onload_sock_send")]
     public static int Send(int h, byte* data, nint length)
@@ -157,15 +157,15 @@ public static unsafe partial class SocketExports
 
     /// <summary><c>int onload_sock_queued(int h, int send)</c>: FIONREAD (send 0) or SIOCOUTQ (send 1).</summary>
     [UnmanagedCallersOnly(EntryPoint = "onload_sock_queued")]
-    public static int Queued(int h, int send) => Call(l => l.Queued(h, send != 0));
+    public static int Queued(int h, int send) => Call((h, send: send != 0), static (l, a) => l.Queued(a.h, a.send));
 
     /// <summary><c>how</c> as shutdown(2)'s: SHUT_RD 0, SHUT_WR 1, SHUT_RDWR 2.</summary>
     [UnmanagedCallersOnly(EntryPoint = "onload_sock_shutdown")]
     public static int Shutdown(int h, int how) =>
-        how is < 0 or > 2 ? -(int)Errno.EINVAL : Call(l => l.Shutdown(h, how != 1, how != 0));
+        how is < 0 or > 2 ? -(int)Errno.EINVAL : Call((h, how), static (l, a) => l.Shutdown(a.h, a.how != 1, a.how != 0));
 
     [UnmanagedCallersOnly(EntryPoint = "onload_sock_close")]
-    public static int Close(int h) => Call(l => l.Close(h));
+    public static int Close(int h) => Call(h, static (l, h) => l.Close(h));
 
     /// <summary><c>int onload_sock_name(int h, int peer, uint32_t *address, uint16_t *port)</c>.</summary>
     [UnmanagedCallersOnly(EntryPoint = "onload_sock_name")]
@@ -190,7 +190,6 @@ public static unsafe partial class SocketExports
         }
     }
 
-    /// <summary>getsockopt(SO_ERROR): the pending errno (positive), cleared; 0 when none.</summary>
     /// <summary><c>int onload_sock_tcp_info(int h, void *info, int len)</c>: Linux's struct tcp_info of the connection,
     /// cut to <c>len</c>; returns its full size (232), or -errno.</summary>
     [UnmanagedCallersOnly(EntryPoint = "onload_sock_tcp_info")]
@@ -215,17 +214,20 @@ public static unsafe partial class SocketExports
         }
     }
 
+    /// <summary>getsockopt(SO_ERROR): the pending errno (positive), cleared; 0 when none.</summary>
     [UnmanagedCallersOnly(EntryPoint = "onload_sock_take_error")]
-    public static int TakeError(int h) => Call(l => l.TakeError(h));
+    public static int TakeError(int h) => Call(h, static (l, h) => l.TakeError(h));
 
     /// <summary><c>int onload_sock_tcp_setopt(int h, int option, int64_t value)</c>: ONLOAD_TCP_OPT_*; 0 or -errno.</summary>
     [UnmanagedCallersOnly(EntryPoint = "onload_sock_tcp_setopt")]
-    public static int TcpSetOption(int h, int option, long value) => Call(l => l.TcpSetOption(h, (TcpOption)option, value));
+    public static int TcpSetOption(int h, int option, long value) =>
+        Call((h, option: (TcpOption)option, value), static (l, a) => l.TcpSetOption(a.h, a.option, a.value));
 
     /// <summary><c>int onload_sock_tcp_getopt(int h, int option)</c>: the stack's value of ONLOAD_TCP_OPT_RCVBUF, _SNDBUF or
     /// _CONGESTION, or -errno (-ENOPROTOOPT: the placeholder has it).</summary>
     [UnmanagedCallersOnly(EntryPoint = "onload_sock_tcp_getopt")]
-    public static int TcpGetOption(int h, int option) => Call(l => l.TcpGetOption(h, (TcpOption)option));
+    public static int TcpGetOption(int h, int option) =>
+        Call((h, option: (TcpOption)option), static (l, a) => l.TcpGetOption(a.h, a.option));
 
     /// <summary><c>int onload_sock_poll(const int *handles, const short *events, short *revents, int n)</c>: polls the
     /// stack once and reports each handle's events (poll(2)'s bits); returns how many have some.</summary>
@@ -274,34 +276,22 @@ public static unsafe partial class SocketExports
     /// <summary><c>int onload_sock_wait_end(int waiter)</c>: after the sleep. 1 when the stack wrote the waiter's
     /// wake_fd (read it before the next wait), 0 when not.</summary>
     [UnmanagedCallersOnly(EntryPoint = "onload_sock_wait_end")]
-    public static int WaitEnd(int waiter)
-    {
-        // Not through Call: its lambda would capture waiter, an allocation per wait.
-        try
-        {
-            var layer = SocketLayer.Get(out int errno);
-            return layer is null ? -errno : layer.EndWait(waiter);
-        }
-        catch (Exception)
-        {
-            return -EIO;
-        }
-    }
+    public static int WaitEnd(int waiter) => Call(waiter, static (l, waiter) => l.EndWait(waiter));
 
     /// <summary><c>int onload_sock_drain(int timeout_ms)</c>: at exit, runs the stack until closed connections have
     /// sent everything (see SocketLayer.Drain); returns how many had not. 0 when the stack never started.</summary>
     [UnmanagedCallersOnly(EntryPoint = "onload_sock_drain")]
-    public static int Drain(int timeoutMs) => Call(l => l.Drain(timeoutMs));
+    public static int Drain(int timeoutMs) => Call(timeoutMs, static (l, timeoutMs) => l.Drain(timeoutMs));
 
     /// <summary><c>int onload_sock_handover(int h, int fd)</c>: connection h becomes kernel socket fd, an unconnected
     /// TCP socket (the program's placeholder): 0, or a negated errno with the connection still on the stack.</summary>
     [UnmanagedCallersOnly(EntryPoint = "onload_sock_handover")]
-    public static int HandOver(int h, int fd) => Call(l => l.HandOver(h, fd));
+    public static int HandOver(int h, int fd) => Call((h, fd), static (l, a) => l.HandOver(a.h, a.fd));
 
     /// <summary><c>int onload_sock_handover_listener(int h)</c>: listener h leaves the stack and its port is free for
     /// the kernel to listen on: the port, or a negated errno with the listener still on the stack.</summary>
     [UnmanagedCallersOnly(EntryPoint = "onload_sock_handover_listener")]
-    public static int HandOverListener(int h) => Call(l => l.HandOverListener(h));
+    public static int HandOverListener(int h) => Call(h, static (l, h) => l.HandOverListener(h));
 
     /// <summary><c>int onload_sock_udp_handover(int h, int *dropped)</c>: UDP socket h leaves the stack for the kernel
     /// socket holding its port, which it returns (or a negated errno with the socket still on the stack); *dropped:
@@ -325,16 +315,26 @@ public static unsafe partial class SocketExports
         }
     }
 
-    private static int Call(Func<SocketLayer, int> op)
+    private static int Call(Func<SocketLayer, int> op) => Call(op, static (l, op) => op(l));
+
+    /// <summary>
+    /// Runs <paramref name="op"/> on the process's stack with its arguments in <paramref name="args"/>: -errno when
+    /// the stack cannot start, -EIO for an exception (none may leave an export). <paramref name="op"/> is a static
+    /// lambda so that it is one cached delegate; a lambda capturing the arguments would allocate a closure and a
+    /// delegate per call, and programs make some of these calls (FIONREAD, SO_ERROR, setsockopt) per message.
+    /// </summary>
+    private static int Call<TArgs>(TArgs args, Func<SocketLayer, TArgs, int> op)
     {
         try
         {
             var layer = SocketLayer.Get(out int errno);
-            return layer is null ? -errno : op(layer);
+            return layer is null ? -errno : op(layer, args);
         }
         catch (Exception)
         {
             return -EIO;
         }
     }
+
+    private static Ipv4Endpoint Endpoint(uint address, ushort port) => new(new Ipv4Address(address), port);
 }

@@ -284,6 +284,7 @@ public sealed partial class NetStack
             throw new ArgumentException($"{mac} cannot be a neighbour's MAC", nameof(mac));
         if (address.IsAny || address.IsMulticast || address.IsLimitedBroadcast || address == _address)
             throw new ArgumentException($"{address} cannot be a neighbour", nameof(address));
+        Counters.ArpInControlUpdates++;
         int i = _arp.Find(address);
         if (i < 0)
         {
@@ -305,6 +306,7 @@ public sealed partial class NetStack
     /// </summary>
     public void ForgetNeighbour(Ipv4Address address)
     {
+        Counters.ArpInControlUpdates++;
         int i = _arp.Find(address);
         if (i >= 0)
             DiscardNeighbour(i, countAsFailure: true);

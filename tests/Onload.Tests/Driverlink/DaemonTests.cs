@@ -377,6 +377,52 @@ public class DaemonTests
         });
     }
 
+    /// <summary>
+    /// Under traffic the kernel moves a live neighbour entry between REACHABLE, STALE, DELAY and PROBE every few
+    /// seconds, its MAC the same: the client hears only of changes to what a neighbour event says, the MAC and whether
+    /// the neighbour is reachable.
+    /// </summary>
+    [Test]
+    public void A_neighbour_event_is_sent_only_when_the_neighbours_mac_or_reachability_changes()
+    {
+        using var dl = new DriverlinkPair();
+        var first = MacAddress.Parse("02:00:00:00:00:aa");
+        var second = MacAddress.Parse("02:00:00:00:00:bb");
+        dl.InHost(() =>
+        {
+            using var client = DriverlinkClient.Connect(dl.ClientOptions);
+            AttachExclusive(client, dl);
+            // The next event about the peer that satisfies `what`, passing over any other about it.
+            NeighbourEvent Next(Func<NeighbourEvent, bool> what, string description)
+            {
+                NeighbourEvent? found = null;
+                Poll.Until(() =>
+                {
+                    while (found is null && client.TryTakeEvent(out var m))
+                        if (m is NeighbourEvent n && n.Address == Ipv4(dl.PeerAddress) && what(n))
+                            found = n;
+                    return found is not null;
+                }, Deadline, description);
+                return found!;
+            }
+            void SetEntry(string what) => dl.Host.Ip($"neigh replace {dl.PeerAddress} dev {dl.Interface} {what}");
+
+            SetEntry($"lladdr {first} nud permanent");
+            Next(n => n.Reachable && n.Mac == first, "the peer reachable at its first MAC");
+            foreach (string state in new[] { "stale", "reachable", "noarp", "stale", "permanent" })
+                SetEntry($"lladdr {first} nud {state}");
+            SetEntry($"lladdr {second} nud permanent");
+            // Events arrive in the kernel's order: had the daemon sent one for the state changes, it would come first.
+            var next = Next(_ => true, "the next event about the peer");
+            Assert.That((next.Mac, next.Reachable), Is.EqualTo((second, true)),
+                "after five state changes with the same MAC, the next event is the new MAC's");
+            dl.Host.Ip($"neigh del {dl.PeerAddress} dev {dl.Interface}");
+            next = Next(_ => true, "the peer gone");
+            Assert.That((next.Mac, next.Reachable), Is.EqualTo((MacAddress.Zero, false)));
+            return 0;
+        });
+    }
+
     /// <summary>Attaches in exclusive mode and closes the AF_XDP socket that comes with it (these tests never bind it).</summary>
     private static AttachReply AttachExclusive(DriverlinkClient client, DriverlinkPair dl)
     {
