@@ -288,7 +288,11 @@ public sealed class DriverlinkClient : IDisposable
     }
 
     /// <summary>Asks the daemon to have the kernel resolve an address; the answer comes as a <see cref="NeighbourEvent"/>.</summary>
-    public void ResolveNeighbour(uint vnicId, uint address) => Post(new ResolveNeighbour(vnicId, address));
+    public void ResolveNeighbour(uint vnicId, uint address)
+    {
+        Span<byte> message = stackalloc byte[MessageHeader.MaxMessageLength];
+        Post(message[..Driverlink.ResolveNeighbour.Encode(message, vnicId, address)]);
+    }
 
     /// <summary>Tells the daemon this client has stopped touching a suspended VNIC's rings.</summary>
     public void AcknowledgeSuspend(uint vnicId) => Post(new Suspended(vnicId));
@@ -297,6 +301,12 @@ public sealed class DriverlinkClient : IDisposable
     public void Detach(uint vnicId) => Post(new Detach(vnicId));
 
     private void Post(Message message)
+    {
+        Span<byte> buffer = stackalloc byte[MessageHeader.MaxMessageLength];
+        Post(buffer[..message.Encode(buffer)]);
+    }
+
+    private void Post(ReadOnlySpan<byte> message)
     {
         lock (_requestLock)
         {

@@ -15,10 +15,25 @@ public sealed record ResolveNeighbour(uint VnicId, uint Address) : Message
 {
     public override MessageKind Kind => MessageKind.ResolveNeighbour;
 
-    private protected override void WritePayload(ref PayloadWriter w)
+    private protected override void WritePayload(ref PayloadWriter w) => WritePayload(ref w, VnicId, Address);
+
+    private static void WritePayload(ref PayloadWriter w, uint vnicId, uint address)
     {
-        w.U32(VnicId);
-        w.Ipv4(Address);
+        w.U32(vnicId);
+        w.Ipv4(address);
+    }
+
+    /// <summary>
+    /// Writes the request as <see cref="Message.Encode"/> would, without making the record: a stack asks again
+    /// whenever a neighbour's entry needs confirming (every few seconds under traffic), on its data path, which
+    /// must not allocate. Returns the length.
+    /// </summary>
+    public static int Encode(Span<byte> destination, uint vnicId, uint address)
+    {
+        var writer = new PayloadWriter(destination[MessageHeader.Length..]);
+        WritePayload(ref writer, vnicId, address);
+        MessageHeader.Write(destination, ProtocolVersion.Current, MessageKind.ResolveNeighbour, writer.Length, requestId: 0);
+        return MessageHeader.Length + writer.Length;
     }
 
     internal static ResolveNeighbour Read(ref PayloadReader r)

@@ -20,6 +20,18 @@ public class CodecTests
     }
 
     [Test]
+    public void A_neighbour_resolution_encoded_without_its_record_is_the_records_bytes_and_allocates_nothing()
+    {
+        var record = new ResolveNeighbour(0x01020304, 0x0A000002);
+        Span<byte> buffer = stackalloc byte[MessageHeader.MaxMessageLength];
+        ResolveNeighbour.Encode(buffer, 0x01020304, 0x0A000002); // the first call's one-time costs
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        int length = ResolveNeighbour.Encode(buffer, 0x01020304, 0x0A000002);
+        Assert.That(GC.GetAllocatedBytesForCurrentThread() - before, Is.Zero);
+        Assert.That(buffer[..length].ToArray(), Is.EqualTo(record.ToArray()));
+    }
+
+    [Test]
     public void Every_kind_has_a_sample()
     {
         var covered = SampleMessages.All.Select(m => m.Kind).ToHashSet();
