@@ -28,8 +28,8 @@
 #   c3  client and server both under `onload-run --profile latency`
 # Allocation: in rows t3, m2 and c2, onload-stackdump --json asks the server's stack for its runtime's allocated
 # bytes (its dump thread's own left out) and collections a quarter of the row's time (at most 1 s) after the
-# client's measured time starts (iperf3 connected, sockperf's "Starting test", tcp_crr at once) and again 0.5 s
-# before the row ends; the report divides the bytes by the messages (TCP segments or UDP
+# client's measured time starts (the server's stack shows iperf3's connection, sockperf's "Starting test",
+# tcp_crr at once) and again three quarters of the row's time after it; the report divides the bytes by the messages (TCP segments or UDP
 # datagrams received) or connections (passive opens) between the two.
 # Ratios: each row against t1, m1 or c1 of the same run; t5 also against t6.
 #
@@ -162,6 +162,9 @@ finish_client() {
     return "$rc"
 }
 
+# What onload-stackdump says about PID's stack in olr-k: its last line, an error when there is one.
+stackdump_says() { { ip netns exec "$NS_K" "$STACKDUMP" --pid "$1" 2>&1 || true; } | tail -n 1; }
+
 # The server stack's allocation while the client runs (see the header), timed from when the client's log shows
 # PATTERN (its measured time begins: attaching a stack and warming up can take seconds; "" for now): records A_*
 # for KEY, or A_NOTE.
@@ -174,12 +177,12 @@ measure_allocation() {  # key server-pid counter unit-name pattern
     start=$(now_ms)
     nap_until $((start + (seconds * 250 < 1000 ? seconds * 250 : 1000)))
     if ! before=$(runtime_figures "$NS_K" "$pid" "$counter"); then
-        A_NOTE[$key]="onload-stackdump did not answer"
+        A_NOTE[$key]="onload-stackdump did not answer: $(stackdump_says "$pid")"
         return 0
     fi
-    nap_until $((start + seconds * 1000 - 500))
+    nap_until $((start + seconds * 750))
     if ! after=$(runtime_figures "$NS_K" "$pid" "$counter"); then
-        A_NOTE[$key]="onload-stackdump did not answer"
+        A_NOTE[$key]="onload-stackdump did not answer: $(stackdump_says "$pid")"
         return 0
     fi
     read -r b0 g0 u0 <<<"$before"
@@ -191,13 +194,15 @@ measure_allocation() {  # key server-pid counter unit-name pattern
 # ---------------------------------------------------------------------------------------------
 # Throughput rows.
 
+# Starts an iperf3 client for the row's time (--forceflush: its log grows each second, not at exit).
 iperf3_row() {  # key port address [wrapper...]
     local key=$1 port=$2 addr=$3 ns=$NS_C
     shift 3
     [[ $addr == 127.0.0.1 ]] && ns=$NS_K
     echo "row $key: ${*:+$* }iperf3 -c $addr -p $port -t $seconds"
     client_log=$workdir/$key.log
-    start_bg "$client_log" ip netns exec "$ns" "${pin_client[@]}" "$@" iperf3 -c "$addr" -p "$port" -t "$seconds" -f m
+    start_bg "$client_log" ip netns exec "$ns" "${pin_client[@]}" "$@" iperf3 -c "$addr" -p "$port" -t "$seconds" -f m \
+        --forceflush
     client_pid=$last_pid
 }
 
@@ -222,7 +227,12 @@ row_iperf3_onload() {  # key
     onload_server "$key" "$PORT_IPERF_ONLOAD" 'any(.tcp[]; .state == "LISTEN" and .localPort == $port)' \
         "${onload[@]}" --profile throughput --interface "$IF_K" iperf3 -s -B "$ADDR_K" -p "$PORT_IPERF_ONLOAD" -1 || return 0
     iperf3_row "$key" "$PORT_IPERF_ONLOAD" "$ADDR_K" "${onload[@]}" --profile throughput --interface "$IF_C"
-    measure_allocation "$key" "$server_pid" TcpInSegs segments "connected to"
+    # iperf3 prints nothing until its first second is over: the server's stack says when the test has begun.
+    if on_stack "$NS_K" "$server_pid" 0 'any(.tcp[]; .state == "ESTABLISHED")' >/dev/null; then
+        measure_allocation "$key" "$server_pid" TcpInSegs segments ""
+    else
+        A_NOTE[$key]="the server's stack never showed the client's connection"
+    fi
     finish_iperf3_row "$key"
     [[ ${R_STATUS[$key]} == ok ]] && R_EXTRA[$key]+=", server VNIC $server_vnic"
     stop_pid "$server_pid"
@@ -417,7 +427,7 @@ md=$workdir/rates.md
     echo "## Allocation by the accelerated server's stack during the row"
     echo
     echo "Bytes its runtime allocated (the dump thread's own left out) and collections it ran between two"
-    echo "onload-stackdump dumps a quarter of the row in and 0.5 s before its end. The target is 0 B and 0 GCs."
+    echo "onload-stackdump dumps a quarter (at most 1 s) and three quarters of the row in. The target is 0 B and 0 GCs."
     echo
     echo "| row | between the dumps | bytes allocated | bytes each | GCs |"
     echo "| --- | ---: | ---: | ---: | ---: |"
