@@ -350,6 +350,14 @@ public sealed unsafe class DriverlinkSession : IStackControl, IDisposable
         return fd;
     }
 
+    /// <summary>
+    /// Lets a kernel socket that sets SO_REUSEADDR bind the port and listen on it while the port is still reserved
+    /// and steered here: a listener going to the kernel listens before its port's frames go there, so no SYN meets
+    /// the kernel with nobody listening (a reset, ECONNREFUSED). 0, or a negated errno (EINVAL: not reserved).
+    /// </summary>
+    public int SharePort(byte protocol, ushort port) =>
+        _backing.TryGetValue((protocol, port), out int fd) ? BackingSocket.AllowReuse(fd) : -(int)Onload.Stack.Errno.EINVAL;
+
     /// <summary>Whether the port is still reserved: steered to this VNIC, or its release waiting for the TX ring.</summary>
     public bool Holds(byte protocol, ushort port) =>
         _backing.ContainsKey((protocol, port)) || _releasing.Exists(r => r.Protocol == protocol && r.Port == port) ||

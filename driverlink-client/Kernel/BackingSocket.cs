@@ -17,6 +17,7 @@ public static unsafe class BackingSocket
     private const int SOCK_DGRAM = 2;
     private const int SOCK_CLOEXEC = 0x80000;
     private const int SOL_SOCKET = 1;
+    private const int SO_REUSEADDR = 2;
     private const int SO_TYPE = 3;
     private const int SO_DOMAIN = 39;
 
@@ -45,6 +46,14 @@ public static unsafe class BackingSocket
         }
         port = bound;
         return fd;
+    }
+
+    /// <summary>SO_REUSEADDR on a bound socket: from here on another socket setting it too may bind the port and
+    /// listen there while this one stays bound. 0, or a negated errno.</summary>
+    public static int AllowReuse(int fd)
+    {
+        int on = 1;
+        return Libc.SetSockOpt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(int)) == 0 ? 0 : -Marshal.GetLastPInvokeError();
     }
 
     /// <summary>

@@ -134,12 +134,16 @@ typedef int (*onload_sock_drain_fn)(int timeout_ms);
  * Handing sockets to the kernel (fork, exec): onload_sock_handover makes unconnected kernel TCP socket fd the
  * ESTABLISHED or CLOSE_WAIT connection h, with its queues (TCP_REPAIR, done by onload-driverd), and forgets h;
  * -EOPNOTSUPP for other states. onload_sock_handover_listener frees listener h's port for the kernel to listen on
- * and returns it; -EBUSY while connections wait to be accepted or the program holds one on the port.
+ * and returns it; -EBUSY while connections wait to be accepted or the program holds one on the port. Before it,
+ * onload_sock_share_listener_port lets a kernel socket with SO_REUSEADDR bind and listen on the port while the
+ * stack still has its frames, so the kernel listens before they come to it.
  */
 int onload_sock_handover(int h, int fd);
 typedef int (*onload_sock_handover_fn)(int h, int fd);
 int onload_sock_handover_listener(int h);
 typedef int (*onload_sock_handover_listener_fn)(int h);
+int onload_sock_share_listener_port(int h);
+typedef int (*onload_sock_share_listener_port_fn)(int h);
 /* UDP socket h leaves the stack: returns the kernel socket that held its port (bound, in its groups), to take the
  * program's fd; *dropped: datagrams queued on the stack, lost. */
 int onload_sock_udp_handover(int h, int *dropped);

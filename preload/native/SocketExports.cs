@@ -293,6 +293,11 @@ public static unsafe partial class SocketExports
     [UnmanagedCallersOnly(EntryPoint = "onload_sock_handover_listener")]
     public static int HandOverListener(int h) => Call(h, static (l, h) => l.HandOverListener(h));
 
+    /// <summary><c>int onload_sock_share_listener_port(int h)</c>: before listener h's hand-over, a kernel socket
+    /// setting SO_REUSEADDR may bind and listen on its port (still the stack's): 0, or a negated errno.</summary>
+    [UnmanagedCallersOnly(EntryPoint = "onload_sock_share_listener_port")]
+    public static int ShareListenerPort(int h) => Call(h, static (l, h) => l.ShareListenerPort(h));
+
     /// <summary><c>int onload_sock_udp_handover(int h, int *dropped)</c>: UDP socket h leaves the stack for the kernel
     /// socket holding its port, which it returns (or a negated errno with the socket still on the stack); *dropped:
     /// datagrams that were queued on the stack, lost.</summary>

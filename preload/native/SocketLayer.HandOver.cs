@@ -64,6 +64,23 @@ internal sealed partial class SocketLayer
     }
 
     /// <summary>
+    /// Before listener <paramref name="c"/> is handed over: its port, still the stack's, may be bound and listened on
+    /// by a kernel socket setting SO_REUSEADDR (<see cref="DriverlinkSession.SharePort"/>), so the program's
+    /// placeholder can listen before <see cref="HandOverListener"/> lets the port's frames go to the kernel. 0, or a
+    /// negated errno (the caller then binds after the hand-over, as before).
+    /// </summary>
+    public int ShareListenerPort(int c)
+    {
+        lock (_lock)
+        {
+            var table = _stack.TcpConnections;
+            if (!table.IsValid(c) || table[c].State != TcpState.Listen)
+                return -(int)Errno.EINVAL;
+            return _session.SharePort((byte)IpProtocol.Tcp, table[c].LocalPort);
+        }
+    }
+
+    /// <summary>
     /// UDP socket <paramref name="s"/> leaves the stack for the kernel socket that has held its port all along
     /// (<see cref="DriverlinkSession.TakePortSocket"/>): bound, a member of the groups the socket joined, and from here
     /// on the one the port's datagrams reach. Returns that socket for the caller to put in the program's fd, or a

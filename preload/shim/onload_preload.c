@@ -307,6 +307,7 @@ typedef onload_sock_wait_end_fn wait_end_fn;
 typedef onload_sock_drain_fn drain_fn;
 typedef onload_sock_handover_fn handover_fn;
 typedef onload_sock_handover_listener_fn handover_listener_fn;
+typedef onload_sock_share_listener_port_fn share_listener_port_fn;
 typedef onload_sock_udp_handover_fn udp_handover_fn;
 typedef onload_sock_peek_fn peek_fn;
 typedef onload_sock_queued_fn queued_fn;
@@ -346,6 +347,7 @@ static struct {
 	drain_fn drain;
 	handover_fn handover;
 	handover_listener_fn handover_listener;
+	share_listener_port_fn share_listener_port;
 	udp_handover_fn udp_handover;
 	peek_fn peek;
 	queued_fn queued;
@@ -464,6 +466,7 @@ static int load_stack_locked(char *why, size_t why_len)
 	SYM(drain, "onload_sock_drain");
 	SYM(handover, "onload_sock_handover");
 	SYM(handover_listener, "onload_sock_handover_listener");
+	SYM(share_listener_port, "onload_sock_share_listener_port");
 	SYM(udp_handover, "onload_sock_udp_handover");
 	SYM(peek, "onload_sock_peek");
 	SYM(queued, "onload_sock_queued");
@@ -2921,8 +2924,48 @@ struct released_listener {
 	int fd;
 	uint32_t address;
 	uint16_t port;
-	int stashed; /* its stash's index, or -1 */
+	int stashed;   /* its stash's index, or -1 */
+	int listening; /* its placeholder listened before the hand-over (listen_early) */
 };
+
+/* The placeholder of listener fd binds and listens on its address and port: 0, or a negated errno. */
+static int placeholder_listen(int fd, struct fd_entry *e, uint32_t address, uint16_t port)
+{
+	struct sockaddr_storage sa;
+	socklen_t len = sizeof sa;
+	fill_sockaddr((struct sockaddr *)&sa, &len, family_of(e), address, port);
+	/* Its connections handed over hold the port too (with SO_REUSEADDR, as a kernel listener's own would). */
+	int on = 1;
+	LIBC(setsockopt)(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
+	if (LIBC(bind)(fd, (struct sockaddr *)&sa, len) != 0 || LIBC(listen)(fd, conn_of(e)->backlog) != 0)
+		return -errno;
+	return 0;
+}
+
+/* A listener staying on the stack after its placeholder listened early: a new placeholder takes the fd (flags kept),
+ * so that the kernel does not listen on the port for a socket the program still has on the stack. */
+static void unlisten(int fd, struct fd_entry *e)
+{
+	int status = LIBC(fcntl)(fd, F_GETFL), fd_flags = LIBC(fcntl)(fd, F_GETFD);
+	int nfd = LIBC(socket)(family_of(e), SOCK_STREAM, 0);
+	if (nfd < 0 || LIBC(dup3)(nfd, fd, fd_flags & FD_CLOEXEC ? O_CLOEXEC : 0) < 0)
+		fprintf(stderr, "onload: fd %d: its placeholder could not stop listening: %s\n", fd, strerror(errno));
+	else if (status >= 0)
+		LIBC(fcntl)(fd, F_SETFL, status);
+	if (nfd >= 0)
+		LIBC(close)(nfd);
+}
+
+/* The kernel listens on the port in the listener's place before the stack lets the port's frames go to it, so no
+ * SYN meets the kernel with nobody listening there (a reset: ECONNREFUSED). Until the hand-over the kernel listener
+ * receives nothing: the port's frames are still steered to the stack. 1 when it listens, 0 when it could not (a
+ * member of an SO_REUSEPORT group without SO_REUSEPORT, say): it binds after the hand-over then, as before. */
+static int listen_early(int fd, struct fd_entry *e, uint32_t address, uint16_t port)
+{
+	if (STACK(st.share_listener_port(handle_of(e))) != 0)
+		return 0;
+	return placeholder_listen(fd, e, address, port) == 0;
+}
 
 /* Listener fd's queued connections stashed and its stack side gone: the port is free once the last listener of its
  * group has gone too. Returns 0, or a negated errno with the listener left on the stack. */
@@ -2933,6 +2976,7 @@ static int release_listener(int fd, struct fd_entry *e, struct released_listener
 	r->stashed = -1;
 	if (STACK(st.name(h, 0, &r->address, &r->port)) != 0)
 		return -EINVAL;
+	r->listening = listen_early(fd, e, r->address, r->port);
 	/* Connections waiting to be accepted: accepted here, handed over and stashed for the next accept anywhere.
 	 * -EAGAIN: handshakes the stack waited for completed meanwhile, and wait too. */
 	int pair[2] = { -1, -1 }, rc;
@@ -2945,6 +2989,8 @@ static int release_listener(int fd, struct fd_entry *e, struct released_listener
 		stashes[r->stashed].pair = pair[0];
 		stashes[r->stashed].writer = pair[1];
 	}
+	if (rc < 0 && r->listening)
+		unlisten(fd, e);
 	return rc < 0 ? rc : 0;
 }
 
@@ -2952,17 +2998,10 @@ static int release_listener(int fd, struct fd_entry *e, struct released_listener
 static int listen_in_place(const struct released_listener *r)
 {
 	struct fd_entry *e = &fd_table[r->fd];
-	struct sockaddr_storage sa;
-	socklen_t len = sizeof sa;
-	fill_sockaddr((struct sockaddr *)&sa, &len, family_of(e), r->address, r->port);
-	/* Its connections handed over hold the port too (with SO_REUSEADDR, as a kernel listener's own would). */
-	int on = 1, rc = 0;
-	LIBC(setsockopt)(r->fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
-	if (LIBC(bind)(r->fd, (struct sockaddr *)&sa, len) != 0 || LIBC(listen)(r->fd, conn_of(e)->backlog) != 0) {
-		rc = -errno;
+	int rc = r->listening ? 0 : placeholder_listen(r->fd, e, r->address, r->port);
+	if (rc != 0)
 		fprintf(stderr, "onload: fd %d: the kernel could not listen on port %u in the stack's place: %s\n", r->fd,
-			r->port, strerror(errno));
-	}
+			r->port, strerror(-rc));
 	/* An epoll set waiting on the listener hears of its stashed connections through the stash's read end. */
 	forget_on_stack(r->fd, e, r->stashed >= 0 ? stashes[r->stashed].pair : -1);
 	return rc;
