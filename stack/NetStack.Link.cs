@@ -65,6 +65,7 @@ public sealed partial class NetStack
     /// </summary>
     public void Suspend()
     {
+        Counters.VnicSuspends++;
         _suspended = true;
         _txBlocked = true;
     }

@@ -22,6 +22,8 @@ public sealed class StackCounters
     /// <summary>Neighbours set or forgotten from outside the stack (<see cref="NetStack.SetNeighbour"/>,
     /// <see cref="NetStack.ForgetNeighbour"/>): in driverlink mode, the control plane's neighbour events.</summary>
     public long ArpInControlUpdates;
+    /// <summary>Times the control plane suspended the VNIC (a daemon reconfiguring or resetting it).</summary>
+    public long VnicSuspends;
     public long IpInReceives;
     public long IpInDelivers;
     public long IpOutRequests;
@@ -98,6 +100,7 @@ public sealed class StackCounters
         yield return new(nameof(ArpOutReplies), ArpOutReplies);
         yield return new(nameof(ArpOutControlResolves), ArpOutControlResolves);
         yield return new(nameof(ArpInControlUpdates), ArpInControlUpdates);
+        yield return new(nameof(VnicSuspends), VnicSuspends);
         yield return new(nameof(IpInReceives), IpInReceives);
         yield return new(nameof(IpInDelivers), IpInDelivers);
         yield return new(nameof(IpOutRequests), IpOutRequests);
