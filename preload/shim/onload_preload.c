@@ -572,8 +572,14 @@ static int stack_ready(void)
 
 /* ------------------------------------------------------------------------------- helpers */
 
+static void park_if_exiting(void);
+
+/* A failed call. One made by another thread while exit() closes the accelerated fds can fail for that alone (EBADF
+ * after it passed its last park_if_exiting): it parks instead, as under Linux, where exit_group ends the thread
+ * before any of its fds close. */
 static inline int fail(int negative_errno)
 {
+	park_if_exiting();
 	errno = -negative_errno;
 	return -1;
 }
