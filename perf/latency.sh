@@ -261,8 +261,7 @@ table() {  # size rows...
     done
 }
 
-kernel=$(uname -r)
-cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
+machine_facts
 sockperf_version=$("$SOCKPERF" --version 2>&1 | sed -n 's/.*version \([^ ]*\).*/\1/p' | head -n 1)
 md=$workdir/latency.md
 {
@@ -294,11 +293,9 @@ md=$workdir/latency.md
 
 json=$workdir/latency.json
 {
-    printf '{\n  "generated": "%s",\n  "quick": %s,\n  "seconds_per_row": %s,\n' "$started" "$( ((quick)) && echo true || echo false)" "$seconds"
-    printf '  "metric": "half round trip",\n  "unit": "us",\n  "kernel": %s,\n  "cpu": %s,\n  "cpus": %s,\n' \
-        "$(json_str "$kernel")" "$(json_str "$cpu")" "$ncpu"
-    printf '  "load_average_start": %s,\n  "load_average_end": %s,\n' "$(json_str "$load_start")" "$(json_str "$load_end")"
-    printf '  "pinning": %s,\n  "sockperf": %s,\n  "rows": [' "$(json_str "$pinning")" "$(json_str "$sockperf_version")"
+    printf '{\n'
+    json_run_fields
+    printf '  "metric": "half round trip",\n  "unit": "us",\n  "sockperf": %s,\n  "rows": [' "$(json_str "$sockperf_version")"
     sep=""
     for size in $sizes; do
         for r in "${MAIN_ROWS[@]}" "${REF_ROWS[@]}"; do

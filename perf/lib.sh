@@ -385,6 +385,20 @@ pingpong_client_run() {  # key log json ns spec addr server size [onload-pingpon
 # ---------------------------------------------------------------------------------------------
 # The report.
 
+# The machine, for a report: sets kernel and cpu.
+machine_facts() {
+    kernel=$(uname -r)
+    cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
+}
+
+# The fields every results JSON opens with, one a line, each ending in a comma: when and how long the run was, the
+# machine (machine_facts), the pinning and the load. The caller printed "{" and goes on with its own and its rows.
+json_run_fields() {
+    printf '  "generated": "%s",\n  "quick": %s,\n  "seconds_per_row": %s,\n' "$started" "$( ((quick)) && echo true || echo false)" "$seconds"
+    printf '  "kernel": %s,\n  "cpu": %s,\n  "cpus": %s,\n  "pinning": %s,\n' "$(json_str "$kernel")" "$(json_str "$cpu")" "$ncpu" "$(json_str "$pinning")"
+    printf '  "load_average_start": %s,\n  "load_average_end": %s,\n' "$(json_str "$load_start")" "$(json_str "$load_end")"
+}
+
 ratio() {  # value base: 3 significant digits, or "" without a base
     awk -v v="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3g", v / b }'
 }

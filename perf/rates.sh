@@ -405,8 +405,7 @@ section() {  # title unit rows...
     done
 }
 
-kernel=$(uname -r)
-cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
+machine_facts
 md=$workdir/rates.md
 {
     echo "# Throughput, message rate and connection rate, kernel beside accelerated (issue 8)"
@@ -443,9 +442,9 @@ md=$workdir/rates.md
 
 json=$workdir/rates.json
 {
-    printf '{\n  "generated": "%s",\n  "quick": %s,\n  "seconds_per_row": %s,\n' "$started" "$( ((quick)) && echo true || echo false)" "$seconds"
-    printf '  "kernel": %s,\n  "cpu": %s,\n  "cpus": %s,\n  "pinning": %s,\n' "$(json_str "$kernel")" "$(json_str "$cpu")" "$ncpu" "$(json_str "$pinning")"
-    printf '  "load_average_start": %s,\n  "load_average_end": %s,\n  "rows": [' "$(json_str "$load_start")" "$(json_str "$load_end")"
+    printf '{\n'
+    json_run_fields
+    printf '  "rows": ['
     sep=""
     for r in t1 t2 t3 t4 t5 t6 m1 m2 c1 c2 c3; do
         [[ -n ${R_STATUS[$r]:-} ]] || continue

@@ -252,8 +252,7 @@ base_ratio() {  # key field-array-name
     return 0
 }
 
-kernel=$(uname -r)
-cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
+machine_facts
 md=$workdir/tcp.md
 {
     echo "# TCP: kernel against the stack over one veth pair"
@@ -299,9 +298,9 @@ md=$workdir/tcp.md
 
 json=$workdir/tcp.json
 {
-    printf '{\n  "generated": "%s",\n  "quick": %s,\n  "seconds_per_row": %s,\n' "$started" "$( ((quick)) && echo true || echo false)" "$seconds"
-    printf '  "kernel": %s,\n  "cpu": %s,\n  "cpus": %s,\n  "pinning": %s,\n' "$(json_str "$kernel")" "$(json_str "$cpu")" "$ncpu" "$(json_str "$pinning")"
-    printf '  "load_average_start": %s,\n  "load_average_end": %s,\n  "rows": [' "$(json_str "$load_start")" "$(json_str "$load_end")"
+    printf '{\n'
+    json_run_fields
+    printf '  "rows": ['
     sep=""
     for r in a b c d e f g h i j; do
         [[ -n ${R_STATUS[$r]:-} ]] || continue
