@@ -93,6 +93,7 @@ root.SetAction(parse =>
         return 1;
     }
     NativeSession.UnblockSignals();
+    NativeSession.HearReloads();
     using var stopInt = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; daemon.Stop(); });
     using var stopTerm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; daemon.Stop(); });
     using var reload = PosixSignalRegistration.Create(PosixSignal.SIGHUP, c => { c.Cancel = true; daemon.RequestReload(); });
@@ -130,4 +131,19 @@ internal static partial class NativeSession
 
     [LibraryImport("libc", EntryPoint = "pthread_sigmask")]
     private static unsafe partial int SigprocMask(int how, ulong* set, ulong* old);
+
+    /// <summary>
+    /// Gives SIGHUP its default disposition back before the daemon registers for it. Started from a shell under
+    /// nohup (or by a program so started), the daemon inherits SIGHUP ignored, and the runtime leaves a signal that
+    /// was ignored when it registers alone: every reload request would then be lost (seen: the reconfiguration test
+    /// run under nohup never saw a suspension).
+    /// </summary>
+    public static void HearReloads()
+    {
+        const int SIGHUP = 1;
+        _ = Signal(SIGHUP, 0); // SIG_DFL
+    }
+
+    [LibraryImport("libc", EntryPoint = "signal")]
+    private static partial nint Signal(int signal, nint handler);
 }
