@@ -123,7 +123,7 @@ public sealed partial class NetStack : IDisposable
     public int Poll()
     {
         _now = _clock.NowNanoseconds;
-        if (_control is { EventsPending: true })
+        if (_control != null && _control.EventsPending(_now))
             _control.ApplyEvents(this);
         int n = _suspended ? 0 : _vnic.Receive(_rxBatch);
         for (int i = 0; i < n; i++)

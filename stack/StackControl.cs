@@ -41,9 +41,10 @@ public interface IStackControl
     /// </summary>
     void ResolveNeighbour(uint address);
 
-    /// <summary>True when <see cref="ApplyEvents"/> has work; read on every <see cref="NetStack.Poll"/>, so it must
-    /// be a cheap volatile read.</summary>
-    bool EventsPending { get; }
+    /// <summary>True when <see cref="ApplyEvents"/> has work; asked on every <see cref="NetStack.Poll"/>, so it must
+    /// be as cheap as a volatile read: <paramref name="nowNs"/> is the stack's clock as that poll read it, for work
+    /// that falls due with time (no second clock read per poll).</summary>
+    bool EventsPending(long nowNs);
 
     /// <summary>Applies waiting control events (neighbours, MTU, link state, suspend) to
     /// <paramref name="stack"/>, on the stack's own thread: <see cref="NetStack.Poll"/> calls it.</summary>

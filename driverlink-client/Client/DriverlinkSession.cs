@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Runtime.InteropServices;
 using Onload.Stack;
 using Onload.Stack.Tcp;
@@ -68,10 +67,11 @@ public sealed unsafe class DriverlinkSession : IStackControl, IDisposable
     /// <summary>Connect ports kept for reuse (<see cref="ReleaseConnectPort"/>).</summary>
     public int SparePorts => _spares.Count;
 
-    private readonly record struct SparePort(ushort Port, int Fd, long Since);
+    /// <summary>A spare and when it was given back, on the stack's clock (<see cref="MonotonicClock"/>, ns).</summary>
+    private readonly record struct SparePort(ushort Port, int Fd, long SinceNs);
 
     /// <summary>At most this many connect ports are kept: enough for ~30,000 connections a second one after another
-    /// with each port resting <see cref="SpareRest"/>; a burst of more gives the rest back at once.</summary>
+    /// with each port resting <see cref="SpareRestNs"/>; a burst of more gives the rest back at once.</summary>
     private const int MaxSparePorts = 64;
 
     /// <summary>
@@ -79,10 +79,10 @@ public sealed unsafe class DriverlinkSession : IStackControl, IDisposable
     /// in TIME_WAIT (it closed first), and takes a SYN for a new one only if its timestamp is newer (or its ISN beyond
     /// the old RCV.NXT); the stack's timestamps tick each millisecond, so 2 ms makes the next SYN's newer.
     /// </summary>
-    private static readonly long SpareRest = Stopwatch.Frequency / 500;
+    private const long SpareRestNs = 2_000_000;
 
     /// <summary>A spare unused this long is given back for real: a program that stopped connecting holds no ports.</summary>
-    private static readonly long SpareIdle = Stopwatch.Frequency;
+    private const long SpareIdleNs = 1_000_000_000;
 
     /// <summary>Whether the daemon's connection ended (the daemon stopped or died); the VNIC carries nothing more.</summary>
     public bool Removed { get; private set; }
@@ -262,11 +262,11 @@ public sealed unsafe class DriverlinkSession : IStackControl, IDisposable
 
     /// <summary>
     /// Keeps a TCP port connect() used, with its kernel socket and its filter, for a later connect to take
-    /// (<see cref="ReservePort"/> with port 0, after it rested <see cref="SpareRest"/>) or a bind to name: so a
+    /// (<see cref="ReservePort"/> with port 0, after it rested <see cref="SpareRestNs"/>) or a bind to name: so a
     /// program opening connection after connection makes no request to the daemon, where each cost two round trips
     /// (insert on connect, remove on free), and no socket, bind, getsockname and close of a kernel socket. The port
     /// stays reserved against the kernel's programs meanwhile, and is given back for real once unused for
-    /// <see cref="SpareIdle"/> (on the stack's next poll), when more than <see cref="MaxSparePorts"/> wait, and at
+    /// <see cref="SpareIdleNs"/> (on the stack's next poll), when more than <see cref="MaxSparePorts"/> wait, and at
     /// <see cref="Dispose"/>.
     /// </summary>
     public void ReleaseConnectPort(byte protocol, ushort port)
@@ -278,7 +278,7 @@ public sealed unsafe class DriverlinkSession : IStackControl, IDisposable
             return;
         }
         // Frames sent from the port may still be in the TX ring: the filter stays, so the forwarder still passes them.
-        _spares.Add(new SparePort(port, fd, Stopwatch.GetTimestamp()));
+        _spares.Add(new SparePort(port, fd, MonotonicClock.Instance.NowNanoseconds));
     }
 
     /// <summary>The index of the spare a reservation of <paramref name="port"/> takes: that port itself, or for port 0
@@ -292,7 +292,7 @@ public sealed unsafe class DriverlinkSession : IStackControl, IDisposable
                 if (_spares[i].Port == port)
                     index = i;
         }
-        else if (_spares.Count > 0 && Stopwatch.GetTimestamp() - _spares[0].Since >= SpareRest)
+        else if (_spares.Count > 0 && MonotonicClock.Instance.NowNanoseconds - _spares[0].SinceNs >= SpareRestNs)
             index = 0;
         return index >= 0;
     }
@@ -381,9 +381,11 @@ public sealed unsafe class DriverlinkSession : IStackControl, IDisposable
             ? BackingSocket.SendTo(fd, payload, destination.Address.Value, destination.Port)
             : -(int)Onload.Stack.Errno.ENETUNREACH;
 
-    public bool EventsPending => _client.EventsPending || _releasing.Count > 0 || SpareExpired();
+    /// <summary>Daemon events, releases waiting for the TX ring, or a spare idle past <see cref="SpareIdleNs"/> at
+    /// <paramref name="nowNs"/> (the stack's clock, which is <see cref="MonotonicClock"/>).</summary>
+    public bool EventsPending(long nowNs) => _client.EventsPending || _releasing.Count > 0 || SpareExpired(nowNs);
 
-    private bool SpareExpired() => _spares.Count > 0 && Stopwatch.GetTimestamp() - _spares[0].Since >= SpareIdle;
+    private bool SpareExpired(long nowNs) => _spares.Count > 0 && nowNs - _spares[0].SinceNs >= SpareIdleNs;
 
     public void ApplyEvents(NetStack stack)
     {
@@ -393,7 +395,8 @@ public sealed unsafe class DriverlinkSession : IStackControl, IDisposable
                 Release(protocol, port, fd);
             _releasing.Clear();
         }
-        while (SpareExpired())
+        long now = MonotonicClock.Instance.NowNanoseconds;
+        while (SpareExpired(now))
         {
             Release((byte)FilterProtocol.Tcp, _spares[0].Port, _spares[0].Fd);
             _spares.RemoveAt(0);

@@ -72,7 +72,7 @@ internal sealed class FakeStackControl : IStackControl
             _events.Enqueue(stack => stack.SetNeighbour(a, mac));
     }
 
-    public bool EventsPending => _events.Count > 0;
+    public bool EventsPending(long nowNs) => _events.Count > 0;
 
     public void ApplyEvents(NetStack stack)
     {
@@ -590,9 +590,9 @@ public class SimDriverlinkTests
         int u = pair.A.UdpOpen();
         pair.A.UdpSendTo(u, "x"u8, new(SimPair.AddressB.Address, 9));
         Assert.That(pair.A.Neighbours.PendingCount, Is.EqualTo(1), "waits for the daemon's answer");
-        Assert.That(pair.ControlA.EventsPending, Is.True);
+        Assert.That(pair.ControlA.EventsPending(0), Is.True);
         pair.A.Poll();
-        Assert.That(pair.ControlA.EventsPending, Is.False);
+        Assert.That(pair.ControlA.EventsPending(0), Is.False);
         Assert.That(pair.A.Neighbours.PendingCount, Is.Zero, "answered and sent in the same poll");
     }
 }
