@@ -1367,12 +1367,22 @@ EXPORT int listen(int fd, int backlog)
  * A listener's stash: the connections waiting in its accept queue when it went to the kernel, each handed over
  * too and parked as an SCM_RIGHTS message in a socketpair whose read end the processes share after fork. Whichever
  * process accepts on the listener first takes the next one, exactly once (the kernel's own queue follows); those
- * nobody takes are closed by the kernel with the last holder of the pair. poll and epoll do not see them: a waiter
- * hears of them with the listener's next connection.
+ * nobody takes are closed by the kernel with the last holder of the pair. They make the listener readable to poll
+ * and ppoll (poll_stashes) and to epoll sets (the read end follows the listener in: stash_epoll_ctl); select does
+ * not see them yet.
  */
 #define MAX_STASHES 64
 static struct { int listener, pair, writer; } stashes[MAX_STASHES]; /* the writer stays open: no end-of-file */
 static int stash_count;
+
+/* The index of listener fd's stash, or -1. */
+static int find_stash(int listener)
+{
+	for (int i = 0; i < stash_count; i++)
+		if (stashes[i].listener == listener)
+			return i;
+	return -1;
+}
 
 static void drop_stash(int i)
 {
@@ -1385,56 +1395,46 @@ static void drop_stash(int i)
  * and data, so that its stashed connections wake the set as the listener's. */
 static void stash_epoll_ctl(int epfd, int op, int listener, struct epoll_event *event)
 {
-	for (int i = 0; i < stash_count; i++)
-		if (stashes[i].listener == listener) {
-			if (LIBC(epoll_ctl)(epfd, op, stashes[i].pair, event) != 0 && op == EPOLL_CTL_ADD && errno == EEXIST)
-				LIBC(epoll_ctl)(epfd, EPOLL_CTL_MOD, stashes[i].pair, event);
-			return;
-		}
+	int i = find_stash(listener);
+	if (i >= 0 && LIBC(epoll_ctl)(epfd, op, stashes[i].pair, event) != 0 && op == EPOLL_CTL_ADD && errno == EEXIST)
+		LIBC(epoll_ctl)(epfd, EPOLL_CTL_MOD, stashes[i].pair, event);
 }
 
 /* Whether listener fd has a connection stashed (poll: "readable"). */
 static int stash_pending(int listener)
 {
-	for (int i = 0; i < stash_count; i++)
-		if (stashes[i].listener == listener) {
-			struct pollfd p = { .fd = stashes[i].pair, .events = POLLIN };
-			return LIBC(poll)(&p, 1, 0) == 1;
-		}
-	return 0;
+	int i = find_stash(listener);
+	struct pollfd p = { .fd = i >= 0 ? stashes[i].pair : -1, .events = POLLIN };
+	return i >= 0 && LIBC(poll)(&p, 1, 0) == 1;
 }
 
 /* The listener is closed: this process takes none of its stashed connections any more. */
 static void forget_stash(int listener)
 {
-	for (int i = 0; i < stash_count; i++)
-		if (stashes[i].listener == listener) {
-			drop_stash(i);
-			return;
-		}
+	int i = find_stash(listener);
+	if (i >= 0)
+		drop_stash(i);
 }
 
 /* The next connection stashed for listener fd, or -1 when there is none (any more). */
 static int take_stashed(int listener)
 {
-	for (int i = 0; i < stash_count; i++) {
-		if (stashes[i].listener != listener)
-			continue;
-		char byte;
-		struct iovec iov = { &byte, 1 };
-		union { struct cmsghdr h; char space[CMSG_SPACE(sizeof(int))]; } control;
-		struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = &control, .msg_controllen = sizeof control };
-		ssize_t n = LIBC(recvmsg)(stashes[i].pair, &m, MSG_DONTWAIT);
-		struct cmsghdr *c = n > 0 ? CMSG_FIRSTHDR(&m) : NULL;
-		if (c != NULL && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-			int fd;
-			memcpy(&fd, CMSG_DATA(c), sizeof fd);
-			return fd;
-		}
-		if (n < 0 && errno != EINTR) /* taken, every one (EAGAIN: by another process) */
-			drop_stash(i);
+	int i = find_stash(listener);
+	if (i < 0)
 		return -1;
+	char byte;
+	struct iovec iov = { &byte, 1 };
+	union { struct cmsghdr h; char space[CMSG_SPACE(sizeof(int))]; } control;
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = &control, .msg_controllen = sizeof control };
+	ssize_t n = LIBC(recvmsg)(stashes[i].pair, &m, MSG_DONTWAIT);
+	struct cmsghdr *c = n > 0 ? CMSG_FIRSTHDR(&m) : NULL;
+	if (c != NULL && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+		int fd;
+		memcpy(&fd, CMSG_DATA(c), sizeof fd);
+		return fd;
 	}
+	if (n < 0 && errno != EINTR) /* taken, every one (EAGAIN: by another process) */
+		drop_stash(i);
 	return -1;
 }
 
@@ -2923,7 +2923,6 @@ static void stash_accept_queue(int fd, struct fd_entry *e, int pair[2])
 	}
 }
 
-/* Listener fd leaves the stack for its placeholder, which listens on the same address and port. */
 /* A listener whose stack side is gone (release_listener), waiting for its placeholder to listen (listen_in_place):
  * the listeners of an SO_REUSEPORT group all go before any of them can bind the port. */
 struct released_listener {
