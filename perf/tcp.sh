@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # TCP: the Linux kernel against the user-level stack over one veth pair, all from one run.
 #
-#   namespace olt-k (kernel servers)                  namespace olt-c (clients)
-#   olt-k0 10.87.0.1/24  sockperf, iperf3, socat,  <- veth ->  olt-c0 10.87.0.2/24  the kernel's client address
+#   namespace olp-k (kernel servers)                  namespace olp-c (clients)
+#   olp-k0 10.87.0.1/24  sockperf, iperf3, socat,  <- veth ->  olp-c0 10.87.0.2/24  the kernel's client address
 #                        tcp_crr servers                              10.87.0.3     the stack (AF_PACKET rows)
 #                                                                             10.87.0.4     the stack (AF_XDP rows)
 #
@@ -41,15 +41,16 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=perf/lib.sh
 source perf/lib.sh
 
-NS_K=olt-k
-NS_C=olt-c
-IF_K=olt-k0
-IF_C=olt-c0
+# olp: a prefix of its own; the tests' is olt, and they sweep whatever namespace carries it.
+NS_K=olp-k
+NS_C=olp-c
+IF_K=olp-k0
+IF_C=olp-c0
 NET=10.87.0
 PREFIX=24
 ADDR_K=$NET.1          # kernel, server side
 ADDR_C=$NET.2          # kernel, client side
-ADDR_STACK=$NET.3      # the stack's address on olt-c0, AF_PACKET rows
+ADDR_STACK=$NET.3      # the stack's address on olp-c0, AF_PACKET rows
 ADDR_STACK_XDP=$NET.4  # and AF_XDP rows: see stack_addr
 PORT_PP=12111          # sockperf server --tcp
 PORT_IPERF=12201       # iperf3 -s
@@ -68,9 +69,9 @@ install_missing sockperf iperf3 socat
 
 set_pinning "clients on CPU $CLIENT_CPU, servers and sinks on CPU $SERVER_CPU (taskset)"
 mkdir -p "$out"
-start_workdir olt-tcp
+start_workdir olp-tcp
 
-# Starts a server in olt-k on CPU $SERVER_CPU and waits for its port; sets $last_pid, dies if it does not start.
+# Starts a server in olp-k on CPU $SERVER_CPU and waits for its port; sets $last_pid, dies if it does not start.
 kernel_server() {  # name port command...
     local name=$1 port=$2
     shift 2
@@ -95,7 +96,7 @@ declare -A ROW_DESC=(
     [j]="stack AF_XDP, busy-polling → kernel tcp_crr server"
 )
 declare -A ROW_BASE=([b]=a [c]=a [e]=d [f]=d [g]=d [i]=h [j]=h)
-# Runs a client in olt-c on CPU $CLIENT_CPU and waits for it; returns its status, its output in $workdir/KEY.log.
+# Runs a client in olp-c on CPU $CLIENT_CPU and waits for it; returns its status, its output in $workdir/KEY.log.
 run_client() {  # key command...
     local key=$1
     shift
@@ -112,7 +113,7 @@ run_client() {  # key command...
 # would carry an older timestamp, be refused (RFC 7323 PAWS) and wait a 1 s SYN retransmission.
 stack_addr() { [[ $1 == af_xdp:* ]] && echo "$ADDR_STACK_XDP" || echo "$ADDR_STACK"; }
 
-pingpong() {  # key spec args...: onload-pingpong on the stack's address in olt-c
+pingpong() {  # key spec args...: onload-pingpong on the stack's address in olp-c
     local key=$1 spec=$2
     shift 2
     run_client "$key" "$PINGPONG" --vnic "$spec" --addr "$(stack_addr "$spec")/$PREFIX" --label "$key" \
