@@ -291,34 +291,30 @@ md=$workdir/latency.md
     done
 } >"$md"
 
+latency_json_fields() {
+    printf '  "metric": "half round trip",\n  "unit": "us",\n  "sockperf": %s,\n' "$(json_str "$sockperf_version")"
+}
+
+# A row of latency.json, by SIZE:ROW: its percentiles and, with row a's of the same size, its ratios to them.
+json_row() {  # key
+    local key=$1 size=${1%%:*} r=${1#*:} rm_ rp
+    printf '"row": "%s", "size": %s, "description": %s, "status": "%s"' \
+        "$r" "$size" "$(json_str "${ROW_DESC[$r]}")" "${R_STATUS[$key]}"
+    [[ ${R_STATUS[$key]} == ok ]] || return 0
+    printf ', "median": %s, "p99": %s, "p99_9": %s, "max": %s, "samples": %s, "lost": %s' \
+        "${R_MEDIAN[$key]}" "${R_P99[$key]}" "${R_P999[$key]}" "${R_MAX[$key]}" "${R_SAMPLES[$key]}" "${R_LOST[$key]}"
+    if [[ ${R_STATUS[$size:a]:-} == ok ]]; then
+        rm_=$(ratio "${R_MEDIAN[$key]}" "${R_MEDIAN[$size:a]}")
+        rp=$(ratio "${R_P99[$key]}" "${R_P99[$size:a]}")
+        printf ', "median_ratio_to_a": %s, "p99_ratio_to_a": %s' "${rm_:-null}" "${rp:-null}"
+    fi
+}
+
 json=$workdir/latency.json
-{
-    printf '{\n'
-    json_run_fields
-    printf '  "metric": "half round trip",\n  "unit": "us",\n  "sockperf": %s,\n  "rows": [' "$(json_str "$sockperf_version")"
-    sep=""
-    for size in $sizes; do
-        for r in "${MAIN_ROWS[@]}" "${REF_ROWS[@]}"; do
-            key="$size:$r"
-            [[ -n ${R_STATUS[$key]:-} ]] || continue
-            printf '%s\n    {"row": "%s", "size": %s, "description": %s, "status": "%s"' \
-                "$sep" "$r" "$size" "$(json_str "${ROW_DESC[$r]}")" "${R_STATUS[$key]}"
-            if [[ ${R_STATUS[$key]} == ok ]]; then
-                printf ', "median": %s, "p99": %s, "p99_9": %s, "max": %s, "samples": %s, "lost": %s' \
-                    "${R_MEDIAN[$key]}" "${R_P99[$key]}" "${R_P999[$key]}" "${R_MAX[$key]}" "${R_SAMPLES[$key]}" "${R_LOST[$key]}"
-                if [[ ${R_STATUS[$size:a]:-} == ok ]]; then
-                    rm_=$(ratio "${R_MEDIAN[$key]}" "${R_MEDIAN[$size:a]}")
-                    rp=$(ratio "${R_P99[$key]}" "${R_P99[$size:a]}")
-                    printf ', "median_ratio_to_a": %s, "p99_ratio_to_a": %s' "${rm_:-null}" "${rp:-null}"
-                fi
-            else
-                printf ', "reason": %s' "$(json_str "${R_NOTE[$key]}")"
-            fi
-            printf '}'
-            sep=","
-        done
-    done
-    printf '\n  ]\n}\n'
-} >"$json"
+keys=()
+for size in $sizes; do
+    for r in "${MAIN_ROWS[@]}" "${REF_ROWS[@]}"; do keys+=("$size:$r"); done
+done
+write_json "$json" latency_json_fields json_row "${keys[@]}"
 
 publish "$out" "$md" "$json"

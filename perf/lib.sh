@@ -392,11 +392,34 @@ machine_facts() {
 }
 
 # The fields every results JSON opens with, one a line, each ending in a comma: when and how long the run was, the
-# machine (machine_facts), the pinning and the load. The caller printed "{" and goes on with its own and its rows.
+# machine (machine_facts), the pinning and the load.
 json_run_fields() {
     printf '  "generated": "%s",\n  "quick": %s,\n  "seconds_per_row": %s,\n' "$started" "$( ((quick)) && echo true || echo false)" "$seconds"
     printf '  "kernel": %s,\n  "cpu": %s,\n  "cpus": %s,\n  "pinning": %s,\n' "$(json_str "$kernel")" "$(json_str "$cpu")" "$ncpu" "$(json_str "$pinning")"
     printf '  "load_average_start": %s,\n  "load_average_end": %s,\n' "$(json_str "$load_start")" "$(json_str "$load_end")"
+}
+
+# Writes the results JSON to FILE: json_run_fields, the script's own fields (printed by OWN_FIELDS, one a line, each
+# ending in a comma; ":" for none), then "rows", one object per KEY that has a status. ROW_FIELDS KEY prints a row's
+# fields (", " between them, no braces); a row that is not ok gets its reason (R_NOTE) after them.
+write_json() {  # file own-fields row-fields key...
+    local file=$1 own_fields=$2 row_fields=$3 key sep=""
+    shift 3
+    {
+        printf '{\n'
+        json_run_fields
+        "$own_fields"
+        printf '  "rows": ['
+        for key in "$@"; do
+            [[ -n ${R_STATUS[$key]:-} ]] || continue
+            printf '%s\n    {' "$sep"
+            "$row_fields" "$key"
+            [[ ${R_STATUS[$key]} == ok ]] || printf ', "reason": %s' "$(json_str "${R_NOTE[$key]}")"
+            printf '}'
+            sep=","
+        done
+        printf '\n  ]\n}\n'
+    } >"$file"
 }
 
 ratio() {  # value base: 3 significant digits, or "" without a base

@@ -440,32 +440,22 @@ md=$workdir/rates.md
     done
 } >"$md"
 
-json=$workdir/rates.json
-{
-    printf '{\n'
-    json_run_fields
-    printf '  "rows": ['
-    sep=""
-    for r in t1 t2 t3 t4 t5 t6 m1 m2 c1 c2 c3; do
-        [[ -n ${R_STATUS[$r]:-} ]] || continue
-        case $r in t*) unit=gbit_per_s ;; m*) unit=messages_per_s ;; *) unit=connections_per_s ;; esac
-        printf '%s\n    {"row": "%s", "description": %s, "status": "%s"' "$sep" "$r" "$(json_str "${ROW_DESC[$r]}")" "${R_STATUS[$r]}"
-        if [[ ${R_STATUS[$r]} == ok ]]; then
-            rv=$(base_ratio "$r")
-            printf ', "%s": %s, "ratio_to_%s": %s, "notes": %s' "$unit" "${R_VALUE[$r]}" "${ROW_BASE[$r]:-$r}" "${rv:-1}" \
-                "$(json_str "${R_EXTRA[$r]}")"
-            if [[ -n ${A_BYTES[$r]:-} ]]; then
-                printf ', "allocation": {"%s": %s, "bytes": %s, "gcs": %s}' "${A_UNITS[$r]#* }" "${A_UNITS[$r]%% *}" \
-                    "${A_BYTES[$r]}" "${A_GCS[$r]}"
-            fi
-        else
-            printf ', "reason": %s' "$(json_str "${R_NOTE[$r]}")"
-        fi
-        printf '}'
-        sep=","
-    done
-    printf '\n  ]\n}\n'
-} >"$json"
+# A row of rates.json: its figure, named for its unit, that against its base row, and the server stack's allocation.
+json_row() {  # key
+    local r=$1 unit rv
+    printf '"row": "%s", "description": %s, "status": "%s"' "$r" "$(json_str "${ROW_DESC[$r]}")" "${R_STATUS[$r]}"
+    [[ ${R_STATUS[$r]} == ok ]] || return 0
+    case $r in t*) unit=gbit_per_s ;; m*) unit=messages_per_s ;; *) unit=connections_per_s ;; esac
+    rv=$(base_ratio "$r")
+    printf ', "%s": %s, "ratio_to_%s": %s, "notes": %s' "$unit" "${R_VALUE[$r]}" "${ROW_BASE[$r]:-$r}" "${rv:-1}" \
+        "$(json_str "${R_EXTRA[$r]}")"
+    if [[ -n ${A_BYTES[$r]:-} ]]; then
+        printf ', "allocation": {"%s": %s, "bytes": %s, "gcs": %s}' "${A_UNITS[$r]#* }" "${A_UNITS[$r]%% *}" \
+            "${A_BYTES[$r]}" "${A_GCS[$r]}"
+    fi
+}
 
+json=$workdir/rates.json
+write_json "$json" : json_row t1 t2 t3 t4 t5 t6 m1 m2 c1 c2 c3
 jq empty "$json" || die "wrote invalid JSON: $json"
 publish "$out" "$md" "$json"

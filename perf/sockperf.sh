@@ -455,52 +455,56 @@ md=$workdir/sockperf.md
     done
 } >"$md"
 
-json=$workdir/sockperf.json
-{
-    printf '{\n'
-    json_run_fields
-    printf '  "metric": "half round trip",\n  "unit": "us",\n  "sockperf": %s,\n  "rows": [' "$(json_str "$sockperf_version")"
-    sep=""
-    for proto in $protocols; do
-        for size in $sizes; do
-            for r in "${ROWS[@]}"; do
-                key="$proto:$size:$r"
-                [[ -n ${R_STATUS[$key]:-} ]] || continue
-                printf '%s\n    {"protocol": "%s", "size": %s, "row": %s, "description": %s, "status": "%s"' \
-                    "$sep" "$proto" "$size" "$r" "$(json_str "${ROW_DESC[$r]}")" "${R_STATUS[$key]}"
-                if [[ ${R_STATUS[$key]} == ok ]]; then
-                    printf ', "tools": %s, "median": %s, "p99": %s, "p99_9": %s, "max": %s, "samples": %s' \
-                        "$(json_str "$(tool_of "$key")")" "${R_MEDIAN[$key]}" "${R_P99[$key]}" "${R_P999[$key]}" \
-                        "${R_MAX[$key]}" "${R_SAMPLES[$key]}"
-                    if [[ ${R_STATUS[$proto:$size:1]:-} == ok ]]; then
-                        rm_=$(ratio "${R_MEDIAN[$key]}" "${R_MEDIAN[$proto:$size:1]}")
-                        rp=$(ratio "${R_P99[$key]}" "${R_P99[$proto:$size:1]}")
-                        printf ', "median_ratio_to_1": %s, "p99_ratio_to_1": %s' "${rm_:-null}" "${rp:-null}"
-                    fi
-                    [[ -n ${R_VNIC[$key]:-} ]] && printf ', "vnic": %s' "$(json_str "${R_VNIC[$key]}")"
-                    if [[ -n ${A_MSGS[$key:client]:-} ]]; then
-                        printf ', "allocation": {'
-                        for side in client server; do
-                            bpm=$(per_message "${A_BYTES[$key:$side]}" "${A_MSGS[$key:$side]}")
-                            printf '"%s": {"messages": %s, "bytes": %s, "bytes_per_message": %s, "gcs": %s}%s' "$side" \
-                                "${A_MSGS[$key:$side]}" "${A_BYTES[$key:$side]}" "${bpm:-null}" "${A_GCS[$key:$side]}" \
-                                "$([[ $side == client ]] && echo ", ")"
-                        done
-                        printf '}'
-                    elif [[ -n ${A_NOTE[$key]:-} ]]; then
-                        printf ', "allocation_note": %s' "$(json_str "${A_NOTE[$key]}")"
-                    fi
-                    printf ', "percentiles": [%s]' "$(awk '{ printf "%s[%s, %s]", (NR > 1 ? ", " : ""), $1 + 0, $2 + 0 }' "${R_CURVE[$key]}")"
-                else
-                    printf ', "reason": %s' "$(json_str "${R_NOTE[$key]}")"
-                fi
-                printf '}'
-                sep=","
-            done
+sockperf_json_fields() {
+    printf '  "metric": "half round trip",\n  "unit": "us",\n  "sockperf": %s,\n' "$(json_str "$sockperf_version")"
+}
+
+# Row 3's allocation per side as JSON fields (", " first), or why it was not measured, or nothing.
+json_allocation() {  # key
+    local key=$1 side bpm
+    if [[ -n ${A_MSGS[$key:client]:-} ]]; then
+        printf ', "allocation": {'
+        for side in client server; do
+            bpm=$(per_message "${A_BYTES[$key:$side]}" "${A_MSGS[$key:$side]}")
+            printf '"%s": {"messages": %s, "bytes": %s, "bytes_per_message": %s, "gcs": %s}%s' "$side" \
+                "${A_MSGS[$key:$side]}" "${A_BYTES[$key:$side]}" "${bpm:-null}" "${A_GCS[$key:$side]}" \
+                "$([[ $side == client ]] && echo ", ")"
         done
+        printf '}'
+    elif [[ -n ${A_NOTE[$key]:-} ]]; then
+        printf ', "allocation_note": %s' "$(json_str "${A_NOTE[$key]}")"
+    fi
+}
+
+# A row of sockperf.json, by PROTO:SIZE:ROW: its percentiles, its ratios to row 1's, its VNICs and allocation (row
+# 3) and its percentile curve.
+json_row() {  # key
+    local key=$1 proto size r rm_ rp
+    IFS=: read -r proto size r <<<"$key"
+    printf '"protocol": "%s", "size": %s, "row": %s, "description": %s, "status": "%s"' \
+        "$proto" "$size" "$r" "$(json_str "${ROW_DESC[$r]}")" "${R_STATUS[$key]}"
+    [[ ${R_STATUS[$key]} == ok ]] || return 0
+    printf ', "tools": %s, "median": %s, "p99": %s, "p99_9": %s, "max": %s, "samples": %s' \
+        "$(json_str "$(tool_of "$key")")" "${R_MEDIAN[$key]}" "${R_P99[$key]}" "${R_P999[$key]}" \
+        "${R_MAX[$key]}" "${R_SAMPLES[$key]}"
+    if [[ ${R_STATUS[$proto:$size:1]:-} == ok ]]; then
+        rm_=$(ratio "${R_MEDIAN[$key]}" "${R_MEDIAN[$proto:$size:1]}")
+        rp=$(ratio "${R_P99[$key]}" "${R_P99[$proto:$size:1]}")
+        printf ', "median_ratio_to_1": %s, "p99_ratio_to_1": %s' "${rm_:-null}" "${rp:-null}"
+    fi
+    [[ -n ${R_VNIC[$key]:-} ]] && printf ', "vnic": %s' "$(json_str "${R_VNIC[$key]}")"
+    json_allocation "$key"
+    printf ', "percentiles": [%s]' "$(awk '{ printf "%s[%s, %s]", (NR > 1 ? ", " : ""), $1 + 0, $2 + 0 }' "${R_CURVE[$key]}")"
+}
+
+json=$workdir/sockperf.json
+keys=()
+for proto in $protocols; do
+    for size in $sizes; do
+        for r in "${ROWS[@]}"; do keys+=("$proto:$size:$r"); done
     done
-    printf '\n  ]\n}\n'
-} >"$json"
+done
+write_json "$json" sockperf_json_fields json_row "${keys[@]}"
 
 for png in "${pngs[@]}"; do
     cp "$png" "$out/"

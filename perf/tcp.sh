@@ -297,26 +297,16 @@ md=$workdir/tcp.md
     done
 } >"$md"
 
-json=$workdir/tcp.json
-{
-    printf '{\n'
-    json_run_fields
-    printf '  "rows": ['
-    sep=""
-    for r in a b c d e f g h i j; do
-        [[ -n ${R_STATUS[$r]:-} ]] || continue
-        case $r in a|b|c) unit=us_half_round_trip_median ;; d|e|f|g) unit=gbit_per_s ;; *) unit=connections_per_s ;; esac
-        printf '%s\n    {"row": "%s", "description": %s, "status": "%s"' "$sep" "$r" "$(json_str "${ROW_DESC[$r]}")" "${R_STATUS[$r]}"
-        if [[ ${R_STATUS[$r]} == ok ]]; then
-            rv=$(base_ratio $r R_VALUE)
-            printf ', "%s": %s, "ratio_to_kernel": %s' "$unit" "${R_VALUE[$r]}" "${rv:-null}"
-        else
-            printf ', "reason": %s' "$(json_str "${R_NOTE[$r]}")"
-        fi
-        printf '}'
-        sep=","
-    done
-    printf '\n  ]\n}\n'
-} >"$json"
+# A row of tcp.json: its main figure, named for its unit, and that against its kernel row.
+json_row() {  # key
+    local r=$1 unit rv
+    printf '"row": "%s", "description": %s, "status": "%s"' "$r" "$(json_str "${ROW_DESC[$r]}")" "${R_STATUS[$r]}"
+    [[ ${R_STATUS[$r]} == ok ]] || return 0
+    case $r in a|b|c) unit=us_half_round_trip_median ;; d|e|f|g) unit=gbit_per_s ;; *) unit=connections_per_s ;; esac
+    rv=$(base_ratio "$r" R_VALUE)
+    printf ', "%s": %s, "ratio_to_kernel": %s' "$unit" "${R_VALUE[$r]}" "${rv:-null}"
+}
 
+json=$workdir/tcp.json
+write_json "$json" : json_row a b c d e f g h i j
 publish "$out" "$md" "$json"
