@@ -34,7 +34,7 @@ ADDR_K=10.87.0.1
 ADDR_C=10.87.0.2
 ADDR_DIRECT=10.87.0.3
 PORT=11211
-SOCKET=onload-driverd-bench
+DRIVERD_SOCKET=onload-driverd-bench
 PINGPONG=${PINGPONG:-dist/bin/onload-pingpong}
 DRIVERD=${DRIVERD:-dist/bin/onload-driverd}
 CLIENT_CPU=${CLIENT_CPU:-0}
@@ -74,16 +74,12 @@ row_kernel() {
     record_ok a "$sp_median" "$sp_p99" "$sp_p999" "$sp_max" "$sp_samples" "$((${sp_sent:-$sp_samples} - sp_samples))"
 }
 
-row_pingpong() {  # key pingpong-args...
-    local key=$1 log=$workdir/$1.log json=$workdir/$1.json
+row_pingpong() {  # key pingpong-options...
+    local key=$1 log=$workdir/$1.log json=$workdir/$1.json rc=0
     shift
-    echo "row $key: onload-pingpong $* --server $ADDR_K:$PORT --size $SIZE --sockperf --seconds $seconds"
-    start_bg "$log" ip netns exec "$NS_C" env ONLOAD_DRIVERD_SOCKET=$SOCKET ONLOAD_DRIVERD_AUTOSTART=0 \
-        "${pin_client[@]}" "$PINGPONG" "$@" --server "$ADDR_K:$PORT" --size "$SIZE" --sockperf --warmup 2000 \
-        --seconds "$seconds" --json "$json" --label "$key"
-    local rc=0
-    wait_for "$last_pid" $((seconds + 30)) || rc=$?
-    sed 's/^/    /' "$log"
+    # A driverlink client asks this script's daemon, and never starts one of its own.
+    local -x ONLOAD_DRIVERD_SOCKET=$DRIVERD_SOCKET ONLOAD_DRIVERD_AUTOSTART=0
+    pingpong_client_run "$key" "$log" "$json" "$NS_C" "$ADDR_K:$PORT" "$SIZE" "$@" || rc=$?
     if ((rc != 0)) || [[ ! -s $json ]]; then
         record_fail "$key" "onload-pingpong exited with status $rc ($(tail -n 1 "$log"))"
         return 0
@@ -96,10 +92,8 @@ say "setting up namespaces $NS_K and $NS_C, veth $IF_K <-> $IF_C"
 make_veth_pair
 start_bg "$workdir/server.log" ip netns exec "$NS_K" "${pin_server[@]}" "$SOCKPERF" server -i "$ADDR_K" -p "$PORT"
 wait_port "$NS_K" udp "$PORT" "$last_pid" || die "sockperf server did not start: $(cat "$workdir/server.log")"
-start_bg "$workdir/driverd.log" ip netns exec "$NS_C" "${pin_server[@]}" "$DRIVERD" --foreground --interface "$IF_C" \
-    --socket-name "$SOCKET" --pin-root none
-driverd_pid=$last_pid
-wait_log "$driverd_pid" "$workdir/driverd.log" "listening on" || die "onload-driverd did not start: $(cat "$workdir/driverd.log")"
+daemons=()
+start_driverd "$NS_C" "$IF_C" || die "onload-driverd did not start: $(cat "$workdir/driverd-$NS_C.log")"
 
 started=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -107,10 +101,10 @@ say "$SIZE B, $seconds s per row"
 row_kernel
 row_pingpong b --interface "$IF_C" --mode exclusive
 row_pingpong c --interface "$IF_C" --mode shared
-stop_pid "$driverd_pid"   # direct mode attaches its own program: the daemon's must be gone
+stop_pids "${daemons[@]}"   # direct mode attaches its own program: the daemon's must be gone
 row_pingpong d --vnic "af_xdp:$IF_C" --addr "$ADDR_DIRECT/$PREFIX"
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
-sed 's/^/    driverd: /' "$workdir/driverd.log" | tail -n 4
+sed 's/^/    driverd: /' "$workdir/driverd-$NS_C.log" | tail -n 4
 
 md=$workdir/driverlink.md
 {

@@ -141,7 +141,7 @@ sockperf_client() {  # key ns size addr port pin|nopin [sockperf options...]
 pingpong_client() {  # key ns size spec addr server
     local key=$1 ns=$2 size=$3 spec=$4 addr=$5 server=$6
     local log=$workdir/$key.log json=$workdir/$key.json rc=0
-    pingpong_client_run "$key" "$log" "$json" "$ns" "$spec" "$addr" "$server" "$size" || rc=$?
+    pingpong_client_run "$key" "$log" "$json" "$ns" "$server" "$size" --vnic "$spec" --addr "$addr" || rc=$?
     if ((rc != 0)); then
         record_fail "$key" "onload-pingpong exited with status $rc ($(tail -n 1 "$log"))"
         return 0

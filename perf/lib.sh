@@ -370,13 +370,14 @@ pingpong_server() {  # log ns spec addr port [onload-pingpong options...]
 }
 
 # An onload-pingpong client (sockperf's format) in NS on the client CPU for $seconds after 2,000 warm-up messages,
-# its results in JSON; prints its output indented and returns its status.
-pingpong_client_run() {  # key log json ns spec addr server size [onload-pingpong options...]
-    local key=$1 log=$2 json=$3 ns=$4 spec=$5 addr=$6 server=$7 size=$8 rc=0
-    shift 8
-    echo "row $key: onload-pingpong${*:+ $*} --vnic $spec --addr $addr --server $server --size $size --sockperf --seconds $seconds"
-    start_bg "$log" ip netns exec "$ns" "${pin_client[@]}" "$PINGPONG" "$@" --vnic "$spec" --addr "$addr" \
-        --server "$server" --size "$size" --sockperf --warmup 2000 --seconds "$seconds" --json "$json" --label "$key"
+# its results in JSON; its VNIC from the options (--vnic and --addr, or driverlink's --interface). Prints its output
+# indented and returns its status.
+pingpong_client_run() {  # key log json ns server size [onload-pingpong options...]
+    local key=$1 log=$2 json=$3 ns=$4 server=$5 size=$6 rc=0
+    shift 6
+    echo "row $key: onload-pingpong${*:+ $*} --server $server --size $size --sockperf --seconds $seconds"
+    start_bg "$log" ip netns exec "$ns" "${pin_client[@]}" "$PINGPONG" "$@" --server "$server" --size "$size" \
+        --sockperf --warmup 2000 --seconds "$seconds" --json "$json" --label "$key"
     wait_for "$last_pid" $((seconds + 30)) || rc=$?
     sed 's/^/    /' "$log"
     return "$rc"

@@ -282,8 +282,8 @@ row_shm() {  # key
         record_fail "$key" "$server_error"
         return 0
     fi
-    pingpong_client_run "$key" "$log" "$json" "$NS_C" "shm:$name" "$SHM_NET.2/$PREFIX" "$SHM_NET.1:$PORT_SHM" "$size" \
-        "${tcp_opt[@]}" || rc=$?
+    pingpong_client_run "$key" "$log" "$json" "$NS_C" "$SHM_NET.1:$PORT_SHM" "$size" "${tcp_opt[@]}" \
+        --vnic "shm:$name" --addr "$SHM_NET.2/$PREFIX" || rc=$?
     stop_pid "$server_pid"
     if ((rc != 0)) || [[ ! -s $json ]]; then
         record_fail "$key" "onload-pingpong exited with status $rc ($(tail -n 1 "$log"))"
