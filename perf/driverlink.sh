@@ -35,15 +35,11 @@ ADDR_C=10.87.0.2
 ADDR_DIRECT=10.87.0.3
 PORT=11211
 DRIVERD_SOCKET=onload-driverd-bench
-PINGPONG=${PINGPONG:-dist/bin/onload-pingpong}
-DRIVERD=${DRIVERD:-dist/bin/onload-driverd}
-CLIENT_CPU=${CLIENT_CPU:-0}
-SERVER_CPU=${SERVER_CPU:-1}
 SIZE=64
 
 parse_args -- "$@"
 check_host bench-driverlink ip ethtool taskset
-[[ -x $DRIVERD ]] || die "$DRIVERD not found (run make first)"
+check_built "$DRIVERD"
 install_missing sockperf
 SOCKPERF=$(command -v sockperf)
 set_pinning "client on CPU $CLIENT_CPU, sockperf server and onload-driverd on CPU $SERVER_CPU (taskset)"

@@ -58,9 +58,6 @@ PORT_FREE=11112        # sockperf server, unpinned (row f)
 PORT_LO=11113          # sockperf server on lo (row e)
 PORT_STACK=11114       # onload-pingpong --server-mode
 PORT_SPIN=11115        # sockperf server --nonblocked, pinned (rows g, h, i; only while they run)
-PINGPONG=${PINGPONG:-dist/bin/onload-pingpong}
-CLIENT_CPU=${CLIENT_CPU:-0}
-SERVER_CPU=${SERVER_CPU:-1}
 
 sizes=""
 parse_args sizes -- "$@"

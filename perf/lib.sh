@@ -4,8 +4,15 @@
 #   NAME                     prefix of its messages ("latency", "tcp")
 #   NS_K NS_C IF_K IF_C      the kernel-server and client namespaces and the veth ends in them
 #   ADDR_K ADDR_C PREFIX     the kernel's addresses on those ends
-#   PINGPONG CLIENT_CPU SERVER_CPU
 # and then calls parse_args, check_host, set_pinning and start_workdir (which installs the cleanup traps).
+
+# The stack's programs from this build, unless the environment names others, and the CPUs for clients and servers.
+PINGPONG=${PINGPONG:-dist/bin/onload-pingpong}
+ONLOAD_RUN=${ONLOAD_RUN:-dist/bin/onload-run}
+DRIVERD=${DRIVERD:-dist/bin/onload-driverd}
+STACKDUMP=${STACKDUMP:-dist/bin/onload-stackdump}
+CLIENT_CPU=${CLIENT_CPU:-0}
+SERVER_CPU=${SERVER_CPU:-1}
 
 die() { echo "$NAME: $*" >&2; exit 1; }
 say() { printf '\n== %s\n' "$*"; }
@@ -19,7 +26,15 @@ check_host() {  # make-target tool...
     for tool in "$@"; do
         command -v "$tool" >/dev/null || die "$tool not found (make deps installs it)"
     done
-    [[ -x $PINGPONG ]] || die "$PINGPONG not found or not executable (run make first)"
+    check_built "$PINGPONG"
+}
+
+# Dies unless each program this build makes is there.
+check_built() {  # path...
+    local program
+    for program in "$@"; do
+        [[ -x $program ]] || die "$program not found or not executable (run make first)"
+    done
 }
 
 # Installs the Debian packages of those tools that are missing; TOOL:PACKAGE where the package has another name

@@ -72,19 +72,11 @@ PORT_CRR=14401         # kernel tcp_crr server (c1)
 PORT_CRR_ONLOAD=14402
 SIZE=64
 DRIVERD_SOCKET=onload-driverd-olr
-PINGPONG=${PINGPONG:-dist/bin/onload-pingpong}
-ONLOAD_RUN=${ONLOAD_RUN:-dist/bin/onload-run}
-DRIVERD=${DRIVERD:-dist/bin/onload-driverd}
-STACKDUMP=${STACKDUMP:-dist/bin/onload-stackdump}
-CLIENT_CPU=${CLIENT_CPU:-0}
-SERVER_CPU=${SERVER_CPU:-1}
 
 parse_args -- "$@"
 
 check_host bench-rates ip ethtool taskset ss gcc
-for tool in "$ONLOAD_RUN" "$DRIVERD" "$STACKDUMP"; do
-    [[ -x $tool ]] || die "$tool not found or not executable (run make first)"
-done
+check_built "$ONLOAD_RUN" "$DRIVERD" "$STACKDUMP"
 install_missing iperf3 sockperf jq
 
 set_pinning "clients on CPU $CLIENT_CPU, servers and onload-driverd on CPU $SERVER_CPU (taskset)"

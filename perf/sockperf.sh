@@ -72,12 +72,6 @@ PORT_SHM=13114         # onload-pingpong --server-mode (row 4)
 PORT_LO=13115          # sockperf server on lo (row 5)
 LLS_US=50              # busy-polling time per blocking read (net.core.busy_read's usual setting)
 DRIVERD_SOCKET=onload-driverd-olq
-PINGPONG=${PINGPONG:-dist/bin/onload-pingpong}
-ONLOAD_RUN=${ONLOAD_RUN:-dist/bin/onload-run}
-DRIVERD=${DRIVERD:-dist/bin/onload-driverd}
-STACKDUMP=${STACKDUMP:-dist/bin/onload-stackdump}
-CLIENT_CPU=${CLIENT_CPU:-0}
-SERVER_CPU=${SERVER_CPU:-1}
 
 sizes="64 1024"
 protocols="udp tcp"
@@ -85,9 +79,7 @@ parse_args sizes protocols -- "$@"
 for p in $protocols; do [[ $p == udp || $p == tcp ]] || { echo "$NAME: --protocols: udp or tcp, not '$p'" >&2; exit 2; }; done
 
 check_host bench-sockperf ip ethtool taskset ss
-for tool in "$ONLOAD_RUN" "$DRIVERD" "$STACKDUMP"; do
-    [[ -x $tool ]] || die "$tool not found or not executable (run make first)"
-done
+check_built "$ONLOAD_RUN" "$DRIVERD" "$STACKDUMP"
 install_missing sockperf jq
 install_missing gnuplot:gnuplot-nox || true   # plots are a bonus: the tables stand without them
 SOCKPERF=$(command -v sockperf)

@@ -57,9 +57,6 @@ PORT_IPERF=12201       # iperf3 -s
 PORT_SINK=12202        # socat sink, one per stack row
 PORT_CRR=12301         # tcp_crr server
 SIZE=64
-PINGPONG=${PINGPONG:-dist/bin/onload-pingpong}
-CLIENT_CPU=${CLIENT_CPU:-0}
-SERVER_CPU=${SERVER_CPU:-1}
 NAME=tcp
 
 parse_args -- "$@"
