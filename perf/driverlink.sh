@@ -25,10 +25,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source perf/lib.sh
 
 NAME=driverlink
-NS_K=old-k
-NS_C=old-c
-IF_K=old-k0
-IF_C=old-c0
+name_veth_pair old
 PREFIX=24
 ADDR_K=10.87.0.1
 ADDR_C=10.87.0.2
@@ -44,7 +41,7 @@ install_missing sockperf
 SOCKPERF=$(command -v sockperf)
 set_pinning "client on CPU $CLIENT_CPU, sockperf server and onload-driverd on CPU $SERVER_CPU (taskset)"
 mkdir -p "$out"
-start_workdir old-driverlink
+start_workdir
 
 declare -A R_STATUS R_NOTE R_MEDIAN R_P99 R_P999 R_MAX R_SAMPLES R_LOST
 ROWS=(a b c d)

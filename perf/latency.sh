@@ -42,10 +42,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source perf/lib.sh
 
 NAME=latency
-NS_K=olb-k
-NS_C=olb-c
-IF_K=olb-k0
-IF_C=olb-c0
+name_veth_pair olb
 NET=10.88.0
 PREFIX=24
 ADDR_K=$NET.1          # kernel, server side
@@ -73,7 +70,7 @@ SOCKPERF=$(command -v sockperf)
 
 set_pinning "client on CPU $CLIENT_CPU, server on CPU $SERVER_CPU (taskset)"
 mkdir -p "$out"
-start_workdir olb-latency
+start_workdir
 
 # ---------------------------------------------------------------------------------------------
 # Results: one entry per (size, row).

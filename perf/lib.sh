@@ -2,7 +2,7 @@
 #
 # The sourcing script sets, before calling anything here:
 #   NAME                     prefix of its messages ("latency", "tcp")
-#   NS_K NS_C IF_K IF_C      the kernel-server and client namespaces and the veth ends in them
+#   NS_K NS_C IF_K IF_C      the kernel-server and client namespaces and the veth ends in them (name_veth_pair)
 #   ADDR_K ADDR_C PREFIX     the kernel's addresses on those ends
 # and then calls parse_args, check_host, set_pinning and start_workdir (which installs the cleanup traps).
 
@@ -63,9 +63,21 @@ set_pinning() {  # description-when-pinned
     fi
 }
 
-# Makes $workdir (removed on exit), the nap FIFO, and installs the cleanup traps.
-start_workdir() {  # mktemp-prefix
-    workdir=$(mktemp -d "${TMPDIR:-/tmp}/$1.XXXXXX")
+# Names the namespaces PFX-k and PFX-c and the veth ends in them PFX-k0 and PFX-c0, from the script's own PFX: sweep
+# deletes whatever carries it, so no other script or test may use it (the tests' is olt). Interface names: at most
+# 15 characters.
+name_veth_pair() {  # prefix
+    ns_prefix=$1
+    NS_K=$1-k
+    NS_C=$1-c
+    IF_K=$1-k0
+    IF_C=$1-c0
+}
+
+# Makes $workdir (removed on exit), named after the namespaces' prefix and the script, the nap FIFO, and installs the
+# cleanup traps.
+start_workdir() {
+    workdir=$(mktemp -d "${TMPDIR:-/tmp}/$ns_prefix-$NAME.XXXXXX")
     pids=()   # every process this script started in the background
     # A FIFO that never gets data: `read -t` on it sleeps without starting a process (see nap).
     mkfifo "$workdir/nap"

@@ -54,10 +54,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source perf/lib.sh
 
 NAME=rates
-NS_K=olr-k
-NS_C=olr-c
-IF_K=olr-k0
-IF_C=olr-c0
+name_veth_pair olr
 PREFIX=24
 ADDR_K=10.83.0.1
 ADDR_C=10.83.0.2
@@ -81,7 +78,7 @@ install_missing iperf3 sockperf jq
 
 set_pinning "clients on CPU $CLIENT_CPU, servers and onload-driverd on CPU $SERVER_CPU (taskset)"
 mkdir -p "$out"
-start_workdir olr-rates
+start_workdir
 
 # ---------------------------------------------------------------------------------------------
 # Results: one entry per row. VALUE is the row's figure (Gbit/s, messages/s, connections/s).

@@ -57,10 +57,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source perf/lib.sh
 
 NAME=sockperf
-NS_K=olq-k
-NS_C=olq-c
-IF_K=olq-k0
-IF_C=olq-c0
+name_veth_pair olq
 PREFIX=24
 ADDR_K=10.86.0.1       # server side (the kernel's address, also the accelerated server's in row 3)
 ADDR_C=10.86.0.2       # client side
@@ -86,7 +83,7 @@ SOCKPERF=$(command -v sockperf)
 
 set_pinning "clients on CPU $CLIENT_CPU, servers and onload-driverd on CPU $SERVER_CPU (taskset)"
 mkdir -p "$out"
-start_workdir olq-sockperf
+start_workdir
 
 # ---------------------------------------------------------------------------------------------
 # Results: one entry per PROTO:SIZE:ROW; R_CURVE names a file of "percentile value" lines.

@@ -41,11 +41,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=perf/lib.sh
 source perf/lib.sh
 
-# olp: a prefix of its own; the tests' is olt, and they sweep whatever namespace carries it.
-NS_K=olp-k
-NS_C=olp-c
-IF_K=olp-k0
-IF_C=olp-c0
+NAME=tcp
+# olp: a prefix of its own (the tests sweep olt, theirs).
+name_veth_pair olp
 NET=10.87.0
 PREFIX=24
 ADDR_K=$NET.1          # kernel, server side
@@ -57,7 +55,6 @@ PORT_IPERF=12201       # iperf3 -s
 PORT_SINK=12202        # socat sink, one per stack row
 PORT_CRR=12301         # tcp_crr server
 SIZE=64
-NAME=tcp
 
 parse_args -- "$@"
 
@@ -66,7 +63,7 @@ install_missing sockperf iperf3 socat
 
 set_pinning "clients on CPU $CLIENT_CPU, servers and sinks on CPU $SERVER_CPU (taskset)"
 mkdir -p "$out"
-start_workdir olp-tcp
+start_workdir
 
 # Starts a server in olp-k on CPU $SERVER_CPU and waits for its port; sets $last_pid, dies if it does not start.
 kernel_server() {  # name port command...
