@@ -52,10 +52,6 @@ declare -A ROW_DESC=(
     [d]="stack, direct AF_XDP, busy-polling → kernel sockperf server (reference)"
 )
 
-record_ok() {  # key median p99 p999 max samples lost
-    R_STATUS[$1]=ok; R_MEDIAN[$1]=$2; R_P99[$1]=$3; R_P999[$1]=$4; R_MAX[$1]=$5; R_SAMPLES[$1]=$6; R_LOST[$1]=$7
-}
-
 row_kernel() {
     local log=$workdir/a.log
     echo "row a: sockperf ping-pong -i $ADDR_K -p $PORT -m $SIZE -t $seconds"
@@ -64,7 +60,7 @@ row_kernel() {
         record_fail a "sockperf failed ($(tail -n 2 "$log" | tr '\n' ' '))"
         return 0
     fi
-    record_ok a "$sp_median" "$sp_p99" "$sp_p999" "$sp_max" "$sp_samples" "$((${sp_sent:-$sp_samples} - sp_samples))"
+    record_sockperf_latency a
 }
 
 row_pingpong() {  # key pingpong-options...
@@ -77,8 +73,7 @@ row_pingpong() {  # key pingpong-options...
         record_fail "$key" "onload-pingpong exited with status $rc ($(tail -n 1 "$log"))"
         return 0
     fi
-    record_ok "$key" "$(json_field "$json" median)" "$(json_field "$json" p99)" "$(json_field "$json" p99_9)" \
-        "$(json_field "$json" max)" "$(json_field "$json" samples)" "$(json_field "$json" lost)"
+    record_pingpong_latency "$key" "$json"
 }
 
 say "setting up namespaces $NS_K and $NS_C, veth $IF_K <-> $IF_C"

@@ -91,16 +91,13 @@ declare -A ROW_DESC=(
     [j]="stack AF_PACKET → stack AF_PACKET over veth, both busy-polling"
     [k]="stack AF_XDP → stack AF_XDP over veth, both busy-polling"
 )
-record_ok() {  # key median p99 p999 max samples lost
-    R_STATUS[$1]=ok; R_MEDIAN[$1]=$2; R_P99[$1]=$3; R_P999[$1]=$4; R_MAX[$1]=$5; R_SAMPLES[$1]=$6; R_LOST[$1]=$7
-}
 parse_sockperf() {  # key log
     local key=$1 log=$2
     if ! read_sockperf "$log"; then
         record_fail "$key" "could not read sockperf's percentiles (log: $(tail -n 3 "$log" | tr '\n' ' '))"
         return 1
     fi
-    record_ok "$key" "$sp_median" "$sp_p99" "$sp_p999" "$sp_max" "$sp_samples" "$((${sp_sent:-$sp_samples} - sp_samples))"
+    record_sockperf_latency "$key"
 }
 
 parse_pingpong() {  # key json log
@@ -109,8 +106,7 @@ parse_pingpong() {  # key json log
         record_fail "$key" "onload-pingpong wrote no results ($(tail -n 2 "$log" | tr '\n' ' '))"
         return 1
     fi
-    record_ok "$key" "$(json_field "$json" median)" "$(json_field "$json" p99)" "$(json_field "$json" p99_9)" \
-        "$(json_field "$json" max)" "$(json_field "$json" samples)" "$(json_field "$json" lost)"
+    record_pingpong_latency "$key" "$json"
 }
 
 # ---------------------------------------------------------------------------------------------

@@ -359,6 +359,16 @@ read_sockperf() {  # log
     [[ -n $sp_median && -n $sp_p99 && -n $sp_p999 && -n $sp_max && -n $sp_samples ]]
 }
 
+# A ping-pong latency row (latency.sh, driverlink.sh), into R_MEDIAN R_P99 R_P999 R_MAX R_SAMPLES R_LOST.
+record_latency() {  # key median p99 p999 max samples lost
+    R_STATUS[$1]=ok; R_MEDIAN[$1]=$2; R_P99[$1]=$3; R_P999[$1]=$4; R_MAX[$1]=$5; R_SAMPLES[$1]=$6; R_LOST[$1]=$7
+}
+
+# read_sockperf's figures as a latency row; lost: what sockperf sent that did not come back.
+record_sockperf_latency() {  # key
+    record_latency "$1" "$sp_median" "$sp_p99" "$sp_p999" "$sp_max" "$sp_samples" "$((${sp_sent:-$sp_samples} - sp_samples))"
+}
+
 # sockperf's percentile lines as "percentile value" lines, lowest first: <MIN> as 0, <MAX> as 100 (a curve to plot).
 sockperf_curve() {  # log
     sed 's/\x1b\[[0-9;]*m//g' "$1" | sed -n 's/.*<MIN> observation = *\([0-9.]*\).*/0 \1/p;
@@ -367,6 +377,12 @@ sockperf_curve() {  # log
 
 # onload-pingpong --json (and tcp_crr) write one "key": value per line.
 json_field() { sed -n "s/^ *\"$2\": *\"\{0,1\}\([^\",]*\)\"\{0,1\},\{0,1\}\$/\1/p" "$1"; }
+
+# onload-pingpong --json's figures as a latency row.
+record_pingpong_latency() {  # key json
+    record_latency "$1" "$(json_field "$2" median)" "$(json_field "$2" p99)" "$(json_field "$2" p99_9)" \
+        "$(json_field "$2" max)" "$(json_field "$2" samples)" "$(json_field "$2" lost)"
+}
 
 # An iperf3 client's log: sets ip_gbit (what the receiver got, Gbit/s), ip_moved ("1.23 GBytes") and ip_retr (the
 # sender's retransmissions, "?" when iperf3 could not tell); fails without a receiver line.
