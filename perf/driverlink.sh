@@ -107,12 +107,9 @@ md=$workdir/driverlink.md
     echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     for r in "${ROWS[@]}"; do
         if [[ ${R_STATUS[$r]:-} == ok ]]; then
-            rm_=""; rp=""
-            if [[ ${R_STATUS[a]:-} == ok ]]; then
-                rm_=$(ratio "${R_MEDIAN[$r]}" "${R_MEDIAN[a]}"); rp=$(ratio "${R_P99[$r]}" "${R_P99[a]}")
-            fi
+            latency_ratios "$r" a
             echo "| $r | ${ROW_DESC[$r]} | $(fmt "${R_MEDIAN[$r]}") | $(fmt "${R_P99[$r]}") | $(fmt "${R_P999[$r]}") |" \
-                "$(fmt "${R_MAX[$r]}") | ${R_SAMPLES[$r]} | ${R_LOST[$r]} | $rm_ | $rp |"
+                "$(fmt "${R_MAX[$r]}") | ${R_SAMPLES[$r]} | ${R_LOST[$r]} | $median_ratio | $p99_ratio |"
         else
             echo "| $r | ${ROW_DESC[$r]} | ${R_STATUS[$r]:-not run}: ${R_NOTE[$r]:-} | | | | | | | |"
         fi

@@ -230,7 +230,7 @@ load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 # The report.
 
 table() {  # size rows...
-    local size=$1 base="$1:a" r key rm_ rp
+    local size=$1 base="$1:a" r key
     shift
     echo "| row | client → server | median | p99 | p99.9 | max | samples | lost | median ÷ a | p99 ÷ a |"
     echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
@@ -238,13 +238,9 @@ table() {  # size rows...
         key="$size:$r"
         [[ -n ${R_STATUS[$key]:-} ]] || continue
         if [[ ${R_STATUS[$key]} == ok ]]; then
-            rm_=""; rp=""
-            if [[ ${R_STATUS[$base]:-} == ok ]]; then
-                rm_=$(ratio "${R_MEDIAN[$key]}" "${R_MEDIAN[$base]}")
-                rp=$(ratio "${R_P99[$key]}" "${R_P99[$base]}")
-            fi
+            latency_ratios "$key" "$base"
             echo "| $r | ${ROW_DESC[$r]} | $(fmt "${R_MEDIAN[$key]}") | $(fmt "${R_P99[$key]}") |" \
-                "$(fmt "${R_P999[$key]}") | $(fmt "${R_MAX[$key]}") | ${R_SAMPLES[$key]} | ${R_LOST[$key]} | $rm_ | $rp |"
+                "$(fmt "${R_P999[$key]}") | $(fmt "${R_MAX[$key]}") | ${R_SAMPLES[$key]} | ${R_LOST[$key]} | $median_ratio | $p99_ratio |"
         else
             echo "| $r | ${ROW_DESC[$r]} | ${R_STATUS[$key]}: ${R_NOTE[$key]//|/\\|} | | | | | | | |"
         fi
@@ -287,16 +283,15 @@ latency_json_fields() {
 
 # A row of latency.json, by SIZE:ROW: its percentiles and, with row a's of the same size, its ratios to them.
 json_row() {  # key
-    local key=$1 size=${1%%:*} r=${1#*:} rm_ rp
+    local key=$1 size=${1%%:*} r=${1#*:}
     printf '"row": "%s", "size": %s, "description": %s, "status": "%s"' \
         "$r" "$size" "$(json_str "${ROW_DESC[$r]}")" "${R_STATUS[$key]}"
     [[ ${R_STATUS[$key]} == ok ]] || return 0
     printf ', "median": %s, "p99": %s, "p99_9": %s, "max": %s, "samples": %s, "lost": %s' \
         "${R_MEDIAN[$key]}" "${R_P99[$key]}" "${R_P999[$key]}" "${R_MAX[$key]}" "${R_SAMPLES[$key]}" "${R_LOST[$key]}"
     if [[ ${R_STATUS[$size:a]:-} == ok ]]; then
-        rm_=$(ratio "${R_MEDIAN[$key]}" "${R_MEDIAN[$size:a]}")
-        rp=$(ratio "${R_P99[$key]}" "${R_P99[$size:a]}")
-        printf ', "median_ratio_to_a": %s, "p99_ratio_to_a": %s' "${rm_:-null}" "${rp:-null}"
+        latency_ratios "$key" "$size:a"
+        printf ', "median_ratio_to_a": %s, "p99_ratio_to_a": %s' "${median_ratio:-null}" "${p99_ratio:-null}"
     fi
 }
 

@@ -469,6 +469,14 @@ write_json() {  # file own-fields row-fields key...
 ratio() {  # value base: 3 significant digits, or "" without a base
     awk -v v="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3g", v / b }'
 }
+# Sets median_ratio and p99_ratio, KEY's median and p99 (R_MEDIAN, R_P99) over BASE's; both "" unless BASE is ok.
+latency_ratios() {  # key base
+    median_ratio=""
+    p99_ratio=""
+    [[ ${R_STATUS[$2]:-} == ok ]] || return 0
+    median_ratio=$(ratio "${R_MEDIAN[$1]}" "${R_MEDIAN[$2]}")
+    p99_ratio=$(ratio "${R_P99[$1]}" "${R_P99[$2]}")
+}
 fmt() { awk -v v="$1" 'BEGIN { f = v >= 100 ? "%.0f" : (v >= 10 ? "%.1f" : "%.2f"); printf f, v }'; }
 json_str() { printf '"%s"' "$(printf '%s' "$1" | tr -d '\000-\037' | sed 's/\\/\\\\/g; s/"/\\"/g')"; }
 

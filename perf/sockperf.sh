@@ -324,20 +324,16 @@ tool_of() {  # key
 }
 
 table() {  # proto size
-    local base="$1:$2:1" r key rm_ rp
+    local base="$1:$2:1" r key
     echo "| row | client → server | tools | median | p99 | p99.9 | max | samples | median ÷ 1 | p99 ÷ 1 |"
     echo "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     for r in "${ROWS[@]}"; do
         key="$1:$2:$r"
         [[ -n ${R_STATUS[$key]:-} ]] || continue
         if [[ ${R_STATUS[$key]} == ok ]]; then
-            rm_=""; rp=""
-            if [[ ${R_STATUS[$base]:-} == ok ]]; then
-                rm_=$(ratio "${R_MEDIAN[$key]}" "${R_MEDIAN[$base]}")
-                rp=$(ratio "${R_P99[$key]}" "${R_P99[$base]}")
-            fi
+            latency_ratios "$key" "$base"
             echo "| $r | ${ROW_DESC[$r]} | $(tool_of "$key") | $(fmt "${R_MEDIAN[$key]}") | $(fmt "${R_P99[$key]}") |" \
-                "$(fmt "${R_P999[$key]}") | $(fmt "${R_MAX[$key]}") | ${R_SAMPLES[$key]} | $rm_ | $rp |"
+                "$(fmt "${R_P999[$key]}") | $(fmt "${R_MAX[$key]}") | ${R_SAMPLES[$key]} | $median_ratio | $p99_ratio |"
         else
             echo "| $r | ${ROW_DESC[$r]} | ${R_STATUS[$key]}: ${R_NOTE[$key]//|/\\|} | | | | | | | |"
         fi
@@ -468,7 +464,7 @@ json_allocation() {  # key
 # A row of sockperf.json, by PROTO:SIZE:ROW: its percentiles, its ratios to row 1's, its VNICs and allocation (row
 # 3) and its percentile curve.
 json_row() {  # key
-    local key=$1 proto size r rm_ rp
+    local key=$1 proto size r
     IFS=: read -r proto size r <<<"$key"
     printf '"protocol": "%s", "size": %s, "row": %s, "description": %s, "status": "%s"' \
         "$proto" "$size" "$r" "$(json_str "${ROW_DESC[$r]}")" "${R_STATUS[$key]}"
@@ -477,9 +473,8 @@ json_row() {  # key
         "$(json_str "$(tool_of "$key")")" "${R_MEDIAN[$key]}" "${R_P99[$key]}" "${R_P999[$key]}" \
         "${R_MAX[$key]}" "${R_SAMPLES[$key]}"
     if [[ ${R_STATUS[$proto:$size:1]:-} == ok ]]; then
-        rm_=$(ratio "${R_MEDIAN[$key]}" "${R_MEDIAN[$proto:$size:1]}")
-        rp=$(ratio "${R_P99[$key]}" "${R_P99[$proto:$size:1]}")
-        printf ', "median_ratio_to_1": %s, "p99_ratio_to_1": %s' "${rm_:-null}" "${rp:-null}"
+        latency_ratios "$key" "$proto:$size:1"
+        printf ', "median_ratio_to_1": %s, "p99_ratio_to_1": %s' "${median_ratio:-null}" "${p99_ratio:-null}"
     fi
     [[ -n ${R_VNIC[$key]:-} ]] && printf ', "vnic": %s' "$(json_str "${R_VNIC[$key]}")"
     json_allocation "$key"
