@@ -250,9 +250,16 @@ wait_port() {  # ns udp|tcp port pid
 # ---------------------------------------------------------------------------------------------
 # The veth pair.
 
-offloads() {  # on|off, both ends
-    ip netns exec "$NS_K" ethtool -K "$IF_K" tx "$1" tso "$1" gso "$1" gro "$1" >/dev/null
-    ip netns exec "$NS_C" ethtool -K "$IF_C" tx "$1" tso "$1" gso "$1" gro "$1" >/dev/null
+# Turns the offloads named (all four when none is) on or off, on both veth ends.
+offloads() {  # on|off [tx|tso|gso|gro...]
+    local state=$1 feature features=()
+    shift
+    (($#)) || set -- tx tso gso gro
+    for feature in "$@"; do
+        features+=("$feature" "$state")
+    done
+    ip netns exec "$NS_K" ethtool -K "$IF_K" "${features[@]}" >/dev/null
+    ip netns exec "$NS_C" ethtool -K "$IF_C" "${features[@]}" >/dev/null
 }
 
 # Two namespaces joined by a veth, IPv6 off, offloads off on both ends (every frame carries a finished checksum
@@ -318,6 +325,10 @@ runtime_figures() {  # ns pid counter
     ip netns exec "$1" "$STACKDUMP" --json --pid "$2" 2>/dev/null | jq -er --arg counter "$3" '.[0] |
         [.runtime.allocatedBytes, .runtime.gen0Collections, (.counters[$counter] // 0)] | @tsv'
 }
+
+# When an allocation measurement takes its first dump, in ms after the measured time starts: a quarter of the row's
+# time, at most 1 s (the headers of rates.sh and sockperf.sh describe it).
+first_dump_ms() { echo $((seconds * 250 < 1000 ? seconds * 250 : 1000)); }
 
 now_ms() { echo $((${EPOCHREALTIME/./} / 1000)); }
 

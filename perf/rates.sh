@@ -164,7 +164,7 @@ measure_allocation() {  # key server-pid counter unit-name pattern
         return 0
     fi
     start=$(now_ms)
-    nap_until $((start + (seconds * 250 < 1000 ? seconds * 250 : 1000)))
+    nap_until $((start + $(first_dump_ms)))
     if ! before=$(runtime_figures "$NS_K" "$pid" "$counter"); then
         A_NOTE[$key]="onload-stackdump did not answer: $(stackdump_says "$pid")"
         return 0

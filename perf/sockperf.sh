@@ -172,12 +172,19 @@ socket_filter() {  # server|client
     esac
 }
 
+# Records in A_* for KEY:SIDE what one stack received, allocated and collected between two runtime_figures.
+allocation_between() {  # key:side before after
+    local b0 g0 m0 b1 g1 m1
+    read -r b0 g0 m0 <<<"$2"
+    read -r b1 g1 m1 <<<"$3"
+    A_MSGS[$1]=$((m1 - m0)); A_BYTES[$1]=$((b1 - b0)); A_GCS[$1]=$((g1 - g0))
+}
+
 # Row 3's allocation (see the header): both stacks' runtime_figures after the warm-up and before the row's end,
 # while the client runs; records the differences in A_*, or why not in A_NOTE.
 measure_allocation() {  # key measured-time-start-ms server-pid
-    local key=$1 start=$2 server=$3 warm_ms c0 s0 c1 s1 side b0 g0 m0 b1 g1 m1
-    warm_ms=$((seconds * 250 < 1000 ? seconds * 250 : 1000))
-    nap_until $((start + warm_ms))
+    local key=$1 start=$2 server=$3 c0 s0 c1 s1
+    nap_until $((start + $(first_dump_ms)))
     local counter=UdpInDatagrams
     [[ $proto == tcp ]] && counter=TcpInSegs
     if ! c0=$(runtime_figures "$NS_C" "$client_pid" $counter) || ! s0=$(runtime_figures "$NS_K" "$server" $counter); then
@@ -189,27 +196,19 @@ measure_allocation() {  # key measured-time-start-ms server-pid
         A_NOTE[$key]="onload-stackdump did not answer before the row's end"
         return 0
     fi
-    for side in client server; do
-        if [[ $side == client ]]; then read -r b0 g0 m0 <<<"$c0"; read -r b1 g1 m1 <<<"$c1"
-        else read -r b0 g0 m0 <<<"$s0"; read -r b1 g1 m1 <<<"$s1"; fi
-        A_MSGS[$key:$side]=$((m1 - m0)); A_BYTES[$key:$side]=$((b1 - b0)); A_GCS[$key:$side]=$((g1 - g0))
-    done
+    allocation_between "$key:client" "$c0" "$c1"
+    allocation_between "$key:server" "$s0" "$s1"
     echo "    allocation: client ${A_BYTES[$key:client]} B over ${A_MSGS[$key:client]} messages, ${A_GCS[$key:client]} GCs;" \
         "server ${A_BYTES[$key:server]} B over ${A_MSGS[$key:server]} messages, ${A_GCS[$key:server]} GCs"
-}
-
-gro() {  # on|off, both veth ends
-    ip netns exec "$NS_K" ethtool -K "$IF_K" gro "$1" >/dev/null
-    ip netns exec "$NS_C" ethtool -K "$IF_C" gro "$1" >/dev/null
 }
 
 # ---------------------------------------------------------------------------------------------
 # Rows 2, 3 and 4 (rows 1 and 5 are a plain sockperf_row).
 
 row_busy_poll() {  # key
-    gro on
+    offloads on gro
     sockperf_row "$1" "$NS_C" "$ADDR_K" "$PORT_BUSY" -- --lls "$LLS_US"
-    gro off
+    offloads off gro
 }
 
 row_onload() {  # key
