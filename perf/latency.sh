@@ -164,7 +164,8 @@ row_stack_to_stack_veth() {  # key size kind
         record_skip "$key" "$kind backend not built"
         return 0
     fi
-    if ! pingpong_server "$workdir/$key-server.log" "$NS_K" "$kind:$IF_K" "$ADDR_STACK_K/$PREFIX" "$PORT_STACK"; then
+    if ! pingpong_server "$workdir/$key-server.log" "$NS_K" --sockperf --vnic "$kind:$IF_K" \
+        --addr "$ADDR_STACK_K/$PREFIX" --port "$PORT_STACK"; then
         record_fail "$key" "$server_error"
         return 0
     fi
@@ -181,7 +182,8 @@ row_shm() {  # key size
     fi
     # Both ends in olb-c: the shm rendezvous is an abstract Unix socket, which belongs to a network namespace.
     local name="olb-lat-$$-$size"
-    if ! pingpong_server "$workdir/$key-server.log" "$NS_C" "shm:$name" "$SHM_NET.1/$PREFIX" "$PORT_STACK"; then
+    if ! pingpong_server "$workdir/$key-server.log" "$NS_C" --sockperf --vnic "shm:$name" --addr "$SHM_NET.1/$PREFIX" \
+        --port "$PORT_STACK"; then
         record_fail "$key" "$server_error"
         return 0
     fi

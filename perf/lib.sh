@@ -408,13 +408,12 @@ read_iperf3() {  # log
 
 have_kind() { "$PINGPONG" --list-kinds | grep -qx "$1"; }
 
-# A busy-polling onload-pingpong server speaking sockperf's format, in NS on the server CPU; sets $server_pid, or
-# returns 1 (with the reason in $server_error).
-pingpong_server() {  # log ns spec addr port [onload-pingpong options...]
-    local log=$1 ns=$2 spec=$3 addr=$4 port=$5
-    shift 5
-    start_bg "$log" ip netns exec "$ns" "${pin_server[@]}" "$PINGPONG" --server-mode --sockperf --vnic "$spec" \
-        --addr "$addr" --port "$port" "$@"
+# A busy-polling onload-pingpong --server-mode in NS on the server CPU, its VNIC, port and kind from the options
+# (--sockperf; --tcp --sink); sets $server_pid, or returns 1 (with the reason in $server_error).
+pingpong_server() {  # log ns [onload-pingpong options...]
+    local log=$1 ns=$2
+    shift 2
+    start_bg "$log" ip netns exec "$ns" "${pin_server[@]}" "$PINGPONG" --server-mode "$@"
     server_pid=$last_pid
     if ! wait_log "$server_pid" "$log" "server ready"; then
         server_error="onload-pingpong server did not start ($(tail -n 2 "$log" | tr '\n' ' '))"

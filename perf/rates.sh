@@ -233,19 +233,15 @@ row_stream() {  # key sink-ns source-ns [sink options...] -- [source options...]
     shift 3
     while [[ $1 != -- ]]; do sink+=("$1"); shift; done
     shift
-    start_bg "$workdir/$key-sink.log" ip netns exec "$sink_ns" "${pin_server[@]}" env "ONLOAD_DRIVERD_SOCKET=$DRIVERD_SOCKET" \
-        "$PINGPONG" --server-mode --tcp --sink \
-        --port "$PORT_SINK" "${sink[@]}"
-    server_pid=$last_pid
-    if ! wait_log "$server_pid" "$workdir/$key-sink.log" "server ready"; then
+    # Driverlink VNICs ask this script's daemons.
+    local -x ONLOAD_DRIVERD_SOCKET=$DRIVERD_SOCKET
+    if ! pingpong_server "$workdir/$key-sink.log" "$sink_ns" --tcp --sink --port "$PORT_SINK" "${sink[@]}"; then
         record_fail "$key" "onload-pingpong --sink did not start ($(tail -n 2 "$workdir/$key-sink.log" | tr '\n' ' '))"
-        stop_pid "$server_pid"
         return 0
     fi
     echo "row $key: onload-pingpong --tcp --stream $* --seconds $seconds"
     client_log=$workdir/$key.log
-    start_bg "$client_log" ip netns exec "$source_ns" "${pin_client[@]}" env "ONLOAD_DRIVERD_SOCKET=$DRIVERD_SOCKET" \
-        "$PINGPONG" --tcp --stream --seconds "$seconds" \
+    start_bg "$client_log" ip netns exec "$source_ns" "${pin_client[@]}" "$PINGPONG" --tcp --stream --seconds "$seconds" \
         --json "$json" --label "$key" "$@"
     client_pid=$last_pid
     if ! finish_client || [[ ! -s $json ]]; then

@@ -266,7 +266,8 @@ row_shm() {  # key
     log=$workdir/${key//:/-}.log
     json=${log%.log}.json
     # Both ends in olq-c: the shm rendezvous is an abstract Unix socket, which belongs to a network namespace.
-    if ! pingpong_server "$log.server" "$NS_C" "shm:$name" "$SHM_NET.1/$PREFIX" "$PORT_SHM" "${tcp_opt[@]}"; then
+    if ! pingpong_server "$log.server" "$NS_C" --sockperf --vnic "shm:$name" --addr "$SHM_NET.1/$PREFIX" \
+        --port "$PORT_SHM" "${tcp_opt[@]}"; then
         record_fail "$key" "$server_error"
         return 0
     fi
