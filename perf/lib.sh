@@ -406,6 +406,11 @@ read_iperf3() {  # log
     [[ -n $ip_gbit ]]
 }
 
+# onload-pingpong --stream's byte count (--json), written as iperf3 writes what it moved ("1.23 GBytes").
+stream_moved() {  # json
+    awk -v b="$(json_field "$1" bytes)" 'BEGIN { printf "%.2f GBytes", b / 1073741824 }'
+}
+
 have_kind() { "$PINGPONG" --list-kinds | grep -qx "$1"; }
 
 # A busy-polling onload-pingpong --server-mode in NS on the server CPU, its VNIC, port and kind from the options

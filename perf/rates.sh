@@ -250,8 +250,7 @@ row_stream() {  # key sink-ns source-ns [sink options...] -- [source options...]
         record_fail "$key" "the sink did not confirm it read the whole stream"
     else
         R_STATUS[$key]=ok; R_VALUE[$key]=$(json_field "$json" gbit_per_s)
-        R_EXTRA[$key]="$(awk -v b="$(json_field "$json" bytes)" 'BEGIN { printf "%.2f GBytes", b / 1073741824 }'),"
-        R_EXTRA[$key]+=" retransmitted $(json_field "$json" retransmitted)"
+        R_EXTRA[$key]="$(stream_moved "$json"), retransmitted $(json_field "$json" retransmitted)"
     fi
     stop_pid "$server_pid"
 }

@@ -171,7 +171,7 @@ stack_stream_row() {  # key kind
     stop_pid "$sink_pid"
     [[ -s $json ]] || { record_fail "$key" "onload-pingpong wrote no results"; return 0; }
     R_STATUS[$key]=ok; R_VALUE[$key]=$(json_field "$json" gbit_per_s)
-    R_COUNT[$key]=$(awk -v b="$(json_field "$json" bytes)" 'BEGIN { printf "%.2f GBytes", b / 1073741824 }')
+    R_COUNT[$key]=$(stream_moved "$json")
     R_EXTRA[$key]="retransmitted $(json_field "$json" retransmitted)"
 }
 
