@@ -1,4 +1,4 @@
-# Helpers shared by the benchmark scripts (perf/latency.sh, tcp.sh, driverlink.sh, sockperf.sh); sourced, not run.
+# Helpers shared by the benchmark scripts (perf/latency.sh, tcp.sh, driverlink.sh, sockperf.sh, rates.sh); sourced, not run.
 #
 # The sourcing script sets, before calling anything here:
 #   NAME                     prefix of its messages ("latency", "tcp")
