@@ -78,8 +78,7 @@ row_pingpong() {  # key pingpong-options...
 
 say "setting up namespaces $NS_K and $NS_C, veth $IF_K <-> $IF_C"
 make_veth_pair
-start_bg "$workdir/server.log" ip netns exec "$NS_K" "${pin_server[@]}" "$SOCKPERF" server -i "$ADDR_K" -p "$PORT"
-wait_port "$NS_K" udp "$PORT" "$last_pid" || die "sockperf server did not start: $(cat "$workdir/server.log")"
+kernel_server sockperf-server udp "$PORT" "$SOCKPERF" server -i "$ADDR_K" -p "$PORT"
 daemons=()
 start_driverd "$NS_C" "$IF_C" || die "onload-driverd did not start: $(cat "$workdir/driverd-$NS_C.log")"
 

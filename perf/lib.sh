@@ -247,6 +247,22 @@ wait_port() {  # ns udp|tcp port pid
     done
 }
 
+# Starts a server in $NS_K on the server CPU; sets $last_pid. Its log is $workdir/NAME.log.
+start_server() {  # name command...
+    local name=$1
+    shift
+    start_bg "$workdir/$name.log" ip netns exec "$NS_K" "${pin_server[@]}" "$@"
+}
+
+# A server in the kernel's stack: start_server, then wait until its port is bound (udp) or listens (tcp); dies if it
+# does not.
+kernel_server() {  # name udp|tcp port command...
+    local name=$1 proto=$2 port=$3
+    shift 3
+    start_server "$name" "$@"
+    wait_port "$NS_K" "$proto" "$port" "$last_pid" || die "$name did not start: $(tail -n 3 "$workdir/$name.log")"
+}
+
 # ---------------------------------------------------------------------------------------------
 # The veth pair.
 

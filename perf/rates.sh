@@ -103,21 +103,6 @@ onload=(env "ONLOAD_DRIVERD_SOCKET=$DRIVERD_SOCKET" ONLOAD_DRIVERD_AUTOSTART=0 O
 # ---------------------------------------------------------------------------------------------
 # Processes.
 
-# Starts a server in olr-k on CPU $SERVER_CPU; sets $last_pid. Its log is $workdir/NAME.log.
-start_server() {  # name command...
-    local name=$1
-    shift
-    start_bg "$workdir/$name.log" ip netns exec "$NS_K" "${pin_server[@]}" "$@"
-}
-
-# A kernel server, once its port is bound (dies if it is not).
-kernel_server() {  # name udp|tcp port command...
-    local name=$1 proto=$2 port=$3
-    shift 3
-    start_server "$name" "$@"
-    wait_port "$NS_K" "$proto" "$port" "$last_pid" || die "$name did not start: $(tail -n 3 "$workdir/$name.log")"
-}
-
 # A server under onload-run: its socket is on the stack, where ss does not see it, so onload-stackdump must show
 # FILTER holding (on_stack). Sets $server_pid; returns 1 with the row failed if it never does.
 onload_server() {  # key port jq-filter command...

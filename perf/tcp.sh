@@ -65,14 +65,6 @@ set_pinning "clients on CPU $CLIENT_CPU, servers and sinks on CPU $SERVER_CPU (t
 mkdir -p "$out"
 start_workdir
 
-# Starts a server in olp-k on CPU $SERVER_CPU and waits for its port; sets $last_pid, dies if it does not start.
-kernel_server() {  # name port command...
-    local name=$1 port=$2
-    shift 2
-    start_bg "$workdir/$name.log" ip netns exec "$NS_K" "${pin_server[@]}" "$@"
-    wait_port "$NS_K" tcp "$port" "$last_pid" || die "$name did not start: $(tail -n 3 "$workdir/$name.log")"
-}
-
 # ---------------------------------------------------------------------------------------------
 # Results: one entry per row. VALUE is the row's main figure (median µs, Gbit/s, connections/s).
 
@@ -161,7 +153,7 @@ stack_stream_row() {  # key kind
     local key=$1 kind=$2 json=$workdir/$1.json sink_pid
     have_kind "$kind" || { record_skip "$key" "$kind backend not built"; return 0; }
     # One socat per row: it reads everything into /dev/null and exits at the end of the stream, closing.
-    kernel_server "$key-sink" "$PORT_SINK" socat -u -b 131072 "TCP-LISTEN:$PORT_SINK,bind=$ADDR_K,reuseaddr" OPEN:/dev/null
+    kernel_server "$key-sink" tcp "$PORT_SINK" socat -u -b 131072 "TCP-LISTEN:$PORT_SINK,bind=$ADDR_K,reuseaddr" OPEN:/dev/null
     sink_pid=$last_pid
     if ! pingpong "$key" "$kind:$IF_C" --tcp --stream --server "$ADDR_K:$PORT_SINK" --seconds "$seconds"; then
         record_fail "$key" "onload-pingpong --tcp --stream failed ($(tail -n 1 "$workdir/$key.log"))"
@@ -211,9 +203,9 @@ gcc -std=c11 -O2 -Wall -Wextra -Werror -o "$workdir/tcp_crr" perf/tcp_crr.c
 make_veth_pair
 
 say "starting kernel servers in $NS_K on CPU $SERVER_CPU (blocking calls)"
-kernel_server sockperf-server "$PORT_PP" sockperf server --tcp -i "$ADDR_K" -p "$PORT_PP"
-kernel_server iperf3-server "$PORT_IPERF" iperf3 -s -B "$ADDR_K" -p "$PORT_IPERF"
-kernel_server crr-server "$PORT_CRR" "$workdir/tcp_crr" server "$ADDR_K" "$PORT_CRR" "$SIZE"
+kernel_server sockperf-server tcp "$PORT_PP" sockperf server --tcp -i "$ADDR_K" -p "$PORT_PP"
+kernel_server iperf3-server tcp "$PORT_IPERF" iperf3 -s -B "$ADDR_K" -p "$PORT_IPERF"
+kernel_server crr-server tcp "$PORT_CRR" "$workdir/tcp_crr" server "$ADDR_K" "$PORT_CRR" "$SIZE"
 echo "VNIC kinds in $PINGPONG: $("$PINGPONG" --list-kinds | tr '\n' ' ')"
 
 started=$(date -u +%Y-%m-%dT%H:%M:%SZ)
