@@ -311,6 +311,13 @@ start_driverd() {  # ns if
     wait_log "$last_pid" "$log" "listening on"
 }
 
+# Sets onload, the command prefix that runs a program under onload-run on this script's daemons (never starting one),
+# with socket() failing rather than handing out the kernel's sockets when a stack cannot start: an accelerated row
+# must not measure the kernel unnoticed.
+set_onload_run() {
+    onload=(env "ONLOAD_DRIVERD_SOCKET=$DRIVERD_SOCKET" ONLOAD_DRIVERD_AUTOSTART=0 ONLOAD_NO_FAIL=0 "$ONLOAD_RUN")
+}
+
 # Stops the daemons and makes sure no XDP program stays on the veth for the kernel rows that follow.
 stop_driverds() {  # pid...
     stop_pids "$@"

@@ -98,7 +98,7 @@ declare -A ROW_DESC=(
     [c3]="tcp_crr client → tcp_crr server, both under onload-run --profile latency"
 )
 declare -A ROW_BASE=([t2]=t1 [t3]=t1 [t4]=t1 [t5]=t1 [t6]=t1 [m2]=m1 [c2]=c1 [c3]=c1)
-onload=(env "ONLOAD_DRIVERD_SOCKET=$DRIVERD_SOCKET" ONLOAD_DRIVERD_AUTOSTART=0 ONLOAD_NO_FAIL=0 "$ONLOAD_RUN")
+set_onload_run
 
 # ---------------------------------------------------------------------------------------------
 # Processes.

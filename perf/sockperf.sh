@@ -77,6 +77,7 @@ for p in $protocols; do [[ $p == udp || $p == tcp ]] || { echo "$NAME: --protoco
 
 check_host bench-sockperf ip ethtool taskset ss
 check_built "$ONLOAD_RUN" "$DRIVERD" "$STACKDUMP"
+set_onload_run
 install_missing sockperf jq
 install_missing gnuplot:gnuplot-nox || true   # plots are a bonus: the tables stand without them
 SOCKPERF=$(command -v sockperf)
@@ -213,15 +214,14 @@ row_busy_poll() {  # key
 
 row_onload() {  # key
     local key=$1 daemons=() server_pid mode_server mode_client measured_start
-    local onload=(env "ONLOAD_DRIVERD_SOCKET=$DRIVERD_SOCKET" ONLOAD_DRIVERD_AUTOSTART=0 ONLOAD_NO_FAIL=0
-        "$ONLOAD_RUN" --profile latency)
     if ! start_driverd "$NS_K" "$IF_K" || ! start_driverd "$NS_C" "$IF_C"; then
         record_fail "$key" "onload-driverd did not start ($(tail -q -n 2 "$workdir"/driverd-*.log | tr '\n' ' '))"
         stop_driverds "${daemons[@]}"
         return 0
     fi
     # Its listener is on the stack, not in the kernel (ss does not show it): onload-stackdump says when it is up.
-    start_sockperf_server "onload-server-$proto-$size" "$NS_K" "$ADDR_K" "$PORT_ONLOAD" "${onload[@]}" --interface "$IF_K"
+    start_sockperf_server "onload-server-$proto-$size" "$NS_K" "$ADDR_K" "$PORT_ONLOAD" "${onload[@]}" --profile latency \
+        --interface "$IF_K"
     server_pid=$last_pid
     if ! mode_server=$(on_stack "$NS_K" "$server_pid" "$PORT_ONLOAD" "$(socket_filter server)"); then
         record_fail "$key" "onload-stackdump never showed the sockperf server's socket on the stack ($(tail -n 2 \
@@ -230,7 +230,8 @@ row_onload() {  # key
         stop_driverds "${daemons[@]}"
         return 0
     fi
-    start_sockperf_client "$key" "$NS_C" "$ADDR_K" "$PORT_ONLOAD" "${onload[@]}" --interface "$IF_C"
+    start_sockperf_client "$key" "$NS_C" "$ADDR_K" "$PORT_ONLOAD" "${onload[@]}" --profile latency \
+        --interface "$IF_C"
     # sockperf's measured time starts after its warm-up messages (with attaching, seconds after it started).
     wait_log "$client_pid" "$client_log" "Starting test" && measured_start=$(now_ms) || measured_start=""
     mode_client=$(on_stack "$NS_C" "$client_pid" "$PORT_ONLOAD" "$(socket_filter client)") || mode_client=""
