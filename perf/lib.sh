@@ -130,6 +130,17 @@ parse_args() {  # own-option... -- argument...
 # ---------------------------------------------------------------------------------------------
 # Cleanup: kill what we started (by pid: TERM, then KILL), then delete the namespaces.
 
+# Splits the arguments at the first "--" (dropped) into the arrays before and after; either may be empty.
+split_args() {
+    before=()
+    while (($#)) && [[ $1 != -- ]]; do
+        before+=("$1")
+        shift
+    done
+    (($#)) && shift
+    after=("$@")
+}
+
 # Whether a process runs (a zombie, dead but not yet waited for, does not).
 alive() {
     local state=""

@@ -214,20 +214,19 @@ row_iperf3_onload() {  # key
 
 # onload-pingpong --stream into onload-pingpong --sink, on the VNICs given by the sink's and source's options.
 row_stream() {  # key sink-ns source-ns [sink options...] -- [source options...]
-    local key=$1 sink_ns=$2 source_ns=$3 sink=() json=$workdir/$1.json
+    local key=$1 sink_ns=$2 source_ns=$3 json=$workdir/$1.json before after
     shift 3
-    while [[ $1 != -- ]]; do sink+=("$1"); shift; done
-    shift
+    split_args "$@"
     # Driverlink VNICs ask this script's daemons.
     local -x ONLOAD_DRIVERD_SOCKET=$DRIVERD_SOCKET
-    if ! pingpong_server "$workdir/$key-sink.log" "$sink_ns" --tcp --sink --port "$PORT_SINK" "${sink[@]}"; then
+    if ! pingpong_server "$workdir/$key-sink.log" "$sink_ns" --tcp --sink --port "$PORT_SINK" "${before[@]}"; then
         record_fail "$key" "onload-pingpong --sink did not start ($(tail -n 2 "$workdir/$key-sink.log" | tr '\n' ' '))"
         return 0
     fi
-    echo "row $key: onload-pingpong --tcp --stream $* --seconds $seconds"
+    echo "row $key: onload-pingpong --tcp --stream ${after[*]} --seconds $seconds"
     client_log=$workdir/$key.log
     start_bg "$client_log" ip netns exec "$source_ns" "${pin_client[@]}" "$PINGPONG" --tcp --stream --seconds "$seconds" \
-        --json "$json" --label "$key" "$@"
+        --json "$json" --label "$key" "${after[@]}"
     client_pid=$last_pid
     if ! finish_client || [[ ! -s $json ]]; then
         record_fail "$key" "onload-pingpong --stream failed ($(tail -n 1 "$client_log"))"

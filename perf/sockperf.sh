@@ -113,12 +113,11 @@ record_ok() {  # key median p99 p999 max samples tool curve-file
 # Starts a sockperf server in NS on CPU $SERVER_CPU, the wrapper before sockperf (onload-run for row 3) and the
 # options after it. Sets $last_pid.
 start_sockperf_server() {  # name ns addr port [wrapper...] [-- sockperf options...]
-    local name=$1 ns=$2 addr=$3 port=$4 wrap=()
+    local name=$1 ns=$2 addr=$3 port=$4 before after
     shift 4
-    while (($#)) && [[ $1 != -- ]]; do wrap+=("$1"); shift; done
-    (($#)) && shift
-    start_bg "$workdir/$name.log" ip netns exec "$ns" "${pin_server[@]}" "${wrap[@]}" "$SOCKPERF" server \
-        "${tcp_opt[@]}" -i "$addr" -p "$port" "$@"
+    split_args "$@"
+    start_bg "$workdir/$name.log" ip netns exec "$ns" "${pin_server[@]}" "${before[@]}" "$SOCKPERF" server \
+        "${tcp_opt[@]}" -i "$addr" -p "$port" "${after[@]}"
 }
 
 # A kernel sockperf server, once its port is bound (dies if it is not).
@@ -129,14 +128,13 @@ sockperf_server() {  # name ns addr port [-- sockperf options...]
 
 # Starts sockperf ping-pong in NS on CPU $CLIENT_CPU for the row's time and size; sets $client_pid, $client_log.
 start_sockperf_client() {  # key ns addr port [wrapper...] [-- sockperf options...]
-    local key=$1 ns=$2 addr=$3 port=$4 wrap=()
+    local key=$1 ns=$2 addr=$3 port=$4 before after
     shift 4
-    while (($#)) && [[ $1 != -- ]]; do wrap+=("$1"); shift; done
-    (($#)) && shift
+    split_args "$@"
     client_log=$workdir/${key//:/-}.log
-    echo "row $key: ${wrap[*]:+${wrap[*]} }sockperf ping-pong ${tcp_opt[*]} -i $addr -p $port -m $size -t $seconds${*:+ $*}"
-    start_bg "$client_log" ip netns exec "$ns" "${pin_client[@]}" "${wrap[@]}" "$SOCKPERF" ping-pong \
-        "${tcp_opt[@]}" -i "$addr" -p "$port" -m "$size" -t "$seconds" "$@"
+    echo "row $key: ${before[*]:+${before[*]} }sockperf ping-pong ${tcp_opt[*]} -i $addr -p $port -m $size -t $seconds${after[*]:+ ${after[*]}}"
+    start_bg "$client_log" ip netns exec "$ns" "${pin_client[@]}" "${before[@]}" "$SOCKPERF" ping-pong \
+        "${tcp_opt[@]}" -i "$addr" -p "$port" -m "$size" -t "$seconds" "${after[@]}"
     client_pid=$last_pid
 }
 
