@@ -25,30 +25,23 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source perf/lib.sh
 
 NAME=driverlink
-NS_K=old-k
-NS_C=old-c
-IF_K=old-k0
-IF_C=old-c0
+name_veth_pair old
 PREFIX=24
 ADDR_K=10.87.0.1
 ADDR_C=10.87.0.2
 ADDR_DIRECT=10.87.0.3
 PORT=11211
-SOCKET=onload-driverd-bench
-PINGPONG=${PINGPONG:-dist/bin/onload-pingpong}
-DRIVERD=${DRIVERD:-dist/bin/onload-driverd}
-CLIENT_CPU=${CLIENT_CPU:-0}
-SERVER_CPU=${SERVER_CPU:-1}
+DRIVERD_SOCKET=onload-driverd-bench
 SIZE=64
 
 parse_args -- "$@"
 check_host bench-driverlink ip ethtool taskset
-[[ -x $DRIVERD ]] || die "$DRIVERD not found (run make first)"
+check_built "$DRIVERD"
 install_missing sockperf
 SOCKPERF=$(command -v sockperf)
 set_pinning "client on CPU $CLIENT_CPU, sockperf server and onload-driverd on CPU $SERVER_CPU (taskset)"
 mkdir -p "$out"
-start_workdir old-driverlink
+start_workdir
 
 declare -A R_STATUS R_NOTE R_MEDIAN R_P99 R_P999 R_MAX R_SAMPLES R_LOST
 ROWS=(a b c d)
@@ -59,10 +52,6 @@ declare -A ROW_DESC=(
     [d]="stack, direct AF_XDP, busy-polling → kernel sockperf server (reference)"
 )
 
-record_ok() {  # key median p99 p999 max samples lost
-    R_STATUS[$1]=ok; R_MEDIAN[$1]=$2; R_P99[$1]=$3; R_P999[$1]=$4; R_MAX[$1]=$5; R_SAMPLES[$1]=$6; R_LOST[$1]=$7
-}
-
 row_kernel() {
     local log=$workdir/a.log
     echo "row a: sockperf ping-pong -i $ADDR_K -p $PORT -m $SIZE -t $seconds"
@@ -71,35 +60,27 @@ row_kernel() {
         record_fail a "sockperf failed ($(tail -n 2 "$log" | tr '\n' ' '))"
         return 0
     fi
-    record_ok a "$sp_median" "$sp_p99" "$sp_p999" "$sp_max" "$sp_samples" "$((${sp_sent:-$sp_samples} - sp_samples))"
+    record_sockperf_latency a
 }
 
-row_pingpong() {  # key pingpong-args...
-    local key=$1 log=$workdir/$1.log json=$workdir/$1.json
+row_pingpong() {  # key pingpong-options...
+    local key=$1 log=$workdir/$1.log json=$workdir/$1.json rc=0
     shift
-    echo "row $key: onload-pingpong $* --server $ADDR_K:$PORT --size $SIZE --sockperf --seconds $seconds"
-    start_bg "$log" ip netns exec "$NS_C" env ONLOAD_DRIVERD_SOCKET=$SOCKET ONLOAD_DRIVERD_AUTOSTART=0 \
-        "${pin_client[@]}" "$PINGPONG" "$@" --server "$ADDR_K:$PORT" --size "$SIZE" --sockperf --warmup 2000 \
-        --seconds "$seconds" --json "$json" --label "$key"
-    local rc=0
-    wait_for "$last_pid" $((seconds + 30)) || rc=$?
-    sed 's/^/    /' "$log"
+    # A driverlink client asks this script's daemon, and never starts one of its own.
+    local -x ONLOAD_DRIVERD_SOCKET=$DRIVERD_SOCKET ONLOAD_DRIVERD_AUTOSTART=0
+    pingpong_client_run "$key" "$log" "$json" "$NS_C" "$ADDR_K:$PORT" "$SIZE" "$@" || rc=$?
     if ((rc != 0)) || [[ ! -s $json ]]; then
         record_fail "$key" "onload-pingpong exited with status $rc ($(tail -n 1 "$log"))"
         return 0
     fi
-    record_ok "$key" "$(json_field "$json" median)" "$(json_field "$json" p99)" "$(json_field "$json" p99_9)" \
-        "$(json_field "$json" max)" "$(json_field "$json" samples)" "$(json_field "$json" lost)"
+    record_pingpong_latency "$key" "$json"
 }
 
 say "setting up namespaces $NS_K and $NS_C, veth $IF_K <-> $IF_C"
 make_veth_pair
-start_bg "$workdir/server.log" ip netns exec "$NS_K" "${pin_server[@]}" "$SOCKPERF" server -i "$ADDR_K" -p "$PORT"
-wait_port "$NS_K" udp "$PORT" "$last_pid" || die "sockperf server did not start: $(cat "$workdir/server.log")"
-start_bg "$workdir/driverd.log" ip netns exec "$NS_C" "${pin_server[@]}" "$DRIVERD" --foreground --interface "$IF_C" \
-    --socket-name "$SOCKET" --pin-root none
-driverd_pid=$last_pid
-wait_log "$driverd_pid" "$workdir/driverd.log" "listening on" || die "onload-driverd did not start: $(cat "$workdir/driverd.log")"
+kernel_server sockperf-server udp "$PORT" "$SOCKPERF" server -i "$ADDR_K" -p "$PORT"
+daemons=()
+start_driverd "$NS_C" "$IF_C" || die "onload-driverd did not start: $(cat "$workdir/driverd-$NS_C.log")"
 
 started=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -107,10 +88,10 @@ say "$SIZE B, $seconds s per row"
 row_kernel
 row_pingpong b --interface "$IF_C" --mode exclusive
 row_pingpong c --interface "$IF_C" --mode shared
-stop_pid "$driverd_pid"   # direct mode attaches its own program: the daemon's must be gone
+stop_pids "${daemons[@]}"   # direct mode attaches its own program: the daemon's must be gone
 row_pingpong d --vnic "af_xdp:$IF_C" --addr "$ADDR_DIRECT/$PREFIX"
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
-sed 's/^/    driverd: /' "$workdir/driverd.log" | tail -n 4
+sed 's/^/    driverd: /' "$workdir/driverd-$NS_C.log" | tail -n 4
 
 md=$workdir/driverlink.md
 {
@@ -125,12 +106,9 @@ md=$workdir/driverlink.md
     echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     for r in "${ROWS[@]}"; do
         if [[ ${R_STATUS[$r]:-} == ok ]]; then
-            rm_=""; rp=""
-            if [[ ${R_STATUS[a]:-} == ok ]]; then
-                rm_=$(ratio "${R_MEDIAN[$r]}" "${R_MEDIAN[a]}"); rp=$(ratio "${R_P99[$r]}" "${R_P99[a]}")
-            fi
+            latency_ratios "$r" a
             echo "| $r | ${ROW_DESC[$r]} | $(fmt "${R_MEDIAN[$r]}") | $(fmt "${R_P99[$r]}") | $(fmt "${R_P999[$r]}") |" \
-                "$(fmt "${R_MAX[$r]}") | ${R_SAMPLES[$r]} | ${R_LOST[$r]} | $rm_ | $rp |"
+                "$(fmt "${R_MAX[$r]}") | ${R_SAMPLES[$r]} | ${R_LOST[$r]} | $median_ratio | $p99_ratio |"
         else
             echo "| $r | ${ROW_DESC[$r]} | ${R_STATUS[$r]:-not run}: ${R_NOTE[$r]:-} | | | | | | | |"
         fi

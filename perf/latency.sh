@@ -42,10 +42,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source perf/lib.sh
 
 NAME=latency
-NS_K=olb-k
-NS_C=olb-c
-IF_K=olb-k0
-IF_C=olb-c0
+name_veth_pair olb
 NET=10.88.0
 PREFIX=24
 ADDR_K=$NET.1          # kernel, server side
@@ -58,9 +55,6 @@ PORT_FREE=11112        # sockperf server, unpinned (row f)
 PORT_LO=11113          # sockperf server on lo (row e)
 PORT_STACK=11114       # onload-pingpong --server-mode
 PORT_SPIN=11115        # sockperf server --nonblocked, pinned (rows g, h, i; only while they run)
-PINGPONG=${PINGPONG:-dist/bin/onload-pingpong}
-CLIENT_CPU=${CLIENT_CPU:-0}
-SERVER_CPU=${SERVER_CPU:-1}
 
 sizes=""
 parse_args sizes -- "$@"
@@ -76,7 +70,7 @@ SOCKPERF=$(command -v sockperf)
 
 set_pinning "client on CPU $CLIENT_CPU, server on CPU $SERVER_CPU (taskset)"
 mkdir -p "$out"
-start_workdir olb-latency
+start_workdir
 
 # ---------------------------------------------------------------------------------------------
 # Results: one entry per (size, row).
@@ -97,16 +91,13 @@ declare -A ROW_DESC=(
     [j]="stack AF_PACKET → stack AF_PACKET over veth, both busy-polling"
     [k]="stack AF_XDP → stack AF_XDP over veth, both busy-polling"
 )
-record_ok() {  # key median p99 p999 max samples lost
-    R_STATUS[$1]=ok; R_MEDIAN[$1]=$2; R_P99[$1]=$3; R_P999[$1]=$4; R_MAX[$1]=$5; R_SAMPLES[$1]=$6; R_LOST[$1]=$7
-}
 parse_sockperf() {  # key log
     local key=$1 log=$2
     if ! read_sockperf "$log"; then
         record_fail "$key" "could not read sockperf's percentiles (log: $(tail -n 3 "$log" | tr '\n' ' '))"
         return 1
     fi
-    record_ok "$key" "$sp_median" "$sp_p99" "$sp_p999" "$sp_max" "$sp_samples" "$((${sp_sent:-$sp_samples} - sp_samples))"
+    record_sockperf_latency "$key"
 }
 
 parse_pingpong() {  # key json log
@@ -115,8 +106,7 @@ parse_pingpong() {  # key json log
         record_fail "$key" "onload-pingpong wrote no results ($(tail -n 2 "$log" | tr '\n' ' '))"
         return 1
     fi
-    record_ok "$key" "$(json_field "$json" median)" "$(json_field "$json" p99)" "$(json_field "$json" p99_9)" \
-        "$(json_field "$json" max)" "$(json_field "$json" samples)" "$(json_field "$json" lost)"
+    record_pingpong_latency "$key" "$json"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -141,7 +131,7 @@ sockperf_client() {  # key ns size addr port pin|nopin [sockperf options...]
 pingpong_client() {  # key ns size spec addr server
     local key=$1 ns=$2 size=$3 spec=$4 addr=$5 server=$6
     local log=$workdir/$key.log json=$workdir/$key.json rc=0
-    pingpong_client_run "$key" "$log" "$json" "$ns" "$spec" "$addr" "$server" "$size" || rc=$?
+    pingpong_client_run "$key" "$log" "$json" "$ns" "$server" "$size" --vnic "$spec" --addr "$addr" || rc=$?
     if ((rc != 0)); then
         record_fail "$key" "onload-pingpong exited with status $rc ($(tail -n 1 "$log"))"
         return 0
@@ -174,7 +164,8 @@ row_stack_to_stack_veth() {  # key size kind
         record_skip "$key" "$kind backend not built"
         return 0
     fi
-    if ! pingpong_server "$workdir/$key-server.log" "$NS_K" "$kind:$IF_K" "$ADDR_STACK_K/$PREFIX" "$PORT_STACK"; then
+    if ! pingpong_server "$workdir/$key-server.log" "$NS_K" --sockperf --vnic "$kind:$IF_K" \
+        --addr "$ADDR_STACK_K/$PREFIX" --port "$PORT_STACK"; then
         record_fail "$key" "$server_error"
         return 0
     fi
@@ -191,7 +182,8 @@ row_shm() {  # key size
     fi
     # Both ends in olb-c: the shm rendezvous is an abstract Unix socket, which belongs to a network namespace.
     local name="olb-lat-$$-$size"
-    if ! pingpong_server "$workdir/$key-server.log" "$NS_C" "shm:$name" "$SHM_NET.1/$PREFIX" "$PORT_STACK"; then
+    if ! pingpong_server "$workdir/$key-server.log" "$NS_C" --sockperf --vnic "shm:$name" --addr "$SHM_NET.1/$PREFIX" \
+        --port "$PORT_STACK"; then
         record_fail "$key" "$server_error"
         return 0
     fi
@@ -240,7 +232,7 @@ load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 # The report.
 
 table() {  # size rows...
-    local size=$1 base="$1:a" r key rm_ rp
+    local size=$1 base="$1:a" r key
     shift
     echo "| row | client → server | median | p99 | p99.9 | max | samples | lost | median ÷ a | p99 ÷ a |"
     echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
@@ -248,13 +240,9 @@ table() {  # size rows...
         key="$size:$r"
         [[ -n ${R_STATUS[$key]:-} ]] || continue
         if [[ ${R_STATUS[$key]} == ok ]]; then
-            rm_=""; rp=""
-            if [[ ${R_STATUS[$base]:-} == ok ]]; then
-                rm_=$(ratio "${R_MEDIAN[$key]}" "${R_MEDIAN[$base]}")
-                rp=$(ratio "${R_P99[$key]}" "${R_P99[$base]}")
-            fi
+            latency_ratios "$key" "$base"
             echo "| $r | ${ROW_DESC[$r]} | $(fmt "${R_MEDIAN[$key]}") | $(fmt "${R_P99[$key]}") |" \
-                "$(fmt "${R_P999[$key]}") | $(fmt "${R_MAX[$key]}") | ${R_SAMPLES[$key]} | ${R_LOST[$key]} | $rm_ | $rp |"
+                "$(fmt "${R_P999[$key]}") | $(fmt "${R_MAX[$key]}") | ${R_SAMPLES[$key]} | ${R_LOST[$key]} | $median_ratio | $p99_ratio |"
         else
             echo "| $r | ${ROW_DESC[$r]} | ${R_STATUS[$key]}: ${R_NOTE[$key]//|/\\|} | | | | | | | |"
         fi
@@ -291,34 +279,29 @@ md=$workdir/latency.md
     done
 } >"$md"
 
+latency_json_fields() {
+    printf '  "metric": "half round trip",\n  "unit": "us",\n  "sockperf": %s,\n' "$(json_str "$sockperf_version")"
+}
+
+# A row of latency.json, by SIZE:ROW: its percentiles and, with row a's of the same size, its ratios to them.
+json_row() {  # key
+    local key=$1 size=${1%%:*} r=${1#*:}
+    printf '"row": "%s", "size": %s, "description": %s, "status": "%s"' \
+        "$r" "$size" "$(json_str "${ROW_DESC[$r]}")" "${R_STATUS[$key]}"
+    [[ ${R_STATUS[$key]} == ok ]] || return 0
+    printf ', "median": %s, "p99": %s, "p99_9": %s, "max": %s, "samples": %s, "lost": %s' \
+        "${R_MEDIAN[$key]}" "${R_P99[$key]}" "${R_P999[$key]}" "${R_MAX[$key]}" "${R_SAMPLES[$key]}" "${R_LOST[$key]}"
+    if [[ ${R_STATUS[$size:a]:-} == ok ]]; then
+        latency_ratios "$key" "$size:a"
+        printf ', "median_ratio_to_a": %s, "p99_ratio_to_a": %s' "${median_ratio:-null}" "${p99_ratio:-null}"
+    fi
+}
+
 json=$workdir/latency.json
-{
-    printf '{\n'
-    json_run_fields
-    printf '  "metric": "half round trip",\n  "unit": "us",\n  "sockperf": %s,\n  "rows": [' "$(json_str "$sockperf_version")"
-    sep=""
-    for size in $sizes; do
-        for r in "${MAIN_ROWS[@]}" "${REF_ROWS[@]}"; do
-            key="$size:$r"
-            [[ -n ${R_STATUS[$key]:-} ]] || continue
-            printf '%s\n    {"row": "%s", "size": %s, "description": %s, "status": "%s"' \
-                "$sep" "$r" "$size" "$(json_str "${ROW_DESC[$r]}")" "${R_STATUS[$key]}"
-            if [[ ${R_STATUS[$key]} == ok ]]; then
-                printf ', "median": %s, "p99": %s, "p99_9": %s, "max": %s, "samples": %s, "lost": %s' \
-                    "${R_MEDIAN[$key]}" "${R_P99[$key]}" "${R_P999[$key]}" "${R_MAX[$key]}" "${R_SAMPLES[$key]}" "${R_LOST[$key]}"
-                if [[ ${R_STATUS[$size:a]:-} == ok ]]; then
-                    rm_=$(ratio "${R_MEDIAN[$key]}" "${R_MEDIAN[$size:a]}")
-                    rp=$(ratio "${R_P99[$key]}" "${R_P99[$size:a]}")
-                    printf ', "median_ratio_to_a": %s, "p99_ratio_to_a": %s' "${rm_:-null}" "${rp:-null}"
-                fi
-            else
-                printf ', "reason": %s' "$(json_str "${R_NOTE[$key]}")"
-            fi
-            printf '}'
-            sep=","
-        done
-    done
-    printf '\n  ]\n}\n'
-} >"$json"
+keys=()
+for size in $sizes; do
+    for r in "${MAIN_ROWS[@]}" "${REF_ROWS[@]}"; do keys+=("$size:$r"); done
+done
+write_json "$json" latency_json_fields json_row "${keys[@]}"
 
 publish "$out" "$md" "$json"

@@ -1,11 +1,18 @@
-# Helpers shared by the benchmark scripts (perf/latency.sh, tcp.sh, driverlink.sh, sockperf.sh); sourced, not run.
+# Helpers shared by the benchmark scripts (perf/latency.sh, tcp.sh, driverlink.sh, sockperf.sh, rates.sh); sourced, not run.
 #
 # The sourcing script sets, before calling anything here:
 #   NAME                     prefix of its messages ("latency", "tcp")
-#   NS_K NS_C IF_K IF_C      the kernel-server and client namespaces and the veth ends in them
+#   NS_K NS_C IF_K IF_C      the kernel-server and client namespaces and the veth ends in them (name_veth_pair)
 #   ADDR_K ADDR_C PREFIX     the kernel's addresses on those ends
-#   PINGPONG CLIENT_CPU SERVER_CPU
 # and then calls parse_args, check_host, set_pinning and start_workdir (which installs the cleanup traps).
+
+# The stack's programs from this build, unless the environment names others, and the CPUs for clients and servers.
+PINGPONG=${PINGPONG:-dist/bin/onload-pingpong}
+ONLOAD_RUN=${ONLOAD_RUN:-dist/bin/onload-run}
+DRIVERD=${DRIVERD:-dist/bin/onload-driverd}
+STACKDUMP=${STACKDUMP:-dist/bin/onload-stackdump}
+CLIENT_CPU=${CLIENT_CPU:-0}
+SERVER_CPU=${SERVER_CPU:-1}
 
 die() { echo "$NAME: $*" >&2; exit 1; }
 say() { printf '\n== %s\n' "$*"; }
@@ -19,7 +26,15 @@ check_host() {  # make-target tool...
     for tool in "$@"; do
         command -v "$tool" >/dev/null || die "$tool not found (make deps installs it)"
     done
-    [[ -x $PINGPONG ]] || die "$PINGPONG not found or not executable (run make first)"
+    check_built "$PINGPONG"
+}
+
+# Dies unless each program this build makes is there.
+check_built() {  # path...
+    local program
+    for program in "$@"; do
+        [[ -x $program ]] || die "$program not found or not executable (run make first)"
+    done
 }
 
 # Installs the Debian packages of those tools that are missing; TOOL:PACKAGE where the package has another name
@@ -48,9 +63,21 @@ set_pinning() {  # description-when-pinned
     fi
 }
 
-# Makes $workdir (removed on exit), the nap FIFO, and installs the cleanup traps.
-start_workdir() {  # mktemp-prefix
-    workdir=$(mktemp -d "${TMPDIR:-/tmp}/$1.XXXXXX")
+# Names the namespaces PFX-k and PFX-c and the veth ends in them PFX-k0 and PFX-c0, from the script's own PFX: sweep
+# deletes whatever carries it, so no other script or test may use it (the tests' is olt). Interface names: at most
+# 15 characters.
+name_veth_pair() {  # prefix
+    ns_prefix=$1
+    NS_K=$1-k
+    NS_C=$1-c
+    IF_K=$1-k0
+    IF_C=$1-c0
+}
+
+# Makes $workdir (removed on exit), named after the namespaces' prefix and the script, the nap FIFO, and installs the
+# cleanup traps.
+start_workdir() {
+    workdir=$(mktemp -d "${TMPDIR:-/tmp}/$ns_prefix-$NAME.XXXXXX")
     pids=()   # every process this script started in the background
     # A FIFO that never gets data: `read -t` on it sleeps without starting a process (see nap).
     mkfifo "$workdir/nap"
@@ -102,6 +129,17 @@ parse_args() {  # own-option... -- argument...
 
 # ---------------------------------------------------------------------------------------------
 # Cleanup: kill what we started (by pid: TERM, then KILL), then delete the namespaces.
+
+# Splits the arguments at the first "--" (dropped) into the arrays before and after; either may be empty.
+split_args() {
+    before=()
+    while (($#)) && [[ $1 != -- ]]; do
+        before+=("$1")
+        shift
+    done
+    (($#)) && shift
+    after=("$@")
+}
 
 # Whether a process runs (a zombie, dead but not yet waited for, does not).
 alive() {
@@ -220,12 +258,35 @@ wait_port() {  # ns udp|tcp port pid
     done
 }
 
+# Starts a server in $NS_K on the server CPU; sets $last_pid. Its log is $workdir/NAME.log.
+start_server() {  # name command...
+    local name=$1
+    shift
+    start_bg "$workdir/$name.log" ip netns exec "$NS_K" "${pin_server[@]}" "$@"
+}
+
+# A server in the kernel's stack: start_server, then wait until its port is bound (udp) or listens (tcp); dies if it
+# does not.
+kernel_server() {  # name udp|tcp port command...
+    local name=$1 proto=$2 port=$3
+    shift 3
+    start_server "$name" "$@"
+    wait_port "$NS_K" "$proto" "$port" "$last_pid" || die "$name did not start: $(tail -n 3 "$workdir/$name.log")"
+}
+
 # ---------------------------------------------------------------------------------------------
 # The veth pair.
 
-offloads() {  # on|off, both ends
-    ip netns exec "$NS_K" ethtool -K "$IF_K" tx "$1" tso "$1" gso "$1" gro "$1" >/dev/null
-    ip netns exec "$NS_C" ethtool -K "$IF_C" tx "$1" tso "$1" gso "$1" gro "$1" >/dev/null
+# Turns the offloads named (all four when none is) on or off, on both veth ends.
+offloads() {  # on|off [tx|tso|gso|gro...]
+    local state=$1 feature features=()
+    shift
+    (($#)) || set -- tx tso gso gro
+    for feature in "$@"; do
+        features+=("$feature" "$state")
+    done
+    ip netns exec "$NS_K" ethtool -K "$IF_K" "${features[@]}" >/dev/null
+    ip netns exec "$NS_C" ethtool -K "$IF_C" "${features[@]}" >/dev/null
 }
 
 # Two namespaces joined by a veth, IPv6 off, offloads off on both ends (every frame carries a finished checksum
@@ -261,6 +322,13 @@ start_driverd() {  # ns if
     wait_log "$last_pid" "$log" "listening on"
 }
 
+# Sets onload, the command prefix that runs a program under onload-run on this script's daemons (never starting one),
+# with socket() failing rather than handing out the kernel's sockets when a stack cannot start: an accelerated row
+# must not measure the kernel unnoticed.
+set_onload_run() {
+    onload=(env "ONLOAD_DRIVERD_SOCKET=$DRIVERD_SOCKET" ONLOAD_DRIVERD_AUTOSTART=0 ONLOAD_NO_FAIL=0 "$ONLOAD_RUN")
+}
+
 # Stops the daemons and makes sure no XDP program stays on the veth for the kernel rows that follow.
 stop_driverds() {  # pid...
     stop_pids "$@"
@@ -291,6 +359,10 @@ runtime_figures() {  # ns pid counter
     ip netns exec "$1" "$STACKDUMP" --json --pid "$2" 2>/dev/null | jq -er --arg counter "$3" '.[0] |
         [.runtime.allocatedBytes, .runtime.gen0Collections, (.counters[$counter] // 0)] | @tsv'
 }
+
+# When an allocation measurement takes its first dump, in ms after the measured time starts: a quarter of the row's
+# time, at most 1 s (the headers of rates.sh and sockperf.sh describe it).
+first_dump_ms() { echo $((seconds * 250 < 1000 ? seconds * 250 : 1000)); }
 
 now_ms() { echo $((${EPOCHREALTIME/./} / 1000)); }
 
@@ -332,6 +404,16 @@ read_sockperf() {  # log
     [[ -n $sp_median && -n $sp_p99 && -n $sp_p999 && -n $sp_max && -n $sp_samples ]]
 }
 
+# A ping-pong latency row (latency.sh, driverlink.sh), into R_MEDIAN R_P99 R_P999 R_MAX R_SAMPLES R_LOST.
+record_latency() {  # key median p99 p999 max samples lost
+    R_STATUS[$1]=ok; R_MEDIAN[$1]=$2; R_P99[$1]=$3; R_P999[$1]=$4; R_MAX[$1]=$5; R_SAMPLES[$1]=$6; R_LOST[$1]=$7
+}
+
+# read_sockperf's figures as a latency row; lost: what sockperf sent that did not come back.
+record_sockperf_latency() {  # key
+    record_latency "$1" "$sp_median" "$sp_p99" "$sp_p999" "$sp_max" "$sp_samples" "$((${sp_sent:-$sp_samples} - sp_samples))"
+}
+
 # sockperf's percentile lines as "percentile value" lines, lowest first: <MIN> as 0, <MAX> as 100 (a curve to plot).
 sockperf_curve() {  # log
     sed 's/\x1b\[[0-9;]*m//g' "$1" | sed -n 's/.*<MIN> observation = *\([0-9.]*\).*/0 \1/p;
@@ -340,6 +422,12 @@ sockperf_curve() {  # log
 
 # onload-pingpong --json (and tcp_crr) write one "key": value per line.
 json_field() { sed -n "s/^ *\"$2\": *\"\{0,1\}\([^\",]*\)\"\{0,1\},\{0,1\}\$/\1/p" "$1"; }
+
+# onload-pingpong --json's figures as a latency row.
+record_pingpong_latency() {  # key json
+    record_latency "$1" "$(json_field "$2" median)" "$(json_field "$2" p99)" "$(json_field "$2" p99_9)" \
+        "$(json_field "$2" max)" "$(json_field "$2" samples)" "$(json_field "$2" lost)"
+}
 
 # An iperf3 client's log: sets ip_gbit (what the receiver got, Gbit/s), ip_moved ("1.23 GBytes") and ip_retr (the
 # sender's retransmissions, "?" when iperf3 could not tell); fails without a receiver line.
@@ -352,15 +440,19 @@ read_iperf3() {  # log
     [[ -n $ip_gbit ]]
 }
 
+# onload-pingpong --stream's byte count (--json), written as iperf3 writes what it moved ("1.23 GBytes").
+stream_moved() {  # json
+    awk -v b="$(json_field "$1" bytes)" 'BEGIN { printf "%.2f GBytes", b / 1073741824 }'
+}
+
 have_kind() { "$PINGPONG" --list-kinds | grep -qx "$1"; }
 
-# A busy-polling onload-pingpong server speaking sockperf's format, in NS on the server CPU; sets $server_pid, or
-# returns 1 (with the reason in $server_error).
-pingpong_server() {  # log ns spec addr port [onload-pingpong options...]
-    local log=$1 ns=$2 spec=$3 addr=$4 port=$5
-    shift 5
-    start_bg "$log" ip netns exec "$ns" "${pin_server[@]}" "$PINGPONG" --server-mode --sockperf --vnic "$spec" \
-        --addr "$addr" --port "$port" "$@"
+# A busy-polling onload-pingpong --server-mode in NS on the server CPU, its VNIC, port and kind from the options
+# (--sockperf; --tcp --sink); sets $server_pid, or returns 1 (with the reason in $server_error).
+pingpong_server() {  # log ns [onload-pingpong options...]
+    local log=$1 ns=$2
+    shift 2
+    start_bg "$log" ip netns exec "$ns" "${pin_server[@]}" "$PINGPONG" --server-mode "$@"
     server_pid=$last_pid
     if ! wait_log "$server_pid" "$log" "server ready"; then
         server_error="onload-pingpong server did not start ($(tail -n 2 "$log" | tr '\n' ' '))"
@@ -370,13 +462,14 @@ pingpong_server() {  # log ns spec addr port [onload-pingpong options...]
 }
 
 # An onload-pingpong client (sockperf's format) in NS on the client CPU for $seconds after 2,000 warm-up messages,
-# its results in JSON; prints its output indented and returns its status.
-pingpong_client_run() {  # key log json ns spec addr server size [onload-pingpong options...]
-    local key=$1 log=$2 json=$3 ns=$4 spec=$5 addr=$6 server=$7 size=$8 rc=0
-    shift 8
-    echo "row $key: onload-pingpong${*:+ $*} --vnic $spec --addr $addr --server $server --size $size --sockperf --seconds $seconds"
-    start_bg "$log" ip netns exec "$ns" "${pin_client[@]}" "$PINGPONG" "$@" --vnic "$spec" --addr "$addr" \
-        --server "$server" --size "$size" --sockperf --warmup 2000 --seconds "$seconds" --json "$json" --label "$key"
+# its results in JSON; its VNIC from the options (--vnic and --addr, or driverlink's --interface). Prints its output
+# indented and returns its status.
+pingpong_client_run() {  # key log json ns server size [onload-pingpong options...]
+    local key=$1 log=$2 json=$3 ns=$4 server=$5 size=$6 rc=0
+    shift 6
+    echo "row $key: onload-pingpong${*:+ $*} --server $server --size $size --sockperf --seconds $seconds"
+    start_bg "$log" ip netns exec "$ns" "${pin_client[@]}" "$PINGPONG" "$@" --server "$server" --size "$size" \
+        --sockperf --warmup 2000 --seconds "$seconds" --json "$json" --label "$key"
     wait_for "$last_pid" $((seconds + 30)) || rc=$?
     sed 's/^/    /' "$log"
     return "$rc"
@@ -392,15 +485,46 @@ machine_facts() {
 }
 
 # The fields every results JSON opens with, one a line, each ending in a comma: when and how long the run was, the
-# machine (machine_facts), the pinning and the load. The caller printed "{" and goes on with its own and its rows.
+# machine (machine_facts), the pinning and the load.
 json_run_fields() {
     printf '  "generated": "%s",\n  "quick": %s,\n  "seconds_per_row": %s,\n' "$started" "$( ((quick)) && echo true || echo false)" "$seconds"
     printf '  "kernel": %s,\n  "cpu": %s,\n  "cpus": %s,\n  "pinning": %s,\n' "$(json_str "$kernel")" "$(json_str "$cpu")" "$ncpu" "$(json_str "$pinning")"
     printf '  "load_average_start": %s,\n  "load_average_end": %s,\n' "$(json_str "$load_start")" "$(json_str "$load_end")"
 }
 
+# Writes the results JSON to FILE: json_run_fields, the script's own fields (printed by OWN_FIELDS, one a line, each
+# ending in a comma; ":" for none), then "rows", one object per KEY that has a status. ROW_FIELDS KEY prints a row's
+# fields (", " between them, no braces); a row that is not ok gets its reason (R_NOTE) after them.
+write_json() {  # file own-fields row-fields key...
+    local file=$1 own_fields=$2 row_fields=$3 key sep=""
+    shift 3
+    {
+        printf '{\n'
+        json_run_fields
+        "$own_fields"
+        printf '  "rows": ['
+        for key in "$@"; do
+            [[ -n ${R_STATUS[$key]:-} ]] || continue
+            printf '%s\n    {' "$sep"
+            "$row_fields" "$key"
+            [[ ${R_STATUS[$key]} == ok ]] || printf ', "reason": %s' "$(json_str "${R_NOTE[$key]}")"
+            printf '}'
+            sep=","
+        done
+        printf '\n  ]\n}\n'
+    } >"$file"
+}
+
 ratio() {  # value base: 3 significant digits, or "" without a base
     awk -v v="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3g", v / b }'
+}
+# Sets median_ratio and p99_ratio, KEY's median and p99 (R_MEDIAN, R_P99) over BASE's; both "" unless BASE is ok.
+latency_ratios() {  # key base
+    median_ratio=""
+    p99_ratio=""
+    [[ ${R_STATUS[$2]:-} == ok ]] || return 0
+    median_ratio=$(ratio "${R_MEDIAN[$1]}" "${R_MEDIAN[$2]}")
+    p99_ratio=$(ratio "${R_P99[$1]}" "${R_P99[$2]}")
 }
 fmt() { awk -v v="$1" 'BEGIN { f = v >= 100 ? "%.0f" : (v >= 10 ? "%.1f" : "%.2f"); printf f, v }'; }
 json_str() { printf '"%s"' "$(printf '%s' "$1" | tr -d '\000-\037' | sed 's/\\/\\\\/g; s/"/\\"/g')"; }

@@ -54,10 +54,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source perf/lib.sh
 
 NAME=rates
-NS_K=olr-k
-NS_C=olr-c
-IF_K=olr-k0
-IF_C=olr-c0
+name_veth_pair olr
 PREFIX=24
 ADDR_K=10.83.0.1
 ADDR_C=10.83.0.2
@@ -72,24 +69,16 @@ PORT_CRR=14401         # kernel tcp_crr server (c1)
 PORT_CRR_ONLOAD=14402
 SIZE=64
 DRIVERD_SOCKET=onload-driverd-olr
-PINGPONG=${PINGPONG:-dist/bin/onload-pingpong}
-ONLOAD_RUN=${ONLOAD_RUN:-dist/bin/onload-run}
-DRIVERD=${DRIVERD:-dist/bin/onload-driverd}
-STACKDUMP=${STACKDUMP:-dist/bin/onload-stackdump}
-CLIENT_CPU=${CLIENT_CPU:-0}
-SERVER_CPU=${SERVER_CPU:-1}
 
 parse_args -- "$@"
 
 check_host bench-rates ip ethtool taskset ss gcc
-for tool in "$ONLOAD_RUN" "$DRIVERD" "$STACKDUMP"; do
-    [[ -x $tool ]] || die "$tool not found or not executable (run make first)"
-done
+check_built "$ONLOAD_RUN" "$DRIVERD" "$STACKDUMP"
 install_missing iperf3 sockperf jq
 
 set_pinning "clients on CPU $CLIENT_CPU, servers and onload-driverd on CPU $SERVER_CPU (taskset)"
 mkdir -p "$out"
-start_workdir olr-rates
+start_workdir
 
 # ---------------------------------------------------------------------------------------------
 # Results: one entry per row. VALUE is the row's figure (Gbit/s, messages/s, connections/s).
@@ -109,25 +98,10 @@ declare -A ROW_DESC=(
     [c3]="tcp_crr client → tcp_crr server, both under onload-run --profile latency"
 )
 declare -A ROW_BASE=([t2]=t1 [t3]=t1 [t4]=t1 [t5]=t1 [t6]=t1 [m2]=m1 [c2]=c1 [c3]=c1)
-onload=(env "ONLOAD_DRIVERD_SOCKET=$DRIVERD_SOCKET" ONLOAD_DRIVERD_AUTOSTART=0 ONLOAD_NO_FAIL=0 "$ONLOAD_RUN")
+set_onload_run
 
 # ---------------------------------------------------------------------------------------------
 # Processes.
-
-# Starts a server in olr-k on CPU $SERVER_CPU; sets $last_pid. Its log is $workdir/NAME.log.
-start_server() {  # name command...
-    local name=$1
-    shift
-    start_bg "$workdir/$name.log" ip netns exec "$NS_K" "${pin_server[@]}" "$@"
-}
-
-# A kernel server, once its port is bound (dies if it is not).
-kernel_server() {  # name udp|tcp port command...
-    local name=$1 proto=$2 port=$3
-    shift 3
-    start_server "$name" "$@"
-    wait_port "$NS_K" "$proto" "$port" "$last_pid" || die "$name did not start: $(tail -n 3 "$workdir/$name.log")"
-}
 
 # A server under onload-run: its socket is on the stack, where ss does not see it, so onload-stackdump must show
 # FILTER holding (on_stack). Sets $server_pid; returns 1 with the row failed if it never does.
@@ -175,7 +149,7 @@ measure_allocation() {  # key server-pid counter unit-name pattern
         return 0
     fi
     start=$(now_ms)
-    nap_until $((start + (seconds * 250 < 1000 ? seconds * 250 : 1000)))
+    nap_until $((start + $(first_dump_ms)))
     if ! before=$(runtime_figures "$NS_K" "$pid" "$counter"); then
         A_NOTE[$key]="onload-stackdump did not answer: $(stackdump_says "$pid")"
         return 0
@@ -240,24 +214,19 @@ row_iperf3_onload() {  # key
 
 # onload-pingpong --stream into onload-pingpong --sink, on the VNICs given by the sink's and source's options.
 row_stream() {  # key sink-ns source-ns [sink options...] -- [source options...]
-    local key=$1 sink_ns=$2 source_ns=$3 sink=() json=$workdir/$1.json
+    local key=$1 sink_ns=$2 source_ns=$3 json=$workdir/$1.json before after
     shift 3
-    while [[ $1 != -- ]]; do sink+=("$1"); shift; done
-    shift
-    start_bg "$workdir/$key-sink.log" ip netns exec "$sink_ns" "${pin_server[@]}" env "ONLOAD_DRIVERD_SOCKET=$DRIVERD_SOCKET" \
-        "$PINGPONG" --server-mode --tcp --sink \
-        --port "$PORT_SINK" "${sink[@]}"
-    server_pid=$last_pid
-    if ! wait_log "$server_pid" "$workdir/$key-sink.log" "server ready"; then
+    split_args "$@"
+    # Driverlink VNICs ask this script's daemons.
+    local -x ONLOAD_DRIVERD_SOCKET=$DRIVERD_SOCKET
+    if ! pingpong_server "$workdir/$key-sink.log" "$sink_ns" --tcp --sink --port "$PORT_SINK" "${before[@]}"; then
         record_fail "$key" "onload-pingpong --sink did not start ($(tail -n 2 "$workdir/$key-sink.log" | tr '\n' ' '))"
-        stop_pid "$server_pid"
         return 0
     fi
-    echo "row $key: onload-pingpong --tcp --stream $* --seconds $seconds"
+    echo "row $key: onload-pingpong --tcp --stream ${after[*]} --seconds $seconds"
     client_log=$workdir/$key.log
-    start_bg "$client_log" ip netns exec "$source_ns" "${pin_client[@]}" env "ONLOAD_DRIVERD_SOCKET=$DRIVERD_SOCKET" \
-        "$PINGPONG" --tcp --stream --seconds "$seconds" \
-        --json "$json" --label "$key" "$@"
+    start_bg "$client_log" ip netns exec "$source_ns" "${pin_client[@]}" "$PINGPONG" --tcp --stream --seconds "$seconds" \
+        --json "$json" --label "$key" "${after[@]}"
     client_pid=$last_pid
     if ! finish_client || [[ ! -s $json ]]; then
         record_fail "$key" "onload-pingpong --stream failed ($(tail -n 1 "$client_log"))"
@@ -265,8 +234,7 @@ row_stream() {  # key sink-ns source-ns [sink options...] -- [source options...]
         record_fail "$key" "the sink did not confirm it read the whole stream"
     else
         R_STATUS[$key]=ok; R_VALUE[$key]=$(json_field "$json" gbit_per_s)
-        R_EXTRA[$key]="$(awk -v b="$(json_field "$json" bytes)" 'BEGIN { printf "%.2f GBytes", b / 1073741824 }'),"
-        R_EXTRA[$key]+=" retransmitted $(json_field "$json" retransmitted)"
+        R_EXTRA[$key]="$(stream_moved "$json"), retransmitted $(json_field "$json" retransmitted)"
     fi
     stop_pid "$server_pid"
 }
@@ -440,32 +408,22 @@ md=$workdir/rates.md
     done
 } >"$md"
 
-json=$workdir/rates.json
-{
-    printf '{\n'
-    json_run_fields
-    printf '  "rows": ['
-    sep=""
-    for r in t1 t2 t3 t4 t5 t6 m1 m2 c1 c2 c3; do
-        [[ -n ${R_STATUS[$r]:-} ]] || continue
-        case $r in t*) unit=gbit_per_s ;; m*) unit=messages_per_s ;; *) unit=connections_per_s ;; esac
-        printf '%s\n    {"row": "%s", "description": %s, "status": "%s"' "$sep" "$r" "$(json_str "${ROW_DESC[$r]}")" "${R_STATUS[$r]}"
-        if [[ ${R_STATUS[$r]} == ok ]]; then
-            rv=$(base_ratio "$r")
-            printf ', "%s": %s, "ratio_to_%s": %s, "notes": %s' "$unit" "${R_VALUE[$r]}" "${ROW_BASE[$r]:-$r}" "${rv:-1}" \
-                "$(json_str "${R_EXTRA[$r]}")"
-            if [[ -n ${A_BYTES[$r]:-} ]]; then
-                printf ', "allocation": {"%s": %s, "bytes": %s, "gcs": %s}' "${A_UNITS[$r]#* }" "${A_UNITS[$r]%% *}" \
-                    "${A_BYTES[$r]}" "${A_GCS[$r]}"
-            fi
-        else
-            printf ', "reason": %s' "$(json_str "${R_NOTE[$r]}")"
-        fi
-        printf '}'
-        sep=","
-    done
-    printf '\n  ]\n}\n'
-} >"$json"
+# A row of rates.json: its figure, named for its unit, that against its base row, and the server stack's allocation.
+json_row() {  # key
+    local r=$1 unit rv
+    printf '"row": "%s", "description": %s, "status": "%s"' "$r" "$(json_str "${ROW_DESC[$r]}")" "${R_STATUS[$r]}"
+    [[ ${R_STATUS[$r]} == ok ]] || return 0
+    case $r in t*) unit=gbit_per_s ;; m*) unit=messages_per_s ;; *) unit=connections_per_s ;; esac
+    rv=$(base_ratio "$r")
+    printf ', "%s": %s, "ratio_to_%s": %s, "notes": %s' "$unit" "${R_VALUE[$r]}" "${ROW_BASE[$r]:-$r}" "${rv:-1}" \
+        "$(json_str "${R_EXTRA[$r]}")"
+    if [[ -n ${A_BYTES[$r]:-} ]]; then
+        printf ', "allocation": {"%s": %s, "bytes": %s, "gcs": %s}' "${A_UNITS[$r]#* }" "${A_UNITS[$r]%% *}" \
+            "${A_BYTES[$r]}" "${A_GCS[$r]}"
+    fi
+}
 
+json=$workdir/rates.json
+write_json "$json" : json_row t1 t2 t3 t4 t5 t6 m1 m2 c1 c2 c3
 jq empty "$json" || die "wrote invalid JSON: $json"
 publish "$out" "$md" "$json"

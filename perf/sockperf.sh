@@ -57,10 +57,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source perf/lib.sh
 
 NAME=sockperf
-NS_K=olq-k
-NS_C=olq-c
-IF_K=olq-k0
-IF_C=olq-c0
+name_veth_pair olq
 PREFIX=24
 ADDR_K=10.86.0.1       # server side (the kernel's address, also the accelerated server's in row 3)
 ADDR_C=10.86.0.2       # client side
@@ -72,12 +69,6 @@ PORT_SHM=13114         # onload-pingpong --server-mode (row 4)
 PORT_LO=13115          # sockperf server on lo (row 5)
 LLS_US=50              # busy-polling time per blocking read (net.core.busy_read's usual setting)
 DRIVERD_SOCKET=onload-driverd-olq
-PINGPONG=${PINGPONG:-dist/bin/onload-pingpong}
-ONLOAD_RUN=${ONLOAD_RUN:-dist/bin/onload-run}
-DRIVERD=${DRIVERD:-dist/bin/onload-driverd}
-STACKDUMP=${STACKDUMP:-dist/bin/onload-stackdump}
-CLIENT_CPU=${CLIENT_CPU:-0}
-SERVER_CPU=${SERVER_CPU:-1}
 
 sizes="64 1024"
 protocols="udp tcp"
@@ -85,16 +76,15 @@ parse_args sizes protocols -- "$@"
 for p in $protocols; do [[ $p == udp || $p == tcp ]] || { echo "$NAME: --protocols: udp or tcp, not '$p'" >&2; exit 2; }; done
 
 check_host bench-sockperf ip ethtool taskset ss
-for tool in "$ONLOAD_RUN" "$DRIVERD" "$STACKDUMP"; do
-    [[ -x $tool ]] || die "$tool not found or not executable (run make first)"
-done
+check_built "$ONLOAD_RUN" "$DRIVERD" "$STACKDUMP"
+set_onload_run
 install_missing sockperf jq
 install_missing gnuplot:gnuplot-nox || true   # plots are a bonus: the tables stand without them
 SOCKPERF=$(command -v sockperf)
 
 set_pinning "clients on CPU $CLIENT_CPU, servers and onload-driverd on CPU $SERVER_CPU (taskset)"
 mkdir -p "$out"
-start_workdir olq-sockperf
+start_workdir
 
 # ---------------------------------------------------------------------------------------------
 # Results: one entry per PROTO:SIZE:ROW; R_CURVE names a file of "percentile value" lines.
@@ -123,12 +113,11 @@ record_ok() {  # key median p99 p999 max samples tool curve-file
 # Starts a sockperf server in NS on CPU $SERVER_CPU, the wrapper before sockperf (onload-run for row 3) and the
 # options after it. Sets $last_pid.
 start_sockperf_server() {  # name ns addr port [wrapper...] [-- sockperf options...]
-    local name=$1 ns=$2 addr=$3 port=$4 wrap=()
+    local name=$1 ns=$2 addr=$3 port=$4 before after
     shift 4
-    while (($#)) && [[ $1 != -- ]]; do wrap+=("$1"); shift; done
-    (($#)) && shift
-    start_bg "$workdir/$name.log" ip netns exec "$ns" "${pin_server[@]}" "${wrap[@]}" "$SOCKPERF" server \
-        "${tcp_opt[@]}" -i "$addr" -p "$port" "$@"
+    split_args "$@"
+    start_bg "$workdir/$name.log" ip netns exec "$ns" "${pin_server[@]}" "${before[@]}" "$SOCKPERF" server \
+        "${tcp_opt[@]}" -i "$addr" -p "$port" "${after[@]}"
 }
 
 # A kernel sockperf server, once its port is bound (dies if it is not).
@@ -139,14 +128,13 @@ sockperf_server() {  # name ns addr port [-- sockperf options...]
 
 # Starts sockperf ping-pong in NS on CPU $CLIENT_CPU for the row's time and size; sets $client_pid, $client_log.
 start_sockperf_client() {  # key ns addr port [wrapper...] [-- sockperf options...]
-    local key=$1 ns=$2 addr=$3 port=$4 wrap=()
+    local key=$1 ns=$2 addr=$3 port=$4 before after
     shift 4
-    while (($#)) && [[ $1 != -- ]]; do wrap+=("$1"); shift; done
-    (($#)) && shift
+    split_args "$@"
     client_log=$workdir/${key//:/-}.log
-    echo "row $key: ${wrap[*]:+${wrap[*]} }sockperf ping-pong ${tcp_opt[*]} -i $addr -p $port -m $size -t $seconds${*:+ $*}"
-    start_bg "$client_log" ip netns exec "$ns" "${pin_client[@]}" "${wrap[@]}" "$SOCKPERF" ping-pong \
-        "${tcp_opt[@]}" -i "$addr" -p "$port" -m "$size" -t "$seconds" "$@"
+    echo "row $key: ${before[*]:+${before[*]} }sockperf ping-pong ${tcp_opt[*]} -i $addr -p $port -m $size -t $seconds${after[*]:+ ${after[*]}}"
+    start_bg "$client_log" ip netns exec "$ns" "${pin_client[@]}" "${before[@]}" "$SOCKPERF" ping-pong \
+        "${tcp_opt[@]}" -i "$addr" -p "$port" -m "$size" -t "$seconds" "${after[@]}"
     client_pid=$last_pid
 }
 
@@ -183,12 +171,19 @@ socket_filter() {  # server|client
     esac
 }
 
+# Records in A_* for KEY:SIDE what one stack received, allocated and collected between two runtime_figures.
+allocation_between() {  # key:side before after
+    local b0 g0 m0 b1 g1 m1
+    read -r b0 g0 m0 <<<"$2"
+    read -r b1 g1 m1 <<<"$3"
+    A_MSGS[$1]=$((m1 - m0)); A_BYTES[$1]=$((b1 - b0)); A_GCS[$1]=$((g1 - g0))
+}
+
 # Row 3's allocation (see the header): both stacks' runtime_figures after the warm-up and before the row's end,
 # while the client runs; records the differences in A_*, or why not in A_NOTE.
 measure_allocation() {  # key measured-time-start-ms server-pid
-    local key=$1 start=$2 server=$3 warm_ms c0 s0 c1 s1 side b0 g0 m0 b1 g1 m1
-    warm_ms=$((seconds * 250 < 1000 ? seconds * 250 : 1000))
-    nap_until $((start + warm_ms))
+    local key=$1 start=$2 server=$3 c0 s0 c1 s1
+    nap_until $((start + $(first_dump_ms)))
     local counter=UdpInDatagrams
     [[ $proto == tcp ]] && counter=TcpInSegs
     if ! c0=$(runtime_figures "$NS_C" "$client_pid" $counter) || ! s0=$(runtime_figures "$NS_K" "$server" $counter); then
@@ -200,40 +195,31 @@ measure_allocation() {  # key measured-time-start-ms server-pid
         A_NOTE[$key]="onload-stackdump did not answer before the row's end"
         return 0
     fi
-    for side in client server; do
-        if [[ $side == client ]]; then read -r b0 g0 m0 <<<"$c0"; read -r b1 g1 m1 <<<"$c1"
-        else read -r b0 g0 m0 <<<"$s0"; read -r b1 g1 m1 <<<"$s1"; fi
-        A_MSGS[$key:$side]=$((m1 - m0)); A_BYTES[$key:$side]=$((b1 - b0)); A_GCS[$key:$side]=$((g1 - g0))
-    done
+    allocation_between "$key:client" "$c0" "$c1"
+    allocation_between "$key:server" "$s0" "$s1"
     echo "    allocation: client ${A_BYTES[$key:client]} B over ${A_MSGS[$key:client]} messages, ${A_GCS[$key:client]} GCs;" \
         "server ${A_BYTES[$key:server]} B over ${A_MSGS[$key:server]} messages, ${A_GCS[$key:server]} GCs"
-}
-
-gro() {  # on|off, both veth ends
-    ip netns exec "$NS_K" ethtool -K "$IF_K" gro "$1" >/dev/null
-    ip netns exec "$NS_C" ethtool -K "$IF_C" gro "$1" >/dev/null
 }
 
 # ---------------------------------------------------------------------------------------------
 # Rows 2, 3 and 4 (rows 1 and 5 are a plain sockperf_row).
 
 row_busy_poll() {  # key
-    gro on
+    offloads on gro
     sockperf_row "$1" "$NS_C" "$ADDR_K" "$PORT_BUSY" -- --lls "$LLS_US"
-    gro off
+    offloads off gro
 }
 
 row_onload() {  # key
     local key=$1 daemons=() server_pid mode_server mode_client measured_start
-    local onload=(env "ONLOAD_DRIVERD_SOCKET=$DRIVERD_SOCKET" ONLOAD_DRIVERD_AUTOSTART=0 ONLOAD_NO_FAIL=0
-        "$ONLOAD_RUN" --profile latency)
     if ! start_driverd "$NS_K" "$IF_K" || ! start_driverd "$NS_C" "$IF_C"; then
         record_fail "$key" "onload-driverd did not start ($(tail -q -n 2 "$workdir"/driverd-*.log | tr '\n' ' '))"
         stop_driverds "${daemons[@]}"
         return 0
     fi
     # Its listener is on the stack, not in the kernel (ss does not show it): onload-stackdump says when it is up.
-    start_sockperf_server "onload-server-$proto-$size" "$NS_K" "$ADDR_K" "$PORT_ONLOAD" "${onload[@]}" --interface "$IF_K"
+    start_sockperf_server "onload-server-$proto-$size" "$NS_K" "$ADDR_K" "$PORT_ONLOAD" "${onload[@]}" --profile latency \
+        --interface "$IF_K"
     server_pid=$last_pid
     if ! mode_server=$(on_stack "$NS_K" "$server_pid" "$PORT_ONLOAD" "$(socket_filter server)"); then
         record_fail "$key" "onload-stackdump never showed the sockperf server's socket on the stack ($(tail -n 2 \
@@ -242,7 +228,8 @@ row_onload() {  # key
         stop_driverds "${daemons[@]}"
         return 0
     fi
-    start_sockperf_client "$key" "$NS_C" "$ADDR_K" "$PORT_ONLOAD" "${onload[@]}" --interface "$IF_C"
+    start_sockperf_client "$key" "$NS_C" "$ADDR_K" "$PORT_ONLOAD" "${onload[@]}" --profile latency \
+        --interface "$IF_C"
     # sockperf's measured time starts after its warm-up messages (with attaching, seconds after it started).
     wait_log "$client_pid" "$client_log" "Starting test" && measured_start=$(now_ms) || measured_start=""
     mode_client=$(on_stack "$NS_C" "$client_pid" "$PORT_ONLOAD" "$(socket_filter client)") || mode_client=""
@@ -278,12 +265,13 @@ row_shm() {  # key
     log=$workdir/${key//:/-}.log
     json=${log%.log}.json
     # Both ends in olq-c: the shm rendezvous is an abstract Unix socket, which belongs to a network namespace.
-    if ! pingpong_server "$log.server" "$NS_C" "shm:$name" "$SHM_NET.1/$PREFIX" "$PORT_SHM" "${tcp_opt[@]}"; then
+    if ! pingpong_server "$log.server" "$NS_C" --sockperf --vnic "shm:$name" --addr "$SHM_NET.1/$PREFIX" \
+        --port "$PORT_SHM" "${tcp_opt[@]}"; then
         record_fail "$key" "$server_error"
         return 0
     fi
-    pingpong_client_run "$key" "$log" "$json" "$NS_C" "shm:$name" "$SHM_NET.2/$PREFIX" "$SHM_NET.1:$PORT_SHM" "$size" \
-        "${tcp_opt[@]}" || rc=$?
+    pingpong_client_run "$key" "$log" "$json" "$NS_C" "$SHM_NET.1:$PORT_SHM" "$size" "${tcp_opt[@]}" \
+        --vnic "shm:$name" --addr "$SHM_NET.2/$PREFIX" || rc=$?
     stop_pid "$server_pid"
     if ((rc != 0)) || [[ ! -s $json ]]; then
         record_fail "$key" "onload-pingpong exited with status $rc ($(tail -n 1 "$log"))"
@@ -335,20 +323,16 @@ tool_of() {  # key
 }
 
 table() {  # proto size
-    local base="$1:$2:1" r key rm_ rp
+    local base="$1:$2:1" r key
     echo "| row | client → server | tools | median | p99 | p99.9 | max | samples | median ÷ 1 | p99 ÷ 1 |"
     echo "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     for r in "${ROWS[@]}"; do
         key="$1:$2:$r"
         [[ -n ${R_STATUS[$key]:-} ]] || continue
         if [[ ${R_STATUS[$key]} == ok ]]; then
-            rm_=""; rp=""
-            if [[ ${R_STATUS[$base]:-} == ok ]]; then
-                rm_=$(ratio "${R_MEDIAN[$key]}" "${R_MEDIAN[$base]}")
-                rp=$(ratio "${R_P99[$key]}" "${R_P99[$base]}")
-            fi
+            latency_ratios "$key" "$base"
             echo "| $r | ${ROW_DESC[$r]} | $(tool_of "$key") | $(fmt "${R_MEDIAN[$key]}") | $(fmt "${R_P99[$key]}") |" \
-                "$(fmt "${R_P999[$key]}") | $(fmt "${R_MAX[$key]}") | ${R_SAMPLES[$key]} | $rm_ | $rp |"
+                "$(fmt "${R_P999[$key]}") | $(fmt "${R_MAX[$key]}") | ${R_SAMPLES[$key]} | $median_ratio | $p99_ratio |"
         else
             echo "| $r | ${ROW_DESC[$r]} | ${R_STATUS[$key]}: ${R_NOTE[$key]//|/\\|} | | | | | | | |"
         fi
@@ -455,52 +439,55 @@ md=$workdir/sockperf.md
     done
 } >"$md"
 
-json=$workdir/sockperf.json
-{
-    printf '{\n'
-    json_run_fields
-    printf '  "metric": "half round trip",\n  "unit": "us",\n  "sockperf": %s,\n  "rows": [' "$(json_str "$sockperf_version")"
-    sep=""
-    for proto in $protocols; do
-        for size in $sizes; do
-            for r in "${ROWS[@]}"; do
-                key="$proto:$size:$r"
-                [[ -n ${R_STATUS[$key]:-} ]] || continue
-                printf '%s\n    {"protocol": "%s", "size": %s, "row": %s, "description": %s, "status": "%s"' \
-                    "$sep" "$proto" "$size" "$r" "$(json_str "${ROW_DESC[$r]}")" "${R_STATUS[$key]}"
-                if [[ ${R_STATUS[$key]} == ok ]]; then
-                    printf ', "tools": %s, "median": %s, "p99": %s, "p99_9": %s, "max": %s, "samples": %s' \
-                        "$(json_str "$(tool_of "$key")")" "${R_MEDIAN[$key]}" "${R_P99[$key]}" "${R_P999[$key]}" \
-                        "${R_MAX[$key]}" "${R_SAMPLES[$key]}"
-                    if [[ ${R_STATUS[$proto:$size:1]:-} == ok ]]; then
-                        rm_=$(ratio "${R_MEDIAN[$key]}" "${R_MEDIAN[$proto:$size:1]}")
-                        rp=$(ratio "${R_P99[$key]}" "${R_P99[$proto:$size:1]}")
-                        printf ', "median_ratio_to_1": %s, "p99_ratio_to_1": %s' "${rm_:-null}" "${rp:-null}"
-                    fi
-                    [[ -n ${R_VNIC[$key]:-} ]] && printf ', "vnic": %s' "$(json_str "${R_VNIC[$key]}")"
-                    if [[ -n ${A_MSGS[$key:client]:-} ]]; then
-                        printf ', "allocation": {'
-                        for side in client server; do
-                            bpm=$(per_message "${A_BYTES[$key:$side]}" "${A_MSGS[$key:$side]}")
-                            printf '"%s": {"messages": %s, "bytes": %s, "bytes_per_message": %s, "gcs": %s}%s' "$side" \
-                                "${A_MSGS[$key:$side]}" "${A_BYTES[$key:$side]}" "${bpm:-null}" "${A_GCS[$key:$side]}" \
-                                "$([[ $side == client ]] && echo ", ")"
-                        done
-                        printf '}'
-                    elif [[ -n ${A_NOTE[$key]:-} ]]; then
-                        printf ', "allocation_note": %s' "$(json_str "${A_NOTE[$key]}")"
-                    fi
-                    printf ', "percentiles": [%s]' "$(awk '{ printf "%s[%s, %s]", (NR > 1 ? ", " : ""), $1 + 0, $2 + 0 }' "${R_CURVE[$key]}")"
-                else
-                    printf ', "reason": %s' "$(json_str "${R_NOTE[$key]}")"
-                fi
-                printf '}'
-                sep=","
-            done
+sockperf_json_fields() {
+    printf '  "metric": "half round trip",\n  "unit": "us",\n  "sockperf": %s,\n' "$(json_str "$sockperf_version")"
+}
+
+# Row 3's allocation per side as JSON fields (", " first), or why it was not measured, or nothing.
+json_allocation() {  # key
+    local key=$1 side bpm
+    if [[ -n ${A_MSGS[$key:client]:-} ]]; then
+        printf ', "allocation": {'
+        for side in client server; do
+            bpm=$(per_message "${A_BYTES[$key:$side]}" "${A_MSGS[$key:$side]}")
+            printf '"%s": {"messages": %s, "bytes": %s, "bytes_per_message": %s, "gcs": %s}%s' "$side" \
+                "${A_MSGS[$key:$side]}" "${A_BYTES[$key:$side]}" "${bpm:-null}" "${A_GCS[$key:$side]}" \
+                "$([[ $side == client ]] && echo ", ")"
         done
+        printf '}'
+    elif [[ -n ${A_NOTE[$key]:-} ]]; then
+        printf ', "allocation_note": %s' "$(json_str "${A_NOTE[$key]}")"
+    fi
+}
+
+# A row of sockperf.json, by PROTO:SIZE:ROW: its percentiles, its ratios to row 1's, its VNICs and allocation (row
+# 3) and its percentile curve.
+json_row() {  # key
+    local key=$1 proto size r
+    IFS=: read -r proto size r <<<"$key"
+    printf '"protocol": "%s", "size": %s, "row": %s, "description": %s, "status": "%s"' \
+        "$proto" "$size" "$r" "$(json_str "${ROW_DESC[$r]}")" "${R_STATUS[$key]}"
+    [[ ${R_STATUS[$key]} == ok ]] || return 0
+    printf ', "tools": %s, "median": %s, "p99": %s, "p99_9": %s, "max": %s, "samples": %s' \
+        "$(json_str "$(tool_of "$key")")" "${R_MEDIAN[$key]}" "${R_P99[$key]}" "${R_P999[$key]}" \
+        "${R_MAX[$key]}" "${R_SAMPLES[$key]}"
+    if [[ ${R_STATUS[$proto:$size:1]:-} == ok ]]; then
+        latency_ratios "$key" "$proto:$size:1"
+        printf ', "median_ratio_to_1": %s, "p99_ratio_to_1": %s' "${median_ratio:-null}" "${p99_ratio:-null}"
+    fi
+    [[ -n ${R_VNIC[$key]:-} ]] && printf ', "vnic": %s' "$(json_str "${R_VNIC[$key]}")"
+    json_allocation "$key"
+    printf ', "percentiles": [%s]' "$(awk '{ printf "%s[%s, %s]", (NR > 1 ? ", " : ""), $1 + 0, $2 + 0 }' "${R_CURVE[$key]}")"
+}
+
+json=$workdir/sockperf.json
+keys=()
+for proto in $protocols; do
+    for size in $sizes; do
+        for r in "${ROWS[@]}"; do keys+=("$proto:$size:$r"); done
     done
-    printf '\n  ]\n}\n'
-} >"$json"
+done
+write_json "$json" sockperf_json_fields json_row "${keys[@]}"
 
 for png in "${pngs[@]}"; do
     cp "$png" "$out/"

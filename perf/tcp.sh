@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # TCP: the Linux kernel against the user-level stack over one veth pair, all from one run.
 #
-#   namespace olt-k (kernel servers)                  namespace olt-c (clients)
-#   olt-k0 10.87.0.1/24  sockperf, iperf3, socat,  <- veth ->  olt-c0 10.87.0.2/24  the kernel's client address
+#   namespace olp-k (kernel servers)                  namespace olp-c (clients)
+#   olp-k0 10.87.0.1/24  sockperf, iperf3, socat,  <- veth ->  olp-c0 10.87.0.2/24  the kernel's client address
 #                        tcp_crr servers                              10.87.0.3     the stack (AF_PACKET rows)
 #                                                                             10.87.0.4     the stack (AF_XDP rows)
 #
@@ -41,25 +41,20 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=perf/lib.sh
 source perf/lib.sh
 
-NS_K=olt-k
-NS_C=olt-c
-IF_K=olt-k0
-IF_C=olt-c0
+NAME=tcp
+# olp: a prefix of its own (the tests sweep olt, theirs).
+name_veth_pair olp
 NET=10.87.0
 PREFIX=24
 ADDR_K=$NET.1          # kernel, server side
 ADDR_C=$NET.2          # kernel, client side
-ADDR_STACK=$NET.3      # the stack's address on olt-c0, AF_PACKET rows
+ADDR_STACK=$NET.3      # the stack's address on olp-c0, AF_PACKET rows
 ADDR_STACK_XDP=$NET.4  # and AF_XDP rows: see stack_addr
 PORT_PP=12111          # sockperf server --tcp
 PORT_IPERF=12201       # iperf3 -s
 PORT_SINK=12202        # socat sink, one per stack row
 PORT_CRR=12301         # tcp_crr server
 SIZE=64
-PINGPONG=${PINGPONG:-dist/bin/onload-pingpong}
-CLIENT_CPU=${CLIENT_CPU:-0}
-SERVER_CPU=${SERVER_CPU:-1}
-NAME=tcp
 
 parse_args -- "$@"
 
@@ -68,15 +63,7 @@ install_missing sockperf iperf3 socat
 
 set_pinning "clients on CPU $CLIENT_CPU, servers and sinks on CPU $SERVER_CPU (taskset)"
 mkdir -p "$out"
-start_workdir olt-tcp
-
-# Starts a server in olt-k on CPU $SERVER_CPU and waits for its port; sets $last_pid, dies if it does not start.
-kernel_server() {  # name port command...
-    local name=$1 port=$2
-    shift 2
-    start_bg "$workdir/$name.log" ip netns exec "$NS_K" "${pin_server[@]}" "$@"
-    wait_port "$NS_K" tcp "$port" "$last_pid" || die "$name did not start: $(tail -n 3 "$workdir/$name.log")"
-}
+start_workdir
 
 # ---------------------------------------------------------------------------------------------
 # Results: one entry per row. VALUE is the row's main figure (median µs, Gbit/s, connections/s).
@@ -95,7 +82,7 @@ declare -A ROW_DESC=(
     [j]="stack AF_XDP, busy-polling → kernel tcp_crr server"
 )
 declare -A ROW_BASE=([b]=a [c]=a [e]=d [f]=d [g]=d [i]=h [j]=h)
-# Runs a client in olt-c on CPU $CLIENT_CPU and waits for it; returns its status, its output in $workdir/KEY.log.
+# Runs a client in olp-c on CPU $CLIENT_CPU and waits for it; returns its status, its output in $workdir/KEY.log.
 run_client() {  # key command...
     local key=$1
     shift
@@ -112,7 +99,7 @@ run_client() {  # key command...
 # would carry an older timestamp, be refused (RFC 7323 PAWS) and wait a 1 s SYN retransmission.
 stack_addr() { [[ $1 == af_xdp:* ]] && echo "$ADDR_STACK_XDP" || echo "$ADDR_STACK"; }
 
-pingpong() {  # key spec args...: onload-pingpong on the stack's address in olt-c
+pingpong() {  # key spec args...: onload-pingpong on the stack's address in olp-c
     local key=$1 spec=$2
     shift 2
     run_client "$key" "$PINGPONG" --vnic "$spec" --addr "$(stack_addr "$spec")/$PREFIX" --label "$key" \
@@ -166,7 +153,7 @@ stack_stream_row() {  # key kind
     local key=$1 kind=$2 json=$workdir/$1.json sink_pid
     have_kind "$kind" || { record_skip "$key" "$kind backend not built"; return 0; }
     # One socat per row: it reads everything into /dev/null and exits at the end of the stream, closing.
-    kernel_server "$key-sink" "$PORT_SINK" socat -u -b 131072 "TCP-LISTEN:$PORT_SINK,bind=$ADDR_K,reuseaddr" OPEN:/dev/null
+    kernel_server "$key-sink" tcp "$PORT_SINK" socat -u -b 131072 "TCP-LISTEN:$PORT_SINK,bind=$ADDR_K,reuseaddr" OPEN:/dev/null
     sink_pid=$last_pid
     if ! pingpong "$key" "$kind:$IF_C" --tcp --stream --server "$ADDR_K:$PORT_SINK" --seconds "$seconds"; then
         record_fail "$key" "onload-pingpong --tcp --stream failed ($(tail -n 1 "$workdir/$key.log"))"
@@ -176,7 +163,7 @@ stack_stream_row() {  # key kind
     stop_pid "$sink_pid"
     [[ -s $json ]] || { record_fail "$key" "onload-pingpong wrote no results"; return 0; }
     R_STATUS[$key]=ok; R_VALUE[$key]=$(json_field "$json" gbit_per_s)
-    R_COUNT[$key]=$(awk -v b="$(json_field "$json" bytes)" 'BEGIN { printf "%.2f GBytes", b / 1073741824 }')
+    R_COUNT[$key]=$(stream_moved "$json")
     R_EXTRA[$key]="retransmitted $(json_field "$json" retransmitted)"
 }
 
@@ -216,9 +203,9 @@ gcc -std=c11 -O2 -Wall -Wextra -Werror -o "$workdir/tcp_crr" perf/tcp_crr.c
 make_veth_pair
 
 say "starting kernel servers in $NS_K on CPU $SERVER_CPU (blocking calls)"
-kernel_server sockperf-server "$PORT_PP" sockperf server --tcp -i "$ADDR_K" -p "$PORT_PP"
-kernel_server iperf3-server "$PORT_IPERF" iperf3 -s -B "$ADDR_K" -p "$PORT_IPERF"
-kernel_server crr-server "$PORT_CRR" "$workdir/tcp_crr" server "$ADDR_K" "$PORT_CRR" "$SIZE"
+kernel_server sockperf-server tcp "$PORT_PP" sockperf server --tcp -i "$ADDR_K" -p "$PORT_PP"
+kernel_server iperf3-server tcp "$PORT_IPERF" iperf3 -s -B "$ADDR_K" -p "$PORT_IPERF"
+kernel_server crr-server tcp "$PORT_CRR" "$workdir/tcp_crr" server "$ADDR_K" "$PORT_CRR" "$SIZE"
 echo "VNIC kinds in $PINGPONG: $("$PINGPONG" --list-kinds | tr '\n' ' ')"
 
 started=$(date -u +%Y-%m-%dT%H:%M:%SZ)
@@ -296,26 +283,16 @@ md=$workdir/tcp.md
     done
 } >"$md"
 
-json=$workdir/tcp.json
-{
-    printf '{\n'
-    json_run_fields
-    printf '  "rows": ['
-    sep=""
-    for r in a b c d e f g h i j; do
-        [[ -n ${R_STATUS[$r]:-} ]] || continue
-        case $r in a|b|c) unit=us_half_round_trip_median ;; d|e|f|g) unit=gbit_per_s ;; *) unit=connections_per_s ;; esac
-        printf '%s\n    {"row": "%s", "description": %s, "status": "%s"' "$sep" "$r" "$(json_str "${ROW_DESC[$r]}")" "${R_STATUS[$r]}"
-        if [[ ${R_STATUS[$r]} == ok ]]; then
-            rv=$(base_ratio $r R_VALUE)
-            printf ', "%s": %s, "ratio_to_kernel": %s' "$unit" "${R_VALUE[$r]}" "${rv:-null}"
-        else
-            printf ', "reason": %s' "$(json_str "${R_NOTE[$r]}")"
-        fi
-        printf '}'
-        sep=","
-    done
-    printf '\n  ]\n}\n'
-} >"$json"
+# A row of tcp.json: its main figure, named for its unit, and that against its kernel row.
+json_row() {  # key
+    local r=$1 unit rv
+    printf '"row": "%s", "description": %s, "status": "%s"' "$r" "$(json_str "${ROW_DESC[$r]}")" "${R_STATUS[$r]}"
+    [[ ${R_STATUS[$r]} == ok ]] || return 0
+    case $r in a|b|c) unit=us_half_round_trip_median ;; d|e|f|g) unit=gbit_per_s ;; *) unit=connections_per_s ;; esac
+    rv=$(base_ratio "$r" R_VALUE)
+    printf ', "%s": %s, "ratio_to_kernel": %s' "$unit" "${R_VALUE[$r]}" "${rv:-null}"
+}
 
+json=$workdir/tcp.json
+write_json "$json" : json_row a b c d e f g h i j
 publish "$out" "$md" "$json"
