@@ -121,7 +121,7 @@ public sealed partial class NetStack
     private bool TcpBindConflict(int c, ushort port)
     {
         ref var t = ref _tcp[c];
-        for (int o = _tcp.FirstOnPort(port); o >= 0; o = _tcp[o].PortNext)
+        for (int o = _tcp.FirstOnPort(port); o >= 0; o = _tcp.NextOnPort(o))
         {
             if (o == c)
                 continue;
@@ -141,7 +141,7 @@ public sealed partial class NetStack
     {
         int first = -1;
         uint listeners = 0;
-        for (int o = _tcp.FirstOnPort(port); o >= 0; o = _tcp[o].PortNext)
+        for (int o = _tcp.FirstOnPort(port); o >= 0; o = _tcp.NextOnPort(o))
             if (_tcp[o].State == TcpState.Listen)
             {
                 if (first < 0)
@@ -151,7 +151,7 @@ public sealed partial class NetStack
         if (listeners <= 1)
             return first;
         uint pick = ReuseportPick(_address, port, remote, remotePort, listeners);
-        for (int o = first; ; o = _tcp[o].PortNext)
+        for (int o = first; ; o = _tcp.NextOnPort(o))
             if (_tcp[o].State == TcpState.Listen && pick-- == 0)
                 return o;
     }

@@ -135,7 +135,7 @@ public sealed partial class NetStack
     private int UdpSocketFor(in UdpQueuedDatagram queued, Ipv4Address destination, ushort port)
     {
         int best = -1, bestScore = -1;
-        for (int s = _udp.FirstOnPort(port); s >= 0; s = _udp[s].PortNext)
+        for (int s = _udp.FirstOnPort(port); s >= 0; s = _udp.NextOnPort(s))
         {
             int score = UdpScore(s, destination, queued.SourceAddress, queued.SourcePort);
             if (score > bestScore)
@@ -146,11 +146,11 @@ public sealed partial class NetStack
         // The group's members score alike, so none comes before the first best.
         var address = _udp[best].LocalAddress;
         uint members = 0;
-        for (int s = best; s >= 0; s = _udp[s].PortNext)
+        for (int s = best; s >= 0; s = _udp.NextOnPort(s))
             if (InReusePortGroup(s, address))
                 members++;
         uint pick = ReuseportPick(destination, port, queued.SourceAddress, queued.SourcePort, members);
-        for (int s = best; ; s = _udp[s].PortNext)
+        for (int s = best; ; s = _udp.NextOnPort(s))
             if (InReusePortGroup(s, address) && pick-- == 0)
                 return s;
     }
@@ -166,7 +166,7 @@ public sealed partial class NetStack
     private int UdpDeliverCopies(in UdpQueuedDatagram queued, Ipv4Address destination, ushort port)
     {
         int last = -1;
-        for (int s = _udp.FirstOnPort(port); s >= 0; s = _udp[s].PortNext)
+        for (int s = _udp.FirstOnPort(port); s >= 0; s = _udp.NextOnPort(s))
         {
             if (UdpScore(s, destination, queued.SourceAddress, queued.SourcePort) < 0)
                 continue;
@@ -251,7 +251,7 @@ public sealed partial class NetStack
     private bool UdpBindConflict(int s, Ipv4Endpoint local)
     {
         ref var socket = ref _udp[s];
-        for (int o = _udp.FirstOnPort(local.Port); o >= 0; o = _udp[o].PortNext)
+        for (int o = _udp.FirstOnPort(local.Port); o >= 0; o = _udp.NextOnPort(o))
         {
             ref var other = ref _udp[o];
             bool sameAddress = local.Address.IsAny || other.LocalAddress.IsAny || local.Address == other.LocalAddress;
@@ -555,7 +555,7 @@ public sealed partial class NetStack
     /// <paramref name="group"/>, so the port's one kernel socket is joined for them all already (and stays joined).</summary>
     private bool GroupJoinedOnPort(int s, Ipv4Address group)
     {
-        for (int o = _udp.FirstOnPort(_udp[s].LocalPort); o >= 0; o = _udp[o].PortNext)
+        for (int o = _udp.FirstOnPort(_udp[s].LocalPort); o >= 0; o = _udp.NextOnPort(o))
             if (o != s && _groups.IsMember(o, group))
                 return true;
         return false;
