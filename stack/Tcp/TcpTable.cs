@@ -105,6 +105,14 @@ public sealed unsafe class TcpTable : IDisposable, IPortTable
 
     public bool PortInUse(ushort port) => _ports.InUse(port);
 
+    /// <summary>Row <paramref name="c"/> as the bind rule sees it. Its address is left as the wildcard: a TCP row
+    /// binds the stack's one address or the wildcard, which overlap, so the address never lets two rows share.</summary>
+    public PortBinder Binder(int c)
+    {
+        ref var t = ref _rows[c];
+        return new(Ipv4Address.Any, t.ReuseAddr, t.ReusePort, Listening: t.State == TcpState.Listen);
+    }
+
     public void BindPort(int c, ushort port)
     {
         ref var t = ref _rows[c];

@@ -215,7 +215,8 @@ public sealed partial class NetStack
         if (!local.Address.IsAny && local.Address != _address && !local.Address.IsMulticast)
             return -(int)Errno.EADDRNOTAVAIL;
         ushort port = local.Port;
-        if (port != 0 && UdpBindConflict(s, local))
+        // The binder's address is the one asked for: the socket takes it only once the bind succeeds.
+        if (port != 0 && BindConflict(_udp, s, port, _udp.Binder(s) with { Address = local.Address }))
             return -(int)Errno.EADDRINUSE;
         if (_control != null)
         {
@@ -243,22 +244,6 @@ public sealed partial class NetStack
                 if (_groups[g].InUse && _groups.IsMember(s, _groups[g].Group) && !GroupJoinedOnPort(s, _groups[g].Group))
                     _ = _control.JoinGroup(port, _groups[g].Group);
         return 0;
-    }
-
-    /// <summary>Whether socket <paramref name="s"/> may not bind <paramref name="local"/> beside the sockets bound to
-    /// its port: Linux's udp_lib_lport_inuse with one user. Sockets on different addresses never conflict; on one
-    /// (or the wildcard) they share the port when both set SO_REUSEADDR or both SO_REUSEPORT.</summary>
-    private bool UdpBindConflict(int s, Ipv4Endpoint local)
-    {
-        ref var socket = ref _udp[s];
-        for (int o = _udp.FirstOnPort(local.Port); o >= 0; o = _udp.NextOnPort(o))
-        {
-            ref var other = ref _udp[o];
-            bool sameAddress = local.Address.IsAny || other.LocalAddress.IsAny || local.Address == other.LocalAddress;
-            if (sameAddress && !(socket.ReuseAddr && other.ReuseAddr) && !(socket.ReusePort && other.ReusePort))
-                return true;
-        }
-        return false;
     }
 
     /// <summary>SO_REUSEADDR: decides later binds on the port, as on Linux.</summary>

@@ -118,6 +118,12 @@ public sealed class UdpSocketTable : IDisposable, IPortTable
 
     public bool PortInUse(ushort port) => _ports.InUse(port);
 
+    public PortBinder Binder(int handle)
+    {
+        ref var s = ref _sockets[handle];
+        return new(s.LocalAddress, s.ReuseAddr, s.ReusePort, Listening: false);
+    }
+
     public void BindPort(int handle, ushort port)
     {
         ref var s = ref _sockets[handle];
