@@ -85,13 +85,15 @@ public sealed partial class NetStack
 
     /// <summary>
     /// Driverlink mode: reserves <paramref name="port"/> (0: an ephemeral one, which the kernel picks and which is
-    /// returned in <paramref name="port"/>) through the control plane, so the daemon steers it to our VNIC. A port
-    /// the stack itself still holds is given back at once and refused, never shared. Returns 0 or a negated errno;
-    /// on failure nothing stays reserved.
+    /// returned in <paramref name="port"/>) through the control plane, so the daemon steers it to our VNIC. The
+    /// reservation is the port's, taken once: a socket the bind rule let share a port already held joins it. An
+    /// ephemeral port the stack itself still holds is given back at once and refused, never shared. Returns 0 or a
+    /// negated errno; on failure nothing stays reserved.
     /// </summary>
     private int ReserveControlPort<TTable>(TTable table, byte protocol, ref ushort port, Errno exhausted) where TTable : IPortTable
     {
-        bool ephemeral = port == 0;
+        if (port != 0 && table.PortInUse(port))
+            return 0;
         int rc = _control!.ReservePort(protocol, ref port);
         if (rc != 0)
             return rc < 0 ? rc : -rc;
@@ -99,8 +101,9 @@ public sealed partial class NetStack
             return 0;
         if (port != 0)
             _control.ReleasePort(protocol, port);
-        return -(int)(ephemeral ? exhausted : Errno.EADDRINUSE);
+        return -(int)exhausted; // only an ephemeral port gets here: a port asked for was free on entry
     }
+
     /// <summary>Whether <paramref name="binder"/>, row <paramref name="self"/> of <paramref name="table"/> (on the port
     /// already when it starts to listen), may not take <paramref name="port"/> beside the rows bound to it.</summary>
     private static bool BindConflict<TTable>(TTable table, int self, ushort port, in PortBinder binder) where TTable : IPortTable
@@ -131,7 +134,7 @@ public sealed partial class NetStack
     {
         if (port != 0 && _tcpReleasePending![port])
             _tcpReleasePending[port] = false;
-        else if (port == 0 || !_tcp.PortInUse(port))
+        else
         {
             int rc = ReserveControlPort(_tcp, IpProtocol.Tcp, ref port, Errno.EADDRNOTAVAIL);
             if (rc != 0)

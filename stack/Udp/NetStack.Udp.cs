@@ -220,13 +220,9 @@ public sealed partial class NetStack
             return -(int)Errno.EADDRINUSE;
         if (_control != null)
         {
-            // The reservation is the port's, taken by its first socket; the others sharing it join it.
-            if (port == 0 || !_udp.PortInUse(port))
-            {
-                int rc = ReserveControlPort(_udp, IpProtocol.Udp, ref port, Errno.EAGAIN);
-                if (rc != 0)
-                    return rc;
-            }
+            int rc = ReserveControlPort(_udp, IpProtocol.Udp, ref port, Errno.EAGAIN);
+            if (rc != 0)
+                return rc;
             socket.PortReserved = true;
         }
         else if (port == 0)
