@@ -135,28 +135,29 @@ public sealed partial class NetStack
     private int UdpSocketFor(in UdpQueuedDatagram queued, Ipv4Address destination, ushort port)
     {
         int best = -1, bestScore = -1;
+        // Counted in the same walk: the group's members score alike, so none comes before the first best.
+        uint members = 0;
         for (int s = _udp.FirstOnPort(port); s >= 0; s = _udp.NextOnPort(s))
         {
             int score = UdpScore(s, destination, queued.SourceAddress, queued.SourcePort);
             if (score > bestScore)
-                (best, bestScore) = (s, score);
-        }
-        if (best < 0 || !_udp[best].ReusePort || _udp[best].Connected)
-            return best;
-        // The group's members score alike, so none comes before the first best.
-        var address = _udp[best].LocalAddress;
-        uint members = 0;
-        for (int s = best; s >= 0; s = _udp.NextOnPort(s))
-            if (InReusePortGroup(s, address))
+                (best, bestScore, members) = (s, score, 1);
+            else if (best >= 0 && score == bestScore && SameReusePortGroup(s, best))
                 members++;
+        }
+        if (members <= 1)
+            return best;
         uint pick = ReuseportPick(destination, port, queued.SourceAddress, queued.SourcePort, members);
         for (int s = best; ; s = _udp.NextOnPort(s))
-            if (InReusePortGroup(s, address) && pick-- == 0)
+            if (SameReusePortGroup(s, best) && pick-- == 0)
                 return s;
     }
 
-    private bool InReusePortGroup(int s, Ipv4Address address) =>
-        _udp[s].ReusePort && !_udp[s].Connected && _udp[s].LocalAddress == address;
+    /// <summary>Whether sockets <paramref name="s"/> and <paramref name="member"/> (on one port) form an SO_REUSEPORT
+    /// group: both set it, neither is connected, and both are bound to one address.</summary>
+    private bool SameReusePortGroup(int s, int member) =>
+        _udp[s].ReusePort && _udp[member].ReusePort && !_udp[s].Connected && !_udp[member].Connected &&
+        _udp[s].LocalAddress == _udp[member].LocalAddress;
 
     /// <summary>
     /// A broadcast or multicast datagram: a copy for every socket on the port that hears it but the last, which is
