@@ -3,10 +3,30 @@ using Onload.Stack.Wire;
 
 namespace Onload.Stack;
 
-/// <summary>A protocol's table of bound ports, as the ephemeral port search sees it.</summary>
+/// <summary>A protocol's table of bound ports, as the ephemeral port search and the bind rule see it.</summary>
 internal interface IPortTable
 {
     bool PortInUse(ushort port);
+    /// <summary>The rows bound to a port (<see cref="Memory.PortLists"/>): the first, or -1 ...</summary>
+    int FirstOnPort(ushort port);
+    /// <summary>... and each one's next, or -1.</summary>
+    int NextOnPort(int row);
+    PortBinder Binder(int row);
+}
+
+/// <summary>What Linux's bind rule looks at in a socket holding or taking a port (one user, no SO_BINDTODEVICE).
+/// <paramref name="Listening"/>: a TCP listener (a UDP socket never is).</summary>
+public readonly record struct PortBinder(Ipv4Address Address, bool ReuseAddr, bool ReusePort, bool Listening)
+{
+    /// <summary>
+    /// Whether this socket may not take the port beside <paramref name="holder"/>, as Linux's inet_bind_conflict
+    /// (TCP) and udp_lib_lport_inuse (UDP): sockets on different addresses never conflict; on one (or the wildcard)
+    /// they share the port when both set SO_REUSEPORT, or both set SO_REUSEADDR and the holder is not listening.
+    /// </summary>
+    public bool ConflictsWith(in PortBinder holder) =>
+        (Address.IsAny || holder.Address.IsAny || Address == holder.Address) &&
+        !(ReuseAddr && holder.ReuseAddr && !holder.Listening) &&
+        !(ReusePort && holder.ReusePort);
 }
 
 public sealed partial class NetStack
@@ -65,13 +85,15 @@ public sealed partial class NetStack
 
     /// <summary>
     /// Driverlink mode: reserves <paramref name="port"/> (0: an ephemeral one, which the kernel picks and which is
-    /// returned in <paramref name="port"/>) through the control plane, so the daemon steers it to our VNIC. A port
-    /// the stack itself still holds is given back at once and refused, never shared. Returns 0 or a negated errno;
-    /// on failure nothing stays reserved.
+    /// returned in <paramref name="port"/>) through the control plane, so the daemon steers it to our VNIC. The
+    /// reservation is the port's, taken once: a socket the bind rule let share a port already held joins it. An
+    /// ephemeral port the stack itself still holds is given back at once and refused, never shared. Returns 0 or a
+    /// negated errno; on failure nothing stays reserved.
     /// </summary>
     private int ReserveControlPort<TTable>(TTable table, byte protocol, ref ushort port, Errno exhausted) where TTable : IPortTable
     {
-        bool ephemeral = port == 0;
+        if (port != 0 && table.PortInUse(port))
+            return 0;
         int rc = _control!.ReservePort(protocol, ref port);
         if (rc != 0)
             return rc < 0 ? rc : -rc;
@@ -79,7 +101,17 @@ public sealed partial class NetStack
             return 0;
         if (port != 0)
             _control.ReleasePort(protocol, port);
-        return -(int)(ephemeral ? exhausted : Errno.EADDRINUSE);
+        return -(int)exhausted; // only an ephemeral port gets here: a port asked for was free on entry
+    }
+
+    /// <summary>Whether <paramref name="binder"/>, row <paramref name="self"/> of <paramref name="table"/> (on the port
+    /// already when it starts to listen), may not take <paramref name="port"/> beside the rows bound to it.</summary>
+    private static bool BindConflict<TTable>(TTable table, int self, ushort port, in PortBinder binder) where TTable : IPortTable
+    {
+        for (int o = table.FirstOnPort(port); o >= 0; o = table.NextOnPort(o))
+            if (o != self && binder.ConflictsWith(table.Binder(o)))
+                return true;
+        return false;
     }
 
     /// <summary>
@@ -102,7 +134,7 @@ public sealed partial class NetStack
     {
         if (port != 0 && _tcpReleasePending![port])
             _tcpReleasePending[port] = false;
-        else if (port == 0 || !_tcp.PortInUse(port))
+        else
         {
             int rc = ReserveControlPort(_tcp, IpProtocol.Tcp, ref port, Errno.EADDRNOTAVAIL);
             if (rc != 0)

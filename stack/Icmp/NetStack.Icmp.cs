@@ -208,7 +208,7 @@ public sealed partial class NetStack
         // quoted destination.
         int s = _udp.FirstOnPort(udp.SourcePort);
         while (s >= 0 && !ConnectedTo(ref _udp[s], inner.Destination, udp.DestinationPort))
-            s = _udp[s].PortNext;
+            s = _udp.NextOnPort(s);
         if (s < 0)
             return;
         ref UdpSocket socket = ref _udp[s];

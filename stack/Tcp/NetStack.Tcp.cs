@@ -97,7 +97,7 @@ public sealed partial class NetStack
         if (!local.Address.IsAny && local.Address != _address)
             return -(int)Errno.EADDRNOTAVAIL;
         ushort port = local.Port;
-        if (port != 0 && TcpBindConflict(c, port))
+        if (port != 0 && BindConflict(_tcp, c, port, _tcp.Binder(c)))
             return -(int)Errno.EADDRINUSE;
         t.BoundToAny = local.Address.IsAny;
         if (_control != null)
@@ -114,26 +114,6 @@ public sealed partial class NetStack
     }
 
     /// <summary>
-    /// Whether row <paramref name="c"/> may not hold <paramref name="port"/> beside the rows bound to it: Linux's
-    /// inet_csk_bind_conflict with one address and one user. Two sockets share a port when both set SO_REUSEADDR
-    /// and the other is not listening, or when both set SO_REUSEPORT.
-    /// </summary>
-    private bool TcpBindConflict(int c, ushort port)
-    {
-        ref var t = ref _tcp[c];
-        for (int o = _tcp.FirstOnPort(port); o >= 0; o = _tcp[o].PortNext)
-        {
-            if (o == c)
-                continue;
-            ref var other = ref _tcp[o];
-            bool shareAddress = t.ReuseAddr && other.ReuseAddr && other.State != TcpState.Listen;
-            if (!shareAddress && !(t.ReusePort && other.ReusePort))
-                return true;
-        }
-        return false;
-    }
-
-    /// <summary>
     /// The listener a SYN for no connection goes to, or -1: the port's one listener, or the member of its
     /// SO_REUSEPORT group that <see cref="ReuseportPick"/> names.
     /// </summary>
@@ -141,7 +121,7 @@ public sealed partial class NetStack
     {
         int first = -1;
         uint listeners = 0;
-        for (int o = _tcp.FirstOnPort(port); o >= 0; o = _tcp[o].PortNext)
+        for (int o = _tcp.FirstOnPort(port); o >= 0; o = _tcp.NextOnPort(o))
             if (_tcp[o].State == TcpState.Listen)
             {
                 if (first < 0)
@@ -151,7 +131,7 @@ public sealed partial class NetStack
         if (listeners <= 1)
             return first;
         uint pick = ReuseportPick(_address, port, remote, remotePort, listeners);
-        for (int o = first; ; o = _tcp[o].PortNext)
+        for (int o = first; ; o = _tcp.NextOnPort(o))
             if (_tcp[o].State == TcpState.Listen && pick-- == 0)
                 return o;
     }
@@ -188,7 +168,7 @@ public sealed partial class NetStack
             if (rc != 0)
                 return rc;
         }
-        else if (t.State == TcpState.Closed && TcpBindConflict(c, t.LocalPort))
+        else if (t.State == TcpState.Closed && BindConflict(_tcp, c, t.LocalPort, _tcp.Binder(c)))
             return -(int)Errno.EADDRINUSE; // Linux checks the port again as the socket starts to listen
         SetState(c, TcpState.Listen);
         t.Backlog = Math.Clamp(backlog, 1, 4096); // net.core.somaxconn

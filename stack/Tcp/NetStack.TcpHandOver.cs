@@ -105,8 +105,9 @@ public sealed partial class NetStack
     /// <summary>Whether a listener is left on <paramref name="port"/> (another of its SO_REUSEPORT group).</summary>
     public bool TcpPortListened(ushort port)
     {
-        for (int i = 0; i < _tcp.Capacity; i++)
-            if (_tcp.IsValid(i) && _tcp[i].LocalPort == port && _tcp[i].State == TcpState.Listen)
+        // A listener is bound, so it is on its port's list: no need to look at every row.
+        for (int o = _tcp.FirstOnPort(port); o >= 0; o = _tcp.NextOnPort(o))
+            if (_tcp[o].State == TcpState.Listen)
                 return true;
         return false;
     }

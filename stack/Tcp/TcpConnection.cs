@@ -71,8 +71,6 @@ public struct TcpConnection
     /// <summary>SO_REUSEPORT: may bind a port whose other holders set it too, listeners included; the port's
     /// listeners then form a group that shares its connections.</summary>
     public bool ReusePort;
-    /// <summary>Next row bound to the same port (<see cref="TcpTable.FirstOnPort"/>), or -1.</summary>
-    public int PortNext;
     /// <summary>A child of a listener not yet handed out by accept, or -1.</summary>
     public int Listener;
     /// <summary>Next connection in the listener's accept queue, or -1.</summary>

@@ -17,15 +17,14 @@ public sealed unsafe class TcpTable : IDisposable, IPortTable
     private readonly StructTable<TcpConnection> _rows;
     private readonly int[] _buckets;
     private readonly int _bucketMask;
-    private readonly short[] _portFirst; // per port: the row bound to it most recently + 1, heading its PortNext list
+    private readonly PortLists _ports;
     private readonly int _rowBytes;
     private readonly FreeList _free;
     private byte* _arena;
 
     public TcpTable(int connections, int sendBuffer, int receiveBuffer)
     {
-        if (connections > short.MaxValue - 1)
-            throw new ArgumentOutOfRangeException(nameof(connections));
+        _ports = new PortLists(connections); // first: it bounds the table's size
         if (!BitOperations.IsPow2(sendBuffer) || !BitOperations.IsPow2(receiveBuffer))
             throw new ArgumentException("TCP buffer sizes must be powers of two");
         _rows = new StructTable<TcpConnection>(connections);
@@ -40,7 +39,6 @@ public sealed unsafe class TcpTable : IDisposable, IPortTable
         _buckets = new int[buckets];
         _bucketMask = buckets - 1;
         Array.Fill(_buckets, -1);
-        _portFirst = new short[65536];
     }
 
     public int Capacity => _rows.Length;
@@ -69,7 +67,6 @@ public sealed unsafe class TcpTable : IDisposable, IPortTable
         t.AcceptHead = t.AcceptTail = -1;
         t.SynHead = t.SynNext = t.SynPrev = -1;
         t.HashNext = -1;
-        t.PortNext = -1;
         t.TimeWaitNext = t.TimeWaitPrev = -1;
         t.SndBufSize = t.SndRingSize = SendBufferSize;
         t.RcvBufSize = t.RcvRingSize = ReceiveBufferSize;
@@ -101,16 +98,25 @@ public sealed unsafe class TcpTable : IDisposable, IPortTable
         new(_arena + (long)c * _rowBytes + SendBufferSize + ReceiveBufferSize, SentCapacity);
 
     /// <summary>The row bound to <paramref name="port"/> most recently, or -1; the others follow through
-    /// <see cref="TcpConnection.PortNext"/>. Connections accepted from a listener share its port without being here.</summary>
-    public int FirstOnPort(ushort port) => _portFirst[port] - 1;
+    /// <see cref="NextOnPort"/>. Connections accepted from a listener share its port without being here.</summary>
+    public int FirstOnPort(ushort port) => _ports.First(port);
 
-    public bool PortInUse(ushort port) => _portFirst[port] != 0;
+    public int NextOnPort(int c) => _ports.Next(c);
+
+    public bool PortInUse(ushort port) => _ports.InUse(port);
+
+    /// <summary>Row <paramref name="c"/> as the bind rule sees it. Its address is left as the wildcard: a TCP row
+    /// binds the stack's one address or the wildcard, which overlap, so the address never lets two rows share.</summary>
+    public PortBinder Binder(int c)
+    {
+        ref var t = ref _rows[c];
+        return new(Ipv4Address.Any, t.ReuseAddr, t.ReusePort, Listening: t.State == TcpState.Listen);
+    }
 
     public void BindPort(int c, ushort port)
     {
         ref var t = ref _rows[c];
-        t.PortNext = _portFirst[port] - 1;
-        _portFirst[port] = (short)(c + 1);
+        _ports.Add(c, port);
         t.Bound = true;
         t.LocalPort = port;
     }
@@ -122,17 +128,7 @@ public sealed unsafe class TcpTable : IDisposable, IPortTable
         ref var t = ref _rows[c];
         if (!t.Bound)
             return;
-        ushort port = t.LocalPort;
-        if (_portFirst[port] == c + 1)
-            _portFirst[port] = (short)(t.PortNext + 1);
-        else
-        {
-            int p = _portFirst[port] - 1;
-            while (_rows[p].PortNext != c)
-                p = _rows[p].PortNext;
-            _rows[p].PortNext = t.PortNext;
-        }
-        t.PortNext = -1;
+        _ports.Remove(c, t.LocalPort);
         t.Bound = false;
     }
 

@@ -135,28 +135,29 @@ public sealed partial class NetStack
     private int UdpSocketFor(in UdpQueuedDatagram queued, Ipv4Address destination, ushort port)
     {
         int best = -1, bestScore = -1;
-        for (int s = _udp.FirstOnPort(port); s >= 0; s = _udp[s].PortNext)
+        // Counted in the same walk: the group's members score alike, so none comes before the first best.
+        uint members = 0;
+        for (int s = _udp.FirstOnPort(port); s >= 0; s = _udp.NextOnPort(s))
         {
             int score = UdpScore(s, destination, queued.SourceAddress, queued.SourcePort);
             if (score > bestScore)
-                (best, bestScore) = (s, score);
-        }
-        if (best < 0 || !_udp[best].ReusePort || _udp[best].Connected)
-            return best;
-        // The group's members score alike, so none comes before the first best.
-        var address = _udp[best].LocalAddress;
-        uint members = 0;
-        for (int s = best; s >= 0; s = _udp[s].PortNext)
-            if (InReusePortGroup(s, address))
+                (best, bestScore, members) = (s, score, 1);
+            else if (best >= 0 && score == bestScore && SameReusePortGroup(s, best))
                 members++;
+        }
+        if (members <= 1)
+            return best;
         uint pick = ReuseportPick(destination, port, queued.SourceAddress, queued.SourcePort, members);
-        for (int s = best; ; s = _udp[s].PortNext)
-            if (InReusePortGroup(s, address) && pick-- == 0)
+        for (int s = best; ; s = _udp.NextOnPort(s))
+            if (SameReusePortGroup(s, best) && pick-- == 0)
                 return s;
     }
 
-    private bool InReusePortGroup(int s, Ipv4Address address) =>
-        _udp[s].ReusePort && !_udp[s].Connected && _udp[s].LocalAddress == address;
+    /// <summary>Whether sockets <paramref name="s"/> and <paramref name="member"/> (on one port) form an SO_REUSEPORT
+    /// group: both set it, neither is connected, and both are bound to one address.</summary>
+    private bool SameReusePortGroup(int s, int member) =>
+        _udp[s].ReusePort && _udp[member].ReusePort && !_udp[s].Connected && !_udp[member].Connected &&
+        _udp[s].LocalAddress == _udp[member].LocalAddress;
 
     /// <summary>
     /// A broadcast or multicast datagram: a copy for every socket on the port that hears it but the last, which is
@@ -166,7 +167,7 @@ public sealed partial class NetStack
     private int UdpDeliverCopies(in UdpQueuedDatagram queued, Ipv4Address destination, ushort port)
     {
         int last = -1;
-        for (int s = _udp.FirstOnPort(port); s >= 0; s = _udp[s].PortNext)
+        for (int s = _udp.FirstOnPort(port); s >= 0; s = _udp.NextOnPort(s))
         {
             if (UdpScore(s, destination, queued.SourceAddress, queued.SourcePort) < 0)
                 continue;
@@ -215,17 +216,14 @@ public sealed partial class NetStack
         if (!local.Address.IsAny && local.Address != _address && !local.Address.IsMulticast)
             return -(int)Errno.EADDRNOTAVAIL;
         ushort port = local.Port;
-        if (port != 0 && UdpBindConflict(s, local))
+        // The binder's address is the one asked for: the socket takes it only once the bind succeeds.
+        if (port != 0 && BindConflict(_udp, s, port, _udp.Binder(s) with { Address = local.Address }))
             return -(int)Errno.EADDRINUSE;
         if (_control != null)
         {
-            // The reservation is the port's, taken by its first socket; the others sharing it join it.
-            if (port == 0 || !_udp.PortInUse(port))
-            {
-                int rc = ReserveControlPort(_udp, IpProtocol.Udp, ref port, Errno.EAGAIN);
-                if (rc != 0)
-                    return rc;
-            }
+            int rc = ReserveControlPort(_udp, IpProtocol.Udp, ref port, Errno.EAGAIN);
+            if (rc != 0)
+                return rc;
             socket.PortReserved = true;
         }
         else if (port == 0)
@@ -243,22 +241,6 @@ public sealed partial class NetStack
                 if (_groups[g].InUse && _groups.IsMember(s, _groups[g].Group) && !GroupJoinedOnPort(s, _groups[g].Group))
                     _ = _control.JoinGroup(port, _groups[g].Group);
         return 0;
-    }
-
-    /// <summary>Whether socket <paramref name="s"/> may not bind <paramref name="local"/> beside the sockets bound to
-    /// its port: Linux's udp_lib_lport_inuse with one user. Sockets on different addresses never conflict; on one
-    /// (or the wildcard) they share the port when both set SO_REUSEADDR or both SO_REUSEPORT.</summary>
-    private bool UdpBindConflict(int s, Ipv4Endpoint local)
-    {
-        ref var socket = ref _udp[s];
-        for (int o = _udp.FirstOnPort(local.Port); o >= 0; o = _udp[o].PortNext)
-        {
-            ref var other = ref _udp[o];
-            bool sameAddress = local.Address.IsAny || other.LocalAddress.IsAny || local.Address == other.LocalAddress;
-            if (sameAddress && !(socket.ReuseAddr && other.ReuseAddr) && !(socket.ReusePort && other.ReusePort))
-                return true;
-        }
-        return false;
     }
 
     /// <summary>SO_REUSEADDR: decides later binds on the port, as on Linux.</summary>
@@ -555,7 +537,7 @@ public sealed partial class NetStack
     /// <paramref name="group"/>, so the port's one kernel socket is joined for them all already (and stays joined).</summary>
     private bool GroupJoinedOnPort(int s, Ipv4Address group)
     {
-        for (int o = _udp.FirstOnPort(_udp[s].LocalPort); o >= 0; o = _udp[o].PortNext)
+        for (int o = _udp.FirstOnPort(_udp[s].LocalPort); o >= 0; o = _udp.NextOnPort(o))
             if (o != s && _groups.IsMember(o, group))
                 return true;
         return false;

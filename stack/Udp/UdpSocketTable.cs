@@ -16,8 +16,6 @@ public struct UdpSocket
     /// <summary>SO_REUSEPORT: may bind a port whose other holders set it too; unicast datagrams are then shared
     /// among the group by a hash of their four-tuple.</summary>
     public bool ReusePort;
-    /// <summary>Next socket bound to the same port (<see cref="UdpSocketTable.FirstOnPort"/>), or -1.</summary>
-    public int PortNext;
     public bool Connected;
     /// <summary>SO_BROADCAST: may send to broadcast addresses.</summary>
     public bool Broadcast;
@@ -65,19 +63,17 @@ public sealed class UdpSocketTable : IDisposable, IPortTable
 {
     private readonly StructTable<UdpSocket> _sockets;
     private readonly StructTable<UdpQueuedDatagram> _queues;
-    private readonly short[] _portFirst; // per port: the socket bound to it most recently + 1, heading its PortNext list
+    private readonly PortLists _ports;
     private readonly int _queueCapacity;
     private readonly FreeList _free;
 
     public UdpSocketTable(int sockets, int queueCapacity)
     {
-        if (sockets > short.MaxValue - 1)
-            throw new ArgumentOutOfRangeException(nameof(sockets));
+        _ports = new PortLists(sockets); // first: it bounds the table's size
         _sockets = new StructTable<UdpSocket>(sockets);
         _free = new FreeList(sockets);
         _queueCapacity = queueCapacity;
         _queues = new StructTable<UdpQueuedDatagram>(sockets * queueCapacity);
-        _portFirst = new short[65536];
     }
 
     public int Capacity => _sockets.Length;
@@ -98,7 +94,6 @@ public sealed class UdpSocketTable : IDisposable, IPortTable
         ref var s = ref _sockets[h];
         s = default;
         s.InUse = true;
-        s.PortNext = -1;
         s.ReceiveBufferBytes = receiveBufferBytes;
         Open++;
         return h;
@@ -116,16 +111,23 @@ public sealed class UdpSocketTable : IDisposable, IPortTable
     }
 
     /// <summary>The socket bound to <paramref name="port"/> most recently, or -1; the others follow through
-    /// <see cref="UdpSocket.PortNext"/>.</summary>
-    public int FirstOnPort(ushort port) => _portFirst[port] - 1;
+    /// <see cref="NextOnPort"/>.</summary>
+    public int FirstOnPort(ushort port) => _ports.First(port);
 
-    public bool PortInUse(ushort port) => _portFirst[port] != 0;
+    public int NextOnPort(int handle) => _ports.Next(handle);
+
+    public bool PortInUse(ushort port) => _ports.InUse(port);
+
+    public PortBinder Binder(int handle)
+    {
+        ref var s = ref _sockets[handle];
+        return new(s.LocalAddress, s.ReuseAddr, s.ReusePort, Listening: false);
+    }
 
     public void BindPort(int handle, ushort port)
     {
         ref var s = ref _sockets[handle];
-        s.PortNext = _portFirst[port] - 1;
-        _portFirst[port] = (short)(handle + 1);
+        _ports.Add(handle, port);
         s.Bound = true;
         s.LocalPort = port;
     }
@@ -136,17 +138,7 @@ public sealed class UdpSocketTable : IDisposable, IPortTable
         ref var s = ref _sockets[handle];
         if (!s.Bound)
             return;
-        ushort port = s.LocalPort;
-        if (_portFirst[port] == handle + 1)
-            _portFirst[port] = (short)(s.PortNext + 1);
-        else
-        {
-            int p = _portFirst[port] - 1;
-            while (_sockets[p].PortNext != handle)
-                p = _sockets[p].PortNext;
-            _sockets[p].PortNext = s.PortNext;
-        }
-        s.PortNext = -1;
+        _ports.Remove(handle, s.LocalPort);
         s.Bound = false;
     }
 
