@@ -48,7 +48,8 @@ public sealed partial class NetStack
     /// <summary>
     /// An unused port from net.ipv4.ip_local_port_range, searched from a random offset (RFC 6056 §3.3.1,
     /// algorithm 1, as Linux does for bind() and UDP); <paramref name="exhausted"/> (a negated errno) when every
-    /// port is taken. Generic over the table so the search is inlined per protocol without an interface call per port.
+    /// port is taken. One search for both tables (an interface call per port looked at: the tables are classes, so
+    /// the runtime shares one compiled copy of it); a cold path, at bind and connect.
     /// </summary>
     private int PickEphemeralPort<TTable>(TTable table, Errno exhausted) where TTable : IPortTable =>
         SearchPorts(table, exhausted, _random.NextUInt64(), out _);
