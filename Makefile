@@ -40,6 +40,11 @@
 #   dist/bin/abi_smoke              C program that dlopen()s the stack library and checks its exports
 #   dist/lib/libonload_stack.so     the stack as a C shared library (NativeAOT build of preload/native)
 #   dist/include/onload_stack.h     its header
+#   dist/lib/libonload_ext.so       the onload_* C API for programs that link the stack (preload/shim, ONLOAD_EXT_ONLY):
+#                                   per-socket acceleration, stack naming, spin, onload_fd_stat, zero-copy TCP
+#   dist/include/onload.h           its header; dist/lib/pkgconfig/onload.pc (`pkg-config onload`)
+#   dist/bin/onload-ext-echo        C sample linking libonload_ext.so (apps/ext-echo): a TCP echo server on the stack
+#                                   beside one on the kernel, echoing through zero-copy receive and send
 #   dist/lib/libonload.so           the LD_PRELOAD interposer (preload/shim): TCP and UDP of unmodified programs on the stack
 #   dist/bin/onload-run             runs a program with libonload.so preloaded (apps/onload-run)
 #   dist/lib/onload/profiles/*.opf  its --profile settings (latency, throughput, default)
@@ -99,7 +104,7 @@ PUBLISH   := obj/publish
 SLN       := Onload.sln
 
 # Debian packages the build, the tests and the demo use (the .NET SDK is not one of them).
-DEB_PACKAGES := iproute2 iputils-ping socat ethtool tcpdump tshark sockperf gcc g++ make nftables curl iperf3 python3 jq
+DEB_PACKAGES := pkg-config iproute2 iputils-ping socat ethtool tcpdump tshark sockperf gcc g++ make nftables curl iperf3 python3 jq
 
 export DOTNET_CLI_TELEMETRY_OPTOUT := 1
 export DOTNET_NOLOGO := 1
@@ -129,7 +134,9 @@ DIST_FILES := $(DIST)/bin/onload-echo $(DIST)/bin/onload-pingpong $(DIST)/bin/on
 	$(DIST)/bin/onload-stackdump \
 	$(DIST)/lib/systemd/system/onload-driverd.service $(DIST)/lib/libonload_stack.so $(DIST)/include/onload_stack.h \
 	$(DIST)/bin/abi_smoke $(DIST)/lib/libonload.so $(DIST)/bin/onload-run $(DIST)/tests/epoll_echo $(DIST)/tests/io_calls \
-	$(DIST)/tests/inet6_calls $(DIST)/tests/udp_calls $(DIST)/tests/udp6_calls
+	$(DIST)/tests/inet6_calls $(DIST)/tests/udp_calls $(DIST)/tests/udp6_calls \
+	$(DIST)/lib/libonload_ext.so $(DIST)/include/onload.h $(DIST)/lib/pkgconfig/onload.pc $(DIST)/bin/onload-ext-echo \
+	$(DIST)/tests/zc_probe
 
 ONLOAD_RUN_PROFILES := $(patsubst apps/onload-run/profiles/%,$(DIST)/lib/onload/profiles/%,$(wildcard apps/onload-run/profiles/*.opf))
 DIST_FILES += $(ONLOAD_RUN_PROFILES) $(DIST)/share/man/man1/onload-run.1 $(DIST)/tests/errno_probe $(DIST)/tests/signal_writer \
@@ -244,9 +251,35 @@ $(DIST)/bin/abi_smoke: preload/tests/abi_smoke.c preload/include/onload_stack.h
 
 # The interposer is plain C with GNU extensions (statement expressions, __typeof__), hence gnu11 and no -pedantic.
 # Only the interposed functions are exported (-fvisibility=hidden).
-$(DIST)/lib/libonload.so: preload/shim/onload_preload.c preload/include/onload_stack.h
+$(DIST)/lib/libonload.so: preload/shim/onload_preload.c preload/shim/onload_ext.c preload/include/onload_stack.h \
+		preload/include/onload.h
 	@mkdir -p $(@D)
 	$(CC) -std=gnu11 -Wall -Wextra -Werror -O2 -fPIC -shared -fvisibility=hidden -Ipreload/include -o $@ $< -ldl -lpthread
+
+# The same source without the libc names (ONLOAD_EXT_ONLY): only the versioned onload_* API is exported.
+$(DIST)/lib/libonload_ext.so: preload/shim/onload_preload.c preload/shim/onload_ext.c preload/shim/onload_ext.map \
+		preload/include/onload_stack.h preload/include/onload.h
+	@mkdir -p $(@D)
+	$(CC) -std=gnu11 -Wall -Wextra -Werror -O2 -fPIC -shared -fvisibility=hidden -DONLOAD_EXT_ONLY \
+	  -Wl,--version-script=preload/shim/onload_ext.map -Wl,-soname,libonload_ext.so -Ipreload/include -o $@ $< -ldl -lpthread
+
+$(DIST)/include/onload.h: preload/include/onload.h
+	install -D -m 0644 $< $@
+
+# Relative to the .pc file, so the same file serves dist/ and an installed tree.
+$(DIST)/lib/pkgconfig/onload.pc: preload/shim/onload.pc
+	install -D -m 0644 $< $@
+
+# Programs linking libonload_ext.so, built as a user would: flags from pkg-config, the library found beside them.
+EXT_CFLAGS = $$(PKG_CONFIG_PATH=$(DIST)/lib/pkgconfig pkg-config --cflags onload)
+EXT_LIBS   = $$(PKG_CONFIG_PATH=$(DIST)/lib/pkgconfig pkg-config --libs onload) -Wl,-rpath,'$$ORIGIN/../lib' -lpthread
+$(DIST)/bin/onload-ext-echo: apps/ext-echo/onload_ext_echo.c $(DIST)/lib/libonload_ext.so $(DIST)/include/onload.h \
+		$(DIST)/lib/pkgconfig/onload.pc
+	$(CC) -std=c11 $(C_WARN) -D_GNU_SOURCE -O2 $(EXT_CFLAGS) -o $@ $< $(EXT_LIBS)
+$(DIST)/tests/zc_probe: preload/tests/zc_probe.c preload/tests/check.h $(DIST)/lib/libonload_ext.so $(DIST)/include/onload.h \
+		$(DIST)/lib/pkgconfig/onload.pc
+	@mkdir -p $(@D)
+	$(CC) -std=gnu11 $(C_WARN) -O2 $(EXT_CFLAGS) -o $@ $< $(EXT_LIBS)
 
 # The C test helpers: preload/tests/NAME.c → dist/tests/NAME. io_calls and udp_calls are fortified on purpose, so
 # that read, recv, recvfrom, poll and ppoll reach the shim as glibc's __*_chk variants.
@@ -280,10 +313,12 @@ test: all check-header
 	CONFIG=$(CONFIG) DIST=$(DIST) tests/run-tests.sh
 
 # The header must compile alone, as C11 and as C++17, without a warning.
-check-header: preload/include/onload_stack.h
-	@echo '#include "onload_stack.h"' | $(CC) -std=c11 $(C_WARN) -Ipreload/include -fsyntax-only -x c -
-	@echo '#include "onload_stack.h"' | $(CXX) -std=c++17 $(C_WARN) -Ipreload/include -fsyntax-only -x c++ -
-	@echo "check-header: onload_stack.h is clean C11 and C++17"
+check-header: preload/include/onload_stack.h preload/include/onload.h
+	@for h in onload_stack.h onload.h; do \
+	  echo "#include \"$$h\"" | $(CC) -std=c11 $(C_WARN) -Ipreload/include -fsyntax-only -x c - && \
+	  echo "#include \"$$h\"" | $(CXX) -std=c++17 $(C_WARN) -Ipreload/include -fsyntax-only -x c++ - && \
+	  echo "check-header: $$h is clean C11 and C++17"; \
+	done
 
 demo: all
 	apps/demo.sh
@@ -348,6 +383,7 @@ install: all
 	install -m 0755 $(DIST)/lib/*.so $(DESTDIR)$(PREFIX)/lib/
 	install -D -m 0644 $(DIST)/lib/systemd/system/onload-driverd.service $(DESTDIR)$(PREFIX)/lib/systemd/system/onload-driverd.service
 	install -m 0644 $(DIST)/include/* $(DESTDIR)$(PREFIX)/include/
+	install -D -m 0644 $(DIST)/lib/pkgconfig/onload.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/onload.pc
 	install -d $(DESTDIR)$(PREFIX)/lib/onload/profiles $(DESTDIR)$(PREFIX)/share/man/man1
 	install -m 0644 $(DIST)/lib/onload/profiles/*.opf $(DESTDIR)$(PREFIX)/lib/onload/profiles/
 	install -m 0644 $(DIST)/share/man/man1/* $(DESTDIR)$(PREFIX)/share/man/man1/

@@ -195,6 +195,26 @@ enum {
 int onload_sock_udp_setopt(int h, int option, uint32_t value);
 typedef int (*onload_sock_udp_setopt_fn)(int h, int option, uint32_t value);
 
+/*
+ * Zero-copy TCP (preload/native/SocketExports.ZeroCopy.cs), under the C API's onload_zc_* calls (onload.h).
+ * onload_sock_zc_lend lends up to max unread bytes after those already lent, one contiguous run of the receive ring
+ * (*data points at it): its length, or recv()'s result with nothing to read. They stay in the ring and in the window
+ * until onload_sock_zc_return gives back the first n lent bytes; onload_sock_recv says -EBUSY meanwhile.
+ * onload_sock_zc_reserve gives the send ring's free run after the queued bytes (*data) and its stream position
+ * (data bytes queued before it); onload_sock_zc_commit queues its first n bytes (0 abandons it); copied sends say
+ * -EBUSY while it is open. onload_sock_zc_acked: data bytes the peer has acknowledged.
+ */
+int onload_sock_zc_lend(int h, int max, void **data);
+typedef int (*onload_sock_zc_lend_fn)(int h, int max, void **data);
+int onload_sock_zc_return(int h, int n);
+typedef int (*onload_sock_zc_return_fn)(int h, int n);
+int onload_sock_zc_reserve(int h, void **data, uint64_t *position);
+typedef int (*onload_sock_zc_reserve_fn)(int h, void **data, uint64_t *position);
+int onload_sock_zc_commit(int h, int n);
+typedef int (*onload_sock_zc_commit_fn)(int h, int n);
+int64_t onload_sock_zc_acked(int h);
+typedef int64_t (*onload_sock_zc_acked_fn)(int h);
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif

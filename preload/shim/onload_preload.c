@@ -59,7 +59,17 @@
 
 #include "onload_stack.h"
 
+/*
+ * The same source builds two libraries. libonload.so (LD_PRELOAD) exports the libc names, which is how it takes
+ * over an unmodified program's sockets, and the onload_* API beside them (onload_ext.c, included at the end).
+ * libonload_ext.so (ONLOAD_EXT_ONLY) keeps the libc names to itself: a program linking it reaches the stack only
+ * through the onload_* calls it makes, and its other calls stay the kernel's.
+ */
+#ifdef ONLOAD_EXT_ONLY
+#define EXPORT __attribute__((visibility("hidden")))
+#else
 #define EXPORT __attribute__((visibility("default")))
+#endif
 
 /* ------------------------------------------------------------------------------------ libc */
 
@@ -134,6 +144,20 @@ static pthread_once_t libc_once = PTHREAD_ONCE_INIT;
 
 static int opt_no_fail = 1;     /* ONLOAD_NO_FAIL */
 static long opt_spin_ns = 100000; /* ONLOAD_SPIN_US */
+
+/* Which wait a thread is in, for its own spin setting (onload_thread_set_spin in onload_ext.c). */
+enum { SPIN_RECV, SPIN_SEND, SPIN_POLL, SPIN_EPOLL };
+static __thread int thread_spin_set;      /* 0: ONLOAD_SPIN_US decides */
+static __thread unsigned thread_spin_mask; /* 1 << SPIN_*: the waits that spin */
+static __thread int thread_waiting_in = SPIN_POLL;
+
+/* How long this thread spins before sleeping in a wait of `kind`. */
+static inline long spin_ns(int kind)
+{
+	if (!thread_spin_set)
+		return opt_spin_ns;
+	return (thread_spin_mask & (1u << kind)) ? (opt_spin_ns > 0 ? opt_spin_ns : 100000) : 0;
+}
 static int opt_debug;           /* ONLOAD_DEBUG */
 static int opt_exit_linger_ms = 10000; /* ONLOAD_EXIT_LINGER_MS */
 
@@ -207,6 +231,7 @@ struct conn_state {
 	uint8_t more;     /* the last send had MSG_MORE: the stack holds a partial segment as under TCP_CORK */
 	int backlog;      /* listen()'s, for the kernel listener a fork hands the socket to */
 	int family; /* AF_INET or AF_INET6: the form of every address the program gives and gets */
+	struct zc_state *zc; /* zero-copy bookkeeping (onload_ext.c), made at the first onload_zc_* call */
 };
 
 static struct conn_state *conn_tables[2];
@@ -240,9 +265,16 @@ static inline int nonblocking(const struct fd_entry *e) { return conn_of(e)->fla
 static inline int family_of(const struct fd_entry *e) { return conn_of(e)->family; }
 
 /* fd now names stack connection h of the kind, new (flags given) or shared with another fd (flags < 0). */
+static void forget_fd(int fd);
+static void zc_forget(struct conn_state *c);
+
 static void take_fd(int fd, int kind, int h, int flags)
 {
 	struct fd_entry *e = &fd_table[fd];
+	/* Still naming a connection: its fd went to libc's close(), which libonload_ext.so does not interpose (the
+	 * program should have called onload_close). The connection is let go now, as that close should have. */
+	if (e->handle_plus1 != 0 && flags >= 0)
+		forget_fd(fd);
 	e->handle_plus1 = h + 1;
 	e->kind = (uint8_t)kind;
 	e->gen++;
@@ -322,6 +354,11 @@ typedef onload_sock_udp_close_fn udp_close_fn;
 typedef onload_sock_udp_name_fn udp_name_fn;
 typedef onload_sock_udp_take_error_fn udp_take_error_fn;
 typedef onload_sock_udp_setopt_fn udp_setopt_fn;
+typedef onload_sock_zc_lend_fn zc_lend_fn;
+typedef onload_sock_zc_return_fn zc_return_fn;
+typedef onload_sock_zc_reserve_fn zc_reserve_fn;
+typedef onload_sock_zc_commit_fn zc_commit_fn;
+typedef onload_sock_zc_acked_fn zc_acked_fn;
 
 static struct {
 	init_fn init;
@@ -362,6 +399,11 @@ static struct {
 	udp_name_fn udp_name;
 	udp_take_error_fn udp_take_error;
 	udp_setopt_fn udp_setopt;
+	zc_lend_fn zc_lend;
+	zc_return_fn zc_return;
+	zc_reserve_fn zc_reserve;
+	zc_commit_fn zc_commit;
+	zc_acked_fn zc_acked;
 } st;
 
 /* STACK_FORKED: this process is a child forked from the one whose stack is loaded (see "fork"). */
@@ -481,6 +523,11 @@ static int load_stack_locked(char *why, size_t why_len)
 	SYM(udp_name, "onload_sock_udp_name");
 	SYM(udp_take_error, "onload_sock_udp_take_error");
 	SYM(udp_setopt, "onload_sock_udp_setopt");
+	SYM(zc_lend, "onload_sock_zc_lend");
+	SYM(zc_return, "onload_sock_zc_return");
+	SYM(zc_reserve, "onload_sock_zc_reserve");
+	SYM(zc_commit, "onload_sock_zc_commit");
+	SYM(zc_acked, "onload_sock_zc_acked");
 #undef SYM
 	debug("loaded %s", path);
 	/* The first call into the library starts the .NET runtime (on this thread), then the stack. */
@@ -898,7 +945,7 @@ static int mixed_poll(struct pollfd *fds, nfds_t nfds, int timeout, const sigset
 			result = ready;
 			goto out;
 		}
-		if (now - start < opt_spin_ns)
+		if (now - start < spin_ns(thread_waiting_in))
 			continue;
 		int sleep_ms = deadline < 0 ? -1 : (int)((deadline - now + 999999) / 1000000);
 		/* EINTR: a signal, as the kernel's poll would say. ppoll/pselect's mask holds while asleep (the spin
@@ -937,7 +984,9 @@ static int wait_for(int fd, short events)
 		}
 		struct pollfd p = { .fd = fd, .events = events, .revents = 0 };
 		last_handler_restarts = 0;
+		thread_waiting_in = (events & POLLOUT) ? SPIN_SEND : SPIN_RECV;
 		int rc = mixed_poll(&p, 1, left, NULL);
+		thread_waiting_in = SPIN_POLL;
 		if (rc > 0)
 			return 0;
 		if (rc == 0)
@@ -1288,6 +1337,16 @@ EXPORT int recvmmsg(int fd, struct mmsghdr *vec, unsigned int vlen, int flags, s
 /* ---------------------------------------------------------------------- the interceptors */
 
 /* Which kind of stack socket carries socket(domain, type, protocol); -1: the kernel's. */
+/* onload_set_stackname(..., ONLOAD_DONT_ACCELERATE): this thread's, or every thread's, new sockets are the
+ * kernel's. */
+static __thread int thread_stack_choice; /* 0: as the process; 1: accelerate; 2: the kernel's */
+static int process_dont_accelerate;
+
+static inline int dont_accelerate(void)
+{
+	return thread_stack_choice != 0 ? thread_stack_choice == 2 : __atomic_load_n(&process_dont_accelerate, __ATOMIC_RELAXED);
+}
+
 static int accelerated_kind(int domain, int type, int protocol)
 {
 	type &= ~(SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -1302,7 +1361,7 @@ EXPORT int socket(int domain, int type, int protocol)
 {
 	int fd = LIBC(socket)(domain, type, protocol);
 	int kind = accelerated_kind(domain, type, protocol);
-	if (fd < 0 || in_stack || kind < 0)
+	if (fd < 0 || in_stack || kind < 0 || dont_accelerate())
 		return fd;
 	if (fd >= fd_table_size || !stack_ready()) {
 		if (opt_no_fail)
@@ -1584,6 +1643,8 @@ EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len)
 	return err > 0 ? fail(-err) : err < 0 ? fail(err) : 0;
 }
 
+static int zc_copy_recv(struct fd_entry *e, void *buf, size_t len);
+
 static ssize_t stack_recv(int fd, struct fd_entry *e, void *buf, size_t len, int flags)
 {
 	int nonblock = nonblocking(e) || (flags & MSG_DONTWAIT);
@@ -1601,6 +1662,8 @@ static ssize_t stack_recv(int fd, struct fd_entry *e, void *buf, size_t len, int
 	size_t got = 0;
 	for (;;) {
 		int rc = STACK(st.recv(handle_of(e), (char *)buf + got, (intptr_t)(len - got)));
+		if (rc == -EBUSY) /* bytes lent by onload_zc_recv are still out: copy what follows them */
+			rc = zc_copy_recv(e, (char *)buf + got, len - got);
 		if (rc > 0) {
 			got += (size_t)rc;
 			if (!(flags & MSG_WAITALL) || got == len || nonblock)
@@ -1738,6 +1801,7 @@ static void forget_fd(int fd)
 		int h = handle_of(e), kind = e->kind;
 		const char *what = kind == KIND_UDP ? "UDP socket" : "connection";
 		if (release_fd(e) == 0) {
+			zc_forget(&conn_tables[kind][h]);
 			STACK(stack_close(kind, h));
 			debug("fd %d closed (%s %d)", fd, what, h);
 		} else
@@ -2798,7 +2862,7 @@ static int ep_wait(int epfd, struct ep_set *s, struct epoll_event *out, int max,
 		long now = now_ns();
 		if (n > 0 || timeout == 0 || (deadline >= 0 && now >= deadline))
 			return n;
-		if (now - start < opt_spin_ns)
+		if (now - start < spin_ns(SPIN_EPOLL))
 			continue;
 		int sleep_ms = deadline < 0 ? -1 : (int)((deadline - now + 999999) / 1000000);
 		if (ep_sleep(epfd, s, sleep_ms, sigmask) < 0)
@@ -3540,3 +3604,5 @@ __attribute__((constructor)) static void onload_preload_init(void)
 	adopt_stashes();
 	debug("preloaded (pid %d, fd table %ld)", (int)getpid(), size);
 }
+
+#include "onload_ext.c"

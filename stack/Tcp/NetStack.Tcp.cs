@@ -343,6 +343,8 @@ public sealed partial class NetStack
             return -(int)Errno.EAGAIN;
         if (t.State is not (TcpState.Established or TcpState.CloseWait))
             return -(int)Errno.EPIPE; // as Linux (sk_stream_wait_connect): never connected, or listening
+        if (t.SndReserved)
+            return -(int)Errno.EBUSY; // a zero-copy send is being written where these bytes would go
         int room = t.SndBufSize - t.SndQueued;
         int n = Math.Min(room, data.Length);
         if (n == 0)
@@ -361,27 +363,37 @@ public sealed partial class NetStack
         if (!_tcp.IsValid(c))
             return -(int)Errno.EBADF;
         ref var t = ref _tcp[c];
+        if (t.RcvLent > 0)
+            return -(int)Errno.EBUSY; // bytes lent by zero-copy receive come back first (TcpReceiveReturn)
         int readable = t.Readable;
         if (readable > 0 && buffer.Length > 0)
         {
             int n = Math.Min(readable, buffer.Length);
             ByteRing.Read(_tcp.ReceiveRing(c), t.RcvRead - t.Irs - 1, buffer[..n]);
-            uint before = RcvWindow(c);
-            t.RcvRead += (uint)n;
-            TcpRcvSpaceAdjust(c);
-            // A window update when reading opened the window a good deal (RFC 9293 §3.8.6.2.2).
-            if (t.State is TcpState.Established or TcpState.FinWait1 or TcpState.FinWait2 &&
-                RcvWindow(c) - before >= Math.Min((uint)t.RcvBufSize / 2, 2u * (uint)TcpOwnMss) &&
-                (uint)(t.RcvAdv - t.RcvNxt) < (uint)t.RcvBufSize / 2)
-            {
-                t.AckNow = true;
-                TcpOutput(c);
-                Flush();
-            }
-            Mirror(c); // RCV.NXT - the read point: unread data may be gone
+            Consumed(c, n);
             return n;
         }
         return NothingToRead(ref t);
+    }
+
+    /// <summary>The application is done with <paramref name="n"/> bytes at the read point: they leave the ring and
+    /// the window opens.</summary>
+    private void Consumed(int c, int n)
+    {
+        ref var t = ref _tcp[c];
+        uint before = RcvWindow(c);
+        t.RcvRead += (uint)n;
+        TcpRcvSpaceAdjust(c);
+        // A window update when reading opened the window a good deal (RFC 9293 §3.8.6.2.2).
+        if (t.State is TcpState.Established or TcpState.FinWait1 or TcpState.FinWait2 &&
+            RcvWindow(c) - before >= Math.Min((uint)t.RcvBufSize / 2, 2u * (uint)TcpOwnMss) &&
+            (uint)(t.RcvAdv - t.RcvNxt) < (uint)t.RcvBufSize / 2)
+        {
+            t.AckNow = true;
+            TcpOutput(c);
+            Flush();
+        }
+        Mirror(c); // RCV.NXT - the read point: unread data may be gone
     }
 
     /// <summary>recv(MSG_PEEK): copies what is readable without consuming it; otherwise as <see cref="TcpReceive"/>
@@ -395,7 +407,7 @@ public sealed partial class NetStack
         if (readable > 0 && buffer.Length > 0)
         {
             int n = Math.Min(readable, buffer.Length);
-            ByteRing.Read(_tcp.ReceiveRing(c), t.RcvRead - t.Irs - 1, buffer[..n]);
+            ByteRing.Read(_tcp.ReceiveRing(c), t.RcvRead + (uint)t.RcvLent - t.Irs - 1, buffer[..n]);
             return n;
         }
         return NothingToRead(ref t);

@@ -144,6 +144,8 @@ public sealed partial class NetStack
     private void SetReceiveBufferSize(int c, int bytes)
     {
         ref var t = ref _tcp[c];
+        if (t.RcvLent > 0)
+            bytes = Math.Min(bytes, t.RcvRingSize); // lent bytes must not move: grow once they are back
         if (t.RcvRingSize < bytes)
         {
             uint end = t.RcvNxt;
@@ -162,6 +164,8 @@ public sealed partial class NetStack
     private void SetSendBufferSize(int c, int bytes)
     {
         ref var t = ref _tcp[c];
+        if (t.SndReserved)
+            return; // the application is writing into the ring: it grows at the next chance
         while (t.SndRingSize < bytes && t.SndRingSize < _tcp.SendBufferSize)
         {
             t.SndRingSize *= 2;

@@ -30,6 +30,8 @@ public sealed partial class NetStack
             return -(int)Errno.EOPNOTSUPP;
         if (_control is null)
             return -(int)Errno.EOPNOTSUPP;
+        if (t.RcvLent > 0 || t.SndReserved)
+            return -(int)Errno.EBUSY; // the application holds pointers into the rings (zero-copy)
         int sent = (int)(t.SndNxt - t.SndUna);
         int unsent = t.SndQueued - sent;
         int received = t.Readable;

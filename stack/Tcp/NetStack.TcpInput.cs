@@ -361,6 +361,7 @@ public sealed partial class NetStack
             uint pipeBefore = t.Pipe;
             int dataAcked = (int)Math.Min(acked, (uint)t.SndQueued);
             t.SndQueued -= dataAcked;
+            t.BytesAcked += dataAcked;
             int records = AckSentSegments(c, ack, out long measured);
             t.SndUna = ack; // never past SND.NXT: an ACK beyond SND.MAX was refused above
             SampleRtt(c, measured, options);
@@ -487,7 +488,7 @@ public sealed partial class NetStack
             if (seq == t.RcvNxt)
             {
                 t.RcvNxt += (uint)data.Length;
-                t.RcvRead = t.RcvNxt;
+                t.RcvRead = t.RcvNxt - (uint)t.RcvLent; // bytes lent by zero-copy receive stay where they are
             }
             t.AckNow = true;
             return;

@@ -138,6 +138,15 @@ public struct TcpConnection
     public int RcvRingSize;
     /// <summary>SO_RCVBUF was set: no auto-tuning (Linux's SOCK_RCVBUF_LOCK).</summary>
     public bool RcvBufLocked;
+    /// <summary>Bytes from <see cref="RcvRead"/> lent to the application by zero-copy receive
+    /// (NetStack.TcpZeroCopy.cs): read, but still in the ring and in the window until returned.</summary>
+    public int RcvLent;
+    /// <summary>Zero-copy send: the application is writing into the send ring past the queued bytes; the ring
+    /// neither grows nor takes copied sends until it commits.</summary>
+    public bool SndReserved;
+    /// <summary>Data bytes the peer has acknowledged since the connection opened (Linux's tcpi_bytes_acked, less
+    /// the SYN and FIN).</summary>
+    public long BytesAcked;
     /// <summary>Dynamic right-sizing (Linux's rcvq_space): bytes the application read in the last measured round
     /// trip, and where and when the current measurement began.</summary>
     public int RcvSpace;
@@ -250,5 +259,5 @@ public struct TcpConnection
     public readonly uint SndMax => SndNxt;
 
     /// <summary>Bytes readable now.</summary>
-    public readonly int Readable => (int)(RcvNxt - RcvRead) - (FinReceived ? 1 : 0);
+    public readonly int Readable => (int)(RcvNxt - RcvRead) - RcvLent - (FinReceived ? 1 : 0);
 }
