@@ -136,7 +136,7 @@ DIST_FILES := $(DIST)/bin/onload-echo $(DIST)/bin/onload-pingpong $(DIST)/bin/on
 	$(DIST)/bin/abi_smoke $(DIST)/lib/libonload.so $(DIST)/bin/onload-run $(DIST)/tests/epoll_echo $(DIST)/tests/io_calls \
 	$(DIST)/tests/inet6_calls $(DIST)/tests/udp_calls $(DIST)/tests/udp6_calls \
 	$(DIST)/lib/libonload_ext.so $(DIST)/include/onload.h $(DIST)/lib/pkgconfig/onload.pc $(DIST)/bin/onload-ext-echo \
-	$(DIST)/tests/zc_probe
+	$(DIST)/tests/zc_probe $(DIST)/tests/ext_calls
 
 ONLOAD_RUN_PROFILES := $(patsubst apps/onload-run/profiles/%,$(DIST)/lib/onload/profiles/%,$(wildcard apps/onload-run/profiles/*.opf))
 DIST_FILES += $(ONLOAD_RUN_PROFILES) $(DIST)/share/man/man1/onload-run.1 $(DIST)/tests/errno_probe $(DIST)/tests/signal_writer \
@@ -276,7 +276,7 @@ EXT_LIBS   = $$(PKG_CONFIG_PATH=$(DIST)/lib/pkgconfig pkg-config --libs onload) 
 $(DIST)/bin/onload-ext-echo: apps/ext-echo/onload_ext_echo.c $(DIST)/lib/libonload_ext.so $(DIST)/include/onload.h \
 		$(DIST)/lib/pkgconfig/onload.pc
 	$(CC) -std=c11 $(C_WARN) -D_GNU_SOURCE -O2 $(EXT_CFLAGS) -o $@ $< $(EXT_LIBS)
-$(DIST)/tests/zc_probe: preload/tests/zc_probe.c preload/tests/check.h $(DIST)/lib/libonload_ext.so $(DIST)/include/onload.h \
+$(DIST)/tests/zc_probe $(DIST)/tests/ext_calls: $(DIST)/tests/%: preload/tests/%.c preload/tests/check.h $(DIST)/lib/libonload_ext.so $(DIST)/include/onload.h \
 		$(DIST)/lib/pkgconfig/onload.pc
 	@mkdir -p $(@D)
 	$(CC) -std=gnu11 $(C_WARN) -O2 $(EXT_CFLAGS) -o $@ $< $(EXT_LIBS)

@@ -115,4 +115,17 @@ public class ExtApiTests
             echo.Kill();
         }
     }
+
+    [TestCase(false, TestName = "The_extensions_answer_in_a_program_linking_libonload_ext")]
+    [TestCase(true, TestName = "The_extensions_answer_the_same_under_onload_run")]
+    public void Stack_naming_spin_and_fd_stat(bool underOnloadRun)
+    {
+        using var dl = new DriverlinkPair();
+        string[] run = underOnloadRun ? [Dist.Bin("onload-run")] : [];
+        var p = dl.Host.Start("env", [.. ExtEnv(dl), .. run, Dist.TestProgram("ext_calls")]);
+        Assert.That(p.WaitForExit(Deadline), Is.True, $"ext_calls finished; stdout: {p.Stdout}");
+        Assert.That(p.ExitCode, Is.Zero, p.Stdout + p.Stderr);
+        foreach (string step in new[] { "ok present", "ok named stack", "ok dont accelerate", "ok spin", "ok fd_stat", "ok done" })
+            Assert.That(p.Stdout, Does.Contain(step));
+    }
 }
