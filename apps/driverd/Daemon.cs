@@ -212,7 +212,7 @@ internal sealed unsafe class Daemon : IDisposable
                     break;
                 case ResolveNeighbour n:
                     if (_vnics.TryGetValue(n.VnicId, out var rv) && rv.Client == client)
-                        _ = _rtnl.ResolveNeighbour(rv.Interface.IfIndex, n.Address);
+                        ResolveFor(rv, n.Address);
                     break;
                 default:
                     MalformedMessages++;
@@ -808,6 +808,25 @@ internal sealed unsafe class Daemon : IDisposable
             if (alone)
                 told[n.Ipv4] = r;
         }
+    }
+
+    /// <summary>
+    /// A client asks when its stack has no usable entry: at first use, and again whenever its own entry ages out (every
+    /// ARP reachable time under traffic). The kernel often still holds a live entry then, and refreshing it (NTF_USE)
+    /// changes nothing that <see cref="ReportNeighbour"/> tells, so no event would follow: the client is told the
+    /// kernel's entry at once. NTF_USE then has the kernel confirm it, or resolve one it lacks (the outcome is told).
+    /// </summary>
+    private void ResolveFor(VnicRecord v, uint address)
+    {
+        foreach (var n in _rtnl.DumpNeighbours())
+        {
+            if (n.InterfaceIndex == v.Interface.IfIndex && n.Ipv4 == address && ReportOf(n, removed: false) is { Reachable: true } r)
+            {
+                Reply(v.Client, new NeighbourEvent(v.Id, n.Ipv4, r.Mac, true));
+                break;
+            }
+        }
+        _ = _rtnl.ResolveNeighbour(v.Interface.IfIndex, address);
     }
 
     /// <summary>

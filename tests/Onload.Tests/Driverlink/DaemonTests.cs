@@ -378,6 +378,36 @@ public class DaemonTests
     }
 
     /// <summary>
+    /// A stack asks again whenever its own entry ages out, while the kernel's entry is still live and unchanged: the
+    /// answer must come all the same (no kernel event follows a refresh that changes nothing; without the answer the
+    /// stack could send nothing to that neighbour from then on).
+    /// </summary>
+    [Test]
+    public void A_neighbour_asked_for_again_is_answered_while_the_kernel_entry_is_unchanged()
+    {
+        using var dl = new DriverlinkPair();
+        dl.InHost(() =>
+        {
+            using var client = DriverlinkClient.Connect(dl.ClientOptions);
+            var reply = AttachExclusive(client, dl);
+            for (int ask = 1; ask <= 3; ask++)
+            {
+                client.ResolveNeighbour(reply.VnicId, Ipv4(dl.PeerAddress));
+                NeighbourEvent? answer = null;
+                Poll.Until(() =>
+                {
+                    while (client.TryTakeEvent(out var m))
+                        if (m is NeighbourEvent { Reachable: true } n && n.Address == Ipv4(dl.PeerAddress))
+                            answer = n;
+                    return answer is not null;
+                }, Deadline, $"an answer to request {ask}");
+                Assert.That(answer!.Mac.ToString(), Is.EqualTo(dl.Pair.KernelMac));
+            }
+            return 0;
+        });
+    }
+
+    /// <summary>
     /// Under traffic the kernel moves a live neighbour entry between REACHABLE, STALE, DELAY and PROBE every few
     /// seconds, its MAC the same: the client hears only of changes to what a neighbour event says, the MAC and whether
     /// the neighbour is reachable.
