@@ -359,11 +359,7 @@ API int onload_zc_recv(int fd, struct onload_zc_iovec *iov, int max, int flags)
 			return 0; /* end of stream */
 		if (rc != -EAGAIN)
 			return fail(rc);
-		if (nonblock) {
-			note_eagain(e, 0);
-			return fail(-EAGAIN);
-		}
-		if (wait_for(fd, POLLIN) < 0)
+		if (await_ready(fd, e, nonblock, 0) < 0)
 			return -1;
 	}
 }
@@ -437,11 +433,7 @@ API int onload_zc_send_alloc(int fd, struct iovec *buf, int flags)
 				raise(SIGPIPE);
 			return fail(rc);
 		}
-		if (nonblock) {
-			note_eagain(e, 1);
-			return fail(-EAGAIN);
-		}
-		if (wait_for(fd, POLLOUT) < 0)
+		if (await_ready(fd, e, nonblock, 1) < 0)
 			return -1;
 	}
 }

@@ -996,6 +996,17 @@ static int wait_for(int fd, short events)
 	}
 }
 
+/* A call on accelerated fd found nothing to do: -1 with EAGAIN when it must not block (noted for EPOLLET), else it
+ * waits for POLLOUT (writing) or POLLIN: 0 to try again, -1 with errno. */
+static int await_ready(int fd, struct fd_entry *e, int nonblock, int writing)
+{
+	if (nonblock) {
+		note_eagain(e, writing);
+		return fail(-EAGAIN);
+	}
+	return wait_for(fd, writing ? POLLOUT : POLLIN);
+}
+
 /* ---------------------------------------------------------------------------------- UDP */
 
 /*
@@ -1167,11 +1178,7 @@ static ssize_t udp_recv(int fd, struct fd_entry *e, struct msghdr *msg, int flag
 		}
 		if (rc != -EAGAIN)
 			return fail(rc);
-		if (nonblock) {
-			note_eagain(e, 0);
-			return fail(-EAGAIN);
-		}
-		if (wait_for(fd, POLLIN) < 0)
+		if (await_ready(fd, e, nonblock, 0) < 0)
 			return -1;
 	}
 }
@@ -1652,11 +1659,7 @@ static ssize_t stack_recv(int fd, struct fd_entry *e, void *buf, size_t len, int
 		int rc = STACK(st.peek(handle_of(e), buf, (intptr_t)len));
 		if (rc != -EAGAIN)
 			return rc < 0 ? fail(rc) : rc;
-		if (nonblock) {
-			note_eagain(e, 0);
-			return fail(-EAGAIN);
-		}
-		if (wait_for(fd, POLLIN) < 0)
+		if (await_ready(fd, e, nonblock, 0) < 0)
 			return -1;
 	}
 	size_t got = 0;

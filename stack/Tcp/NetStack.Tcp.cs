@@ -335,14 +335,8 @@ public sealed partial class NetStack
         if (!_tcp.IsValid(c))
             return -(int)Errno.EBADF;
         ref var t = ref _tcp[c];
-        if (t.Error != 0)
-            return -TakeError(ref t.Error);
-        if (t.Dead || t.FinQueued)
-            return -(int)Errno.EPIPE;
-        if (t.State is TcpState.SynSent or TcpState.SynReceived)
-            return -(int)Errno.EAGAIN;
-        if (t.State is not (TcpState.Established or TcpState.CloseWait))
-            return -(int)Errno.EPIPE; // as Linux (sk_stream_wait_connect): never connected, or listening
+        if (SendRefused(ref t) is var refused and < 0)
+            return refused;
         if (t.SndReserved)
             return -(int)Errno.EBUSY; // a zero-copy send is being written where these bytes would go
         int room = t.SndBufSize - t.SndQueued;
@@ -355,6 +349,21 @@ public sealed partial class NetStack
         Mirror(c);
         Flush();
         return n;
+    }
+
+    /// <summary>Why send() cannot queue on the connection now (a pending error taken, EPIPE, EAGAIN while
+    /// connecting), or 0.</summary>
+    private static int SendRefused(ref TcpConnection t)
+    {
+        if (t.Error != 0)
+            return -TakeError(ref t.Error);
+        if (t.Dead || t.FinQueued)
+            return -(int)Errno.EPIPE;
+        if (t.State is TcpState.SynSent or TcpState.SynReceived)
+            return -(int)Errno.EAGAIN;
+        if (t.State is not (TcpState.Established or TcpState.CloseWait))
+            return -(int)Errno.EPIPE; // as Linux (sk_stream_wait_connect): never connected, or listening
+        return 0;
     }
 
     /// <summary>recv(): bytes read; 0 at end of stream; -EAGAIN when nothing is there yet.</summary>

@@ -68,14 +68,8 @@ public sealed partial class NetStack
         ref var t = ref _tcp[c];
         if (t.SndReserved)
             return -(int)Errno.EBUSY;
-        if (t.Error != 0)
-            return -TakeError(ref t.Error);
-        if (t.Dead || t.FinQueued)
-            return -(int)Errno.EPIPE;
-        if (t.State is TcpState.SynSent or TcpState.SynReceived)
-            return -(int)Errno.EAGAIN;
-        if (t.State is not (TcpState.Established or TcpState.CloseWait))
-            return -(int)Errno.EPIPE;
+        if (SendRefused(ref t) is var refused and < 0)
+            return refused;
         int room = t.SndBufSize - t.SndQueued;
         if (room <= 0)
             return -(int)Errno.EAGAIN;

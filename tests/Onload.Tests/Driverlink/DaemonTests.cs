@@ -355,6 +355,20 @@ public class DaemonTests
         });
     }
 
+    /// <summary>The next event saying <paramref name="address"/> is reachable (others are passed over).</summary>
+    private static NeighbourEvent ReachableEvent(DriverlinkClient client, string address, string description)
+    {
+        NeighbourEvent? answer = null;
+        Poll.Until(() =>
+        {
+            while (answer is null && client.TryTakeEvent(out var m))
+                if (m is NeighbourEvent { Reachable: true } n && n.Address == Ipv4(address))
+                    answer = n;
+            return answer is not null;
+        }, Deadline, description);
+        return answer!;
+    }
+
     [Test]
     public void The_kernel_resolves_a_neighbour_for_the_client()
     {
@@ -364,15 +378,8 @@ public class DaemonTests
             using var client = DriverlinkClient.Connect(dl.ClientOptions);
             var reply = AttachExclusive(client, dl);
             client.ResolveNeighbour(reply.VnicId, Ipv4(dl.PeerAddress));
-            NeighbourEvent? answer = null;
-            Poll.Until(() =>
-            {
-                while (client.TryTakeEvent(out var m))
-                    if (m is NeighbourEvent { Reachable: true } n && n.Address == Ipv4(dl.PeerAddress))
-                        answer = n;
-                return answer is not null;
-            }, Deadline, "the kernel's ARP answer as a neighbour event");
-            Assert.That(answer!.Mac.ToString(), Is.EqualTo(dl.Pair.KernelMac));
+            var answer = ReachableEvent(client, dl.PeerAddress, "the kernel's ARP answer as a neighbour event");
+            Assert.That(answer.Mac.ToString(), Is.EqualTo(dl.Pair.KernelMac));
             return 0;
         });
     }
@@ -393,15 +400,8 @@ public class DaemonTests
             for (int ask = 1; ask <= 3; ask++)
             {
                 client.ResolveNeighbour(reply.VnicId, Ipv4(dl.PeerAddress));
-                NeighbourEvent? answer = null;
-                Poll.Until(() =>
-                {
-                    while (client.TryTakeEvent(out var m))
-                        if (m is NeighbourEvent { Reachable: true } n && n.Address == Ipv4(dl.PeerAddress))
-                            answer = n;
-                    return answer is not null;
-                }, Deadline, $"an answer to request {ask}");
-                Assert.That(answer!.Mac.ToString(), Is.EqualTo(dl.Pair.KernelMac));
+                var answer = ReachableEvent(client, dl.PeerAddress, $"an answer to request {ask}");
+                Assert.That(answer.Mac.ToString(), Is.EqualTo(dl.Pair.KernelMac));
             }
             return 0;
         });
