@@ -25,6 +25,9 @@
 #                        x {SACK + CUBIC, NewReno without SACK}, every byte checked (tests/Onload.Sweep; not part
 #                        of `make test`); report in perf/results/sweep.md. SWEEP_ARGS="--seeds 10000",
 #                        "--replay SEED", ... (--help lists them)
+#   make fuzz            coverage-guided fuzzing (SharpFuzz + AFL++, tests/fuzz/run.sh; root for the seed capture): the
+#                        frame parser, IPv4 reassembly, TCP input of a listener and of an established connection, the
+#                        driverlink decoder, 60 s each (FUZZ_ARGS="--seconds 600 frame"); perf/results/fuzz.md
 #   make install         copy dist/ to $(PREFIX) (bin, lib, include); DESTDIR is honoured
 #   make clean           remove dist/ and every bin/ and obj/
 #
@@ -145,7 +148,7 @@ DIST_FILES += $(ONLOAD_RUN_PROFILES) $(DIST)/share/man/man1/onload-run.1 $(DIST)
 	$(DIST)/tests/fork_per_connection $(DIST)/tests/pattern_client $(DIST)/tests/exec_inherit $(DIST)/tests/udp_fork \
 	$(DIST)/tests/reuseport $(DIST)/tests/tcp_crr $(DIST)/tests/per_message_calls
 
-.PHONY: all deps restore build publish test check-header demo bench bench-quick bench-latency bench-tcp bench-driverlink bench-sockperf bench-rates sweep install clean
+.PHONY: fuzz all deps restore build publish test check-header demo bench bench-quick bench-latency bench-tcp bench-driverlink bench-sockperf bench-rates sweep install clean
 
 all: deps build publish
 
@@ -322,6 +325,10 @@ check-header: preload/include/onload_stack.h preload/include/onload.h
 
 demo: all
 	apps/demo.sh
+
+FUZZ_ARGS ?=
+fuzz: deps restore
+	tests/fuzz/run.sh $(FUZZ_ARGS)
 
 # BenchmarkDotNet builds and runs each benchmark in a process of its own from perf/'s sources,
 # so it runs through `dotnet run` rather than from dist/. (`dotnet run` would pass --nologo on to

@@ -15,6 +15,7 @@
 #   TEST_HANG_TIMEOUT=20m      a test host silent this long is killed and its tests fail
 #   KEEP_TEST_RESULTS=1        keep the TRX files and the quick benchmarks' results (their folder is printed)
 #   BENCH_SMOKE=0              leave step 3 out (it is left out anyway when TEST_FILTER is set)
+#   FUZZ_SMOKE=0               leave step 4 (10 s of fuzzing per target, tests/fuzz/run.sh) out (left out with TEST_FILTER too)
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -115,6 +116,16 @@ if [[ -z ${TEST_FILTER:-} && ${BENCH_SMOKE:-1} != 0 ]]; then
             failures+=("perf/$script.sh --quick")
         fi
     done
+fi
+# --- 4. fuzzing, briefly: every target for 10 s from a fresh capture's seeds ------------------------------
+if [[ -z ${TEST_FILTER:-} && ${FUZZ_SMOKE:-1} != 0 ]]; then
+    echo "=== fuzzing, briefly: tests/fuzz/run.sh --seconds 10"
+    if FUZZ_REPORT=$results/fuzz.md tests/fuzz/run.sh --seconds 10; then
+        passed=$((passed + 1))
+    else
+        failed=$((failed + 1))
+        failures+=("tests/fuzz/run.sh --seconds 10")
+    fi
 fi
 
 if (( ${#failures[@]} > 0 )); then
