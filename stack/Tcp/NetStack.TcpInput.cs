@@ -87,9 +87,16 @@ public sealed partial class NetStack
         var flags = seg.Flags;
         if ((flags & TcpFlags.Rst) != 0)
             return;
-        if ((flags & TcpFlags.Ack) != 0 || (flags & TcpFlags.Syn) == 0)
+        if ((flags & TcpFlags.Ack) != 0)
         {
             TcpSendResetFor(remote, seg, seg.HeaderLength);
+            return;
+        }
+        // RFC 9293 §3.10.7.2: neither SYN nor ACK is dropped; a SYN with FIN is dropped too, as Linux does
+        // (tcp_rcv_state_process), rather than opening a connection the peer has already closed.
+        if ((flags & TcpFlags.Syn) == 0 || (flags & TcpFlags.Fin) != 0)
+        {
+            Dropped(DropReason.TcpListenBadSegment);
             return;
         }
         ref var l = ref _tcp[listener];

@@ -74,6 +74,8 @@ public enum DropReason
     TcpOutOfWindow,
     TcpPawsRejected,
     TcpListenOverflow,
+    /// <summary>To a listener, neither a SYN nor an ACK, or a SYN with FIN.</summary>
+    TcpListenBadSegment,
     TcpBadAck,
     TcpChallengeAckLimited,
 

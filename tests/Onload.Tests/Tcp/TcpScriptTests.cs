@@ -60,6 +60,20 @@ public class TcpScriptTests
         Assert.That(synAck.TsVal, Is.Null);
     }
 
+    /// <summary>RFC 9293 §3.10.7.2 and Linux: a listener drops what is neither SYN nor ACK, and a SYN with FIN
+    /// (found by the differential decode test: the stack had answered SYN-FIN with a SYN-ACK).</summary>
+    [TestCase(TcpFlags.Syn | TcpFlags.Fin)]
+    [TestCase(TcpFlags.Fin)]
+    [TestCase(TcpFlags.Psh)]
+    public void A_listener_drops_a_segment_that_is_neither_syn_nor_ack_and_a_syn_with_fin(TcpFlags flags)
+    {
+        using var peer = Listening(out int l);
+        peer.Inject(peer.TcpFrame(PeerPort, Port, PeerIsn, 0, flags, 8192, SynOptions(1460, false, null, -1)));
+        Assert.That(TcpSegments(peer.Received()), Is.Empty, "no answer");
+        Assert.That(peer.Stack.Counters.Drop(DropReason.TcpListenBadSegment), Is.EqualTo(1));
+        Assert.That(peer.Stack.TcpAccept(l, out _), Is.EqualTo(-(int)Errno.EAGAIN), "no connection");
+    }
+
     [Test]
     public void Closing_a_listener_resets_the_connections_in_its_syn_and_accept_queues_and_frees_their_rows()
     {
