@@ -1,0 +1,43 @@
+using Onload.Sockets;
+
+namespace Onload.Kestrel;
+
+/// <summary>
+/// Which transport <c>UseOnload</c> serves from. One of three: <see cref="Interface"/> (driverlink mode: the kernel
+/// holds the interface's address, onload-driverd steers our flows to us), <see cref="Vnic"/> and
+/// <see cref="Address"/> (direct mode: the stack owns an address the kernel does not hold), or an existing
+/// <see cref="Transport"/> (which the caller keeps and disposes of).
+/// </summary>
+public sealed class OnloadTransportOptions
+{
+    /// <summary>Driverlink mode: the interface to accelerate, e.g. "eth0".</summary>
+    public string? Interface { get; set; }
+
+    /// <summary>Driverlink mode: "shared" (the daemon forwards into our rings, the default) or "exclusive" (an AF_XDP
+    /// socket of our own).</summary>
+    public string Mode { get; set; } = "shared";
+
+    /// <summary>Direct mode: the VNIC spec KIND:NAME (af_xdp:IF[:QUEUE], af_packet:IF, tap:NAME, shm:NAME).</summary>
+    public string? Vnic { get; set; }
+
+    /// <summary>Direct mode: the stack's own address, IP/PREFIX.</summary>
+    public string? Address { get; set; }
+
+    /// <summary>Direct mode: the default gateway, if destinations lie off the subnet.</summary>
+    public string? Gateway { get; set; }
+
+    /// <summary>A transport made elsewhere; the options above are then left unset. Not disposed by Kestrel.</summary>
+    public ITransport? Transport { get; set; }
+
+    /// <summary>Throws <see cref="ArgumentException"/> unless exactly one of the three ways is given, completely.</summary>
+    public void Validate()
+    {
+        int ways = (Interface is not null ? 1 : 0) + (Vnic is not null || Address is not null ? 1 : 0) + (Transport is not null ? 1 : 0);
+        if (ways != 1)
+            throw new ArgumentException("give exactly one of: Interface (driverlink mode), Vnic and Address (direct mode), Transport");
+        if ((Vnic is null) != (Address is null))
+            throw new ArgumentException("direct mode needs both Vnic and Address");
+        if (Interface is not null && Mode is not ("shared" or "exclusive"))
+            throw new ArgumentException($"Mode '{Mode}': expected shared or exclusive");
+    }
+}
