@@ -37,6 +37,8 @@
 #                                   to pcap (ONLOAD_CAPTURE) and vetoed by rules (ONLOAD_VETO); -r prints a capture
 #   dist/bin/onload-stackdump       NativeAOT build of apps/stackdump: the stacks of the programs running under onload-run
 #                                   in this network namespace (VNIC, link, sockets, counters), human or --json
+#   dist/bin/onload-web-sample      NativeAOT build of apps/web-sample: an ASP.NET Core minimal-API app that Kestrel serves
+#                                   from the stack (preload/kestrel, --transport onload) or kernel sockets (--transport kernel)
 #   dist/bin/abi_smoke              C program that dlopen()s the stack library and checks its exports
 #   dist/lib/libonload_stack.so     the stack as a C shared library (NativeAOT build of preload/native)
 #   dist/include/onload_stack.h     its header
@@ -99,7 +101,7 @@ PUBLISH   := obj/publish
 SLN       := Onload.sln
 
 # Debian packages the build, the tests and the demo use (the .NET SDK is not one of them).
-DEB_PACKAGES := iproute2 iputils-ping socat ethtool tcpdump tshark sockperf gcc g++ make nftables curl iperf3 python3 jq
+DEB_PACKAGES := iproute2 iputils-ping socat ethtool tcpdump tshark sockperf gcc g++ make nftables curl iperf3 python3 jq wrk
 
 export DOTNET_CLI_TELEMETRY_OPTOUT := 1
 export DOTNET_NOLOGO := 1
@@ -123,10 +125,11 @@ DRIVERD_INPUTS := $(DRIVERLINK_INPUTS) $(call dotnet_inputs,apps/driverd)
 TCPDUMP_INPUTS := $(STACK_INPUTS) $(call dotnet_inputs,apps/tcpdump)
 STACKDUMP_INPUTS := $(DRIVERLINK_INPUTS) $(call dotnet_inputs,apps/stackdump) preload/native/Dump/StackDumpDocument.cs
 NATIVE_INPUTS := $(DRIVERLINK_INPUTS) $(call dotnet_inputs,preload/native)
+WEB_SAMPLE_INPUTS := $(DRIVERLINK_INPUTS) $(call dotnet_inputs,preload/managed preload/kestrel apps/web-sample)
 DOTNET_SOCKETS_INPUTS := $(call dotnet_inputs,tests/Onload.DotnetSockets) $(ROOT_INPUTS)
 
 DIST_FILES := $(DIST)/bin/onload-echo $(DIST)/bin/onload-pingpong $(DIST)/bin/onload-driverd $(DIST)/bin/onload-tcpdump \
-	$(DIST)/bin/onload-stackdump \
+	$(DIST)/bin/onload-stackdump $(DIST)/bin/onload-web-sample \
 	$(DIST)/lib/systemd/system/onload-driverd.service $(DIST)/lib/libonload_stack.so $(DIST)/include/onload_stack.h \
 	$(DIST)/bin/abi_smoke $(DIST)/lib/libonload.so $(DIST)/bin/onload-run $(DIST)/tests/epoll_echo $(DIST)/tests/io_calls \
 	$(DIST)/tests/inet6_calls $(DIST)/tests/udp_calls $(DIST)/tests/udp6_calls
@@ -224,6 +227,15 @@ $(DIST)/bin/onload-stackdump: $(STACKDUMP_INPUTS) | restore
 	$(DOTNET) publish apps/stackdump/Onload.StackDump.csproj $(DOTNET_FLAGS) -r $(RID) --no-restore \
 	  -o $(PUBLISH)/stackdump -v minimal; \
 	install -D -m 0755 $(PUBLISH)/stackdump/onload-stackdump $@; \
+	echo "publish: $@ took $$(( $$(date +%s) - start ))s"
+
+$(DIST)/bin/onload-web-sample: $(WEB_SAMPLE_INPUTS) | restore
+	@echo "publish: apps/web-sample -> $@ (NativeAOT)"
+	@start=$$(date +%s); \
+	rm -rf $(PUBLISH)/web-sample; \
+	$(DOTNET) publish apps/web-sample/Onload.WebSample.csproj $(DOTNET_FLAGS) -r $(RID) --no-restore \
+	  -o $(PUBLISH)/web-sample -v minimal; \
+	install -D -m 0755 $(PUBLISH)/web-sample/onload-web-sample $@; \
 	echo "publish: $@ took $$(( $$(date +%s) - start ))s"
 
 $(DIST)/lib/libonload_stack.so: $(NATIVE_INPUTS) | restore
