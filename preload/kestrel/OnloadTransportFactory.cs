@@ -42,12 +42,8 @@ public sealed class OnloadTransportFactory : IConnectionListenerFactory, IConnec
             // Kestrel's own words for a port in use.
             throw new AddressInUseException(e.Message, e);
         }
-        catch (Exception e) when (ip.AddressFamily == AddressFamily.InterNetworkV6 && e is not OperationCanceledException)
-        {
-            // http://*:PORT binds [::] first and falls back to 0.0.0.0 on any failure but an IOException: an IPv4-only
-            // transport must fail [::] that way.
-            throw new NotSupportedException($"{ip}: {e.Message}", e);
-        }
+        // Anything else as the transport threw it: http://*:PORT binds [::] first and falls back to 0.0.0.0 on a
+        // SocketException (AddressFamilyNotSupported from an IPv4-only stack, as from a kernel without IPv6).
     }
 
     public async ValueTask DisposeAsync()
@@ -68,7 +64,7 @@ public sealed class OnloadTransportFactory : IConnectionListenerFactory, IConnec
             if (_transport is null)
             {
                 _owned = _options.Transport is null;
-                _transport = _options.Transport ?? await OnloadTransports.OpenAsync(_options, cancellationToken).ConfigureAwait(false);
+                _transport = _options.Transport ?? OnloadTransports.Open(_options);
             }
             return _transport;
         }

@@ -26,6 +26,10 @@ public sealed class OnloadTransportOptions
     /// <summary>Direct mode: the default gateway, if destinations lie off the subnet.</summary>
     public string? Gateway { get; set; }
 
+    /// <summary>The stack's other options (spin time, pipe thresholds, table sizes...); direct mode's VNIC, address
+    /// and gateway come from the properties above.</summary>
+    public OnloadStackOptions Stack { get; set; } = new();
+
     /// <summary>A transport made elsewhere; the options above are then left unset. Not disposed by Kestrel.</summary>
     public ITransport? Transport { get; set; }
 

@@ -1,3 +1,6 @@
+using System.Globalization;
+using System.Net;
+using Onload.Driverlink;
 using Onload.Sockets;
 
 namespace Onload.Kestrel;
@@ -5,9 +8,32 @@ namespace Onload.Kestrel;
 /// <summary>Makes the user-level stack that <see cref="OnloadTransportOptions"/> describe.</summary>
 internal static class OnloadTransports
 {
-    public static ValueTask<ITransport> OpenAsync(OnloadTransportOptions options, CancellationToken cancellationToken)
+    /// <summary>
+    /// Attaches to the interface through onload-driverd (driverlink mode) or opens the VNIC (direct mode). Throws
+    /// ArgumentException for bad options, IOException when the daemon or the VNIC refuses.
+    /// </summary>
+    public static ITransport Open(OnloadTransportOptions options)
     {
-        _ = cancellationToken;
-        throw new NotSupportedException("the user-level stack's managed API (OnloadStack) is not built yet: pass a Transport");
+        if (options.Interface is { } name)
+            return OnloadStack.Attach(name, options.Mode == "exclusive" ? VnicMode.Exclusive : VnicMode.Shared, options.Stack);
+        var (address, prefix) = ParseCidr(options.Address!);
+        return OnloadStack.Open(options.Stack with
+        {
+            Vnic = options.Vnic,
+            Address = address,
+            PrefixLength = prefix,
+            Gateway = options.Gateway is { } g ? IPAddress.Parse(g) : null,
+        });
+    }
+
+    private static (IPAddress Address, int PrefixLength) ParseCidr(string cidr)
+    {
+        int slash = cidr.IndexOf('/', StringComparison.Ordinal);
+        if (slash < 0 ||
+            !IPAddress.TryParse(cidr.AsSpan(0, slash), out var address) ||
+            !int.TryParse(cidr.AsSpan(slash + 1), NumberStyles.None, CultureInfo.InvariantCulture, out int prefix) ||
+            prefix is < 1 or > 32)
+            throw new ArgumentException($"Address '{cidr}': expected IP/PREFIX, e.g. 10.0.0.2/24");
+        return (address, prefix);
     }
 }

@@ -4,20 +4,21 @@ using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Logging;
 using Onload.Sockets;
-using Onload.Tests.Driverlink;
 using Onload.Tests.Netns;
 
 namespace Onload.Tests.Web;
 
 /// <summary>
-/// Kestrel in the test process, under the JIT, serving through <c>UseTransport</c> from a transport opened in the
-/// server's namespace; kernel curl and wrk on the other side of the veth pair.
+/// Kestrel in the test process, under the JIT, serving through <c>UseTransport</c> from the stack in direct mode
+/// (AF_XDP on the veth) and from <see cref="KernelTransport"/>; kernel curl and wrk on the other side of the veth
+/// pair. (<c>UseOnload</c>'s options are the published sample's way, tested there.)
 /// </summary>
+[TestFixture("direct")]
 [TestFixture("kernel")]
 [NonParallelizable]
 public sealed class InProcessKestrelTests(string transportKind) : WebServerSpec
 {
-    private DriverlinkPair? _pair;
+    private NamespacePair? _pair;
     private ITransport? _transport;
     private WebApplication? _app;
     private KernelHttpClient? _client;
@@ -30,16 +31,33 @@ public sealed class InProcessKestrelTests(string transportKind) : WebServerSpec
     public void StartServer()
     {
         Netns.Netns.RequireRoot();
-        _pair = DriverlinkPair.WithoutDaemon();
-        _transport = transportKind switch
-        {
-            "kernel" => new TestKernelTransport(),
-            _ => throw new ArgumentException(transportKind, nameof(transportKind)),
-        };
+        _pair = new NamespacePair();
+        var pair = _pair;
+        string vnic = $"af_xdp:{pair.StackIf}";
         var builder = WebApplication.CreateSlimBuilder();
-        builder.Logging.ClearProviders();
-        builder.WebHost.UseTransport(_transport);
-        builder.WebHost.UseUrls($"http://*:{Port}");
+        builder.Logging.SetMinimumLevel(LogLevel.Warning);
+        switch (transportKind)
+        {
+            case "direct":
+                _transport = pair.Stack.Run(() => OnloadStack.Open(new OnloadStackOptions
+                {
+                    Vnic = vnic, Address = IPAddress.Parse(pair.StackAddress), PrefixLength = pair.PrefixLength,
+                }));
+                builder.WebHost.UseTransport(_transport);
+                builder.WebHost.UseUrls($"http://*:{Port}");
+                break;
+            case "kernel":
+                pair.Stack.Ip($"addr add {pair.StackAddress}/{pair.PrefixLength} dev {pair.StackIf}");
+                // Its sockets belong to the namespace of the thread that makes them: the server's namespace, not ours.
+                _transport = new InNamespace(pair.Stack, new KernelTransport());
+                builder.WebHost.UseTransport(_transport);
+                // Not http://*: KernelTransport listens on [::] IPv6-only (no DualMode), so Kestrel keeps that and
+                // IPv4 clients are refused.
+                builder.WebHost.UseUrls($"http://0.0.0.0:{Port}");
+                break;
+            default:
+                throw new ArgumentException(transportKind, nameof(transportKind));
+        }
         _app = builder.Build();
         _app.MapGet("/", () => Greeting + "\n");
         _app.MapGet("/bytes/{n:int}", (int n) => Results.Bytes(Pattern(n)));
@@ -48,14 +66,8 @@ public sealed class InProcessKestrelTests(string transportKind) : WebServerSpec
             context.Response.ContentType = "application/octet-stream";
             await context.Request.Body.CopyToAsync(context.Response.Body, context.RequestAborted);
         });
-        // Kestrel binds before its first real wait: the listening socket is made on the namespace's thread.
-        var app = _app;
-        _pair.InHost(() =>
-        {
-            app.StartAsync().GetAwaiter().GetResult();
-            return 0;
-        });
-        _client = new KernelHttpClient(_pair.Peer, $"http://{_pair.HostAddress}:{Port}");
+        _app.StartAsync().GetAwaiter().GetResult();
+        _client = new KernelHttpClient(pair.Kernel, $"http://{pair.StackAddress}:{Port}");
     }
 
     [OneTimeTearDown]
@@ -77,5 +89,20 @@ public sealed class InProcessKestrelTests(string transportKind) : WebServerSpec
         for (int i = 0; i < n; i++)
             bytes[i] = (byte)(i % 251);
         return bytes;
+    }
+
+    /// <summary>A transport whose listeners are made by a thread inside <paramref name="ns"/>.</summary>
+    private sealed class InNamespace(TestNamespace ns, ITransport inner) : ITransport
+    {
+        public ValueTask<IPipeListener> ListenAsync(IPEndPoint local, int backlog = 512, CancellationToken cancellationToken = default) =>
+            ValueTask.FromResult(ns.Run(() => inner.ListenAsync(local, backlog, cancellationToken).AsTask().GetAwaiter().GetResult()));
+
+        public ValueTask<IPipeConnection> ConnectAsync(IPEndPoint remote, CancellationToken cancellationToken = default) =>
+            inner.ConnectAsync(remote, cancellationToken);
+
+        public ValueTask<IDatagramSocket> BindUdpAsync(IPEndPoint local, CancellationToken cancellationToken = default) =>
+            inner.BindUdpAsync(local, cancellationToken);
+
+        public ValueTask DisposeAsync() => inner.DisposeAsync();
     }
 }
