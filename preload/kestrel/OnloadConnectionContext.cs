@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.IO.Pipelines;
 using System.Net;
 using Microsoft.AspNetCore.Connections;
@@ -15,12 +16,12 @@ namespace Onload.Kestrel;
 /// <remarks>
 /// <see cref="ConnectionClosed"/> fires once, when Kestrel aborts the connection or disposes of it (after it has
 /// completed both pipes), as Kestrel's socket transport fires it when its receive and send loops have both ended.
-/// The features are those a transport owes Kestrel (id, transport, items, lifetime, end points); Kestrel adds its
+/// The features are those a transport owes Kestrel (id, transport, items, lifetime, end points, memory pool); Kestrel adds its
 /// own (heartbeat, completion, lifetime notification) to the same table.
 /// </remarks>
 internal sealed class OnloadConnectionContext : ConnectionContext,
     IConnectionIdFeature, IConnectionTransportFeature, IConnectionItemsFeature, IConnectionLifetimeFeature,
-    IConnectionEndPointFeature
+    IConnectionEndPointFeature, IMemoryPoolFeature
 {
     private readonly IPipeConnection _connection;
     private readonly CancellationTokenSource _closed = new();
@@ -31,9 +32,10 @@ internal sealed class OnloadConnectionContext : ConnectionContext,
     private int _closedFired;
     private int _disposed;
 
-    public OnloadConnectionContext(IPipeConnection connection)
+    public OnloadConnectionContext(IPipeConnection connection, MemoryPool<byte> memoryPool)
     {
         _connection = connection;
+        MemoryPool = memoryPool;
         _transport = connection;
         LocalEndPoint = connection.LocalEndPoint;
         RemoteEndPoint = connection.RemoteEndPoint;
@@ -43,6 +45,7 @@ internal sealed class OnloadConnectionContext : ConnectionContext,
         _features.Set<IConnectionItemsFeature>(this);
         _features.Set<IConnectionLifetimeFeature>(this);
         _features.Set<IConnectionEndPointFeature>(this);
+        _features.Set<IMemoryPoolFeature>(this);
     }
 
     public override string ConnectionId
@@ -64,6 +67,10 @@ internal sealed class OnloadConnectionContext : ConnectionContext,
         get => _transport;
         set => _transport = value;
     }
+
+    /// <summary>The pool Kestrel takes its own buffers from (response data written before the headers, and data
+    /// written while a flush waits): the factory's, which is also the pipes' for a stack it opened.</summary>
+    public MemoryPool<byte> MemoryPool { get; }
 
     public override CancellationToken ConnectionClosed { get; set; }
 

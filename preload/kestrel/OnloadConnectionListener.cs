@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Net;
 using System.Net.Sockets;
 using Microsoft.AspNetCore.Connections;
@@ -7,7 +8,7 @@ namespace Onload.Kestrel;
 
 /// <summary>Kestrel's view of one <see cref="IPipeListener"/>: each accepted connection becomes a
 /// <see cref="OnloadConnectionContext"/>.</summary>
-internal sealed class OnloadConnectionListener(IPipeListener listener) : IConnectionListener
+internal sealed class OnloadConnectionListener(IPipeListener listener, MemoryPool<byte> memoryPool) : IConnectionListener
 {
     private int _unbound;
 
@@ -23,7 +24,7 @@ internal sealed class OnloadConnectionListener(IPipeListener listener) : IConnec
             try
             {
                 var connection = await listener.AcceptAsync(cancellationToken).ConfigureAwait(false);
-                return new OnloadConnectionContext(connection);
+                return new OnloadConnectionContext(connection, memoryPool);
             }
             catch (SocketException e) when (e.SocketErrorCode is SocketError.ConnectionReset or SocketError.ConnectionAborted)
             {

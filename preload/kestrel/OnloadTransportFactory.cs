@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Net;
 using System.Net.Sockets;
 using Microsoft.AspNetCore.Connections;
@@ -16,14 +17,18 @@ public sealed class OnloadTransportFactory : IConnectionListenerFactory, IConnec
 {
     private readonly OnloadTransportOptions _options;
     private readonly SemaphoreSlim _opening = new(1, 1);
+    private readonly MemoryPool<byte> _memoryPool;
     private ITransport? _transport;
     private bool _owned;
 
-    public OnloadTransportFactory(IOptions<OnloadTransportOptions> options)
+    /// <param name="options">Which transport.</param>
+    /// <param name="memoryPools">Kestrel's pool maker (the one its socket transport uses); without it the shared pool.</param>
+    public OnloadTransportFactory(IOptions<OnloadTransportOptions> options, IMemoryPoolFactory<byte>? memoryPools = null)
     {
         ArgumentNullException.ThrowIfNull(options);
         _options = options.Value;
         _options.Validate();
+        _memoryPool = memoryPools?.Create(new MemoryPoolOptions { Owner = "onload" }) ?? MemoryPool<byte>.Shared;
     }
 
     public bool CanBind(EndPoint endpoint) => endpoint is IPEndPoint;
@@ -35,7 +40,7 @@ public sealed class OnloadTransportFactory : IConnectionListenerFactory, IConnec
         var transport = await TransportAsync(cancellationToken).ConfigureAwait(false);
         try
         {
-            return new OnloadConnectionListener(await transport.ListenAsync(ip, cancellationToken: cancellationToken).ConfigureAwait(false));
+            return new OnloadConnectionListener(await transport.ListenAsync(ip, cancellationToken: cancellationToken).ConfigureAwait(false), _memoryPool);
         }
         catch (SocketException e) when (e.SocketErrorCode == SocketError.AddressAlreadyInUse)
         {
@@ -52,6 +57,8 @@ public sealed class OnloadTransportFactory : IConnectionListenerFactory, IConnec
             await t.DisposeAsync().ConfigureAwait(false);
         _transport = null;
         _opening.Dispose();
+        if (_memoryPool != MemoryPool<byte>.Shared)
+            _memoryPool.Dispose();
     }
 
     private async ValueTask<ITransport> TransportAsync(CancellationToken cancellationToken)
@@ -64,7 +71,7 @@ public sealed class OnloadTransportFactory : IConnectionListenerFactory, IConnec
             if (_transport is null)
             {
                 _owned = _options.Transport is null;
-                _transport = _options.Transport ?? OnloadTransports.Open(_options);
+                _transport = _options.Transport ?? OnloadTransports.Open(_options, _memoryPool);
             }
             return _transport;
         }

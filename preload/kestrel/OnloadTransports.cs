@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Globalization;
 using System.Net;
 using Onload.Driverlink;
@@ -12,12 +13,14 @@ internal static class OnloadTransports
     /// Attaches to the interface through onload-driverd (driverlink mode) or opens the VNIC (direct mode). Throws
     /// ArgumentException for bad options, IOException when the daemon or the VNIC refuses.
     /// </summary>
-    public static ITransport Open(OnloadTransportOptions options)
+    public static ITransport Open(OnloadTransportOptions options, MemoryPool<byte> memoryPool)
     {
+        // The connections' pipes take Kestrel's pool unless the options name one.
+        var stack = options.Stack.MemoryPool is null ? options.Stack with { MemoryPool = memoryPool } : options.Stack;
         if (options.Interface is { } name)
             return OnloadStack.Attach(name, options.Mode == "exclusive" ? VnicMode.Exclusive : VnicMode.Shared, options.Stack);
         var (address, prefix) = ParseCidr(options.Address!);
-        return OnloadStack.Open(options.Stack with
+        return OnloadStack.Open(stack with
         {
             Vnic = options.Vnic,
             Address = address,
