@@ -5,7 +5,7 @@
 #                        .NET tests; ends with "N passed, N failed, N skipped"
 #   make demo            ping and UDP echo against dist/bin/onload-echo across a veth pair (root)
 #   make bench           BenchmarkDotNet micro-benchmarks (BENCH_ARGS="--filter *Ring*" to choose), then
-#                        bench-latency, bench-tcp, bench-driverlink, bench-sockperf and bench-rates
+#                        bench-latency, bench-tcp, bench-driverlink, bench-sockperf, bench-rates and bench-web
 #   make bench-quick     the same, short (micro-benchmarks in-process, every other row 2 s): proves they run
 #   make bench-latency   UDP ping-pong latency, kernel (sockperf) against the stack over AF_PACKET, AF_XDP and
 #                        shared memory (perf/latency.sh, root); table in perf/results/latency.md
@@ -21,6 +21,9 @@
 #                        under onload-run, the stack's own source and sink over veth and shm, loopback), UDP
 #                        message rate, TCP connection rate, and the accelerated servers' allocation
 #                        (perf/rates.sh, root); perf/results/rates.md, .json
+#   make bench-web       issue 9's web figures: wrk against onload-web-sample on kernel sockets and on the stack
+#                        (driverlink exclusive and shared, direct AF_XDP), requests/s, latency median and p99, ratios,
+#                        and the server's allocation per request (perf/web.sh, root); perf/results/web.md, .json
 #   make sweep           the deterministic simulation sweep: 2,000 seeds of lossy, reordering, corrupting links
 #                        x {SACK + CUBIC, NewReno without SACK}, every byte checked (tests/Onload.Sweep; not part
 #                        of `make test`); report in perf/results/sweep.md. SWEEP_ARGS="--seeds 10000",
@@ -141,7 +144,7 @@ DIST_FILES += $(ONLOAD_RUN_PROFILES) $(DIST)/share/man/man1/onload-run.1 $(DIST)
 	$(DIST)/tests/fork_per_connection $(DIST)/tests/pattern_client $(DIST)/tests/exec_inherit $(DIST)/tests/udp_fork \
 	$(DIST)/tests/reuseport $(DIST)/tests/tcp_crr $(DIST)/tests/per_message_calls
 
-.PHONY: all deps restore build publish test check-header demo bench bench-quick bench-latency bench-tcp bench-driverlink bench-sockperf bench-rates sweep install clean
+.PHONY: all deps restore build publish test check-header demo bench bench-quick bench-latency bench-tcp bench-driverlink bench-sockperf bench-rates bench-web sweep install clean
 
 all: deps build publish
 
@@ -305,15 +308,19 @@ demo: all
 # the program: hence no $(DOTNET_FLAGS) here.) The latency harness runs dist/bin/onload-pingpong
 # against sockperf in namespaces it creates (root); LATENCY_ARGS passes options to it
 # (perf/latency.sh --help). perf/tcp.sh runs the TCP rows likewise; TCP_ARGS passes options to it, and so
-# do DRIVERLINK_ARGS to perf/driverlink.sh, SOCKPERF_ARGS to perf/sockperf.sh and RATES_ARGS to perf/rates.sh.
+# do DRIVERLINK_ARGS to perf/driverlink.sh, SOCKPERF_ARGS to perf/sockperf.sh, RATES_ARGS to perf/rates.sh and
+# WEB_ARGS to perf/web.sh.
 LATENCY_ARGS ?=
 TCP_ARGS ?=
 DRIVERLINK_ARGS ?=
 SOCKPERF_ARGS ?=
 RATES_ARGS ?=
+WEB_ARGS ?=
 # What perf/sockperf.sh and perf/rates.sh run: the stack's tools from this build.
 SOCKPERF_ENV = PINGPONG=$(DIST)/bin/onload-pingpong ONLOAD_RUN=$(DIST)/bin/onload-run \
   DRIVERD=$(DIST)/bin/onload-driverd STACKDUMP=$(DIST)/bin/onload-stackdump
+# What perf/web.sh runs.
+WEB_ENV = WEB_SAMPLE=$(DIST)/bin/onload-web-sample DRIVERD=$(DIST)/bin/onload-driverd
 
 bench: all
 	$(DOTNET) run -c $(CONFIG) --no-restore --project perf/Onload.Perf.csproj -- $(BENCH_ARGS)
@@ -322,6 +329,7 @@ bench: all
 	PINGPONG=$(DIST)/bin/onload-pingpong DRIVERD=$(DIST)/bin/onload-driverd perf/driverlink.sh $(DRIVERLINK_ARGS)
 	$(SOCKPERF_ENV) perf/sockperf.sh $(SOCKPERF_ARGS)
 	$(SOCKPERF_ENV) perf/rates.sh $(RATES_ARGS)
+	$(WEB_ENV) perf/web.sh $(WEB_ARGS)
 
 bench-quick: all
 	$(DOTNET) run -c $(CONFIG) --no-restore --project perf/Onload.Perf.csproj -- --quick $(BENCH_ARGS)
@@ -330,6 +338,7 @@ bench-quick: all
 	PINGPONG=$(DIST)/bin/onload-pingpong DRIVERD=$(DIST)/bin/onload-driverd perf/driverlink.sh --quick $(DRIVERLINK_ARGS)
 	$(SOCKPERF_ENV) perf/sockperf.sh --quick $(SOCKPERF_ARGS)
 	$(SOCKPERF_ENV) perf/rates.sh --quick $(RATES_ARGS)
+	$(WEB_ENV) perf/web.sh --quick $(WEB_ARGS)
 
 bench-latency: all
 	PINGPONG=$(DIST)/bin/onload-pingpong perf/latency.sh $(LATENCY_ARGS)
@@ -345,6 +354,9 @@ bench-sockperf: all
 
 bench-rates: all
 	$(SOCKPERF_ENV) perf/rates.sh $(RATES_ARGS)
+
+bench-web: all
+	$(WEB_ENV) perf/web.sh $(WEB_ARGS)
 
 # The sweep is in virtual time and needs only the IL build. Exits non-zero when a transfer was damaged,
 # stalled or failed other than with ETIMEDOUT.
