@@ -1,3 +1,5 @@
+using System.Globalization;
+using System.Net;
 using Onload.Sockets;
 
 namespace Onload.Kestrel;
@@ -43,5 +45,21 @@ public sealed class OnloadTransportOptions
             throw new ArgumentException("direct mode needs both Vnic and Address");
         if (Interface is not null && Mode is not ("shared" or "exclusive"))
             throw new ArgumentException($"Mode '{Mode}': expected shared or exclusive");
+        if (Address is not null)
+            ParseCidr(Address);
+        if (Gateway is not null && !IPAddress.TryParse(Gateway, out _))
+            throw new ArgumentException($"Gateway '{Gateway}': expected an IPv4 address");
+    }
+
+    /// <summary>"10.0.0.2/24" → (10.0.0.2, 24); ArgumentException otherwise.</summary>
+    internal static (IPAddress Address, int PrefixLength) ParseCidr(string cidr)
+    {
+        int slash = cidr.IndexOf('/', StringComparison.Ordinal);
+        if (slash < 0 ||
+            !IPAddress.TryParse(cidr.AsSpan(0, slash), out var address) ||
+            !int.TryParse(cidr.AsSpan(slash + 1), NumberStyles.None, CultureInfo.InvariantCulture, out int prefix) ||
+            prefix is < 1 or > 32)
+            throw new ArgumentException($"Address '{cidr}': expected IP/PREFIX, e.g. 10.0.0.2/24");
+        return (address, prefix);
     }
 }

@@ -1,5 +1,4 @@
 using System.Buffers;
-using System.Globalization;
 using System.Net;
 using Onload.Driverlink;
 using Onload.Sockets;
@@ -18,8 +17,8 @@ internal static class OnloadTransports
         // The connections' pipes take Kestrel's pool unless the options name one.
         var stack = options.Stack.MemoryPool is null ? options.Stack with { MemoryPool = memoryPool } : options.Stack;
         if (options.Interface is { } name)
-            return OnloadStack.Attach(name, options.Mode == "exclusive" ? VnicMode.Exclusive : VnicMode.Shared, options.Stack);
-        var (address, prefix) = ParseCidr(options.Address!);
+            return OnloadStack.Attach(name, options.Mode == "exclusive" ? VnicMode.Exclusive : VnicMode.Shared, stack);
+        var (address, prefix) = OnloadTransportOptions.ParseCidr(options.Address!);
         return OnloadStack.Open(stack with
         {
             Vnic = options.Vnic,
@@ -27,16 +26,5 @@ internal static class OnloadTransports
             PrefixLength = prefix,
             Gateway = options.Gateway is { } g ? IPAddress.Parse(g) : null,
         });
-    }
-
-    private static (IPAddress Address, int PrefixLength) ParseCidr(string cidr)
-    {
-        int slash = cidr.IndexOf('/', StringComparison.Ordinal);
-        if (slash < 0 ||
-            !IPAddress.TryParse(cidr.AsSpan(0, slash), out var address) ||
-            !int.TryParse(cidr.AsSpan(slash + 1), NumberStyles.None, CultureInfo.InvariantCulture, out int prefix) ||
-            prefix is < 1 or > 32)
-            throw new ArgumentException($"Address '{cidr}': expected IP/PREFIX, e.g. 10.0.0.2/24");
-        return (address, prefix);
     }
 }
