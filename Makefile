@@ -34,6 +34,8 @@
 # dist/ after `make`:
 #   dist/bin/onload-echo            NativeAOT build of apps/echo
 #   dist/bin/onload-pingpong        NativeAOT build of apps/pingpong (the latency client and server)
+#   dist/bin/onload-pipe-echo       NativeAOT build of apps/pipe-echo: TCP and UDP echo through the managed API
+#                                   (Onload.Sockets' ITransport), on the Onload stack or kernel sockets (--transport)
 #   dist/bin/onload-driverd         NativeAOT build of apps/driverd (the primary driver daemon)
 #   dist/lib/systemd/system/onload-driverd.service   its unit for a service manager
 #   dist/bin/onload-tcpdump         NativeAOT build of apps/tcpdump: runs a program with its stack's frames captured
@@ -124,6 +126,7 @@ STACK_INPUTS  := $(call dotnet_inputs,stack vnic) $(ROOT_INPUTS)
 DRIVERLINK_INPUTS := $(STACK_INPUTS) $(call dotnet_inputs,driverlink-client)
 ECHO_INPUTS   := $(DRIVERLINK_INPUTS) $(call dotnet_inputs,apps/echo)
 PINGPONG_INPUTS := $(DRIVERLINK_INPUTS) $(call dotnet_inputs,apps/pingpong)
+PIPE_ECHO_INPUTS := $(DRIVERLINK_INPUTS) $(call dotnet_inputs,preload/managed apps/pipe-echo)
 DRIVERD_INPUTS := $(DRIVERLINK_INPUTS) $(call dotnet_inputs,apps/driverd)
 TCPDUMP_INPUTS := $(STACK_INPUTS) $(call dotnet_inputs,apps/tcpdump)
 STACKDUMP_INPUTS := $(DRIVERLINK_INPUTS) $(call dotnet_inputs,apps/stackdump) preload/native/Dump/StackDumpDocument.cs
@@ -131,7 +134,7 @@ NATIVE_INPUTS := $(DRIVERLINK_INPUTS) $(call dotnet_inputs,preload/native)
 WEB_SAMPLE_INPUTS := $(DRIVERLINK_INPUTS) $(call dotnet_inputs,preload/managed preload/kestrel apps/web-sample)
 DOTNET_SOCKETS_INPUTS := $(call dotnet_inputs,tests/Onload.DotnetSockets) $(ROOT_INPUTS)
 
-DIST_FILES := $(DIST)/bin/onload-echo $(DIST)/bin/onload-pingpong $(DIST)/bin/onload-driverd $(DIST)/bin/onload-tcpdump \
+DIST_FILES := $(DIST)/bin/onload-echo $(DIST)/bin/onload-pingpong $(DIST)/bin/onload-pipe-echo $(DIST)/bin/onload-driverd $(DIST)/bin/onload-tcpdump \
 	$(DIST)/bin/onload-stackdump $(DIST)/bin/onload-web-sample \
 	$(DIST)/lib/systemd/system/onload-driverd.service $(DIST)/lib/libonload_stack.so $(DIST)/include/onload_stack.h \
 	$(DIST)/bin/abi_smoke $(DIST)/lib/libonload.so $(DIST)/bin/onload-run $(DIST)/tests/epoll_echo $(DIST)/tests/io_calls \
@@ -200,6 +203,15 @@ $(DIST)/bin/onload-pingpong: $(PINGPONG_INPUTS) | restore
 	$(DOTNET) publish apps/pingpong/Onload.PingPong.csproj $(DOTNET_FLAGS) -r $(RID) --no-restore \
 	  -o $(PUBLISH)/pingpong -v minimal; \
 	install -D -m 0755 $(PUBLISH)/pingpong/onload-pingpong $@; \
+	echo "publish: $@ took $$(( $$(date +%s) - start ))s"
+
+$(DIST)/bin/onload-pipe-echo: $(PIPE_ECHO_INPUTS) | restore
+	@echo "publish: apps/pipe-echo -> $@ (NativeAOT)"
+	@start=$$(date +%s); \
+	rm -rf $(PUBLISH)/pipe-echo; \
+	$(DOTNET) publish apps/pipe-echo/Onload.PipeEcho.csproj $(DOTNET_FLAGS) -r $(RID) --no-restore \
+	  -o $(PUBLISH)/pipe-echo -v minimal; \
+	install -D -m 0755 $(PUBLISH)/pipe-echo/onload-pipe-echo $@; \
 	echo "publish: $@ took $$(( $$(date +%s) - start ))s"
 
 $(DIST)/bin/onload-driverd: $(DRIVERD_INPUTS) | restore

@@ -82,12 +82,14 @@ public sealed class OnloadConnection : IPipeConnection
     {
         cancellationToken.ThrowIfCancellationRequested();
         _connectTo = remote;
-        _connect = new TaskCompletionSource<IPipeConnection>(TaskCreationOptions.RunContinuationsAsynchronously);
+        // The stack thread may finish the connect (and forget it) before this returns.
+        var connect = new TaskCompletionSource<IPipeConnection>(TaskCreationOptions.RunContinuationsAsynchronously);
+        _connect = connect;
         _owner.Scheduler.Schedule(static o => ((OnloadConnection)o!).StartConnect(), this);
         if (cancellationToken.CanBeCanceled)
             _connectCancel = cancellationToken.UnsafeRegister(static (o, token) =>
                 ((OnloadConnection)o!)._owner.Scheduler.Schedule(static c => ((OnloadConnection)c!).CancelConnect(), o), this);
-        return _connect.Task;
+        return connect.Task;
     }
 
     private void StartConnect()
