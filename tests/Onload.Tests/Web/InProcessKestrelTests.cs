@@ -60,7 +60,7 @@ public sealed class InProcessKestrelTests(string transportKind) : WebServerSpec
         }
         _app = builder.Build();
         _app.MapGet("/", () => Greeting + "\n");
-        _app.MapGet("/bytes/{n:int}", (int n) => Results.Bytes(Pattern(n)));
+        _app.MapGet("/bytes/{n:long}", WriteBytesAsync);
         _app.MapPost("/echo", async (HttpContext context) =>
         {
             context.Response.ContentType = "application/octet-stream";
@@ -83,12 +83,20 @@ public sealed class InProcessKestrelTests(string transportKind) : WebServerSpec
         _pair?.Dispose();
     }
 
-    private static byte[] Pattern(int n)
+    /// <summary>n bytes of the pattern (byte i = i mod 251), streamed in blocks of a whole number of periods.</summary>
+    private static async Task WriteBytesAsync(long n, HttpContext context)
     {
-        var bytes = new byte[n];
-        for (int i = 0; i < n; i++)
-            bytes[i] = (byte)(i % 251);
-        return bytes;
+        var block = new byte[251 * 256];
+        for (int i = 0; i < block.Length; i++)
+            block[i] = (byte)(i % 251);
+        context.Response.ContentLength = n;
+        for (long at = 0; at < n; at += block.Length)
+        {
+            var flushed = await context.Response.BodyWriter.WriteAsync(block.AsMemory(0, (int)Math.Min(block.Length, n - at)),
+                context.RequestAborted);
+            if (flushed.IsCompleted || flushed.IsCanceled)
+                return;
+        }
     }
 
     /// <summary>A transport whose listeners are made by a thread inside <paramref name="ns"/>.</summary>

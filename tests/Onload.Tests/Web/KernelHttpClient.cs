@@ -57,6 +57,15 @@ public sealed partial class KernelHttpClient(TestNamespace ns, string baseUrl)
         return ParseStatusLines(output);
     }
 
+    /// <summary>GETs <paramref name="path"/> but stops reading after <paramref name="after"/> (curl --max-time,
+    /// which closes the connection); true when curl did give up (exit 28) rather than finish or fail otherwise.</summary>
+    public bool GivesUpOn(string path, TimeSpan after)
+    {
+        var r = Netns.Netns.Exec("ip", ["netns", "exec", Namespace.Name, "curl", "-sS", "-o", "/dev/null", "--max-time",
+            after.TotalSeconds.ToString(CultureInfo.InvariantCulture), BaseUrl + path], Deadline);
+        return r.ExitCode == 28;
+    }
+
     /// <summary>Runs wrk against <paramref name="path"/> and returns what it reports.</summary>
     public WrkResult Wrk(string path, int connections, int threads, TimeSpan duration)
     {

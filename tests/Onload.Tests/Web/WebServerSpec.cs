@@ -68,6 +68,17 @@ public abstract class WebServerSpec
     }
 
     [Test]
+    public void A_client_leaving_mid_answer_leaves_the_server_serving()
+    {
+        // A gigabyte the client gives up on after half a second: the server's write fails (reset) and that
+        // connection ends; the next request is answered as before.
+        bool gaveUp = Client.GivesUpOn("/bytes/1073741824", TimeSpan.FromMilliseconds(500));
+
+        Assert.That(gaveUp, Is.True, "curl gave up before the end (exit 28)");
+        Assert.That(Encoding.UTF8.GetString(Client.Get("/")), Does.StartWith(Greeting));
+    }
+
+    [Test]
     public void Wrk_sees_no_socket_error_and_no_failed_response()
     {
         var wrk = Client.Wrk("/", connections: 32, threads: 2, duration: TimeSpan.FromSeconds(3));
