@@ -49,12 +49,15 @@ public sealed class OpenedStack : IDisposable
     /// <summary>
     /// Driverlink mode: attaches to <paramref name="interfaceName"/> through onload-driverd (started if none answers)
     /// and runs the stack on the kernel's address, gateway and neighbours; <paramref name="template"/> gives every
-    /// other option (its Address is replaced). Throws IOException when the daemon refuses or cannot be reached.
+    /// other option (its Address is replaced); <paramref name="client"/> names the daemon (tests run their own).
+    /// Throws IOException when the daemon refuses or cannot be reached.
     /// </summary>
-    public static OpenedStack Driverlink(string interfaceName, VnicMode mode, StackOptions? template = null)
+    public static OpenedStack Driverlink(string interfaceName, VnicMode mode, StackOptions? template = null, DriverlinkClientOptions? client = null)
     {
         ArgumentNullException.ThrowIfNull(interfaceName);
-        var session = DriverlinkSession.Open(interfaceName, mode);
+        // The session's connection mirror has a record per TCP row of the stack.
+        var session = DriverlinkSession.Open(interfaceName, mode, client,
+            tcpConnections: template?.TcpConnections ?? DriverlinkSession.DefaultTcpConnections);
         try
         {
             var options = session.StackOptions(template);

@@ -14,6 +14,7 @@ internal sealed class KernelConnection : IPipeConnection
     private readonly Socket _socket;
     private readonly SocketConnection _connection;
     private readonly CountingWriter _output;
+    private readonly ResetUnwrappingReader _input;
     private int _disposed;
 
     public KernelConnection(Socket socket, PipeOptions pipeOptions)
@@ -23,9 +24,10 @@ internal sealed class KernelConnection : IPipeConnection
         RemoteEndPoint = (IPEndPoint)socket.RemoteEndPoint!;
         _connection = SocketConnection.Create(socket, pipeOptions);
         _output = new CountingWriter(_connection.Output);
+        _input = new ResetUnwrappingReader(_connection.Input);
     }
 
-    public PipeReader Input => _connection.Input;
+    public PipeReader Input => _input;
 
     public PipeWriter Output => _output;
 
@@ -35,9 +37,13 @@ internal sealed class KernelConnection : IPipeConnection
 
     public void Abort()
     {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+            return;
         try
         {
+            // Closed here first: SocketConnection's dispose shuts the socket down (a FIN) before it closes it.
             _socket.LingerState = new LingerOption(true, 0); // close(2) with SO_LINGER 0: a RST
+            _socket.Close();
         }
         catch (ObjectDisposedException)
         {
@@ -61,6 +67,63 @@ internal sealed class KernelConnection : IPipeConnection
                    or PipeShutdownKind.ReadEndOfStream or PipeShutdownKind.ReadFlushCompleted)
             await Task.Delay(1).ConfigureAwait(false);
         _connection.Dispose();
+    }
+
+    /// <summary>
+    /// SocketConnection completes Input with its own ConnectionResetException (an IOException) at a reset; the
+    /// contract says a SocketException (ConnectionReset), which it carries inside. Only a failed read pays for the
+    /// unwrapping.
+    /// </summary>
+    private sealed class ResetUnwrappingReader(PipeReader inner) : PipeReader
+    {
+        public override ValueTask<ReadResult> ReadAsync(CancellationToken cancellationToken = default)
+        {
+            ValueTask<ReadResult> read;
+            try
+            {
+                read = inner.ReadAsync(cancellationToken);
+            }
+            catch (IOException e) when (e.InnerException is SocketException s)
+            {
+                throw s;
+            }
+            return read.IsCompletedSuccessfully ? read : Unwrap(read);
+        }
+
+        [System.Runtime.CompilerServices.AsyncMethodBuilder(typeof(System.Runtime.CompilerServices.PoolingAsyncValueTaskMethodBuilder<>))]
+        private static async ValueTask<ReadResult> Unwrap(ValueTask<ReadResult> read)
+        {
+            try
+            {
+                return await read.ConfigureAwait(false);
+            }
+            catch (IOException e) when (e.InnerException is SocketException s)
+            {
+                throw s;
+            }
+        }
+
+        public override bool TryRead(out ReadResult result)
+        {
+            try
+            {
+                return inner.TryRead(out result);
+            }
+            catch (IOException e) when (e.InnerException is SocketException s)
+            {
+                throw s;
+            }
+        }
+
+        public override void AdvanceTo(SequencePosition consumed) => inner.AdvanceTo(consumed);
+
+        public override void AdvanceTo(SequencePosition consumed, SequencePosition examined) => inner.AdvanceTo(consumed, examined);
+
+        public override void CancelPendingRead() => inner.CancelPendingRead();
+
+        public override void Complete(Exception? exception = null) => inner.Complete(exception);
+
+        public override ValueTask CompleteAsync(Exception? exception = null) => inner.CompleteAsync(exception);
     }
 
     /// <summary>Counts the bytes the application commits, to know when the send loop has sent them all.</summary>

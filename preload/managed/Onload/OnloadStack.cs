@@ -82,7 +82,7 @@ public sealed class OnloadStack : ITransport
         var template = new StackOptions { Address = default };
         if (options.ConfigureStack is not null)
             template = options.ConfigureStack(template);
-        return new OnloadStack(OpenedStack.Driverlink(interfaceName, mode, template), options);
+        return new OnloadStack(OpenedStack.Driverlink(interfaceName, mode, template, options.Driverlink), options);
     }
 
     /// <summary>The stack's IPv4 address (the kernel's, in driverlink mode).</summary>

@@ -36,6 +36,9 @@ public sealed record OnloadStackOptions
     /// <summary>The memory pool of the connections' pipes (Pipelines' default when null).</summary>
     public System.Buffers.MemoryPool<byte>? MemoryPool { get; init; }
 
+    /// <summary>Driverlink mode: how to reach onload-driverd (the namespace's own daemon, started on demand, when null).</summary>
+    public Onload.Driverlink.DriverlinkClientOptions? Driverlink { get; init; }
+
     /// <summary>Adjusts the stack's options (table sizes, MSL, buffers...) before it is made.</summary>
     public Func<StackOptions, StackOptions>? ConfigureStack { get; init; }
 

@@ -80,6 +80,63 @@ public sealed class ConversationTests(string kind)
     }
 
     [Test]
+    public async Task A_reset_from_the_peer_fails_input_with_connection_reset()
+    {
+        await using var t = TransportPair.Create(kind);
+        t.StartPeerServer("tcp", 9409, "python3", "-c", PeerScripts.ResetServer, "9409");
+        await using var connection = await t.Transport.ConnectAsync(t.PeerEndPoint(9409), Timeout());
+        await Conversation.WriteLineAsync(connection.Output, "RST");
+
+        var e = Assert.ThrowsAsync<SocketException>(async () => await Conversation.ReadToEndAsync(connection.Input).WaitAsync(Deadline));
+        Assert.That(e!.SocketErrorCode, Is.EqualTo(SocketError.ConnectionReset));
+    }
+
+    [Test]
+    public async Task Abort_resets_the_connection_and_the_peer_sees_the_reset()
+    {
+        await using var t = TransportPair.Create(kind);
+        var peer = t.StartPeerServer("tcp", 9415, "python3", "-c", PeerScripts.ResetServer, "9415");
+        await using (var connection = await t.Transport.ConnectAsync(t.PeerEndPoint(9415), Timeout()))
+        {
+            await Conversation.WriteLineAsync(connection.Output, "WAIT");
+            await connection.Output.WriteAsync(new byte[1000]);
+            connection.Abort();
+        }
+        peer.WaitForOutput("peer ", Deadline);
+        Assert.That(peer.Stdout.Trim(), Is.EqualTo("peer reset"));
+
+        // A close, by contrast, is a FIN.
+        await using (var connection = await t.Transport.ConnectAsync(t.PeerEndPoint(9415), Timeout()))
+            await Conversation.WriteLineAsync(connection.Output, "WAIT");
+        Poll.Until(() => peer.Stdout.Contains("peer fin", StringComparison.Ordinal), Deadline, "the peer to see our FIN");
+    }
+
+    [Test]
+    public async Task Disposing_the_transport_ends_what_is_open()
+    {
+        await using var t = TransportPair.Create(kind);
+        var peer = t.StartPeerServer("tcp", 9416, "python3", "-c", PeerScripts.ResetServer, "9416");
+        var listener = await t.Transport.ListenAsync(new IPEndPoint(IPAddress.Any, 9417), cancellationToken: Timeout());
+        var connection = await t.Transport.ConnectAsync(t.PeerEndPoint(9416), Timeout());
+        await Conversation.WriteLineAsync(connection.Output, "WAIT");
+        var accepting = listener.AcceptAsync().AsTask();
+
+        if (t.Stack is null)
+        {
+            // Kernel sockets belong to no transport object: the program closes each (as a process exit would).
+            await listener.DisposeAsync();
+            await connection.DisposeAsync();
+        }
+        else
+        {
+            await t.Stack.DisposeAsync();
+        }
+        Assert.ThrowsAsync<ObjectDisposedException>(async () => await accepting.WaitAsync(Deadline), "the pending accept");
+        peer.WaitForOutput("peer ", Deadline);
+        Assert.That(peer.Stdout.Trim(), Is.AnyOf("peer fin", "peer reset"));
+    }
+
+    [Test]
     public void Connecting_to_a_port_nobody_listens_on_throws_connection_refused()
     {
         var e = Assert.ThrowsAsync<SocketException>(async () =>

@@ -54,4 +54,23 @@ internal static class PeerScripts
                 else: c.sendall(b'?\n')
             f.close(); c.close()
         """;
+
+    /// <summary>Per connection: reads a line; "RST" → closes with SO_LINGER 0 (a reset); "WAIT" → reads until the
+    /// connection ends and prints how ("peer fin" or "peer reset").</summary>
+    public const string ResetServer = """
+        import socket, struct, sys
+        s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(('0.0.0.0', int(sys.argv[1]))); s.listen(8)
+        while True:
+            c, _ = s.accept()
+            try:
+                line = c.makefile('rb').readline().strip()
+                if line == b'RST':
+                    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0)); c.close(); continue
+                while c.recv(65536): pass
+                print('peer fin', flush=True)
+            except ConnectionResetError:
+                print('peer reset', flush=True)
+            c.close()
+        """;
 }

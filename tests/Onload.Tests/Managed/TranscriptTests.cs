@@ -21,7 +21,7 @@ public sealed class TranscriptTests
         string kernel = await TranscriptOf(TransportPair.Kernel);
         string onload = await TranscriptOf(TransportPair.Onload);
         TestContext.Out.WriteLine(kernel);
-        Assert.That(kernel, Does.Contain("bye").And.Contain("refused: ConnectionRefused"), "the kernel's transcript is whole");
+        Assert.That(kernel, Does.Contain("bye").And.Contain("refused: ConnectionRefused").And.Contain("reset: SocketException ConnectionReset"), "the kernel's transcript is whole");
         Assert.That(onload, Is.EqualTo(kernel));
     }
 
@@ -33,6 +33,7 @@ public sealed class TranscriptTests
         await using var t = TransportPair.Create(kind);
         t.StartPeerServer("tcp", 9410, "python3", "-c", PeerScripts.LineServer, "9410");
         t.StartPeerServer("udp", 9411, "python3", "-c", PeerScripts.UdpEcho, "9411");
+        t.StartPeerServer("tcp", 9415, "python3", "-c", PeerScripts.ResetServer, "9415");
         using var timeout = new CancellationTokenSource(Deadline);
 
         await using (var c = await t.Transport.ConnectAsync(t.PeerEndPoint(9410), timeout.Token))
@@ -56,6 +57,19 @@ public sealed class TranscriptTests
         catch (SocketException e)
         {
             log.AppendLine($"refused: {e.SocketErrorCode}");
+        }
+
+        await using (var r = await t.Transport.ConnectAsync(t.PeerEndPoint(9415), timeout.Token))
+        {
+            await Conversation.WriteLineAsync(r.Output, "RST");
+            try
+            {
+                log.AppendLine($"read {(await Conversation.ReadToEndAsync(r.Input)).Length} bytes before the end");
+            }
+            catch (Exception e)
+            {
+                log.AppendLine($"reset: {e.GetType().Name} {(e as SocketException)?.SocketErrorCode}");
+            }
         }
 
         await using (var u = await t.Transport.BindUdpAsync(new IPEndPoint(IPAddress.Any, 9413), timeout.Token))
