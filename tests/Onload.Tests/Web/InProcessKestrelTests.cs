@@ -3,22 +3,27 @@ using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Logging;
+using Onload.Driverlink;
 using Onload.Sockets;
+using Onload.Tests.Driverlink;
 using Onload.Tests.Netns;
 
 namespace Onload.Tests.Web;
 
 /// <summary>
 /// Kestrel in the test process, under the JIT, serving through <c>UseTransport</c> from the stack in direct mode
-/// (AF_XDP on the veth) and from <see cref="KernelTransport"/>; kernel curl and wrk on the other side of the veth
-/// pair. (<c>UseOnload</c>'s options are the published sample's way, tested there.)
+/// (AF_XDP on the veth), in driverlink mode (exclusive, through this fixture's onload-driverd) and from
+/// <see cref="KernelTransport"/>; kernel curl and wrk on the other side of the veth pair. (<c>UseOnload</c>'s options
+/// are the published sample's way, tested there.)
 /// </summary>
 [TestFixture("direct")]
+[TestFixture("driverlink")]
 [TestFixture("kernel")]
 [NonParallelizable]
 public sealed class InProcessKestrelTests(string transportKind) : WebServerSpec
 {
     private NamespacePair? _pair;
+    private DriverlinkPair? _driverlink;
     private ITransport? _transport;
     private WebApplication? _app;
     private KernelHttpClient? _client;
@@ -31,7 +36,9 @@ public sealed class InProcessKestrelTests(string transportKind) : WebServerSpec
     public void StartServer()
     {
         Netns.Netns.RequireRoot();
-        _pair = new NamespacePair();
+        if (transportKind == "driverlink")
+            _driverlink = new DriverlinkPair();
+        _pair = _driverlink?.Pair ?? new NamespacePair();
         var pair = _pair;
         string vnic = $"af_xdp:{pair.StackIf}";
         var builder = WebApplication.CreateSlimBuilder();
@@ -43,6 +50,13 @@ public sealed class InProcessKestrelTests(string transportKind) : WebServerSpec
                 {
                     Vnic = vnic, Address = IPAddress.Parse(pair.StackAddress), PrefixLength = pair.PrefixLength,
                 }));
+                builder.WebHost.UseTransport(_transport);
+                builder.WebHost.UseUrls($"http://*:{Port}");
+                break;
+            case "driverlink":
+                var driverlink = _driverlink!;
+                _transport = driverlink.InHost(() => OnloadStack.Attach(driverlink.Interface, VnicMode.Exclusive,
+                    new OnloadStackOptions { Driverlink = driverlink.ClientOptions }));
                 builder.WebHost.UseTransport(_transport);
                 builder.WebHost.UseUrls($"http://*:{Port}");
                 break;
@@ -80,6 +94,7 @@ public sealed class InProcessKestrelTests(string transportKind) : WebServerSpec
         }
         if (_transport is not null)
             await _transport.DisposeAsync();
+        _driverlink?.Dispose();
         _pair?.Dispose();
     }
 
