@@ -6,7 +6,7 @@
 #   olw-k0 10.84.0.1/24  onload-web-sample --urls http://*:8080  <- veth ->  olw-c0 10.84.0.2/24  wrk
 #          10.84.0.3     (row a: the stack's own address, direct mode)
 #
-# Rows, each `wrk -t1 -c$CONNECTIONS -d<row time>s --latency http://SERVER:8080/` (GET /: a one-line text answer,
+# Rows, each `wrk -t1 -c<connections> -d<row time>s --latency http://SERVER:8080/` (GET /: a one-line text answer,
 # HTTP/1.1 keep-alive), after a 1 s warm-up run:
 #   k  --transport kernel: Kestrel's own socket transport on the kernel's TCP (the baseline of the ratios)
 #   x  --transport onload --interface olw-k0 --mode exclusive: driverlink, an AF_XDP VNIC of the server's own
