@@ -148,6 +148,18 @@ public sealed class ConversationTests(string kind)
     }
 
     [Test]
+    public void Connecting_to_an_address_nobody_answers_arp_for_throws_host_unreachable()
+    {
+        var e = Assert.ThrowsAsync<SocketException>(async () =>
+        {
+            await using var t = TransportPair.Create(kind);
+            var silent = new IPEndPoint(IPAddress.Parse(t.Namespaces.Subnet[..^1] + "99"), 9418);
+            await t.Transport.ConnectAsync(silent, Timeout());
+        });
+        Assert.That(e!.SocketErrorCode, Is.EqualTo(SocketError.HostUnreachable));
+    }
+
+    [Test]
     public async Task Udp_datagrams_of_several_sizes_are_echoed_by_a_kernel_server_from_its_address()
     {
         await using var t = TransportPair.Create(kind);
