@@ -39,7 +39,8 @@ public sealed class ConversationTests(string kind)
 
         Assert.That(echoed.Length, Is.EqualTo(data.Length));
         Assert.That(echoed, Is.EqualTo(data), "the echo differs");
-        await AssertNothingLeaksAsync(t, connection);
+        await connection.DisposeAsync();
+        await AssertNothingLeaksAsync(t);
     }
 
     [Test]
@@ -63,6 +64,8 @@ public sealed class ConversationTests(string kind)
             "s.shutdown(socket.SHUT_WR); print(s.recv(100).decode())\"", [], Deadline));
         Assert.That(reply.Trim(), Is.EqualTo("hello python"));
         await serving.WaitAsync(Deadline);
+        await listener.DisposeAsync();
+        await AssertNothingLeaksAsync(t);
     }
 
     [Test]
@@ -109,6 +112,7 @@ public sealed class ConversationTests(string kind)
         await using (var connection = await t.Transport.ConnectAsync(t.PeerEndPoint(9415), Timeout()))
             await Conversation.WriteLineAsync(connection.Output, "WAIT");
         Poll.Until(() => peer.Stdout.Contains("peer fin", StringComparison.Ordinal), Deadline, "the peer to see our FIN");
+        await AssertNothingLeaksAsync(t);
     }
 
     [Test]
@@ -176,6 +180,8 @@ public sealed class ConversationTests(string kind)
             Assert.That(received.RemoteEndPoint, Is.EqualTo(t.PeerEndPoint(9404)));
             Assert.That(buffer.AsSpan(0, received.Length).ToArray(), Is.EqualTo(data), $"the echo of {size} bytes");
         }
+        await socket.DisposeAsync();
+        await AssertNothingLeaksAsync(t);
     }
 
     [Test]
@@ -262,9 +268,8 @@ public sealed class ConversationTests(string kind)
     }
 
     /// <summary>After everything is closed, the stack's tables hold nothing (Onload only: the kernel's are its own).</summary>
-    private static async Task AssertNothingLeaksAsync(TransportPair t, IPipeConnection connection)
+    private static async Task AssertNothingLeaksAsync(TransportPair t)
     {
-        await connection.DisposeAsync();
         if (t.Stack is null)
             return;
         var clock = Stopwatch.StartNew();
