@@ -69,6 +69,33 @@ public sealed class ConversationTests(string kind)
     }
 
     [Test]
+    public async Task Curl_gets_a_100_kb_body_from_a_minimal_http_responder_on_the_listener()
+    {
+        await using var t = TransportPair.Create(kind);
+        await using var listener = await t.Transport.ListenAsync(new IPEndPoint(IPAddress.Any, 9419), cancellationToken: Timeout());
+        var body = new byte[100_000];
+        for (int i = 0; i < body.Length; i++)
+            body[i] = (byte)('a' + i % 26);
+        var serving = Task.Run(async () =>
+        {
+            await using var c = await listener.AcceptAsync(Timeout());
+            string request = await Conversation.ReadLineAsync(c.Input) ?? "";
+            while ((await Conversation.ReadLineAsync(c.Input))?.TrimEnd('\r') is { Length: > 0 })
+            {
+                // the headers, up to the empty line
+            }
+            await c.Output.WriteAsync(Encoding.ASCII.GetBytes(
+                $"HTTP/1.1 200 OK\r\nContent-Length: {body.Length}\r\nConnection: close\r\n\r\n"));
+            await Conversation.WriteAllAsync(c.Output, body);
+            return request.TrimEnd('\r');
+        });
+
+        byte[] fetched = t.Peer.Pipe($"curl -sS --max-time 20 http://{t.LocalAddress}:9419/hello", [], Deadline);
+        Assert.That(await serving.WaitAsync(Deadline), Is.EqualTo("GET /hello HTTP/1.1"));
+        Assert.That(fetched, Is.EqualTo(body), "curl's body");
+    }
+
+    [Test]
     public async Task Completing_output_sends_a_fin_and_the_peers_fin_completes_input()
     {
         await using var t = TransportPair.Create(kind);
