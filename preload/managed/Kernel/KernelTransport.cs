@@ -74,33 +74,3 @@ public sealed class KernelTransport : ITransport
     /// <summary>Nothing to release: each listener, connection and socket is disposed on its own.</summary>
     public ValueTask DisposeAsync() => ValueTask.CompletedTask;
 }
-
-/// <summary>A kernel listening socket.</summary>
-internal sealed class KernelListener(Socket socket, PipeOptions pipeOptions) : IPipeListener
-{
-    private volatile bool _disposed;
-
-    public IPEndPoint LocalEndPoint { get; } = (IPEndPoint)socket.LocalEndPoint!;
-
-    public async ValueTask<IPipeConnection> AcceptAsync(CancellationToken cancellationToken = default)
-    {
-        ObjectDisposedException.ThrowIf(_disposed, this);
-        Socket accepted;
-        try
-        {
-            accepted = await socket.AcceptAsync(cancellationToken).ConfigureAwait(false);
-        }
-        catch (SocketException e) when (_disposed && e.SocketErrorCode == SocketError.OperationAborted)
-        {
-            throw new ObjectDisposedException(nameof(KernelListener));
-        }
-        return new KernelConnection(accepted, pipeOptions);
-    }
-
-    public ValueTask DisposeAsync()
-    {
-        _disposed = true;
-        socket.Dispose();
-        return ValueTask.CompletedTask;
-    }
-}

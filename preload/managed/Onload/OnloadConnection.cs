@@ -374,7 +374,8 @@ public sealed class OnloadConnection : IPipeConnection
         _closed.TrySetResult();
     }
 
-    /// <summary>The stack is stopping: the connection ends at once (a RST, as when a process exits with it open).</summary>
+    /// <summary>The stack is stopping, and with it whatever would finish a FIN handshake: the connection is reset
+    /// (the peer learns at once, instead of retransmitting to a stack that is gone).</summary>
     internal void CloseForStack(Exception error) => Abort(error);
 
     /// <summary>Resets the connection (a RST); Input and Output complete with ConnectionAborted.</summary>

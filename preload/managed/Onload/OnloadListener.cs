@@ -30,6 +30,7 @@ public sealed class OnloadListener : IPipeListener
     public ValueTask<IPipeConnection> AcceptAsync(CancellationToken cancellationToken = default)
     {
         ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+        _accept.Reserve();
         return _accept.Start(cancellationToken);
     }
 

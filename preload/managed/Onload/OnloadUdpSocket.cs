@@ -41,6 +41,7 @@ public sealed class OnloadUdpSocket : IDatagramSocket
     {
         ArgumentNullException.ThrowIfNull(remote);
         ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+        _send.Reserve();
         _sendData = datagram;
         _sendTo = remote;
         return _send.Start(cancellationToken);
@@ -49,6 +50,7 @@ public sealed class OnloadUdpSocket : IDatagramSocket
     public ValueTask<DatagramReceived> ReceiveFromAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
     {
         ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+        _receive.Reserve();
         _receiveBuffer = buffer;
         return _receive.Start(cancellationToken);
     }

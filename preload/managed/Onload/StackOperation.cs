@@ -30,12 +30,22 @@ internal sealed class StackOperation<T> : IValueTaskSource<T>
     /// <summary>Whether an operation waits for the stack thread to complete it (stack thread only).</summary>
     public bool Pending { get; private set; }
 
+    /// <summary>Claims the operation for one call (before the caller stores its arguments for the stack thread);
+    /// throws InvalidOperationException while another is in flight.</summary>
+    public void Reserve()
+    {
+        if (Interlocked.Exchange(ref _busy, 1) != 0)
+            throw new InvalidOperationException("an operation of this kind is already in progress on this socket");
+    }
+
+    /// <summary>Hands the reserved operation to the stack thread.</summary>
     public ValueTask<T> Start(CancellationToken cancellationToken)
     {
         if (cancellationToken.IsCancellationRequested)
+        {
+            Volatile.Write(ref _busy, 0);
             return ValueTask.FromCanceled<T>(cancellationToken);
-        if (Interlocked.Exchange(ref _busy, 1) != 0)
-            throw new InvalidOperationException("an operation of this kind is already in progress on this socket");
+        }
         _core.Reset();
         short version = _core.Version;
         _token = cancellationToken;

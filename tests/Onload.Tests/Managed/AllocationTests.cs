@@ -38,11 +38,11 @@ public sealed class AllocationTests
         Assert.That(onload.PerMessage, Is.LessThanOrEqualTo(kernel.PerMessage + 1.0), "bytes per datagram, all threads");
     }
 
-    private readonly record struct Figures(double PerMessage, double StackThread);
+    private readonly record struct Figures(double PerMessage, double StackThread, double MicrosecondsPerRoundTrip);
 
     private static void Report(string what, Figures kernel, Figures onload) =>
-        TestContext.Out.WriteLine($"{what}: kernel {kernel.PerMessage:0.##} B/message; onload {onload.PerMessage:0.##} B/message " +
-            $"(stack thread {onload.StackThread:0.##})");
+        TestContext.Out.WriteLine($"{what}: kernel {kernel.PerMessage:0.##} B/message, {kernel.MicrosecondsPerRoundTrip:0.#} µs/round trip; " +
+            $"onload {onload.PerMessage:0.##} B/message (stack thread {onload.StackThread:0.##}), {onload.MicrosecondsPerRoundTrip:0.#} µs/round trip");
 
     private static async Task<Figures> TcpPingPong(string kind)
     {
@@ -103,17 +103,19 @@ public sealed class AllocationTests
         await warmup();
         // The steady state is the least of a few rounds: the first can still carry the JIT's tiering and the
         // thread pool's growth, which are not per message.
-        var best = new Figures(double.MaxValue, double.MaxValue);
+        var best = new Figures(double.MaxValue, double.MaxValue, double.MaxValue);
         using var sampler = new AllocationSampler();
         for (int round = 0; round < Rounds; round++)
         {
             long stackBefore = t.Stack is null ? 0 : await t.Stack.InspectAsync(_ => GC.GetAllocatedBytesForCurrentThread());
             long before = GC.GetTotalAllocatedBytes(precise: true);
+            var clock = System.Diagnostics.Stopwatch.StartNew();
             await measured();
+            double micros = clock.Elapsed.TotalMicroseconds / Messages;
             long after = GC.GetTotalAllocatedBytes(precise: true);
             long stackAfter = t.Stack is null ? 0 : await t.Stack.InspectAsync(_ => GC.GetAllocatedBytesForCurrentThread());
             best = new Figures(Math.Min(best.PerMessage, (after - before) / (double)Messages),
-                Math.Min(best.StackThread, (stackAfter - stackBefore) / (double)Messages));
+                Math.Min(best.StackThread, (stackAfter - stackBefore) / (double)Messages), Math.Min(best.MicrosecondsPerRoundTrip, micros));
         }
         TestContext.Out.WriteLine($"{t.Kind}: allocations sampled: {sampler.Summary}");
         return best;

@@ -39,7 +39,8 @@ public sealed class ConversationTests(string kind)
 
         Assert.That(echoed.Length, Is.EqualTo(data.Length));
         Assert.That(echoed, Is.EqualTo(data), "the echo differs");
-        await AssertNothingLeaksAsync(t, connection);
+        await connection.DisposeAsync();
+        await AssertNothingLeaksAsync(t);
     }
 
     [Test]
@@ -63,6 +64,35 @@ public sealed class ConversationTests(string kind)
             "s.shutdown(socket.SHUT_WR); print(s.recv(100).decode())\"", [], Deadline));
         Assert.That(reply.Trim(), Is.EqualTo("hello python"));
         await serving.WaitAsync(Deadline);
+        await listener.DisposeAsync();
+        await AssertNothingLeaksAsync(t);
+    }
+
+    [Test]
+    public async Task Curl_gets_a_100_kb_body_from_a_minimal_http_responder_on_the_listener()
+    {
+        await using var t = TransportPair.Create(kind);
+        await using var listener = await t.Transport.ListenAsync(new IPEndPoint(IPAddress.Any, 9419), cancellationToken: Timeout());
+        var body = new byte[100_000];
+        for (int i = 0; i < body.Length; i++)
+            body[i] = (byte)('a' + i % 26);
+        var serving = Task.Run(async () =>
+        {
+            await using var c = await listener.AcceptAsync(Timeout());
+            string request = await Conversation.ReadLineAsync(c.Input) ?? "";
+            while ((await Conversation.ReadLineAsync(c.Input))?.TrimEnd('\r') is { Length: > 0 })
+            {
+                // the headers, up to the empty line
+            }
+            await c.Output.WriteAsync(Encoding.ASCII.GetBytes(
+                $"HTTP/1.1 200 OK\r\nContent-Length: {body.Length}\r\nConnection: close\r\n\r\n"));
+            await Conversation.WriteAllAsync(c.Output, body);
+            return request.TrimEnd('\r');
+        });
+
+        byte[] fetched = t.Peer.Pipe($"curl -sS --max-time 20 http://{t.LocalAddress}:9419/hello", [], Deadline);
+        Assert.That(await serving.WaitAsync(Deadline), Is.EqualTo("GET /hello HTTP/1.1"));
+        Assert.That(fetched, Is.EqualTo(body), "curl's body");
     }
 
     [Test]
@@ -109,6 +139,7 @@ public sealed class ConversationTests(string kind)
         await using (var connection = await t.Transport.ConnectAsync(t.PeerEndPoint(9415), Timeout()))
             await Conversation.WriteLineAsync(connection.Output, "WAIT");
         Poll.Until(() => peer.Stdout.Contains("peer fin", StringComparison.Ordinal), Deadline, "the peer to see our FIN");
+        await AssertNothingLeaksAsync(t);
     }
 
     [Test]
@@ -148,6 +179,18 @@ public sealed class ConversationTests(string kind)
     }
 
     [Test]
+    public void Connecting_to_an_address_nobody_answers_arp_for_throws_host_unreachable()
+    {
+        var e = Assert.ThrowsAsync<SocketException>(async () =>
+        {
+            await using var t = TransportPair.Create(kind);
+            var silent = new IPEndPoint(IPAddress.Parse(t.Namespaces.Subnet[..^1] + "99"), 9418);
+            await t.Transport.ConnectAsync(silent, Timeout());
+        });
+        Assert.That(e!.SocketErrorCode, Is.EqualTo(SocketError.HostUnreachable));
+    }
+
+    [Test]
     public async Task Udp_datagrams_of_several_sizes_are_echoed_by_a_kernel_server_from_its_address()
     {
         await using var t = TransportPair.Create(kind);
@@ -164,6 +207,8 @@ public sealed class ConversationTests(string kind)
             Assert.That(received.RemoteEndPoint, Is.EqualTo(t.PeerEndPoint(9404)));
             Assert.That(buffer.AsSpan(0, received.Length).ToArray(), Is.EqualTo(data), $"the echo of {size} bytes");
         }
+        await socket.DisposeAsync();
+        await AssertNothingLeaksAsync(t);
     }
 
     [Test]
@@ -250,9 +295,8 @@ public sealed class ConversationTests(string kind)
     }
 
     /// <summary>After everything is closed, the stack's tables hold nothing (Onload only: the kernel's are its own).</summary>
-    private static async Task AssertNothingLeaksAsync(TransportPair t, IPipeConnection connection)
+    private static async Task AssertNothingLeaksAsync(TransportPair t)
     {
-        await connection.DisposeAsync();
         if (t.Stack is null)
             return;
         var clock = Stopwatch.StartNew();
