@@ -84,6 +84,21 @@ public sealed class InProcessKestrelTests(string transportKind) : WebServerSpec
         _client = new KernelHttpClient(pair.Kernel, $"http://{pair.StackAddress}:{Port}");
     }
 
+    [Test]
+    public void A_second_server_on_the_same_port_fails_to_start_saying_address_in_use()
+    {
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.Logging.ClearProviders();
+        builder.WebHost.UseTransport(_transport!);
+        builder.WebHost.UseUrls($"http://{_pair!.StackAddress}:{Port}");
+        using var second = builder.Build();
+
+        var e = Assert.Throws<IOException>(() => second.StartAsync().GetAwaiter().GetResult());
+
+        Assert.That(e!.Message, Does.Contain("address already in use"));
+        Assert.That(e.InnerException, Is.InstanceOf<Microsoft.AspNetCore.Connections.AddressInUseException>());
+    }
+
     [OneTimeTearDown]
     public async Task StopServer()
     {
