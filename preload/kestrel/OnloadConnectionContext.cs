@@ -15,9 +15,11 @@ namespace Onload.Kestrel;
 /// </summary>
 /// <remarks>
 /// <see cref="ConnectionClosed"/> fires once, when Kestrel aborts the connection or disposes of it (after it has
-/// completed both pipes), as Kestrel's socket transport fires it when its receive and send loops have both ended.
-/// The features are those a transport owes Kestrel (id, transport, items, lifetime, end points, memory pool); Kestrel adds its
-/// own (heartbeat, completion, lifetime notification) to the same table.
+/// completed both pipes). Kestrel's socket transport also fires it when its receive loop meets the peer's FIN or
+/// reset; an <see cref="IPipeConnection"/> says that only to a reader of its Input, so here a request whose handler
+/// does not read learns of a departed client when it writes.
+/// The features are those a transport owes Kestrel (id, transport, items, lifetime, end points, memory pool);
+/// Kestrel adds its own (heartbeat, completion, lifetime notification) to the same table.
 /// </remarks>
 internal sealed class OnloadConnectionContext : ConnectionContext,
     IConnectionIdFeature, IConnectionTransportFeature, IConnectionItemsFeature, IConnectionLifetimeFeature,
