@@ -5,7 +5,7 @@
 #                        .NET tests; ends with "N passed, N failed, N skipped"
 #   make demo            ping and UDP echo against dist/bin/onload-echo across a veth pair (root)
 #   make bench           BenchmarkDotNet micro-benchmarks (BENCH_ARGS="--filter *Ring*" to choose), then
-#                        bench-latency, bench-tcp, bench-driverlink, bench-sockperf and bench-rates
+#                        bench-latency, bench-tcp, bench-driverlink, bench-sockperf, bench-rates and bench-web
 #   make bench-quick     the same, short (micro-benchmarks in-process, every other row 2 s): proves they run
 #   make bench-latency   UDP ping-pong latency, kernel (sockperf) against the stack over AF_PACKET, AF_XDP and
 #                        shared memory (perf/latency.sh, root); table in perf/results/latency.md
@@ -21,6 +21,9 @@
 #                        under onload-run, the stack's own source and sink over veth and shm, loopback), UDP
 #                        message rate, TCP connection rate, and the accelerated servers' allocation
 #                        (perf/rates.sh, root); perf/results/rates.md, .json
+#   make bench-web       issue 9's web figures: wrk against onload-web-sample on kernel sockets and on the stack
+#                        (driverlink exclusive and shared, direct AF_XDP), requests/s, latency median and p99, ratios,
+#                        and the server's allocation per request (perf/web.sh, root); perf/results/web.md, .json
 #   make sweep           the deterministic simulation sweep: 2,000 seeds of lossy, reordering, corrupting links
 #                        x {SACK + CUBIC, NewReno without SACK}, every byte checked (tests/Onload.Sweep; not part
 #                        of `make test`); report in perf/results/sweep.md. SWEEP_ARGS="--seeds 10000",
@@ -34,12 +37,16 @@
 # dist/ after `make`:
 #   dist/bin/onload-echo            NativeAOT build of apps/echo
 #   dist/bin/onload-pingpong        NativeAOT build of apps/pingpong (the latency client and server)
+#   dist/bin/onload-pipe-echo       NativeAOT build of apps/pipe-echo: TCP and UDP echo through the managed API
+#                                   (Onload.Sockets' ITransport), on the Onload stack or kernel sockets (--transport)
 #   dist/bin/onload-driverd         NativeAOT build of apps/driverd (the primary driver daemon)
 #   dist/lib/systemd/system/onload-driverd.service   its unit for a service manager
 #   dist/bin/onload-tcpdump         NativeAOT build of apps/tcpdump: runs a program with its stack's frames captured
 #                                   to pcap (ONLOAD_CAPTURE) and vetoed by rules (ONLOAD_VETO); -r prints a capture
 #   dist/bin/onload-stackdump       NativeAOT build of apps/stackdump: the stacks of the programs running under onload-run
 #                                   in this network namespace (VNIC, link, sockets, counters), human or --json
+#   dist/bin/onload-web-sample      NativeAOT build of apps/web-sample: an ASP.NET Core minimal-API app that Kestrel serves
+#                                   from the stack (preload/kestrel, --transport onload) or kernel sockets (--transport kernel)
 #   dist/bin/abi_smoke              C program that dlopen()s the stack library and checks its exports
 #   dist/lib/libonload_stack.so     the stack as a C shared library (NativeAOT build of preload/native)
 #   dist/include/onload_stack.h     its header
@@ -107,7 +114,7 @@ PUBLISH   := obj/publish
 SLN       := Onload.sln
 
 # Debian packages the build, the tests and the demo use (the .NET SDK is not one of them).
-DEB_PACKAGES := pkg-config iproute2 iputils-ping socat ethtool tcpdump tshark sockperf gcc g++ make nftables curl iperf3 python3 jq
+DEB_PACKAGES := pkg-config iproute2 iputils-ping socat ethtool tcpdump tshark sockperf gcc g++ make nftables curl iperf3 python3 jq wrk
 
 export DOTNET_CLI_TELEMETRY_OPTOUT := 1
 export DOTNET_NOLOGO := 1
@@ -127,14 +134,16 @@ STACK_INPUTS  := $(call dotnet_inputs,stack vnic) $(ROOT_INPUTS)
 DRIVERLINK_INPUTS := $(STACK_INPUTS) $(call dotnet_inputs,driverlink-client)
 ECHO_INPUTS   := $(DRIVERLINK_INPUTS) $(call dotnet_inputs,apps/echo)
 PINGPONG_INPUTS := $(DRIVERLINK_INPUTS) $(call dotnet_inputs,apps/pingpong)
+PIPE_ECHO_INPUTS := $(DRIVERLINK_INPUTS) $(call dotnet_inputs,preload/managed apps/pipe-echo)
 DRIVERD_INPUTS := $(DRIVERLINK_INPUTS) $(call dotnet_inputs,apps/driverd)
 TCPDUMP_INPUTS := $(STACK_INPUTS) $(call dotnet_inputs,apps/tcpdump)
 STACKDUMP_INPUTS := $(DRIVERLINK_INPUTS) $(call dotnet_inputs,apps/stackdump) preload/native/Dump/StackDumpDocument.cs
 NATIVE_INPUTS := $(DRIVERLINK_INPUTS) $(call dotnet_inputs,preload/native)
+WEB_SAMPLE_INPUTS := $(DRIVERLINK_INPUTS) $(call dotnet_inputs,preload/managed preload/kestrel apps/web-sample)
 DOTNET_SOCKETS_INPUTS := $(call dotnet_inputs,tests/Onload.DotnetSockets) $(ROOT_INPUTS)
 
-DIST_FILES := $(DIST)/bin/onload-echo $(DIST)/bin/onload-pingpong $(DIST)/bin/onload-driverd $(DIST)/bin/onload-tcpdump \
-	$(DIST)/bin/onload-stackdump \
+DIST_FILES := $(DIST)/bin/onload-echo $(DIST)/bin/onload-pingpong $(DIST)/bin/onload-pipe-echo $(DIST)/bin/onload-driverd $(DIST)/bin/onload-tcpdump \
+	$(DIST)/bin/onload-stackdump $(DIST)/bin/onload-web-sample \
 	$(DIST)/lib/systemd/system/onload-driverd.service $(DIST)/lib/libonload_stack.so $(DIST)/include/onload_stack.h \
 	$(DIST)/bin/abi_smoke $(DIST)/lib/libonload.so $(DIST)/bin/onload-run $(DIST)/tests/epoll_echo $(DIST)/tests/io_calls \
 	$(DIST)/tests/inet6_calls $(DIST)/tests/udp_calls $(DIST)/tests/udp6_calls \
@@ -148,7 +157,7 @@ DIST_FILES += $(ONLOAD_RUN_PROFILES) $(DIST)/share/man/man1/onload-run.1 $(DIST)
 	$(DIST)/tests/fork_per_connection $(DIST)/tests/pattern_client $(DIST)/tests/exec_inherit $(DIST)/tests/udp_fork \
 	$(DIST)/tests/reuseport $(DIST)/tests/tcp_crr $(DIST)/tests/per_message_calls
 
-.PHONY: fuzz all deps restore build publish test check-header demo bench bench-quick bench-latency bench-tcp bench-driverlink bench-sockperf bench-rates sweep install clean
+.PHONY: fuzz all deps restore build publish test check-header demo bench bench-quick bench-latency bench-tcp bench-driverlink bench-sockperf bench-rates bench-web sweep install clean
 
 all: deps build publish
 
@@ -206,6 +215,15 @@ $(DIST)/bin/onload-pingpong: $(PINGPONG_INPUTS) | restore
 	install -D -m 0755 $(PUBLISH)/pingpong/onload-pingpong $@; \
 	echo "publish: $@ took $$(( $$(date +%s) - start ))s"
 
+$(DIST)/bin/onload-pipe-echo: $(PIPE_ECHO_INPUTS) | restore
+	@echo "publish: apps/pipe-echo -> $@ (NativeAOT)"
+	@start=$$(date +%s); \
+	rm -rf $(PUBLISH)/pipe-echo; \
+	$(DOTNET) publish apps/pipe-echo/Onload.PipeEcho.csproj $(DOTNET_FLAGS) -r $(RID) --no-restore \
+	  -o $(PUBLISH)/pipe-echo -v minimal; \
+	install -D -m 0755 $(PUBLISH)/pipe-echo/onload-pipe-echo $@; \
+	echo "publish: $@ took $$(( $$(date +%s) - start ))s"
+
 $(DIST)/bin/onload-driverd: $(DRIVERD_INPUTS) | restore
 	@echo "publish: apps/driverd -> $@ (NativeAOT)"
 	@start=$$(date +%s); \
@@ -234,6 +252,15 @@ $(DIST)/bin/onload-stackdump: $(STACKDUMP_INPUTS) | restore
 	$(DOTNET) publish apps/stackdump/Onload.StackDump.csproj $(DOTNET_FLAGS) -r $(RID) --no-restore \
 	  -o $(PUBLISH)/stackdump -v minimal; \
 	install -D -m 0755 $(PUBLISH)/stackdump/onload-stackdump $@; \
+	echo "publish: $@ took $$(( $$(date +%s) - start ))s"
+
+$(DIST)/bin/onload-web-sample: $(WEB_SAMPLE_INPUTS) | restore
+	@echo "publish: apps/web-sample -> $@ (NativeAOT)"
+	@start=$$(date +%s); \
+	rm -rf $(PUBLISH)/web-sample; \
+	$(DOTNET) publish apps/web-sample/Onload.WebSample.csproj $(DOTNET_FLAGS) -r $(RID) --no-restore \
+	  -o $(PUBLISH)/web-sample -v minimal; \
+	install -D -m 0755 $(PUBLISH)/web-sample/onload-web-sample $@; \
 	echo "publish: $@ took $$(( $$(date +%s) - start ))s"
 
 $(DIST)/lib/libonload_stack.so: $(NATIVE_INPUTS) | restore
@@ -335,15 +362,19 @@ fuzz: deps restore
 # the program: hence no $(DOTNET_FLAGS) here.) The latency harness runs dist/bin/onload-pingpong
 # against sockperf in namespaces it creates (root); LATENCY_ARGS passes options to it
 # (perf/latency.sh --help). perf/tcp.sh runs the TCP rows likewise; TCP_ARGS passes options to it, and so
-# do DRIVERLINK_ARGS to perf/driverlink.sh, SOCKPERF_ARGS to perf/sockperf.sh and RATES_ARGS to perf/rates.sh.
+# do DRIVERLINK_ARGS to perf/driverlink.sh, SOCKPERF_ARGS to perf/sockperf.sh, RATES_ARGS to perf/rates.sh and
+# WEB_ARGS to perf/web.sh.
 LATENCY_ARGS ?=
 TCP_ARGS ?=
 DRIVERLINK_ARGS ?=
 SOCKPERF_ARGS ?=
 RATES_ARGS ?=
+WEB_ARGS ?=
 # What perf/sockperf.sh and perf/rates.sh run: the stack's tools from this build.
 SOCKPERF_ENV = PINGPONG=$(DIST)/bin/onload-pingpong ONLOAD_RUN=$(DIST)/bin/onload-run \
   DRIVERD=$(DIST)/bin/onload-driverd STACKDUMP=$(DIST)/bin/onload-stackdump
+# What perf/web.sh runs.
+WEB_ENV = WEB_SAMPLE=$(DIST)/bin/onload-web-sample DRIVERD=$(DIST)/bin/onload-driverd
 
 bench: all
 	$(DOTNET) run -c $(CONFIG) --no-restore --project perf/Onload.Perf.csproj -- $(BENCH_ARGS)
@@ -352,6 +383,7 @@ bench: all
 	PINGPONG=$(DIST)/bin/onload-pingpong DRIVERD=$(DIST)/bin/onload-driverd perf/driverlink.sh $(DRIVERLINK_ARGS)
 	$(SOCKPERF_ENV) perf/sockperf.sh $(SOCKPERF_ARGS)
 	$(SOCKPERF_ENV) perf/rates.sh $(RATES_ARGS)
+	$(WEB_ENV) perf/web.sh $(WEB_ARGS)
 
 bench-quick: all
 	$(DOTNET) run -c $(CONFIG) --no-restore --project perf/Onload.Perf.csproj -- --quick $(BENCH_ARGS)
@@ -360,6 +392,7 @@ bench-quick: all
 	PINGPONG=$(DIST)/bin/onload-pingpong DRIVERD=$(DIST)/bin/onload-driverd perf/driverlink.sh --quick $(DRIVERLINK_ARGS)
 	$(SOCKPERF_ENV) perf/sockperf.sh --quick $(SOCKPERF_ARGS)
 	$(SOCKPERF_ENV) perf/rates.sh --quick $(RATES_ARGS)
+	$(WEB_ENV) perf/web.sh --quick $(WEB_ARGS)
 
 bench-latency: all
 	PINGPONG=$(DIST)/bin/onload-pingpong perf/latency.sh $(LATENCY_ARGS)
@@ -375,6 +408,9 @@ bench-sockperf: all
 
 bench-rates: all
 	$(SOCKPERF_ENV) perf/rates.sh $(RATES_ARGS)
+
+bench-web: all
+	$(WEB_ENV) perf/web.sh $(WEB_ARGS)
 
 # The sweep is in virtual time and needs only the IL build. Exits non-zero when a transfer was damaged,
 # stalled or failed other than with ETIMEDOUT.

@@ -17,7 +17,8 @@ SERVER_CPU=${SERVER_CPU:-1}
 die() { echo "$NAME: $*" >&2; exit 1; }
 say() { printf '\n== %s\n' "$*"; }
 
-# Root, bash 5.1 (for wait -n -p), the tools given, and a built onload-pingpong; dies naming what is missing.
+# Root, bash 5.1 (for wait -n -p), the tools given, and a built onload-pingpong (unless the script set
+# NEEDS_PINGPONG=0); dies naming what is missing.
 check_host() {  # make-target tool...
     local target=$1 tool
     shift
@@ -26,7 +27,7 @@ check_host() {  # make-target tool...
     for tool in "$@"; do
         command -v "$tool" >/dev/null || die "$tool not found (make deps installs it)"
     done
-    check_built "$PINGPONG"
+    [[ ${NEEDS_PINGPONG:-1} == 0 ]] || check_built "$PINGPONG"
 }
 
 # Dies unless each program this build makes is there.

@@ -2,8 +2,8 @@
 # Runs every test and ends with one line "N passed, N failed[, N skipped]" summed over all of them:
 #   1. the C ABI smoke check (dist/bin/abi_smoke dist/lib/libonload_stack.so), counted as one test;
 #   2. `dotnet test` on Onload.sln (every test project in it), counted from the TRX files it writes;
-#   3. the benchmark suite's quick run (issue 8): perf/sockperf.sh --quick and perf/rates.sh --quick, one test
-#      each, passing when every row ran (no thresholds: the figures of 2 s rows on a test machine mean nothing).
+#   3. the benchmark suite's quick run (issues 8 and 9): perf/sockperf.sh, perf/rates.sh and perf/web.sh --quick,
+#      one test each, passing when every row ran (no thresholds: the figures of 2 s rows on a test machine mean nothing).
 # Exits non-zero if anything failed, if the test run itself failed, or if no .NET test ran.
 #
 # Expects `make` to have built everything (it runs with --no-build); `make test` does both.
@@ -106,10 +106,10 @@ if (( dotnet_total == 0 )); then
 fi
 # --- 3. the benchmark suite, quick -------------------------------------------------------------
 if [[ -z ${TEST_FILTER:-} && ${BENCH_SMOKE:-1} != 0 ]]; then
-    for script in sockperf rates; do
+    for script in sockperf rates web; do
         echo "=== benchmark suite, quick: perf/$script.sh --quick"
         if PINGPONG=$dist/bin/onload-pingpong ONLOAD_RUN=$dist/bin/onload-run DRIVERD=$dist/bin/onload-driverd \
-            STACKDUMP=$dist/bin/onload-stackdump perf/$script.sh --quick --out "$results/bench"; then
+            STACKDUMP=$dist/bin/onload-stackdump WEB_SAMPLE=$dist/bin/onload-web-sample perf/$script.sh --quick --out "$results/bench"; then
             passed=$((passed + 1))
         else
             failed=$((failed + 1))

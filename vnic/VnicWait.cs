@@ -35,4 +35,23 @@ public static partial class VnicWait
         int rc = Poll(&fd, 1, timeoutMs);
         return rc > 0;
     }
+
+    /// <summary>
+    /// As <see cref="Wait(IVnic, int)"/>, but also wakes when <paramref name="wake"/> is set (by another thread).
+    /// Returns true if either became readable. The caller resets <paramref name="wake"/> when it has looked at what
+    /// the setter left for it.
+    /// </summary>
+    public static unsafe bool Wait(IVnic vnic, WakeEvent wake, int timeoutMs)
+    {
+        ArgumentNullException.ThrowIfNull(vnic);
+        ArgumentNullException.ThrowIfNull(wake);
+        if (!vnic.PrepareToSleep())
+            return true;
+        PollFd* fds = stackalloc PollFd[2];
+        fds[0] = new PollFd { Fd = wake.Fd, Events = PollIn };
+        fds[1] = new PollFd { Fd = vnic.WaitHandle, Events = PollIn };
+        // A VNIC without a handle (the simulated link) is polled by the timeout alone.
+        int rc = Poll(fds, fds[1].Fd < 0 ? 1u : 2u, timeoutMs);
+        return rc > 0;
+    }
 }

@@ -25,7 +25,6 @@ var root = new RootCommand("onload-echo: echoes UDP and TCP on the user-level st
 
 root.SetAction(parse =>
 {
-    StackOptions options;
     var settings = Settings.FromEnvironment();
     string? interfaceName = parse.GetValue(interfaceOption);
     string? vnicSpec = parse.GetValue(vnicOption);
@@ -44,36 +43,24 @@ root.SetAction(parse =>
             Console.Error.WriteLine($"onload-echo: --mode {parse.GetValue(modeOption)}: expected shared or exclusive");
             return 2;
     }
-    DriverlinkSession? session = null;
-    if (interfaceName is not null)
-    {
-        try
-        {
-            session = DriverlinkSession.Open(interfaceName, vnicMode);
-        }
-        catch (IOException e)
-        {
-            Console.Error.WriteLine($"onload-echo: {e.Message}");
-            return 1;
-        }
-    }
     if (!NetStack.TryParseCongestionControl(settings.TcpCongestion, out var congestion))
     {
         Console.Error.WriteLine($"onload-echo: ONLOAD_TCP_CONGESTION={settings.TcpCongestion}: expected cubic or reno");
         return 2;
     }
+    StackOptions options;
     try
     {
+        // In driverlink mode the address is the kernel's: the session replaces this placeholder.
         options = new StackOptions
         {
-            Address = session?.Address ?? Ipv4Cidr.Parse(addr!),
+            Address = addr is null ? default : Ipv4Cidr.Parse(addr),
             Gateway = parse.GetValue(gatewayOption) is { } g ? Ipv4Address.Parse(g) : null,
             TcpSack = settings.TcpSack,
             TcpCongestionControl = congestion,
         };
-        if (session is not null)
-            options = session.StackOptions(options);
-        options.Validate();
+        if (addr is not null)
+            options.Validate();
     }
     catch (Exception e) when (e is FormatException or ArgumentException)
     {
@@ -91,10 +78,15 @@ root.SetAction(parse =>
             return 2;
         }
 
-    IVnic vnic;
+    OpenedStack opened;
     try
     {
-        vnic = session?.Vnic ?? VnicFactory.Open(vnicSpec!, new VnicOptions { LocalIpv4 = options.Address.Address.Value });
+        opened = interfaceName is not null ? OpenedStack.Driverlink(interfaceName, vnicMode, options) : OpenedStack.Direct(vnicSpec!, options);
+    }
+    catch (Exception e) when (e is FormatException)
+    {
+        Console.Error.WriteLine($"onload-echo: {e.Message}");
+        return 2;
     }
     catch (Exception e) when (e is ArgumentException or IOException or UnauthorizedAccessException or InvalidOperationException)
     {
@@ -102,24 +94,11 @@ root.SetAction(parse =>
         return 1;
     }
 
-    IDisposable? capture;
-    try
+    using (opened)
     {
-        // ONLOAD_CAPTURE and ONLOAD_VETO (onload-tcpdump sets them): the capture closes after the VNIC, flushing last.
-        vnic = InspectionSettings.Apply(vnic, out capture);
-    }
-    catch (Exception e) when (e is FormatException or IOException or UnauthorizedAccessException)
-    {
-        vnic.Dispose();
-        Console.Error.WriteLine($"onload-echo: {e.Message}");
-        return 2;
-    }
-
-    using (session)
-    using (capture)
-    using (vnic)
-    using (var stack = new NetStack(vnic, options))
-    {
+        var stack = opened.Stack;
+        var vnic = opened.Vnic;
+        options = stack.Options;
         if (settings.Trace)
             stack.Trace = (tx, frame) => Console.Out.WriteLine((tx ? "> " : "< ") + PacketPrinter.Format(frame));
         var server = new EchoServer(stack, settings);

@@ -75,33 +75,18 @@ root.SetAction(parse =>
         return Usage("--interface or --vnic/--addr, not both");
     if (parse.GetValue(modeOption) is not ("shared" or "exclusive"))
         return Usage($"--mode {parse.GetValue(modeOption)}: shared or exclusive");
-    DriverlinkSession? session = null;
-    if (interfaceName is not null)
-    {
-        try
-        {
-            session = DriverlinkSession.Open(interfaceName, parse.GetValue(modeOption) == "shared" ? VnicMode.Shared : VnicMode.Exclusive);
-        }
-        catch (IOException e)
-        {
-            Console.Error.WriteLine($"onload-pingpong: {e.Message}");
-            return 1;
-        }
-        addr = session.Address.ToString();
-    }
-
     StackOptions options;
     Ipv4Endpoint server = default;
     try
     {
+        // In driverlink mode the address is the kernel's: the session replaces this placeholder.
         options = new StackOptions
         {
-            Address = Ipv4Cidr.Parse(addr!),
+            Address = addr is null ? default : Ipv4Cidr.Parse(addr),
             Gateway = parse.GetValue(gatewayOption) is { } g ? Ipv4Address.Parse(g) : null,
         };
-        if (session is not null)
-            options = session.StackOptions(options);
-        options.Validate();
+        if (addr is not null)
+            options.Validate();
         if (!serverMode)
         {
             string? s = parse.GetValue(serverOption);
@@ -125,34 +110,26 @@ root.SetAction(parse =>
     if (parse.GetValue(timeoutOption) < 1)
         return Usage("--timeout-ms must be at least 1");
 
-    IVnic vnic;
-    IDisposable? capture;
+    OpenedStack opened;
     try
     {
-        vnic = session?.Vnic ?? VnicFactory.Open(spec!, new VnicOptions { LocalIpv4 = options.Address.Address.Value });
+        opened = interfaceName is not null
+            ? OpenedStack.Driverlink(interfaceName, parse.GetValue(modeOption) == "shared" ? VnicMode.Shared : VnicMode.Exclusive, options)
+            : OpenedStack.Direct(spec!, options);
+    }
+    catch (FormatException e)
+    {
+        return Usage(e.Message);
     }
     catch (Exception e) when (e is ArgumentException or IOException or UnauthorizedAccessException or InvalidOperationException)
     {
         Console.Error.WriteLine($"onload-pingpong: {e.Message}");
         return 1;
     }
-    try
-    {
-        // ONLOAD_CAPTURE and ONLOAD_VETO (onload-tcpdump sets them): the capture closes after the VNIC, flushing last.
-        vnic = InspectionSettings.Apply(vnic, out capture);
-    }
-    catch (Exception e) when (e is FormatException or IOException or UnauthorizedAccessException)
-    {
-        vnic.Dispose();
-        Console.Error.WriteLine($"onload-pingpong: {e.Message}");
-        return 2;
-    }
 
-    using (session)
-    using (capture)
-    using (vnic)
-    using (var stack = new NetStack(vnic, options))
+    using (opened)
     {
+        var stack = opened.Stack;
         if (!tcp && size > stack.UdpMaxPayload)
             return Usage($"--size {size}: more than one frame carries ({stack.UdpMaxPayload}); fragmentation is not supported");
         if (serverMode)
