@@ -26,6 +26,8 @@ public sealed class KernelTransport : ITransport
         try
         {
             SocketConnection.SetRecommendedServerOptions(socket); // TCP_NODELAY, inherited by accepted sockets
+            if (local.Address.Equals(IPAddress.IPv6Any))
+                socket.DualMode = true; // [::] takes IPv4 clients too, as Kestrel's own sockets do for http://*
             socket.Bind(local);
             socket.Listen(backlog);
         }
