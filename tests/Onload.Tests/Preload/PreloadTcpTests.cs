@@ -80,8 +80,10 @@ public class PreloadTcpTests
     {
         using var dl = new DriverlinkPair();
         // socat's PIPE echoes through its own pipe: blocks of at most PIPE_BUF (4096) keep it from blocking on itself,
-        // which under load it did with its default 8 KiB blocks (a test that timed out once).
-        dl.Peer.Start("socat", "-b", "4096", "TCP-LISTEN:7403,reuseaddr", "PIPE");
+        // which under load it did with its default 8 KiB blocks (a test that timed out once). -t 30: the client's FIN
+        // comes long before the rate-limited echo has left, and socat's default 0.5 s after an EOF cut the echo short
+        // whenever its writes were still blocked then (994,616 of 1,000,000 bytes came back in one run).
+        dl.Peer.Start("socat", "-b", "4096", "-t", "30", "TCP-LISTEN:7403,reuseaddr", "PIPE");
         Poll.Until(() => dl.Peer.Exec("ss -lnt").Contains(":7403", StringComparison.Ordinal), Deadline, "the kernel's echo server listening");
         var before = KernelOpens(dl.Host);
         var peerBefore = KernelOpens(dl.Peer);
