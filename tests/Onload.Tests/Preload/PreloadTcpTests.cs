@@ -101,7 +101,9 @@ public class PreloadTcpTests
         Assert.That(stack.Command, Does.StartWith("socat"));
         Assert.That(stack.ConnectedTo(dl.PeerAddress, 7403)[0].LocalAddress, Is.EqualTo(dl.HostAddress));
 
-        Assert.That(client.WaitForExit(Deadline), Is.True, "socat finished");
+        if (!client.WaitForExit(Deadline))
+            Assert.Fail($"socat did not finish; received {new FileInfo(echoed).Length} B; its stack:\n" +
+                dl.Host.Exec($"{Dist.Bin("onload-stackdump")} --pid {client.Pid}") + "\nthe peer:\n" + dl.Peer.Exec("ss -tnoie"));
         Assert.That(client.ExitCode, Is.Zero, client.Stderr);
         Assert.That(File.ReadAllBytes(echoed), Is.EqualTo(blob), "the echo came back byte for byte");
         Assert.That(KernelOpens(dl.Host).Active, Is.EqualTo(before.Active), "the stack side's kernel opened no connection");

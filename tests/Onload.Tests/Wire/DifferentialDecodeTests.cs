@@ -14,6 +14,7 @@ namespace Onload.Tests.Wire;
 /// SYN answered only when PacketDotNet sees a valid TCP SYN to the listener's port.
 /// </summary>
 [TestFixture]
+[Category("hostile")]
 public class DifferentialDecodeTests
 {
     private const ushort UdpPort = 9;

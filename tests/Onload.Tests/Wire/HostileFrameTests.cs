@@ -9,6 +9,7 @@ namespace Onload.Tests.Wire;
 /// <summary>Malformed and hostile frames are dropped and counted under their reason, never thrown through, and
 /// leave no buffer behind.</summary>
 [TestFixture]
+[Category("hostile")]
 public class HostileFrameTests
 {
     private static void SetIpChecksum(byte[] f)
