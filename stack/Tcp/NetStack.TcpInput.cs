@@ -89,7 +89,8 @@ public sealed partial class NetStack
             return;
         if ((flags & TcpFlags.Ack) != 0)
         {
-            TcpSendResetFor(remote, seg, seg.HeaderLength);
+            if ((flags & TcpFlags.Syn) != 0 || !SynCookieAckInput(listener, remote, seg, options))
+                TcpSendResetFor(remote, seg, seg.HeaderLength);
             return;
         }
         // RFC 9293 §3.10.7.2: neither SYN nor ACK is dropped; a SYN with FIN is dropped too, as Linux does
@@ -100,17 +101,29 @@ public sealed partial class NetStack
             return;
         }
         ref var l = ref _tcp[listener];
-        if (l.SynQueueLength + l.AcceptQueueLength >= Math.Max(1, l.Backlog))
+        int backlog = Math.Max(1, l.Backlog);
+        if (l.AcceptQueueLength >= backlog)
         {
-            Counters.TcpExtListenOverflows++;
-            Dropped(DropReason.TcpListenOverflow); // the client retransmits its SYN, as with Linux's full queue
+            // Nothing could be accepted now, cookie or not (Linux's sk_acceptq_is_full in tcp_conn_request): the
+            // client retransmits its SYN.
+            ListenOverflowDrop();
             return;
         }
-        int c = AllocateTcpRow();
+        // The SYN queue (bounded by the backlog, as the accept queue is) full, or no row for a new connection: a
+        // cookie when they are on (Linux's tcp_syn_flood_action), else a drop and the client retransmits.
+        int c = l.SynQueueLength + l.AcceptQueueLength >= backlog ? -1 : AllocateTcpRow();
         if (c < 0)
         {
-            Counters.TcpExtListenOverflows++;
-            Dropped(DropReason.TcpListenOverflow);
+            if (Options.TcpSyncookies)
+            {
+                Counters.TcpExtTCPReqQFullDoCookies++;
+                TcpSendSynCookie(listener, remote, seg, options);
+            }
+            else
+            {
+                Counters.TcpExtTCPReqQFullDrop++;
+                ListenOverflowDrop();
+            }
             return;
         }
         ref var t = ref _tcp[c];

@@ -96,6 +96,10 @@ public struct TcpConnection
     public int AcceptQueueLength;
     public int AcceptHead;
     public int AcceptTail;
+    /// <summary>When this listener last answered a SYN with a cookie (valid if <see cref="SynCookiesSent"/>): an ACK
+    /// is checked for a cookie only within a cookie's lifetime of it, as Linux's tcp_synq_no_recent_overflow.</summary>
+    public long LastSynCookieAt;
+    public bool SynCookiesSent;
     /// <summary>First child in SYN-RECEIVED, or -1: close resets them without scanning the table.</summary>
     public int SynHead;
 
