@@ -39,24 +39,27 @@ public static class SynCookies
     }
 
     /// <summary>
-    /// The cookie for a SYN with sequence number <paramref name="peerIsn"/>: H1(tuple) + ISN + count × 2^24 +
-    /// ((H2(tuple, count) + MSS index) mod 2^24), as Linux's secure_tcp_syn_cookie; the ISN and the second hash
-    /// make every tuple's and every minute's cookie different, the first hash keeps the count out of sight.
+    /// The cookie for a SYN with sequence number <paramref name="peerIsn"/>: H1(tuple, ISN) + count × 2^24 +
+    /// ((H2(tuple, ISN, count) + MSS index) mod 2^24), as Linux's secure_tcp_syn_cookie lays it out, except that
+    /// the ISN goes into both hashes where Linux adds it to the sum. With the sum, any later segment of a closed
+    /// connection whose sequence and acknowledgement numbers moved on by the same amount checks out (an echo's
+    /// last ACK, sent again after our FIN was retransmitted, made a connection nobody asked for); hashed, only the
+    /// handshake's own numbers do. The first hash keeps the count out of sight.
     /// </summary>
     public static uint Make(ulong key0, ulong key1, in Tuple tuple, uint peerIsn, uint minutes, int mssIndex) =>
-        Hash(key0, key1, tuple, 0, 0) + peerIsn + (minutes << CountShift) +
-        ((Hash(key0, key1, tuple, minutes, 1) + (uint)mssIndex) & DataMask);
+        Hash(key0, key1, tuple, peerIsn, 0, 0) + (minutes << CountShift) +
+        ((Hash(key0, key1, tuple, peerIsn, minutes, 1) + (uint)mssIndex) & DataMask);
 
     /// <summary>The MSS index a cookie carries, or -1 when it is not one this key made for this tuple and ISN in
     /// the last <see cref="MaxAgeMinutes"/> minutes (Linux's check_tcp_syn_cookie).</summary>
     public static int Check(ulong key0, ulong key1, in Tuple tuple, uint peerIsn, uint minutes, uint cookie)
     {
-        uint v = cookie - Hash(key0, key1, tuple, 0, 0) - peerIsn;
+        uint v = cookie - Hash(key0, key1, tuple, peerIsn, 0, 0);
         uint age = (minutes - (v >> CountShift)) & (uint.MaxValue >> CountShift);
         if (age >= MaxAgeMinutes)
             return -1;
         uint count = minutes - age;
-        uint index = (v - Hash(key0, key1, tuple, count, 1)) & DataMask;
+        uint index = (v - Hash(key0, key1, tuple, peerIsn, count, 1)) & DataMask;
         return index < (uint)MssTable.Length ? (int)index : -1;
     }
 
@@ -85,9 +88,10 @@ public static class SynCookies
         return (ws == WindowScaleMask ? -1 : (int)Math.Min(ws, 14), (options & SackBit) != 0);
     }
 
-    private static uint Hash(ulong key0, ulong key1, in Tuple tuple, uint count, uint which) =>
-        (uint)SipHash.Hash(key0, key1, ((ulong)tuple.Local.Value << 32) | tuple.Remote.Value,
-            ((ulong)which << 63) | ((ulong)count << 32) | ((uint)tuple.LocalPort << 16) | tuple.RemotePort);
+    /// <summary>SipHash of the tuple and the ISN, keyed by the secret with the count and which hash folded in.</summary>
+    private static uint Hash(ulong key0, ulong key1, in Tuple tuple, uint peerIsn, uint count, uint which) =>
+        (uint)SipHash.Hash(key0, key1 ^ ((ulong)count << 1 | which), ((ulong)tuple.Local.Value << 32) | tuple.Remote.Value,
+            ((ulong)tuple.LocalPort << 48) | ((ulong)tuple.RemotePort << 32) | peerIsn);
 
     /// <summary>The connection's 4-tuple as the listener sees it.</summary>
     public readonly record struct Tuple(Ipv4Address Local, ushort LocalPort, Ipv4Address Remote, ushort RemotePort);
