@@ -168,6 +168,7 @@ public sealed partial class NetStack
         t.PeerMss = (ushort)peerMss;
         TcpSyncMss(c);
         t.SndWnd = seg.Window; // a SYN's window is never scaled
+        t.MaxSndWnd = t.SndWnd;
         t.SndWl1 = seg.SequenceNumber;
         t.SndWl2 = seg.AcknowledgmentNumber;
         t.Cwnd = 10u * t.SndMss; // RFC 6928's initial window, as Linux
@@ -353,6 +354,7 @@ public sealed partial class NetStack
             }
             t.SndUna = ack;
             t.SndWnd = (uint)seg.Window << t.SndWndShift;
+            t.MaxSndWnd = Math.Max(t.MaxSndWnd, t.SndWnd);
             t.SndWl1 = seg.SequenceNumber;
             t.SndWl2 = ack;
             SampleRtt(c, -1, options);
@@ -367,6 +369,19 @@ public sealed partial class NetStack
         {
             t.AckNow = true;
             Dropped(DropReason.TcpBadAck);
+            return false;
+        }
+        // And one older than SND.UNA - MAX.SND.WND: a blind injector who hit the receive window with a guessed
+        // sequence number must guess an acceptable ACK too; dropped, data and all, with a challenge ACK (Linux's
+        // tcp_ack, SKB_DROP_REASON_TCP_TOO_OLD_ACK). The window now stands in for a row handed over without one.
+        if (Seq.Lt(ack, t.SndUna - Math.Max(t.MaxSndWnd, t.SndWnd)))
+        {
+            if (_challengeAcks.TryTake(_now))
+            {
+                Counters.TcpExtTCPChallengeACK++;
+                t.AckNow = true;
+            }
+            Dropped(DropReason.TcpTooOldAck);
             return false;
         }
         uint window = (uint)seg.Window << t.SndWndShift;
@@ -415,6 +430,7 @@ public sealed partial class NetStack
         {
             bool opened = t.SndWnd == 0 && window > 0;
             t.SndWnd = window;
+            t.MaxSndWnd = Math.Max(t.MaxSndWnd, window);
             t.SndWl1 = seg.SequenceNumber;
             t.SndWl2 = ack;
             if (opened && t.SndUna == t.SndMax)

@@ -110,6 +110,8 @@ public struct TcpConnection
     /// (<see cref="TcpSentSegment"/>) and never move it back.</summary>
     public uint SndNxt;
     public uint SndWnd;
+    /// <summary>The largest window the peer has offered (RFC 5961 §5.2's MAX.SND.WND, Linux's max_window).</summary>
+    public uint MaxSndWnd;
     public uint SndWl1;
     public uint SndWl2;
     /// <summary>Bytes the application wrote that are not yet acknowledged: the send buffer holds [SND.UNA, SND.UNA + this).</summary>

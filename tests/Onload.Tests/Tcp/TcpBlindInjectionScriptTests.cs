@@ -1,0 +1,36 @@
+using Onload.Stack;
+using Onload.Stack.Tcp;
+using Onload.Stack.Wire;
+using static Onload.Tests.Tcp.TcpScript;
+
+namespace Onload.Tests.Tcp;
+
+/// <summary>
+/// RFC 5961 against a blind injector, segment by segment: what it must guess (an exact RST, a sequence number in
+/// the window and an ACK no older than the peer's largest window) and what it gets when it guesses wrong.
+/// </summary>
+[TestFixture]
+public class TcpBlindInjectionScriptTests
+{
+    [Test]
+    public void Data_whose_ack_is_older_than_the_largest_window_is_dropped_with_a_challenge_ack()
+    {
+        using var c = Establish();
+        uint maxWindow = (uint)c.Window << 7; // the peer's window, scaled: 128,000 bytes
+        var forged = new byte[] { 0xde, 0xad, 0xbe, 0xef };
+
+        var got = c.Send(Ack | TcpFlags.Psh, ack: c.StackSeq - maxWindow - 1000, payload: forged);
+
+        var challenge = Expect(got, Ack, seq: c.StackSeq, ack: c.PeerSeq, length: 0, why: "a challenge ACK with the real numbers");
+        Assert.That(challenge.AckNo, Is.EqualTo(c.PeerSeq), "the data was not taken");
+        Assert.That(c.Stack.TcpReceive(c.Socket, new byte[16]), Is.EqualTo(-(int)Errno.EAGAIN), "nothing to read");
+        Assert.That(c.Stack.Counters.Drop(DropReason.TcpTooOldAck), Is.EqualTo(1));
+        Assert.That(c.Stack.Counters.TcpExtTCPChallengeACK, Is.EqualTo(1));
+
+        // An old duplicate ACK within the window is no injector's: its data is taken, as RFC 5961 §5.2 allows.
+        c.Send(Ack | TcpFlags.Psh, ack: c.StackSeq - 1000, payload: [1, 2, 3]);
+        var buffer = new byte[16];
+        Assert.That(c.Stack.TcpReceive(c.Socket, buffer), Is.EqualTo(3));
+        Assert.That(buffer[..3], Is.EqualTo(new byte[] { 1, 2, 3 }));
+    }
+}
