@@ -54,6 +54,8 @@ public sealed class StackCounters
     public long TcpOutRsts;
     public long TcpExtListenOverflows;
     /// <summary>SYNs met with a full SYN queue and answered with a cookie, or (cookies off) dropped.</summary>
+    /// <summary>Duplicate ACKs not sent for out-of-window ACKs and SYNs: one per 500 ms per connection.</summary>
+    public long TcpExtTCPACKSkippedSeq;
     public long TcpExtTCPReqQFullDoCookies;
     public long TcpExtTCPReqQFullDrop;
     /// <summary>Cookie SYN-ACKs sent; ACKs that carried a good cookie; ACKs to a listener that sent cookies lately
@@ -138,6 +140,7 @@ public sealed class StackCounters
         yield return new(nameof(TcpInErrs), TcpInErrs);
         yield return new(nameof(TcpOutRsts), TcpOutRsts);
         yield return new(nameof(TcpExtListenOverflows), TcpExtListenOverflows);
+        yield return new(nameof(TcpExtTCPACKSkippedSeq), TcpExtTCPACKSkippedSeq);
         yield return new(nameof(TcpExtTCPReqQFullDoCookies), TcpExtTCPReqQFullDoCookies);
         yield return new(nameof(TcpExtTCPReqQFullDrop), TcpExtTCPReqQFullDrop);
         yield return new(nameof(TcpExtSyncookiesSent), TcpExtSyncookiesSent);

@@ -109,10 +109,9 @@ public sealed partial class NetStack
             ListenOverflowDrop();
             return;
         }
-        // The SYN queue (bounded by the backlog, as the accept queue is) full, or no row for a new connection: a
-        // cookie when they are on (Linux's tcp_syn_flood_action), else a drop and the client retransmits.
-        int c = l.SynQueueLength + l.AcceptQueueLength >= backlog ? -1 : AllocateTcpRow();
-        if (c < 0)
+        // The SYN queue full (it is bounded by the backlog, as the accept queue is): a cookie when they are on
+        // (Linux's tcp_syn_flood_action), else a drop and the client retransmits.
+        if (l.SynQueueLength + l.AcceptQueueLength >= backlog)
         {
             if (Options.TcpSyncookies)
             {
@@ -124,6 +123,13 @@ public sealed partial class NetStack
                 Counters.TcpExtTCPReqQFullDrop++;
                 ListenOverflowDrop();
             }
+            return;
+        }
+        // No row at all: the cookie's ACK would find none either.
+        int c = AllocateTcpRow();
+        if (c < 0)
+        {
+            ListenOverflowDrop();
             return;
         }
         ref var t = ref _tcp[c];
@@ -257,7 +263,9 @@ public sealed partial class NetStack
                                                    Seq.InWindow(seq + (uint)length - 1, t.RcvNxt, rightEdge));
         if (!acceptable)
         {
-            if ((flags & TcpFlags.Rst) == 0)
+            if ((flags & (TcpFlags.Syn | TcpFlags.Rst)) == TcpFlags.Syn && t.State is not (TcpState.SynReceived or TcpState.TimeWait))
+                ChallengeAck(c); // RFC 5961 §4.2: a SYN, whatever its sequence number (Linux's syn_challenge)
+            else if ((flags & TcpFlags.Rst) == 0 && !OutOfWindowAckLimited(c, flags, payload.Length))
                 t.AckNow = true;
             // An old duplicate (a spurious retransmission): reported in a D-SACK block (RFC 2883 §4), as Linux's
             // tcp_send_dupack does.
@@ -607,6 +615,29 @@ public sealed partial class NetStack
                 break;
         }
     }
+
+    /// <summary>
+    /// Linux's tcp_oow_rate_limited: the duplicate ACK that answers an out-of-window pure ACK or SYN goes at most
+    /// once per <see cref="OutOfWindowAckIntervalNs"/> per connection (net.ipv4.tcp_invalid_ratelimit), so that a
+    /// blind injector's barrage, or two ends that disagree about the window, cannot make an ACK per segment. Data
+    /// and FINs are always answered: they are no ACK loop.
+    /// </summary>
+    private bool OutOfWindowAckLimited(int c, TcpFlags flags, int payloadLength)
+    {
+        if (payloadLength > 0 && (flags & TcpFlags.Syn) == 0 || (flags & (TcpFlags.Syn | TcpFlags.Fin)) == TcpFlags.Fin)
+            return false;
+        ref var t = ref _tcp[c];
+        if (t.OutOfWindowAckAt != 0 && _now - t.OutOfWindowAckAt < OutOfWindowAckIntervalNs)
+        {
+            Counters.TcpExtTCPACKSkippedSeq++;
+            return true;
+        }
+        t.OutOfWindowAckAt = _now;
+        return false;
+    }
+
+    /// <summary>net.ipv4.tcp_invalid_ratelimit's 500 ms.</summary>
+    private const long OutOfWindowAckIntervalNs = 500_000_000;
 
     /// <summary>RFC 5961 §7: challenge ACKs, rate-limited across the stack.</summary>
     private void ChallengeAck(int c)

@@ -112,6 +112,8 @@ public struct TcpConnection
     public uint SndWnd;
     /// <summary>The largest window the peer has offered (RFC 5961 §5.2's MAX.SND.WND, Linux's max_window).</summary>
     public uint MaxSndWnd;
+    /// <summary>When the last duplicate ACK answering an out-of-window ACK or SYN went (Linux's last_oow_ack_time).</summary>
+    public long OutOfWindowAckAt;
     public uint SndWl1;
     public uint SndWl2;
     /// <summary>Bytes the application wrote that are not yet acknowledged: the send buffer holds [SND.UNA, SND.UNA + this).</summary>

@@ -33,4 +33,40 @@ public class TcpBlindInjectionScriptTests
         Assert.That(c.Stack.TcpReceive(c.Socket, buffer), Is.EqualTo(3));
         Assert.That(buffer[..3], Is.EqualTo(new byte[] { 1, 2, 3 }));
     }
+
+    [Test]
+    public void Out_of_window_pure_acks_are_answered_once_per_half_second_and_data_always()
+    {
+        using var c = Establish();
+        uint far = c.PeerSeq + 50_000_000;
+        Expect(c.Send(Ack, seq: far), Ack, seq: c.StackSeq, ack: c.PeerSeq, why: "the first gets a duplicate ACK");
+        Assert.That(c.Send(Ack, seq: far), Is.Empty, "the next within 500 ms none (net.ipv4.tcp_invalid_ratelimit)");
+        Assert.That(c.Send(Ack, seq: far + 1), Is.Empty);
+        Assert.That(c.Stack.Counters.TcpExtTCPACKSkippedSeq, Is.EqualTo(2));
+        Expect(c.Send(Ack, seq: far, payload: [9]), Ack, ack: c.PeerSeq, why: "out-of-window data is always answered");
+        c.Peer.Clock.Advance(500 * Ms);
+        Expect(c.Send(Ack, seq: far), Ack, ack: c.PeerSeq, why: "half a second later, one again");
+        Assert.That(c.Stack.Counters.Drop(DropReason.TcpOutOfWindow), Is.EqualTo(5));
+    }
+
+    [Test]
+    public void A_syn_outside_the_window_gets_a_challenge_ack_within_the_stack_wide_limit()
+    {
+        using var c = Establish(tweak: o => o with { TcpChallengeAcksPerSecond = 3 });
+        int acks = 0;
+        for (int i = 0; i < 6; i++)
+        {
+            var got = c.Send(TcpFlags.Syn, seq: c.PeerSeq + 50_000_000 + (uint)i * 1000, ack: 0);
+            foreach (var s in got)
+            {
+                Assert.That(s.Flags, Is.EqualTo(Ack), "a challenge ACK (RFC 5961 §4.2), never a RST");
+                Assert.That((s.Seq, s.AckNo), Is.EqualTo((c.StackSeq, c.PeerSeq)));
+                acks++;
+            }
+        }
+        Assert.That(acks, Is.EqualTo(3), "three a second");
+        Assert.That(c.Stack.Counters.TcpExtTCPChallengeACK, Is.EqualTo(3));
+        Assert.That(c.Stack.Counters.Drop(DropReason.TcpChallengeAckLimited), Is.EqualTo(3));
+        Assert.That(c.Stack.TcpStateOf(c.Socket), Is.EqualTo(TcpState.Established));
+    }
 }
