@@ -1,7 +1,6 @@
 using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
-using System.Text.RegularExpressions;
 using Onload.Stack;
 using Onload.Stack.Wire;
 using Onload.Tests.Netns;
@@ -129,11 +128,10 @@ public class SynFloodInteropTests(string kind)
         var served = clientsClock.Elapsed;
         Assert.That(flood.HasExited, Is.False, $"the flood lasted the whole time: {flood.Stderr.Trim()}");
 
-        // The flood's statistics line comes at SIGINT ("N packets transmitted").
-        Netns.Netns.Run($"kill -INT {flood.Pid}");
-        Assert.That(flood.WaitForExit(TimeSpan.FromSeconds(10)), Is.True, "hping3 stops at SIGINT");
+        // Stopped by pid (SIGKILL): at a 10 µs interval hping3 sends from a SIGALRM handler, and under load a SIGINT
+        // for its statistics line was seen to wait behind the alarms for more than 10 s.
+        flood.Kill();
         var floodTime = floodClock.Elapsed;
-        var transmitted = Regex.Match(flood.Stdout + flood.Stderr, @"(\d+) packets transmitted");
         long synsSeen = stack.Counters.TcpExtTCPReqQFullDoCookies + stack.Counters.TcpPassiveOpens;
 
         Assert.That(clients.Where(t => t.IsCompleted).Select(t => t.IsFaulted ? t.Exception!.InnerException!.Message : t.Result)
@@ -153,8 +151,7 @@ public class SynFloodInteropTests(string kind)
             () => $"the table to drain ({stack.TcpConnections.Open - baseline} rows left): {StackDump.Connections(stack)}; " +
                 $"{StackDump.TcpCounters(stack)}; rows: {Rows(stack)}; kernel: {_peer.KernelNs.Exec("ss -tanoi")}");
         TestContext.Out.WriteLine(
-            $"flood: {(transmitted.Success ? transmitted.Groups[1].Value : "?")} SYNs sent by hping3 in {floodTime.TotalSeconds:0.0} s, " +
-            $"{synsSeen} reached the listener ({synsSeen / floodTime.TotalSeconds:0} /s), " +
+            $"flood: {synsSeen} SYNs reached the listener in {floodTime.TotalSeconds:0.0} s ({synsSeen / floodTime.TotalSeconds:0} /s), " +
             $"TcpExtSyncookiesSent {stack.Counters.TcpExtSyncookiesSent}, TcpExtSyncookiesRecv {stack.Counters.TcpExtSyncookiesRecv}; " +
             $"{started} clients served in {served.TotalSeconds:0.0} s, at most {maxRows} rows in use " +
             $"(SYN queue at most {maxSynQueue}, backlog {Backlog}); {StackDump.Vnic(stack.Vnic)}");
