@@ -85,6 +85,8 @@ public sealed partial class NetStack : IDisposable
         _isnKey0 = _random.NextUInt64();
         _isnKey1 = _random.NextUInt64();
         _reuseportKey = SipHash.Hash(_isnKey0, _isnKey1, 0x7265_7573_6570_6f72UL, 0); // "reuseport"
+        _synCookieKey0 = DeriveSynCookieKey(_isnKey0, _isnKey1, 0);
+        _synCookieKey1 = DeriveSynCookieKey(_isnKey0, _isnKey1, 1);
         _mirror = options.ConnectionMirror;
         _mirror?.Attach(_mac, _address, _tcpTimestampOffset);
         _challengeAcks = new TokenBucket(options.TcpChallengeAcksPerSecond, options.TcpChallengeAcksPerSecond);

@@ -53,6 +53,16 @@ public sealed class StackCounters
     public long TcpInErrs;
     public long TcpOutRsts;
     public long TcpExtListenOverflows;
+    /// <summary>SYNs met with a full SYN queue and answered with a cookie, or (cookies off) dropped.</summary>
+    /// <summary>Duplicate ACKs not sent for out-of-window ACKs and SYNs: one per 500 ms per connection.</summary>
+    public long TcpExtTCPACKSkippedSeq;
+    public long TcpExtTCPReqQFullDoCookies;
+    public long TcpExtTCPReqQFullDrop;
+    /// <summary>Cookie SYN-ACKs sent; ACKs that carried a good cookie; ACKs to a listener that sent cookies lately
+    /// whose cookie was not good.</summary>
+    public long TcpExtSyncookiesSent;
+    public long TcpExtSyncookiesRecv;
+    public long TcpExtSyncookiesFailed;
     /// <summary>TIME_WAIT connections ended early to make room in a full table (Linux counts under this name the
     /// TIME_WAITs it does not keep past net.ipv4.tcp_max_tw_buckets).</summary>
     public long TcpExtTCPTimeWaitOverflow;
@@ -130,6 +140,12 @@ public sealed class StackCounters
         yield return new(nameof(TcpInErrs), TcpInErrs);
         yield return new(nameof(TcpOutRsts), TcpOutRsts);
         yield return new(nameof(TcpExtListenOverflows), TcpExtListenOverflows);
+        yield return new(nameof(TcpExtTCPACKSkippedSeq), TcpExtTCPACKSkippedSeq);
+        yield return new(nameof(TcpExtTCPReqQFullDoCookies), TcpExtTCPReqQFullDoCookies);
+        yield return new(nameof(TcpExtTCPReqQFullDrop), TcpExtTCPReqQFullDrop);
+        yield return new(nameof(TcpExtSyncookiesSent), TcpExtSyncookiesSent);
+        yield return new(nameof(TcpExtSyncookiesRecv), TcpExtSyncookiesRecv);
+        yield return new(nameof(TcpExtSyncookiesFailed), TcpExtSyncookiesFailed);
         yield return new(nameof(TcpExtTCPTimeWaitOverflow), TcpExtTCPTimeWaitOverflow);
         yield return new(nameof(TcpExtTCPTimeouts), TcpExtTCPTimeouts);
         yield return new(nameof(TcpExtTCPFastRetrans), TcpExtTCPFastRetrans);

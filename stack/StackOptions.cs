@@ -131,6 +131,10 @@ public sealed record StackOptions
     /// <summary>Offer and accept SACK (net.ipv4.tcp_sack = 1).</summary>
     public bool TcpSack { get; init; } = true;
 
+    /// <summary>Answer a SYN that finds the listener's SYN queue full with a SYN cookie instead of dropping it
+    /// (net.ipv4.tcp_syncookies = 1; RFC 4987 §3.6).</summary>
+    public bool TcpSyncookies { get; init; } = true;
+
     /// <summary>Challenge ACKs per second (RFC 5961 §7; net.ipv4.tcp_challenge_ack_limit = 1000).</summary>
     public int TcpChallengeAcksPerSecond { get; init; } = 1000;
 

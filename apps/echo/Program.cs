@@ -57,6 +57,7 @@ root.SetAction(parse =>
             Address = addr is null ? default : Ipv4Cidr.Parse(addr),
             Gateway = parse.GetValue(gatewayOption) is { } g ? Ipv4Address.Parse(g) : null,
             TcpSack = settings.TcpSack,
+            TcpSyncookies = settings.TcpSyncookies,
             TcpCongestionControl = congestion,
         };
         if (addr is not null)

@@ -17,6 +17,8 @@ public sealed partial class NetStack
     private readonly uint _tcpTimestampOffset;
     private readonly ulong _isnKey0;
     private readonly ulong _isnKey1;
+    private readonly ulong _synCookieKey0;
+    private readonly ulong _synCookieKey1;
     private uint _connectPortCounter;
     private TokenBucket _challengeAcks;
     private readonly ConnectionMirror? _mirror;

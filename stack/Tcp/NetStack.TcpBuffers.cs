@@ -40,13 +40,15 @@ public sealed partial class NetStack
         ChooseWindowShift(ref t);
     }
 
-    private void ChooseWindowShift(ref TcpConnection t)
+    private void ChooseWindowShift(ref TcpConnection t) =>
+        t.RcvWndShift = WindowShiftFor(t.RcvBufLocked ? t.RcvBufSize : _tcp.ReceiveBufferSize);
+
+    private static byte WindowShiftFor(int largestBuffer)
     {
-        int largest = t.RcvBufLocked ? t.RcvBufSize : _tcp.ReceiveBufferSize;
         byte shift = 0;
-        while ((largest >> shift) > ushort.MaxValue && shift < 14)
+        while ((largestBuffer >> shift) > ushort.MaxValue && shift < 14)
             shift++;
-        t.RcvWndShift = shift;
+        return shift;
     }
 
     private static int RingExtent(int buffer, int ring) => (int)Math.Min((uint)ring, BitOperations.RoundUpToPowerOf2((uint)buffer));

@@ -89,7 +89,8 @@ public sealed partial class NetStack
             return;
         if ((flags & TcpFlags.Ack) != 0)
         {
-            TcpSendResetFor(remote, seg, seg.HeaderLength);
+            if ((flags & TcpFlags.Syn) != 0 || !SynCookieAckInput(listener, remote, seg, options))
+                TcpSendResetFor(remote, seg, seg.HeaderLength);
             return;
         }
         // RFC 9293 §3.10.7.2: neither SYN nor ACK is dropped; a SYN with FIN is dropped too, as Linux does
@@ -100,17 +101,35 @@ public sealed partial class NetStack
             return;
         }
         ref var l = ref _tcp[listener];
-        if (l.SynQueueLength + l.AcceptQueueLength >= Math.Max(1, l.Backlog))
+        int backlog = Math.Max(1, l.Backlog);
+        if (l.AcceptQueueLength >= backlog)
         {
-            Counters.TcpExtListenOverflows++;
-            Dropped(DropReason.TcpListenOverflow); // the client retransmits its SYN, as with Linux's full queue
+            // Nothing could be accepted now, cookie or not (Linux's sk_acceptq_is_full in tcp_conn_request): the
+            // client retransmits its SYN.
+            ListenOverflowDrop();
             return;
         }
+        // The SYN queue full (it is bounded by the backlog, as the accept queue is): a cookie when they are on
+        // (Linux's tcp_syn_flood_action), else a drop and the client retransmits.
+        if (l.SynQueueLength + l.AcceptQueueLength >= backlog)
+        {
+            if (Options.TcpSyncookies)
+            {
+                Counters.TcpExtTCPReqQFullDoCookies++;
+                TcpSendSynCookie(listener, remote, seg, options);
+            }
+            else
+            {
+                Counters.TcpExtTCPReqQFullDrop++;
+                ListenOverflowDrop();
+            }
+            return;
+        }
+        // No row at all: the cookie's ACK would find none either.
         int c = AllocateTcpRow();
         if (c < 0)
         {
-            Counters.TcpExtListenOverflows++;
-            Dropped(DropReason.TcpListenOverflow);
+            ListenOverflowDrop();
             return;
         }
         ref var t = ref _tcp[c];
@@ -155,6 +174,7 @@ public sealed partial class NetStack
         t.PeerMss = (ushort)peerMss;
         TcpSyncMss(c);
         t.SndWnd = seg.Window; // a SYN's window is never scaled
+        t.MaxSndWnd = t.SndWnd;
         t.SndWl1 = seg.SequenceNumber;
         t.SndWl2 = seg.AcknowledgmentNumber;
         t.Cwnd = 10u * t.SndMss; // RFC 6928's initial window, as Linux
@@ -243,7 +263,9 @@ public sealed partial class NetStack
                                                    Seq.InWindow(seq + (uint)length - 1, t.RcvNxt, rightEdge));
         if (!acceptable)
         {
-            if ((flags & TcpFlags.Rst) == 0)
+            if ((flags & (TcpFlags.Syn | TcpFlags.Rst)) == TcpFlags.Syn && t.State is not (TcpState.SynReceived or TcpState.TimeWait))
+                ChallengeAck(c); // RFC 5961 §4.2: a SYN, whatever its sequence number (Linux's syn_challenge)
+            else if ((flags & TcpFlags.Rst) == 0 && !OutOfWindowAckLimited(c, flags, payload.Length))
                 t.AckNow = true;
             // An old duplicate (a spurious retransmission): reported in a D-SACK block (RFC 2883 §4), as Linux's
             // tcp_send_dupack does.
@@ -340,6 +362,7 @@ public sealed partial class NetStack
             }
             t.SndUna = ack;
             t.SndWnd = (uint)seg.Window << t.SndWndShift;
+            t.MaxSndWnd = Math.Max(t.MaxSndWnd, t.SndWnd);
             t.SndWl1 = seg.SequenceNumber;
             t.SndWl2 = ack;
             SampleRtt(c, -1, options);
@@ -354,6 +377,19 @@ public sealed partial class NetStack
         {
             t.AckNow = true;
             Dropped(DropReason.TcpBadAck);
+            return false;
+        }
+        // And one older than SND.UNA - MAX.SND.WND: a blind injector who hit the receive window with a guessed
+        // sequence number must guess an acceptable ACK too; dropped, data and all, with a challenge ACK (Linux's
+        // tcp_ack, SKB_DROP_REASON_TCP_TOO_OLD_ACK). The window now stands in for a row handed over without one.
+        if (Seq.Lt(ack, t.SndUna - Math.Max(t.MaxSndWnd, t.SndWnd)))
+        {
+            if (_challengeAcks.TryTake(_now))
+            {
+                Counters.TcpExtTCPChallengeACK++;
+                t.AckNow = true;
+            }
+            Dropped(DropReason.TcpTooOldAck);
             return false;
         }
         uint window = (uint)seg.Window << t.SndWndShift;
@@ -402,6 +438,7 @@ public sealed partial class NetStack
         {
             bool opened = t.SndWnd == 0 && window > 0;
             t.SndWnd = window;
+            t.MaxSndWnd = Math.Max(t.MaxSndWnd, window);
             t.SndWl1 = seg.SequenceNumber;
             t.SndWl2 = ack;
             if (opened && t.SndUna == t.SndMax)
@@ -578,6 +615,29 @@ public sealed partial class NetStack
                 break;
         }
     }
+
+    /// <summary>
+    /// Linux's tcp_oow_rate_limited: the duplicate ACK that answers an out-of-window pure ACK or SYN goes at most
+    /// once per <see cref="OutOfWindowAckIntervalNs"/> per connection (net.ipv4.tcp_invalid_ratelimit), so that a
+    /// blind injector's barrage, or two ends that disagree about the window, cannot make an ACK per segment. Data
+    /// and FINs are always answered: they are no ACK loop.
+    /// </summary>
+    private bool OutOfWindowAckLimited(int c, TcpFlags flags, int payloadLength)
+    {
+        if (payloadLength > 0 && (flags & TcpFlags.Syn) == 0 || (flags & (TcpFlags.Syn | TcpFlags.Fin)) == TcpFlags.Fin)
+            return false;
+        ref var t = ref _tcp[c];
+        if (t.OutOfWindowAckAt != 0 && _now - t.OutOfWindowAckAt < OutOfWindowAckIntervalNs)
+        {
+            Counters.TcpExtTCPACKSkippedSeq++;
+            return true;
+        }
+        t.OutOfWindowAckAt = _now;
+        return false;
+    }
+
+    /// <summary>net.ipv4.tcp_invalid_ratelimit's 500 ms.</summary>
+    private const long OutOfWindowAckIntervalNs = 500_000_000;
 
     /// <summary>RFC 5961 §7: challenge ACKs, rate-limited across the stack.</summary>
     private void ChallengeAck(int c)

@@ -96,6 +96,10 @@ public struct TcpConnection
     public int AcceptQueueLength;
     public int AcceptHead;
     public int AcceptTail;
+    /// <summary>When this listener last answered a SYN with a cookie (valid if <see cref="SynCookiesSent"/>): an ACK
+    /// is checked for a cookie only within a cookie's lifetime of it, as Linux's tcp_synq_no_recent_overflow.</summary>
+    public long LastSynCookieAt;
+    public bool SynCookiesSent;
     /// <summary>First child in SYN-RECEIVED, or -1: close resets them without scanning the table.</summary>
     public int SynHead;
 
@@ -106,6 +110,10 @@ public struct TcpConnection
     /// (<see cref="TcpSentSegment"/>) and never move it back.</summary>
     public uint SndNxt;
     public uint SndWnd;
+    /// <summary>The largest window the peer has offered (RFC 5961 §5.2's MAX.SND.WND, Linux's max_window).</summary>
+    public uint MaxSndWnd;
+    /// <summary>When the last duplicate ACK answering an out-of-window ACK or SYN went (Linux's last_oow_ack_time).</summary>
+    public long OutOfWindowAckAt;
     public uint SndWl1;
     public uint SndWl2;
     /// <summary>Bytes the application wrote that are not yet acknowledged: the send buffer holds [SND.UNA, SND.UNA + this).</summary>

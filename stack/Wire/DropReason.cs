@@ -77,6 +77,8 @@ public enum DropReason
     /// <summary>To a listener, neither a SYN nor an ACK, or a SYN with FIN.</summary>
     TcpListenBadSegment,
     TcpBadAck,
+    /// <summary>An ACK older than SND.UNA - MAX.SND.WND (RFC 5961 §5.2): blind injection, or a very old duplicate.</summary>
+    TcpTooOldAck,
     TcpChallengeAckLimited,
 
     // Transmit

@@ -97,12 +97,15 @@ public sealed class KernelPeer : IDisposable
     /// <summary>
     /// An in-process stack owning <see cref="StackAddress"/> on the stack's interface, its VNIC opened from inside
     /// the stack's namespace (once open, it works from any thread). <paramref name="configure"/> adjusts the
-    /// options. The stack and its VNIC are closed on Dispose, before the namespaces go, even when a test fails.
+    /// options; <paramref name="ringSize"/>, if set, the VNIC's rings. The stack and its VNIC are closed on Dispose, before the namespaces go, even when a test fails.
     /// </summary>
-    public NetStack OpenStack(Func<StackOptions, StackOptions>? configure = null)
+    public NetStack OpenStack(Func<StackOptions, StackOptions>? configure = null, int ringSize = 0)
     {
         var address = Ipv4Cidr.Parse(StackCidr);
-        var vnic = StackNs.Run(() => VnicFactory.Open(VnicSpec, new VnicOptions { LocalIpv4 = address.Address.Value }));
+        var vnicOptions = new VnicOptions { LocalIpv4 = address.Address.Value };
+        if (ringSize > 0)
+            vnicOptions = vnicOptions with { RingSize = ringSize };
+        var vnic = StackNs.Run(() => VnicFactory.Open(VnicSpec, vnicOptions));
         NetStack stack;
         try
         {
