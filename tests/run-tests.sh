@@ -119,12 +119,12 @@ if [[ -z ${TEST_FILTER:-} && ${BENCH_SMOKE:-1} != 0 ]]; then
 fi
 # --- 4. fuzzing, briefly: every target for 10 s from a fresh capture's seeds ------------------------------
 if [[ -z ${TEST_FILTER:-} && ${FUZZ_SMOKE:-1} != 0 ]]; then
-    echo "=== fuzzing, briefly: tests/fuzz/run.sh --seconds 10"
-    if FUZZ_REPORT=$results/fuzz.md tests/fuzz/run.sh --seconds 10; then
+    echo "=== fuzzing, briefly: tests/fuzz/run.sh --seconds 10 --report-only"
+    if FUZZ_REPORT=$results/fuzz.md tests/fuzz/run.sh --seconds 10 --report-only; then
         passed=$((passed + 1))
     else
         failed=$((failed + 1))
-        failures+=("tests/fuzz/run.sh --seconds 10")
+        failures+=("tests/fuzz/run.sh --seconds 10 --report-only")
     fi
 fi
 

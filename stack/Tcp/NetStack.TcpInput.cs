@@ -324,6 +324,7 @@ public sealed partial class NetStack
         }
         t.LastReceivedAt = _now;
         t.KeepProbes = 0;
+        t.ProbesOut = 0;
 
         if (!AckInput(c, seg, options))
             return;
@@ -463,6 +464,9 @@ public sealed partial class NetStack
         return true;
     }
 
+    /// <summary>The longest round trip a timestamp echo may give, in 1 ms ticks (Linux's INT_MAX µs).</summary>
+    private const uint MaxTimestampRttTicks = int.MaxValue / 1000;
+
     /// <summary>
     /// RFC 6298 §2: SRTT, RTTVAR and RTO from a sample: <paramref name="measured"/>, the time since the newest
     /// segment this ACK covers was sent, if it was sent once (Karn); else by the echoed timestamp (RFC 7323 §4),
@@ -473,8 +477,11 @@ public sealed partial class NetStack
     {
         ref var t = ref _tcp[c];
         long sample = measured;
-        if (sample < 0 && t.Timestamps && options.HasTimestamps && options.TsEcr != 0 && t.Backoff == 0)
-            sample = (long)(TcpTimestampNow - options.TsEcr) * 1_000_000;
+        // An echo from the future, or from longer ago than Linux believes (tcp_rtt_tsopt_us: INT_MAX µs, about 35
+        // minutes), is no sample: the fuzzer's made a 46-day SRTT, and a loss probe timer set that far out.
+        if (sample < 0 && t.Timestamps && options.HasTimestamps && options.TsEcr != 0 && t.Backoff == 0 &&
+            TcpTimestampNow - options.TsEcr is var ticks and < MaxTimestampRttTicks)
+            sample = (long)ticks * 1_000_000;
         if (sample < 0)
             return;
         sample = Math.Max(sample, 1_000);

@@ -134,7 +134,7 @@ public sealed partial class NetStack
         long pto = LossProbeTimeout(c);
         if (pto == 0)
             return;
-        long at = _now + pto;
+        long at = _now + Math.Min(pto, BackedOffRto(c)); // never later than the RTO would fire (RFC 8985 §7.2)
         if (t.RetransmitKind == RetransmitKind.Rto)
             at = Math.Min(at, t.RetransmitAt);
         ScheduleRetransmit(c, RetransmitKind.Probe, at);

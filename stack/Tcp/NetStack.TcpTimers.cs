@@ -39,6 +39,9 @@ public sealed partial class NetStack
         return Math.Min(t.Rto << Math.Min(t.Backoff, 20), Options.TcpMaxRtoNs);
     }
 
+    /// <summary>Linux's tcp_orphan_retries (0, meaning 8): unanswered zero-window probes a closed connection gets.</summary>
+    private const int OrphanProbes = 8;
+
     private void RetransmitTimer(int c)
     {
         ref var t = ref _tcp[c];
@@ -67,6 +70,17 @@ public sealed partial class NetStack
             // the peer must acknowledge with its current window (Linux's tcp_xmit_probe_skb).
             if (t.SndWnd == 0 && t.SndQueued > 0 && t.State is TcpState.Established or TcpState.CloseWait or TcpState.FinWait1)
             {
+                // RFC 1122 §4.2.2.17: probing goes on while the peer answers; probes nobody answers end the connection
+                // as retransmissions do (Linux's tcp_probe_timer: tcp_retries2, or tcp_orphan_retries' 8 once the
+                // application has closed it). Found by fuzzing: a closed connection stayed in FIN_WAIT_1 for ever.
+                int limit = t.Orphaned ? Math.Min(Options.TcpRetries, OrphanProbes) : Options.TcpRetries;
+                if (t.ProbesOut >= limit)
+                {
+                    Counters.TcpExtTCPAbortOnTimeout++;
+                    TcpFail(c, (int)Errno.ETIMEDOUT);
+                    return;
+                }
+                t.ProbesOut++;
                 TcpSendFlags(c, t.SndUna - 1, TcpFlags.Ack);
                 t.Backoff = Math.Min(t.Backoff + 1, 16);
                 ScheduleRetransmit(c, RetransmitKind.Rto, _now + BackedOffRto(c));

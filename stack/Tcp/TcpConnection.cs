@@ -152,6 +152,8 @@ public struct TcpConnection
     /// <summary>Zero-copy send: the application is writing into the send ring past the queued bytes; the ring
     /// neither grows nor takes copied sends until it commits.</summary>
     public bool SndReserved;
+    /// <summary>Zero-window probes sent since the peer last answered (Linux's icsk_probes_out).</summary>
+    public int ProbesOut;
     /// <summary>Data bytes the peer has acknowledged since the connection opened (Linux's tcpi_bytes_acked, less
     /// the SYN and FIN).</summary>
     public long BytesAcked;

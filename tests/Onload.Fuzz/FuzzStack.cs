@@ -151,11 +151,15 @@ internal sealed class FuzzStack : IDisposable
         if (Stack.TcpConnections.Open != 0)
         {
             var states = Enumerable.Range(0, Stack.TcpConnections.Capacity).Where(Stack.TcpConnections.IsValid)
-                .Select(c => Stack.TcpConnections[c].State);
+                .Select(c => Describe(Stack.TcpConnections[c]));
             throw new InvalidOperationException(
                 $"{Stack.TcpConnections.Open} TCP rows still in use after every socket closed: {string.Join(", ", states)}");
         }
     }
+
+    private static string Describe(in Onload.Stack.Tcp.TcpConnection t) =>
+        $"{t.State} (SND.WND {t.SndWnd}, queued {t.SndQueued}, in flight {t.SndNxt - t.SndUna}, sent records {t.SentCount}, " +
+        $"FIN queued {t.FinQueued} sent {t.FinSent}, orphaned {t.Orphaned}, backoff {t.Backoff}, probes {t.ProbesOut})";
 
     /// <summary>An Ethernet frame from the peer to the stack around an IPv4 packet whose addresses and header
     /// checksum are set here (the fuzzer rarely finds a valid checksum; the parser's own checks get their inputs

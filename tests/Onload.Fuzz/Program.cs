@@ -48,7 +48,8 @@ namespace Onload.Fuzz
     {
         public static byte[] Read(string path) =>
             path.EndsWith(".hex", StringComparison.Ordinal)
-                ? Convert.FromHexString(string.Concat(File.ReadAllText(path).Where(Uri.IsHexDigit)))
+                ? Convert.FromHexString(string.Concat(File.ReadAllLines(path).Where(l => !l.StartsWith('#'))
+                    .SelectMany(l => l.Where(Uri.IsHexDigit))))
                 : File.ReadAllBytes(path);
 
         /// <summary>Writes records (2-byte big-endian length, then the bytes) as one input.</summary>
