@@ -51,6 +51,7 @@ a=${prefix}a b=${prefix}b
 cleanup() {
     [[ -n ${dump_pid:-} ]] && kill "$dump_pid" 2>/dev/null || true
     [[ -n ${server_pid:-} ]] && kill "$server_pid" 2>/dev/null || true
+    [[ -n ${udp_pid:-} ]] && kill "$udp_pid" 2>/dev/null || true
     ip netns del "$a" 2>/dev/null || true
     ip netns del "$b" 2>/dev/null || true
 }
@@ -78,6 +79,7 @@ done
 ip netns exec "$b" socat -T 5 TCP-LISTEN:80,reuseaddr,fork PIPE &
 server_pid=$!
 ip netns exec "$b" socat -T 2 UDP-RECVFROM:7,fork PIPE >/dev/null 2>&1 &
+udp_pid=$!
 deadline=$((SECONDS + 10))
 until ip netns exec "$b" ss -lnt | grep -q ':80 ' || (( SECONDS > deadline )); do sleep 0.1; done
 ip netns exec "$a" ping -c 3 -i 0.2 -s 3000 10.2.0.2 >/dev/null
@@ -86,6 +88,8 @@ head -c 200000 /dev/urandom | ip netns exec "$a" socat -T 2 - TCP:10.2.0.2:80 >/
 echo "hello" | ip netns exec "$a" socat -T 1 - TCP:10.2.0.2:80 >/dev/null || true
 kill "$dump_pid"; wait "$dump_pid" 2>/dev/null || true
 dump_pid=
+for pid in "$server_pid" "$udp_pid"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+server_pid= udp_pid=
 rm -rf "$out/seeds"
 dotnet "$out/bin/onload-fuzz.dll" seed "$capture" "$out/seeds"
 
