@@ -133,26 +133,35 @@ public sealed partial class NetStack
             return;
         }
         ref var t = ref _tcp[c];
+        OpenChild(c, listener, remote, seg, seg.SequenceNumber,
+            InitialSequenceNumber(l.LocalPort, remote, seg.SourcePort), options);
+        TcpSendFlags(c, t.Iss, TcpFlags.Syn | TcpFlags.Ack);
+        ScheduleRetransmit(c, RetransmitKind.Rto, _now + BackedOffRto(c));
+        Mirror(c);
+    }
+
+    /// <summary>A listener's new child in SYN-RECEIVED: its endpoints, the peer's ISN and ours, what the SYN said, in
+    /// the hash and the listener's SYN queue. Shared by a SYN (RFC 9293 §3.10.7.2) and a SYN cookie's ACK.</summary>
+    private void OpenChild(int c, int listener, Ipv4Address remote, TcpSegment seg, uint irs, uint iss, in TcpOptions syn)
+    {
+        ref var t = ref _tcp[c];
         TcpInitialise(c, listener);
-        t.LocalPort = l.LocalPort;
+        t.LocalPort = _tcp[listener].LocalPort;
         t.RemoteAddress = remote;
         t.RemotePort = seg.SourcePort;
         t.Listener = listener;
         if (_tcpAcceptedOnPort != null)
             _tcpAcceptedOnPort[t.LocalPort]++;
         SetState(c, TcpState.SynReceived);
-        t.Irs = seg.SequenceNumber;
+        t.Irs = irs;
         t.RcvNxt = t.Irs + 1;
         t.RcvRead = t.RcvNxt;
         t.RcvAdv = t.RcvNxt;
-        TcpInitialiseSendSequence(ref t, InitialSequenceNumber(t.LocalPort, remote, t.RemotePort));
-        ApplySynOptions(c, seg, options);
+        TcpInitialiseSendSequence(ref t, iss);
+        ApplySynOptions(c, seg, syn);
         _tcp.Hash(c);
         AddToSynQueue(listener, c);
         Counters.TcpPassiveOpens++;
-        TcpSendFlags(c, t.Iss, TcpFlags.Syn | TcpFlags.Ack);
-        ScheduleRetransmit(c, RetransmitKind.Rto, _now + BackedOffRto(c));
-        Mirror(c);
     }
 
     /// <summary>What a SYN says: the peer's MSS, window scale, SACK and timestamps, and its window.</summary>

@@ -118,24 +118,7 @@ public sealed partial class NetStack
             syn.WindowScale = (sbyte)windowScale;
             syn.SackPermitted = sack;
         }
-        ref var t = ref _tcp[c];
-        TcpInitialise(c, listener);
-        t.LocalPort = l.LocalPort;
-        t.RemoteAddress = remote;
-        t.RemotePort = seg.SourcePort;
-        t.Listener = listener;
-        if (_tcpAcceptedOnPort != null)
-            _tcpAcceptedOnPort[t.LocalPort]++;
-        SetState(c, TcpState.SynReceived);
-        t.Irs = peerIsn;
-        t.RcvNxt = t.Irs + 1;
-        t.RcvRead = t.RcvNxt;
-        t.RcvAdv = t.RcvNxt;
-        TcpInitialiseSendSequence(ref t, cookie);
-        ApplySynOptions(c, seg, syn);
-        _tcp.Hash(c);
-        AddToSynQueue(listener, c);
-        Counters.TcpPassiveOpens++;
+        OpenChild(c, listener, remote, seg, peerIsn, cookie, syn);
         // The ACK completes the handshake as in SYN-RECEIVED: established, queued for accept, its data taken. Its
         // TSecr, our SYN-ACK's TSval less at most 63 ms, gives the first RTT sample, as on Linux.
         SynchronizedInput(c, seg, options);
