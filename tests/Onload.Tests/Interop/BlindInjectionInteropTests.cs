@@ -30,14 +30,7 @@ public class BlindInjectionInteropTests(string kind)
     private KernelPeer _peer = null!;
 
     [OneTimeSetUp]
-    public void RequireHping3()
-    {
-        Netns.Netns.RequireRoot();
-        if (!Netns.Netns.Exec("/bin/sh", ["-c", "command -v hping3"], TimeSpan.FromSeconds(10)).Succeeded)
-            Netns.Netns.Sh("DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends hping3", TimeSpan.FromMinutes(5));
-        if (!Netns.Netns.Exec("/bin/sh", ["-c", "command -v hping3"], TimeSpan.FromSeconds(10)).Succeeded)
-            Assert.Ignore("needs hping3 (apt-get install hping3; make deps installs it)");
-    }
+    public void RequireHping3() => SynFloodInteropTests.InstallHping3();
 
     [SetUp]
     public void CreatePeer() => _peer = new KernelPeer(kind);

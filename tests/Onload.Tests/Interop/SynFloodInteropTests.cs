@@ -35,7 +35,10 @@ public class SynFloodInteropTests(string kind)
     private KernelPeer _peer = null!;
 
     [OneTimeSetUp]
-    public void RequireHping3()
+    public void RequireHping3() => InstallHping3();
+
+    /// <summary>Root and hping3 (installed from Debian if missing), or the fixture is skipped saying so.</summary>
+    internal static void InstallHping3()
     {
         Netns.Netns.RequireRoot();
         if (!Installed("hping3"))
@@ -172,30 +175,11 @@ public class SynFloodInteropTests(string kind)
         return string.Join(" | ", rows);
     }
 
-    /// <summary>A kernel client: connects, sends <paramref name="data"/> while reading the echo, shuts down its
-    /// side, reads to the end. Returns null if the echo was exactly <paramref name="data"/>, else what differed.</summary>
+    /// <summary>A kernel client's echo of <paramref name="data"/> (TcpScaleInteropTests.KernelClient), its socket
+    /// made in the kernel's namespace and closed after.</summary>
     private static async Task<string?> KernelClient(Socket socket, IPEndPoint server, byte[] data)
     {
-        using var s = socket; // made in the kernel's namespace
-        await s.ConnectAsync(server).ConfigureAwait(false);
-        string who = s.LocalEndPoint?.ToString() ?? "?";
-        var send = Task.Run(async () =>
-        {
-            await s.SendAsync(data, SocketFlags.None).ConfigureAwait(false);
-            s.Shutdown(SocketShutdown.Send);
-        });
-        var back = new byte[data.Length + 1];
-        int got = 0, n;
-        while ((n = await s.ReceiveAsync(back.AsMemory(got), SocketFlags.None).ConfigureAwait(false)) > 0)
-        {
-            got += n;
-            if (got > data.Length)
-                break;
-        }
-        await send.ConfigureAwait(false);
-        if (got != data.Length)
-            return $"{who}: {got} bytes back of {data.Length}";
-        int same = back.AsSpan(0, got).CommonPrefixLength(data);
-        return same == got ? null : $"{who}: first difference at byte {same}";
+        using var s = socket;
+        return await TcpScaleInteropTests.KernelClient(s, server, data).ConfigureAwait(false);
     }
 }

@@ -232,7 +232,7 @@ public class TcpScaleInteropTests(string kind)
 
     /// <summary>A kernel client: connects, sends <paramref name="data"/> while reading the echo, shuts down its
     /// side, reads to the end. Returns null if the echo was exactly <paramref name="data"/>, else what differed.</summary>
-    private static async Task<string?> KernelClient(Socket s, System.Net.IPEndPoint server, byte[] data)
+    internal static async Task<string?> KernelClient(Socket s, System.Net.IPEndPoint server, byte[] data)
     {
         await s.ConnectAsync(server).ConfigureAwait(false);
         string who = s.LocalEndPoint?.ToString() ?? "?";
