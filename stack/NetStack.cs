@@ -76,7 +76,9 @@ public sealed partial class NetStack : IDisposable
         _reassembler = new Ipv4Reassembler(_pool, options.ReassemblyQueues, options.ReassemblyMaxFragments,
             reassemblyMemory, options.ReassemblyTimeoutNs);
         _groups = new MulticastGroups(options.MulticastGroups, options.MulticastMemberships);
-        _tcp = new TcpTable(options.TcpConnections, options.TcpSendBufferBytes, options.TcpReceiveBufferBytes);
+        _tcp = new TcpTable(options.TcpConnections, options.TcpSendBufferBytes, options.TcpReceiveBufferBytes,
+            RingExtent(options.TcpSendBufferInitialBytes, options.TcpSendBufferBytes),
+            RingExtent(options.TcpReceiveBufferInitialBytes, options.TcpReceiveBufferBytes));
         _arpTimerBase = TcpTimerIds(options);
         _reassemblyTimerBase = _arpTimerBase + options.ArpEntries;
         _igmpTimerBase = _reassemblyTimerBase + options.ReassemblyQueues;

@@ -1,7 +1,7 @@
 using System.Numerics;
-using System.Runtime.InteropServices;
 using Onload.Stack.Memory;
 using Onload.Stack.Wire;
+using Onload.Vnic;
 
 namespace Onload.Stack.Tcp;
 
@@ -12,6 +12,13 @@ namespace Onload.Stack.Tcp;
 /// retransmission queue's scoreboard) in a single unmanaged arena (pages are touched only when used). Nothing is
 /// allocated after construction.
 /// </summary>
+/// <remarks>
+/// The arena is address space reserved without commitment (<see cref="ReservedMemory"/>): every row has room for
+/// rings of the largest buffers, but only what a connection uses becomes memory. When a row is freed, the pages its
+/// rings grew into beyond the first extents (<c>retainedSend</c>, <c>retainedReceive</c>) are given back, so a burst
+/// of bulk connections leaves behind at most those first extents per row, kept for the next connection to reuse
+/// without page faults.
+/// </remarks>
 public sealed unsafe class TcpTable : IDisposable, IPortTable
 {
     private readonly StructTable<TcpConnection> _rows;
@@ -22,7 +29,10 @@ public sealed unsafe class TcpTable : IDisposable, IPortTable
     private readonly FreeList _free;
     private byte* _arena;
 
-    public TcpTable(int connections, int sendBuffer, int receiveBuffer)
+    private readonly int _retainedSend;
+    private readonly int _retainedReceive;
+
+    public TcpTable(int connections, int sendBuffer, int receiveBuffer, int retainedSend = 0, int retainedReceive = 0)
     {
         _ports = new PortLists(connections); // first: it bounds the table's size
         if (!BitOperations.IsPow2(sendBuffer) || !BitOperations.IsPow2(receiveBuffer))
@@ -33,8 +43,12 @@ public sealed unsafe class TcpTable : IDisposable, IPortTable
         ReceiveBufferSize = receiveBuffer;
         // One record per segment in flight: a full send buffer of 512-byte segments, at least 64.
         SentCapacity = Math.Max(64, sendBuffer / 512);
-        _rowBytes = sendBuffer + receiveBuffer + SentCapacity * sizeof(TcpSentSegment);
-        _arena = (byte*)NativeMemory.Alloc((nuint)connections * (nuint)_rowBytes);
+        // Whole pages per row, so that what one row gives back is its own.
+        _rowBytes = (sendBuffer + receiveBuffer + SentCapacity * sizeof(TcpSentSegment) + 4095) & ~4095;
+        _retainedSend = retainedSend;
+        _retainedReceive = retainedReceive;
+        _arena = ReservedMemory.Reserve((nuint)connections * (nuint)_rowBytes);
+        ArenaBytes = (long)connections * _rowBytes;
         int buckets = (int)BitOperations.RoundUpToPowerOf2((uint)connections * 2);
         _buckets = new int[buckets];
         _bucketMask = buckets - 1;
@@ -48,6 +62,15 @@ public sealed unsafe class TcpTable : IDisposable, IPortTable
     /// <summary>Segments one connection may have in flight (a power of two).</summary>
     public int SentCapacity { get; }
     public int Open { get; private set; }
+
+    /// <summary>Address space the rows' rings are reserved in (not memory: see the remarks).</summary>
+    public long ArenaBytes { get; }
+
+    /// <summary>Bytes of the rings' arena that are memory now (for inspection: it walks the whole reservation).</summary>
+    public long ArenaResidentBytes() => ReservedMemory.Resident(_arena, (nuint)ArenaBytes);
+
+    /// <summary>Bytes of the rows themselves (fixed at construction).</summary>
+    public long RowBytes => (long)_rows.Length * sizeof(TcpConnection);
 
     public ref TcpConnection this[int c] => ref _rows[c];
 
@@ -81,6 +104,11 @@ public sealed unsafe class TcpTable : IDisposable, IPortTable
             return; // a second free must not put the row on the free list twice
         Unhash(c);
         UnbindPort(c);
+        byte* row = _arena + (long)c * _rowBytes;
+        if (t.SndRingSize > _retainedSend)
+            ReservedMemory.Discard(row + _retainedSend, (nuint)(t.SndRingSize - _retainedSend));
+        if (t.RcvRingSize > _retainedReceive)
+            ReservedMemory.Discard(row + SendBufferSize + _retainedReceive, (nuint)(t.RcvRingSize - _retainedReceive));
         t = default;
         _free.Return(c);
         Open--;
@@ -179,7 +207,7 @@ public sealed unsafe class TcpTable : IDisposable, IPortTable
     {
         _rows.Dispose();
         if (_arena != null)
-            NativeMemory.Free(_arena);
+            ReservedMemory.Release(_arena, (nuint)ArenaBytes);
         _arena = null;
     }
 }

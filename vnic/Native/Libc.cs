@@ -36,6 +36,12 @@ internal static unsafe partial class Libc
     [LibraryImport(Lib, EntryPoint = "munmap", SetLastError = true)]
     internal static partial int Munmap(void* addr, nuint length);
 
+    [LibraryImport(Lib, EntryPoint = "madvise", SetLastError = true)]
+    internal static partial int Madvise(void* addr, nuint length, int advice);
+
+    [LibraryImport(Lib, EntryPoint = "mincore", SetLastError = true)]
+    internal static partial int Mincore(void* addr, nuint length, byte* vec);
+
     [LibraryImport(Lib, EntryPoint = "sendto", SetLastError = true)]
     internal static partial nint SendTo(int fd, void* buf, nuint len, int flags, void* destAddr, uint addrlen);
 

@@ -32,6 +32,9 @@ internal static class LinuxConstants
     public const int MAP_SHARED = 1;
     public const int MAP_ANONYMOUS = 0x20;
     public const int MAP_POPULATE = 0x8000;
+    public const int MAP_PRIVATE = 2;
+    public const int MAP_NORESERVE = 0x4000;
+    public const int MADV_DONTNEED = 4;
 
     // asm-generic/poll.h
     public const short POLLIN = 1;
