@@ -43,23 +43,15 @@ root.SetAction(parse =>
             Console.Error.WriteLine($"onload-echo: --mode {parse.GetValue(modeOption)}: expected shared or exclusive");
             return 2;
     }
-    if (!NetStack.TryParseCongestionControl(settings.TcpCongestion, out var congestion))
-    {
-        Console.Error.WriteLine($"onload-echo: ONLOAD_TCP_CONGESTION={settings.TcpCongestion}: expected cubic or reno");
-        return 2;
-    }
     StackOptions options;
     try
     {
         // In driverlink mode the address is the kernel's: the session replaces this placeholder.
-        options = new StackOptions
+        options = StackSettings.FromEnvironment().ApplyTo(new StackOptions
         {
             Address = addr is null ? default : Ipv4Cidr.Parse(addr),
             Gateway = parse.GetValue(gatewayOption) is { } g ? Ipv4Address.Parse(g) : null,
-            TcpSack = settings.TcpSack,
-            TcpSyncookies = settings.TcpSyncookies,
-            TcpCongestionControl = congestion,
-        };
+        });
         if (addr is not null)
             options.Validate();
     }

@@ -118,10 +118,12 @@ internal sealed partial class SocketLayer : IDisposable
         if (string.IsNullOrEmpty(name))
             throw new InvalidOperationException("ONLOAD_INTERFACE is not set (the interface to accelerate)");
         var mode = Environment.GetEnvironmentVariable("ONLOAD_VNIC_MODE") == "exclusive" ? VnicMode.Exclusive : VnicMode.Shared;
-        var session = DriverlinkSession.Open(name, mode);
+        var settings = StackSettings.FromEnvironment();
+        var session = DriverlinkSession.Open(name, mode, ringSize: settings.RingSize, bufferCount: settings.PacketBuffers,
+            tcpConnections: settings.TcpSockets);
         try
         {
-            var options = session.StackOptions();
+            var options = session.StackOptions(settings.ApplyTo(new StackOptions { Address = default }));
             options.Validate();
             return new SocketLayer(name, session, new NetStack(session.Vnic, options));
         }
