@@ -97,14 +97,16 @@ public sealed class KernelPeer : IDisposable
     /// <summary>
     /// An in-process stack owning <see cref="StackAddress"/> on the stack's interface, its VNIC opened from inside
     /// the stack's namespace (once open, it works from any thread). <paramref name="configure"/> adjusts the
-    /// options; <paramref name="ringSize"/>, if set, the VNIC's rings. The stack and its VNIC are closed on Dispose, before the namespaces go, even when a test fails.
+    /// options; <paramref name="ringSize"/> and <paramref name="bufferCount"/>, if set, the VNIC's rings and packet buffers. The stack and its VNIC are closed on Dispose, before the namespaces go, even when a test fails.
     /// </summary>
-    public NetStack OpenStack(Func<StackOptions, StackOptions>? configure = null, int ringSize = 0)
+    public NetStack OpenStack(Func<StackOptions, StackOptions>? configure = null, int ringSize = 0, int bufferCount = 0)
     {
         var address = Ipv4Cidr.Parse(StackCidr);
         var vnicOptions = new VnicOptions { LocalIpv4 = address.Address.Value };
         if (ringSize > 0)
             vnicOptions = vnicOptions with { RingSize = ringSize };
+        if (bufferCount > 0)
+            vnicOptions = vnicOptions with { BufferCount = bufferCount };
         var vnic = StackNs.Run(() => VnicFactory.Open(VnicSpec, vnicOptions));
         NetStack stack;
         try

@@ -28,17 +28,6 @@ public class TcpScaleInteropTests(string kind)
     [TearDown]
     public void RemovePeer() => _peer?.Dispose();
 
-    private sealed class Stream(int socket, byte[] data)
-    {
-        public int Socket { get; } = socket;
-        public byte[] Data { get; } = data;
-        public byte[] Received { get; } = new byte[data.Length];
-        public int Sent { get; set; }
-        public int Got { get; set; }
-        public bool Shut { get; set; }
-        public bool Ended { get; set; }
-    }
-
     [Test]
     public void Five_hundred_concurrent_connections_each_get_their_own_bytes_echoed_and_every_row_is_freed()
     {
@@ -58,79 +47,31 @@ public class TcpScaleInteropTests(string kind)
 
         // Each connection has its own bytes (its own seed and length), so a byte delivered on the wrong
         // connection, or at the wrong place in one, shows as a difference.
-        var streams = new Stream[Connections];
+        var clients = new StackEchoClients(stack);
         for (int i = 0; i < Connections; i++)
         {
             int c = stack.TcpOpen();
             Assert.That(c, Is.GreaterThanOrEqualTo(0), $"socket {i}");
             Assert.That(stack.TcpConnect(c, remote), Is.EqualTo(-(int)Errno.EINPROGRESS), $"connect {i}");
-            streams[i] = new Stream(c, TestData.Random(1000 + i, 20_000 + 97 * i));
+            clients.Add(c, TestData.Random(1000 + i, 20_000 + 97 * i));
             if (i == 0) // the first resolves the kernel's MAC, so the other SYNs do not queue behind ARP
                 KernelPeer.Drive(stack, () => stack.TcpIsConnected(c), Deadline, () => "the first connection");
         }
-
-        var scratch = new byte[65536];
-        int ended = 0;
-        KernelPeer.Drive(stack, () =>
-        {
-            foreach (var s in streams)
-            {
-                if (s.Ended)
-                    continue;
-                if (s.Sent < s.Data.Length)
-                {
-                    int n = stack.TcpSend(s.Socket, s.Data.AsSpan(s.Sent));
-                    if (n > 0)
-                        s.Sent += n;
-                    else if (n != -(int)Errno.EAGAIN)
-                        Assert.Fail($"send on {s.Socket}: {(Errno)(-n)}; {StackDump.Connection(stack, s.Socket)}");
-                }
-                else if (!s.Shut)
-                {
-                    Assert.That(stack.TcpShutdown(s.Socket, read: false, write: true), Is.Zero);
-                    s.Shut = true;
-                }
-                int r;
-                while ((r = stack.TcpReceive(s.Socket, scratch)) > 0)
-                {
-                    if (s.Got + r > s.Data.Length)
-                        Assert.Fail($"connection {s.Socket} got {s.Got + r} bytes of {s.Data.Length}");
-                    scratch.AsSpan(0, r).CopyTo(s.Received.AsSpan(s.Got));
-                    s.Got += r;
-                }
-                if (r == 0)
-                {
-                    s.Ended = true;
-                    ended++;
-                }
-                else if (r != -(int)Errno.EAGAIN)
-                    Assert.Fail($"receive on {s.Socket}: {(Errno)(-r)}; {StackDump.Connection(stack, s.Socket)}");
-            }
-            return ended == Connections;
-        }, Deadline, () =>
-        {
-            var stuck = streams.First(s => !s.Ended);
-            return $"every echo to end ({ended} of {Connections} did); first unfinished: connection {stuck.Socket} sent " +
-                $"{stuck.Sent} got {stuck.Got} of {stuck.Data.Length}, {StackDump.Connection(stack, stuck.Socket)}; " +
-                $"{StackDump.Vnic(stack.Vnic)}; {StackDump.TcpCounters(stack)}; kernel errors: {string.Join(" | ", server.Errors)}";
-        });
+        clients.Pump(Deadline, () => $"kernel errors: {string.Join(" | ", server.Errors)}");
         var transferred = clock.Elapsed;
 
-        var damaged = streams.Where(s => s.Got != s.Data.Length || !s.Received.AsSpan().SequenceEqual(s.Data))
-            .Select(s => $"connection {s.Socket}: got {s.Got} of {s.Data.Length}, first difference at " +
-                s.Received.AsSpan().CommonPrefixLength(s.Data)).ToList();
-        Assert.That(damaged, Is.Empty);
+        Assert.That(clients.Damaged(), Is.Empty);
         Assert.That(server.Errors, Is.Empty);
 
         // Every connection is in TIME_WAIT now (the stack sent the first FIN): closed, they go after 2MSL.
-        foreach (var s in streams)
+        foreach (var s in clients.Streams)
             Assert.That(stack.TcpClose(s.Socket), Is.Zero);
         KernelPeer.Drive(stack, () => stack.TcpConnections.Open == baseline, TimeSpan.FromSeconds(10),
             () => $"every row to be freed ({stack.TcpConnections.Open - baseline} left)");
         Assert.That(server.Served, Is.EqualTo(Connections));
         Assert.That(stack.Counters.TcpActiveOpens, Is.EqualTo(Connections));
         Assert.That(stack.Counters.TcpCurrEstab, Is.Zero);
-        TestContext.Out.WriteLine($"{Connections} connections, {streams.Sum(s => (long)s.Data.Length)} bytes each way: " +
+        TestContext.Out.WriteLine($"{Connections} connections, {clients.Bytes} bytes each way: " +
             $"echoed in {transferred.TotalSeconds:0.00} s, all rows free after {clock.Elapsed.TotalSeconds:0.00} s; " +
             $"TcpRetransSegs {stack.Counters.TcpRetransSegs}; {StackDump.Vnic(stack.Vnic)}");
     }
