@@ -512,7 +512,7 @@ public sealed partial class NetStack
     {
         ref var t = ref _tcp[c];
         if (t.State is not (TcpState.Closed or TcpState.Listen or TcpState.SynSent or TcpState.TimeWait))
-            TcpSendFlags(c, t.SndMax, TcpFlags.Rst | TcpFlags.Ack);
+            TcpSendFlags(c, AcceptableSeq(ref t, t.SndMax), TcpFlags.Rst | TcpFlags.Ack);
         Flush();
         TcpFree(c);
     }

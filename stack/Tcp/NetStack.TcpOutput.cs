@@ -39,7 +39,21 @@ public sealed partial class NetStack
             ScheduleRetransmit(c, RetransmitKind.Rto, _now + BackedOffRto(c));
         }
         if (!sent && t.AckNow)
-            TcpSendFlags(c, t.SndNxt, TcpFlags.Ack);
+            TcpSendFlags(c, AcceptableSeq(ref t, t.SndNxt), TcpFlags.Ack);
+    }
+
+    /// <summary>
+    /// The sequence number of a segment without data (an ACK, a RST) that would carry <paramref name="next"/>: that,
+    /// unless the peer has since shrunk its window so that it lies beyond the right edge by a unit of its window scale
+    /// or more; then the edge itself
+    /// (Linux's tcp_acceptable_seq). A receiver drops a segment that starts beyond its window unread, its ACK with it
+    /// (RFC 9293 §3.10.7.4); a peer whose application waits for our ACK to free its send buffer before it reads again
+    /// would never open its window, and neither side would move (found by the exhaustion tests against Linux 6.18).
+    /// </summary>
+    private static uint AcceptableSeq(ref TcpConnection t, uint next)
+    {
+        uint edge = t.SndUna + t.SndWnd;
+        return Seq.Ge(edge, next) || next - edge < 1u << t.SndWndShift ? next : edge;
     }
 
     /// <summary>Sends one segment of new data (or the FIN) if the receive window, the congestion window (unless

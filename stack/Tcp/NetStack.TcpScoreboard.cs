@@ -201,7 +201,14 @@ public sealed partial class NetStack
     {
         ref var t = ref _tcp[c];
         var flags = TcpFlags.Ack | ((r.Flags & SentFlags.Fin) != 0 ? TcpFlags.Fin : 0);
-        if (r.DataLength <= t.SndMss ? !TcpSendSegment(c, r.Start, r.DataLength, flags) : !ResendInPieces(c, in r, flags))
+        // Only what fits the peer's window now, as Linux's tcp_retransmit_skb trims: a receiver that shrank its
+        // window while holding data drops a segment that ends beyond it, ACK and all (Linux since 6.17). A zero window
+        // gets the segment whole, as a probe; the cumulative ACK trims the record and the rest goes later.
+        int fits = (int)Math.Clamp((long)(int)(t.SndUna + t.SndWnd - r.Start), 0, r.DataLength);
+        bool sent = fits > 0 && fits < r.DataLength
+            ? TcpSendSegment(c, r.Start, fits, flags & ~TcpFlags.Fin)
+            : r.DataLength <= t.SndMss ? TcpSendSegment(c, r.Start, r.DataLength, flags) : ResendInPieces(c, in r, flags);
+        if (!sent)
             return false;
         r.SentAt = _now;
         var now = r.Flags | SentFlags.Retransmitted;

@@ -304,6 +304,33 @@ public class TcpScriptTests
         Assert.That(seg.Payload.SequenceEqual(data), Is.True);
     }
 
+    [Test]
+    public void A_peer_that_shrinks_its_window_gets_acks_it_can_accept_and_retransmissions_that_fit_it()
+    {
+        using var c = Establish(timestamps: false);
+        Assert.That(c.Stack.TcpSetNoDelay(c.Socket, true), Is.Zero);
+        const int mss = 1460;
+        var data = Enumerable.Range(0, 4 * mss).Select(i => (byte)(i * 7)).ToArray();
+        c.Stack.Poll();
+        Assert.That(c.Stack.TcpSend(c.Socket, data), Is.EqualTo(data.Length));
+        Assert.That(TcpSegments(c.Peer.Received()), Has.Count.EqualTo(4));
+
+        // The peer's queue filled before it took any of it: it shrinks its window to one unit of its scale (128 bytes)
+        // and sends data of its own. A Linux peer drops a segment that starts beyond its window unread, ACK and all,
+        // so the stack's ACK must start at the window's edge, not at SND.NXT four segments on.
+        const int edge = 128;
+        var payload = new byte[100];
+        var acks = c.Send(Ack | TcpFlags.Psh, payload: payload, window: 1);
+        acks.AddRange(Run(c.Peer, 50 * Ms).Select(e => e.Seg)); // the delayed ACK
+        Expect(acks, Ack, seq: c.StackSeq + edge, ack: c.PeerSeq + 100, why: "the ACK of the peer's data, inside its window");
+        c.PeerSeq += 100;
+
+        // The retransmission timeout resends only what fits: the window's 128 bytes, not the first segment's 1460.
+        var log = Run(c.Peer, 1_100 * Ms);
+        var re = Expect(log.Select(e => e.Seg).ToList(), Ack, seq: c.StackSeq, ack: c.PeerSeq, length: edge, why: "the retransmission, cut to the window");
+        Assert.That(re.Payload.SequenceEqual(data.AsSpan(0, edge).ToArray()), Is.True);
+    }
+
     // 8. TIME_WAIT.
 
     [Test]
