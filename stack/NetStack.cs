@@ -188,6 +188,10 @@ public sealed partial class NetStack : IDisposable
         };
     }
 
+    /// <summary>Fewer than an eighth of the packet buffers free: received frames that would be held (a socket's queue,
+    /// reassembly) are dropped, keeping the rest for sending and for the frames that pass straight through.</summary>
+    private bool PacketBuffersLow => _pool.Available < _pool.Count / 8;
+
     private bool Dropped(DropReason reason)
     {
         Counters.Count(reason);

@@ -61,6 +61,11 @@ public sealed partial class NetStack
     private bool FragmentInput(in PacketDescriptor d, Ipv4Packet ip, bool broadcast)
     {
         Counters.IpReasmReqds++;
+        if (PacketBuffersLow)
+        {
+            Counters.IpReasmFails++;
+            return Dropped(DropReason.PacketBuffersLow);
+        }
         int dataStart = EthernetFrame.HeaderLength + ip.HeaderLength;
         var outcome = _reassembler.Add(ip, d.Buffer, dataStart, _now, out int queue, out var reason);
         switch (outcome)

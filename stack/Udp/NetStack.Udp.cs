@@ -90,12 +90,13 @@ public sealed partial class NetStack
 
     private bool UdpEnqueue(int s, in UdpQueuedDatagram queued)
     {
-        if (!_udp.TryEnqueue(s, in queued))
+        bool low = PacketBuffersLow;
+        if (low || !_udp.TryEnqueue(s, in queued))
         {
             _udp[s].Drops++;
             Counters.UdpRcvbufErrors++;
             Counters.UdpInErrors++;
-            return Dropped(DropReason.UdpReceiveBufferFull);
+            return Dropped(low ? DropReason.PacketBuffersLow : DropReason.UdpReceiveBufferFull);
         }
         _udp[s].InDatagrams++;
         Counters.UdpInDatagrams++;

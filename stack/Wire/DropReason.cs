@@ -62,6 +62,10 @@ public enum DropReason
     UdpBadChecksum,
     UdpNoPort,
     UdpReceiveBufferFull,
+    /// <summary>A datagram or fragment that a socket's queue or reassembly would have held, dropped while fewer than
+    /// an eighth of the packet buffers were free: the rest are kept for sending and receiving (Onload's memory
+    /// pressure), so sockets that never read cannot take the pool from every other.</summary>
+    PacketBuffersLow,
 
     // TCP (RFC 9293)
     TcpTruncated,

@@ -46,6 +46,6 @@ public static class StackDump
         ArgumentNullException.ThrowIfNull(vnic);
         var v = vnic.Counters;
         return $"vnic rx {v.RxFrames} tx {v.TxFrames} nobuf {v.RxDropNoBuffer} ring {v.RxDropRingFull} " +
-            $"txring {v.TxDropRingFull} txerr {v.TxErrors}";
+            $"txring {v.TxDropRingFull} txerr {v.TxErrors}; buffers free {vnic.Buffers.Available} of {vnic.Buffers.Count}";
     }
 }

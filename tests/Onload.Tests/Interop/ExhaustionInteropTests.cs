@@ -111,4 +111,178 @@ public class ExhaustionInteropTests(string kind)
             $"ring memory after the second round's close, against the first's: {string.Join("; ", report)}");
         TestContext.Out.WriteLine(string.Join("; ", report) + $"; TcpRetransSegs {stack.Counters.TcpRetransSegs}");
     }
+
+    [Test]
+    public void A_listener_whose_table_is_full_drops_syns_until_rows_free_then_serves_every_client_intact()
+    {
+        const int Rows = 24; // the listener and 23 connections
+        const int Clients = 64;
+        const ushort Port = 9431;
+        var stack = _peer.OpenStack(o => o with { TcpConnections = Rows, TcpSendBufferBytes = 64 * 1024, TcpReceiveBufferBytes = 64 * 1024 });
+        int listener = stack.TcpOpen();
+        Assert.That(stack.TcpBind(listener, new Ipv4Endpoint(Ipv4Address.Any, Port)), Is.Zero);
+        Assert.That(stack.TcpListen(listener, 2 * Clients), Is.Zero); // the table, not the backlog, is what runs out
+        var server = new System.Net.IPEndPoint(System.Net.IPAddress.Parse(_peer.StackAddress), Port);
+        var sockets = _peer.KernelNs.Run(() => Enumerable.Range(0, Clients)
+            .Select(_ => new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp)).ToArray());
+        try
+        {
+            var clock = Stopwatch.StartNew();
+            var data = Enumerable.Range(0, Clients).Select(i => TestData.Random(7000 + i, 20_000 + 331 * i)).ToArray();
+            var clients = Enumerable.Range(0, Clients)
+                .Select(i => Task.Run(() => TcpScaleInteropTests.KernelClient(sockets[i], server, data[i]))).ToArray();
+            var echo = new StackEchoServer(stack, listener);
+            int emfile = 0, mostRows = 0;
+            KernelPeer.Drive(stack, () =>
+            {
+                echo.Step();
+                mostRows = Math.Max(mostRows, stack.TcpConnections.Open);
+                if (stack.TcpConnections.Open == Rows)
+                {
+                    // The application's socket() meets the same full table.
+                    int c = stack.TcpOpen();
+                    Assert.That(c, Is.EqualTo(-(int)Errno.EMFILE), "socket() on a full table");
+                    emfile++;
+                }
+                return echo.Finished == Clients && clients.All(t => t.IsCompleted);
+            }, Deadline, () => $"every client to be served ({echo.Finished} of {Clients}); {StackDump.TcpCounters(stack)}");
+            var served = clock.Elapsed;
+            Assert.That(clients.Select(t => t.Result).Where(r => r is not null), Is.Empty, "every echo intact");
+            Assert.That(stack.Counters.TcpExtListenOverflows, Is.GreaterThan(0), "SYNs found the table full");
+            Assert.That(emfile, Is.GreaterThan(0), "the table was seen full");
+            Assert.That(stack.Counters.TcpAttemptFails + stack.Counters.TcpEstabResets, Is.Zero, "no connection reset");
+
+            KernelPeer.Drive(stack, () => stack.TcpConnections.Open == 1, TimeSpan.FromSeconds(10),
+                () => $"every accepted row freed: {StackDump.Connections(stack)}");
+            int again = stack.TcpOpen();
+            Assert.That(again, Is.GreaterThanOrEqualTo(0), "socket() once rows are free");
+            Assert.That(stack.TcpClose(again), Is.Zero);
+            TestContext.Out.WriteLine($"{Clients} kernel clients at a listener with {Rows - 1} rows for connections: all served " +
+                $"intact in {served.TotalSeconds:0.0} s (SYNs retransmitted); {stack.Counters.TcpExtListenOverflows} SYNs dropped " +
+                $"(ListenOverflows), socket() gave EMFILE {emfile} times while full, at most {mostRows} rows in use, all free after");
+        }
+        finally
+        {
+            foreach (var s in sockets)
+                s.Dispose();
+        }
+    }
+
+    [Test]
+    public void Packet_buffers_run_out_under_bulk_tcp_a_udp_flood_and_sockets_that_never_read_and_nothing_is_lost()
+    {
+        const ushort EchoPort = 9432, Sink = 9433, FirstHoarder = 9434;
+        const int Hoarders = 4, Buffers = 1024;
+        using var server = new KernelTcpServer(_peer.KernelNs, _peer.KernelAddress, EchoPort, KernelTcpServer.Echo);
+        var stack = _peer.OpenStack(bufferCount: Buffers);
+        KernelPeer.Drive(stack, () => true, Deadline, () => "a first poll");
+        int baselineBuffers = stack.Vnic.Buffers.Available;
+        var kernel = new Ipv4Endpoint(Ipv4Address.Parse(_peer.KernelAddress), EchoPort);
+        var sink = new Ipv4Endpoint(Ipv4Address.Parse(_peer.KernelAddress), Sink);
+
+        // Sockets that never read while the kernel floods them: each queue holds its receive buffer's worth of
+        // packet buffers, together more than the pool can spare once the fill ring has its half.
+        var hoarders = new int[Hoarders];
+        for (int h = 0; h < Hoarders; h++)
+        {
+            hoarders[h] = stack.UdpOpen();
+            Assert.That(stack.UdpBind(hoarders[h], new Ipv4Endpoint(Ipv4Address.Any, (ushort)(FirstHoarder + h))), Is.Zero);
+        }
+        using var flood = _peer.KernelNs.Run(() => new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp));
+        using var sinkSocket = _peer.KernelNs.Run(() =>
+        {
+            var s = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+            s.Bind(new System.Net.IPEndPoint(System.Net.IPAddress.Parse(_peer.KernelAddress), Sink));
+            return s;
+        });
+        // A burst, not a siege: a flood that never stops starves a one-thread poller of everything else (as it would
+        // a kernel's softirq); what matters is what holds during it and what is left once it stops.
+        const int FloodDatagrams = 40_000;
+        var flooding = Task.Run(() =>
+        {
+            var datagram = new byte[1000];
+            for (uint n = 0; n < FloodDatagrams; n++)
+            {
+                System.Buffers.Binary.BinaryPrimitives.WriteUInt32BigEndian(datagram, n);
+                flood.SendTo(datagram, new System.Net.IPEndPoint(System.Net.IPAddress.Parse(_peer.StackAddress), FirstHoarder + (int)(n % Hoarders)));
+            }
+        });
+
+        // Bulk TCP both ways at once on the same pool.
+        var clients = new StackEchoClients(stack);
+        for (int i = 0; i < 4; i++)
+        {
+            int c = stack.TcpOpen();
+            Assert.That(stack.TcpConnect(c, kernel), Is.EqualTo(-(int)Errno.EINPROGRESS));
+            clients.Add(c, TestData.Random(9000 + i, 2_000_000 + 1001 * i));
+        }
+        // And this stack's own UDP flood at the kernel, as fast as sendto() takes it, 100,000 datagrams.
+        const int OwnDatagrams = 100_000;
+        int sender = stack.UdpOpen();
+        var payload = new byte[1200];
+        long sent = 0, noBuffer = 0, fewestFree = long.MaxValue;
+        var other = new Dictionary<int, int>();
+        var clock = Stopwatch.StartNew();
+        clients.Pump(Deadline, () => $"{StackDump.Vnic(stack.Vnic)}; UDP sent {sent}, ENOBUFS {noBuffer}", () =>
+        {
+            for (int k = 0; k < 32 && sent + noBuffer < OwnDatagrams; k++)
+            {
+                int rc = stack.UdpSendTo(sender, payload, sink);
+                if (rc == payload.Length)
+                    sent++;
+                else if (rc == -(int)Errno.ENOBUFS)
+                    noBuffer++;
+                else
+                    other[rc] = other.GetValueOrDefault(rc) + 1;
+            }
+            fewestFree = Math.Min(fewestFree, stack.Vnic.Buffers.Available);
+        });
+        var moved = clock.Elapsed;
+        flooding.Wait();
+        Assert.That(clients.Damaged(), Is.Empty, "the TCP streams");
+        Assert.That(server.Errors, Is.Empty);
+        Assert.That(other, Is.Empty, "sendto() gave only the length or ENOBUFS");
+        // The queues stopped taking buffers while an eighth of the pool was left.
+        Assert.That(stack.Counters.Drop(DropReason.PacketBuffersLow), Is.GreaterThan(0), "the hoarders met the pool's reserve");
+        Assert.That(fewestFree, Is.GreaterThan(0), "the pool never ran dry for sending");
+
+        // What the hoarders hold is whole and in order.
+        long queued = 0;
+        var buffer = new byte[2048];
+        foreach (int h in hoarders)
+        {
+            long last = -1;
+            int r;
+            while ((r = stack.UdpReceiveFrom(h, buffer, out _)) > 0)
+            {
+                Assert.That(r, Is.EqualTo(1000));
+                uint n = System.Buffers.Binary.BinaryPrimitives.ReadUInt32BigEndian(buffer);
+                Assert.That(n, Is.GreaterThan(last), "in order");
+                Assert.That(n % Hoarders, Is.EqualTo((uint)(h - hoarders[0])), "on its own port");
+                last = n;
+                queued++;
+            }
+            Assert.That(r, Is.EqualTo(-(int)Errno.EAGAIN));
+            Assert.That(stack.UdpClose(h), Is.Zero);
+        }
+        Assert.That(stack.UdpClose(sender), Is.Zero);
+        foreach (var s in clients.Streams)
+            Assert.That(stack.TcpClose(s.Socket), Is.Zero);
+
+        // Load gone: every buffer back, and the stack serves as before.
+        KernelPeer.Drive(stack, () => stack.Vnic.Buffers.Available >= baselineBuffers, TimeSpan.FromSeconds(10),
+            () => $"every packet buffer back ({baselineBuffers - stack.Vnic.Buffers.Available} out); {StackDump.Vnic(stack.Vnic)}");
+        var after = new StackEchoClients(stack);
+        int fresh = stack.TcpOpen();
+        Assert.That(stack.TcpConnect(fresh, kernel), Is.EqualTo(-(int)Errno.EINPROGRESS));
+        after.Add(fresh, TestData.Random(9999, 100_000));
+        after.Pump(Deadline, () => "the echo after the load");
+        Assert.That(after.Damaged(), Is.Empty);
+        TestContext.Out.WriteLine($"4 TCP echoes of {clients.Bytes} bytes with {Buffers} packet buffers intact in " +
+            $"{moved.TotalSeconds:0.0} s while this stack sent {sent} UDP datagrams (ENOBUFS {noBuffer} times) and {Hoarders} " +
+            $"sockets that never read were flooded with {FloodDatagrams} datagrams (they held {queued}; " +
+            $"{stack.Counters.Drop(DropReason.PacketBuffersLow)} dropped to keep the pool's reserve, UdpRcvbufErrors " +
+            $"{stack.Counters.UdpRcvbufErrors}); fewest free buffers {fewestFree}; TcpRetransSegs {stack.Counters.TcpRetransSegs}; " +
+            $"{StackDump.Vnic(stack.Vnic)}; every buffer back after, a new echo intact");
+    }
 }

@@ -102,56 +102,23 @@ public class TcpScaleInteropTests(string kind)
             var first = Task.Run(() => KernelClient(sockets[0], server, data[0]));
             var clients = new Task<string?>[Connections];
             clients[0] = first;
-            var echoes = new Dictionary<int, (byte[] Buffer, int Length, int Sent)>();
-            var buffer = new byte[64 * 1024];
-            int finished = 0;
+            var echo = new StackEchoServer(stack, listener);
             bool othersStarted = false;
             KernelPeer.Drive(stack, () =>
             {
-                int c;
-                while ((c = stack.TcpAccept(listener, out _)) >= 0)
+                echo.Step(_ =>
                 {
-                    echoes[c] = (new byte[16 * 1024], 0, 0);
-                    if (!othersStarted)
+                    if (othersStarted)
+                        return;
+                    othersStarted = true;
+                    for (int i = 1; i < Connections; i++)
                     {
-                        othersStarted = true;
-                        for (int i = 1; i < Connections; i++)
-                        {
-                            int k = i;
-                            clients[k] = Task.Run(() => KernelClient(sockets[k], server, data[k]));
-                        }
+                        int k = i;
+                        clients[k] = Task.Run(() => KernelClient(sockets[k], server, data[k]));
                     }
-                }
-                Assert.That(c, Is.EqualTo(-(int)Errno.EAGAIN), "accept");
-                foreach (int e in echoes.Keys.ToList())
-                {
-                    var (pending, length, sent) = echoes[e];
-                    if (sent < length)
-                    {
-                        int n = stack.TcpSend(e, pending.AsSpan(sent, length - sent));
-                        if (n > 0)
-                            sent += n;
-                        else if (n != -(int)Errno.EAGAIN)
-                            Assert.Fail($"echo send on {e}: {(Errno)(-n)}; {StackDump.Connection(stack, e)}");
-                    }
-                    if (sent == length)
-                    {
-                        int r = stack.TcpReceive(e, pending);
-                        if (r == 0)
-                        {
-                            Assert.That(stack.TcpClose(e), Is.Zero); // the client's FIN: close (LAST_ACK)
-                            echoes.Remove(e);
-                            finished++;
-                            continue;
-                        }
-                        if (r < 0 && r != -(int)Errno.EAGAIN)
-                            Assert.Fail($"echo receive on {e}: {(Errno)(-r)}; {StackDump.Connection(stack, e)}");
-                        (length, sent) = r > 0 ? (r, 0) : (0, 0);
-                    }
-                    echoes[e] = (pending, length, sent);
-                }
-                return finished == Connections && clients.All(t => t is { IsCompleted: true });
-            }, Deadline, () => $"every kernel client to finish ({finished} of {Connections} closed by the stack, " +
+                });
+                return echo.Finished == Connections && clients.All(t => t is { IsCompleted: true });
+            }, Deadline, () => $"every kernel client to finish ({echo.Finished} of {Connections} closed by the stack, " +
                 $"{clients.Count(t => t is { IsCompleted: true })} clients done); {StackDump.Vnic(stack.Vnic)}; {StackDump.TcpCounters(stack)}");
             var echoed = clock.Elapsed;
 
