@@ -168,13 +168,15 @@ public class ExhaustionInteropTests(string kind)
         }
     }
 
-    [Test]
-    public void Packet_buffers_run_out_under_bulk_tcp_a_udp_flood_and_sockets_that_never_read_and_nothing_is_lost()
+    /// <summary>Rings of 512 slots (the default), and of 64, which overflow under the same load.</summary>
+    [TestCase(512)]
+    [TestCase(64)]
+    public void Packet_buffers_run_out_under_bulk_tcp_a_udp_flood_and_sockets_that_never_read_and_nothing_is_lost(int ring)
     {
         const ushort EchoPort = 9432, Sink = 9433, FirstHoarder = 9434;
-        const int Hoarders = 4, Buffers = 1024;
+        const int Hoarders = 8, Buffers = 1024;
         using var server = new KernelTcpServer(_peer.KernelNs, _peer.KernelAddress, EchoPort, KernelTcpServer.Echo);
-        var stack = _peer.OpenStack(bufferCount: Buffers);
+        var stack = _peer.OpenStack(bufferCount: Buffers, ringSize: ring);
         KernelPeer.Drive(stack, () => true, Deadline, () => "a first poll");
         int baselineBuffers = stack.Vnic.Buffers.Available;
         var kernel = new Ipv4Endpoint(Ipv4Address.Parse(_peer.KernelAddress), EchoPort);
@@ -278,7 +280,7 @@ public class ExhaustionInteropTests(string kind)
         after.Add(fresh, TestData.Random(9999, 100_000));
         after.Pump(Deadline, () => "the echo after the load");
         Assert.That(after.Damaged(), Is.Empty);
-        TestContext.Out.WriteLine($"4 TCP echoes of {clients.Bytes} bytes with {Buffers} packet buffers intact in " +
+        TestContext.Out.WriteLine($"4 TCP echoes of {clients.Bytes} bytes with {Buffers} packet buffers and {ring}-slot rings intact in " +
             $"{moved.TotalSeconds:0.0} s while this stack sent {sent} UDP datagrams (ENOBUFS {noBuffer} times) and {Hoarders} " +
             $"sockets that never read were flooded with {FloodDatagrams} datagrams (they held {queued}; " +
             $"{stack.Counters.Drop(DropReason.PacketBuffersLow)} dropped to keep the pool's reserve, UdpRcvbufErrors " +
