@@ -31,6 +31,8 @@
 #   make fuzz            coverage-guided fuzzing (SharpFuzz + AFL++, tests/fuzz/run.sh; root for the seed capture): the
 #                        frame parser, IPv4 reassembly, TCP input of a listener and of an established connection, the
 #                        driverlink decoder, 60 s each (FUZZ_ARGS="--seconds 600 frame"); perf/results/fuzz.md
+#   make soak            an hour of mixed traffic through 2% loss (not in CI; perf/soak.sh, SOAK_SECONDS=3600): every
+#                        byte checked, every row and buffer back after each round, memory flat (SoakTests)
 #   make hostile-report  issue 10's report, docs/HOSTILE.md: the fuzzing table and every test in the NUnit category
 #                        "hostile" with what it saw (tests/hostile/report.sh; HOSTILE_SECONDS of fuzzing per target)
 #   make install         copy dist/ to $(PREFIX) (bin, lib, include); DESTDIR is honoured
@@ -159,7 +161,7 @@ DIST_FILES += $(ONLOAD_RUN_PROFILES) $(DIST)/share/man/man1/onload-run.1 $(DIST)
 	$(DIST)/tests/fork_per_connection $(DIST)/tests/pattern_client $(DIST)/tests/exec_inherit $(DIST)/tests/udp_fork \
 	$(DIST)/tests/reuseport $(DIST)/tests/tcp_crr $(DIST)/tests/per_message_calls
 
-.PHONY: fuzz hostile-report all deps restore build publish test check-header demo bench bench-quick bench-latency bench-tcp bench-driverlink bench-sockperf bench-rates bench-web sweep install clean
+.PHONY: soak fuzz hostile-report all deps restore build publish test check-header demo bench bench-quick bench-latency bench-tcp bench-driverlink bench-sockperf bench-rates bench-web sweep install clean
 
 all: deps build publish
 
@@ -358,6 +360,9 @@ demo: all
 FUZZ_ARGS ?=
 fuzz: deps restore
 	tests/fuzz/run.sh $(FUZZ_ARGS)
+
+soak: deps
+	perf/soak.sh $(SOAK_SECONDS)
 
 HOSTILE_SECONDS ?= 60
 hostile-report: all
