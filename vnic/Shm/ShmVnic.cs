@@ -210,6 +210,8 @@ public sealed unsafe class ShmVnic : IVnic
                 Libc.Close(fd);
                 if (e != ECONNREFUSED)
                     throw OpenFailure.Call(spec, $"connect(\"@{AbstractPrefix}{name}\")", e);
+                if (options.ShmJoinPid is { } pid)
+                    throw OpenFailure.Message(spec, $"nobody listens at \"@{AbstractPrefix}{name}\" (pid {pid}'s endpoint is gone)", Errno.ENOENT);
                 // Nobody listens: create. Null means another opener bound the name first; join it instead.
                 var created = Create(spec, name, abstractName, options);
                 if (created is not null)
@@ -582,8 +584,14 @@ public sealed unsafe class ShmVnic : IVnic
         try
         {
             var cred = PeerCredentials(fd);
-            // Our own user's endpoint, or root's (onload-driverd's shared mode, which names us its peer).
-            if (cred.Uid != Libc.GetEuid() && cred.Uid != 0)
+            if (options.ShmJoinPid is { } expected && cred.Pid != expected)
+            {
+                Send(fd, MessageKind.Refused, 0, 0, []);
+                throw OpenFailure.Message(spec, $"the endpoint listening is pid {cred.Pid}'s, not pid {expected}'s", Errno.EACCES);
+            }
+            // Our own user's endpoint, root's (onload-driverd's shared mode, which names us its peer), or the one user
+            // we were told of (onload-driverd rejoining its client's rings).
+            if (cred.Uid != Libc.GetEuid() && cred.Uid != 0 && cred.Uid != options.ShmPeerUid)
             {
                 Send(fd, MessageKind.Refused, 0, 0, []);
                 throw OpenFailure.Message(spec, $"the endpoint listening (pid {cred.Pid}) runs as uid {cred.Uid}, we as {Libc.GetEuid()}", Errno.EACCES);
@@ -612,6 +620,10 @@ public sealed unsafe class ShmVnic : IVnic
             }
 
             regionBytes = (nuint)hello.RegionBytes;
+            // A region its creator could shrink under our mapping would fault us: every creator seals it.
+            int seals = Libc.Fcntl(memfd, F_GET_SEALS, 0);
+            if (seals < 0 || (seals & F_SEAL_SHRINK) == 0)
+                throw OpenFailure.Message(spec, $"the shared region of pid {cred.Pid} is not sealed against shrinking", EPROTO);
             nint size = Libc.Lseek(memfd, 0, SEEK_END);
             if (size < 0 || (ulong)size < hello.RegionBytes || hello.RegionBytes < ShmLayout.PageBytes)
                 throw OpenFailure.Message(spec, $"the shared region is {size} bytes, the listener announced {hello.RegionBytes}", EPROTO);
