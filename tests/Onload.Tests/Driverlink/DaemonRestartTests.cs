@@ -1,0 +1,106 @@
+using System.Diagnostics;
+using System.Security.Cryptography;
+using System.Text.RegularExpressions;
+using Onload.Tests.Interop;
+using Onload.Tests.Netns;
+
+namespace Onload.Tests.Driverlink;
+
+/// <summary>
+/// onload-driverd killed (SIGKILL) under running clients and started again: the clients reattach to the new daemon
+/// with the rings or socket they kept and every port they hold, so their TCP connections go on with every byte; and
+/// when everything has exited nothing is left on the interface.
+/// </summary>
+[Category("netns")]
+[Category("hostile")]
+[NonParallelizable]
+public class DaemonRestartTests
+{
+    private static readonly TimeSpan Deadline = DriverlinkPair.Deadline;
+
+    /// <summary>A bpffs for the daemons' pins, mounted in the host's mount namespace: `ip netns exec` gives each
+    /// daemon a mount namespace whose own /sys/fs/bpf dies with it (see DaemonLifecycleTests).</summary>
+    private sealed class PinRoot : IDisposable
+    {
+        public string Path { get; } = $"/run/onload-test-bpf-restart-{Environment.ProcessId}";
+
+        public PinRoot()
+        {
+            Directory.CreateDirectory(Path);
+            Netns.Netns.Run($"mount -t bpf bpf {Path}");
+        }
+
+        /// <summary>What is pinned under the root (in any namespace's and interface's directory), as relative paths;
+        /// not the files every bpffs has at its root (maps.debug, progs.debug).</summary>
+        public string[] Pinned() =>
+            Directory.GetFiles(Path, "*", SearchOption.AllDirectories).Select(p => p[(Path.Length + 1)..])
+                .Where(p => p.Contains('/', StringComparison.Ordinal)).ToArray();
+
+        public void Dispose()
+        {
+            Netns.Netns.TryRun($"umount -l {Path}");
+            Netns.Netns.TryRun($"rmdir {Path}");
+        }
+    }
+
+    [Test]
+    public void A_client_streaming_while_the_daemon_is_killed_and_restarted_reattaches_and_loses_no_byte(
+        [Values("shared", "exclusive")] string mode)
+    {
+        using var pins = new PinRoot();
+        using var dl = new DriverlinkPair("--pin-root", pins.Path);
+        string dir = TestContext.CurrentContext.WorkDirectory;
+        string input = Path.Combine(dir, $"restart-in-{Environment.ProcessId}-{dl.Pair.Instance}");
+        string output = input.Replace("-in-", "-out-", StringComparison.Ordinal);
+        try
+        {
+            var echo = dl.Host.Start("env", [$"ONLOAD_DRIVERD_SOCKET={dl.SocketName}", "ONLOAD_DRIVERD_AUTOSTART=0",
+                "ONLOAD_DRIVERD_REATTACH=15", Dist.Bin("onload-echo"), "--interface", dl.Interface, "--mode", mode, "--tcp", "7702"]);
+            echo.WaitForOutput("onload-echo: ready", Deadline);
+            var program = dl.XdpProgramIds();
+
+            // The peer's sends go through a 40 Mbit/s tbf, so the 12 MB stream lasts ~2.5 s each way and the daemon
+            // dies in the middle of it; the echo comes back unshaped.
+            dl.Peer.Exec($"tc qdisc add dev {dl.Pair.KernelIf} root tbf rate 40mbit burst 64kb latency 400ms");
+            var blob = RandomNumberGenerator.GetBytes(12_000_000);
+            File.WriteAllBytes(input, blob);
+            var stream = dl.Peer.Start("sh", "-c", $"socat -b 65536 -t 30 - TCP:{dl.HostAddress}:7702 < {input} > {output}");
+            Poll.Until(() => File.Exists(output) && new FileInfo(output).Length > 2_000_000, Deadline, "a quarter of the stream echoed");
+            long before = new FileInfo(output).Length;
+
+            var killed = Stopwatch.StartNew();
+            Netns.Netns.Run($"kill -9 {dl.Daemon.Pid}");
+            Assert.That(dl.Daemon.WaitForExit(Deadline), Is.True);
+            Poll.Until(() => echo.Stderr.Contains("reattaching", StringComparison.Ordinal), Deadline, "the client noticing its daemon gone: " + echo.Stderr);
+            Assert.That(dl.XdpProgramIds(), Is.EqualTo(program), "the pinned program stays with no daemon");
+
+            var again = dl.StartDaemon("--pin-root", pins.Path, "--grace", "1");
+            Poll.Until(() => echo.Stderr.Contains("reattached to onload-driverd", StringComparison.Ordinal), Deadline,
+                "the client reattaching: " + echo.Stderr + again.Stderr);
+            var restart = killed.Elapsed;
+            Assert.That(stream.WaitForExit(Deadline), Is.True, "the stream finished");
+            byte[] back = File.ReadAllBytes(output);
+            string took = Regex.Match(echo.Stderr, @"after (\d+) ms").Groups[1].Value;
+            TestContext.Out.WriteLine($"{mode}: {before:N0} B echoed before the kill; daemon killed to client reattached {restart.TotalMilliseconds:0} ms " +
+                $"(client's own count from noticing: {took} ms); {back.Length:N0} of {blob.Length:N0} B back; pins: {string.Join(", ", pins.Pinned())}");
+            Assert.That(back.Length, Is.EqualTo(blob.Length), stream.Stderr + echo.Stderr);
+            Assert.That(back.AsSpan().SequenceEqual(blob), Is.True, "every byte back, in order");
+            // The log comes through a pipe the test reads asynchronously: wait for it rather than race it.
+            Poll.Until(() => again.Stderr.Contains("adopted the pinned XDP program", StringComparison.Ordinal) &&
+                again.Stderr.Contains("reattached)", StringComparison.Ordinal), Deadline, "the new daemon's log of the reattachment: " + again.Stderr);
+            Assert.That(dl.XdpProgramIds(), Is.EqualTo(program), "the same program all along");
+
+            // Everything exits: the client, then the daemon after its grace period, which takes the program and pins.
+            Netns.Netns.Run($"kill -9 {echo.Pid}");
+            Assert.That(echo.WaitForExit(Deadline), Is.True);
+            Assert.That(again.WaitForExit(Deadline), Is.True, "the new daemon leaving after its grace period");
+            Assert.That(dl.XdpProgramIds(), Is.Empty, "nothing attached to the interface");
+            Assert.That(pins.Pinned(), Is.Empty, "no pins left");
+        }
+        finally
+        {
+            File.Delete(input);
+            File.Delete(output);
+        }
+    }
+}
