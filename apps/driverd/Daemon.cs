@@ -82,6 +82,7 @@ internal sealed unsafe class Daemon : IDisposable
     public void Run()
     {
         Log($"listening on @{_options.SocketName}; interfaces: {(_options.Interfaces.Count == 0 ? "any" : string.Join(", ", _options.Interfaces))}");
+        AdoptLeftovers();
         var fds = new PollFd[2 + 256];
         while (!_stopping)
         {
@@ -862,6 +863,31 @@ internal sealed unsafe class Daemon : IDisposable
         RefreshAddresses(iface);
         _interfaces[name] = iface;
         return iface;
+    }
+
+    /// <summary>
+    /// Takes over at once every program a dead daemon left pinned in this namespace, rather than at the first attach:
+    /// its clients' filters then get their reattach window and go, and the program goes with this daemon's exit, even
+    /// if no client ever comes (a service manager's restart after a crash).
+    /// </summary>
+    private void AdoptLeftovers()
+    {
+        if (_pinDirectory.Length == 0 || !Directory.Exists(_pinDirectory))
+            return;
+        foreach (string dir in Directory.GetDirectories(_pinDirectory))
+        {
+            string name = Path.GetFileName(dir);
+            if (_options.Interfaces.Count > 0 && !_options.Interfaces.Contains(name))
+                continue;
+            try
+            {
+                Interface(name);
+            }
+            catch (Exception e) when (e is IOException or ArgumentException or UnauthorizedAccessException)
+            {
+                Log($"{name}: the pins a previous daemon left in {dir} were not adopted: {e.Message}");
+            }
+        }
     }
 
     private void RefreshAddresses(AcceleratedInterface iface)

@@ -634,7 +634,7 @@ public sealed unsafe class DriverlinkSession : IStackControl, IDisposable
         stack.SetLinkUp(false);
         int failed = stack.FailTcp((int)Onload.Stack.Errno.ENETDOWN);
         Console.Error.WriteLine($"onload: {Vnic.Spec}: onload-driverd is gone and this process could not reattach: {why}. " +
-            $"Its {failed} accelerated TCP connections failed (ENETDOWN) and its sockets cannot bind; " +
+            $"Its {failed} accelerated TCP sockets (connections and listeners) failed (ENETDOWN) and its sockets cannot bind; " +
             "restart the program once onload-driverd runs (see ONLOAD_DRIVERD_LOG).");
     }
 

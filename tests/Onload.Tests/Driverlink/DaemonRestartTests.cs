@@ -103,4 +103,37 @@ public class DaemonRestartTests
             File.Delete(output);
         }
     }
+
+    [Test]
+    public void A_client_no_daemon_takes_back_in_time_fails_cleanly_and_its_peer_sees_the_end_once_a_daemon_runs()
+    {
+        using var pins = new PinRoot();
+        using var dl = new DriverlinkPair("--pin-root", pins.Path);
+        var echo = dl.Host.Start("env", [$"ONLOAD_DRIVERD_SOCKET={dl.SocketName}", "ONLOAD_DRIVERD_AUTOSTART=0",
+            "ONLOAD_DRIVERD_REATTACH=1", Dist.Bin("onload-echo"), "--interface", dl.Interface, "--mode", "shared", "--tcp", "7703"]);
+        echo.WaitForOutput("onload-echo: ready", Deadline);
+        var stream = dl.Peer.Start("sh", "-c", $"head -c 1000000000 /dev/zero | socat -b 65536 - TCP:{dl.HostAddress}:7703 > /dev/null");
+        Poll.Until(() => dl.Peer.Exec("ss -tn state established").Contains($"{dl.HostAddress}:7703", StringComparison.Ordinal),
+            Deadline, "the stream connected");
+
+        Netns.Netns.Run($"kill -9 {dl.Daemon.Pid}");
+        Assert.That(dl.Daemon.WaitForExit(Deadline), Is.True);
+        Poll.Until(() => echo.Stderr.Contains("could not reattach", StringComparison.Ordinal), Deadline, "the client giving up: " + echo.Stderr);
+        TestContext.Out.WriteLine(echo.Stderr.Trim());
+        Assert.That(echo.Stderr, Does.Contain("no daemon took it back within 1 s").And.Contain("failed (ENETDOWN)")
+            .And.Contain("restart the program once onload-driverd runs"));
+
+        // The next daemon (a service manager's, or the one the next client starts) adopts the pins at once, removes
+        // the filters nobody claimed when its window ends, and leaves after its grace period with the program: the
+        // peer's segments then reach the kernel, which has no connection for them and resets it.
+        var again = dl.StartDaemon("--pin-root", pins.Path, "--grace", "1", "--reattach-window", "1");
+        Assert.That(stream.WaitForExit(Deadline), Is.True, "the peer saw its connection end");
+        Assert.That(stream.ExitCode, Is.Not.EqualTo(0), "reset: " + stream.Stderr);
+        Assert.That(again.WaitForExit(Deadline), Is.True, "the new daemon leaving after its grace period: " + again.Stderr);
+        Assert.That(again.Stderr, Does.Contain("adopted the pinned XDP program"));
+        Netns.Netns.Run($"kill -9 {echo.Pid}");
+        Assert.That(echo.WaitForExit(Deadline), Is.True);
+        Assert.That(dl.XdpProgramIds(), Is.Empty, "nothing attached to the interface");
+        Assert.That(pins.Pinned(), Is.Empty, "no pins left");
+    }
 }
