@@ -372,6 +372,10 @@ internal sealed unsafe class Daemon : IDisposable
         if (iface.Addresses.Count == 0)
             return Fail(AttachStatus.NotAccelerated, $"{iface.Name} has no IPv4 address: give it one (driverlink mode uses the kernel's)");
 
+        // The client's socket, bound by it long ago: only an AF_XDP socket goes into the XSKMAP.
+        if (a.Reattach && a.Mode == VnicMode.Exclusive && !IsXdpSocket(keptXsk[0]))
+            return Fail(AttachStatus.InvalidRequest, "an exclusive reattach passes the AF_XDP socket it kept");
+
         uint id = _nextVnicId++;
         var v = new VnicRecord(id, client, iface, a.Mode, slot);
         try
@@ -382,9 +386,6 @@ internal sealed unsafe class Daemon : IDisposable
                     return Fail(AttachStatus.Busy, $"{iface.Name} queue 0 is in use ({(iface.Exclusive is not null ? "exclusively, by pid " + iface.Exclusive.Client.Credentials.Pid : iface.SharedCount + " shared VNICs")})");
                 if (a.Reattach)
                 {
-                    // The client's socket, bound by it long ago: only an AF_XDP socket goes into the XSKMAP.
-                    if (!IsXdpSocket(keptXsk[0]))
-                        return Fail(AttachStatus.InvalidRequest, "an exclusive reattach passes the AF_XDP socket it kept");
                     int rc = iface.Steering.SetSocket(0, keptXsk[0]);
                     if (rc < 0)
                         return Fail(AttachStatus.InvalidRequest, $"{iface.Name}: putting the kept AF_XDP socket in the XSKMAP: errno {-rc}");

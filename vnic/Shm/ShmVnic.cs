@@ -49,6 +49,16 @@ public sealed unsafe class ShmVnic : IVnic
 
     private const int EthHeader = 14;
     private const int HandshakeTimeoutMs = 5000;
+    /// <summary>How long a join-only opener (<see cref="VnicOptions.ShmJoinPid"/>: onload-driverd, whose control loop
+    /// must not be held by one client) waits for the listener to connect and answer each handshake step.</summary>
+    private const int JoinOnlyTimeoutMs = 500;
+    private const int SoSndTimeo = 21;
+
+    private struct TimeVal
+    {
+        public long Seconds;
+        public long Microseconds;
+    }
     private const int ListenRetryMs = 50;
     private const int OpenAttempts = 50;
 
@@ -196,6 +206,13 @@ public sealed unsafe class ShmVnic : IVnic
             if (fd < 0)
                 throw OpenFailure.Call(spec, "socket(AF_UNIX, SOCK_SEQPACKET)", Errno.Last);
             uint len = SockaddrUn.Abstract(abstractName, out var addr);
+            if (options.ShmJoinPid is not null)
+            {
+                // A daemon joining a client's rings must not wait on that client: a listener whose backlog is full
+                // blocks connect for as long as SO_SNDTIMEO allows (unix_wait_for_peer).
+                var timeout = new TimeVal { Seconds = 0, Microseconds = JoinOnlyTimeoutMs * 1000 };
+                _ = Libc.SetSockOpt(fd, SOL_SOCKET, SoSndTimeo, &timeout, (uint)sizeof(TimeVal));
+            }
             int rc = Libc.Connect(fd, &addr, len);
             if (rc == 0)
             {
@@ -598,7 +615,8 @@ public sealed unsafe class ShmVnic : IVnic
             }
 
             Span<int> fds = stackalloc int[4];
-            int got = ReceiveMessage(spec, fd, HandshakeTimeoutMs, cred.Pid, "its Hello", out var hello, fds);
+            int timeoutMs = options.ShmJoinPid is null ? HandshakeTimeoutMs : JoinOnlyTimeoutMs;
+            int got = ReceiveMessage(spec, fd, timeoutMs, cred.Pid, "its Hello", out var hello, fds);
             if (got < 0)
                 return null;
             if (hello.Kind == MessageKind.Hello && got == 3 && hello.JoinerRxRing <= 1)
@@ -655,7 +673,7 @@ public sealed unsafe class ShmVnic : IVnic
 
             if (!Send(fd, MessageKind.Ack, 0, mac.Value, []))
                 return null;
-            got = ReceiveMessage(spec, fd, HandshakeTimeoutMs, cred.Pid, "its Ready", out var ready, fds);
+            got = ReceiveMessage(spec, fd, timeoutMs, cred.Pid, "its Ready", out var ready, fds);
             if (got < 0)
                 return null;
             CloseAll(fds[..got]);
