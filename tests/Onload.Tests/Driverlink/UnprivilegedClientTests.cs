@@ -152,4 +152,26 @@ public partial class UnprivilegedClientTests
         Assert.That(dl.Peer.Pipe($"socat -b 65536 -t 30 - TCP:{dl.HostAddress}:7802", blob, Deadline), Is.EqualTo(blob), "the victim serves on");
         Assert.That(dl.Daemon.HasExited, Is.False);
     }
+
+    [Test]
+    public void A_reattach_naming_rings_that_never_answer_holds_the_daemon_half_a_second_at_most()
+    {
+        using var dl = new DriverlinkPair("--allow", $"{Nobody}");
+        var took = AsNobody(dl, () =>
+        {
+            // A listener on a rings' name that never accepts: a connect succeeds into its backlog, and nothing follows.
+            using var silent = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.Unix, System.Net.Sockets.SocketType.Seqpacket, System.Net.Sockets.ProtocolType.Unspecified);
+            string name = $"silent-{Environment.ProcessId}";
+            silent.Bind(new System.Net.Sockets.UnixDomainSocketEndPoint("\0" + ShmVnic.AbstractPrefix + name));
+            silent.Listen(4);
+            using var client = DriverlinkClient.Connect(dl.ClientOptions);
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            var e = Assert.Throws<DriverlinkException>(() => client.Attach(
+                new AttachRequest(dl.Interface, VnicMode.Shared, 0, 0, 0) { Reattach = true, ResumeName = name }, out _));
+            Assert.That(e!.Refusal, Is.EqualTo(AttachStatus.NoResources), e.Message);
+            return clock.Elapsed;
+        });
+        TestContext.Out.WriteLine($"a reattach onto a silent listener refused after {took.TotalMilliseconds:0} ms");
+        Assert.That(took, Is.LessThan(TimeSpan.FromSeconds(2)), "the daemon's control loop serves everyone: one client may not hold it");
+    }
 }
