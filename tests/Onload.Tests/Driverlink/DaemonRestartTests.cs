@@ -136,4 +136,76 @@ public class DaemonRestartTests
         Assert.That(dl.XdpProgramIds(), Is.Empty, "nothing attached to the interface");
         Assert.That(pins.Pinned(), Is.Empty, "no pins left");
     }
+
+    [Test]
+    public void A_client_whose_on_demand_daemon_is_killed_starts_the_next_one_itself_and_loses_no_byte()
+    {
+        using var dl = DriverlinkPair.WithoutDaemon();
+        string dir = TestContext.CurrentContext.WorkDirectory;
+        string log = Path.Combine(dir, $"restart-driverd-{Environment.ProcessId}-{dl.Pair.Instance}.log");
+        string input = Path.Combine(dir, $"restart-in-{Environment.ProcessId}-{dl.Pair.Instance}");
+        string output = input.Replace("-in-", "-out-", StringComparison.Ordinal);
+        try
+        {
+            // As a program is run: the daemon started on demand (into the client's mount namespace, where the bpffs
+            // it mounts for its pins lives as long as the client), and started again by the client when it dies.
+            var echo = dl.Host.Start("env", [$"ONLOAD_DRIVERD_SOCKET={dl.SocketName}", $"ONLOAD_DRIVERD={Dist.Bin("onload-driverd")}",
+                "ONLOAD_DRIVERD_GRACE=1", $"ONLOAD_DRIVERD_LOG={log}", Dist.Bin("onload-echo"), "--interface", dl.Interface, "--tcp", "7704"]);
+            echo.WaitForOutput("onload-echo: ready", Deadline);
+            int first = DaemonPid(dl);
+            dl.Peer.Exec($"tc qdisc add dev {dl.Pair.KernelIf} root tbf rate 40mbit burst 64kb latency 400ms");
+            var blob = RandomNumberGenerator.GetBytes(12_000_000);
+            File.WriteAllBytes(input, blob);
+            var stream = dl.Peer.Start("sh", "-c", $"socat -b 65536 -t 30 - TCP:{dl.HostAddress}:7704 < {input} > {output}");
+            Poll.Until(() => File.Exists(output) && new FileInfo(output).Length > 2_000_000, Deadline, "a quarter of the stream echoed");
+
+            Netns.Netns.Run($"kill -9 {first}");
+            Poll.Until(() => echo.Stderr.Contains("reattached to onload-driverd", StringComparison.Ordinal), Deadline,
+                "the client starting a daemon and reattaching: " + echo.Stderr);
+            int second = DaemonPid(dl);
+            Assert.That(second, Is.Not.EqualTo(first));
+            Assert.That(stream.WaitForExit(Deadline), Is.True, "the stream finished");
+            byte[] back = File.ReadAllBytes(output);
+            TestContext.Out.WriteLine($"on demand: {back.Length:N0} of {blob.Length:N0} B back; " + Regex.Match(echo.Stderr, @"reattached[^\n]*").Value);
+            Assert.That(back.AsSpan().SequenceEqual(blob), Is.True, $"every byte back, in order ({back.Length} of {blob.Length} B) " + stream.Stderr);
+
+            Netns.Netns.Run($"kill -9 {echo.Pid}");
+            Assert.That(echo.WaitForExit(Deadline), Is.True);
+            Poll.Until(() => !Directory.Exists($"/proc/{second}"), Deadline, "the second daemon leaving after its grace period");
+            Assert.That(dl.XdpProgramIds(), Is.Empty, "nothing attached to the interface");
+            Assert.That(File.ReadAllText(log), Does.Contain("adopted the pinned XDP program"));
+        }
+        finally
+        {
+            File.Delete(input);
+            File.Delete(output);
+            File.Delete(log);
+        }
+    }
+
+    /// <summary>The one onload-driverd in the fixture's stack-side namespace (waits for it).</summary>
+    private static int DaemonPid(DriverlinkPair dl)
+    {
+        int pid = 0;
+        Poll.Until(() =>
+        {
+            var pids = Netns.Netns.Run($"ip netns pids {dl.Host.Name}").Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(int.Parse)
+                .Where(p => ReadCommand(p).EndsWith("onload-driverd", StringComparison.Ordinal)).ToArray();
+            pid = pids.Length == 1 ? pids[0] : 0;
+            return pid != 0;
+        }, Deadline, "one daemon in the namespace");
+        return pid;
+    }
+
+    private static string ReadCommand(int pid)
+    {
+        try
+        {
+            return File.ReadAllText($"/proc/{pid}/cmdline").Split('\0')[0];
+        }
+        catch (IOException)
+        {
+            return "";
+        }
+    }
 }
