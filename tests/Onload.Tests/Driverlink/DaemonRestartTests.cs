@@ -44,7 +44,7 @@ public class DaemonRestartTests
     }
 
     [Test]
-    public void A_client_streaming_while_the_daemon_is_killed_and_restarted_reattaches_and_loses_no_byte(
+    public void A_client_streaming_while_the_daemon_is_killed_and_restarted_twice_reattaches_each_time_and_loses_no_byte(
         [Values("shared", "exclusive")] string mode)
     {
         using var pins = new PinRoot();
@@ -78,11 +78,19 @@ public class DaemonRestartTests
             Poll.Until(() => echo.Stderr.Contains("reattached to onload-driverd", StringComparison.Ordinal), Deadline,
                 "the client reattaching: " + echo.Stderr + again.Stderr);
             var restart = killed.Elapsed;
+
+            // And again, later in the stream: the new daemon's death is no different.
+            Poll.Until(() => new FileInfo(output).Length > 6_000_000, Deadline, "half the stream echoed");
+            Netns.Netns.Run($"kill -9 {again.Pid}");
+            Assert.That(again.WaitForExit(Deadline), Is.True);
+            again = dl.StartDaemon("--pin-root", pins.Path, "--grace", "1");
+            Poll.Until(() => Regex.Matches(echo.Stderr, "reattached to onload-driverd").Count == 2, Deadline,
+                "the client reattaching a second time: " + echo.Stderr + again.Stderr);
             Assert.That(stream.WaitForExit(Deadline), Is.True, "the stream finished");
             byte[] back = File.ReadAllBytes(output);
-            string took = Regex.Match(echo.Stderr, @"after (\d+) ms").Groups[1].Value;
+            string took = string.Join(" and ", Regex.Matches(echo.Stderr, @"after (\d+) ms").Select(m => m.Groups[1].Value));
             TestContext.Out.WriteLine($"{mode}: {before:N0} B echoed before the kill; daemon killed to client reattached {restart.TotalMilliseconds:0} ms " +
-                $"(client's own count from noticing: {took} ms); {back.Length:N0} of {blob.Length:N0} B back; pins: {string.Join(", ", pins.Pinned())}");
+                $"(client's own count from noticing, both restarts: {took} ms); {back.Length:N0} of {blob.Length:N0} B back; pins: {string.Join(", ", pins.Pinned())}");
             Assert.That(back.Length, Is.EqualTo(blob.Length), stream.Stderr + echo.Stderr);
             Assert.That(back.AsSpan().SequenceEqual(blob), Is.True, "every byte back, in order");
             // The log comes through a pipe the test reads asynchronously: wait for it rather than race it.
