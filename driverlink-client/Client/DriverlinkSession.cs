@@ -596,21 +596,19 @@ public sealed unsafe class DriverlinkSession : IStackControl, IDisposable
         var lost = new List<string>();
         void Restore(byte protocol, ushort port, int fd)
         {
-            FilterStatus status;
+            string name = $"{(protocol == 6 ? "tcp" : "udp")}/{port}";
             try
             {
-                status = _client.InsertFilter(VnicId, new FilterSpec((FilterProtocol)protocol, Address.Address.Value, port), fd);
+                var status = _client.InsertFilter(VnicId, new FilterSpec((FilterProtocol)protocol, Address.Address.Value, port), fd);
+                if (status == FilterStatus.Ok)
+                    restored++;
+                else
+                    lost.Add($"{name} ({status})");
             }
             catch (DriverlinkException e)
             {
-                status = FilterStatus.InvalidRequest;
-                lost.Add($"{port} ({e.Message})");
-                return;
+                lost.Add($"{name} ({e.Message})");
             }
-            if (status == FilterStatus.Ok)
-                restored++;
-            else
-                lost.Add($"{(protocol == 6 ? "tcp" : "udp")}/{port} ({status})");
         }
         foreach (var ((protocol, port), fd) in _backing)
             Restore(protocol, port, fd);
