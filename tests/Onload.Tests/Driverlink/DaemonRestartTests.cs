@@ -191,6 +191,46 @@ public class DaemonRestartTests
         }
     }
 
+    [Test]
+    public void An_unmodified_program_under_onload_run_reattaches_and_its_stream_comes_back_whole()
+    {
+        using var pins = new PinRoot();
+        using var dl = new DriverlinkPair("--pin-root", pins.Path);
+        string dir = TestContext.CurrentContext.WorkDirectory;
+        string input = Path.Combine(dir, $"restart-run-in-{Environment.ProcessId}-{dl.Pair.Instance}");
+        string output = input.Replace("-in-", "-out-", StringComparison.Ordinal);
+        try
+        {
+            var server = dl.Host.Start("env", [.. Onload.Tests.Preload.PreloadTcpTests.Settings(dl), Dist.Bin("onload-run"),
+                "socat", "-b", "65536", "TCP-LISTEN:7705,reuseaddr", "PIPE"]);
+            server.WaitForOutput("listening", Deadline);
+            dl.Peer.Exec($"tc qdisc add dev {dl.Pair.KernelIf} root tbf rate 40mbit burst 64kb latency 400ms");
+            var blob = RandomNumberGenerator.GetBytes(12_000_000);
+            File.WriteAllBytes(input, blob);
+            var stream = dl.Peer.Start("sh", "-c", $"socat -b 65536 -t 30 - TCP:{dl.HostAddress}:7705 < {input} > {output}");
+            Poll.Until(() => File.Exists(output) && new FileInfo(output).Length > 2_000_000, Deadline, "a quarter of the stream echoed");
+
+            Netns.Netns.Run($"kill -9 {dl.Daemon.Pid}");
+            Assert.That(dl.Daemon.WaitForExit(Deadline), Is.True);
+            var again = dl.StartDaemon("--pin-root", pins.Path, "--grace", "1");
+            Poll.Until(() => server.Stderr.Contains("reattached to onload-driverd", StringComparison.Ordinal), Deadline,
+                "socat's stack reattaching: " + server.Stderr);
+            Assert.That(stream.WaitForExit(Deadline), Is.True, "the stream finished");
+            byte[] back = File.ReadAllBytes(output);
+            TestContext.Out.WriteLine($"onload-run socat: {back.Length:N0} of {blob.Length:N0} B back; " + Regex.Match(server.Stderr, @"reattached[^\n]*").Value);
+            Assert.That(back.AsSpan().SequenceEqual(blob), Is.True, $"every byte back, in order ({back.Length} of {blob.Length} B) " + stream.Stderr);
+            Assert.That(server.WaitForExit(Deadline), Is.True, "socat ends after its one connection");
+            Assert.That(again.WaitForExit(Deadline), Is.True, "the daemon leaving after its grace period");
+            Assert.That(dl.XdpProgramIds(), Is.Empty, "nothing attached to the interface");
+            Assert.That(pins.Pinned(), Is.Empty, "no pins left");
+        }
+        finally
+        {
+            File.Delete(input);
+            File.Delete(output);
+        }
+    }
+
     /// <summary>The one onload-driverd in the fixture's stack-side namespace (waits for it).</summary>
     private static int DaemonPid(DriverlinkPair dl)
     {
