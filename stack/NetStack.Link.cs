@@ -1,4 +1,5 @@
 using Onload.Stack.Wire;
+using Onload.Stack.Tcp;
 using Onload.Vnic;
 
 namespace Onload.Stack;
@@ -55,6 +56,26 @@ public sealed partial class NetStack
     {
         _linkDown = !up;
         _txBlocked = _linkDown || _suspended;
+    }
+
+    /// <summary>
+    /// The VNIC is gone for good (driverlink: the daemon died and none took the client back in time): every TCP
+    /// connection and listener fails with <paramref name="errno"/> (a negated or positive errno), so that a call
+    /// blocked on one returns instead of waiting for a peer that can no longer reach it. Nothing is sent. Returns how
+    /// many failed. On the stack's thread.
+    /// </summary>
+    public int FailTcp(int errno)
+    {
+        errno = Math.Abs(errno);
+        int failed = 0;
+        for (int c = 0; c < _tcp.Capacity; c++)
+        {
+            if (!_tcp.IsValid(c) || _tcp[c].Dead || _tcp[c].State is TcpState.Closed or TcpState.TimeWait)
+                continue;
+            TcpFail(c, errno);
+            failed++;
+        }
+        return failed;
     }
 
     /// <summary>

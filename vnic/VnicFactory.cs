@@ -36,6 +36,10 @@ public sealed record VnicOptions
     /// the client it made the endpoint for); null: our own user only.</summary>
     public uint? ShmPeerUid { get; init; }
 
+    /// <summary>shm only: join only, and only the endpoint this process listens on (SO_PEERCRED): onload-driverd
+    /// rejoining the rings of a client that outlived the daemon it attached through. Null: create or join any.</summary>
+    public int? ShmJoinPid { get; init; }
+
     /// <summary>Bytes per packet buffer; null lets the backend choose one that fits its MTU.</summary>
     public int? BufferSize { get; init; }
 }

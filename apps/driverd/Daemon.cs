@@ -82,6 +82,7 @@ internal sealed unsafe class Daemon : IDisposable
     public void Run()
     {
         Log($"listening on @{_options.SocketName}; interfaces: {(_options.Interfaces.Count == 0 ? "any" : string.Join(", ", _options.Interfaces))}");
+        AdoptLeftovers();
         var fds = new PollFd[2 + 256];
         while (!_stopping)
         {
@@ -119,6 +120,7 @@ internal sealed unsafe class Daemon : IDisposable
                     Drop(c, "said no Hello within 2 s");
             }
             StepReload();
+            StepStale();
             if (_clients.Count > 0)
                 _idleSince = Stopwatch.GetTimestamp();
             else if (_options.Grace is { } grace && Stopwatch.GetElapsedTime(_idleSince) >= grace)
@@ -315,14 +317,16 @@ internal sealed unsafe class Daemon : IDisposable
 
     private void Attach(ClientSession client, AttachRequest a, Span<int> received)
     {
-        if (received.Length > 1)
+        // An exclusive reattach passes its AF_XDP socket first; any attach may pass its connection mirror last.
+        int keptXsk = a.Reattach && a.Mode == VnicMode.Exclusive ? 1 : 0;
+        if (received.Length < keptXsk || received.Length > keptXsk + 1)
         {
-            Reply(client, AttachReply.Failure(AttachStatus.InvalidRequest, $"an attach carries at most one descriptor (the connection mirror), not {received.Length}") with { RequestId = a.RequestId });
+            Reply(client, AttachReply.Failure(AttachStatus.InvalidRequest, $"this attach carries {(keptXsk == 1 ? "its AF_XDP socket and " : "")}at most the connection mirror, not {received.Length} descriptors") with { RequestId = a.RequestId });
             return;
         }
-        var reply = TryAttach(client, a, out int xskFd);
-        if (reply.Status == AttachStatus.Ok && received.Length == 1)
-            MapMirror(_vnics[reply.VnicId], received[0]);
+        var reply = TryAttach(client, a, keptXsk == 1 ? received[..1] : default, out int xskFd);
+        if (reply.Status == AttachStatus.Ok && received.Length == keptXsk + 1)
+            MapMirror(_vnics[reply.VnicId], received[keptXsk]);
         if (xskFd >= 0)
         {
             Reply(client, reply, [xskFd]);
@@ -333,7 +337,7 @@ internal sealed unsafe class Daemon : IDisposable
             SendNeighbours(_vnics[reply.VnicId]);
     }
 
-    private AttachReply TryAttach(ClientSession client, AttachRequest a, out int xskFd)
+    private AttachReply TryAttach(ClientSession client, AttachRequest a, Span<int> keptXsk, out int xskFd)
     {
         xskFd = -1;
         AttachReply Fail(AttachStatus s, string text) => AttachReply.Failure(s, text) with { RequestId = a.RequestId };
@@ -368,6 +372,10 @@ internal sealed unsafe class Daemon : IDisposable
         if (iface.Addresses.Count == 0)
             return Fail(AttachStatus.NotAccelerated, $"{iface.Name} has no IPv4 address: give it one (driverlink mode uses the kernel's)");
 
+        // The client's socket, bound by it long ago: only an AF_XDP socket goes into the XSKMAP.
+        if (a.Reattach && a.Mode == VnicMode.Exclusive && !IsXdpSocket(keptXsk[0]))
+            return Fail(AttachStatus.InvalidRequest, "an exclusive reattach passes the AF_XDP socket it kept");
+
         uint id = _nextVnicId++;
         var v = new VnicRecord(id, client, iface, a.Mode, slot);
         try
@@ -376,17 +384,46 @@ internal sealed unsafe class Daemon : IDisposable
             {
                 if (iface.Exclusive is not null || iface.SharedCount > 0)
                     return Fail(AttachStatus.Busy, $"{iface.Name} queue 0 is in use ({(iface.Exclusive is not null ? "exclusively, by pid " + iface.Exclusive.Client.Credentials.Pid : iface.SharedCount + " shared VNICs")})");
-                v.XskFd = AfXdpVnic.CreateSocket();
-                iface.Exclusive = v;
-                xskFd = v.XskFd;
+                if (a.Reattach)
+                {
+                    int rc = iface.Steering.SetSocket(0, keptXsk[0]);
+                    if (rc < 0)
+                        return Fail(AttachStatus.InvalidRequest, $"{iface.Name}: putting the kept AF_XDP socket in the XSKMAP: errno {-rc}");
+                    v.XskFd = keptXsk[0];
+                    keptXsk[0] = -1; // ours now, as the socket a fresh attach creates
+                    v.SocketInstalled = true;
+                    iface.Exclusive = v;
+                }
+                else
+                {
+                    v.XskFd = AfXdpVnic.CreateSocket();
+                    iface.Exclusive = v;
+                    xskFd = v.XskFd;
+                }
             }
             else
             {
                 if (iface.Exclusive is not null)
                     return Fail(AttachStatus.Busy, $"{iface.Name} queue 0 is held exclusively by pid {iface.Exclusive.Client.Credentials.Pid}");
                 var forwarder = iface.Forwarder ??= StartForwarder(iface);
-                v.ShmName = $"driverd-{Environment.ProcessId}-{id}-{Convert.ToHexString(RandomNumberGenerator.GetBytes(8)).ToLowerInvariant()}";
-                var endpoint = ShmVnic.Open(v.ShmName, new VnicOptions { RingSize = ring, BufferCount = 64, ShmPeerUid = client.Credentials.Uid });
+                ShmVnic endpoint;
+                if (a.Reattach)
+                {
+                    // The rings the client kept, on which it listens since its daemon died: joined only if the
+                    // process listening is the one asking (a name in /proc/net/unix is no secret).
+                    v.ShmName = a.ResumeName;
+                    endpoint = ShmVnic.Open(v.ShmName, new VnicOptions { RingSize = 64, BufferCount = 64, ShmPeerUid = client.Credentials.Uid, ShmJoinPid = client.Credentials.Pid });
+                    if (endpoint.RingSlots > _options.MaxRingSize)
+                    {
+                        endpoint.Dispose();
+                        return Fail(AttachStatus.NoResources, $"the kept rings have {endpoint.RingSlots} slots; the most is {_options.MaxRingSize} (--max-ring-size)");
+                    }
+                }
+                else
+                {
+                    v.ShmName = $"driverd-{Environment.ProcessId}-{id}-{Convert.ToHexString(RandomNumberGenerator.GetBytes(8)).ToLowerInvariant()}";
+                    endpoint = ShmVnic.Open(v.ShmName, new VnicOptions { RingSize = ring, BufferCount = 64, ShmPeerUid = client.Credentials.Uid });
+                }
                 forwarder.AddEndpoint(slot, endpoint, client.Credentials.Pid);
                 iface.SharedCount++;
             }
@@ -402,7 +439,7 @@ internal sealed unsafe class Daemon : IDisposable
         _slots[slot] = v;
         _vnics[id] = v;
         client.Vnics.Add(v);
-        Log($"client pid {client.Credentials.Pid}: VNIC {id} on {iface.Name} ({a.Mode})");
+        Log($"client pid {client.Credentials.Pid}: VNIC {id} on {iface.Name} ({a.Mode}{(a.Reattach ? ", reattached" : "")})");
         return AttachReply.Success(id, (ushort)iface.Mtu, iface.Mac, iface.Addresses, a.Mode, 0, iface.Gateway, v.ShmName) with { RequestId = a.RequestId };
     }
 
@@ -598,6 +635,13 @@ internal sealed unsafe class Daemon : IDisposable
         iface.Forwarder?.SetOwner(protocol, spec.LocalPort, v.Slot);
         int rc = iface.Steering.AddFilter((ProtocolType)protocol, spec.LocalAddress, spec.LocalPort,
             spec.Remote?.Address ?? 0, spec.Remote?.Port ?? 0);
+        // A filter the previous daemon installed for a client that now reattaches (it proved the port above): it
+        // stays in the map as it was, so its flow never went to the kernel meanwhile.
+        if (rc == -Errno.EADDRINUSE && iface.Stale.Remove(Flow(spec)))
+        {
+            rc = 0;
+            Reclaimed++;
+        }
         if (rc < 0)
         {
             iface.Forwarder?.ClearOwner(protocol, spec.LocalPort);
@@ -677,6 +721,33 @@ internal sealed unsafe class Daemon : IDisposable
 
     private static (FilterProtocol, uint, ushort) Key(FilterSpec s) => (s.Protocol, s.LocalAddress, s.LocalPort);
 
+    private static SteeredFlow Flow(FilterSpec s) =>
+        new((ProtocolType)(byte)s.Protocol, s.LocalAddress, s.LocalPort, s.Remote?.Address ?? 0, s.Remote?.Port ?? 0);
+
+    /// <summary>
+    /// Ends an adopted interface's reattach window: the previous daemon's filters no client claimed are removed
+    /// (their clients died with it, and the kernel's sockets on those ports are gone: the flows are the kernel's
+    /// again), and a queue socket no VNIC of ours holds leaves the XSKMAP.
+    /// </summary>
+    private void StepStale()
+    {
+        foreach (var iface in _interfaces.Values)
+        {
+            if (iface.StaleUntil == 0 || Stopwatch.GetTimestamp() < iface.StaleUntil)
+                continue;
+            iface.StaleUntil = 0;
+            foreach (var f in iface.Stale)
+                _ = iface.Steering.RemoveFilter(f.Protocol, f.LocalAddress, f.LocalPort, f.RemoteAddress, f.RemotePort);
+            if (iface.Exclusive is null && iface.Forwarder is null)
+                _ = iface.Steering.ClearSocket(0);
+            Log($"{iface.Name}: reattach window over: {Reclaimed} filters reclaimed, {iface.Stale.Count} of clients that did not come back removed");
+            iface.Stale.Clear();
+        }
+    }
+
+    /// <summary>Filters reattaching clients took over from the previous daemon.</summary>
+    public long Reclaimed;
+
     // ------------------------------------------------------------------------------------------------ TCP hand-over
 
     /// <summary>The most queued bytes one hand-over carries: far beyond any socket buffer the stack keeps.</summary>
@@ -746,6 +817,15 @@ internal sealed unsafe class Daemon : IDisposable
         }
     }
 
+    /// <summary>Whether <paramref name="fd"/> is an AF_XDP socket (SO_DOMAIN).</summary>
+    private static bool IsXdpSocket(int fd)
+    {
+        const int SO_DOMAIN = 39, AF_XDP = 44;
+        int domain = 0;
+        uint length = sizeof(int);
+        return Libc.GetSockOpt(fd, UnixIpcConstants.SOL_SOCKET, SO_DOMAIN, &domain, &length) == 0 && domain == AF_XDP;
+    }
+
     /// <summary>Whether <paramref name="fd"/> is a socket of the daemon's own network namespace (SO_NETNS_COOKIE):
     /// the checks on addresses and filters speak of this namespace only.</summary>
     private bool InNamespace(int fd)
@@ -771,16 +851,44 @@ internal sealed unsafe class Daemon : IDisposable
             ?? throw new ArgumentException($"no interface {name} in this namespace");
         var steering = XdpFilterSteering.AttachOrAdopt(name, _options.MaxFiltersTotal,
             _pinDirectory.Length == 0 ? null : Path.Combine(_pinDirectory, name));
+        var iface = new AcceleratedInterface(name, link.Index, link.Mac, link.Mtu, link.CanCarry, steering);
         if (steering.Adopted)
         {
-            // Whatever the previous daemon's clients had is theirs no longer: their sockets died with it.
-            steering.ClearFilters();
-            Log($"{name}: adopted the pinned XDP program");
+            // The previous daemon's filters stay while its clients may reattach (each proves its port again and takes
+            // its filter over); what nobody claims within the window goes then. Meanwhile their flows are dropped
+            // (no socket in the XSKMAP) rather than reset by the kernel.
+            iface.Stale.UnionWith(steering.ListFilters());
+            iface.StaleUntil = Stopwatch.GetTimestamp() + (long)(_options.ReattachWindow.TotalSeconds * Stopwatch.Frequency);
+            Log($"{name}: adopted the pinned XDP program; {iface.Stale.Count} filters kept {_options.ReattachWindow.TotalSeconds:0.#} s for their clients to reattach");
         }
-        var iface = new AcceleratedInterface(name, link.Index, link.Mac, link.Mtu, link.CanCarry, steering);
         RefreshAddresses(iface);
         _interfaces[name] = iface;
         return iface;
+    }
+
+    /// <summary>
+    /// Takes over at once every program a dead daemon left pinned in this namespace, rather than at the first attach:
+    /// its clients' filters then get their reattach window and go, and the program goes with this daemon's exit, even
+    /// if no client ever comes (a service manager's restart after a crash).
+    /// </summary>
+    private void AdoptLeftovers()
+    {
+        if (_pinDirectory.Length == 0 || !Directory.Exists(_pinDirectory))
+            return;
+        foreach (string dir in Directory.GetDirectories(_pinDirectory))
+        {
+            string name = Path.GetFileName(dir);
+            if (_options.Interfaces.Count > 0 && !_options.Interfaces.Contains(name))
+                continue;
+            try
+            {
+                Interface(name);
+            }
+            catch (Exception e) when (e is IOException or ArgumentException or UnauthorizedAccessException)
+            {
+                Log($"{name}: the pins a previous daemon left in {dir} were not adopted: {e.Message}");
+            }
+        }
     }
 
     private void RefreshAddresses(AcceleratedInterface iface)
@@ -1009,6 +1117,10 @@ internal sealed class AcceleratedInterface(string name, int ifIndex, MacAddress 
     /// <summary>What the interface's VNICs were last told of each neighbour (by IPv4 address): the kernel's table as a
     /// VNIC attaching alone was given it, then each change sent since.</summary>
     public Dictionary<uint, NeighbourReport> NeighboursTold { get; } = [];
+    /// <summary>An adopted program's filters not yet claimed by a reattaching client, kept until
+    /// <see cref="StaleUntil"/> (Stopwatch ticks; 0: no window open).</summary>
+    public HashSet<SteeredFlow> Stale { get; } = [];
+    public long StaleUntil { get; set; }
 }
 
 /// <summary>What a <see cref="NeighbourEvent"/> says of one neighbour.</summary>

@@ -40,6 +40,10 @@ public sealed record DaemonOptions
     /// </summary>
     public IReadOnlyList<(uint Uid, string? Interface)> Grants { get; init; } = [];
 
+    /// <summary>How long a daemon that adopted a pinned program keeps its predecessor's filters for the clients that
+    /// outlived it to reattach and claim (each proving its port again); the rest are removed then.</summary>
+    public TimeSpan ReattachWindow { get; init; } = TimeSpan.FromSeconds(10);
+
     /// <summary>How long the shared-mode forwarder busy-polls an idle interface before it sleeps.</summary>
     public TimeSpan ForwarderSpin { get; init; } = TimeSpan.FromMicroseconds(200);
 }

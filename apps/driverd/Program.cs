@@ -14,12 +14,13 @@ var maxRingOption = new Option<int?>("--max-ring-size") { Description = "largest
 var maxBuffersOption = new Option<int?>("--max-buffers") { Description = "most packet buffers per VNIC (default 65536)" };
 var pinOption = new Option<string?>("--pin-root") { Description = "bpffs directory for the XDP program's pins ('none': do not pin; default /sys/fs/bpf/onload)" };
 var allowOption = new Option<string[]>("--allow") { Description = "let user UID attach (to interface IF only with UID@IF); root and the daemon's own user always may (repeatable)", AllowMultipleArgumentsPerToken = false };
+var reattachOption = new Option<double?>("--reattach-window") { Description = "seconds an adopted program's filters stay for the clients of the daemon that died to reattach and claim them (default 10)" };
 var configOption = new Option<string?>("--config") { Description = "a file of 'key = value' settings (the flags' names without '--'; 'interfaces' comma-separated); flags override it" };
 
 var root = new RootCommand("onload-driverd: the primary driver of a network namespace: owns the accelerated interfaces and gives each process its own VNIC")
 {
     interfaceOption, socketOption, foregroundOption, graceOption, maxVnicsOption, maxFiltersOption, maxRingOption, maxBuffersOption, pinOption,
-    configOption, allowOption, maxFiltersTotalOption,
+    configOption, allowOption, maxFiltersTotalOption, reattachOption,
 };
 
 root.SetAction(parse =>
@@ -53,6 +54,7 @@ root.SetAction(parse =>
         MaxRingSize = parse.GetValue(maxRingOption) ?? options.MaxRingSize,
         MaxBuffers = parse.GetValue(maxBuffersOption) ?? options.MaxBuffers,
         PinRoot = pin is null ? options.PinRoot : pin == "none" ? null : pin,
+        ReattachWindow = parse.GetValue(reattachOption) is { } w && w >= 0 ? TimeSpan.FromSeconds(w) : options.ReattachWindow,
     };
     try
     {

@@ -23,12 +23,27 @@ public sealed record DriverlinkClientOptions
 
     /// <summary>How long a request waits for its reply.</summary>
     public TimeSpan ReplyTimeout { get; init; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>
+    /// How long a session whose daemon died keeps trying to reattach to a new one (started on demand as at first,
+    /// or by a service manager) before its connections fail (<c>ONLOAD_DRIVERD_REATTACH</c>, seconds, default 10;
+    /// 0: never reattach).
+    /// </summary>
+    public TimeSpan ReattachTimeout { get; init; } = ReattachFromEnvironment();
+
+    private static TimeSpan ReattachFromEnvironment() =>
+        double.TryParse(Environment.GetEnvironmentVariable("ONLOAD_DRIVERD_REATTACH"), System.Globalization.NumberStyles.Float,
+            System.Globalization.CultureInfo.InvariantCulture, out double s) && s >= 0 && s <= 3600
+            ? TimeSpan.FromSeconds(s) : TimeSpan.FromSeconds(10);
 }
 
 /// <summary>A driverlink request the daemon refused or could not answer.</summary>
 public sealed class DriverlinkException(string message, int errno = 0) : IOException(message, errno)
 {
     public int Errno { get; } = errno;
+
+    /// <summary>The daemon's status when it refused an attach; null for any other failure.</summary>
+    public AttachStatus? Refusal { get; init; }
 }
 
 /// <summary>
@@ -58,7 +73,7 @@ public sealed class DriverlinkClient : IDisposable
     private readonly Lock _replyLock = new();
     // Requests that timed out whose grant must be undone if it comes after all (under _replyLock).
     private readonly Dictionary<uint, Message> _abandoned = [];
-    private bool _disposed;
+    private volatile bool _disposed;
     private volatile bool _closed;
     private volatile string? _closeReason;
     private int _eventsPending;
@@ -87,6 +102,22 @@ public sealed class DriverlinkClient : IDisposable
     /// <summary>Null while connected; why the connection ended otherwise.</summary>
     public string? CloseReason => _closeReason;
 
+    /// <summary>The connection ended from the daemon's side (it stopped or died), not by <see cref="Dispose"/>.</summary>
+    public bool DaemonGone => _daemonGone;
+
+    private volatile bool _daemonGone;
+
+    /// <summary>The daemon's process (SO_PEERCRED at connect).</summary>
+    public PeerCredentials Daemon { get; private init; }
+
+    /// <summary>Makes <see cref="EventsPending"/> true and <see cref="EventFd"/> readable, with no event queued: wakes a
+    /// stack asleep on its VNIC so that it looks at what another thread prepared for it (a reattachment).</summary>
+    public void Wake()
+    {
+        Volatile.Write(ref _eventsPending, 1);
+        Libc.SignalEventFd(_eventFd);
+    }
+
     /// <summary>
     /// Connects to the namespace's daemon, starting one if none answers and <see cref="DriverlinkClientOptions.StartDaemon"/>,
     /// and exchanges Hellos. Throws <see cref="DriverlinkException"/> naming what failed (no daemon, incompatible
@@ -109,7 +140,7 @@ public sealed class DriverlinkClient : IDisposable
                 throw new DriverlinkException($"driverlink: the daemon at @{options.SocketName} did not answer Hello ({r.Status}{(r.DecodeError != DecodeError.None ? ", " + r.DecodeError : "")})");
             if (Hello.Incompatibility(hello, daemon) is { } refusal)
                 throw new DriverlinkException(refusal);
-            return new DriverlinkClient(socket, options, daemon);
+            return new DriverlinkClient(socket, options, daemon) { Daemon = socket.PeerCredentials() };
         }
         catch
         {
@@ -173,9 +204,14 @@ public sealed class DriverlinkClient : IDisposable
     /// (<see cref="Onload.Stack.Tcp.ConnectionMirror"/>), which the daemon maps to close the stack's connections
     /// toward their peers if this process dies.
     /// </summary>
-    public AttachReply Attach(AttachRequest request, out int[] descriptors, int connectionMirror = -1)
+    public AttachReply Attach(AttachRequest request, out int[] descriptors, int connectionMirror = -1) =>
+        Attach(request, out descriptors, connectionMirror >= 0 ? [connectionMirror] : []);
+
+    /// <summary>As <see cref="Attach(AttachRequest, out int[], int)"/>, passing <paramref name="pass"/> (a reattach
+    /// in exclusive mode: the AF_XDP socket it kept, then the connection mirror).</summary>
+    public AttachReply Attach(AttachRequest request, out int[] descriptors, ReadOnlySpan<int> pass)
     {
-        var reply = connectionMirror >= 0 ? Request(request, out descriptors, [connectionMirror]) : Request(request, out descriptors);
+        var reply = Request(request, out descriptors, pass);
         if (reply is not AttachReply attach)
         {
             CloseAll(descriptors);
@@ -184,7 +220,7 @@ public sealed class DriverlinkClient : IDisposable
         if (attach.Status != AttachStatus.Ok)
         {
             CloseAll(descriptors);
-            throw new DriverlinkException($"driverlink: attach to {request.InterfaceName} refused ({attach.Status}): {attach.ErrorText}");
+            throw new DriverlinkException($"driverlink: attach to {request.InterfaceName} refused ({attach.Status}): {attach.ErrorText}") { Refusal = attach.Status };
         }
         return attach;
     }
@@ -388,6 +424,8 @@ public sealed class DriverlinkClient : IDisposable
             if (r.Status is ReceiveStatus.PeerClosed or ReceiveStatus.Error)
             {
                 CloseAll(got);
+                if (!_disposed)
+                    _daemonGone = true;
                 Close(r.Status == ReceiveStatus.PeerClosed ? "the daemon closed the connection" : $"recvmsg: errno {r.Errno}");
                 return;
             }

@@ -26,15 +26,19 @@ public sealed unsafe class DriverlinkSession : IStackControl, IDisposable
     /// (<see cref="Onload.Stack.StackOptions.TcpConnections"/>'s default).</summary>
     public const int DefaultTcpConnections = 256;
 
-    private readonly DriverlinkClient _client;
-    private readonly AttachReply _attachment;
+    // Replaced when the session reattaches to a new daemon (on the stack's thread, in ApplyEvents).
+    private DriverlinkClient _client;
+    private AttachReply _attachment;
+    private DriverlinkClientOptions _options = new();
+    private string _interfaceName = "";
+    private AttachRequest? _request;
     private readonly Dictionary<(byte Protocol, ushort Port), int> _backing = [];
     /// <summary>Ports let go of while the VNIC still held frames sent from them (see <see cref="ReleasePort"/>).</summary>
     private readonly List<(byte Protocol, ushort Port, int Fd)> _releasing = [];
     /// <summary>connect()'s TCP ports kept after their connections ended (<see cref="ReleaseConnectPort"/>), oldest
     /// first: still reserved by their kernel sockets and steered here, for the next connects to take.</summary>
     private readonly List<SparePort> _spares = new(MaxSparePorts);
-    private bool _disposed;
+    private volatile bool _disposed;
 
     private readonly ConnectionMirror _mirror;
     private readonly int _mirrorFd;
@@ -56,6 +60,12 @@ public sealed unsafe class DriverlinkSession : IStackControl, IDisposable
     public Ipv4Cidr Address { get; }
 
     public uint VnicId => _attachment.VnicId;
+
+    /// <summary>Times this session reattached to a new daemon after its daemon died.</summary>
+    public int Reattachments { get; private set; }
+
+    /// <summary>How long the last reattachment took, from noticing the daemon gone to the filters restored.</summary>
+    public TimeSpan LastReattachTime { get; private set; }
 
     public VnicMode Mode => _attachment.Mode;
 
@@ -119,6 +129,7 @@ public sealed unsafe class DriverlinkSession : IStackControl, IDisposable
             _ = Libc.Close(mirrorFd);
             throw new DriverlinkException($"driverlink: mmap of the connection mirror: errno {e}", e);
         }
+        options ??= new DriverlinkClientOptions();
         DriverlinkClient client;
         try
         {
@@ -132,7 +143,8 @@ public sealed unsafe class DriverlinkSession : IStackControl, IDisposable
         }
         try
         {
-            var reply = client.Attach(new AttachRequest(interfaceName, mode, (uint)ringSize, (uint)ringSize, (uint)bufferCount), out var fds, mirrorFd);
+            var request = new AttachRequest(interfaceName, mode, (uint)ringSize, (uint)ringSize, (uint)bufferCount);
+            var reply = client.Attach(request, out var fds, mirrorFd);
             IVnic? inner = null;
             try
             {
@@ -143,6 +155,9 @@ public sealed unsafe class DriverlinkSession : IStackControl, IDisposable
                     MacAddress = reply.Mac,
                     RingSize = ringSize == 0 ? 1024 : ringSize,
                     BufferCount = bufferCount == 0 ? 8192 : bufferCount,
+                    // Should the daemon die, our end listens on the rings' name, and the next daemon (its user's)
+                    // joins it there (see Reattach).
+                    ShmPeerUid = client.Daemon.Uid,
                 };
                 if (reply.Mode == VnicMode.Exclusive)
                 {
@@ -155,7 +170,12 @@ public sealed unsafe class DriverlinkSession : IStackControl, IDisposable
                 else
                     inner = ShmVnic.Open(reply.ShmName, vnicOptions);
                 var vnic = new DriverlinkVnic(interfaceName, inner, reply.Mac, reply.Mtu, client.EventFd);
-                return new DriverlinkSession(client, reply, vnic, new ConnectionMirror((byte*)region, mirrorBytes, tcpConnections), mirrorFd);
+                return new DriverlinkSession(client, reply, vnic, new ConnectionMirror((byte*)region, mirrorBytes, tcpConnections), mirrorFd)
+                {
+                    _options = options,
+                    _interfaceName = interfaceName,
+                    _request = request,
+                };
             }
             catch
             {
@@ -383,7 +403,7 @@ public sealed unsafe class DriverlinkSession : IStackControl, IDisposable
 
     /// <summary>Daemon events, releases waiting for the TX ring, or a spare idle past <see cref="SpareIdleNs"/> at
     /// <paramref name="nowNs"/> (the stack's clock, which is <see cref="MonotonicClock"/>).</summary>
-    public bool EventsPending(long nowNs) => _client.EventsPending || _releasing.Count > 0 || SpareExpired(nowNs);
+    public bool EventsPending(long nowNs) => _client.EventsPending || _releasing.Count > 0 || SpareExpired(nowNs) || _reattachOutcome is not null;
 
     private bool SpareExpired(long nowNs) => _spares.Count > 0 && nowNs - _spares[0].SinceNs >= SpareIdleNs;
 
@@ -401,6 +421,8 @@ public sealed unsafe class DriverlinkSession : IStackControl, IDisposable
             Release((byte)FilterProtocol.Tcp, _spares[0].Port, _spares[0].Fd);
             _spares.RemoveAt(0);
         }
+        if (_reattachOutcome is not null)
+            FinishReattach(stack);
         while (_client.TryTakeEvent(out var message))
         {
             switch (message)
@@ -425,7 +447,12 @@ public sealed unsafe class DriverlinkSession : IStackControl, IDisposable
                 case ResumeEvent r when r.VnicId == VnicId:
                     stack.Resume();
                     break;
+                case RemoveEvent { VnicId: 0 } when _client.DaemonGone && !Removed && _reattachStarted == 0:
+                    StartReattach(stack);
+                    break;
                 case RemoveEvent r when r.VnicId == VnicId || r.VnicId == 0:
+                    if (_reattachStarted != 0)
+                        break; // the closed connection of a daemon we are reattaching from, or have left
                     if (!Removed)
                         Console.Error.WriteLine($"onload: {Vnic.Spec}: the VNIC is gone ({_client.CloseReason ?? "removed by onload-driverd"}); " +
                             "its sockets now see the link down");
@@ -434,6 +461,179 @@ public sealed unsafe class DriverlinkSession : IStackControl, IDisposable
                     break;
             }
         }
+    }
+
+    // ------------------------------------------------------------------------------------------------ reattach
+
+    /// <summary>When the reattachment began (Stopwatch ticks; 0: none under way).</summary>
+    private long _reattachStarted;
+
+    /// <summary>What the reattaching thread ended with, for the stack's thread: a new client and its VNIC, or why
+    /// it gave up. Written once by that thread, then the old client is woken.</summary>
+    private volatile ReattachOutcome? _reattachOutcome;
+
+    private sealed record ReattachOutcome(DriverlinkClient? Client, AttachReply? Reply, string? Failure);
+
+    /// <summary>
+    /// The daemon died (or stopped) under a running stack. Its connections live in this process, and the kernel still
+    /// holds every port through our backing sockets; with the XDP program pinned the flows are dropped meanwhile,
+    /// not reset. So the VNIC is kept (shared mode: our end of the rings listens on their name; exclusive mode: we
+    /// hold the queue's AF_XDP socket) and a thread looks for the next daemon until
+    /// <see cref="DriverlinkClientOptions.ReattachTimeout"/>. The stack goes on meanwhile: what it sends finds no
+    /// forwarder (shared) and TCP sends it again once back.
+    /// </summary>
+    private void StartReattach(NetStack stack)
+    {
+        _reattachStarted = System.Diagnostics.Stopwatch.GetTimestamp();
+        var timeout = _options.ReattachTimeout;
+        if (timeout <= TimeSpan.Zero)
+        {
+            GiveUp(stack, $"{_client.CloseReason}; reattaching is off (ONLOAD_DRIVERD_REATTACH=0)");
+            return;
+        }
+        Console.Error.WriteLine($"onload: {Vnic.Spec}: onload-driverd (pid {_client.Daemon.Pid}) is gone ({_client.CloseReason}); " +
+            $"reattaching to a new one for up to {timeout.TotalSeconds:0.#} s (ONLOAD_DRIVERD_REATTACH); connections wait meanwhile");
+        var old = _client;
+        var request = _request! with { Reattach = true, ResumeName = Mode == VnicMode.Shared ? _attachment.ShmName : "" };
+        int xsk = Mode == VnicMode.Exclusive ? Vnic.Inner.WaitHandle : -1;
+        var shm = Vnic.Inner as ShmVnic;
+        new Thread(() =>
+        {
+            _reattachOutcome = Reattach(request, xsk, shm, timeout);
+            // The outcome is looked at on the stack's next poll: wake it if it sleeps (on the old connection's
+            // event descriptor, still in its VNIC's wait set).
+            old.Wake();
+        }, 0) { IsBackground = true, Name = "driverlink reattach" }.Start();
+    }
+
+    /// <summary>The reattaching thread: connect (starting the daemon if so configured), attach with our rings or
+    /// socket, retrying with a growing pause until <paramref name="timeout"/>; a refusal ends it at once.</summary>
+    private ReattachOutcome Reattach(AttachRequest request, int xsk, ShmVnic? shm, TimeSpan timeout)
+    {
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        string last = "no daemon answered";
+        int pauseMs = 10;
+        try
+        {
+            while (clock.Elapsed < timeout && !_disposed)
+            {
+                // Our end of the rings takes the name over once it sees the daemon's end gone: a daemon can join it then.
+                if (shm is not null && !shm.IsListener)
+                {
+                    Thread.Sleep(2);
+                    continue;
+                }
+                DriverlinkClient? client = null;
+                try
+                {
+                    client = DriverlinkClient.Connect(_options with { StartTimeout = Max(timeout - clock.Elapsed, TimeSpan.FromMilliseconds(100)) });
+                    if (client.DaemonHello.ProtocolVersion.Minor < 1)
+                        return new ReattachOutcome(null, null, $"the daemon ({client.DaemonHello.SoftwareVersion}) speaks protocol " +
+                            $"{client.DaemonHello.ProtocolVersion}, which cannot take a client back (1.1 can)");
+                    int[] pass = xsk >= 0 ? [xsk, _mirrorFd] : [_mirrorFd];
+                    var reply = client.Attach(request, out var fds, pass);
+                    foreach (int fd in fds)
+                        BackingSocket.Release(fd);
+                    var outcome = new ReattachOutcome(client, reply, null);
+                    client = null;
+                    return outcome;
+                }
+                catch (DriverlinkException e) when (e.Refusal is not null)
+                {
+                    return new ReattachOutcome(null, null, e.Message);
+                }
+                catch (Exception e) when (e is DriverlinkException or DriverlinkSocketException)
+                {
+                    last = e.Message; // no daemon yet (refused, or one still starting), or it went during the attach
+                }
+                finally
+                {
+                    client?.Dispose();
+                }
+                Thread.Sleep(pauseMs);
+                pauseMs = Math.Min(pauseMs * 2, 250);
+            }
+            return new ReattachOutcome(null, null, $"no daemon took it back within {timeout.TotalSeconds:0.#} s (last: {last})");
+        }
+        catch (Exception e) when (e is IOException or InvalidOperationException)
+        {
+            return new ReattachOutcome(null, null, e.Message);
+        }
+    }
+
+    private static TimeSpan Max(TimeSpan a, TimeSpan b) => a > b ? a : b;
+
+    /// <summary>On the stack's thread: takes the new daemon's VNIC in place of the dead one's (same rings or
+    /// socket, so the stack's buffers stay) and inserts again the filter of every port it holds, proving each with
+    /// its kernel socket as at first; or gives up.</summary>
+    private void FinishReattach(NetStack stack)
+    {
+        var outcome = _reattachOutcome!;
+        _reattachOutcome = null;
+        if (outcome.Client is not { } client || outcome.Reply is not { } reply)
+        {
+            GiveUp(stack, outcome.Failure!);
+            return;
+        }
+        if (_disposed)
+        {
+            client.Dispose();
+            return;
+        }
+        var first = reply.Addresses.Count > 0 ? reply.Addresses[0].Address : 0;
+        if (first != Address.Address.Value)
+        {
+            client.Dispose();
+            GiveUp(stack, $"the new daemon gives {_interfaceName} the address {new Ipv4Address(first)}, not {Address.Address}");
+            return;
+        }
+        var old = _client;
+        Vnic.ReplaceEventFd(old.EventFd, client.EventFd);
+        _client = client;
+        _attachment = reply;
+        old.Dispose();
+        int restored = 0;
+        var lost = new List<string>();
+        void Restore(byte protocol, ushort port, int fd)
+        {
+            string name = $"{(protocol == 6 ? "tcp" : "udp")}/{port}";
+            try
+            {
+                var status = _client.InsertFilter(VnicId, new FilterSpec((FilterProtocol)protocol, Address.Address.Value, port), fd);
+                if (status == FilterStatus.Ok)
+                    restored++;
+                else
+                    lost.Add($"{name} ({status})");
+            }
+            catch (DriverlinkException e)
+            {
+                lost.Add($"{name} ({e.Message})");
+            }
+        }
+        foreach (var ((protocol, port), fd) in _backing)
+            Restore(protocol, port, fd);
+        foreach (var spare in _spares)
+            Restore((byte)FilterProtocol.Tcp, spare.Port, spare.Fd);
+        foreach (var (protocol, port, fd) in _releasing)
+            Restore(protocol, port, fd);
+        LastReattachTime = System.Diagnostics.Stopwatch.GetElapsedTime(_reattachStarted);
+        _reattachStarted = 0;
+        Reattachments++;
+        Console.Error.WriteLine($"onload: {Vnic.Spec}: reattached to onload-driverd (pid {client.Daemon.Pid}) after " +
+            $"{LastReattachTime.TotalMilliseconds:0} ms: VNIC {VnicId}, {restored} filters restored" +
+            (lost.Count > 0 ? $"; not restored: {string.Join(", ", lost)}" : ""));
+    }
+
+    /// <summary>No daemon took us back: the VNIC is gone for good, and every TCP connection fails with ENETDOWN so
+    /// that no call waits for ever on a peer it can no longer reach.</summary>
+    private void GiveUp(NetStack stack, string why)
+    {
+        Removed = true;
+        stack.SetLinkUp(false);
+        int failed = stack.FailTcp((int)Onload.Stack.Errno.ENETDOWN);
+        Console.Error.WriteLine($"onload: {Vnic.Spec}: onload-driverd is gone and this process could not reattach: {why}. " +
+            $"Its {failed} accelerated TCP sockets (connections and listeners) failed (ENETDOWN) and its sockets cannot bind; " +
+            "restart the program once onload-driverd runs (see ONLOAD_DRIVERD_LOG).");
     }
 
     public void Dispose()

@@ -36,6 +36,14 @@ public sealed class DriverlinkVnic : IVnic
 
     private bool Add(int fd) => fd < 0 || Libc.EpollAdd(_epoll, fd, EpollConstants.EPOLLIN) == 0;
 
+    /// <summary>A new daemon's connection replaces the dead one's: its event descriptor wakes the stack instead.</summary>
+    internal void ReplaceEventFd(int old, int replacement)
+    {
+        _ = Libc.EpollDel(_epoll, old);
+        if (!Add(replacement))
+            throw new IOException($"{Spec}: epoll_ctl: errno {Marshal.GetLastPInvokeError()}");
+    }
+
     /// <summary>The backend underneath (ShmVnic or AfXdpVnic), for inspection.</summary>
     public IVnic Inner => _inner;
 

@@ -30,12 +30,27 @@ public enum AttachStatus : ushort
 public readonly record struct InterfaceAddress(uint Address, byte PrefixLength);
 
 /// <summary>
-/// Probe: asks for a VNIC on an interface. Payload: mode (1), reserved (3), RX ring size (4), TX ring size (4),
-/// buffer count (4), interface name (string, 1 to 15 bytes, IFNAMSIZ - 1).
+/// Probe: asks for a VNIC on an interface. Payload: mode (1), flags (1, protocol 1.1: <see cref="Reattach"/>),
+/// reserved (2), RX ring size (4), TX ring size (4), buffer count (4), interface name (string, 1 to 15 bytes,
+/// IFNAMSIZ - 1), and with <see cref="Reattach"/> in shared mode the name of the rings to rejoin (string, 1 to 64
+/// bytes).
 /// </summary>
+/// <remarks>
+/// A reattach comes from a client whose daemon died while it ran: it keeps its rings (shared mode: the daemon
+/// rejoins the shm endpoint <see cref="ResumeName"/>, on which the client now listens; exclusive mode: the client
+/// passes its AF_XDP socket back), so its stack goes on over the same buffers, and it then inserts again the filters
+/// of every port it holds.
+/// </remarks>
 public sealed record AttachRequest(string InterfaceName, VnicMode Mode, uint RxRingSize, uint TxRingSize, uint BufferCount) : Message
 {
     public const int MaxInterfaceNameBytes = 15;
+    public const int MaxResumeNameBytes = 64;
+
+    /// <summary>The client had a VNIC on this interface from a daemon that died, and keeps its rings.</summary>
+    public bool Reattach { get; init; }
+
+    /// <summary>With <see cref="Reattach"/> in shared mode: the shm endpoint of the rings the client kept.</summary>
+    public string ResumeName { get; init; } = "";
 
     public override MessageKind Kind => MessageKind.AttachRequest;
 
@@ -43,23 +58,36 @@ public sealed record AttachRequest(string InterfaceName, VnicMode Mode, uint RxR
     {
         if (InterfaceName.Length == 0)
             throw new ArgumentException("an interface name is required", nameof(InterfaceName));
+        if (Reattach && Mode == VnicMode.Shared && ResumeName.Length == 0)
+            throw new ArgumentException("a shared-mode reattach names the rings it kept", nameof(ResumeName));
         w.U8((byte)Mode);
-        w.Reserved(3);
+        w.U8(Reattach ? (byte)1 : (byte)0);
+        w.Reserved(2);
         w.U32(RxRingSize);
         w.U32(TxRingSize);
         w.U32(BufferCount);
         w.String(InterfaceName, MaxInterfaceNameBytes, nameof(InterfaceName));
+        if (Reattach && Mode == VnicMode.Shared)
+            w.String(ResumeName, MaxResumeNameBytes, nameof(ResumeName));
     }
 
     internal static AttachRequest Read(ref PayloadReader r)
     {
         var mode = r.Enum<VnicMode>();
-        r.Reserved(3);
+        bool reattach = r.Bool();
+        r.Reserved(2);
         uint rx = r.U32(), tx = r.U32(), buffers = r.U32();
         string name = r.String(MaxInterfaceNameBytes);
         if (name.Length == 0)
             r.Fail(DecodeError.BadValue);
-        return new AttachRequest(name, mode, rx, tx, buffers);
+        string resume = "";
+        if (reattach && mode == VnicMode.Shared)
+        {
+            resume = r.String(MaxResumeNameBytes);
+            if (resume.Length == 0)
+                r.Fail(DecodeError.BadValue);
+        }
+        return new AttachRequest(name, mode, rx, tx, buffers) { Reattach = reattach, ResumeName = resume };
     }
 }
 

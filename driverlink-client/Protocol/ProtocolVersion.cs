@@ -6,7 +6,7 @@ namespace Onload.Driverlink;
 /// </summary>
 public readonly record struct ProtocolVersion(byte Major, byte Minor)
 {
-    public static readonly ProtocolVersion Current = new(1, 0);
+    public static readonly ProtocolVersion Current = new(1, 1); // 1.1: AttachRequest.Reattach
 
     public bool IsCompatibleWith(ProtocolVersion other) => Major == other.Major;
 

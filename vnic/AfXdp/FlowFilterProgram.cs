@@ -8,7 +8,8 @@ namespace Onload.Vnic.AfXdp;
 /// The XDP program of an <c>af_xdp</c> VNIC in filter mode (<see cref="VnicOptions.FilterMode"/>), the "hardware
 /// filters onto VNICs" of driverlink mode: the kernel holds the interface's address, and only IPv4 TCP and UDP
 /// frames that match an entry of the filters hash map go to the AF_XDP socket of the receiving queue. Everything else
-/// (ARP, ICMP, other ports, IPv6, fragments) is passed to the kernel (XDP_PASS).
+/// (ARP, ICMP, other ports, IPv6, fragments) is passed to the kernel (XDP_PASS). A matching frame whose queue has no
+/// socket in the XSKMAP is dropped.
 /// </summary>
 /// <remarks>
 /// <para>Two lookups, most specific first, as a NIC's filter table does: the full key (protocol, destination address
@@ -105,8 +106,10 @@ internal static class FlowFilterProgram
         EmitLookup(a, filtersMapFd, Key);
         a.If(Reg.R0, Jump.Eq, 0, Pass);
 
-        // To the socket of this RX queue, or to the kernel.
-        EmitRedirectOrPass(a, xsksMapFd);
+        // To the socket of this RX queue. A filtered flow whose queue has no socket (its daemon died and took the
+        // shared forwarder's socket with it) is dropped, not passed: the kernel holds the port with an unconnected
+        // socket and would reset a connection the client's stack still holds and will carry on once reattached.
+        EmitRedirectOrPass(a, xsksMapFd, fallback: Bpf.XDP_DROP);
         return a.Assemble();
     }
 }

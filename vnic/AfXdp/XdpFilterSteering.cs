@@ -149,8 +149,10 @@ public sealed unsafe class XdpFilterSteering : IDisposable
         return Bpf.MapUpdate(_xsksMap, &key, &fd);
     }
 
-    /// <summary>Empties XSKMAP[<paramref name="queue"/>]: that queue's matching frames go to the kernel again
-    /// (the program redirects with XDP_PASS as fallback). 0, or a negated errno (EINVAL beyond the map, EBADF).</summary>
+    /// <summary>Empties XSKMAP[<paramref name="queue"/>]: that queue's frames that match a filter are dropped from
+    /// now on (the program's redirect falls back to XDP_DROP: the kernel, which holds each filtered port with an
+    /// unconnected socket, would reset the connections of a client that is only reattaching); remove the filters
+    /// to give their flows back to the kernel. 0, or a negated errno (EINVAL beyond the map, EBADF).</summary>
     public int ClearSocket(int queue)
     {
         if (_closed)
@@ -201,6 +203,19 @@ public sealed unsafe class XdpFilterSteering : IDisposable
         if (rc == 0)
             Interlocked.Decrement(ref _filterCount);
         return rc;
+    }
+
+    /// <summary>The filters in the map now, in host byte order (a daemon that adopted the program learns what its
+    /// predecessor's clients had steered, to keep it for those that reattach). Throws <see cref="IOException"/> if
+    /// the map cannot be walked.</summary>
+    public List<SteeredFlow> ListFilters()
+    {
+        ObjectDisposedException.ThrowIf(_closed, this);
+        var flows = new List<SteeredFlow>();
+        ForEachFilterKey(k => flows.Add(new SteeredFlow((System.Net.Sockets.ProtocolType)k.Protocol,
+            XdpProgramParts.Wire(k.LocalAddress), XdpProgramParts.Wire16(k.LocalPort),
+            XdpProgramParts.Wire(k.RemoteAddress), XdpProgramParts.Wire16(k.RemotePort))));
+        return flows;
     }
 
     /// <summary>Removes every filter, whoever added it (a daemon that adopted the program cleans up after clients
@@ -454,3 +469,8 @@ public sealed unsafe class XdpFilterSteering : IDisposable
         return true;
     }
 }
+
+/// <summary>One entry of the filters map, as <see cref="XdpFilterSteering.AddFilter"/> took it (host byte order; the
+/// remote half zero for a wild filter).</summary>
+public readonly record struct SteeredFlow(System.Net.Sockets.ProtocolType Protocol, uint LocalAddress, ushort LocalPort,
+    uint RemoteAddress, ushort RemotePort);

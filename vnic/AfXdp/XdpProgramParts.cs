@@ -59,15 +59,15 @@ internal static class XdpProgramParts
 
     /// <summary>
     /// The two endings, labelled <see cref="Redirect"/> and <see cref="Pass"/>: to the socket of this RX queue
-    /// (<c>bpf_redirect_map(&amp;xsks, ctx->rx_queue_index, XDP_PASS)</c>, so XDP_PASS if the XSKMAP has none
-    /// there), or to the kernel.
+    /// (<c>bpf_redirect_map(&amp;xsks, ctx->rx_queue_index, fallback)</c>: <paramref name="fallback"/>, XDP_PASS
+    /// unless told otherwise, if the XSKMAP has none there), or to the kernel.
     /// </summary>
-    public static void EmitRedirectOrPass(BpfAssembler a, int xsksMapFd)
+    public static void EmitRedirectOrPass(BpfAssembler a, int xsksMapFd, int fallback = XDP_PASS)
     {
         a.Label(Redirect);
         a.Load(Size.W, Reg.R2, Reg.R6, XdpMdRxQueueIndex);
         a.LoadMapFd(Reg.R1, xsksMapFd);
-        a.Mov64(Reg.R3, XDP_PASS);
+        a.Mov64(Reg.R3, fallback);
         a.Call(BPF_FUNC_redirect_map);
         a.Exit();
 

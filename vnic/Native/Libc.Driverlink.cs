@@ -29,6 +29,9 @@ internal static unsafe partial class Libc
         return EpollCtl(epfd, EpollConstants.EPOLL_CTL_ADD, fd, &ev);
     }
 
+    /// <summary>Removes <paramref name="fd"/> from an epoll set. Returns 0 or -1.</summary>
+    internal static int EpollDel(int epfd, int fd) => EpollCtl(epfd, EpollConstants.EPOLL_CTL_DEL, fd, null);
+
     /// <summary>Reads an eventfd's counter, emptying it (EAGAIN on an empty non-blocking one is no error).</summary>
     internal static void DrainEventFd(int fd)
     {

@@ -49,6 +49,16 @@ public sealed unsafe class ShmVnic : IVnic
 
     private const int EthHeader = 14;
     private const int HandshakeTimeoutMs = 5000;
+    /// <summary>How long a join-only opener (<see cref="VnicOptions.ShmJoinPid"/>: onload-driverd, whose control loop
+    /// must not be held by one client) waits for the listener to connect and answer each handshake step.</summary>
+    private const int JoinOnlyTimeoutMs = 500;
+    private const int SoSndTimeo = 21;
+
+    private struct TimeVal
+    {
+        public long Seconds;
+        public long Microseconds;
+    }
     private const int ListenRetryMs = 50;
     private const int OpenAttempts = 50;
 
@@ -196,6 +206,13 @@ public sealed unsafe class ShmVnic : IVnic
             if (fd < 0)
                 throw OpenFailure.Call(spec, "socket(AF_UNIX, SOCK_SEQPACKET)", Errno.Last);
             uint len = SockaddrUn.Abstract(abstractName, out var addr);
+            if (options.ShmJoinPid is not null)
+            {
+                // A daemon joining a client's rings must not wait on that client: a listener whose backlog is full
+                // blocks connect for as long as SO_SNDTIMEO allows (unix_wait_for_peer).
+                var timeout = new TimeVal { Seconds = 0, Microseconds = JoinOnlyTimeoutMs * 1000 };
+                _ = Libc.SetSockOpt(fd, SOL_SOCKET, SoSndTimeo, &timeout, (uint)sizeof(TimeVal));
+            }
             int rc = Libc.Connect(fd, &addr, len);
             if (rc == 0)
             {
@@ -210,6 +227,8 @@ public sealed unsafe class ShmVnic : IVnic
                 Libc.Close(fd);
                 if (e != ECONNREFUSED)
                     throw OpenFailure.Call(spec, $"connect(\"@{AbstractPrefix}{name}\")", e);
+                if (options.ShmJoinPid is { } pid)
+                    throw OpenFailure.Message(spec, $"nobody listens at \"@{AbstractPrefix}{name}\" (pid {pid}'s endpoint is gone)", Errno.ENOENT);
                 // Nobody listens: create. Null means another opener bound the name first; join it instead.
                 var created = Create(spec, name, abstractName, options);
                 if (created is not null)
@@ -582,15 +601,22 @@ public sealed unsafe class ShmVnic : IVnic
         try
         {
             var cred = PeerCredentials(fd);
-            // Our own user's endpoint, or root's (onload-driverd's shared mode, which names us its peer).
-            if (cred.Uid != Libc.GetEuid() && cred.Uid != 0)
+            if (options.ShmJoinPid is { } expected && cred.Pid != expected)
+            {
+                Send(fd, MessageKind.Refused, 0, 0, []);
+                throw OpenFailure.Message(spec, $"the endpoint listening is pid {cred.Pid}'s, not pid {expected}'s", Errno.EACCES);
+            }
+            // Our own user's endpoint, root's (onload-driverd's shared mode, which names us its peer), or the one user
+            // we were told of (onload-driverd rejoining its client's rings).
+            if (cred.Uid != Libc.GetEuid() && cred.Uid != 0 && cred.Uid != options.ShmPeerUid)
             {
                 Send(fd, MessageKind.Refused, 0, 0, []);
                 throw OpenFailure.Message(spec, $"the endpoint listening (pid {cred.Pid}) runs as uid {cred.Uid}, we as {Libc.GetEuid()}", Errno.EACCES);
             }
 
             Span<int> fds = stackalloc int[4];
-            int got = ReceiveMessage(spec, fd, HandshakeTimeoutMs, cred.Pid, "its Hello", out var hello, fds);
+            int timeoutMs = options.ShmJoinPid is null ? HandshakeTimeoutMs : JoinOnlyTimeoutMs;
+            int got = ReceiveMessage(spec, fd, timeoutMs, cred.Pid, "its Hello", out var hello, fds);
             if (got < 0)
                 return null;
             if (hello.Kind == MessageKind.Hello && got == 3 && hello.JoinerRxRing <= 1)
@@ -612,6 +638,10 @@ public sealed unsafe class ShmVnic : IVnic
             }
 
             regionBytes = (nuint)hello.RegionBytes;
+            // A region its creator could shrink under our mapping would fault us: every creator seals it.
+            int seals = Libc.Fcntl(memfd, F_GET_SEALS, 0);
+            if (seals < 0 || (seals & F_SEAL_SHRINK) == 0)
+                throw OpenFailure.Message(spec, $"the shared region of pid {cred.Pid} is not sealed against shrinking", EPROTO);
             nint size = Libc.Lseek(memfd, 0, SEEK_END);
             if (size < 0 || (ulong)size < hello.RegionBytes || hello.RegionBytes < ShmLayout.PageBytes)
                 throw OpenFailure.Message(spec, $"the shared region is {size} bytes, the listener announced {hello.RegionBytes}", EPROTO);
@@ -643,7 +673,7 @@ public sealed unsafe class ShmVnic : IVnic
 
             if (!Send(fd, MessageKind.Ack, 0, mac.Value, []))
                 return null;
-            got = ReceiveMessage(spec, fd, HandshakeTimeoutMs, cred.Pid, "its Ready", out var ready, fds);
+            got = ReceiveMessage(spec, fd, timeoutMs, cred.Pid, "its Ready", out var ready, fds);
             if (got < 0)
                 return null;
             CloseAll(fds[..got]);

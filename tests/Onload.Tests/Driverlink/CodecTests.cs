@@ -44,7 +44,7 @@ public class CodecTests
         var m = new FilterInsert(0x01020304, new FilterSpec(FilterProtocol.Udp, 0x0A000001, 0x1234)) { RequestId = 0xAABBCCDD };
         byte[] b = m.ToArray();
         Assert.That(b.AsSpan(0, 4).ToArray(), Is.EqualTo("ODLK"u8.ToArray()));
-        Assert.That(b[4..6], Is.EqualTo(new byte[] { 1, 0 }));
+        Assert.That(b[4..6], Is.EqualTo(new byte[] { ProtocolVersion.Current.Major, ProtocolVersion.Current.Minor }));
         Assert.That(BinaryPrimitives.ReadUInt16LittleEndian(b.AsSpan(6)), Is.EqualTo((ushort)MessageKind.FilterInsert));
         Assert.That(BinaryPrimitives.ReadUInt16LittleEndian(b.AsSpan(10)), Is.EqualTo(20));
         Assert.That(BinaryPrimitives.ReadUInt32LittleEndian(b.AsSpan(12)), Is.EqualTo(0xAABBCCDD));
@@ -63,7 +63,7 @@ public class CodecTests
         Assert.That(Message.TryDecode(peer.ToArray(), out var decoded, out _), Is.True);
         string? refusal = Hello.Incompatibility(local, (Hello)decoded!);
 
-        Assert.That(refusal, Does.Contain("client onload 0.6.0 speaks protocol 1.0"));
+        Assert.That(refusal, Does.Contain($"client onload 0.6.0 speaks protocol {ProtocolVersion.Current}"));
         Assert.That(refusal, Does.Contain("daemon onload-driverd 2.1.0 speaks protocol 2.3"));
         Assert.That(Hello.Incompatibility(local, new Hello(PeerRole.Daemon, "x") { Version = new ProtocolVersion(1, 4) }), Is.Null);
     }
@@ -128,7 +128,9 @@ public class CodecTests
         yield return new TestCaseData(WithPayload(MessageKind.AttachRequest, [1, 0, 0, 0, .. new byte[12], 16, .. Enumerable.Repeat((byte)'e', 16)]), DecodeError.StringTooLong).SetName("16-byte interface name: StringTooLong");
         yield return new TestCaseData(WithPayload(MessageKind.AttachRequest, [1, 0, 0, 0, .. new byte[12], 0]), DecodeError.BadValue).SetName("empty interface name: BadValue");
         yield return new TestCaseData(Patched(new AttachRequest("veth0", VnicMode.Shared, 1, 1, 1), 16, 3), DecodeError.UnknownEnumValue).SetName("mode 3: UnknownEnumValue");
-        yield return new TestCaseData(Patched(new AttachRequest("veth0", VnicMode.Shared, 1, 1, 1), 17, 1), DecodeError.BadValue).SetName("reserved byte set: BadValue");
+        yield return new TestCaseData(Patched(new AttachRequest("veth0", VnicMode.Shared, 1, 1, 1), 18, 1), DecodeError.BadValue).SetName("reserved byte set: BadValue");
+        yield return new TestCaseData(Patched(new AttachRequest("veth0", VnicMode.Shared, 1, 1, 1), 17, 2), DecodeError.BadValue).SetName("reattach flag 2: BadValue");
+        yield return new TestCaseData(Patched(new AttachRequest("veth0", VnicMode.Shared, 1, 1, 1), 17, 1), DecodeError.Truncated).SetName("a shared reattach without the rings' name: Truncated");
         yield return new TestCaseData(Patched(new Hello(PeerRole.Client, "x"), 16, 0), DecodeError.UnknownEnumValue).SetName("role 0: UnknownEnumValue");
         var reply = AttachReply.Success(1, 1500, MacAddress.Zero, [new InterfaceAddress(1, 8)], VnicMode.Exclusive);
         yield return new TestCaseData(Patched(reply, 32, 17), DecodeError.BadValue).SetName("17 addresses: BadValue");

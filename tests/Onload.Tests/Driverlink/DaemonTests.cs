@@ -281,7 +281,7 @@ public class DaemonTests
             var r = raw.Receive(new int[4], out var message);
             Assert.That(r.Status, Is.EqualTo(ReceiveStatus.Ok));
             var daemon = (Hello)message!;
-            Assert.That(Hello.Incompatibility(future, daemon), Does.Contain("speaks protocol 1.0").And.Contain("protocol 2.0"));
+            Assert.That(Hello.Incompatibility(future, daemon), Does.Contain($"speaks protocol {ProtocolVersion.Current}").And.Contain("protocol 2.0"));
             Assert.That(raw.Receive(new int[4], out _).Status, Is.EqualTo(ReceiveStatus.PeerClosed));
             return 0;
         });

@@ -88,24 +88,47 @@ public class DriverlinkEchoTests
     }
 
     [Test]
-    public void Kill_minus_9_frees_the_clients_ports_its_peer_sees_the_end_and_a_new_client_attaches()
+    [Category("hostile")]
+    public void Kill_minus_9_frees_the_clients_ports_its_peer_sees_the_end_another_client_streams_on_intact_and_a_new_client_attaches()
     {
         using var dl = new DriverlinkPair();
         var a = StartEcho(dl, "shared", "--tcp", "7202");
+        var other = StartEcho(dl, "shared", "--tcp", "7203");
         Assert.That(dl.KernelPortHeld("tcp", 7202), Is.True, "the backing socket holds the port in the kernel");
-        // A kernel client streaming into the echo when it dies.
-        var stream = dl.Peer.Start("sh", "-c", $"head -c 100000000 /dev/zero | socat -b 65536 - TCP:{dl.HostAddress}:7202 > /dev/null");
-        Poll.Until(() => dl.Peer.Exec("ss -tn").Contains($"{dl.HostAddress}:7202", StringComparison.Ordinal), Deadline, "the stream connected");
-        Thread.Sleep(200); // let bytes flow: mid-transfer is the point
-        Netns.Netns.Run($"kill -9 {a.Pid}");
-        Poll.Until(() => dl.Daemon.Stderr.Contains("released", StringComparison.Ordinal), Deadline, "the daemon noticing the death");
-        Assert.That(stream.WaitForExit(Deadline), Is.True, "the peer's connection ended (reset by the kernel once the port is no longer steered)");
-        Assert.That(stream.ExitCode, Is.Not.EqualTo(0), stream.Stderr);
-        Poll.Until(() => !dl.KernelPortHeld("tcp", 7202), Deadline, "the port free in the kernel");
+        // The peer's sends through a 40 Mbit/s tbf: the other client's checked 8 MB stream lasts ~1.6 s and a dies in it.
+        dl.Peer.Exec($"tc qdisc add dev {dl.Pair.KernelIf} root tbf rate 40mbit burst 64kb latency 400ms");
+        string input = Path.Combine(TestContext.CurrentContext.WorkDirectory, $"kill9-in-{Environment.ProcessId}-{dl.Pair.Instance}");
+        string output = input.Replace("-in-", "-out-", StringComparison.Ordinal);
+        try
+        {
+            var blob = RandomNumberGenerator.GetBytes(8_000_000);
+            File.WriteAllBytes(input, blob);
+            var checkedStream = dl.Peer.Start("sh", "-c", $"socat -b 65536 -t 30 - TCP:{dl.HostAddress}:7203 < {input} > {output}");
+            // A kernel client streaming into a when it dies.
+            var stream = dl.Peer.Start("sh", "-c", $"head -c 100000000 /dev/zero | socat -b 65536 - TCP:{dl.HostAddress}:7202 > /dev/null");
+            Poll.Until(() => dl.Peer.Exec("ss -tn").Contains($"{dl.HostAddress}:7202", StringComparison.Ordinal), Deadline, "the stream connected");
+            Poll.Until(() => File.Exists(output) && new FileInfo(output).Length > 1_000_000, Deadline, "the other client's stream under way");
+            Netns.Netns.Run($"kill -9 {a.Pid}");
+            long atKill = new FileInfo(output).Length;
+            Poll.Until(() => dl.Daemon.Stderr.Contains("released", StringComparison.Ordinal), Deadline, "the daemon noticing the death");
+            Assert.That(stream.WaitForExit(Deadline), Is.True, "the peer's connection ended (reset by the kernel once the port is no longer steered)");
+            Assert.That(stream.ExitCode, Is.Not.EqualTo(0), stream.Stderr);
+            Poll.Until(() => !dl.KernelPortHeld("tcp", 7202), Deadline, "the port free in the kernel");
+            Assert.That(checkedStream.WaitForExit(Deadline), Is.True, "the other client's stream finished");
+            byte[] back = File.ReadAllBytes(output);
+            TestContext.Out.WriteLine($"kill -9 of one client: the other's stream {atKill:N0} B in at the kill, {back.Length:N0} of {blob.Length:N0} B back");
+            Assert.That(back.AsSpan().SequenceEqual(blob), Is.True, $"the other client's stream intact ({back.Length} of {blob.Length} B)");
+            Assert.That(other.HasExited, Is.False);
+        }
+        finally
+        {
+            File.Delete(input);
+            File.Delete(output);
+        }
 
         var b = StartEcho(dl, "shared", "--tcp", "7202");
-        var blob = RandomNumberGenerator.GetBytes(100_000);
-        Assert.That(Echo(dl, $"TCP:{dl.HostAddress}:7202", blob), Is.EqualTo(blob), "a new client serves the same port");
+        var small = RandomNumberGenerator.GetBytes(100_000);
+        Assert.That(Echo(dl, $"TCP:{dl.HostAddress}:7202", small), Is.EqualTo(small), "a new client serves the same port");
         Assert.That(dl.Daemon.HasExited, Is.False);
     }
 

@@ -18,6 +18,8 @@ internal static class SampleMessages
         new Hello(PeerRole.Daemon, "onload-driverd 0.6.0 (é)") { RequestId = 1 },
         new AttachRequest("veth0", VnicMode.Shared, 512, 512, 4096) { RequestId = 2 },
         new AttachRequest("enp1s0f0np0abcd", VnicMode.Exclusive, 2048, 1024, 8192) { RequestId = 3 },
+        new AttachRequest("veth0", VnicMode.Shared, 512, 512, 4096) { RequestId = 4, Reattach = true, ResumeName = "driverd-1234-5-0123456789abcdef" },
+        new AttachRequest("veth0", VnicMode.Exclusive, 512, 512, 4096) { RequestId = 5, Reattach = true },
         AttachReply.Success(7, 1500, MacAddress.Parse("02:00:00:00:00:01"),
             [new InterfaceAddress(0x0A000001, 24), new InterfaceAddress(0xC0A80102, 32)], VnicMode.Shared, 0, 0x0A0000FE,
             "driverd-1234-7-0123456789abcdef") with { RequestId = 2 },

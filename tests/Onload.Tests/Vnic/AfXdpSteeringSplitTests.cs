@@ -29,7 +29,7 @@ public sealed partial class AfXdpSteeringSplitTests
     private static VnicOptions Options() => new() { BufferCount = 256, RingSize = 64 };
 
     [Test]
-    public void A_client_without_capabilities_binds_the_owners_socket_and_gets_the_filtered_flow_until_ClearSocket()
+    public void A_client_without_capabilities_binds_the_owners_socket_and_gets_the_filtered_flow_until_ClearSocket_which_drops_it()
     {
         Netns.RequireRoot();
         using var pair = KernelHoldsTheAddress();
@@ -94,16 +94,23 @@ public sealed partial class AfXdpSteeringSplitTests
         ExpectOnSocket(pair, vnic, "to-the-client");
         Assert.That(osSocket.Stdout, Is.Empty, "the kernel's socket on the port heard nothing while the socket was in the map");
 
-        // Out of the XSKMAP, the filter still matches but the program's redirect falls back to the kernel.
+        // Out of the XSKMAP, the filter still matches and its frames are dropped: not handed to the kernel, whose
+        // socket on the port would reset a connection that a client waiting to reattach still holds.
         Assert.That(steering.ClearSocket(0), Is.Zero);
+        for (int i = 0; i < 5; i++)
+            SendUdp(pair, pair.StackAddress, UdpPort, "after-clear");
+        // Removing the filter gives the flow back to the kernel; the datagrams sent before it went nowhere.
+        Assert.That(steering.RemoveFilter(ProtocolType.Udp, ours, UdpPort), Is.Zero);
         Poll.Until(() =>
         {
-            SendUdp(pair, pair.StackAddress, UdpPort, "after-clear");
-            return osSocket.Stdout.Contains("after-clear", StringComparison.Ordinal);
-        }, Deadline, "the kernel's socket to hear a datagram once the socket left the map");
+            SendUdp(pair, pair.StackAddress, UdpPort, "after-remove");
+            return osSocket.Stdout.Contains("after-remove", StringComparison.Ordinal);
+        }, Deadline, "the kernel's socket to hear a datagram once the filter is gone");
+        Assert.That(osSocket.Stdout, Does.Not.Contain("after-clear"), "a filtered flow with no socket in the map is dropped, not passed");
         var received = new List<byte[]>();
         TestFrames.Drain(vnic, received);
-        Assert.That(received.Where(f => IsTo(f, ProtocolType.Udp, UdpPort)).Select(UdpPayload), Has.None.EqualTo("after-clear\n"));
+        Assert.That(received.Where(f => IsTo(f, ProtocolType.Udp, UdpPort)).Select(UdpPayload),
+            Has.None.EqualTo("after-clear\n").And.None.EqualTo("after-remove\n"));
 
         steering.Dispose();
         Assert.That(XdpProgramIds(pair.Stack, pair.StackIf), Is.Empty, "Dispose detaches");
