@@ -563,12 +563,22 @@ public sealed partial class NetStack
                 t.OutOfOrder.Add(seq, end); // the range holding it becomes the newest: the second block (RFC 2883 §4 (4))
                 return;
             }
+            // Overlapping data already held from an earlier start keeps its bytes, whatever the new copy says: Linux's
+            // tcp_data_queue_ofo keeps both segments and reads the lower one first. Data held from a later start is
+            // the new segment's (it replaces that segment, or is read first).
+            uint held = t.OutOfOrder.HeldPast(seq);
             if (!t.OutOfOrder.Add(seq, end))
             {
                 Counters.TcpExtTCPOFODrop++; // too many holes: the peer sends it again
                 return;
             }
             Counters.TcpExtTCPOFOQueue++;
+            if (held != seq)
+            {
+                ReportDuplicate(c, seq, held, ref Counters.TcpExtTCPDSACKOfoSent);
+                data = data[(int)(held - seq)..];
+                seq = held;
+            }
             CopyIntoReceiveRing(c, seq, data);
             return;
         }
