@@ -248,6 +248,11 @@ public struct TcpConnection
     public int SegmentsSinceAck;
     /// <summary>A pending asynchronous error (ECONNRESET, ETIMEDOUT, ECONNREFUSED), reported once.</summary>
     public int Error;
+    /// <summary>An ICMP error heard while synchronized (Linux's sk_err_soft): not fatal, reported if the connection
+    /// then times out, or by getsockopt(SO_ERROR).</summary>
+    public int SoftError;
+    /// <summary>The path MTU an ICMP "fragmentation needed" set (RFC 1191), or 0 for the link's.</summary>
+    public ushort PathMtu;
     /// <summary>The connection was reset or timed out: nothing more to read or send.</summary>
     public bool Dead;
     /// <summary>The application closed its handle; the stack frees the row when the connection ends.</summary>
