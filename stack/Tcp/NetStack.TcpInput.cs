@@ -65,6 +65,21 @@ public sealed partial class NetStack
     }
 
     /// <summary>
+    /// A segment that came in IPv4 fragments (a path with a small MTU, or a peer splitting the header itself):
+    /// Linux reassembles any protocol and takes the segment whole, so put back together in the scratch buffer behind
+    /// a plain IPv4 header, it is taken as any other, its checksum checked there.
+    /// </summary>
+    private void TcpInputReassembled(int queue, bool broadcast)
+    {
+        ref var q = ref _reassembler[queue];
+        var packet = _scratch.AsSpan(0, Ipv4Packet.MinHeaderLength + q.Length);
+        _reassembler.CopyOut(queue, 0, packet[Ipv4Packet.MinHeaderLength..]);
+        var ip = new Ipv4Packet(packet);
+        ip.WriteHeader(q.Source, q.Destination, IpProtocol.Tcp, q.Length, q.Identification, Options.DefaultTtl, dontFragment: false);
+        TcpInput(new PacketDescriptor(-1, packet.Length), ip, broadcast);
+    }
+
+    /// <summary>
     /// RFC 6191 as Linux's tcp_timewait_state_process: a SYN that PAWS does not reject (its timestamp at most one
     /// tick behind) and whose sequence number is beyond RCV.NXT, or whose timestamp is newer. A sequence number
     /// newer with a timestamp of the same millisecond is accepted: a client reusing the port within the tick that
