@@ -71,8 +71,9 @@ public class HostilePeerInteropTests(string kind)
 
     private sealed record Outcome(List<Segment> Seen, Dictionary<string, int> Marks, JsonElement Root, string App)
     {
+        /// <summary>The segments captured after the script made <paramref name="mark"/> (and before <paramref name="until"/>).</summary>
         public IEnumerable<Segment> From(string mark, string? until = null) =>
-            Seen.Skip(Marks[mark]).Take((until is null ? Seen.Count : Marks[until]) - Marks[mark]);
+            Seen.Where(s => s.T >= At(mark) && (until is null || s.T < At(until)));
 
         public byte[] Received => Convert.FromHexString(Root.GetProperty("received").GetString()!);
 
@@ -439,5 +440,61 @@ public class HostilePeerInteropTests(string kind)
             Assert.That(stackGot, Is.EqualTo(kernelGot), "the same datagrams with the same bytes");
             Assert.That(_stack.Counters.Drop(DropReason.IpReassemblyOverlap), Is.EqualTo(1), "the overlap counted");
         });
+    }
+
+    [Test]
+    public void A_window_held_at_zero_is_probed_with_backoff_as_on_linux_and_the_stream_survives_it()
+    {
+        const int Length = 50_000;
+        bool eagain = false;
+        var onStack = RunScript("zero-window", _peer.StackAddress, StackSender(Length, () => eagain = true), "--hold", "4");
+        var kernelApp = KernelSender(Length);
+        var onKernel = RunScript("zero-window", _kernelTarget, Done(kernelApp), "--hold", "4");
+        kernelApp.GetAwaiter().GetResult();
+
+        static double[] Probes(Outcome o) => o.Root.GetProperty("probes").EnumerateArray().Select(p => p.GetDouble()).ToArray();
+        static string Gaps(double[] p) => string.Join(" ", p.Zip(p.Skip(1), (a, b) => $"{(b - a) * 1000:0}"));
+        var stackProbes = Probes(onStack);
+        var kernelProbes = Probes(onKernel);
+        TestContext.Out.WriteLine($"4 s at zero window: kernel {kernelProbes.Length} probes, the first after " +
+            $"{(kernelProbes.FirstOrDefault() - onKernel.At("zero")) * 1000:0} ms, then gaps (ms) {Gaps(kernelProbes)}; stack {stackProbes.Length} probes, " +
+            $"the first after {(stackProbes.FirstOrDefault() - onStack.At("zero")) * 1000:0} ms, then gaps {Gaps(stackProbes)}; stack send() said EAGAIN: {eagain}; " +
+            $"both delivered {Length} bytes; TcpExtTCPAbortOnTimeout {_stack.Counters.TcpExtTCPAbortOnTimeout}");
+        Assert.Multiple(() =>
+        {
+            Assert.That(onKernel.Received, Is.EqualTo(PatternBytes(Length)), "the kernel's stream (the script is sound)");
+            Assert.That(onStack.Received, Is.EqualTo(PatternBytes(Length)), "every byte once the window opened");
+            Assert.That(kernelProbes, Has.Length.GreaterThanOrEqualTo(3), "Linux probed (the script is sound)");
+            Assert.That(stackProbes.Length, Is.InRange(kernelProbes.Length - 1, kernelProbes.Length + 1), "as often as Linux");
+            Assert.That(stackProbes.Zip(stackProbes.Skip(1), (a, b) => b - a).Zip(stackProbes.Skip(1).Zip(stackProbes.Skip(2), (a, b) => b - a),
+                (g1, g2) => g2 >= g1 * 0.8).All(x => x), Is.True, "the gaps grow (backoff), no spinning");
+            Assert.That(eagain, Is.True, "send() said EAGAIN once the send buffer filled");
+            Assert.That(_stack.Counters.TcpExtTCPAbortOnTimeout, Is.Zero, "answered probes keep the connection alive");
+        });
+    }
+
+    [Test]
+    public void A_window_whose_right_edge_is_pulled_back_gets_no_new_data_beyond_it_and_the_stream_survives_as_on_linux()
+    {
+        const int Length = 30_000;
+        var onStack = RunScript("shrink", _peer.StackAddress, StackSender(Length));
+        var kernelApp = KernelSender(Length);
+        var onKernel = RunScript("shrink", _kernelTarget, Done(kernelApp));
+        kernelApp.GetAwaiter().GetResult();
+
+        foreach (var (who, o) in new[] { ("kernel", onKernel), ("stack", onStack) })
+        {
+            long sentBefore = o.Seen.Where(s => s.T < o.At("shrunk") && s.Len > 0).Max(s => s.Seq + s.Len);
+            var during = o.From("shrunk", "open").Where(s => s.Len > 0).ToList();
+            TestContext.Out.WriteLine($"{who}: sent up to {sentBefore - 1} before the edge went back from 8000 to 3000; " +
+                $"{during.Count} data segments while it stayed there ({string.Join(" ", during.Select(s => $"{s.Seq - 1}+{s.Len}"))}); " +
+                $"{o.Received.Length} bytes delivered");
+            Assert.Multiple(() =>
+            {
+                Assert.That(o.Received, Is.EqualTo(PatternBytes(Length)), $"{who}: every byte");
+                Assert.That(during.Where(s => s.Seq >= sentBefore), Is.Empty, $"{who}: no new data beyond the new edge");
+            });
+        }
+        Assert.That(_stack.Counters.TcpEstabResets + _stack.Counters.TcpOutRsts, Is.Zero, "no reset either way");
     }
 }

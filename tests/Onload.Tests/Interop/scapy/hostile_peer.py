@@ -27,7 +27,7 @@ class Peer:
         self.seen = []
         self.marks = {}
         self.mark_times = {}
-        self.t0 = time.monotonic()
+        self.t0 = time.time()  # the clock of the sniffer's capture stamps
         started = threading.Event()
         target, port, sport = a.target, a.port, a.sport
 
@@ -46,7 +46,7 @@ class Peer:
         self.rcv_nxt = None
 
     def now(self):
-        return round(time.monotonic() - self.t0, 4)
+        return round(time.time() - self.t0, 6)
 
     def mark(self, name):
         self.marks[name] = len(self.seen)
@@ -84,7 +84,8 @@ class Peer:
             data = data[:max(0, p[IP].len - p[IP].ihl * 4 - t.dataofs * 4)]
             rel_seq = (t.seq - self.irs) & 0xffffffff if self.irs is not None else 0
             rel_ack = (t.ack - self.isn) & 0xffffffff
-            s = {"t": self.now(), "seq": rel_seq, "ack": rel_ack, "flags": str(t.flags), "win": t.window,
+            # When it was captured, not when this loop got to it: a burst waits in the queue.
+            s = {"t": round(float(p.time) - self.t0, 6), "seq": rel_seq, "ack": rel_ack, "flags": str(t.flags), "win": t.window,
                  "len": len(data), "data": data.hex()}
             self.seen.append(s)
             return s, t, data
@@ -281,7 +282,8 @@ def zero_window(p):
                 t_zero[0] = time.monotonic()
                 p.mark("zero")
             return True
-        probes.append(s["t"])
+        if s["t"] >= p.mark_times["zero"]:  # not a segment of the flight, sent before the window closed
+            probes.append(s["t"])
         p.send(p.tcp("A", window=0))
         if time.monotonic() - t_zero[0] >= p.a.hold:
             opened[0] = True
