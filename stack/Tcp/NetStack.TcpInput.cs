@@ -417,6 +417,8 @@ public sealed partial class NetStack
             Dropped(DropReason.TcpTooOldAck);
             return false;
         }
+        // Something got through: an ICMP error heard before is no longer news (Linux's tcp_ack clears sk_err_soft).
+        t.SoftError = 0;
         uint window = (uint)seg.Window << t.SndWndShift;
         uint unaBefore = t.SndUna;
         uint sackedBefore = t.SackedBytes;
