@@ -284,6 +284,7 @@ public sealed partial class NetStack
         _tcp.Hash(c);
         Counters.TcpActiveOpens++;
         TcpSendFlags(c, t.Iss, TcpFlags.Syn);
+        t.SynSentAt = _now;
         ScheduleRetransmit(c, RetransmitKind.Rto, _now + BackedOffRto(c));
         Mirror(c);
         Flush();

@@ -151,6 +151,7 @@ public sealed partial class NetStack
         OpenChild(c, listener, remote, seg, seg.SequenceNumber,
             InitialSequenceNumber(l.LocalPort, remote, seg.SourcePort), options);
         TcpSendFlags(c, t.Iss, TcpFlags.Syn | TcpFlags.Ack);
+        t.SynSentAt = _now;
         ScheduleRetransmit(c, RetransmitKind.Rto, _now + BackedOffRto(c));
         Mirror(c);
     }
@@ -235,7 +236,7 @@ public sealed partial class NetStack
         if (hasAck)
         {
             t.SndUna = ack;
-            SampleRtt(c, -1, options);
+            SampleRtt(c, HandshakeRtt(c), options);
             _timers.Cancel(TcpTimerId(c, TcpTimer.Retransmit));
             Established(c);
             t.AckNow = true;
@@ -390,7 +391,7 @@ public sealed partial class NetStack
             t.MaxSndWnd = Math.Max(t.MaxSndWnd, t.SndWnd);
             t.SndWl1 = seg.SequenceNumber;
             t.SndWl2 = ack;
-            SampleRtt(c, -1, options);
+            SampleRtt(c, HandshakeRtt(c), options);
             _timers.Cancel(TcpTimerId(c, TcpTimer.Retransmit));
             Established(c);
             if (t.Listener >= 0)
@@ -489,6 +490,11 @@ public sealed partial class NetStack
         }
         return true;
     }
+
+    /// <summary>The time since our SYN or SYN-ACK left, if it left once (Karn); else -1. Without it a connection
+    /// without timestamps had no RTT sample until its first data was acknowledged, and a loss in its first flight
+    /// waited the initial 1 s RTO where Linux, having measured the handshake, waits 200 ms.</summary>
+    private long HandshakeRtt(int c) => _tcp[c].SynSentAt != 0 ? _now - _tcp[c].SynSentAt : -1;
 
     /// <summary>The longest round trip a timestamp echo may give, in 1 ms ticks (Linux's INT_MAX µs).</summary>
     private const uint MaxTimestampRttTicks = int.MaxValue / 1000;

@@ -55,6 +55,7 @@ public sealed partial class NetStack
                 return;
             }
             t.Backoff++;
+            t.SynSentAt = 0; // Karn: an answer may be to either copy
             Counters.TcpExtTCPTimeouts++;
             if (TcpSendFlags(c, t.Iss, t.State == TcpState.SynSent ? TcpFlags.Syn : TcpFlags.Syn | TcpFlags.Ack))
             {

@@ -185,6 +185,9 @@ public struct TcpConnection
     public long Rto;
     public int Backoff;
     public long RetransmitStartedAt;
+    /// <summary>When our SYN or SYN-ACK left, or 0 once it was sent again (Karn): the handshake's round trip is the
+    /// first RTT sample, with or without timestamps, as Linux takes it.</summary>
+    public long SynSentAt;
     /// <summary>Segments this connection sent again, SYNs included (Linux's tcpi_total_retrans): its share of
     /// <see cref="StackCounters.TcpRetransSegs"/>, for onload-stackdump and TCP_INFO.</summary>
     public uint TotalRetrans;

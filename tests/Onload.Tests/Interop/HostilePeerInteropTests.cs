@@ -322,13 +322,16 @@ public class HostilePeerInteropTests(string kind)
         });
     }
 
-    [Test]
-    public void Fragmentation_needed_quoting_the_connection_resends_in_pieces_and_other_quotes_are_ignored_as_on_linux()
+    [TestCase(3, 4, 1000 - 40, TestName = "Fragmentation needed quoting the connection resends in pieces and other quotes are ignored as on Linux")]
+    [TestCase(3, 3, 1460, TestName = "Port unreachable quoting an established connection changes nothing as on Linux")]
+    [TestCase(11, 0, 1460, TestName = "Time exceeded quoting an established connection changes nothing as on Linux")]
+    public void An_icmp_error_quoting_the_connection_is_taken_as_linux_takes_it(int type, int code, int mss)
     {
         const int Length = 20000;
-        var onStack = RunScript("icmp-quote", _peer.StackAddress, StackSender(Length), "--mtu", "1000");
+        string[] args = ["--type", type.ToString(CultureInfo.InvariantCulture), "--code", code.ToString(CultureInfo.InvariantCulture), "--mtu", "1000"];
+        var onStack = RunScript("icmp-quote", _peer.StackAddress, StackSender(Length), args);
         var kernelApp = KernelSender(Length);
-        var onKernel = RunScript("icmp-quote", _kernelTarget, Done(kernelApp), "--mtu", "1000");
+        var onKernel = RunScript("icmp-quote", _kernelTarget, Done(kernelApp), args);
         kernelApp.GetAwaiter().GetResult();
 
         foreach (var (who, o) in new[] { ("kernel", onKernel), ("stack", onStack) })
@@ -336,24 +339,29 @@ public class HostilePeerInteropTests(string kind)
             var before = o.From("other", "valid").Where(s => s.Len > 0).ToList();
             var after = o.From("valid").Where(s => s.Len > 0).ToList();
             var firstAfter = after.FirstOrDefault();
-            TestContext.Out.WriteLine($"{who}: {before.Count} data segments between the bad quotes and the good one " +
-                $"(largest {before.Select(s => s.Len).DefaultIfEmpty().Max()}), then {after.Count} of at most " +
-                $"{after.Select(s => s.Len).DefaultIfEmpty().Max()} bytes, the first resent at +" +
+            TestContext.Out.WriteLine($"ICMP {type}/{code}, {who}: {before.Count} data segments between the bad quotes and the good one, " +
+                $"then {after.Count} of at most {after.Select(s => s.Len).DefaultIfEmpty().Max()} bytes, the first (seq {firstAfter?.Seq}) at +" +
                 $"{(firstAfter is null ? -1 : (firstAfter.T - o.At("valid")) * 1000):0} ms");
             Assert.Multiple(() =>
             {
-                Assert.That(o.Received, Is.EqualTo(PatternBytes(Length)), $"{who}: every byte");
-                Assert.That(before.All(s => s.Len <= 1460), Is.True);
-                Assert.That(after.Max(s => s.Len), Is.EqualTo(1000 - 40), $"{who}: pieces that fit the path MTU");
-                Assert.That(after[0].Seq, Is.EqualTo(1), $"{who}: the flight went again from its start");
-                Assert.That(after[0].Len, Is.EqualTo(1000 - 40), $"{who}: in a piece of the new MSS");
+                Assert.That(o.Received, Is.EqualTo(PatternBytes(Length)), $"{who}: every byte, the connection alive");
+                Assert.That(before, Is.Empty, $"{who}: the bad quotes made it send nothing");
+                Assert.That(after.Max(s => s.Len), Is.EqualTo(mss), $"{who}: segments of the MSS the error leaves");
+                if (mss < 1460)
+                    Assert.That(after[0], Has.Property("Seq").EqualTo(1).And.Property("Len").EqualTo(mss),
+                        $"{who}: the flight went again from its start, in pieces");
             });
         }
-        Assert.That(_stack.Counters.Drop(DropReason.IcmpErrorNoSocket), Is.EqualTo(1), "the other connection's quote");
-        Assert.That(_stack.Counters.TcpExtOutOfWindowIcmps, Is.EqualTo(1), "the sequence never sent");
-        Assert.That(_stack.Counters.TcpPathMtuReductions, Is.EqualTo(1));
         TestContext.Out.WriteLine($"stack: IcmpErrorNoSocket {_stack.Counters.Drop(DropReason.IcmpErrorNoSocket)}, " +
-            $"TcpExtOutOfWindowIcmps {_stack.Counters.TcpExtOutOfWindowIcmps}, TcpPathMtuReductions {_stack.Counters.TcpPathMtuReductions}");
+            $"TcpExtOutOfWindowIcmps {_stack.Counters.TcpExtOutOfWindowIcmps}, TcpPathMtuReductions {_stack.Counters.TcpPathMtuReductions}, " +
+            $"TcpIcmpSoftErrors {_stack.Counters.TcpIcmpSoftErrors}");
+        Assert.Multiple(() =>
+        {
+            Assert.That(_stack.Counters.Drop(DropReason.IcmpErrorNoSocket), Is.EqualTo(1), "the other connection's quote");
+            Assert.That(_stack.Counters.TcpExtOutOfWindowIcmps, Is.EqualTo(1), "the sequence never sent");
+            Assert.That(_stack.Counters.TcpPathMtuReductions, Is.EqualTo(mss < 1460 ? 1 : 0));
+            Assert.That(_stack.Counters.TcpIcmpSoftErrors, Is.EqualTo(mss < 1460 ? 0 : 1));
+        });
     }
 
     [TestCase(3, 3, SocketError.ConnectionRefused, Errno.ECONNREFUSED)]

@@ -212,9 +212,9 @@ def tiny_mss(p):
 
 
 def icmp_quote(p):
-    """While the target's first flight is unacknowledged: "fragmentation needed" (MTU a.mtu) quoting another
-    connection, then our connection with a sequence number never sent, then our connection as it is. The target's
-    flight should go again in pieces that fit the MTU, and the transfer finish intact."""
+    """While the target's first flight is unacknowledged: ICMP type a.type code a.code ("fragmentation needed" with
+    MTU a.mtu, or another error) quoting another connection, then our connection with a sequence number never sent,
+    then our connection as it is. Then we take the whole transfer."""
     p.handshake()
     deadline = time.monotonic() + 5
     first = None
@@ -228,7 +228,8 @@ def icmp_quote(p):
     def quote(sport, seq):
         inner = IP(src=p.a.target, dst=p.a.me, flags="DF", len=1500, proto=6) / TCP(
             sport=p.a.port, dport=sport, seq=seq, ack=first.ack, flags="A")
-        return IP(dst=p.a.target) / ICMP(type=3, code=4, nexthopmtu=p.a.mtu) / Raw(bytes(inner)[:28])
+        icmp = ICMP(type=p.a.type, code=p.a.code, nexthopmtu=p.a.mtu) if p.a.type == 3 else ICMP(type=p.a.type, code=p.a.code)
+        return IP(dst=p.a.target) / icmp / Raw(bytes(inner)[:28])
 
     p.mark("other")
     p.send(quote(p.a.sport + 1, first.seq))
