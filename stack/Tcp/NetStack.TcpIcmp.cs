@@ -106,8 +106,6 @@ public sealed partial class NetStack
         ref var t = ref _tcp[c];
         int current = t.PathMtu != 0 ? Math.Min(t.PathMtu, _mtu) : _mtu;
         int mtu = Math.Max(nextHopMtu, TcpMinPathMtu);
-        if (nextHopMtu < TcpMinPathMtu)
-            t.SoftError = (int)Errno.EMSGSIZE; // as Linux, where the router asked for less than the floor gives
         if (mtu >= current)
         {
             Counters.Count(DropReason.TcpIcmpIgnored); // would raise it: RFC 1191 §3 ignores a larger one
