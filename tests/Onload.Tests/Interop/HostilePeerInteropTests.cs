@@ -65,7 +65,24 @@ public class HostilePeerInteropTests(string kind)
     }
 
     [TearDown]
-    public void RemovePeer() => _peer?.Dispose(); // kills scapy (started in the namespace) before the namespaces go
+    public void RemovePeer()
+    {
+        // A kernel application still blocked (the script failed) wakes with an error, rather than waiting for ever.
+        foreach (var socket in _kernelSockets)
+            socket.Dispose();
+        _kernelSockets.Clear();
+        _peer?.Dispose(); // kills scapy (started in the namespace) before the namespaces go
+    }
+
+    private readonly List<Socket> _kernelSockets = [];
+
+    /// <summary>A kernel socket in the stack's namespace, closed at the end of the test whatever happens.</summary>
+    private Socket KernelSocket(SocketType type, ProtocolType protocol)
+    {
+        var socket = _peer.StackNs.Run(() => new Socket(AddressFamily.InterNetwork, type, protocol));
+        _kernelSockets.Add(socket);
+        return socket;
+    }
 
     private sealed record Segment(double T, long Seq, long Ack, string Flags, int Win, int Len, string Data);
 
@@ -154,7 +171,7 @@ public class HostilePeerInteropTests(string kind)
 
     private Socket KernelListener()
     {
-        var listener = _peer.StackNs.Run(() => new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp));
+        var listener = KernelSocket(SocketType.Stream, ProtocolType.Tcp);
         listener.Bind(new IPEndPoint(IPAddress.Parse(_kernelTarget), TargetPort));
         listener.Listen(4);
         return listener;
@@ -364,8 +381,8 @@ public class HostilePeerInteropTests(string kind)
         });
     }
 
-    [TestCase(3, 3, SocketError.ConnectionRefused, Errno.ECONNREFUSED)]
-    [TestCase(3, 1, SocketError.HostUnreachable, Errno.EHOSTUNREACH)]
+    [TestCase(3, 3, SocketError.ConnectionRefused, Errno.ECONNREFUSED, TestName = "A connect answered by port unreachable fails with ECONNREFUSED as on Linux")]
+    [TestCase(3, 1, SocketError.HostUnreachable, Errno.EHOSTUNREACH, TestName = "A connect answered by host unreachable fails with EHOSTUNREACH as on Linux")]
     public void A_connect_answered_by_an_icmp_error_fails_with_linuxs_errno(int type, int code, SocketError kernelError, Errno errno)
     {
         int c = _stack.TcpOpen();
@@ -389,8 +406,7 @@ public class HostilePeerInteropTests(string kind)
         var stackTook = clock.Elapsed;
         int stackErrno = _stack.TcpTakeError(c);
 
-        var kernelSocket = _peer.StackNs.Run(() => new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp));
-        using var _ = kernelSocket;
+        var kernelSocket = KernelSocket(SocketType.Stream, ProtocolType.Tcp);
         kernelSocket.Bind(new IPEndPoint(IPAddress.Parse(_kernelTarget), TargetPort));
         Task? connect = null;
         RunScript("refuse-connect", _kernelTarget, () =>
@@ -423,7 +439,7 @@ public class HostilePeerInteropTests(string kind)
             return stackGot.Contains("end");
         });
 
-        using var kernelSocket = _peer.StackNs.Run(() => new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp));
+        var kernelSocket = KernelSocket(SocketType.Dgram, ProtocolType.Udp);
         kernelSocket.Bind(new IPEndPoint(IPAddress.Parse(_kernelTarget), TargetPort));
         kernelSocket.ReceiveTimeout = (int)Deadline.TotalMilliseconds;
         var kernelApp = Task.Run(() =>

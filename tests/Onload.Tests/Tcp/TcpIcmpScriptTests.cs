@@ -142,14 +142,15 @@ public class TcpIcmpScriptTests
         return (peer, s, syn);
     }
 
-    [TestCase(IcmpType.DestinationUnreachable, IcmpUnreachableCode.Port, Errno.ECONNREFUSED)]
-    [TestCase(IcmpType.DestinationUnreachable, IcmpUnreachableCode.Host, Errno.EHOSTUNREACH)]
-    [TestCase(IcmpType.DestinationUnreachable, IcmpUnreachableCode.Network, Errno.ENETUNREACH)]
-    [TestCase(IcmpType.DestinationUnreachable, (byte)13, Errno.EHOSTUNREACH)]
-    [TestCase(IcmpType.TimeExceeded, (byte)0, Errno.EHOSTUNREACH)]
-    [TestCase(IcmpType.ParameterProblem, (byte)0, Errno.EPROTO)]
-    public void A_connect_quoted_by_an_error_fails_with_linuxs_errno(byte type, byte code, Errno errno)
+    [TestCase(3, 3, Errno.ECONNREFUSED, TestName = "A connect quoted by port unreachable fails with ECONNREFUSED")]
+    [TestCase(3, 1, Errno.EHOSTUNREACH, TestName = "A connect quoted by host unreachable fails with EHOSTUNREACH")]
+    [TestCase(3, 0, Errno.ENETUNREACH, TestName = "A connect quoted by network unreachable fails with ENETUNREACH")]
+    [TestCase(3, 13, Errno.EHOSTUNREACH, TestName = "A connect quoted by communication prohibited fails with EHOSTUNREACH")]
+    [TestCase(11, 0, Errno.EHOSTUNREACH, TestName = "A connect quoted by time exceeded fails with EHOSTUNREACH")]
+    [TestCase(12, 0, Errno.EPROTO, TestName = "A connect quoted by parameter problem fails with EPROTO")]
+    public void A_connect_quoted_by_an_error_fails_with_linuxs_errno(int icmpType, int icmpCode, Errno errno)
     {
+        byte type = (byte)icmpType, code = (byte)icmpCode;
         var (peer, s, syn) = Connecting();
         using var _ = peer;
         peer.Inject(IcmpErrorFrame(peer, type, code, syn.SrcPort, PeerPort, syn.Seq + 2));

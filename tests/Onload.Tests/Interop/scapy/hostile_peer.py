@@ -148,6 +148,16 @@ class Peer:
         self.snd_nxt += 1
         self.receive_all(deadline_s)
 
+    def close_after_fin(self):
+        """After the target's FIN: ours, and wait (3 s at most) for its ACK; the target's application has closed."""
+        self.send(self.tcp("FA"))
+        self.snd_nxt += 1
+        deadline = time.monotonic() + 3
+        while True:
+            seg = self.next_segment(deadline)
+            if seg is None or "A" in str(seg[1].flags) and (seg[1].ack - self.snd_nxt) & 0xffffffff == 0:
+                return
+
     def result(self, **extra):
         self.sniffer.stop()
         out = {"seen": self.seen, "marks": self.marks, "mark_times": self.mark_times}
@@ -204,7 +214,7 @@ def ack_unsent(p):
 
 
 def tiny_mss(p):
-    """A SYN offering MSS a.mss and nothing else; the target sends a.bytes and closes."""
+    """A SYN offering MSS a.mss and nothing else; the target's application sends its bytes and closes."""
     p.handshake(mss=p.a.mss)
     data = p.receive_all(15)
     p.close_after_fin()
@@ -266,8 +276,8 @@ def refuse_connect(p):
 
 
 def zero_window(p):
-    """The target sends a.bytes; we take its first segment, then hold the window at zero for a.hold seconds,
-    answering every probe, then open it and take the rest."""
+    """The target's application sends its bytes; we take the first segment, then hold the window at zero for a.hold
+    seconds, answering every probe, then open it and take the rest."""
     p.handshake(mss=1000, window=1000)
     probes = []
     opened = [False]
@@ -318,8 +328,7 @@ def shrink(p):
             return False
         if state["shrunk"] is None:
             if data and t.seq == p.rcv_nxt:
-                first = bytes(data)
-                p.first = first
+                p.first = bytes(data)
                 p.rcv_nxt = (p.rcv_nxt + len(data)) & 0xffffffff
                 p.send(p.tcp("A", window=2000))  # right edge 1000 + 2000, where it was 8000
                 state["shrunk"] = time.monotonic()
@@ -341,20 +350,6 @@ def shrink(p):
     data = p.receive_all(20, on_segment=on_segment)
     p.close_after_fin()
     p.result(received=(p.first + data).hex())
-
-
-def close_after_fin(p):
-    """After the target's FIN: ours, and wait for its ACK (the target's application has closed)."""
-    p.send(p.tcp("FA"))
-    p.snd_nxt += 1
-    deadline = time.monotonic() + 3
-    while True:
-        seg = p.next_segment(deadline)
-        if seg is None or "A" in str(seg[1].flags) and (seg[1].ack - p.snd_nxt) & 0xffffffff == 0:
-            return
-
-
-Peer.close_after_fin = close_after_fin
 
 
 def fragments(p):
@@ -384,7 +379,7 @@ def fragments(p):
     frags([(0, c[:8], True), (8, c[8:16], True), (16, c[16:24], True), (8, b"d" * 8, True), (24, c[24:48], False)], "inside")
     # Inside the run but straddling two fragments of it.
     e = udp(b"dup2-" + b"e" * 35)
-    frags([(0, e[:8], True), (8, e[8:16], True), (16, e[16:24], True), (4 * 0 + 8, b"f" * 16, True), (24, e[24:48], False)], "straddle")
+    frags([(0, e[:8], True), (8, e[8:16], True), (16, e[16:24], True), (8, b"f" * 16, True), (24, e[24:48], False)], "straddle")
     # The last fragment first, then the rest in order.
     g = udp(b"back-" + b"g" * 35)
     frags([(40, g[40:48], False), (0, g[:16], True), (16, g[16:40], True)], "reverse")
