@@ -398,10 +398,18 @@ public sealed partial class NetStack
                 QueueForAccept(c);
             return true;
         }
-        // RFC 5961 §5.2: an ACK of something never sent gets an ACK back and is dropped.
+        // RFC 5961 §5.2: an ACK of something never sent is dropped, data and all, and answered by a challenge ACK,
+        // as Linux's tcp_ack does: at most one per connection per 500 ms, within the stack-wide limit, so that a
+        // flood of such segments cannot make an ACK each.
         if (Seq.Gt(ack, t.SndMax))
         {
-            t.AckNow = true;
+            if (t.OutOfWindowAckAt != 0 && _now - t.OutOfWindowAckAt < OutOfWindowAckIntervalNs)
+                Counters.TcpExtTCPACKSkippedChallenge++;
+            else
+            {
+                t.OutOfWindowAckAt = _now;
+                ChallengeAck(c);
+            }
             Dropped(DropReason.TcpBadAck);
             return false;
         }

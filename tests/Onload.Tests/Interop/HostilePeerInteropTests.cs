@@ -268,6 +268,15 @@ public class HostilePeerInteropTests(string kind)
         });
     }
 
+    /// <summary>One of the SNMP counters of the stack namespace's kernel (where the kernel target's socket lives).</summary>
+    private long StackNamespaceCounter(string name)
+    {
+        string line = _peer.StackNs.Exec($"nstat -az {name}");
+        var m = System.Text.RegularExpressions.Regex.Match(line, name + @"\s+(\d+)");
+        Assert.That(m.Success, Is.True, $"no {name} in nstat's output: {line}");
+        return long.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture);
+    }
+
     private static List<long> DistinctAcks(Outcome o)
     {
         var acks = new List<long>();
@@ -298,14 +307,17 @@ public class HostilePeerInteropTests(string kind)
         var read = new StringBuilder();
         var onStack = RunScript("ack-unsent", _peer.StackAddress, StackReader(read));
         var kernelApp = KernelReader();
+        long challengesBefore = StackNamespaceCounter("TcpExtTCPChallengeACK");
         var onKernel = RunScript("ack-unsent", _kernelTarget, Done(kernelApp));
         string kernelRead = kernelApp.GetAwaiter().GetResult();
+        long kernelChallenges = StackNamespaceCounter("TcpExtTCPChallengeACK") - challengesBefore;
 
         var stackAnswer = onStack.From("bad", "good").ToList();
         var kernelAnswer = onKernel.From("bad", "good").ToList();
         TestContext.Out.WriteLine($"kernel read '{kernelRead}', answered the bad ACK with {kernelAnswer.Count} segment(s); " +
             $"stack read '{read}', answered with {stackAnswer.Count} (ACK {string.Join(",", stackAnswer.Select(s => s.Ack))}), " +
-            $"Drop.TcpBadAck {_stack.Counters.Drop(DropReason.TcpBadAck)}");
+            $"Drop.TcpBadAck {_stack.Counters.Drop(DropReason.TcpBadAck)}; challenge ACKs: kernel {kernelChallenges}, stack " +
+            $"{_stack.Counters.TcpExtTCPChallengeACK}");
         Assert.Multiple(() =>
         {
             Assert.That(kernelRead, Is.EqualTo(new string('Y', 10)), "Linux dropped the data with the bad ACK");
@@ -313,6 +325,7 @@ public class HostilePeerInteropTests(string kind)
             Assert.That(_stack.Counters.Drop(DropReason.TcpBadAck), Is.EqualTo(1), "counted");
             Assert.That(stackAnswer.Count, Is.EqualTo(kernelAnswer.Count), "answered as Linux answers");
             Assert.That(stackAnswer.All(s => s.Ack == 1), Is.True, "any answer acknowledges only the SYN (SND.UNA unmoved)");
+            Assert.That(_stack.Counters.TcpExtTCPChallengeACK, Is.EqualTo(kernelChallenges), "counted as Linux counts the answer");
         });
     }
 
