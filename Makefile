@@ -118,7 +118,7 @@ PUBLISH   := obj/publish
 SLN       := Onload.sln
 
 # Debian packages the build, the tests and the demo use (the .NET SDK is not one of them).
-DEB_PACKAGES := pkg-config iproute2 iputils-ping socat ethtool tcpdump tshark sockperf gcc g++ make nftables curl iperf3 python3 jq wrk hping3
+DEB_PACKAGES := pkg-config iproute2 iputils-ping socat ethtool tcpdump tshark sockperf gcc g++ make nftables curl iperf3 python3 jq wrk hping3 python3-scapy
 
 export DOTNET_CLI_TELEMETRY_OPTOUT := 1
 export DOTNET_NOLOGO := 1

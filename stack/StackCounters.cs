@@ -56,6 +56,16 @@ public sealed class StackCounters
     /// <summary>SYNs met with a full SYN queue and answered with a cookie, or (cookies off) dropped.</summary>
     /// <summary>Duplicate ACKs not sent for out-of-window ACKs and SYNs: one per 500 ms per connection.</summary>
     public long TcpExtTCPACKSkippedSeq;
+    /// <summary>Challenge ACKs held back by the per-connection 500 ms limit (Linux's TCPACKSkippedChallenge).</summary>
+    public long TcpExtTCPACKSkippedChallenge;
+    /// <summary>ICMP errors quoting a sequence number we had not sent or had seen acknowledged (Linux's OutOfWindowIcmps).</summary>
+    public long TcpExtOutOfWindowIcmps;
+    /// <summary>Half-open connections a listener dropped (Linux's ListenDrops; here only those ended by ICMP).</summary>
+    public long TcpExtListenDrops;
+    /// <summary>ICMP errors kept as a connection's soft error (no Linux counter).</summary>
+    public long TcpIcmpSoftErrors;
+    /// <summary>Connections whose path MTU an ICMP "fragmentation needed" lowered (no Linux counter).</summary>
+    public long TcpPathMtuReductions;
     public long TcpExtTCPReqQFullDoCookies;
     public long TcpExtTCPReqQFullDrop;
     /// <summary>Cookie SYN-ACKs sent; ACKs that carried a good cookie; ACKs to a listener that sent cookies lately
@@ -141,6 +151,11 @@ public sealed class StackCounters
         yield return new(nameof(TcpOutRsts), TcpOutRsts);
         yield return new(nameof(TcpExtListenOverflows), TcpExtListenOverflows);
         yield return new(nameof(TcpExtTCPACKSkippedSeq), TcpExtTCPACKSkippedSeq);
+        yield return new(nameof(TcpExtTCPACKSkippedChallenge), TcpExtTCPACKSkippedChallenge);
+        yield return new(nameof(TcpExtOutOfWindowIcmps), TcpExtOutOfWindowIcmps);
+        yield return new(nameof(TcpExtListenDrops), TcpExtListenDrops);
+        yield return new(nameof(TcpIcmpSoftErrors), TcpIcmpSoftErrors);
+        yield return new(nameof(TcpPathMtuReductions), TcpPathMtuReductions);
         yield return new(nameof(TcpExtTCPReqQFullDoCookies), TcpExtTCPReqQFullDoCookies);
         yield return new(nameof(TcpExtTCPReqQFullDrop), TcpExtTCPReqQFullDrop);
         yield return new(nameof(TcpExtSyncookiesSent), TcpExtSyncookiesSent);

@@ -175,8 +175,8 @@ public sealed partial class NetStack
     }
 
     /// <summary>
-    /// Hands a received ICMP error to the UDP socket it quotes, as Linux's __udp4_lib_err does: only "hard" errors,
-    /// and only to a connected socket (without IP_RECVERR the kernel reports nothing to an unconnected one).
+    /// Hands a received ICMP error to the socket it quotes: a TCP connection (<see cref="TcpIcmpError"/>) or a UDP
+    /// socket. It must quote a datagram we sent: our address, and at least 8 bytes past its header (RFC 792).
     /// </summary>
     private void IcmpErrorToSocket(IcmpPacket icmp)
     {
@@ -188,17 +188,31 @@ public sealed partial class NetStack
         }
         var inner = new Ipv4Packet(quote);
         int ihl = inner.HeaderLength;
-        if (ihl < Ipv4Packet.MinHeaderLength || quote.Length < ihl + UdpDatagram.HeaderLength)
+        if (ihl < Ipv4Packet.MinHeaderLength || quote.Length < ihl + 8)
         {
             Counters.Count(DropReason.IcmpTruncated);
             return;
         }
-        if (inner.Protocol != IpProtocol.Udp || inner.Source != _address)
+        if (inner.Source != _address || inner.FragmentOffset != 0)
         {
             Counters.Count(DropReason.IcmpErrorNoSocket);
             return;
         }
-        var udp = new UdpDatagram(quote[ihl..]);
+        if (inner.Protocol == IpProtocol.Tcp)
+            TcpIcmpError(icmp, inner, quote[ihl..]);
+        else if (inner.Protocol == IpProtocol.Udp)
+            UdpIcmpError(icmp, inner, quote[ihl..]);
+        else
+            Counters.Count(DropReason.IcmpErrorNoSocket);
+    }
+
+    /// <summary>
+    /// An ICMP error to the UDP socket it quotes, as Linux's __udp4_lib_err: only "hard" errors, and only to a
+    /// connected socket (without IP_RECVERR the kernel reports nothing to an unconnected one).
+    /// </summary>
+    private void UdpIcmpError(IcmpPacket icmp, Ipv4Packet inner, Span<byte> quotedUdp)
+    {
+        var udp = new UdpDatagram(quotedUdp);
         if (!_udp.PortInUse(udp.SourcePort))
         {
             Counters.Count(DropReason.IcmpErrorNoSocket);

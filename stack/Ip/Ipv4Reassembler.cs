@@ -33,6 +33,9 @@ public struct HeldFragment
     public ushort DataStart;
     public ushort Length;
     public int Offset;
+    /// <summary>Begins a run (Linux's frag run): fragments that came in order, each at the end of the one before,
+    /// form one run, and a later copy anywhere inside a run is a duplicate, whatever fragments it straddles.</summary>
+    public bool RunStart;
 }
 
 public enum FragmentOutcome
@@ -147,36 +150,46 @@ public sealed class Ipv4Reassembler : IDisposable
         if (end == offset)
             return Kill(queue, DropReason.IpReassemblyInconsistent, out reason);
 
-        // inet_frag_queue_insert(): keep fragments sorted; a copy inside one we hold is a duplicate, anything
-        // else that overlaps condemns the datagram.
+        // inet_frag_queue_insert(): fragments are kept sorted, in runs. One that ends past the last fragment goes at
+        // the end (continuing the last run if it starts where that ends) unless it overlaps it; any other must lie
+        // wholly inside a run (a duplicate, ignored, whatever its bytes) or touch none, else the datagram is condemned.
         int baseIndex = queue * _maxFragments;
-        int at = 0;
-        while (at < q.Fragments && _fragments[baseIndex + at].Offset < offset)
-            at++;
-        if (at > 0)
+        int at = q.Fragments;
+        bool runStart = true;
+        if (q.Fragments > 0)
         {
-            ref var before = ref _fragments[baseIndex + at - 1];
-            int beforeEnd = before.Offset + before.Length;
-            if (offset < beforeEnd)
+            ref var last = ref _fragments[baseIndex + q.Fragments - 1];
+            int lastEnd = last.Offset + last.Length;
+            if (lastEnd < end)
             {
-                if (end <= beforeEnd)
+                if (offset < lastEnd)
+                    return Kill(queue, DropReason.IpReassemblyOverlap, out reason);
+                runStart = offset != lastEnd;
+            }
+            else
+            {
+                for (int i = 0; i < q.Fragments;)
                 {
-                    reason = DropReason.IpFragmentDuplicate;
-                    return FragmentOutcome.Dropped;
+                    int head = i;
+                    int runOffset = _fragments[baseIndex + i].Offset;
+                    int runEnd = runOffset + _fragments[baseIndex + i].Length;
+                    for (i++; i < q.Fragments && !_fragments[baseIndex + i].RunStart; i++)
+                        runEnd = _fragments[baseIndex + i].Offset + _fragments[baseIndex + i].Length;
+                    if (end <= runOffset)
+                    {
+                        at = head;
+                        break;
+                    }
+                    if (offset >= runEnd)
+                        continue;
+                    if (offset >= runOffset && end <= runEnd)
+                    {
+                        reason = DropReason.IpFragmentDuplicate;
+                        return FragmentOutcome.Dropped;
+                    }
+                    return Kill(queue, DropReason.IpReassemblyOverlap, out reason);
                 }
-                return Kill(queue, DropReason.IpReassemblyOverlap, out reason);
             }
-        }
-        if (at < q.Fragments)
-        {
-            ref var after = ref _fragments[baseIndex + at];
-            if (after.Offset == offset && end <= after.Offset + after.Length)
-            {
-                reason = DropReason.IpFragmentDuplicate;
-                return FragmentOutcome.Dropped;
-            }
-            if (end > after.Offset)
-                return Kill(queue, DropReason.IpReassemblyOverlap, out reason);
         }
         if (q.Fragments == _maxFragments)
             return Kill(queue, DropReason.IpReassemblyTooManyFragments, out reason);
@@ -189,6 +202,7 @@ public sealed class Ipv4Reassembler : IDisposable
             DataStart = (ushort)dataStart,
             Length = (ushort)(end - offset),
             Offset = offset,
+            RunStart = runStart,
         };
         q.Fragments++;
         q.Received += end - offset;

@@ -101,6 +101,9 @@ public sealed partial class NetStack
             case IpProtocol.Icmp:
                 IcmpInputReassembled(queue, broadcast);
                 break;
+            case IpProtocol.Tcp:
+                TcpInputReassembled(queue, broadcast);
+                break;
             default:
                 Counters.Count(DropReason.IpUnknownProtocol);
                 break;

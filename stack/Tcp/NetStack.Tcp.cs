@@ -284,6 +284,7 @@ public sealed partial class NetStack
         _tcp.Hash(c);
         Counters.TcpActiveOpens++;
         TcpSendFlags(c, t.Iss, TcpFlags.Syn);
+        t.SynSentAt = _now;
         ScheduleRetransmit(c, RetransmitKind.Rto, _now + BackedOffRto(c));
         Mirror(c);
         Flush();
@@ -314,7 +315,9 @@ public sealed partial class NetStack
     {
         if (!_tcp.IsValid(c))
             return -(int)Errno.EBADF;
-        return TakeError(ref _tcp[c].Error);
+        ref var t = ref _tcp[c];
+        // As Linux's SO_ERROR: the pending error, else the soft one an ICMP error left (sk_err_soft), each once.
+        return t.Error != 0 ? TakeError(ref t.Error) : TakeError(ref t.SoftError);
     }
 
     /// <summary>getsockname(): the stack's address, or 0.0.0.0 for a socket bound to any address that is not
@@ -523,6 +526,9 @@ public sealed partial class NetStack
         ref var t = ref _tcp[c];
         if (t.State is TcpState.SynSent or TcpState.SynReceived)
             Counters.TcpAttemptFails++;
+        // A timeout reports the ICMP error that explains it, if one came (Linux's tcp_write_err).
+        if (errno == (int)Errno.ETIMEDOUT && t.SoftError != 0)
+            errno = t.SoftError;
         t.Error = errno;
         t.Dead = true;
         if (t.Orphaned || t.Listener >= 0)

@@ -65,6 +65,21 @@ public sealed partial class NetStack
     }
 
     /// <summary>
+    /// A segment that came in IPv4 fragments (a path with a small MTU, or a peer splitting the header itself):
+    /// Linux reassembles any protocol and takes the segment whole, so put back together in the scratch buffer behind
+    /// a plain IPv4 header, it is taken as any other, its checksum checked there.
+    /// </summary>
+    private void TcpInputReassembled(int queue, bool broadcast)
+    {
+        ref var q = ref _reassembler[queue];
+        var packet = _scratch.AsSpan(0, Ipv4Packet.MinHeaderLength + q.Length);
+        _reassembler.CopyOut(queue, 0, packet[Ipv4Packet.MinHeaderLength..]);
+        var ip = new Ipv4Packet(packet);
+        ip.WriteHeader(q.Source, q.Destination, IpProtocol.Tcp, q.Length, q.Identification, Options.DefaultTtl, dontFragment: false);
+        TcpInput(new PacketDescriptor(-1, packet.Length), ip, broadcast);
+    }
+
+    /// <summary>
     /// RFC 6191 as Linux's tcp_timewait_state_process: a SYN that PAWS does not reject (its timestamp at most one
     /// tick behind) and whose sequence number is beyond RCV.NXT, or whose timestamp is newer. A sequence number
     /// newer with a timestamp of the same millisecond is accepted: a client reusing the port within the tick that
@@ -136,6 +151,7 @@ public sealed partial class NetStack
         OpenChild(c, listener, remote, seg, seg.SequenceNumber,
             InitialSequenceNumber(l.LocalPort, remote, seg.SourcePort), options);
         TcpSendFlags(c, t.Iss, TcpFlags.Syn | TcpFlags.Ack);
+        t.SynSentAt = _now;
         ScheduleRetransmit(c, RetransmitKind.Rto, _now + BackedOffRto(c));
         Mirror(c);
     }
@@ -220,7 +236,7 @@ public sealed partial class NetStack
         if (hasAck)
         {
             t.SndUna = ack;
-            SampleRtt(c, -1, options);
+            SampleRtt(c, HandshakeRtt(c), options);
             _timers.Cancel(TcpTimerId(c, TcpTimer.Retransmit));
             Established(c);
             t.AckNow = true;
@@ -375,17 +391,25 @@ public sealed partial class NetStack
             t.MaxSndWnd = Math.Max(t.MaxSndWnd, t.SndWnd);
             t.SndWl1 = seg.SequenceNumber;
             t.SndWl2 = ack;
-            SampleRtt(c, -1, options);
+            SampleRtt(c, HandshakeRtt(c), options);
             _timers.Cancel(TcpTimerId(c, TcpTimer.Retransmit));
             Established(c);
             if (t.Listener >= 0)
                 QueueForAccept(c);
             return true;
         }
-        // RFC 5961 §5.2: an ACK of something never sent gets an ACK back and is dropped.
+        // RFC 5961 §5.2: an ACK of something never sent is dropped, data and all, and answered by a challenge ACK,
+        // as Linux's tcp_ack does: at most one per connection per 500 ms, within the stack-wide limit, so that a
+        // flood of such segments cannot make an ACK each.
         if (Seq.Gt(ack, t.SndMax))
         {
-            t.AckNow = true;
+            if (t.OutOfWindowAckAt != 0 && _now - t.OutOfWindowAckAt < OutOfWindowAckIntervalNs)
+                Counters.TcpExtTCPACKSkippedChallenge++;
+            else
+            {
+                t.OutOfWindowAckAt = _now;
+                ChallengeAck(c);
+            }
             Dropped(DropReason.TcpBadAck);
             return false;
         }
@@ -402,6 +426,8 @@ public sealed partial class NetStack
             Dropped(DropReason.TcpTooOldAck);
             return false;
         }
+        // Something got through: an ICMP error heard before is no longer news (Linux's tcp_ack clears sk_err_soft).
+        t.SoftError = 0;
         uint window = (uint)seg.Window << t.SndWndShift;
         uint unaBefore = t.SndUna;
         uint sackedBefore = t.SackedBytes;
@@ -472,6 +498,11 @@ public sealed partial class NetStack
         }
         return true;
     }
+
+    /// <summary>The time since our SYN or SYN-ACK left, if it left once (Karn); else -1. Without it a connection
+    /// without timestamps had no RTT sample until its first data was acknowledged, and a loss in its first flight
+    /// waited the initial 1 s RTO where Linux, having measured the handshake, waits 200 ms.</summary>
+    private long HandshakeRtt(int c) => _tcp[c].SynSentAt != 0 ? _now - _tcp[c].SynSentAt : -1;
 
     /// <summary>The longest round trip a timestamp echo may give, in 1 ms ticks (Linux's INT_MAX µs).</summary>
     private const uint MaxTimestampRttTicks = int.MaxValue / 1000;
@@ -563,12 +594,22 @@ public sealed partial class NetStack
                 t.OutOfOrder.Add(seq, end); // the range holding it becomes the newest: the second block (RFC 2883 §4 (4))
                 return;
             }
+            // Overlapping data already held from an earlier start keeps its bytes, whatever the new copy says: Linux's
+            // tcp_data_queue_ofo keeps both segments and reads the lower one first. Data held from a later start is
+            // the new segment's (it replaces that segment, or is read first).
+            uint held = t.OutOfOrder.HeldPast(seq);
             if (!t.OutOfOrder.Add(seq, end))
             {
                 Counters.TcpExtTCPOFODrop++; // too many holes: the peer sends it again
                 return;
             }
             Counters.TcpExtTCPOFOQueue++;
+            if (held != seq)
+            {
+                ReportDuplicate(c, seq, held, ref Counters.TcpExtTCPDSACKOfoSent);
+                data = data[(int)(held - seq)..];
+                seq = held;
+            }
             CopyIntoReceiveRing(c, seq, data);
             return;
         }

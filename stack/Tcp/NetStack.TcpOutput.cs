@@ -233,15 +233,21 @@ public sealed partial class NetStack
     /// <summary>Our MSS: what fits the MTU after the IPv4 and TCP headers.</summary>
     private int TcpOwnMss => _mtu - Ipv4Packet.MinHeaderLength - TcpSegment.MinHeaderLength;
 
-    /// <summary>The send MSS from the peer's MSS and the MTU as it is now, less the timestamp option every segment
-    /// then carries (Linux's tcp_sync_mss); nothing before the peer's SYN told its MSS.</summary>
+    /// <summary>Linux's net.ipv4.tcp_min_snd_mss: the least a peer's MSS (or a path MTU) makes us send per segment,
+    /// before options. A peer that asks for MSS 1 would otherwise get a segment per byte, 40 bytes of headers each.</summary>
+    public const int TcpMinSndMss = 48;
+
+    /// <summary>The send MSS from the peer's MSS and the path MTU as it is now (the link's, or lower if ICMP said so),
+    /// at least <see cref="TcpMinSndMss"/>, less the timestamp option every segment then carries (Linux's
+    /// tcp_sync_mss and __tcp_mtu_to_mss); nothing before the peer's SYN told its MSS.</summary>
     private void TcpSyncMss(int c)
     {
         ref var t = ref _tcp[c];
         if (t.PeerMss == 0)
             return;
-        int mss = Math.Min(t.PeerMss, TcpOwnMss) - (t.Timestamps ? TcpTimestampOptionBytes : 0);
-        t.SndMss = (ushort)Math.Max(mss, 8);
+        int mtu = t.PathMtu != 0 ? Math.Min(t.PathMtu, _mtu) : _mtu;
+        int mss = Math.Max(Math.Min(t.PeerMss, mtu - Ipv4Packet.MinHeaderLength - TcpSegment.MinHeaderLength), TcpMinSndMss);
+        t.SndMss = (ushort)(mss - (t.Timestamps ? TcpTimestampOptionBytes : 0));
     }
 
     /// <summary>

@@ -151,7 +151,10 @@ public sealed partial class NetStack
         else if (t.SentCount > 0)
         {
             ref var last = ref SentSegment(c, t.SentCount - 1);
-            sent = (last.Flags & SentFlags.Sacked) == 0 && Resend(c, ref last);
+            // Never from beyond a right edge the peer pulled back, unless it is SND.UNA's segment (Linux's
+            // __tcp_retransmit_skb; RFC 9293 §3.8.6.2.1): the receiver said it has no room there.
+            bool inWindow = last.Start == t.SndUna || Seq.Lt(last.Start, t.SndUna + t.SndWnd);
+            sent = inWindow && (last.Flags & SentFlags.Sacked) == 0 && Resend(c, ref last);
             t.TlpRetransmitted = sent;
         }
         if (sent)

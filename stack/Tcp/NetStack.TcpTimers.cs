@@ -55,6 +55,7 @@ public sealed partial class NetStack
                 return;
             }
             t.Backoff++;
+            t.SynSentAt = 0; // Karn: an answer may be to either copy
             Counters.TcpExtTCPTimeouts++;
             if (TcpSendFlags(c, t.Iss, t.State == TcpState.SynSent ? TcpFlags.Syn : TcpFlags.Syn | TcpFlags.Ack))
             {
@@ -74,7 +75,11 @@ public sealed partial class NetStack
                 // as retransmissions do (Linux's tcp_probe_timer: tcp_retries2, or tcp_orphan_retries' 8 once the
                 // application has closed it). Found by fuzzing: a closed connection stayed in FIN_WAIT_1 for ever.
                 int limit = t.Orphaned ? Math.Min(Options.TcpRetries, OrphanProbes) : Options.TcpRetries;
-                if (t.ProbesOut >= limit)
+                // An orphan is not kept for ever by a peer that answers every probe and never opens its window
+                // (Linux's tcp_probe_timer on a dead socket): once backed off to the maximum RTO, it goes after
+                // tcp_orphan_retries' worth of backoff, answered or not.
+                bool orphanSpent = t.Orphaned && t.Backoff >= OrphanProbes && t.Rto << Math.Min(t.Backoff, 20) >= Options.TcpMaxRtoNs;
+                if (t.ProbesOut >= limit || orphanSpent)
                 {
                     Counters.TcpExtTCPAbortOnTimeout++;
                     TcpFail(c, (int)Errno.ETIMEDOUT);

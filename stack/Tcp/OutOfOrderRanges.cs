@@ -69,6 +69,16 @@ public struct OutOfOrderRanges
         return false;
     }
 
+    /// <summary>Where the bytes already held from before <paramref name="seq"/> end, if a range starting before it
+    /// holds it; else <paramref name="seq"/>.</summary>
+    public readonly uint HeldPast(uint seq)
+    {
+        for (int i = 0; i < Count; i++)
+            if (Seq.Lt(_ranges[i].Start, seq) && Seq.Lt(seq, _ranges[i].End))
+                return _ranges[i].End;
+        return seq;
+    }
+
     /// <summary>RCV.NXT moved to <paramref name="rcvNxt"/>: ranges it reached are taken out, and the new RCV.NXT
     /// (past the end of the last one reached) is returned.</summary>
     public uint Advance(uint rcvNxt)

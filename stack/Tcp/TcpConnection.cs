@@ -185,6 +185,9 @@ public struct TcpConnection
     public long Rto;
     public int Backoff;
     public long RetransmitStartedAt;
+    /// <summary>When our SYN or SYN-ACK left, or 0 once it was sent again (Karn): the handshake's round trip is the
+    /// first RTT sample, with or without timestamps, as Linux takes it.</summary>
+    public long SynSentAt;
     /// <summary>Segments this connection sent again, SYNs included (Linux's tcpi_total_retrans): its share of
     /// <see cref="StackCounters.TcpRetransSegs"/>, for onload-stackdump and TCP_INFO.</summary>
     public uint TotalRetrans;
@@ -248,6 +251,11 @@ public struct TcpConnection
     public int SegmentsSinceAck;
     /// <summary>A pending asynchronous error (ECONNRESET, ETIMEDOUT, ECONNREFUSED), reported once.</summary>
     public int Error;
+    /// <summary>An ICMP error heard while synchronized (Linux's sk_err_soft): not fatal, reported if the connection
+    /// then times out, or by getsockopt(SO_ERROR).</summary>
+    public int SoftError;
+    /// <summary>The path MTU an ICMP "fragmentation needed" set (RFC 1191), or 0 for the link's.</summary>
+    public ushort PathMtu;
     /// <summary>The connection was reset or timed out: nothing more to read or send.</summary>
     public bool Dead;
     /// <summary>The application closed its handle; the stack frees the row when the connection ends.</summary>

@@ -84,6 +84,11 @@ public enum DropReason
     /// <summary>An ACK older than SND.UNA - MAX.SND.WND (RFC 5961 §5.2): blind injection, or a very old duplicate.</summary>
     TcpTooOldAck,
     TcpChallengeAckLimited,
+    /// <summary>An ICMP error quoting a connection but a sequence number outside SND.UNA..SND.NXT (RFC 5927 §4.1).</summary>
+    TcpIcmpOutOfWindow,
+    /// <summary>An ICMP error for a connection that TCP takes no action on (TIME_WAIT, a redirect, a path MTU that
+    /// would rise, a code a half-open child ignores).</summary>
+    TcpIcmpIgnored,
 
     // Transmit
     TxNoBuffer,

@@ -85,6 +85,38 @@ public class ReassemblyTests
     }
 
     [Test]
+    public void A_copy_with_other_bytes_straddling_fragments_that_came_in_order_is_a_duplicate_but_across_runs_an_overlap()
+    {
+        var (peer, s) = Listening();
+        using var _ = peer;
+        var data = Data(3000);
+        var frame = peer.UdpFrame(40000, 9, data);
+        var ip = frame.AsSpan(14, 20).ToArray();
+        var payload = frame.AsSpan(34).ToArray();
+        var forged = Enumerable.Repeat((byte)0xee, 1000).ToArray();
+        // [0, 800) then [800, 1600): one run, as Linux's inet_frag_queue_insert keeps them; [400, 1400) lies inside it.
+        peer.Inject(RawPeer.FragmentFrame(frame, ip, payload.AsSpan(0, 800), 0, more: true));
+        peer.Inject(RawPeer.FragmentFrame(frame, ip, payload.AsSpan(800, 800), 800, more: true));
+        peer.Inject(RawPeer.FragmentFrame(frame, ip, forged, 400, more: true));
+        peer.Inject(RawPeer.FragmentFrame(frame, ip, payload.AsSpan(1600), 1600, more: false));
+        AssertReceived(peer, s, data);
+        Assert.That(peer.Stack.Counters.Drop(DropReason.IpFragmentDuplicate), Is.EqualTo(1), "ignored, the first bytes kept");
+
+        // The same pieces, the second before the first: two runs, and the copy straddling them condemns the datagram.
+        frame[19] ^= 1; // another identification
+        ip = frame.AsSpan(14, 20).ToArray();
+        peer.Inject(RawPeer.FragmentFrame(frame, ip, payload.AsSpan(800, 800), 800, more: true));
+        peer.Inject(RawPeer.FragmentFrame(frame, ip, payload.AsSpan(0, 800), 0, more: true));
+        peer.Inject(RawPeer.FragmentFrame(frame, ip, forged, 400, more: true));
+        peer.Inject(RawPeer.FragmentFrame(frame, ip, payload.AsSpan(1600), 1600, more: false));
+        Assert.That(peer.Stack.Counters.Drop(DropReason.IpReassemblyOverlap), Is.EqualTo(1));
+        Assert.That(peer.Stack.UdpReadable(s), Is.False);
+        peer.Clock.Advance(31_000_000_000);
+        peer.Stack.Poll();
+        AssertNothingLeft(peer);
+    }
+
+    [Test]
     public void More_fragments_than_allowed_discard_the_datagram()
     {
         var (peer, s) = Listening(o => o with { ReassemblyMaxFragments = 8 });
