@@ -326,8 +326,9 @@ public class TcpScriptTests
         Expect(acks, Ack, seq: c.StackSeq + edge, ack: c.PeerSeq + 100, why: "the ACK of the peer's data, inside its window");
         c.PeerSeq += 100;
 
-        // The retransmission timeout resends only what fits: the window's 128 bytes, not the first segment's 1460.
-        var log = Run(c.Peer, 1_100 * Ms);
+        // The retransmission timeout (the 200 ms floor: the handshake gave the first RTT sample) resends only what
+        // fits: the window's 128 bytes, not the first segment's 1460.
+        var log = Run(c.Peer, 300 * Ms);
         var re = Expect(log.Select(e => e.Seg).ToList(), Ack, seq: c.StackSeq, ack: c.PeerSeq, length: edge, why: "the retransmission, cut to the window");
         Assert.That(re.Payload.SequenceEqual(data.AsSpan(0, edge).ToArray()), Is.True);
     }
