@@ -129,6 +129,55 @@ public class DriverlinkStackTests(string mode)
         });
     }
 
+    /// <summary>Exhaustion (issue 10): the daemon's per-VNIC filter table (here 4) bounds the ports a stack may
+    /// steer; a connect beyond it gets ENOBUFS, leaves nothing behind, and works once a port is free again.</summary>
+    [Test]
+    [Category("hostile")]
+    public void A_full_filter_table_gives_connect_ENOBUFS_and_a_freed_port_serves_the_next_connect()
+    {
+        const int Filters = 4;
+        using var dl = new DriverlinkPair("--max-filters", $"{Filters}");
+        dl.Peer.Start("socat", "-b", "4096", "TCP-LISTEN:9304,reuseaddr,fork", "PIPE");
+        Poll.Until(() => dl.Peer.Exec("ss -tln").Contains(":9304", StringComparison.Ordinal), Deadline, "socat listening");
+        var peer = new Ipv4Endpoint(Ipv4Address.Parse(dl.PeerAddress), 9304);
+        var data = RandomNumberGenerator.GetBytes(10_000);
+        dl.InHost(() =>
+        {
+            using var session = Open(dl);
+            using var stack = new NetStack(session.Vnic, session.StackOptions());
+            var held = new List<int>();
+            for (int i = 0; i < Filters; i++)
+            {
+                int c = stack.TcpOpen();
+                Assert.That(stack.TcpConnect(c, peer), Is.EqualTo(-(int)Errno.EINPROGRESS), $"connect {i + 1}");
+                held.Add(c);
+            }
+            int refused = stack.TcpOpen();
+            Assert.That(stack.TcpConnect(refused, peer), Is.EqualTo(-(int)Errno.ENOBUFS), "a connect past the table");
+            Assert.That(session.Filters, Is.EqualTo(Filters), "the refused connect left no filter");
+            Assert.That(stack.TcpClose(refused), Is.Zero);
+            foreach (int c in held)
+            {
+                Poll.Until(() => { stack.Poll(); return stack.TcpIsConnected(c); }, Deadline, $"connected ({StackDump.Connection(stack, c)})");
+                Assert.That(EchoThrough(stack, c, data, Deadline), Is.EqualTo(data), "the connections within the table work");
+            }
+
+            // One closed (SO_LINGER 0: no TIME_WAIT): its port, kept as a spare, serves the next connect.
+            Assert.That(stack.TcpSetLingerZero(held[0], true), Is.Zero);
+            Assert.That(stack.TcpClose(held[0]), Is.Zero);
+            Poll.Until(() => { stack.Poll(); return session.SparePorts == 1; }, Deadline, "the port kept as a spare");
+            var resting = System.Diagnostics.Stopwatch.StartNew();
+            Poll.Until(() => { stack.Poll(); return resting.Elapsed >= TimeSpan.FromMilliseconds(3); }, Deadline, "the spare rested");
+            int next = stack.TcpOpen();
+            Assert.That(stack.TcpConnect(next, peer), Is.EqualTo(-(int)Errno.EINPROGRESS), "a connect once a port is free");
+            Poll.Until(() => { stack.Poll(); return stack.TcpIsConnected(next); }, Deadline, $"connected ({StackDump.Connection(stack, next)})");
+            Assert.That(EchoThrough(stack, next, data, Deadline), Is.EqualTo(data));
+            TestContext.Out.WriteLine($"--max-filters {Filters}: connect {Filters + 1} gave ENOBUFS with no filter left behind; " +
+                $"after one close its port served the next connect, 10 KB echoed intact ({mode} mode)");
+            return 0;
+        });
+    }
+
     [Test]
     public void A_reconfiguration_suspends_and_resumes_the_stack_and_loses_no_connection()
     {
