@@ -21,6 +21,9 @@ public static unsafe class ReservedMemory
             LinuxConstants.MAP_PRIVATE | LinuxConstants.MAP_ANONYMOUS | LinuxConstants.MAP_NORESERVE, -1, 0);
         if (p == (void*)-1)
             throw new OutOfMemoryException($"cannot reserve {bytes} bytes of address space: errno {Errno.Last}");
+        // Small pages only: with transparent huge pages "always" (RHEL, Fedora) a row's first write would fault in
+        // 2 MiB, and a row touched in three places would cost megabytes, not kilobytes. Best effort (no THP: EINVAL).
+        _ = Libc.Madvise(p, bytes, LinuxConstants.MADV_NOHUGEPAGE);
         return (byte*)p;
     }
 

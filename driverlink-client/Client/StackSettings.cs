@@ -12,6 +12,12 @@ namespace Onload.Driverlink;
 /// </summary>
 public sealed record StackSettings
 {
+    /// <summary>The most rows a socket table has (its per-port lists index rows in 16 bits).</summary>
+    private const int MaxSockets = 32766;
+
+    /// <summary>The largest ring each way: a row's two rings and its records stay under 2 GiB.</summary>
+    private const int MaxBuffer = 256 << 20;
+
     /// <summary>ONLOAD_TCP_SOCKETS: TCP rows (sockets, listeners, connections in TIME_WAIT) one stack holds.</summary>
     public int TcpSockets { get; init; } = DriverlinkSession.DefaultTcpConnections;
 
@@ -40,10 +46,10 @@ public sealed record StackSettings
             throw new ArgumentException($"ONLOAD_TCP_CONGESTION={congestion}: expected cubic or reno");
         return new StackSettings
         {
-            TcpSockets = Int("ONLOAD_TCP_SOCKETS", d.TcpSockets, 1, 1 << 20),
-            UdpSockets = Int("ONLOAD_UDP_SOCKETS", d.UdpSockets, 1, 1 << 20),
-            TcpSendBufferMax = (int)BitOperations.RoundUpToPowerOf2((uint)Int("ONLOAD_TCP_WMEM_MAX", d.TcpSendBufferMax, 65536, 1 << 30)),
-            TcpReceiveBufferMax = (int)BitOperations.RoundUpToPowerOf2((uint)Int("ONLOAD_TCP_RMEM_MAX", d.TcpReceiveBufferMax, 65536, 1 << 30)),
+            TcpSockets = Int("ONLOAD_TCP_SOCKETS", d.TcpSockets, 1, MaxSockets),
+            UdpSockets = Int("ONLOAD_UDP_SOCKETS", d.UdpSockets, 1, MaxSockets),
+            TcpSendBufferMax = (int)BitOperations.RoundUpToPowerOf2((uint)Int("ONLOAD_TCP_WMEM_MAX", d.TcpSendBufferMax, 65536, MaxBuffer)),
+            TcpReceiveBufferMax = (int)BitOperations.RoundUpToPowerOf2((uint)Int("ONLOAD_TCP_RMEM_MAX", d.TcpReceiveBufferMax, 65536, MaxBuffer)),
             PacketBuffers = Int("ONLOAD_PACKET_BUFFERS", d.PacketBuffers, 0, 1 << 20),
             RingSize = Int("ONLOAD_RING_SIZE", d.RingSize, 0, 1 << 16),
             TcpSack = Int("ONLOAD_TCP_SACK", 1, 0, 1) != 0,

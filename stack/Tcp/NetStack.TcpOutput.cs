@@ -38,22 +38,23 @@ public sealed partial class NetStack
             // Zero window with data waiting: the persist timer probes until the window opens (RFC 9293 §3.8.6.1).
             ScheduleRetransmit(c, RetransmitKind.Rto, _now + BackedOffRto(c));
         }
-        if (!sent && t.AckNow)
+        if (t.AckNow)
             TcpSendFlags(c, AcceptableSeq(ref t, t.SndNxt), TcpFlags.Ack);
     }
 
     /// <summary>
     /// The sequence number of a segment without data (an ACK, a RST) that would carry <paramref name="next"/>: that,
-    /// unless the peer has since shrunk its window so that it lies beyond the right edge by a unit of its window scale
-    /// or more; then the edge itself
-    /// (Linux's tcp_acceptable_seq). A receiver drops a segment that starts beyond its window unread, its ACK with it
-    /// (RFC 9293 §3.10.7.4); a peer whose application waits for our ACK to free its send buffer before it reads again
-    /// would never open its window, and neither side would move (found by the exhaustion tests against Linux 6.18).
+    /// unless the peer has since pulled its window's right edge back behind it; then the edge itself. A receiver drops
+    /// a segment that starts beyond its window unread, its ACK with it (RFC 9293 §3.10.7.4); a peer whose application
+    /// waits for our ACK to free its send buffer before it reads again would never open its window, and neither side
+    /// would move (found by the exhaustion tests against Linux 6.18). Linux's tcp_acceptable_seq allows SND.NXT up to
+    /// a unit of a window scale past the edge, for a window rounded down; here the edge is always taken, since a
+    /// zero window is not rounded and the edge is acceptable either way.
     /// </summary>
     private static uint AcceptableSeq(ref TcpConnection t, uint next)
     {
         uint edge = t.SndUna + t.SndWnd;
-        return Seq.Ge(edge, next) || next - edge < 1u << t.SndWndShift ? next : edge;
+        return Seq.Ge(edge, next) ? next : edge;
     }
 
     /// <summary>Sends one segment of new data (or the FIN) if the receive window, the congestion window (unless
@@ -126,9 +127,16 @@ public sealed partial class NetStack
         Counters.TcpOutSegs++;
         if ((flags & TcpFlags.Rst) != 0)
             Counters.TcpOutRsts++;
-        t.AckNow = false;
-        t.SegmentsSinceAck = 0;
-        _timers.Cancel(TcpTimerId(c, TcpTimer.DelayedAck));
+        // The segment carries the ACK only if the peer will read it: one ending beyond the right edge (data into a
+        // zero or shrunk window) or starting before SND.UNA (a window probe) is dropped ACK and all by Linux, so a
+        // pending ACK still goes on its own (AcceptableSeq) after it.
+        if ((flags & (TcpFlags.Syn | TcpFlags.Rst)) != 0 || (flags & TcpFlags.Ack) == 0 ||
+            Seq.Ge(seq, t.SndUna) && Seq.Le(seq + (uint)length, t.SndUna + t.SndWnd))
+        {
+            t.AckNow = false;
+            t.SegmentsSinceAck = 0;
+            _timers.Cancel(TcpTimerId(c, TcpTimer.DelayedAck));
+        }
         // Linux sets DF on TCP: segments are sized to the path, never fragmented.
         Ipv4Output(buffer, t.RemoteAddress, IpProtocol.Tcp, headerLength + length, dontFragment: true);
         return true;

@@ -93,6 +93,10 @@ public sealed partial class NetStack
                 Account(ref t, r, -1);
                 r.Length -= ack - r.Start;
                 r.Start = ack;
+                // The piece of a resend cut to the window arrived: the rest was never resent, so it is lost again
+                // and out of the pipe.
+                if ((r.Flags & SentFlags.Cut) != 0)
+                    r.Flags &= ~(SentFlags.Cut | SentFlags.Resent);
                 Account(ref t, r, +1);
             }
             break;
@@ -201,17 +205,20 @@ public sealed partial class NetStack
     {
         ref var t = ref _tcp[c];
         var flags = TcpFlags.Ack | ((r.Flags & SentFlags.Fin) != 0 ? TcpFlags.Fin : 0);
-        // Only what fits the peer's window now, as Linux's tcp_retransmit_skb trims: a receiver that shrank its
-        // window while holding data drops a segment that ends beyond it, ACK and all (Linux since 6.17). A zero window
-        // gets the segment whole, as a probe; the cumulative ACK trims the record and the rest goes later.
+        // Only what fits the peer's window now (at most an MSS), as Linux's tcp_retransmit_skb trims: a receiver that
+        // shrank its window while holding data drops a segment that ends beyond it, ACK and all (Linux since 6.17).
+        // The record is marked cut, so that once its piece is acknowledged the rest waits for retransmission again
+        // (AckSentSegments), as the tail tcp_fragment leaves. A zero window gets the segment whole, as a probe.
         int fits = (int)Math.Clamp((long)(int)(t.SndUna + t.SndWnd - r.Start), 0, r.DataLength);
-        bool sent = fits > 0 && fits < r.DataLength
-            ? TcpSendSegment(c, r.Start, fits, flags & ~TcpFlags.Fin)
+        bool cut = fits > 0 && fits < r.DataLength;
+        int piece = Math.Min(fits, (int)t.SndMss);
+        bool sent = cut
+            ? TcpSendSegment(c, r.Start, piece, flags & ~TcpFlags.Fin)
             : r.DataLength <= t.SndMss ? TcpSendSegment(c, r.Start, r.DataLength, flags) : ResendInPieces(c, in r, flags);
         if (!sent)
             return false;
         r.SentAt = _now;
-        var now = r.Flags | SentFlags.Retransmitted;
+        var now = r.Flags | SentFlags.Retransmitted | (cut ? SentFlags.Cut : 0);
         if ((now & SentFlags.Lost) != 0)
             now |= SentFlags.Resent;
         SetSentFlags(c, ref r, now);
@@ -220,7 +227,7 @@ public sealed partial class NetStack
         if (t.InRecovery && !t.RtoRecovery)
         {
             Counters.TcpExtTCPFastRetrans++;
-            t.PrrOut += r.Length;
+            t.PrrOut += cut ? (uint)piece : r.Length;
         }
         return true;
     }

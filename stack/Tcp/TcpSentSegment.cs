@@ -15,6 +15,9 @@ public enum SentFlags : byte
     Retransmitted = 8,
     /// <summary>Lost and sent again: the copy in flight counts in the pipe.</summary>
     Resent = 16,
+    /// <summary>Sent again only in part, cut to the peer's window: when that part is acknowledged the rest is lost
+    /// again (<see cref="Resent"/> cleared).</summary>
+    Cut = 32,
 }
 
 /// <summary>

@@ -69,6 +69,10 @@ public sealed unsafe class TcpTable : IDisposable, IPortTable
     /// <summary>Bytes of the rings' arena that are memory now (for inspection: it walks the whole reservation).</summary>
     public long ArenaResidentBytes() => ReservedMemory.Resident(_arena, (nuint)ArenaBytes);
 
+    /// <summary>The most ring memory a row keeps once its connection is gone: its rings' first extents and its
+    /// sent-segment records (given back only when its send ring had grown).</summary>
+    public long MostKeptPerRow => _retainedSend + _retainedReceive + (long)SentCapacity * sizeof(TcpSentSegment);
+
     /// <summary>Bytes of the rows themselves (fixed at construction).</summary>
     public long RowBytes => (long)_rows.Length * sizeof(TcpConnection);
 
@@ -109,6 +113,9 @@ public sealed unsafe class TcpTable : IDisposable, IPortTable
             ReservedMemory.Discard(row + _retainedSend, (nuint)(t.SndRingSize - _retainedSend));
         if (t.RcvRingSize > _retainedReceive)
             ReservedMemory.Discard(row + SendBufferSize + _retainedReceive, (nuint)(t.RcvRingSize - _retainedReceive));
+        // A sender whose ring grew walked its sent-segment records too: all but their first page go back with it.
+        if (t.SndRingSize > _retainedSend)
+            ReservedMemory.Discard(row + SendBufferSize + ReceiveBufferSize + 4096, (nuint)(SentCapacity * sizeof(TcpSentSegment) - 4096));
         t = default;
         _free.Return(c);
         Open--;

@@ -35,6 +35,7 @@ internal static class LinuxConstants
     public const int MAP_PRIVATE = 2;
     public const int MAP_NORESERVE = 0x4000;
     public const int MADV_DONTNEED = 4;
+    public const int MADV_NOHUGEPAGE = 15;
 
     // asm-generic/poll.h
     public const short POLLIN = 1;

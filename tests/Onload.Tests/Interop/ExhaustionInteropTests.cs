@@ -244,24 +244,24 @@ public class ExhaustionInteropTests(string kind)
         Assert.That(clients.Damaged(), Is.Empty, "the TCP streams");
         Assert.That(server.Errors, Is.Empty);
         Assert.That(other, Is.Empty, "sendto() gave only the length or ENOBUFS");
-        // The queues stopped taking buffers while an eighth of the pool was left.
+        // The queues stopped taking buffers while an eighth of the pool was left (sending may still empty it: that
+        // is sendto()'s ENOBUFS).
         Assert.That(stack.Counters.Drop(DropReason.PacketBuffersLow), Is.GreaterThan(0), "the hoarders met the pool's reserve");
-        Assert.That(fewestFree, Is.GreaterThan(0), "the pool never ran dry for sending");
 
-        // What the hoarders hold is whole and in order.
+        // What the hoarders hold is whole, each datagram once, on its own port (UDP promises no order, and the
+        // kernel's veth may reorder under back-pressure).
         long queued = 0;
         var buffer = new byte[2048];
+        var seen = new HashSet<uint>();
         foreach (int h in hoarders)
         {
-            long last = -1;
             int r;
             while ((r = stack.UdpReceiveFrom(h, buffer, out _)) > 0)
             {
                 Assert.That(r, Is.EqualTo(1000));
                 uint n = System.Buffers.Binary.BinaryPrimitives.ReadUInt32BigEndian(buffer);
-                Assert.That(n, Is.GreaterThan(last), "in order");
+                Assert.That(seen.Add(n), Is.True, $"datagram {n} once");
                 Assert.That(n % Hoarders, Is.EqualTo((uint)(h - hoarders[0])), "on its own port");
-                last = n;
                 queued++;
             }
             Assert.That(r, Is.EqualTo(-(int)Errno.EAGAIN));

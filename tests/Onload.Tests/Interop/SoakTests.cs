@@ -146,8 +146,8 @@ public class SoakTests(string kind)
         }
         GC.Collect();
         long lastResident = ResidentBytes();
-        // The rings never hold more than each row's first extents once its connection is gone.
-        Assert.That(stack.TcpConnections.ArenaResidentBytes(), Is.LessThanOrEqualTo((long)stack.TcpConnections.Capacity * (256 << 10)),
+        // The rings never hold more than each row's first extents and records once its connection is gone.
+        Assert.That(stack.TcpConnections.ArenaResidentBytes(), Is.LessThanOrEqualTo(stack.TcpConnections.Capacity * stack.TcpConnections.MostKeptPerRow),
             "TCP ring memory with every connection closed");
         Assert.That(tcpServer.Errors, Is.Empty);
         Assert.That(udpAnswered, Is.GreaterThan(0));

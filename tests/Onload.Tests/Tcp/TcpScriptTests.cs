@@ -331,6 +331,13 @@ public class TcpScriptTests
         var log = Run(c.Peer, 300 * Ms);
         var re = Expect(log.Select(e => e.Seg).ToList(), Ack, seq: c.StackSeq, ack: c.PeerSeq, length: edge, why: "the retransmission, cut to the window");
         Assert.That(re.Payload.SequenceEqual(data.AsSpan(0, edge).ToArray()), Is.True);
+
+        // The peer takes the piece and opens its window: the rest of the first segment goes at once, not a
+        // retransmission timeout later.
+        var rest = c.Send(Ack, ack: c.StackSeq + edge);
+        Assert.That(rest, Is.Not.Empty, "the rest of the cut segment");
+        Assert.That(rest[0].Seq, Is.EqualTo(c.StackSeq + edge));
+        Assert.That(rest[0].Payload.SequenceEqual(data.AsSpan(edge, mss - edge).ToArray()), Is.True, "the rest of the first segment");
     }
 
     // 8. TIME_WAIT.

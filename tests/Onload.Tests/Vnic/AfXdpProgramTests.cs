@@ -35,7 +35,8 @@ public sealed class AfXdpProgramTests
         var program = FlowFilterProgram.Build(XsksMapFd, FiltersMapFd);
         Assert.That(program, Has.Length.EqualTo(62));
         Assume.That(BitConverter.IsLittleEndian, "the digest is of the little-endian encoding");
-        Assert.That(Digest(program), Is.EqualTo("127655FC0D523668FC14DFC9AD6FEBD07EC1914A47A3F14FCC0A73262FD1C661"));
+        // Changed on purpose once: a filtered flow whose queue has no socket is dropped, no longer passed (5001f4f).
+        Assert.That(Digest(program), Is.EqualTo("AF0CF4D3B699C6ED08A6E5A434089FBF28BA11C2D294AF04E2C32E4ABC57EAD2"));
     }
 
     private static string Digest(BpfInsn[] program) =>
