@@ -77,8 +77,8 @@ public class SynFloodInteropTests(string kind)
 
         var server = new IPEndPoint(IPAddress.Parse(_peer.StackAddress), Port);
         var clients = new List<Task<string?>>();
-        int started = 0, finished = 0, maxRows = 0, maxSynQueue = 0;
-        var echoes = new Dictionary<int, (byte[] Buffer, int Length, int Sent)>();
+        int started = 0, maxRows = 0, maxSynQueue = 0;
+        var echo = new StackEchoServer(stack, listener);
         var clientsClock = Stopwatch.StartNew();
         KernelPeer.Drive(stack, () =>
         {
@@ -90,44 +90,14 @@ public class SynFloodInteropTests(string kind)
                 var data = TestData.Random(7000 + k, 10_000 + 131 * (k % 100));
                 clients.Add(Task.Run(() => KernelClient(socket, server, data)));
             }
-            int c;
-            while ((c = stack.TcpAccept(listener, out _)) >= 0)
-                echoes[c] = (new byte[16 * 1024], 0, 0);
-            Assert.That(c, Is.EqualTo(-(int)Errno.EAGAIN), "accept");
-            foreach (int e in echoes.Keys.ToList())
-            {
-                var (pending, length, sent) = echoes[e];
-                if (sent < length)
-                {
-                    int n = stack.TcpSend(e, pending.AsSpan(sent, length - sent));
-                    if (n > 0)
-                        sent += n;
-                    else if (n != -(int)Errno.EAGAIN)
-                        Assert.Fail($"echo send on {e}: {(Errno)(-n)}; {StackDump.Connection(stack, e)}");
-                }
-                if (sent == length)
-                {
-                    int r = stack.TcpReceive(e, pending);
-                    if (r == 0)
-                    {
-                        Assert.That(stack.TcpClose(e), Is.Zero);
-                        echoes.Remove(e);
-                        finished++;
-                        continue;
-                    }
-                    if (r < 0 && r != -(int)Errno.EAGAIN)
-                        Assert.Fail($"echo receive on {e}: {(Errno)(-r)}; {StackDump.Connection(stack, e)}");
-                    (length, sent) = r > 0 ? (r, 0) : (0, 0);
-                }
-                echoes[e] = (pending, length, sent);
-            }
+            echo.Step();
             // What the flood may hold: the SYN queue, never more than the backlog. The rest are clients'.
             maxRows = Math.Max(maxRows, stack.TcpConnections.Open - baseline);
             maxSynQueue = Math.Max(maxSynQueue, stack.TcpConnections[listener].SynQueueLength);
             // Done when the stack closed every client's connection, or as soon as a client has failed.
             return !starting && clients.All(t => t.IsCompleted) &&
-                (finished == started || clients.Any(t => t.IsFaulted || t.Result is not null));
-        }, Deadline, () => $"every client to be served ({finished} of {started} closed by the stack, " +
+                (echo.Finished == started || clients.Any(t => t.IsFaulted || t.Result is not null));
+        }, Deadline, () => $"every client to be served ({echo.Finished} of {started} closed by the stack, " +
             $"{clients.Count(t => t is { IsCompleted: true })} clients done); {StackDump.Vnic(stack.Vnic)}; {StackDump.TcpCounters(stack)}");
         var served = clientsClock.Elapsed;
         Assert.That(flood.HasExited, Is.False, $"the flood lasted the whole time: {flood.Stderr.Trim()}");
@@ -142,7 +112,7 @@ public class SynFloodInteropTests(string kind)
             .Where(r => r is not null), Is.Empty, $"every client got its own bytes back; {StackDump.Vnic(stack.Vnic)}; {StackDump.TcpCounters(stack)}");
         Assert.Multiple(() =>
         {
-            Assert.That(finished, Is.EqualTo(started));
+            Assert.That(echo.Finished, Is.EqualTo(started));
             Assert.That(stack.Counters.TcpExtSyncookiesSent, Is.GreaterThan(started));
             Assert.That(stack.Counters.TcpExtSyncookiesRecv, Is.GreaterThan(0), "clients came in through cookies");
             Assert.That(maxSynQueue, Is.EqualTo(Backlog), "the flood filled the SYN queue, and no more");
